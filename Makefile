@@ -1,0 +1,34 @@
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+# torch is pinned first so that pip takes the local CPU build on CPU-only
+# machines instead of resolving a multi-GB CUDA build through transformers/trl.
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==$${SFTDATA_TORCH_VERSION:-2.13.0}" || $(BIN)/pip install -q "torch>=2.4" --index-url https://download.pytorch.org/whl/cpu
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	rm -rf out/demo
+	$(BIN)/sftdata run pipelines/demo.yaml --input examples/demo.jsonl --output out/demo --workers 2
+	$(BIN)/sftdata train out/demo --model builtin:tiny-llama3 --output-dir out/demo-model --max-steps 8
+
+test: setup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+lint: setup
+	$(BIN)/ruff check sftdata tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/bench_prepare.py
+
+clean:
+	rm -rf out build dist *.egg-info .pytest_cache .ruff_cache
