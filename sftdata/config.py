@@ -1,0 +1,160 @@
+"""Pipeline settings: the YAML definition, validated against its JSON Schema, plus flag overrides.
+
+The YAML is loaded with ``yaml.safe_load`` (no object construction) and every schema error is
+collected and reported at once, so a user fixes a config in one pass rather than one error per
+run. Strategies are normalised to their canonical strings here, once, at the boundary.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sftdata.constants import DEFAULT_DATE, DEFAULT_MAX_LENGTH
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "pipeline.schema.json"
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+class ConfigError(Exception):
+    """One or more problems in a pipeline definition; ``errors`` lists them all."""
+
+    def __init__(self, errors: list[str], source: str = "pipeline") -> None:
+        self.errors = errors
+        super().__init__(f"{source}: {len(errors)} problem(s)\n" + "\n".join(f"  - {e}" for e in errors))
+
+
+def parse_size(value: int | str) -> int:
+    """``64MB`` -> 64_000_000, ``1MiB`` -> 1_048_576, ``4096`` -> 4096."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ValueError(f"not a size: {value!r} (use e.g. 64MB, 1MiB or a byte count)")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+
+
+@dataclass
+class Settings:
+    """Resolved settings of one run. Everything that can change the output bytes is in here."""
+
+    name: str = "pipeline"
+    input_format: str = "messages"
+    max_record_bytes: int = 64 * 2**20
+    max_decompressed_bytes: int = 64 * 2**30
+    chunk_size: int | str = "auto"
+    parts: dict[str, str] = field(default_factory=dict)
+    dedupe: str = "none"
+    template: str = "llama3.2"
+    tokenizer: str = "builtin:llama3"
+    encoder: str = "auto"
+    date_string: str = DEFAULT_DATE
+    train_on: str = "all_assistant"
+    max_length: int = DEFAULT_MAX_LENGTH
+    truncation: str = "drop"
+    shard_size: int = 256 * 10**6
+    audit_enabled: bool = True
+    min_trained_fraction: float | None = None
+    max_rejected_fraction: float | None = None
+    workers: int | str = "auto"
+
+    def output_settings(self) -> dict[str, Any]:
+        """The settings that decide the output bytes (not workers, not the executor)."""
+        d = asdict(self)
+        for key in ("workers", "audit_enabled", "min_trained_fraction", "max_rejected_fraction", "encoder"):
+            d.pop(key)
+        return d
+
+    def resolved_workers(self) -> int:
+        if self.workers == "auto":
+            return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        return int(self.workers)
+
+
+_STAGE_KEYS = {
+    ("read", "format"): "input_format", ("read", "max_record_bytes"): "max_record_bytes",
+    ("read", "chunk_size"): "chunk_size", ("read", "max_decompressed_bytes"): "max_decompressed_bytes",
+    ("validate", "parts"): "parts", ("validate", "dedupe"): "dedupe",
+    ("render", "template"): "template", ("render", "tokenizer"): "tokenizer",
+    ("render", "encoder"): "encoder", ("render", "date_string"): "date_string",
+    ("label", "train_on"): "train_on", ("label", "max_length"): "max_length",
+    ("label", "truncation"): "truncation", ("write", "shard_size"): "shard_size",
+    ("audit", "enabled"): "audit_enabled", ("audit", "min_trained_fraction"): "min_trained_fraction",
+    ("audit", "max_rejected_fraction"): "max_rejected_fraction",
+}
+_SIZES = ("max_record_bytes", "max_decompressed_bytes", "shard_size")
+
+
+@lru_cache(maxsize=1)
+def _validator():
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
+
+
+def settings_from_dict(doc: Any, source: str = "pipeline", overrides: dict[str, Any] | None = None) -> Settings:
+    """Validate a pipeline document, apply overrides (flags beat YAML), return Settings."""
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError([f"the pipeline must be a mapping, found {type(doc).__name__}"], source)
+    errors = []
+    for err in sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path)):
+        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        errors.append(f"{where}: {err.message}")
+    if errors:
+        raise ConfigError(errors, source)
+    values: dict[str, Any] = {}
+    if "name" in doc:
+        values["name"] = doc["name"]
+    if "workers" in doc:
+        values["workers"] = doc["workers"]
+    for stage, opts in (doc.get("stages") or {}).items():
+        for key, value in (opts or {}).items():
+            values[_STAGE_KEYS[(stage, key)]] = copy.deepcopy(value)
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+    for key in _SIZES:
+        if key in values:
+            try:
+                values[key] = parse_size(values[key])
+            except ValueError as exc:
+                errors.append(f"{key}: {exc}")
+    if values.get("chunk_size", "auto") != "auto":
+        try:
+            values["chunk_size"] = parse_size(values["chunk_size"])
+        except ValueError as exc:
+            errors.append(f"chunk_size: {exc}")
+    if errors:
+        raise ConfigError(errors, source)
+    return Settings(**values)
+
+
+def load_pipeline(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Load a pipeline YAML (or defaults when ``path`` is None)."""
+    if path is None:
+        return settings_from_dict({}, "defaults", overrides)
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"cannot read {p}: {exc.strerror}"], str(p)) from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], str(p)) from None
+    settings = settings_from_dict(doc, str(p), overrides)
+    if settings.name == "pipeline":
+        settings.name = p.stem
+    return settings

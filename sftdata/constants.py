@@ -1,0 +1,11 @@
+"""Constants shared across the package. The one place where the ignore index lives."""
+
+# Label value that Hugging Face models and PyTorch's cross-entropy skip.
+IGNORE_INDEX = -100
+
+DEFAULT_DATE = "26 Jul 2024"
+DEFAULT_MAX_LENGTH = 8192
+MANIFEST_NAME = "manifest.json"
+QUARANTINE_NAME = "quarantine.jsonl"
+AUDIT_NAME = "audit.json"
+FORMAT_VERSION = 1

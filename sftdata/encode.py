@@ -1,0 +1,86 @@
+"""Tokenize rendered pieces and build response-only labels.
+
+Labels are unshifted (the model shifts) and ``IGNORE_INDEX`` everywhere except the trained
+pieces. Text pieces go through the tokenizer's text-only encoder, so content can never produce a
+control token; control tokens come only from the renderer, by id.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+
+import numpy as np
+
+from sftdata.constants import IGNORE_INDEX
+from sftdata.records import Reject
+from sftdata.templates import CONST, SPECIAL, TEXT, TRAINED, TRAINED_SPECIAL, Piece
+from sftdata.tokenizer import Tokenizer
+
+
+@dataclass(slots=True)
+class Encoded:
+    input_ids: np.ndarray  # int32
+    labels: np.ndarray  # int32
+    trained: int
+    truncated: bool = False
+
+
+class PieceEncoder:
+    """Turns pieces into ids and labels. ``truncation``: ``drop`` or ``truncate``."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, truncation: str = "drop") -> None:
+        if truncation not in ("drop", "truncate"):
+            raise ValueError(f"unknown truncation {truncation!r}; expected drop or truncate")
+        self.tok = tokenizer
+        self.max_length = max_length
+        self.truncation = truncation
+        self._special: dict[str, int] = {}
+        self._const: dict[str, list[int]] = {}
+        self._encode = tokenizer.encode_text
+
+    def _special_id(self, name: str) -> int:
+        sid = self._special.get(name)
+        if sid is None:
+            sid = self.tok.hf.convert_tokens_to_ids(name)
+            self._special[name] = sid
+        return sid
+
+    def encode(self, pieces: list[Piece]) -> Encoded:
+        ids = array("i")
+        spans: list[tuple[int, int]] = []
+        encode = self._encode
+        const = self._const
+        for kind, value in pieces:
+            if kind == SPECIAL:
+                ids.append(self._special_id(value))
+            elif kind == CONST:
+                toks = const.get(value)
+                if toks is None:
+                    toks = const[value] = encode(value)
+                ids.extend(toks)
+            elif kind == TEXT:
+                ids.extend(encode(value))
+            elif kind == TRAINED:
+                start = len(ids)
+                ids.extend(encode(value))
+                spans.append((start, len(ids)))
+            elif kind == TRAINED_SPECIAL:
+                ids.append(self._special_id(value))
+                spans.append((len(ids) - 1, len(ids)))
+        input_ids = np.frombuffer(ids, dtype=np.int32) if ids.itemsize == 4 else np.asarray(ids, np.int32)
+        labels = np.full(len(input_ids), IGNORE_INDEX, dtype=np.int32)
+        for s, e in spans:
+            labels[s:e] = input_ids[s:e]
+        truncated = False
+        if len(input_ids) > self.max_length:
+            if self.truncation == "drop":
+                raise Reject("too_long", f"{len(input_ids)} tokens, over max_length {self.max_length}")
+            input_ids = input_ids[: self.max_length]
+            labels = labels[: self.max_length]
+            truncated = True
+        trained = int(np.count_nonzero(labels != IGNORE_INDEX))
+        if trained == 0:
+            reason = "no_trained_tokens_after_truncation" if truncated else "no_trained_tokens"
+            raise Reject(reason, "no token of the row would be trained")
+        return Encoded(input_ids, labels, trained, truncated)

@@ -1,0 +1,191 @@
+"""Run a pipeline over input files: plan chunks, process them on N workers, commit the folder.
+
+The commit protocol, in order: every chunk writes its shards (temp name, fsync, rename) and then
+its done-marker in ``_chunks/``; when all chunks are done the driver writes ``quarantine.jsonl``,
+the ``datasets`` metadata and, last, ``manifest.json``; only then is ``_chunks/`` removed. A
+folder without a manifest is never a finished run, and ``--resume`` redoes only chunks without a
+done-marker, so a resumed run ends byte-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from sftdata.config import Settings
+from sftdata.constants import MANIFEST_NAME, QUARANTINE_NAME
+from sftdata.readers.jsonl import Chunk, auto_chunk_size, expand_inputs, plan_chunks
+from sftdata.stages import ChunkResult, RecordProcessor, process_chunk, worker_init, worker_run
+from sftdata.tokenizer import load_tokenizer
+from sftdata.writers.arrow import atomic_write_bytes
+from sftdata.writers.manifest import build_manifest, write_dataset_metadata
+
+WORK_DIR = "_chunks"
+
+
+class RunError(Exception):
+    """A run that cannot start or finish (bad output folder, unreadable input, ...)."""
+
+
+@dataclass
+class RunSummary:
+    output: Path
+    manifest: dict
+    chunks_total: int = 0
+    chunks_skipped: int = 0
+    audit: object | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise RunError(f"output {out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+        elif not resume:
+            raise RunError(f"output folder {out} is not empty; pass --resume to continue a run there "
+                           "or --overwrite to replace it (nothing was changed)")
+    out.mkdir(parents=True, exist_ok=True)
+    probe = out / f".write-probe{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RunError(f"output folder {out} is not writable: {exc.strerror}") from None
+
+
+def _plan(settings: Settings, inputs: list[str]) -> tuple[list[Path], list[Chunk], dict]:
+    files = expand_inputs(inputs)
+    total = sum(p.stat().st_size for p in files)
+    size = auto_chunk_size(total) if settings.chunk_size == "auto" else int(settings.chunk_size)
+    chunks = plan_chunks(files, size)
+    plan = {
+        "settings": settings.output_settings(),
+        "chunk_bytes": size,
+        "inputs": [{"path": str(p.resolve()), "name": p.name, "bytes": p.stat().st_size,
+                    "mtime_ns": p.stat().st_mtime_ns} for p in files],
+        "chunks": len(chunks),
+    }
+    return files, chunks, plan
+
+
+def _load_done(work: Path, chunks: list[Chunk], out: Path) -> dict[int, ChunkResult]:
+    """Done-markers whose shards are all present with their recorded size."""
+    done = {}
+    for c in chunks:
+        marker = work / f"chunk-{c.index:06d}.json"
+        if not marker.is_file():
+            continue
+        try:
+            res = ChunkResult.from_json(orjson.loads(marker.read_bytes()))
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            continue
+        if all((out / s.file).is_file() and (out / s.file).stat().st_size == s.bytes for s in res.shards):
+            done[c.index] = res
+    return done
+
+
+def _clean_partial(out: Path, work: Path, pending: list[Chunk]) -> None:
+    for tmp in out.glob(".*.tmp*"):
+        tmp.unlink(missing_ok=True)
+    for c in pending:
+        for stale in out.glob(f"shard-{c.index:06d}-*.arrow"):
+            stale.unlink()
+        (work / f"chunk-{c.index:06d}.json").unlink(missing_ok=True)
+
+
+def run_pipeline(settings: Settings, inputs: list[str], output: str | os.PathLike, *, workers: int | None = None,
+                 resume: bool = False, overwrite: bool = False, executor: str = "local",
+                 ray_address: str | None = None,
+                 progress: Callable[[ChunkResult, int, int], None] | None = None) -> RunSummary:
+    out = Path(output)
+    if resume and (out / MANIFEST_NAME).is_file() and not (out / WORK_DIR).exists():
+        manifest = orjson.loads((out / MANIFEST_NAME).read_bytes())
+        return RunSummary(out, manifest, manifest.get("chunks", 0), manifest.get("chunks", 0))
+    try:
+        files, chunks, plan = _plan(settings, inputs)
+    except OSError as exc:
+        raise RunError(f"cannot read input: {exc}") from None
+    _prepare_output(out, resume, overwrite)
+    tokenizer = load_tokenizer(settings.tokenizer, settings.encoder)  # fail fast, and share with forks
+    work = out / WORK_DIR
+    work.mkdir(exist_ok=True)
+    plan_file = work / "plan.json"
+    plan_bytes = orjson.dumps(plan, option=orjson.OPT_SORT_KEYS)
+    if plan_file.is_file() and plan_file.read_bytes() != plan_bytes:
+        raise RunError(f"{out} holds a run with other inputs or settings; --resume needs the same ones "
+                       "(or use --overwrite)")
+    atomic_write_bytes(plan_file, plan_bytes)
+    done = _load_done(work, chunks, out) if resume else {}
+    pending = [c for c in chunks if c.index not in done]
+    _clean_partial(out, work, pending)
+    results: dict[int, ChunkResult] = dict(done)
+    n_workers = max(1, min(workers or settings.resolved_workers(), len(pending) or 1))
+
+    def record(res: ChunkResult) -> None:
+        results[res.index] = res
+        if progress:
+            progress(res, len(results), len(chunks))
+
+    for res in done.values():
+        if progress:
+            progress(res, len(results), len(chunks))
+    if executor == "ray":
+        from sftdata.executors.ray import run_chunks_on_ray
+
+        for res in run_chunks_on_ray(pending, settings, str(out), str(work), ray_address, n_workers):
+            record(res)
+    elif n_workers == 1 or len(pending) <= 1:
+        proc = RecordProcessor(settings, tokenizer)
+        for c in pending:
+            record(process_chunk(c, settings, str(out), str(work), proc))
+    else:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(n_workers, initializer=worker_init, initargs=(settings, str(out), str(work))) as pool:
+            for res in pool.imap_unordered(worker_run, pending, chunksize=1):
+                record(res)
+    ordered = [results[c.index] for c in chunks]
+    manifest = _finalize(out, work, settings, tokenizer, plan, files, ordered)
+    return RunSummary(out, manifest, len(chunks), len(done))
+
+
+def _finalize(out: Path, work: Path, settings: Settings, tokenizer, plan: dict, files: list[Path],
+              results: list[ChunkResult]) -> dict:
+    with open(out / f".{QUARANTINE_NAME}.tmp", "wb") as q:
+        for res in results:
+            part = work / f"chunk-{res.index:06d}.quarantine.jsonl"
+            with open(part, "rb") as f:
+                shutil.copyfileobj(f, q)
+        q.flush()
+        os.fsync(q.fileno())
+    os.replace(out / f".{QUARANTINE_NAME}.tmp", out / QUARANTINE_NAME)
+    seen: dict[str, str] = {}
+    duplicates: list[dict] = []
+    for res in results:
+        for h, rid in res.hashes:
+            if h in seen:
+                duplicates.append({"id": rid, "duplicate_of": seen[h]})
+            else:
+                seen[h] = rid
+    shards = [s for res in results for s in res.shards]
+    shards = write_dataset_metadata(out, shards)
+    counts = Counter()
+    rejected: Counter = Counter()
+    truncated: list[str] = []
+    for res in results:
+        for key in ("records_read", "records_written", "blank_lines", "special_text_records"):
+            counts[key] += getattr(res, key)
+        rejected.update(res.rejected)
+        truncated.extend(res.truncated_ids)
+    manifest = build_manifest(settings, tokenizer, plan, files, shards, counts, rejected, truncated, duplicates)
+    atomic_write_bytes(out / MANIFEST_NAME, orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+    shutil.rmtree(work, ignore_errors=True)
+    return manifest

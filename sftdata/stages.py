@@ -1,0 +1,167 @@
+"""The per-record stages and the unit of work that runs them over one chunk.
+
+read -> parse -> validate -> render -> label (tokenize + mask) -> write. Each stage either passes
+a record on or turns it into a ``Rejection`` with a stable reason code; nothing is dropped
+silently and a malformed line never stops the run. ``process_chunk`` is what a worker process
+(or a Ray task) runs: it writes its own shards and quarantine file and returns only counts and
+shard records, so token lists never travel between processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sftdata.config import Settings
+from sftdata.encode import PieceEncoder
+from sftdata.readers.jsonl import Chunk, iter_lines, read_json_array
+from sftdata.records import Conversation, Reject, Rejection
+from sftdata.templates import Llama3Renderer
+from sftdata.tokenizer import Tokenizer, load_tokenizer
+from sftdata.validate import check_schema, parse_json, to_conversation
+from sftdata.writers.arrow import ShardRecord, ShardWriter, atomic_write_bytes
+
+ORIGINAL_PREVIEW = 4096
+
+
+@dataclass
+class ChunkResult:
+    index: int
+    records_read: int = 0
+    records_written: int = 0
+    blank_lines: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    special_text_records: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    truncated_ids: list[str] = field(default_factory=list)
+    hashes: list[tuple[str, str]] = field(default_factory=list)  # (content_hash, id) per written row
+    shards: list[ShardRecord] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = dict(self.__dict__)
+        d["rejected"] = dict(sorted(self.rejected.items()))
+        d["shards"] = [s.to_json() for s in self.shards]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> ChunkResult:
+        d = dict(d)
+        d["rejected"] = Counter(d["rejected"])
+        d["shards"] = [ShardRecord(**s) for s in d["shards"]]
+        d["hashes"] = [tuple(h) for h in d["hashes"]]
+        return cls(**d)
+
+
+def content_hash(conv: Conversation) -> str:
+    """Hash of the normalised conversation: roles, trimmed content, tool calls, tools, weights."""
+    msgs = [[m.role, m.content.strip() if m.role != "tool" else m.content,
+             [m.tool_call.name, m.tool_call.arguments] if m.tool_call else None, m.train] for m in conv.messages]
+    blob = orjson.dumps([msgs, conv.tools], option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+
+
+class RecordProcessor:
+    """validate -> render -> label for one parsed record. Holds the per-process state."""
+
+    def __init__(self, settings: Settings, tokenizer: Tokenizer | None = None) -> None:
+        self.settings = settings
+        self.tokenizer = tokenizer or load_tokenizer(settings.tokenizer, settings.encoder)
+        self.renderer = Llama3Renderer(settings.template, settings.date_string, settings.train_on)
+        self.encoder = PieceEncoder(self.tokenizer, settings.max_length, settings.truncation)
+
+    def conversation(self, obj: Any, source: str, line: int) -> Conversation:
+        check_schema(obj)
+        return to_conversation(obj, source=source, line=line, template=self.renderer.template.value,
+                               parts_policy=self.settings.parts)
+
+    def encode(self, conv: Conversation):
+        return self.encoder.encode(self.renderer.render(conv))
+
+
+def _records(chunk: Chunk, settings: Settings, result: ChunkResult) -> Iterator[tuple[int, Any, bytes, Reject | None]]:
+    """Stage `read`: (line, parsed object or None, original bytes, parse rejection or None)."""
+    if chunk.kind == "json_array":
+        for line, obj, raw in read_json_array(chunk, settings.max_record_bytes):
+            err = Reject("invalid_json", "the file is not a JSON array of records") if obj is None else None
+            yield line, obj, raw, err
+        return
+    for raw in iter_lines(chunk, settings.max_record_bytes):
+        if raw.data is None:
+            yield raw.line, None, b"", Reject("record_too_large", f"line of {raw.size} bytes is over "
+                                              f"max_record_bytes {settings.max_record_bytes}")
+            continue
+        if not raw.data.strip():
+            result.blank_lines += 1
+            continue
+        try:
+            yield raw.line, parse_json(raw.data), raw.data, None
+        except Reject as rej:
+            yield raw.line, None, raw.data, rej
+
+
+def _original(raw: bytes) -> str:
+    text = raw[:ORIGINAL_PREVIEW].decode("utf-8", errors="backslashreplace")
+    return text if len(raw) <= ORIGINAL_PREVIEW else text + f"... [{len(raw)} bytes]"
+
+
+def process_chunk(chunk: Chunk, settings: Settings, out_dir: str, work_dir: str,
+                  processor: RecordProcessor | None = None) -> ChunkResult:
+    """Run every stage over one chunk; commit its shards, quarantine lines and done-marker."""
+    proc = processor or RecordProcessor(settings)
+    out, work = Path(out_dir), Path(work_dir)
+    result = ChunkResult(chunk.index)
+    quarantine: list[bytes] = []
+    with ShardWriter(out, chunk.index, settings.shard_size) as writer:
+        for line, obj, raw, rej in _records(chunk, settings, result):
+            result.records_read += 1
+            stage, rid = "parse", None
+            try:
+                if rej is not None:
+                    raise rej
+                if isinstance(obj, dict) and isinstance(obj.get("id"), (str, int)):
+                    rid = str(obj["id"])
+                stage = "validate"
+                conv = proc.conversation(obj, chunk.name, line)
+                stage = "label"
+                enc = proc.encode(conv)
+            except Reject as r:
+                result.rejected[r.reason] += 1
+                rejection = Rejection(r.reason, r.message, stage, chunk.name, line, rid, r.pointer, _original(raw))
+                quarantine.append(orjson.dumps(rejection.to_json()))
+                continue
+            h = content_hash(conv)
+            writer.add(conv.id, enc.input_ids, enc.labels, h)
+            result.records_written += 1
+            result.tokens += len(enc.input_ids)
+            result.trained_tokens += enc.trained
+            result.special_text_records += conv.has_special_text
+            result.hashes.append((h, conv.id))
+            if enc.truncated:
+                result.truncated_ids.append(conv.id)
+        result.shards = writer.finish()
+    atomic_write_bytes(work / f"chunk-{chunk.index:06d}.quarantine.jsonl",
+                       b"".join(q + b"\n" for q in quarantine))
+    # The done-marker is written last: its presence is what --resume trusts.
+    atomic_write_bytes(work / f"chunk-{chunk.index:06d}.json", orjson.dumps(result.to_json()))
+    return result
+
+
+# -- worker-process plumbing (multiprocessing) -------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def worker_init(settings: Settings, out_dir: str, work_dir: str) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _WORKER.update(settings=settings, out=out_dir, work=work_dir, proc=RecordProcessor(settings))
+
+
+def worker_run(chunk: Chunk) -> ChunkResult:
+    return process_chunk(chunk, _WORKER["settings"], _WORKER["out"], _WORKER["work"], _WORKER["proc"])

@@ -1,0 +1,169 @@
+"""The Llama-3, 3.1 and 3.2 chat templates, rendered without Jinja.
+
+Each conversation becomes a list of *pieces*: control-token ids and text spans, each span marked
+trained or not. Rendering to pieces instead of one string is what makes the labels exact and the
+content safe: a user who types ``<|eot_id|>`` gets text, because only the renderer emits control
+tokens. The output must equal, token for token, the official templates
+(``trl/chat_templates/llama3*.jinja``, the models' ``tokenizer_config.json``) rendered by
+``transformers.apply_chat_template`` and tokenised without special-token insertion;
+``tests/test_parity.py`` holds us to that on whole corpora.
+
+Why the span after a header can be split from its ``\\n\\n``: the official template trims content,
+so content never starts with whitespace, and the Llama-3 pre-tokenizer always ends a
+``\\s*[\\r\\n]+`` run before a non-space character. The parity tests check this on every record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from enum import Enum
+
+from sftdata.records import Conversation, Message
+
+# Piece kinds.
+SPECIAL = 0  # value: a control-token name
+TEXT = 1  # untrained text
+TRAINED = 2  # trained text
+CONST = 3  # untrained text that repeats across records (cached by the encoder)
+TRAINED_SPECIAL = 4  # a trained control token: the <|eot_id|> that closes a trained turn
+
+Piece = tuple[int, object]
+
+HEADER_NEWLINE = "\n\n"
+TOOLS_PREAMBLE = (
+    "Given the following functions, please respond with a JSON for a function call "
+    "with its proper arguments that best answers the given prompt.\n\n"
+    'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.'
+    "Do not use variables.\n\n"
+)
+
+
+class Template(str, Enum):
+    LLAMA3 = "llama3"
+    LLAMA3_1 = "llama3.1"
+    LLAMA3_2 = "llama3.2"
+
+    @classmethod
+    def parse(cls, value: str) -> Template:
+        aliases = {"llama3.0": "llama3", "llama3_1": "llama3.1", "llama3_2": "llama3.2", "llama-3": "llama3",
+                   "llama-3.1": "llama3.1", "llama-3.2": "llama3.2"}
+        try:
+            return cls(aliases.get(value, value))
+        except ValueError:
+            raise ValueError(f"unknown template {value!r}; expected llama3, llama3.1 or llama3.2") from None
+
+
+def _dumps(obj: object, indent: int | None = None) -> str:
+    # transformers' `tojson` filter: json.dumps with ensure_ascii=False and default separators.
+    return json.dumps(obj, ensure_ascii=False, indent=indent)
+
+
+class Llama3Renderer:
+    """Renders a Conversation to pieces for one template of the family.
+
+    ``train_on``: ``all_assistant`` trains every assistant turn whose weight is not 0;
+    ``last_assistant`` only the final assistant turn.
+    """
+
+    def __init__(self, template: Template | str, date_string: str, train_on: str = "all_assistant") -> None:
+        self.template = Template.parse(template) if isinstance(template, str) else template
+        self.date_string = date_string
+        if train_on not in ("all_assistant", "last_assistant"):
+            raise ValueError(f"unknown train_on {train_on!r}")
+        self.train_on = train_on
+
+    # -- the three parts of a turn, as in the official format -------------------------------
+    @staticmethod
+    def _header(out: list[Piece], role: str) -> None:
+        out.append((SPECIAL, "<|start_header_id|>"))
+        out.append((CONST, role))
+        out.append((SPECIAL, "<|end_header_id|>"))
+        out.append((CONST, HEADER_NEWLINE))
+
+    @staticmethod
+    def _body(out: list[Piece], text: str, trained: bool) -> None:
+        if text:
+            out.append((TRAINED if trained else TEXT, text))
+
+    @staticmethod
+    def _end(out: list[Piece], trained: bool) -> None:
+        out.append((TRAINED_SPECIAL if trained else SPECIAL, "<|eot_id|>"))
+
+    # -----------------------------------------------------------------------------------------
+    def trained_flags(self, conv: Conversation) -> list[bool]:
+        flags = [m.role == "assistant" and m.train for m in conv.messages]
+        if self.train_on == "last_assistant":
+            last = max(i for i, m in enumerate(conv.messages) if m.role == "assistant")
+            flags = [f and i == last for i, f in enumerate(flags)]
+        return flags
+
+    def render(self, conv: Conversation) -> list[Piece]:
+        flags = self.trained_flags(conv)
+        out: list[Piece] = [(SPECIAL, "<|begin_of_text|>")]
+        if self.template is Template.LLAMA3:
+            for msg, trained in zip(conv.messages, flags):
+                self._turn(out, msg.source_role if msg.role == "tool" else msg.role, msg.content.strip(), trained)
+            return out
+        messages = list(zip(conv.messages, flags))
+        system = ""
+        if messages and messages[0][0].role == "system":
+            system = messages[0][0].content.strip()
+            messages = messages[1:]
+        preamble = ("Environment: ipython\n" if conv.tools is not None else "") + (
+            f"Cutting Knowledge Date: December 2023\nToday Date: {self.date_string}\n\n")
+        self._header(out, "system")
+        out.append((CONST, preamble))
+        self._body(out, system, False)
+        self._end(out, False)
+        if conv.tools is not None:
+            first, _ = messages[0]
+            tools = "".join(_dumps(t, indent=4) + "\n\n" for t in conv.tools)
+            self._header(out, "user")
+            out.append((TEXT, TOOLS_PREAMBLE + tools + first.content.strip()))
+            self._end(out, False)
+            messages = messages[1:]
+        for msg, trained in messages:
+            if msg.tool_call is not None:
+                call = msg.tool_call
+                body = '{"name": "' + call.name + '", "parameters": ' + _dumps(call.arguments) + "}"
+                self._turn(out, "assistant", body, trained)
+            elif msg.role == "tool":
+                self._turn(out, "ipython", _dumps(msg.content), False)
+            else:
+                self._turn(out, msg.role, msg.content.strip(), trained)
+        return out
+
+    def _turn(self, out: list[Piece], role: str, text: str, trained: bool) -> None:
+        self._header(out, role)
+        self._body(out, text, trained)
+        self._end(out, trained)
+
+    def fingerprint(self) -> str:
+        """Changes when the rendering could change: template, date, labelling rule, this code."""
+        src = inspect.getsource(Llama3Renderer) + TOOLS_PREAMBLE
+        blob = json.dumps([self.template.value, self.date_string, self.train_on, src])
+        return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def official_template_text(template: Template | str) -> str:
+    """The official Jinja template for parity checks, as shipped inside the `trl` package."""
+    from importlib import resources
+
+    t = Template.parse(template) if isinstance(template, str) else template
+    name = {Template.LLAMA3: "llama3.jinja", Template.LLAMA3_1: "llama3_1.jinja",
+            Template.LLAMA3_2: "llama3_2.jinja"}[t]
+    return resources.files("trl").joinpath("chat_templates", name).read_text()
+
+
+def to_template_messages(msgs: list[Message]) -> list[dict]:
+    """Messages in the shape `apply_chat_template` expects (used by parity tests and `--source`)."""
+    out = []
+    for m in msgs:
+        if m.tool_call is not None:
+            out.append({"role": "assistant", "content": None, "tool_calls": [
+                {"type": "function", "function": {"name": m.tool_call.name, "arguments": m.tool_call.arguments}}]})
+        else:
+            out.append({"role": m.source_role or m.role, "content": m.content})
+    return out

@@ -1,0 +1,224 @@
+"""Parse and validate one record: JSON, then the JSON Schema, then semantic rules.
+
+The JSON Schema in ``schemas/record.schema.json`` is the single source of truth for the shape.
+A compiled validator (fastjsonschema) answers yes/no fast on the hot path; only when it says no
+do we run the reference ``jsonschema`` validator, which gives the JSON pointer and the words
+for the quarantine line. ``tests/test_validate.py`` proves the two agree.
+
+Semantic rules the schema cannot express live here, each with its own reason code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sftdata.records import Conversation, Message, Reject, ToolCall
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "record.schema.json"
+ROLES = {"system": "system", "user": "user", "assistant": "assistant", "tool": "tool", "ipython": "tool"}
+# Text that the Llama-3 tokenizer would turn into a control token if it were parsed as special.
+SPECIAL_TEXT = re.compile(r"<\|(?:begin_of_text|end_of_text|start_header_id|end_header_id|eot_id|eom_id|"
+                          r"python_tag|finetune_right_pad_id|reserved_special_token_\d+|image|step_id)\|>")
+
+
+def schema_path() -> Path:
+    if SCHEMA_PATH.is_file():
+        return SCHEMA_PATH
+    raise FileNotFoundError(f"record schema not found at {SCHEMA_PATH}")
+
+
+@lru_cache(maxsize=1)
+def record_schema() -> dict:
+    return json.loads(schema_path().read_text())
+
+
+@lru_cache(maxsize=1)
+def _fast_validator():
+    import fastjsonschema
+
+    return fastjsonschema.compile(record_schema())
+
+
+@lru_cache(maxsize=1)
+def _reference_validator():
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(record_schema())
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _find_lone_surrogate(obj: Any, pointer: str = "") -> str | None:
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+        except UnicodeEncodeError:
+            return pointer or "/"
+        return None
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, list):
+        items = enumerate(obj)
+    else:
+        return None
+    for key, value in items:
+        if isinstance(key, str) and _find_lone_surrogate(key) is not None:
+            return f"{pointer}/{key}"
+        found = _find_lone_surrogate(value, f"{pointer}/{key}")
+        if found:
+            return found
+    return None
+
+
+def parse_json(raw: bytes) -> Any:
+    """Decode one JSON value. orjson on the hot path; the stdlib only to explain a failure."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Reject("invalid_utf8", f"invalid UTF-8 at byte {exc.start}") from None
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise Reject("too_deep", "JSON nested too deeply to parse") from None
+    except ValueError as exc:
+        raise Reject("invalid_json", f"invalid JSON: {exc}") from None
+    where = _find_lone_surrogate(obj)
+    if where is not None:
+        raise Reject("lone_surrogate", f"{where}: string holds a lone UTF-16 surrogate", where)
+    return obj  # e.g. an integer beyond 64 bits, which orjson refuses but JSON allows
+
+
+def _pointer(path) -> str:
+    return "".join(f"/{p}" for p in path)
+
+
+def explain_schema_error(obj: Any) -> Reject:
+    """The most useful schema error for the quarantine line: pointer, what was found, what was expected."""
+    from jsonschema.exceptions import best_match
+
+    err = best_match(_reference_validator().iter_errors(obj))
+    if err is None:  # the validators disagree: never expected, but never silent either
+        return Reject("schema", "record rejected by the compiled schema validator")
+    pointer = _pointer(err.absolute_path)
+    found = json.dumps(err.instance, ensure_ascii=False)[:80]
+    if err.validator == "enum" and pointer.endswith("/role"):
+        roles = ", ".join(err.validator_value)
+        return Reject("unknown_role", f"{pointer}: found {found}, expected one of {roles}", pointer)
+    if err.validator == "required":
+        return Reject("missing_field", f"{pointer or '/'}: {err.message}", pointer)
+    if err.validator in ("type", "anyOf", "const", "enum"):
+        expected = err.validator_value if err.validator == "type" else err.schema.get("description", None)
+        if err.validator == "anyOf":
+            expected = "a string, null, or a list of text parts"
+        return Reject("wrong_type", f"{pointer}: found {found}, expected {expected}", pointer)
+    return Reject("schema", f"{pointer or '/'}: {err.message}", pointer)
+
+
+def check_schema(obj: Any) -> None:
+    if not isinstance(obj, dict):
+        kind = type(obj).__name__ if obj is not None else "null"
+        raise Reject("not_an_object", f"a record must be a JSON object, found {kind}")
+    try:
+        _fast_validator()(obj)
+    except Exception:
+        raise explain_schema_error(obj) from None
+
+
+def _content_text(content: Any, pointer: str, parts_policy: dict[str, str]) -> str | None:
+    if content is None or isinstance(content, str):
+        return content
+    texts = []
+    for i, part in enumerate(content):
+        kind = part.get("type")
+        if kind == "text":
+            text = part.get("text", part.get("value"))
+            if not isinstance(text, str):
+                raise Reject("wrong_type", f"{pointer}/{i}: a text part needs a string `text`", f"{pointer}/{i}")
+            texts.append(text)
+        elif parts_policy.get(kind) == "drop":
+            continue
+        else:
+            raise Reject("unsupported_part", f"{pointer}/{i}: content part of type {kind!r} cannot be rendered "
+                         "as text (map it with `parts` in the pipeline)", f"{pointer}/{i}")
+    return "".join(texts)
+
+
+def _tool_call(calls: list, pointer: str) -> ToolCall:
+    if len(calls) != 1:
+        raise Reject("multiple_tool_calls", f"{pointer}: {len(calls)} tool calls in one message; the Llama-3 "
+                     "templates render exactly one", pointer)
+    fn = calls[0]["function"]
+    args = fn["arguments"]
+    if isinstance(args, str):
+        try:
+            args = json.loads(args)
+        except ValueError:
+            raise Reject("invalid_tool_arguments", f"{pointer}/0/function/arguments: not valid JSON",
+                         f"{pointer}/0/function/arguments") from None
+    if not isinstance(args, dict):
+        raise Reject("invalid_tool_arguments", f"{pointer}/0/function/arguments: expected a JSON object",
+                     f"{pointer}/0/function/arguments")
+    return ToolCall(fn["name"], args)
+
+
+def to_conversation(obj: dict, *, source: str, line: int, template: str,
+                    parts_policy: dict[str, str] | None = None) -> Conversation:
+    """Normalise a schema-valid record and apply the semantic rules. Raises Reject."""
+    parts_policy = parts_policy or {}
+    rid = obj.get("id")
+    rid = str(rid) if rid is not None else f"{source}:{line}"
+    tools = obj.get("tools") or None
+    messages: list[Message] = []
+    special = False
+    for i, m in enumerate(obj["messages"]):
+        ptr = f"/messages/{i}"
+        role = ROLES[m["role"]]
+        text = _content_text(m.get("content"), f"{ptr}/content", parts_policy)
+        calls = m.get("tool_calls") or None
+        call = None
+        if calls is not None:
+            if role != "assistant":
+                raise Reject("schema", f"{ptr}/tool_calls: only assistant messages may call tools", f"{ptr}/tool_calls")
+            if template == "llama3":
+                raise Reject("template_unsupported", f"{ptr}/tool_calls: the Llama-3.0 template cannot render "
+                             "tool calls; use llama3.1 or llama3.2", f"{ptr}/tool_calls")
+            call = _tool_call(calls, f"{ptr}/tool_calls")
+            if text and text.strip():
+                raise Reject("content_with_tool_calls", f"{ptr}/content: the official template drops text "
+                             "beside a tool call; it would be lost", f"{ptr}/content")
+            text = ""
+        elif text is None:
+            raise Reject("missing_content", f"{ptr}/content: content is missing or null (allowed only beside "
+                         "tool_calls)", f"{ptr}/content")
+        if role == "assistant" and call is None and not text.strip():
+            raise Reject("empty_assistant", f"{ptr}/content: the assistant reply is empty or whitespace only",
+                         f"{ptr}/content")
+        if not special and "<|" in text and SPECIAL_TEXT.search(text):
+            special = True
+        train = m.get("weight", 1) != 0
+        messages.append(Message(role, text, m["role"], call, train))
+    if not any(m.role == "assistant" for m in messages):
+        raise Reject("no_assistant", "the record has no assistant message", "/messages")
+    if not any(m.role == "assistant" and m.train for m in messages):
+        raise Reject("no_trainable_turn", "every assistant message has weight 0", "/messages")
+    if tools is not None:
+        if template == "llama3":
+            raise Reject("template_unsupported", "/tools: the Llama-3.0 template ignores tools; use llama3.1 "
+                         "or llama3.2", "/tools")
+        rest = messages[1:] if messages[0].role == "system" else messages
+        if not rest or rest[0].role != "user":
+            raise Reject("tools_without_user", "/messages: with tools, the first non-system message must be "
+                         "a user message (the template puts the tools there)", "/messages")
+    return Conversation(rid, messages, tools, source, line, special)

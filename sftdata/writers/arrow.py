@@ -1,0 +1,198 @@
+"""Arrow shard writing with an atomic commit.
+
+A shard is written under a temporary name in the output folder, flushed, fsynced and renamed into
+place, so a reader never sees a file that looks complete but is not. Rows are buffered as flat
+numpy arrays (values + offsets), not Python lists of lists, and a shard is closed once it
+reaches ``shard_size`` bytes, so memory stays bounded by the batch size, not the input size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from sftdata.constants import IGNORE_INDEX
+
+BASE_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("input_ids", pa.list_(pa.int32())),
+    ("labels", pa.list_(pa.int32())),
+    ("content_hash", pa.string()),
+])
+BATCH_BYTES = 8 << 20
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    try:
+        fsync_file(path)
+    except OSError:  # some filesystems refuse directory fsync; the rename is still atomic
+        pass
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class ShardRecord:
+    file: str
+    rows: int
+    tokens: int
+    trained_tokens: int
+    bytes: int
+    sha256: str
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+class ShardWriter:
+    """Writes one chunk's rows as ``shard-CCCCCC-PP.arrow`` files. Use as a context manager.
+
+    ``finish()`` closes the last shard and returns the committed shard records, in order.
+    Leaving the ``with`` block on an exception removes the temporary file of an open shard.
+    """
+
+    def __init__(self, out_dir: Path, chunk_index: int, shard_size: int, schema: pa.Schema = BASE_SCHEMA) -> None:
+        self.out_dir = out_dir
+        self.chunk_index = chunk_index
+        self.shard_size = shard_size
+        self.schema = schema
+        self.records: list[ShardRecord] = []
+        self._part = 0
+        self._sink = None
+        self._writer = None
+        self._tmp: Path | None = None
+        self._reset_buffer()
+        self._shard_rows = self._shard_tokens = self._shard_trained = self._shard_bytes = 0
+
+    def _reset_buffer(self) -> None:
+        self._ids: list[str] = []
+        self._hashes: list[str] = []
+        self._tok: list[np.ndarray] = []
+        self._lab: list[np.ndarray] = []
+        self._extra: dict[str, list] = {}
+        self._buf_bytes = 0
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def shard_name(self, part: int) -> str:
+        return f"shard-{self.chunk_index:06d}-{part:02d}.arrow"
+
+    def add(self, row_id: str, input_ids: np.ndarray, labels: np.ndarray, content_hash: str,
+            **extra: np.ndarray) -> None:
+        self._ids.append(row_id)
+        self._hashes.append(content_hash)
+        self._tok.append(input_ids)
+        self._lab.append(labels)
+        for key, value in extra.items():
+            self._extra.setdefault(key, []).append(value)
+        self._buf_bytes += 8 * len(input_ids) + len(row_id) + 48
+        if self._buf_bytes >= min(BATCH_BYTES, self.shard_size):
+            self._flush()
+
+    @staticmethod
+    def _list_array(parts: list[np.ndarray], dtype=np.int32) -> pa.ListArray:
+        lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
+        offsets = np.zeros(len(parts) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        values = np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+    def _flush(self) -> None:
+        if not self._ids:
+            return
+        if self._writer is None:
+            self._open()
+        columns = {
+            "id": pa.array(self._ids, pa.string()),
+            "input_ids": self._list_array(self._tok),
+            "labels": self._list_array(self._lab),
+            "content_hash": pa.array(self._hashes, pa.string()),
+        }
+        for key, parts in self._extra.items():
+            field = self.schema.field(key)
+            if pa.types.is_list(field.type) and pa.types.is_string(field.type.value_type):
+                columns[key] = pa.array([list(p) for p in parts], field.type)
+            else:
+                columns[key] = self._list_array(parts)
+        batch = pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
+        self._writer.write_batch(batch)
+        tokens = int(sum(len(t) for t in self._tok))
+        self._shard_rows += len(self._ids)
+        self._shard_tokens += tokens
+        self._shard_trained += int(sum(int(np.count_nonzero(lab != IGNORE_INDEX)) for lab in self._lab))
+        self._shard_bytes += batch.nbytes
+        self._reset_buffer()
+        if self._shard_bytes >= self.shard_size:
+            self._close_shard()
+
+    def _open(self) -> None:
+        name = self.shard_name(self._part)
+        self._tmp = self.out_dir / f".{name}.tmp"
+        self._sink = pa.OSFile(str(self._tmp), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, self.schema)
+
+    def _close_shard(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._sink.close()
+        fsync_file(self._tmp)
+        name = self.shard_name(self._part)
+        final = self.out_dir / name
+        os.replace(self._tmp, final)
+        self.records.append(ShardRecord(name, self._shard_rows, self._shard_tokens, self._shard_trained,
+                                        final.stat().st_size, file_sha256(final)))
+        self._writer = self._sink = self._tmp = None
+        self._part += 1
+        self._shard_rows = self._shard_tokens = self._shard_trained = self._shard_bytes = 0
+
+    def finish(self) -> list[ShardRecord]:
+        self._flush()
+        self._close_shard()
+        fsync_dir(self.out_dir)
+        return self.records
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+                self._sink.close()
+            except Exception:  # noqa: BLE001 - cleanup after another error
+                pass
+        if self._tmp is not None and self._tmp.exists():
+            self._tmp.unlink()
+        self._writer = self._sink = self._tmp = None

@@ -1,0 +1,117 @@
+"""``manifest.json`` and the ``datasets`` metadata that make a folder self-describing.
+
+Like MosaicML streaming's ``index.json``: a versioned index listing every shard with its rows,
+tokens and sha256, plus everything needed to know whether two folders were made the same way
+(settings, schema/template/tokenizer fingerprints, library versions). No wall-clock time goes in,
+so identical runs give identical bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+
+from sftdata import __version__
+from sftdata.config import Settings
+from sftdata.constants import FORMAT_VERSION
+from sftdata.templates import Llama3Renderer
+from sftdata.tokenizer import Tokenizer
+from sftdata.validate import schema_path
+from sftdata.writers.arrow import BASE_SCHEMA, ShardRecord, ShardWriter, atomic_write_bytes
+
+_LIBS = ("transformers", "tokenizers", "tiktoken", "pyarrow", "datasets", "numpy", "orjson", "jsonschema",
+         "fastjsonschema")
+
+
+def library_versions() -> dict[str, str]:
+    out = {"sftdata": __version__, "python": platform.python_version()}
+    for lib in _LIBS:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            out[lib] = "absent"
+    return out
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def write_dataset_metadata(out: Path, shards: list[ShardRecord], schema: pa.Schema = BASE_SCHEMA) -> list[ShardRecord]:
+    """``state.json`` + ``dataset_info.json`` so ``datasets.load_from_disk(out)`` opens the shards."""
+    from datasets import Features
+
+    if not shards:  # a run where every record was rejected still gives a loadable, empty dataset
+        with ShardWriter(out, 0, 1, schema) as w:
+            w._open()
+            shards = w.finish()
+    features = Features.from_arrow_schema(schema)
+    info = {"citation": "", "description": "Llama-3 SFT rows prepared by sftdata", "features": features.to_dict(),
+            "homepage": "", "license": ""}
+    state = {
+        "_data_files": [{"filename": s.file} for s in shards],
+        "_fingerprint": hashlib.sha256("".join(s.sha256 for s in shards).encode()).hexdigest()[:16],
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": None,
+    }
+    atomic_write_bytes(out / "dataset_info.json", json.dumps(info, indent=2, sort_keys=True).encode())
+    atomic_write_bytes(out / "state.json", json.dumps(state, indent=2, sort_keys=True).encode())
+    return shards
+
+
+def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, files: list[Path],
+                   shards: list[ShardRecord], counts: Counter, rejected: Counter, truncated: list[str],
+                   duplicates: list[dict]) -> dict:
+    renderer = Llama3Renderer(settings.template, settings.date_string, settings.train_on)
+    tok = tokenizer.describe()
+    tok.pop("encoder")  # ids are the same whichever encoder ran; keep the manifest identical too
+    tok.update(bos_id=tokenizer.bos_id, eot_id=tokenizer.eot_id, start_header_id=tokenizer.start_header_id,
+               end_header_id=tokenizer.end_header_id, eom_id=tokenizer.eom_id,
+               python_tag_id=tokenizer.python_tag_id, pad_id=tokenizer.pad_id,
+               header_newline_ids=tokenizer.encode_text("\n\n"))
+    totals = {"rows": sum(s.rows for s in shards), "tokens": sum(s.tokens for s in shards),
+              "trained_tokens": sum(s.trained_tokens for s in shards)}
+    return {
+        "format": "sftdata-shards",
+        "format_version": FORMAT_VERSION,
+        "created_by": library_versions(),
+        "pipeline": {**settings.output_settings(), "chunk_bytes": plan["chunk_bytes"],
+                     "audit": {"min_trained_fraction": settings.min_trained_fraction,
+                               "max_rejected_fraction": settings.max_rejected_fraction}},
+        "fingerprints": {
+            "schema": _sha(schema_path().read_bytes()),
+            "template": renderer.fingerprint(),
+            "tokenizer": tokenizer.fingerprint,
+        },
+        "tokenizer": tok,
+        "inputs": [{"name": i["name"], "bytes": i["bytes"]} for i in plan["inputs"]],
+        "chunks": plan["chunks"],
+        "columns": [f.name for f in BASE_SCHEMA],
+        "shards": [s.to_json() for s in shards],
+        "counts": {
+            "records_read": counts["records_read"],
+            "records_written": counts["records_written"],
+            "blank_lines": counts["blank_lines"],
+            "rejected": dict(sorted(rejected.items())),
+            "special_text_records": counts["special_text_records"],
+            "truncated_records": len(truncated),
+            "duplicate_records": len(duplicates),
+        },
+        "totals": totals,
+        "truncated_ids": truncated,
+        "duplicates": duplicates,
+    }
+
+
+def read_manifest(folder: str | Path) -> dict:
+    return orjson.loads((Path(folder) / "manifest.json").read_bytes())
