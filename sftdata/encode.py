@@ -42,7 +42,7 @@ class PieceEncoder:
     def _special_id(self, name: str) -> int:
         sid = self._special.get(name)
         if sid is None:
-            sid = self.tok.hf.convert_tokens_to_ids(name)
+            sid = self.tok.token_id(name)
             self._special[name] = sid
         return sid
 

@@ -165,3 +165,28 @@ def worker_init(settings: Settings, out_dir: str, work_dir: str) -> None:
 
 def worker_run(chunk: Chunk) -> ChunkResult:
     return process_chunk(chunk, _WORKER["settings"], _WORKER["out"], _WORKER["work"], _WORKER["proc"])
+
+
+def validate_chunk(chunk: Chunk, settings: Settings) -> Iterator[tuple[int, Rejection | None]]:
+    """Stages read + parse + validate only (no tokenizer): what `sftdata validate` runs.
+
+    Yields (line, rejection or None) for every record of the chunk.
+    """
+    from sftdata.templates import Template
+
+    template = Template.parse(settings.template).value
+    result = ChunkResult(chunk.index)
+    for line, obj, raw, rej in _records(chunk, settings, result):
+        rid, stage = None, "parse"
+        try:
+            if rej is not None:
+                raise rej
+            if isinstance(obj, dict) and isinstance(obj.get("id"), (str, int)):
+                rid = str(obj["id"])
+            stage = "validate"
+            check_schema(obj)
+            to_conversation(obj, source=chunk.name, line=line, template=template, parts_policy=settings.parts)
+        except Reject as r:
+            yield line, Rejection(r.reason, r.message, stage, chunk.name, line, rid, r.pointer, _original(raw))
+            continue
+        yield line, None

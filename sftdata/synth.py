@@ -96,35 +96,46 @@ _TOOLS: tuple[_ToolDef, ...] = (
 
 
 def _fragment(r: random.Random) -> str:
-    """One non-blank piece of text, of a kind picked at random."""
-    k = r.random()
+    """One non-blank piece of text, of a kind picked at random.
+
+    Hot path (about ten calls per record): items are drawn as ``seq[int(rnd() * len(seq))]`` inline.
+    """
+    rnd = r.random
+    k = rnd()
     if k < 0.40:
-        return _pick(r, _EN)
+        return _EN[int(rnd() * len(_EN))]
     if k < 0.48:
-        return _pick(r, _EN) + "\n" + _pick(r, _EN) + "\n\n" + _pick(r, _EN)
+        return "\n".join((_EN[int(rnd() * len(_EN))], _EN[int(rnd() * len(_EN))], "", _EN[int(rnd() * len(_EN))]))
     if k < 0.56:
-        return _pick(r, _CODE).format(name=_pick(r, _NAMES), Name=_pick(r, _NAMES).title(), num=r.randint(0, 10**4))
+        name = _NAMES[int(rnd() * len(_NAMES))]
+        return _CODE[int(rnd() * len(_CODE))].format(name=name, Name=name.title(), num=int(rnd() * 10**4))
     if k < 0.62:
-        return "id " + str(r.getrandbits(r.randint(64, 1300)))  # 20..390 digits in one run
+        return "id " + str(r.getrandbits(64 + int(rnd() * 1236)))  # one run of 20..390 digits
     if k < 0.70:
-        return _pick(r, _EN) + _pick(r, _WS_RUNS) + _pick(r, _EN)
+        return _EN[int(rnd() * len(_EN))] + _WS_RUNS[int(rnd() * len(_WS_RUNS))] + _EN[int(rnd() * len(_EN))]
     if k < 0.80:
-        return _pick(r, _CJK)
+        return _CJK[int(rnd() * len(_CJK))]
     if k < 0.86:
-        return _pick(r, _RTL)
+        return _RTL[int(rnd() * len(_RTL))]
     if k < 0.93:
-        return _pick(r, _EN) + " " + _pick(r, _EMOJI)
-    return _pick(r, _COMBINING)
+        return _EN[int(rnd() * len(_EN))] + " " + _EMOJI[int(rnd() * len(_EMOJI))]
+    return _COMBINING[int(rnd() * len(_COMBINING))]
+
+
+_JOINERS = (" ", "\n", "\n\n")
+_TAILS = ("", " ", "\n", "\t \n")
 
 
 def _text(r: random.Random, hostile: bool) -> str:
     """Content that is never blank after strip(); sometimes padded, sometimes with control-token look-alikes."""
-    parts = [_fragment(r) for _ in range(_pick(r, (1, 1, 1, 2, 2, 3)))]
-    if hostile and r.random() < 0.35:
-        parts.insert(r.randint(0, len(parts)), _pick(r, _HOSTILE))
-    s = _pick(r, (" ", "\n", "\n\n")).join(parts)
-    if r.random() < 0.12:
-        s = _pick(r, _WS_RUNS) + s + _pick(r, ("", " ", "\n", "\t \n"))
+    rnd = r.random
+    k = rnd()
+    parts = [_fragment(r)] if k < 0.5 else [_fragment(r) for _ in range(2 if k < 0.83 else 3)]
+    if hostile and rnd() < 0.35:
+        parts.insert(int(rnd() * (len(parts) + 1)), _HOSTILE[int(rnd() * len(_HOSTILE))])
+    s = parts[0] if len(parts) == 1 else _JOINERS[int(rnd() * 3)].join(parts)
+    if rnd() < 0.12:
+        s = _WS_RUNS[int(rnd() * len(_WS_RUNS))] + s + _TAILS[int(rnd() * 4)]
     return s
 
 

@@ -103,10 +103,10 @@ class Llama3Renderer:
         flags = self.trained_flags(conv)
         out: list[Piece] = [(SPECIAL, "<|begin_of_text|>")]
         if self.template is Template.LLAMA3:
-            for msg, trained in zip(conv.messages, flags):
+            for msg, trained in zip(conv.messages, flags, strict=True):
                 self._turn(out, msg.source_role if msg.role == "tool" else msg.role, msg.content.strip(), trained)
             return out
-        messages = list(zip(conv.messages, flags))
+        messages = list(zip(conv.messages, flags, strict=True))
         system = ""
         if messages and messages[0][0].role == "system":
             system = messages[0][0].content.strip()

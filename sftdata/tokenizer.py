@@ -12,10 +12,8 @@ falls back to the Hugging Face path.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -120,9 +118,15 @@ def _convert_builtin() -> Path:
     return target
 
 
-def fingerprint_of(hf_tokenizer: Any) -> str:
-    """sha256 over what decides ids: vocabulary, merges, pre-tokenizer, added/special tokens."""
-    state = json.loads(hf_tokenizer.backend_tokenizer.to_str())
+def fingerprint_of(tok: Any) -> str:
+    """sha256 over what decides ids: vocabulary, merges, pre-tokenizer, normalizer, added tokens.
+
+    Accepts a ``tokenizers.Tokenizer`` or a transformers fast tokenizer.
+    """
+    import orjson
+
+    backend = getattr(tok, "backend_tokenizer", tok)
+    state = orjson.loads(backend.to_str())
     model = state.get("model", {})
     payload = {
         "model_type": model.get("type"),
@@ -131,70 +135,81 @@ def fingerprint_of(hf_tokenizer: Any) -> str:
         "pre_tokenizer": state.get("pre_tokenizer"),
         "normalizer": state.get("normalizer"),
         "added_tokens": sorted(
-            (t["id"], t["content"], bool(t.get("special"))) for t in state.get("added_tokens", [])
+            [t["id"], t["content"], bool(t.get("special"))] for t in state.get("added_tokens", [])
         ),
     }
-    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+    return "sha256:" + hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-@dataclass
 class Tokenizer:
-    """A loaded tokenizer with text-only encoding and the Llama-3 control-token ids."""
+    """A loaded tokenizer with text-only encoding and the Llama-3 control-token ids.
 
-    spec: str
-    hf: Any
-    fingerprint: str
-    encoder: str  # "tiktoken" or "hf"
-    _tiktoken: Any = field(default=None, repr=False)
+    The run path needs only the ``tokenizers`` backend (importing transformers costs seconds per
+    worker); the transformers object is built lazily, for training and parity checks.
+    """
 
-    def __post_init__(self) -> None:
-        ids = {}
-        missing = []
-        for tok in CONTROL_TOKENS + ("<|eom_id|>", "<|python_tag|>", "<|finetune_right_pad_id|>"):
-            tid = self.hf.convert_tokens_to_ids(tok)
-            if tid is None or tid == self.hf.unk_token_id:
-                missing.append(tok)
-            ids[tok] = tid
-        if any(t in missing for t in CONTROL_TOKENS):
-            raise TokenizerError(
-                f"tokenizer {self.spec!r} lacks the Llama-3 control tokens {', '.join(missing)}"
-            )
+    def __init__(self, spec: str, backend: Any, encoder: str, tiktoken_enc: Any = None,
+                 hf_loader: Any = None, pad_token_id: int | None = None, fingerprint: str | None = None,
+                 private_backend: bool = False) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.encoder = encoder
+        self._tiktoken = tiktoken_enc
+        self._hf_loader = hf_loader
+        self._hf = None
+        self.fingerprint = fingerprint or fingerprint_of(backend)
+        ids = {tok: backend.token_to_id(tok) for tok in CONTROL_TOKENS + (
+            "<|eom_id|>", "<|python_tag|>", "<|finetune_right_pad_id|>")}
+        missing = [t for t in CONTROL_TOKENS if ids[t] is None]
+        if missing:
+            raise TokenizerError(f"tokenizer {spec!r} lacks the Llama-3 control tokens {', '.join(missing)}")
         self.bos_id: int = ids["<|begin_of_text|>"]
         self.start_header_id: int = ids["<|start_header_id|>"]
         self.end_header_id: int = ids["<|end_header_id|>"]
         self.eot_id: int = ids["<|eot_id|>"]
-        self.eom_id: int | None = ids.get("<|eom_id|>")
-        self.python_tag_id: int | None = ids.get("<|python_tag|>")
-        pad = self.hf.pad_token_id
-        self.pad_id: int = pad if pad is not None else ids.get("<|finetune_right_pad_id|>") or self.eot_id
-        self.vocab_size: int = len(self.hf)
-        self.special_ids: frozenset[int] = frozenset(self.hf.all_special_ids) | frozenset(
-            i for i in (t.get("id") for t in self._added_tokens() if t.get("special")) if i is not None
-        )
-        # Text that looks like a special token must stay text: a private copy of the backend with
-        # special-token matching switched off (the shared `hf` object keeps its normal behaviour).
-        from tokenizers import Tokenizer as _Backend
+        self.eom_id: int | None = ids["<|eom_id|>"]
+        self.python_tag_id: int | None = ids["<|python_tag|>"]
+        pad = pad_token_id if pad_token_id is not None else ids["<|finetune_right_pad_id|>"]
+        self.pad_id: int = pad if pad is not None else self.eot_id
+        self.vocab_size: int = backend.get_vocab_size(with_added_tokens=True)
+        self.special_ids: frozenset[int] = frozenset(
+            i for i, t in backend.get_added_tokens_decoder().items() if t.special)
+        # Text that looks like a special token must stay text: a backend with special-token
+        # matching switched off. A backend shared with a transformers object is copied first.
+        if private_backend:
+            self._text_backend = backend
+        else:
+            from tokenizers import Tokenizer as _Backend
 
-        self._backend = _Backend.from_str(self.hf.backend_tokenizer.to_str())
-        self._backend.encode_special_tokens = True
+            self._text_backend = _Backend.from_str(backend.to_str())
+        self._text_backend.encode_special_tokens = True
 
-    def _added_tokens(self) -> list[dict]:
-        return json.loads(self.hf.backend_tokenizer.to_str()).get("added_tokens", [])
+    @property
+    def hf(self) -> Any:
+        """The transformers ``PreTrainedTokenizerFast`` (loaded on first use)."""
+        if self._hf is None:
+            self._hf = self._hf_loader()
+        return self._hf
+
+    def token_id(self, token: str) -> int | None:
+        return self.backend.token_to_id(token)
 
     def encode_text(self, text: str) -> list[int]:
         """Ids of ``text`` with no special-token parsing and no BOS."""
         if self._tiktoken is not None and not (len(text) >= 256 and _LONG_RUN.search(text)):
             return self._tiktoken.encode_ordinary(text)
-        return self._backend.encode(text, add_special_tokens=False).ids
+        return self._text_backend.encode(text, add_special_tokens=False).ids
 
     def encode_texts(self, texts: list[str]) -> list[list[int]]:
         if self._tiktoken is not None:
             return [self.encode_text(t) for t in texts]
-        return [e.ids for e in self._backend.encode_batch(texts, add_special_tokens=False)]
+        return [e.ids for e in self._text_backend.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: list[int]) -> str:
-        return self.hf.decode(ids, skip_special_tokens=False)
+        return self.backend.decode(list(ids), skip_special_tokens=False)
+
+    def id_to_token(self, i: int) -> str | None:
+        return self.backend.id_to_token(int(i))
 
     def describe(self) -> dict:
         return {
@@ -220,22 +235,39 @@ def load_tokenizer(spec: str = BUILTIN_LLAMA3, encoder: str = "auto") -> Tokeniz
     ``encoder``: ``auto`` (tiktoken for the built-in tokenizer, else Hugging Face), ``hf`` or
     ``tiktoken`` (only valid for the built-in tokenizer: the ranks must be Meta's).
     """
-    from transformers import AutoTokenizer
-
     if encoder not in ("auto", "hf", "tiktoken"):
         raise TokenizerError(f"unknown encoder {encoder!r}; expected auto, hf or tiktoken")
     if spec == BUILTIN_LLAMA3:
+        from tokenizers import Tokenizer as _Backend
+
         path = _convert_builtin()
-        hf = AutoTokenizer.from_pretrained(str(path))
-        use_tiktoken = encoder in ("auto", "tiktoken")
-        tk = _tiktoken_encoding(llama3_model_file()) if use_tiktoken else None
-        return Tokenizer(spec, hf, fingerprint_of(hf), "tiktoken" if tk else "hf", tk)
+        backend = _Backend.from_file(str(path / "tokenizer.json"))
+        tk = _tiktoken_encoding(llama3_model_file()) if encoder in ("auto", "tiktoken") else None
+
+        def loader() -> Any:
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(str(path))
+
+        # The fingerprint of the cached conversion is stored beside it: hashing 128k tokens and
+        # 280k merges costs a second per process otherwise.
+        fp_file = path / "sftdata-fingerprint.txt"
+        fp = fp_file.read_text().strip() if fp_file.is_file() else None
+        tok = Tokenizer(spec, backend, "tiktoken" if tk else "hf", tk, loader, fingerprint=fp,
+                        private_backend=True)
+        if fp is None:
+            fp_file.write_text(tok.fingerprint)
+        return tok
     if encoder == "tiktoken":
         raise TokenizerError("the tiktoken encoder is only available for builtin:llama3")
+    from transformers import AutoTokenizer
+
     try:
         hf = AutoTokenizer.from_pretrained(spec)
     except Exception as exc:
         raise TokenizerError(f"cannot load tokenizer {spec!r}: {exc}") from exc
     if not getattr(hf, "is_fast", False):
         raise TokenizerError(f"tokenizer {spec!r} is not a fast tokenizer")
-    return Tokenizer(spec, hf, fingerprint_of(hf), "hf")
+    tok = Tokenizer(spec, hf.backend_tokenizer, "hf", None, lambda: hf, hf.pad_token_id)
+    tok._hf = hf
+    return tok

@@ -1,0 +1,196 @@
+"""Manifest-versus-shards integrity: is every file the manifest promises there, whole and unchanged?
+
+Why a separate pass: a shard that lost its tail in a copy, or had one byte flipped on a bad disk, can
+still parse as Arrow and even pass the mask rules on the rows that remain. Only the manifest's
+recorded size and sha256 catch that, and naming the damaged *file* (missing, extra, truncated,
+corrupt) is what an operator needs to re-copy it. ``sftdata verify DIR`` is this module alone;
+``sftdata audit`` runs it first and then checks the rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sftdata.constants import IGNORE_INDEX, MANIFEST_NAME
+
+SHARD_FILE = re.compile(r"^shard-\d{6}-\d{2}\.arrow$")
+PROBLEM_KINDS = (
+    "missing",  # listed in the manifest, not on disk
+    "extra",  # a shard-like file on disk the manifest does not list
+    "truncated",  # smaller than the recorded size
+    "size_mismatch",  # larger than the recorded size
+    "corrupt",  # right size, wrong sha256
+    "unreadable",  # not a readable Arrow IPC stream
+    "count_mismatch",  # rows / tokens / trained tokens differ from the manifest
+    "bad_entry",  # a manifest entry that is not a plain file name, or listed twice
+    "state_mismatch",  # state.json lists other files than the manifest
+)
+
+
+class AuditError(Exception):
+    """The folder cannot be checked at all (not a folder, no or unreadable manifest): exit code 2."""
+
+
+@dataclass
+class ShardProblem:
+    file: str
+    kind: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"file": self.file, "kind": self.kind, "message": self.message}
+
+
+@dataclass
+class IntegrityReport:
+    """What `verify_folder` found; ``ok`` means every listed shard is present, whole and unchanged."""
+
+    path: str
+    shards_listed: int = 0
+    shards_checked: int = 0
+    bytes_checked: int = 0
+    problems: list[ShardProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def files_with(self, kind: str) -> list[str]:
+        return [p.file for p in self.problems if p.kind == kind]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "ok": self.ok,
+            "shards_listed": self.shards_listed,
+            "shards_checked": self.shards_checked,
+            "bytes_checked": self.bytes_checked,
+            "problems": [p.to_json() for p in self.problems],
+        }
+
+    def summary_text(self) -> str:
+        head = (
+            f"verify {self.path}: {self.shards_checked}/{self.shards_listed} shards, "
+            f"{self.bytes_checked} bytes checked"
+        )
+        if self.ok:
+            return head + "\nOK: every shard matches the manifest"
+        lines = [head, f"FAILED: {len(self.problems)} problem(s)"]
+        lines += [f"  {p.kind:<15} {p.file}: {p.message}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def load_manifest(folder: str | Path) -> dict[str, Any]:
+    """Read ``manifest.json``; any reason it cannot be used is an `AuditError` (usage/I/O, exit 2)."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise AuditError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise AuditError(f"{folder}: not a folder")
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        raise AuditError(f"{folder}: no {MANIFEST_NAME} (not a finished `sftdata run` output folder)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AuditError(f"{path}: cannot read the manifest: {exc}") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+        raise AuditError(f"{path}: not an sftdata manifest (no `shards` list)")
+    for entry in manifest["shards"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            raise AuditError(f"{path}: a `shards` entry has no `file` name: {entry!r}")
+    return manifest
+
+
+def read_shard(path: str | Path) -> pa.Table:
+    """The whole shard, memory-mapped: the list columns' values stay on disk until touched."""
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_stream(source).read_all()
+
+
+def shard_counts(table: pa.Table) -> dict[str, int]:
+    """Rows, tokens and trained tokens (labels other than IGNORE_INDEX), the manifest's per-shard counts."""
+    tokens = pc.sum(pc.list_value_length(table.column("input_ids"))).as_py() or 0
+    labels = pc.list_flatten(table.column("labels"))
+    trained = sum(
+        int(np.count_nonzero(chunk.to_numpy(zero_copy_only=False) != IGNORE_INDEX)) for chunk in labels.chunks
+    )
+    return {"rows": table.num_rows, "tokens": int(tokens), "trained_tokens": trained}
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _strip_algo(value: Any) -> str:
+    text = str(value or "")
+    return text.split(":", 1)[1] if text.startswith("sha256:") else text
+
+
+def _state_files(folder: Path) -> list[str] | None:
+    try:
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        return [d["filename"] for d in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def verify_folder(path: str | Path, *, counts: bool = True, manifest: dict | None = None) -> IntegrityReport:
+    """Check every shard the manifest lists: exists, size, sha256, readable Arrow, and (``counts``)
+    its rows, tokens and trained tokens. Unlisted shard files are reported as ``extra``.
+
+    ``sftdata audit`` passes ``counts=False`` because its row pass recounts anyway.
+    """
+    folder = Path(path)
+    manifest = manifest if manifest is not None else load_manifest(folder)
+    report = IntegrityReport(path=str(folder), shards_listed=len(manifest["shards"]))
+    problems = report.problems
+    listed: set[str] = set()
+    for entry in manifest["shards"]:
+        name = entry["file"]
+        if name in listed or Path(name).name != name or name in ("", ".", ".."):
+            problems.append(ShardProblem(name, "bad_entry", "listed twice or not a plain file name"))
+            continue
+        listed.add(name)
+        file = folder / name
+        if not file.is_file():
+            problems.append(ShardProblem(name, "missing", "listed in the manifest but not on disk"))
+            continue
+        size, want = file.stat().st_size, entry.get("bytes")
+        report.shards_checked += 1
+        report.bytes_checked += size
+        if isinstance(want, int) and size != want:
+            kind = "truncated" if size < want else "size_mismatch"
+            problems.append(ShardProblem(name, kind, f"{size} bytes on disk, manifest says {want}"))
+        elif _strip_algo(entry.get("sha256")) != sha256_file(file):
+            problems.append(ShardProblem(name, "corrupt", "sha256 differs from the manifest"))
+        try:
+            table = read_shard(file)
+            found = shard_counts(table) if counts else {}
+        except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
+            problems.append(ShardProblem(name, "unreadable", f"not a readable Arrow IPC stream: {exc}"))
+            continue
+        diffs = [f"{k} {found[k]} (manifest {entry.get(k)})" for k in found if entry.get(k) != found[k]]
+        if diffs:
+            problems.append(ShardProblem(name, "count_mismatch", "; ".join(diffs)))
+    for file in sorted(folder.iterdir()):
+        if file.name not in listed and (SHARD_FILE.match(file.name) or file.suffix == ".arrow"):
+            problems.append(ShardProblem(file.name, "extra", "a shard file the manifest does not list"))
+    state = _state_files(folder)
+    order = [e["file"] for e in manifest["shards"]]
+    if state is not None and state != order:
+        problems.append(ShardProblem("state.json", "state_mismatch", "lists other shards than the manifest"))
+    return report

@@ -1,0 +1,417 @@
+"""The row rules, checked over whole columns with numpy.
+
+Why re-derive instead of trusting the writer: the audit exists to catch the writer's own bugs (a
+shifted label, a trained header, an eot left out), so nothing it stored per row is believed. The
+turn structure is rebuilt from the token ids alone: every ``<|start_header_id|>`` (and every
+conversation start) opens a *unit*; a cumulative sum over those markers gives each token its unit,
+``reduceat`` over the unit starts gives each unit its ``<|end_header_id|>``, role, header newline,
+content span and closing token, and gathering those back per token yields the one mask that matters:
+*which tokens may be trained*. Each rule is then a boolean expression over the flat token array.
+Python only loops over distinct role-token tuples and over the (capped) violations it lists.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sftdata.constants import IGNORE_INDEX
+
+RULES: dict[str, str] = {
+    "shard_integrity": "every shard the manifest lists exists with its recorded size and sha256, "
+    "reads as Arrow, and no unlisted shard is present",
+    "manifest_counts": "the manifest's per-shard and total rows, tokens and trained tokens match the shards",
+    "tokenizer_fingerprint": "the manifest's tokenizer fingerprint and control-token ids are those "
+    "of the tokenizer spec it names",
+    "columns": "shards have the documented columns (id, input_ids, labels, content_hash) and types",
+    "labels_length": "labels has as many entries as input_ids in every row",
+    "label_matches_input": "every label is -100 or equals the input id at the same position (unshifted)",
+    "token_range": "every input id lies inside the tokenizer's vocabulary",
+    "single_bos": "exactly one <|begin_of_text|>, at the start of every conversation",
+    "well_formed_turns": "every turn is <|start_header_id|> known-role <|end_header_id|> header-newline "
+    "content closing-token, with nothing between turns",
+    "trained_outside_assistant": "no trained token outside assistant content and its closing token",
+    "assistant_turn_whole": "each assistant turn is trained whole (content and closing token) or not at "
+    "all, except the cut-off last turn of a truncated row",
+    "row_has_trained_tokens": "every conversation has at least one trained token",
+    "max_length": "no row is longer than the manifest's pipeline.max_length",
+    "packing": "packed rows: seq_lengths sum to the row length, position_ids restart at 0 per "
+    "conversation and count up, packed_ids match",
+    "source_match": "re-rendering the source records gives the same input_ids and labels",
+    "min_trained_fraction": "trained tokens / tokens is at least the threshold",
+    "max_rejected_fraction": "rejected records / records read is at most the threshold",
+}
+ROLE_NAMES = ("other", "system", "user", "assistant", "ipython", "tool", "unknown")
+OTHER, ASSISTANT, UNKNOWN = 0, 3, 6
+KNOWN_ROLES = {name: code for code, name in enumerate(ROLE_NAMES) if 0 < code < UNKNOWN}
+MAX_ROLE_TOKENS = 8
+_PAD = np.iinfo(np.int64).min
+_TURN_PROBLEMS = (
+    "tokens outside any turn",
+    "header has no <|end_header_id|>",
+    "header has more than one <|end_header_id|>",
+    "empty role in header",
+    "unknown role {role}",
+    "<|end_header_id|> not followed by the header newline",
+    "turn not closed by <|eot_id|>",
+    "tokens after the closing token of a turn",
+    "conversation has no turns",
+)
+CHUNK_TOKENS = 1 << 22  # rows are checked in slices of about this many tokens: bounded memory, warm caches
+
+
+@dataclass
+class RuleContext:
+    """Token ids and settings the rules need; roles are decoded once per distinct id tuple."""
+
+    bos_id: int
+    start_header_id: int
+    end_header_id: int
+    closer_ids: tuple[int, ...]
+    header_newline_ids: tuple[int, ...]
+    vocab_size: int
+    decode: Callable[[list[int]], str]
+    truncated_ids: frozenset[str] = frozenset()
+    max_length: int | None = None
+    _roles: dict[tuple[int, ...], int] = field(default_factory=dict)
+
+    def role_code(self, key: tuple[int, ...]) -> int:
+        if key not in self._roles:
+            try:
+                self._roles[key] = KNOWN_ROLES.get(self.decode(list(key)), UNKNOWN)
+            except Exception:  # an id the tokenizer cannot decode is simply not a known role
+                self._roles[key] = UNKNOWN
+        return self._roles[key]
+
+    def text(self, ids: Any) -> str:
+        try:
+            return repr(self.decode([int(i) for i in np.atleast_1d(ids)]))
+        except Exception:
+            return repr([int(i) for i in np.atleast_1d(ids)])
+
+
+class Violations:
+    """Counts every violation exactly but keeps details only for the first ``max_per_rule`` of each
+    rule, so a wholly broken dataset costs bounded memory and Python time."""
+
+    def __init__(self, max_per_rule: int = 1000) -> None:
+        self.max_per_rule = max_per_rule
+        self.counts: Counter[str] = Counter()
+        self.items: list[dict[str, Any]] = []
+        self._listed: Counter[str] = Counter()
+
+    def room(self, rule: str) -> int:
+        return max(0, self.max_per_rule - self._listed[rule])
+
+    def add(self, rule: str, message: str, *, id: str | None = None, shard: str | None = None,
+            row: int | None = None, position: int | None = None, count: int = 1) -> None:
+        self.counts[rule] += count
+        if self._listed[rule] < self.max_per_rule:
+            self._listed[rule] += 1
+            self.items.append({"rule": rule, "id": id, "shard": shard, "row": row,
+                               "position": position, "message": message})
+
+
+@dataclass
+class RowStats:
+    """What the rows add up to; merged over slices and shards for the report and the manifest check."""
+
+    rows: int = 0
+    conversations: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    truncated_rows: int = 0
+    role_tokens: np.ndarray = field(default_factory=lambda: np.zeros(len(ROLE_NAMES), np.int64))
+    role_trained: np.ndarray = field(default_factory=lambda: np.zeros(len(ROLE_NAMES), np.int64))
+    role_turns: np.ndarray = field(default_factory=lambda: np.zeros(len(ROLE_NAMES), np.int64))
+    lengths: list[np.ndarray] = field(default_factory=list)
+    row_trained: list[np.ndarray] = field(default_factory=list)
+
+    def merge(self, other: RowStats) -> None:
+        for name in ("rows", "conversations", "tokens", "trained_tokens", "truncated_rows"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.role_tokens += other.role_tokens
+        self.role_trained += other.role_trained
+        self.role_turns += other.role_turns
+        self.lengths += other.lengths
+        self.row_trained += other.row_trained
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=out[1:])
+    return out
+
+
+def _align(values: np.ndarray, lens: np.ndarray, want: np.ndarray, fill: int) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` laid out by the rows' token offsets; rows whose length differs get ``fill``."""
+    same = lens == want
+    if same.all():
+        return values, same
+    rows = np.arange(len(lens))
+    out = np.full(int(want.sum()), fill, values.dtype)
+    out[same[np.repeat(rows, want)]] = values[same[np.repeat(rows, lens)]]
+    return out, same
+
+
+def first_per_group(bad: np.ndarray, group_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For sorted flat positions ``bad``: each group hit, its first position, and how many hits."""
+    groups, first, counts = np.unique(group_of[bad], return_index=True, return_counts=True)
+    return groups, bad[first], counts
+
+
+class SliceView:
+    """Index arrays of one slice of rows: token -> row, conversation and unit; id look-ups."""
+
+    def __init__(self, cols: dict[str, Any], first_row: int, shard: str, ctx: RuleContext,
+                 sink: Violations, packed: bool) -> None:
+        self.cols, self.first_row, self.shard, self.ctx, self.sink = cols, first_row, shard, ctx, sink
+        self.ids, self.lens = cols["input_ids"]
+        self.n_rows, self.n = len(self.lens), int(self.lens.sum())
+        self.row_start = _offsets(self.lens)
+        self.idx = np.arange(self.n, dtype=np.int64)
+        self.row_of = np.repeat(np.arange(self.n_rows), self.lens)
+        self._segment(packed)
+
+    def row_id(self, r: int) -> str | None:
+        return self.cols["id"][int(r)].as_py()
+
+    def seg_id(self, s: int) -> str | None:
+        """The conversation's own id: its packed_ids entry in a packed row, else the row id."""
+        r = int(self.seg_row[s])
+        k = int(s - self.seg_first_of_row[r])
+        if self.pid_ok[r]:
+            return self.cols["packed_ids"][0][int(self.pid_start[r]) + k].as_py()
+        rid = self.row_id(r)
+        return rid if self.seg_count[r] == 1 else f"{rid}#{k}"
+
+    def emit_rows(self, rule: str, rows: np.ndarray, message: Callable[[int], str]) -> None:
+        for k, r in enumerate(rows):
+            if self.sink.room(rule) == 0:
+                self.sink.counts[rule] += len(rows) - k
+                return
+            self.sink.add(rule, message(int(r)), id=self.row_id(r), shard=self.shard,
+                          row=self.first_row + int(r))
+
+    def emit_segs(self, rule: str, segs: np.ndarray, message: Callable[[int, int], str],
+                  position: Callable[[int, int], int | None] = lambda k, s: None) -> None:
+        """One violation per conversation ``s`` (the k-th hit); positions are flat token indices."""
+        for k, s in enumerate(segs):
+            if self.sink.room(rule) == 0:
+                self.sink.counts[rule] += len(segs) - k
+                return
+            r, p = int(self.seg_row[s]), position(k, int(s))
+            self.sink.add(rule, message(k, int(s)), id=self.seg_id(int(s)), shard=self.shard,
+                          row=self.first_row + r, position=None if p is None else int(p - self.row_start[r]))
+
+    def emit_tokens(self, rule: str, mask: np.ndarray, message: Callable[[int, int], str]) -> None:
+        """Token hits grouped per conversation: ``message(first_position, hit_count)``."""
+        bad = np.flatnonzero(mask)
+        if bad.size:
+            segs, first, counts = first_per_group(bad, self.seg_of)
+            self.emit_segs(rule, segs, lambda k, s: message(int(first[k]), int(counts[k])),
+                           lambda k, s: int(first[k]))
+
+    def zone(self, p: int) -> str:
+        u = int(self.unit_of[p])
+        where = ("content" if p < self.u_ce[u] else "closing token" if p == self.u_close[u]
+                 else "tail after the closing token") if p >= self.u_cs[u] else "header"
+        return f"{ROLE_NAMES[self.u_role[u]]} turn's {where}" if self.u_turn[u] else "preamble outside any turn"
+
+    def _segment(self, packed: bool) -> None:
+        """Conversations: the whole row, or for packed rows the runs that seq_lengths describe."""
+        rows = np.arange(self.n_rows)
+        self.pid_ok = np.zeros(self.n_rows, bool)
+        self.pid_start = np.zeros(self.n_rows + 1, np.int64)
+        self.seq_good = np.ones(self.n_rows, bool)
+        if not packed:
+            self.seg_row, seg_len = rows, self.lens
+        else:
+            sl, cnt = self.cols["seq_lengths"]
+            sl = sl.astype(np.int64)
+            srow = np.repeat(rows, cnt)
+            sums = np.bincount(srow, weights=sl, minlength=self.n_rows).astype(np.int64)
+            nonpos = np.bincount(srow, weights=sl <= 0, minlength=self.n_rows) > 0
+            good = self.seq_good = (sums == self.lens) & ~nonpos & (cnt > 0)
+            self.emit_rows("packing", np.flatnonzero(~good), lambda r: (
+                f"seq_lengths sum to {sums[r]} for a row of {self.lens[r]} tokens"
+                + (" (a length <= 0)" if nonpos[r] else "")))
+            keep = good[srow]
+            seg_row = np.concatenate([srow[keep], rows[~good]])
+            order = np.argsort(seg_row, kind="stable")
+            self.seg_row, seg_len = seg_row[order], np.concatenate([sl[keep], self.lens[~good]])[order]
+            if "packed_ids" in self.cols:
+                pcnt = self.cols["packed_ids"][1]
+                self.pid_ok, self.pid_start = good & (pcnt == cnt), _offsets(pcnt)
+                self.emit_rows("packing", np.flatnonzero(good & (pcnt != cnt)),
+                               lambda r: f"{pcnt[r]} packed_ids for {cnt[r]} conversations")
+        self.seg_count = np.bincount(self.seg_row, minlength=self.n_rows)
+        self.seg_len, self.seg_start = seg_len, _offsets(seg_len)
+        self.seg_first_of_row = _offsets(self.seg_count)[:-1]
+        self.seg_of = np.repeat(np.arange(len(seg_len)), seg_len)
+        self.seg_first = np.zeros(self.n, bool)
+        self.seg_first[self.seg_start[:-1][seg_len > 0]] = True
+        self.seg_trunc = np.zeros(len(seg_len), bool)
+        if self.ctx.truncated_ids:
+            self.seg_trunc = self._hits(self.cols["id"])[self.seg_row]
+            if self.pid_ok.any():
+                flat = self._hits(self.cols["packed_ids"][0])
+                k = np.arange(len(seg_len)) - self.seg_first_of_row[self.seg_row]
+                use = self.pid_ok[self.seg_row]
+                at = np.where(use, self.pid_start[self.seg_row] + k, 0)
+                self.seg_trunc = np.where(use, flat[at], self.seg_trunc)
+
+    def _hits(self, arr: pa.Array) -> np.ndarray:
+        value_set = pa.array(sorted(self.ctx.truncated_ids), arr.type)
+        return pc.is_in(arr, value_set=value_set).fill_null(False).to_numpy(zero_copy_only=False)
+
+
+def _units(v: SliceView) -> np.ndarray:
+    """Split conversations into units (a preamble, then one per header) and derive each turn's role,
+    content span and closing token; report malformed turns; return the per-token ``allowed`` mask."""
+    ctx, ids, idx, n = v.ctx, v.ids, v.idx, v.n
+    nl = ctx.header_newline_ids
+    is_sh = ids == ctx.start_header_id
+    boundary = is_sh | v.seg_first
+    start = np.flatnonzero(boundary)
+    end = np.append(start[1:], n)
+    v.unit_of = np.cumsum(boundary) - 1
+    seg = v.seg_of[start]
+    turn = v.u_turn = is_sh[start]
+    trunc = v.u_trunc = (end == v.seg_start[seg + 1]) & v.seg_trunc[seg]
+    is_eh = ids == ctx.end_header_id
+    n_eh = np.add.reduceat(is_eh, start, dtype=np.int64)
+    eh = np.minimum.reduceat(np.where(is_eh, idx, n), start)
+    is_close = np.isin(ids, ctx.closer_ids)
+    n_close = np.add.reduceat(is_close, start, dtype=np.int64)
+    close = np.minimum.reduceat(np.where(is_close, idx, n), start)
+    has_eh = turn & (n_eh > 0)
+    nl_ok = has_eh.copy()
+    for j, tok in enumerate(nl):
+        nl_ok &= (eh + 1 + j < end) & (ids[np.minimum(eh + 1 + j, n - 1)] == tok)
+    cs = v.u_cs = np.where(has_eh, np.minimum(eh + 1 + np.where(nl_ok, len(nl), 0), end), end)
+    closed = (n_close > 0) & (close >= cs)
+    ce = v.u_ce = np.where(closed, close, end)
+    v.u_close = np.where(closed, close, -1)
+    role_len = np.where(has_eh, eh - start - 1, 0)
+    role = v.u_role = np.where(turn, UNKNOWN, OTHER).astype(np.int8)
+    cand = np.flatnonzero(has_eh & (role_len >= 1) & (role_len <= MAX_ROLE_TOKENS))
+    if cand.size:
+        width = role_len[cand]
+        keys = np.full((cand.size, int(width.max())), _PAD, np.int64)
+        for j in range(keys.shape[1]):
+            keys[width > j, j] = ids[start[cand[width > j]] + 1 + j]
+        distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
+        codes = [ctx.role_code(tuple(int(x) for x in key if x != _PAD)) for key in distinct]
+        role[cand] = np.asarray(codes, np.int8)[inverse.reshape(-1)]
+    problems = [  # (condition, flat position), first match wins; order follows _TURN_PROBLEMS
+        (~turn & (end - start > 1), start + 1),
+        (turn & (n_eh == 0) & ~trunc, start),
+        (n_eh > 1, start),
+        (has_eh & (role_len == 0), eh),
+        (has_eh & (role_len > 0) & (role == UNKNOWN), start + 1),
+        (has_eh & ~nl_ok & ~(trunc & (eh + len(nl) >= end)), np.minimum(eh + 1, end - 1)),
+        (turn & (n_close == 0) & ~trunc, end - 1),
+        (turn & (n_close > 0) & ((n_close > 1) | (close != end - 1)), np.minimum(close + 1, end - 1)),
+    ]
+    code = np.select([c for c, _ in problems], np.arange(1, len(problems) + 1), 0)
+    pos = np.select([c for c, _ in problems], [p for _, p in problems], 0)
+    bad = np.flatnonzero(code > 0)
+    segs, first, _ = first_per_group(bad, seg) if bad.size else (bad, bad, bad)
+
+    def turn_message(k: int, s: int) -> str:
+        u = int(first[k])
+        text = _TURN_PROBLEMS[code[u] - 1]
+        return text.format(role=ctx.decode([int(i) for i in ids[start[u] + 1: eh[u]]]).__repr__())
+
+    v.emit_segs("well_formed_turns", segs, turn_message, lambda k, s: int(pos[first[k]]))
+    no_turns = np.flatnonzero((np.bincount(seg[turn], minlength=len(v.seg_len)) == 0) & (v.seg_len > 0))
+    v.emit_segs("well_formed_turns", no_turns, lambda k, s: _TURN_PROBLEMS[-1])
+    v.units = {"start": start, "end": end, "seg": seg}
+    assistant = turn & (role == ASSISTANT)
+    edges = np.bincount(cs[assistant], minlength=n + 1) - np.bincount(ce[assistant], minlength=n + 1)
+    allowed = np.cumsum(edges[:n]) > 0
+    allowed[v.u_close[assistant & closed]] = True
+    return allowed
+
+
+def _check_packing(v: SliceView) -> None:
+    """position_ids restart at 0 at every conversation and count up; the row id is the first packed id."""
+    pos, plens = v.cols["position_ids"]
+    aligned, same = _align(pos, plens, v.lens, -1)
+    v.emit_rows("packing", np.flatnonzero(~same), lambda r: f"{plens[r]} position_ids for {v.lens[r]} tokens")
+    expect = v.idx - v.seg_start[v.seg_of]
+    v.emit_tokens("packing", (same & v.seq_good)[v.row_of] & (aligned != expect), lambda p, c: (
+        f"position_ids do not restart at 0 and count up per conversation: {aligned[p]} where "
+        f"{expect[p]} belongs ({c} wrong)"))
+    ok = np.flatnonzero(v.pid_ok & (v.seg_count > 0))
+    if ok.size:
+        first_ids = pc.take(v.cols["packed_ids"][0], pa.array(v.pid_start[ok]))
+        differ = pc.not_equal(pc.take(v.cols["id"], pa.array(ok)), first_ids).fill_null(True)
+        v.emit_rows("packing", ok[differ.to_numpy(zero_copy_only=False)],
+                    lambda r: "row id is not the first packed conversation's id")
+
+
+def check_slice(cols: dict[str, Any], first_row: int, shard: str, ctx: RuleContext, sink: Violations,
+                packed: bool) -> RowStats:
+    """All row rules over one slice of rows; returns what the slice adds to the statistics."""
+    v = SliceView(cols, first_row, shard, ctx, sink, packed)
+    ids, lens, n = v.ids, v.lens, v.n
+    labs_raw, llens = cols["labels"]
+    labs, same = _align(labs_raw, llens, lens, IGNORE_INDEX)
+    v.emit_rows("labels_length", np.flatnonzero(~same), lambda r: f"{llens[r]} labels for {lens[r]} input_ids")
+    if packed:
+        _check_packing(v)
+    if ctx.max_length:
+        v.emit_rows("max_length", np.flatnonzero(lens > ctx.max_length),
+                    lambda r: f"{lens[r]} tokens, more than max_length {ctx.max_length}")
+    trained = labs != IGNORE_INDEX
+    stats = RowStats(rows=v.n_rows, conversations=len(v.seg_len), tokens=n,
+                     trained_tokens=int(np.count_nonzero(labs_raw != IGNORE_INDEX)),
+                     truncated_rows=int(np.count_nonzero(np.bincount(v.seg_row[v.seg_trunc],
+                                                                     minlength=v.n_rows))),
+                     lengths=[lens], row_trained=[np.bincount(v.row_of[trained], minlength=v.n_rows)])
+    v.emit_segs("single_bos", np.flatnonzero(v.seg_len == 0), lambda k, s: "empty conversation: no tokens")
+    v.emit_segs("row_has_trained_tokens",
+                np.flatnonzero(np.bincount(v.seg_of[trained], minlength=len(v.seg_len)) == 0),
+                lambda k, s: "no trained token: the conversation teaches the model nothing")
+    if n == 0:
+        return stats
+    v.emit_tokens("token_range", (ids < 0) | (ids >= ctx.vocab_size),
+                  lambda p, c: f"{c} id(s) outside the vocabulary of {ctx.vocab_size}, first {ids[p]}")
+    is_bos = ids == ctx.bos_id
+    v.emit_tokens("single_bos", v.seg_first ^ is_bos, lambda p, c: (
+        "extra <|begin_of_text|> inside the conversation" if is_bos[p]
+        else f"conversation starts with {ctx.text(ids[p])}, not <|begin_of_text|>"))
+    allowed = _units(v)
+    v.emit_tokens("label_matches_input", trained & (labs != ids), lambda p, c: (
+        f"{c} label(s) differ from input_ids, first label {labs[p]} where the input is {ids[p]}"
+        + (" (labels shifted by one?)" if p + 1 < n and labs[p] == ids[p + 1] else "")))
+    v.emit_tokens("trained_outside_assistant", trained & ~allowed, lambda p, c: (
+        f"{c} trained token(s) outside assistant content, first {ctx.text(ids[p])} in the {v.zone(p)}"))
+    role_of_token = v.u_role[v.unit_of]
+    stats.role_tokens += np.bincount(role_of_token, minlength=len(ROLE_NAMES))
+    stats.role_trained += np.bincount(role_of_token[trained], minlength=len(ROLE_NAMES))
+    stats.role_turns += np.bincount(v.u_role[v.u_turn], minlength=len(ROLE_NAMES))
+    start = v.units["start"]
+    n_allowed = np.add.reduceat(allowed, start, dtype=np.int64)
+    n_trained = np.add.reduceat(trained & allowed, start, dtype=np.int64)
+    bad = np.flatnonzero(v.u_turn & (v.u_role == ASSISTANT) & ~v.u_trunc & (n_trained > 0)
+                         & (n_trained < n_allowed))
+    segs, first, _ = first_per_group(bad, v.units["seg"]) if bad.size else (bad, bad, bad)
+
+    def first_untrained(k: int, s: int) -> int:
+        u = int(first[k])
+        lo, hi = int(start[u]), int(v.units["end"][u])
+        return lo + int(np.argmax(allowed[lo:hi] & ~trained[lo:hi]))
+
+    v.emit_segs("assistant_turn_whole", segs, lambda k, s: (
+        f"assistant turn partly trained: {n_trained[first[k]]} of {n_allowed[first[k]]} content and "
+        "closing tokens; first untrained"), first_untrained)
+    return stats

@@ -1,0 +1,70 @@
+"""The ``sftdata train`` click command: options in, :func:`sftdata.training.launcher.train` called.
+
+Kept thin on purpose: every check and setting lives in the launcher so that it can be used and
+tested without a terminal. Library refusals (``TrainError``) become ``click.ClickException``, i.e.
+one clear line and exit status 1, before any training step. The main CLI group registers it with
+``main.add_command(train_cmd, "train")``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .launcher import TrainError, TrainOptions, train
+
+
+@click.command(
+    "train",
+    epilog=(
+        "\b\nExamples:\n"
+        "  sftdata train out/demo --model builtin:tiny-llama3 --output-dir out/demo-model --max-steps 8\n"
+        "  sftdata train out/data --model ./Llama-3.2-1B-Instruct --output-dir out/m \\\n"
+        "      --config pipelines/train-tiny.yaml --set lr_scheduler_type=cosine --bf16\n"
+        "  accelerate launch -m sftdata.cli train out/data --model ./Llama-3.1-8B --output-dir out/m --epochs 2"
+    ),
+)
+@click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--model", required=True, help="Local model directory, hub id, or builtin:tiny-llama3 (CPU demo).")
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Where the model, tokenizer, trainer state and data manifest are written.")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Optimizer steps (instead of --epochs).")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Passes over the shards.")
+@click.option("--lr", type=float, help="Peak learning rate (SFTConfig.learning_rate).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Rows per device per micro-batch.")
+@click.option("--grad-accum", type=click.IntRange(min=1), help="Micro-batches per optimizer step.")
+@click.option("--seed", type=int, help="Seed for model init (builtin model), data order and dropout.")
+@click.option("--bf16/--no-bf16", default=None, help="bf16 mixed precision (default: off).")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
+              help="Recompute activations in the backward pass to save memory (default: off).")
+@click.option("--padding-free/--no-padding-free", default=None,
+              help="Concatenate rows with per-conversation position_ids instead of padding "
+                   "(automatic for packed shards).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML mapping of SFTConfig settings.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Set any SFTConfig field; VALUE is parsed as YAML. Repeatable; wins over --config.")
+@click.option("--skip-audit", is_flag=True, help="Train even if the mask audit fails or is unavailable.")
+def train_cmd(data_dir: Path, model: str, output_dir: Path, max_steps: int | None, epochs: float | None,
+              lr: float | None, batch_size: int | None, grad_accum: int | None, seed: int | None,
+              bf16: bool | None, gradient_checkpointing: bool | None, padding_free: bool | None,
+              config_file: Path | None, overrides: tuple[str, ...], skip_audit: bool) -> None:
+    """Fine-tune MODEL on the prepared shards in DATA_DIR with TRL's SFTTrainer.
+
+    The shards' input_ids and labels are used exactly as written: TRL does not re-tokenize,
+    truncate or re-mask them. Training is refused, before any step, when DATA_DIR has no
+    manifest.json, the mask audit fails, the model's tokenizer differs from the manifest's, or
+    the model's vocabulary cannot hold the shards' token ids. Settings: our defaults (bf16 and
+    gradient checkpointing off), then --config, then --set, then the flags.
+    """
+    opts = TrainOptions(
+        data_dir=data_dir, model=model, output_dir=output_dir, max_steps=max_steps, epochs=epochs,
+        learning_rate=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed, bf16=bf16,
+        gradient_checkpointing=gradient_checkpointing, padding_free=padding_free,
+        config_file=config_file, overrides=overrides, skip_audit=skip_audit,
+    )
+    try:
+        train(opts)  # progress and loss go to stderr, from rank 0 only
+    except TrainError as exc:
+        raise click.ClickException(str(exc)) from exc
