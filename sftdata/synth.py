@@ -149,8 +149,9 @@ def _tool_exchange(r: random.Random, tools: list[_ToolDef]) -> list[dict[str, An
     """One assistant tool call (exactly one per message, as the Llama-3.1 templates require) and its result."""
     t = _pick(r, tools)
     args = t[4](r)
-    call = {"type": "function", "function": {"name": t[0], "arguments": args if r.random() < 0.5
-                                             else json.dumps(args, ensure_ascii=r.random() < 0.5)}}
+    k = r.random()  # arguments: a dict, or a JSON string with non-ASCII kept raw or \u-escaped
+    arguments = args if k < 0.5 else _to_json(args) if k < 0.75 else json.dumps(args)
+    call = {"type": "function", "function": {"name": t[0], "arguments": arguments}}
     if r.random() < 0.85:
         content = _to_json(t[5](r, args))
     else:
@@ -162,6 +163,7 @@ def _tool_exchange(r: random.Random, tools: list[_ToolDef]) -> list[dict[str, An
 
 
 def _record(r: random.Random, idx: int, tools: bool, hostile: bool) -> dict[str, Any]:
+    """One valid record: optional system, 1-6 user/assistant turns, some with tool calls before the reply."""
     msgs: list[dict[str, Any]] = []
     k = r.random()
     if k < 0.15:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,3 +195,66 @@ def verify_folder(path: str | Path, *, counts: bool = True, manifest: dict | Non
     if state is not None and state != order:
         problems.append(ShardProblem("state.json", "state_mismatch", "lists other shards than the manifest"))
     return report
+
+
+CHUNK_TOKENS = 1 << 22  # rows are checked in slices of about this many tokens: bounded memory, warm caches
+LIST_COLUMNS = ("input_ids", "labels", "position_ids", "seq_lengths")
+
+
+def _is_int_list(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_integer(t.value_type)
+
+
+def _is_str(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def column_problems(schema: pa.Schema) -> tuple[list[str], bool, bool]:
+    """(problems, fatal, packed): ``fatal`` when the rows cannot be checked at all."""
+    problems: list[str] = []
+    names = set(schema.names)
+    for name, ok in (("id", _is_str), ("input_ids", _is_int_list), ("labels", _is_int_list),
+                     ("content_hash", _is_str), ("position_ids", _is_int_list), ("seq_lengths", _is_int_list)):
+        if name in names and not ok(schema.field(name).type):
+            problems.append(f"column {name} has type {schema.field(name).type}")
+        elif name not in names and name not in ("position_ids", "seq_lengths"):
+            problems.append(f"no column {name}")
+    fatal = any(f"column {c} " in p or p == f"no column {c}" for p in problems for c in ("id", "input_ids", "labels"))
+    packed = {"position_ids", "seq_lengths"} <= names
+    if len(names & {"position_ids", "seq_lengths"}) == 1:
+        problems.append("packed output needs both position_ids and seq_lengths")
+    if packed and "packed_ids" in names:
+        t = schema.field("packed_ids").type
+        if not ((pa.types.is_list(t) or pa.types.is_large_list(t)) and _is_str(t.value_type)):
+            problems.append(f"column packed_ids has type {t}")
+            fatal = True
+    bad_packing = any(c in p for p in problems for c in ("position_ids", "seq_lengths"))
+    return problems, fatal or bad_packing, packed
+
+
+def list_parts(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A list column as (flat values, per-row lengths) numpy arrays; a null list is an empty one."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    lens = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat = pc.list_flatten(arr)
+    if flat.null_count:
+        flat = flat.fill_null(IGNORE_INDEX if pa.types.is_integer(flat.type) else "")
+    return flat.to_numpy(zero_copy_only=False), lens
+
+
+def iter_slices(table: pa.Table, packed: bool, chunk_tokens: int = CHUNK_TOKENS) -> Iterator[tuple[int, dict]]:
+    """(first row, columns) per slice of whole rows holding about ``chunk_tokens`` tokens."""
+    lens = pc.list_value_length(table.column("input_ids")).fill_null(0)
+    cum = np.cumsum(lens.to_numpy() if table.num_rows else np.zeros(0, np.int64))
+    cuts = np.searchsorted(cum, np.arange(chunk_tokens, int(cum[-1]) if cum.size else 0, chunk_tokens), "right")
+    bounds = sorted({0, table.num_rows, *(int(c) for c in cuts)})
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        part = table.slice(a, b - a)
+        names = [c for c in LIST_COLUMNS if c in part.column_names and (packed or c in ("input_ids", "labels"))]
+        cols: dict = {c: list_parts(part.column(c)) for c in names}
+        cols["id"] = part.column("id").combine_chunks()
+        if packed and "packed_ids" in part.column_names:
+            pid = part.column("packed_ids").combine_chunks()
+            lengths = pc.list_value_length(pid).fill_null(0).to_numpy(zero_copy_only=False)
+            cols["packed_ids"] = (pc.list_flatten(pid), lengths.astype(np.int64))
+        yield a, cols

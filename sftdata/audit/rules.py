@@ -12,7 +12,6 @@ Python only loops over distinct role-token tuples and over the (capped) violatio
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,32 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sftdata.audit.report import Violations
 from sftdata.constants import IGNORE_INDEX
 
-RULES: dict[str, str] = {
-    "shard_integrity": "every shard the manifest lists exists with its recorded size and sha256, "
-    "reads as Arrow, and no unlisted shard is present",
-    "manifest_counts": "the manifest's per-shard and total rows, tokens and trained tokens match the shards",
-    "tokenizer_fingerprint": "the manifest's tokenizer fingerprint and control-token ids are those "
-    "of the tokenizer spec it names",
-    "columns": "shards have the documented columns (id, input_ids, labels, content_hash) and types",
-    "labels_length": "labels has as many entries as input_ids in every row",
-    "label_matches_input": "every label is -100 or equals the input id at the same position (unshifted)",
-    "token_range": "every input id lies inside the tokenizer's vocabulary",
-    "single_bos": "exactly one <|begin_of_text|>, at the start of every conversation",
-    "well_formed_turns": "every turn is <|start_header_id|> known-role <|end_header_id|> header-newline "
-    "content closing-token, with nothing between turns",
-    "trained_outside_assistant": "no trained token outside assistant content and its closing token",
-    "assistant_turn_whole": "each assistant turn is trained whole (content and closing token) or not at "
-    "all, except the cut-off last turn of a truncated row",
-    "row_has_trained_tokens": "every conversation has at least one trained token",
-    "max_length": "no row is longer than the manifest's pipeline.max_length",
-    "packing": "packed rows: seq_lengths sum to the row length, position_ids restart at 0 per "
-    "conversation and count up, packed_ids match",
-    "source_match": "re-rendering the source records gives the same input_ids and labels",
-    "min_trained_fraction": "trained tokens / tokens is at least the threshold",
-    "max_rejected_fraction": "rejected records / records read is at most the threshold",
-}
 ROLE_NAMES = ("other", "system", "user", "assistant", "ipython", "tool", "unknown")
 OTHER, ASSISTANT, UNKNOWN = 0, 3, 6
 KNOWN_ROLES = {name: code for code, name in enumerate(ROLE_NAMES) if 0 < code < UNKNOWN}
@@ -63,7 +39,6 @@ _TURN_PROBLEMS = (
     "tokens after the closing token of a turn",
     "conversation has no turns",
 )
-CHUNK_TOKENS = 1 << 22  # rows are checked in slices of about this many tokens: bounded memory, warm caches
 
 
 @dataclass
@@ -94,28 +69,6 @@ class RuleContext:
             return repr(self.decode([int(i) for i in np.atleast_1d(ids)]))
         except Exception:
             return repr([int(i) for i in np.atleast_1d(ids)])
-
-
-class Violations:
-    """Counts every violation exactly but keeps details only for the first ``max_per_rule`` of each
-    rule, so a wholly broken dataset costs bounded memory and Python time."""
-
-    def __init__(self, max_per_rule: int = 1000) -> None:
-        self.max_per_rule = max_per_rule
-        self.counts: Counter[str] = Counter()
-        self.items: list[dict[str, Any]] = []
-        self._listed: Counter[str] = Counter()
-
-    def room(self, rule: str) -> int:
-        return max(0, self.max_per_rule - self._listed[rule])
-
-    def add(self, rule: str, message: str, *, id: str | None = None, shard: str | None = None,
-            row: int | None = None, position: int | None = None, count: int = 1) -> None:
-        self.counts[rule] += count
-        if self._listed[rule] < self.max_per_rule:
-            self._listed[rule] += 1
-            self.items.append({"rule": rule, "id": id, "shard": shard, "row": row,
-                               "position": position, "message": message})
 
 
 @dataclass

@@ -1,0 +1,200 @@
+"""The audit's findings and the three ways they are shown: terminal table, JSON, JUnit XML.
+
+Why the rule catalogue lives here: every output lists *all* rules, passing or not, so CI can show
+one green or red line per rule and a reader sees what was checked, not only what failed.
+Violations are counted exactly but listed only up to a cap, so a wholly broken folder still gives
+a readable report in bounded memory.
+"""
+
+from __future__ import annotations
+
+import io
+import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+RULES: dict[str, str] = {
+    "shard_integrity": "every shard the manifest lists exists with its recorded size and sha256, "
+    "reads as Arrow, and no unlisted shard is present",
+    "manifest_counts": "the manifest's per-shard and total rows, tokens and trained tokens match the shards",
+    "tokenizer_fingerprint": "the manifest's tokenizer fingerprint and control-token ids are those "
+    "of the tokenizer spec it names",
+    "columns": "shards have the documented columns (id, input_ids, labels, content_hash) and types",
+    "labels_length": "labels has as many entries as input_ids in every row",
+    "label_matches_input": "every label is -100 or equals the input id at the same position (unshifted)",
+    "token_range": "every input id lies inside the tokenizer's vocabulary",
+    "single_bos": "exactly one <|begin_of_text|>, at the start of every conversation",
+    "well_formed_turns": "every turn is <|start_header_id|> known-role <|end_header_id|> header-newline "
+    "content closing-token, with nothing between turns",
+    "trained_outside_assistant": "no trained token outside assistant content and its closing token",
+    "assistant_turn_whole": "each assistant turn is trained whole (content and closing token) or not at "
+    "all, except the cut-off last turn of a truncated row",
+    "row_has_trained_tokens": "every conversation has at least one trained token",
+    "max_length": "no row is longer than the manifest's pipeline.max_length",
+    "packing": "packed rows: seq_lengths sum to the row length, position_ids restart at 0 per "
+    "conversation and count up, packed_ids match",
+    "source_match": "re-rendering the source records gives the same input_ids and labels",
+    "min_trained_fraction": "trained tokens / tokens is at least the threshold",
+    "max_rejected_fraction": "rejected records / records read is at most the threshold",
+}
+REPORT_FORMAT = "sftdata-audit"
+REPORT_VERSION = 1
+
+
+class Violations:
+    """Counts every violation exactly but keeps details only for the first ``max_per_rule`` of each
+    rule, so a wholly broken dataset costs bounded memory and Python time."""
+
+    def __init__(self, max_per_rule: int = 1000) -> None:
+        self.max_per_rule = max_per_rule
+        self.counts: Counter[str] = Counter()
+        self.items: list[dict[str, Any]] = []
+        self._listed: Counter[str] = Counter()
+
+    def room(self, rule: str) -> int:
+        return max(0, self.max_per_rule - self._listed[rule])
+
+    def add(self, rule: str, message: str, *, id: str | None = None, shard: str | None = None,
+            row: int | None = None, position: int | None = None, count: int = 1) -> None:
+        self.counts[rule] += count
+        if self._listed[rule] < self.max_per_rule:
+            self._listed[rule] += 1
+            self.items.append({"rule": rule, "id": id, "shard": shard, "row": row,
+                               "position": position, "message": message})
+
+
+def violation_line(v: dict[str, Any]) -> str:
+    where = [f"id={v['id']!r}" if v.get("id") is not None else None,
+             f"shard={v['shard']}" if v.get("shard") else None,
+             f"row={v['row']}" if v.get("row") is not None else None,
+             f"position={v['position']}" if v.get("position") is not None else None]
+    return f"{v['rule']}: {' '.join(w for w in where if w)}: {v['message']}"
+
+
+@dataclass
+class AuditReport:
+    """Everything ``sftdata audit`` found. ``ok`` is true when no rule failed (exit code 0)."""
+
+    path: str
+    statuses: dict[str, str]  # rule -> "pass" | "fail" | "skip", in RULES order
+    violations: list[dict[str, Any]]
+    violation_counts: dict[str, int]
+    stats: dict[str, Any]
+    thresholds: dict[str, float | None] = field(default_factory=dict)
+    integrity: dict[str, Any] | None = None
+    tokenizer: dict[str, Any] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(s != "fail" for s in self.statuses.values())
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def failed_rules(self) -> list[str]:
+        return [r for r, s in self.statuses.items() if s == "fail"]
+
+    def to_json(self, *, timing: bool = False) -> dict[str, Any]:
+        """The ``--json`` report (schemas/audit-report.schema.json). Wall-clock timing is left out
+        unless asked for, so auditing the same folder twice gives byte-identical files."""
+        out = {
+            "format": REPORT_FORMAT,
+            "format_version": REPORT_VERSION,
+            "path": self.path,
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "rules": [{"name": r, "description": RULES[r], "status": s,
+                       "violations": int(self.violation_counts.get(r, 0))} for r, s in self.statuses.items()],
+            "violations_total": int(sum(self.violation_counts.values())),
+            "violations_listed": len(self.violations),
+            "violations": self.violations,
+            "thresholds": self.thresholds,
+            "stats": self.stats,
+            "tokenizer": self.tokenizer,
+            "integrity": self.integrity,
+            "samples": self.samples,
+        }
+        if timing:
+            out["timing"] = self.timing
+        return out
+
+    def summary_text(self, *, color: bool = False, max_listed: int = 50, width: int = 110) -> str:
+        """A rich-rendered summary; plain text unless ``color``."""
+        from rich.console import Console
+        from rich.table import Table
+
+        buf = io.StringIO()
+        con = Console(file=buf, width=width, force_terminal=color, no_color=not color,
+                      color_system="standard" if color else None, highlight=False)
+        s = self.stats
+        overview = Table(title=f"sftdata audit: {self.path}", show_header=False, title_justify="left")
+        overview.add_column(style="bold")
+        overview.add_column(justify="right")
+        overview.add_row("rows", f"{s['rows']:,}")
+        overview.add_row("conversations", f"{s['conversations']:,}")
+        overview.add_row("tokens", f"{s['tokens']:,}")
+        overview.add_row("trained tokens", f"{s['trained_tokens']:,} ({s['trained_fraction']:.1%})")
+        overview.add_row("truncated rows", f"{s['truncated_rows']:,}")
+        if s.get("packed"):
+            overview.add_row("packing efficiency", f"{s['packing_efficiency']:.1%}")
+        rec = s["records"]
+        overview.add_row("records rejected", f"{rec['rejected_total']:,} of {rec['records_read']:,} "
+                         f"({rec['rejected_fraction']:.1%})")
+        if self.timing.get("tokens_per_second"):
+            overview.add_row("audit speed", f"{self.timing['tokens_per_second'] / 1e6:,.1f} M tokens/s")
+        con.print(overview)
+        rules = Table(title="rules", title_justify="left")
+        for col in ("rule", "status", "violations"):
+            rules.add_column(col, justify="right" if col == "violations" else "left")
+        style = {"pass": "green", "fail": "bold red", "skip": "dim"}
+        for rule, status in self.statuses.items():
+            rules.add_row(rule, f"[{style[status]}]{status}[/]", str(self.violation_counts.get(rule, 0)))
+        con.print(rules)
+        if rec["rejected"]:
+            rej = Table(title="rejected records by reason", title_justify="left")
+            rej.add_column("reason")
+            rej.add_column("records", justify="right")
+            for reason, n in sorted(rec["rejected"].items(), key=lambda kv: -kv[1]):
+                rej.add_row(reason, f"{n:,}")
+            con.print(rej)
+        for v in self.violations[:max_listed]:
+            con.print("[red]FAIL[/] " + violation_line(v), markup=True, soft_wrap=True)
+        rest = sum(self.violation_counts.values()) - min(max_listed, len(self.violations))
+        if rest > 0:
+            con.print(f"... and {rest:,} more violation(s); --json lists up to the per-rule cap")
+        verdict = "[green]OK: every rule holds[/]" if self.ok else (
+            f"[bold red]FAILED: {', '.join(self.failed_rules())}[/]")
+        con.print(verdict)
+        return buf.getvalue()
+
+    def to_junit(self) -> str:
+        """JUnit XML: one testcase per rule; a failure lists the offending ids; unchecked rules skip."""
+        fails = self.failed_rules()
+        skipped = [r for r, s in self.statuses.items() if s == "skip"]
+        suites = ET.Element("testsuites", name="sftdata audit", tests=str(len(self.statuses)),
+                            failures=str(len(fails)), errors="0", skipped=str(len(skipped)))
+        suite = ET.SubElement(suites, "testsuite", name="sftdata.audit", tests=str(len(self.statuses)),
+                              failures=str(len(fails)), errors="0", skipped=str(len(skipped)),
+                              time=f"{self.timing.get('seconds', 0.0):.3f}")
+        props = ET.SubElement(suite, "properties")
+        ET.SubElement(props, "property", name="path", value=self.path)
+        for rule, status in self.statuses.items():
+            case = ET.SubElement(suite, "testcase", classname="sftdata.audit", name=rule, time="0")
+            if status == "skip":
+                ET.SubElement(case, "skipped", message="not checked for this folder or these options")
+            elif status == "fail":
+                listed = [v for v in self.violations if v["rule"] == rule]
+                count = self.violation_counts.get(rule, 0)
+                ids = sorted({str(v["id"] if v["id"] is not None else v["shard"]) for v in listed})
+                failure = ET.SubElement(case, "failure", type=rule,
+                                        message=f"{count} violation(s): {RULES[rule]}; ids: {', '.join(ids[:20])}")
+                lines = [violation_line(v) for v in listed]
+                if count > len(listed):
+                    lines.append(f"... and {count - len(listed)} more")
+                failure.text = "\n".join(lines)
+        ET.indent(suites)
+        return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
