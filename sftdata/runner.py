@@ -12,8 +12,11 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import shutil
+import signal
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,14 +150,52 @@ def run_pipeline(settings: Settings, inputs: list[str], output: str | os.PathLik
         proc = RecordProcessor(settings, tokenizer)
         for c in pending:
             record(process_chunk(c, settings, str(out), str(work), proc))
+            fault_point("chunk_done")
     else:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(n_workers, initializer=worker_init, initargs=(settings, str(out), str(work))) as pool:
-            for res in pool.imap_unordered(worker_run, pending, chunksize=1):
-                record(res)
+        _run_pool(pending, settings, out, work, n_workers, record)
+    fault_point("before_finalize")
     ordered = [results[c.index] for c in chunks]
     manifest = _finalize(out, work, settings, tokenizer, plan, files, ordered)
     return RunSummary(out, manifest, len(chunks), len(done))
+
+
+def _run_pool(pending: list[Chunk], settings: Settings, out: Path, work: Path, n_workers: int,
+              record: Callable[[ChunkResult], None]) -> None:
+    """Chunks on a process pool. A worker that dies (SIGKILL, OOM killer) fails the run loudly;
+    the chunks committed so far stay, so ``--resume`` continues from them."""
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=worker_init,
+                             initargs=(settings, str(out), str(work), os.getpid())) as pool:
+        futures = [pool.submit(worker_run, c) for c in pending]
+        try:
+            for fut in as_completed(futures):
+                record(fut.result())
+                fault_point("chunk_done")
+        except BrokenProcessPool:
+            for f in futures:
+                f.cancel()
+            raise RunError("a worker process died unexpectedly (killed by a signal or out of memory); the "
+                           f"chunks committed so far are kept in {out}: rerun with --resume to continue") from None
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def fault_point(name: str) -> None:
+    """Test hook: ``SFTDATA_FAULT=name:N`` SIGKILLs this process the N-th time ``name`` is reached.
+
+    Used by the kill/resume tests to die at exact points of the commit protocol.
+    """
+    spec = os.environ.get("SFTDATA_FAULT")
+    if not spec or not spec.startswith(name + ":"):
+        return
+    _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
+    if _FAULT_COUNTS[name] >= int(spec.split(":", 1)[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAULT_COUNTS: dict[str, int] = {}
 
 
 def _finalize(out: Path, work: Path, settings: Settings, tokenizer, plan: dict, files: list[Path],
@@ -186,6 +227,7 @@ def _finalize(out: Path, work: Path, settings: Settings, tokenizer, plan: dict, 
         rejected.update(res.rejected)
         truncated.extend(res.truncated_ids)
     manifest = build_manifest(settings, tokenizer, plan, files, shards, counts, rejected, truncated, duplicates)
+    fault_point("before_manifest")
     atomic_write_bytes(out / MANIFEST_NAME, orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
     shutil.rmtree(work, ignore_errors=True)
     return manifest

@@ -147,6 +147,9 @@ def process_chunk(chunk: Chunk, settings: Settings, out_dir: str, work_dir: str,
             if enc.truncated:
                 result.truncated_ids.append(conv.id)
         result.shards = writer.finish()
+    from sftdata.runner import fault_point
+
+    fault_point("worker_chunk")
     atomic_write_bytes(work / f"chunk-{chunk.index:06d}.quarantine.jsonl",
                        b"".join(q + b"\n" for q in quarantine))
     # The done-marker is written last: its presence is what --resume trusts.
@@ -158,8 +161,24 @@ def process_chunk(chunk: Chunk, settings: Settings, out_dir: str, work_dir: str,
 _WORKER: dict[str, Any] = {}
 
 
-def worker_init(settings: Settings, out_dir: str, work_dir: str) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """An orphaned worker must not keep writing into a folder that a resumed run now owns."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pool's own shutdown is all we have
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def worker_init(settings: Settings, out_dir: str, work_dir: str, parent_pid: int | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     _WORKER.update(settings=settings, out=out_dir, work=work_dir, proc=RecordProcessor(settings))
 
 

@@ -266,7 +266,9 @@ BROKEN_REASONS = ("invalid_json", "not_an_object", "schema", "unknown_role", "no
 def generate_broken_lines(n: int, seed: int = 0) -> list[tuple[str, str]]:
     """``n`` raw JSONL lines (no newline), each invalid in one way, paired with the expected reason code.
 
-    Reasons cycle through ``BROKEN_REASONS`` so that every code appears once n >= 8.
+    Reasons cycle through ``BROKEN_REASONS`` so that every code appears once n >= 8. ``schema`` is the
+    umbrella for shape errors; ``sftdata.validate`` reports those more finely (``wrong_type``,
+    ``missing_field``, ``schema``).
     """
     r = random.Random(seed)
     out = []

@@ -8,6 +8,7 @@ real Llama-3 tokenizer (the pipeline that writes shards is tested elsewhere).
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -21,7 +22,7 @@ from sftdata.constants import IGNORE_INDEX
 from sftdata.tokenizer import load_tokenizer
 from sftdata.training import DATA_MANIFEST_NAME, LOSS_HISTORY_NAME, TINY_SPEC, ShardCollator, TrainOptions
 from sftdata.training.command import train_cmd
-from sftdata.training.launcher import build_trainer, resolve_settings
+from sftdata.training.launcher import build_trainer, resolve_settings, resolve_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 CONVS = [
@@ -35,7 +36,7 @@ CONVS = [
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def tok():
-    return load_tokenizer()
+    return load_tokenizer("builtin:llama3")  # the same cache entry the launcher and the audit use
 
 
 def encode_conversation(tok, user: str, reply: str) -> tuple[list[int], list[int]]:
@@ -115,7 +116,7 @@ def test_trainer_loss_is_masked_cross_entropy_and_batch_is_untouched(tok, tmp_pa
 
     rows = sorted((r["input_ids"], r["labels"]) for r in load_from_disk(str(data)))
     seen = []
-    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
         n = int(mask.sum())
         assert mask[:n].all() and (ids[n:] == tok.pad_id).all() and (labels[n:] == IGNORE_INDEX).all()
         seen.append((ids[:n].tolist(), labels[:n].tolist()))
@@ -135,12 +136,12 @@ def test_trainer_loss_is_masked_cross_entropy_and_batch_is_untouched(tok, tmp_pa
 
 @pytest.fixture(scope="module")
 def trained(tok, tmp_path_factory):
-    """One short CLI run (30 steps on 8 repeated rows), shared by the loss and output tests."""
+    """One short CLI run (30 steps, two per pass over 4 rows), shared by the loss and output tests."""
     root = tmp_path_factory.mktemp("trained")
-    data = make_prepared(root / "data", tok, CONVS * 2)
+    data = make_prepared(root / "data", tok)
     out = root / "out"
     result = invoke(data, "--model", TINY_SPEC, "--output-dir", out, "--max-steps", 30, "--lr", "1e-2",
-                    "--batch-size", 4, "--seed", 0, "--skip-audit",
+                    "--batch-size", 2, "--seed", 0, "--skip-audit",
                     "--set", "logging_steps=1", "--set", "save_strategy=no", "--set", "lr_scheduler_type=constant")
     assert result.exit_code == 0, result.output
     return data, out, result.output
@@ -155,18 +156,18 @@ def test_short_training_lowers_the_loss(trained):
     assert "'loss'" in output or "loss" in output  # progress and loss reach the terminal
 
 
-def test_output_dir_has_model_tokenizer_state_and_manifest_copy(trained, tok):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from sftdata.tokenizer import fingerprint_of
+def test_output_dir_has_model_tokenizer_state_and_manifest_copy(trained):
+    from transformers import AutoModelForCausalLM
 
     data, out, _ = trained
+    manifest = json.loads((data / "manifest.json").read_text())
     assert (out / DATA_MANIFEST_NAME).read_bytes() == (data / "manifest.json").read_bytes()
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 30 and any("loss" in e for e in state["log_history"])
-    model = AutoModelForCausalLM.from_pretrained(out)
-    assert model.get_input_embeddings().num_embeddings == 128256
-    assert fingerprint_of(AutoTokenizer.from_pretrained(out)) == tok.fingerprint
+    assert AutoModelForCausalLM.from_pretrained(out).get_input_embeddings().num_embeddings == 128256
+    # The saved tokenizer is found with the model and passes the fingerprint check for the same data.
+    _, source = resolve_tokenizer(str(out), manifest)
+    assert source == f"the tokenizer saved with {out}"
 
 
 def test_refuses_model_whose_vocabulary_is_too_small(tok, tmp_path):
@@ -183,18 +184,21 @@ def test_refuses_model_whose_vocabulary_is_too_small(tok, tmp_path):
 
 
 def test_refuses_model_tokenizer_with_another_fingerprint(tok, tmp_path):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    model_dir = tmp_path / "model"
-    LlamaForCausalLM(LlamaConfig(vocab_size=128257, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+    from sftdata.tokenizer import _convert_builtin
+
+    model_dir = tmp_path / "model"  # a model saved with the built-in tokenizer ...
+    LlamaForCausalLM(LlamaConfig(vocab_size=128256, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
                                  num_attention_heads=2, tie_word_embeddings=True)).save_pretrained(model_dir)
-    other = AutoTokenizer.from_pretrained(tok.hf.name_or_path)
-    other.add_tokens(["<|not_in_the_shards|>"])
-    other.save_pretrained(model_dir)
+    for f in _convert_builtin().glob("*.json"):
+        shutil.copy(f, model_dir / f.name)
+    other = "sha256:" + "0" * 64  # ... and shards made with another tokenizer
+    data = make_prepared(tmp_path / "data", tok, fingerprint=other)
     out = tmp_path / "out"
-    result = invoke(make_prepared(tmp_path / "data", tok), "--model", model_dir, "--output-dir", out, "--skip-audit")
+    result = invoke(data, "--model", model_dir, "--output-dir", out, "--skip-audit")
     assert result.exit_code != 0
-    assert "fingerprint" in result.output and tok.fingerprint in result.output
+    assert "fingerprint mismatch" in result.output and other in result.output and tok.fingerprint in result.output
     assert not out.exists()
 
 
@@ -270,7 +274,7 @@ def test_packed_rows_train_like_separate_conversations(tok, tmp_path, attn):
     total, count = torch.tensor(0.0), 0
     with torch.no_grad():
         packed_logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
-        for a, b in zip(starts, starts[1:]):
+        for a, b in zip(starts, starts[1:], strict=False):
             assert pos[a:b].tolist() == list(range(b - a))
             alone, ce, n = conversation_ce(model, ids[a:b].tolist(), labels[a:b].tolist())
             torch.testing.assert_close(packed_logits[a:b], alone, rtol=1e-4, atol=1e-4)  # no cross-attention

@@ -242,8 +242,9 @@ def list_parts(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarr
     return flat.to_numpy(zero_copy_only=False), lens
 
 
-def iter_slices(table: pa.Table, packed: bool, chunk_tokens: int = CHUNK_TOKENS) -> Iterator[tuple[int, dict]]:
+def iter_slices(table: pa.Table, packed: bool, chunk_tokens: int | None = None) -> Iterator[tuple[int, dict]]:
     """(first row, columns) per slice of whole rows holding about ``chunk_tokens`` tokens."""
+    chunk_tokens = chunk_tokens or CHUNK_TOKENS
     lens = pc.list_value_length(table.column("input_ids")).fill_null(0)
     cum = np.cumsum(lens.to_numpy() if table.num_rows else np.zeros(0, np.int64))
     cuts = np.searchsorted(cum, np.arange(chunk_tokens, int(cum[-1]) if cum.size else 0, chunk_tokens), "right")

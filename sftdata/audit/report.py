@@ -145,7 +145,8 @@ class AuditReport:
         overview.add_row("records rejected", f"{rec['rejected_total']:,} of {rec['records_read']:,} "
                          f"({rec['rejected_fraction']:.1%})")
         if self.timing.get("tokens_per_second"):
-            overview.add_row("audit speed", f"{self.timing['tokens_per_second'] / 1e6:,.1f} M tokens/s")
+            overview.add_row("row checks", f"{self.timing['row_check_seconds']:.2f} s, "
+                             f"{self.timing['tokens_per_second'] / 1e6:,.2f} M tokens/s")
         con.print(overview)
         rules = Table(title="rules", title_justify="left")
         for col in ("rule", "status", "violations"):

@@ -253,7 +253,8 @@ def _units(v: SliceView) -> np.ndarray:
     ce = v.u_ce = np.where(closed, close, end)
     v.u_close = np.where(closed, close, -1)
     role_len = np.where(has_eh, eh - start - 1, 0)
-    role = v.u_role = np.where(turn, UNKNOWN, OTHER).astype(np.int8)
+    # a header the truncation cut before <|end_header_id|> has no role to know: "other", not "unknown"
+    role = v.u_role = np.where(turn & (has_eh | ~trunc), UNKNOWN, OTHER).astype(np.int8)
     cand = np.flatnonzero(has_eh & (role_len >= 1) & (role_len <= MAX_ROLE_TOKENS))
     if cand.size:
         width = role_len[cand]
@@ -366,5 +367,5 @@ def check_slice(cols: dict[str, Any], first_row: int, shard: str, ctx: RuleConte
 
     v.emit_segs("assistant_turn_whole", segs, lambda k, s: (
         f"assistant turn partly trained: {n_trained[first[k]]} of {n_allowed[first[k]]} content and "
-        "closing tokens; first untrained"), first_untrained)
+        "closing tokens (position: the first untrained one)"), first_untrained)
     return stats

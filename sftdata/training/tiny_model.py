@@ -1,4 +1,6 @@
-"""``builtin:tiny-llama3``: a tiny, randomly initialised Llama with the real Llama-3 vocabulary.
+"""How ``--model`` becomes a model: ``builtin:tiny-llama3``, a local directory, or a hub id.
+
+``builtin:tiny-llama3`` is a tiny, randomly initialised Llama with the real Llama-3 vocabulary.
 
 Why it exists: the training path (shards -> collator -> SFTTrainer -> saved model) has to be runnable
 and testable on a laptop CPU in seconds, with no download. A real Llama-3 checkpoint is gigabytes
@@ -80,3 +82,27 @@ def build_tiny_llama3(seed: int = 42, vocab_size: int = TINY_VOCAB_SIZE, **init_
     model.generation_config.eos_token_id = config.eos_token_id
     model.generation_config.pad_token_id = config.pad_token_id
     return model
+
+
+def model_vocab_size(spec: str, trust_remote_code: bool = False) -> int:
+    """The vocabulary size from the model's config, read before any weights are loaded (cheap)."""
+    if spec == TINY_SPEC:
+        return TINY_VOCAB_SIZE
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(spec, trust_remote_code=trust_remote_code)
+    return int(config.get_text_config().vocab_size)
+
+
+def load_model(spec: str, seed: int, init_kwargs: dict[str, Any]) -> Any:
+    """``builtin:tiny-llama3`` built from ``seed``, else ``from_pretrained`` through TRL's loader.
+
+    TRL's loader is what ``SFTTrainer`` itself uses for a model id: float32 unless
+    ``model_init_kwargs`` says otherwise. ``device_map`` defaults to ``None`` so that the Trainer
+    (and, under ``accelerate launch``/``torchrun``, each rank) places the model on its device.
+    """
+    if spec == TINY_SPEC:
+        return build_tiny_llama3(seed=seed, **init_kwargs)
+    from trl.trainer.utils import create_model_from_path
+
+    return create_model_from_path(spec, **{"device_map": None, **init_kwargs})

@@ -1,0 +1,209 @@
+"""The mask audit: prove, from the shard tokens alone, that only assistant answers are trained.
+
+Why it exists: a label mask that is off by one token (a trained header, a shifted label, an
+untrained ``<|eot_id|>``) trains a model that looks fine and behaves subtly wrong; nobody notices
+until evaluation. The audit re-derives the Llama-3 turn structure from ``input_ids`` for *every*
+row (vectorised with numpy, so it costs far less than the tokenization that made the rows), checks
+the labels against it, checks the manifest against the shards, and fails loudly.
+
+``run_audit`` is the whole audit; ``verify_folder`` only the manifest-versus-files part.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from sftdata.audit.integrity import (
+    AuditError,
+    IntegrityReport,
+    column_problems,
+    iter_slices,
+    load_manifest,
+    read_shard,
+    verify_folder,
+)
+from sftdata.audit.report import RULES, AuditReport, Violations
+from sftdata.audit.rules import ROLE_NAMES, RowStats, RuleContext, check_slice
+
+__all__ = ["RULES", "AuditError", "AuditReport", "IntegrityReport", "run_audit", "verify_folder"]
+
+_ROLE_CACHE: dict[str, dict] = {}  # tokenizer fingerprint -> role-token tuple -> role code
+THRESHOLDS = ("min_trained_fraction", "max_rejected_fraction")
+
+
+def _tokenizer(spec: str) -> Any:
+    from sftdata.tokenizer import TokenizerError, load_tokenizer  # lru-cached per spec
+
+    try:
+        return load_tokenizer(spec)
+    except (TokenizerError, OSError, ValueError) as exc:
+        raise AuditError(f"cannot load the manifest's tokenizer {spec!r}: {exc}") from exc
+
+
+def _check_tokenizer(manifest: dict, tok: Any, newline: list[int], sink: Violations) -> None:
+    """The manifest must describe the tokenizer its spec loads today, id for id."""
+    info = manifest.get("tokenizer") or {}
+    claims = {"fingerprint": info.get("fingerprint"),
+              "fingerprints.tokenizer": (manifest.get("fingerprints") or {}).get("tokenizer")}
+    for where, value in claims.items():
+        if value is not None and value != tok.fingerprint:
+            sink.add("tokenizer_fingerprint", f"manifest {where} {value} but {tok.spec!r} loads as {tok.fingerprint}")
+    if claims["fingerprint"] is None:
+        sink.add("tokenizer_fingerprint", "manifest has no tokenizer.fingerprint")
+    actual = {"bos_id": tok.bos_id, "eot_id": tok.eot_id, "start_header_id": tok.start_header_id,
+              "end_header_id": tok.end_header_id, "eom_id": tok.eom_id, "python_tag_id": tok.python_tag_id,
+              "pad_id": tok.pad_id, "vocab_size": tok.vocab_size, "header_newline_ids": newline}
+    for key, value in actual.items():
+        if key in info and info[key] != value:
+            sink.add("tokenizer_fingerprint", f"manifest tokenizer.{key} is {info[key]}, the tokenizer says {value}")
+
+
+def _histogram(values: np.ndarray, lo: float, hi: float, bins: int) -> dict[str, list]:
+    counts, edges = np.histogram(values, bins=bins, range=(lo, max(hi, lo + 1e-9)))
+    return {"edges": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def _stats(total: RowStats, manifest: dict, max_length: int | None, packed: bool, shards: int) -> dict:
+    lengths = np.concatenate(total.lengths) if total.lengths else np.zeros(0, np.int64)
+    trained = np.concatenate(total.row_trained) if total.row_trained else np.zeros(0, np.int64)
+    frac = trained / np.maximum(lengths, 1)
+    counts = manifest.get("counts") or {}
+    rejected = {str(k): int(v) for k, v in (counts.get("rejected") or {}).items()}
+    read = int(counts.get("records_read", counts.get("records_written", total.conversations) + sum(rejected.values())))
+    roles = {name: i for i, name in enumerate(ROLE_NAMES)}
+    return {
+        "shards": shards,
+        "rows": total.rows,
+        "conversations": total.conversations,
+        "tokens": total.tokens,
+        "trained_tokens": total.trained_tokens,
+        "trained_fraction": total.trained_tokens / total.tokens if total.tokens else 0.0,
+        "truncated_rows": total.truncated_rows,
+        "packed": packed,
+        "max_length": max_length,
+        "packing_efficiency": total.tokens / (total.rows * max_length) if max_length and total.rows else None,
+        "length": {"min": int(lengths.min(initial=0)) if lengths.size else 0, "max": int(lengths.max(initial=0)),
+                   "mean": float(lengths.mean()) if lengths.size else 0.0,
+                   "p50": float(np.percentile(lengths, 50)) if lengths.size else 0.0,
+                   "p95": float(np.percentile(lengths, 95)) if lengths.size else 0.0},
+        "length_histogram": _histogram(lengths, 0, float(max(max_length or 0, lengths.max(initial=1))), 32),
+        "trained_fraction_histogram": _histogram(frac, 0.0, 1.0, 20),
+        "tokens_per_role": {r: int(total.role_tokens[i]) for r, i in roles.items()},
+        "trained_tokens_per_role": {r: int(total.role_trained[i]) for r, i in roles.items()},
+        "turns_per_role": {r: int(total.role_turns[i]) for r, i in roles.items() if r != "other"},
+        "records": {"records_read": read, "records_written": int(counts.get("records_written", total.conversations)),
+                    "rejected": rejected, "rejected_total": sum(rejected.values()),
+                    "rejected_fraction": sum(rejected.values()) / read if read else 0.0},
+    }
+
+
+def _count_check(sink: Violations, what: str, want: dict, found: dict, shard: str | None) -> None:
+    diffs = [f"{k} {found[k]} (manifest says {want.get(k)})" for k in found if want.get(k) != found[k]]
+    if diffs:
+        sink.add("manifest_counts", f"{what}: " + "; ".join(diffs), shard=shard)
+
+
+def run_audit(path: str | Path, *, min_trained_fraction: float | None = None,
+              max_rejected_fraction: float | None = None, check_integrity: bool = True,
+              sources: Sequence[str | Path] | None = None, max_per_rule: int = 1000) -> AuditReport:
+    """Audit a prepared folder. Raises `AuditError` when it cannot be audited at all (exit 2);
+    otherwise every finding is in the report and ``report.ok`` says whether all rules hold.
+
+    Thresholds left as None are read from the manifest's ``pipeline.audit`` settings, if any.
+    """
+    started = time.perf_counter()
+    folder = Path(path)
+    manifest = load_manifest(folder)
+    spec = (manifest.get("tokenizer") or {}).get("spec")
+    if not isinstance(spec, str) or not spec:
+        raise AuditError(f"{folder}: the manifest names no tokenizer (tokenizer.spec)")
+    tok = _tokenizer(spec)
+    newline = list(tok.encode_text("\n\n"))
+    sink = Violations(max_per_rule)
+    _check_tokenizer(manifest, tok, newline, sink)
+    pipeline = manifest.get("pipeline") or {}
+    max_length = pipeline.get("max_length") if isinstance(pipeline.get("max_length"), int) else None
+    settings = pipeline.get("audit") if isinstance(pipeline.get("audit"), dict) else {}
+    given = {"min_trained_fraction": min_trained_fraction, "max_rejected_fraction": max_rejected_fraction}
+    thresholds = {k: (given[k] if given[k] is not None else settings.get(k)) for k in THRESHOLDS}
+    ctx = RuleContext(bos_id=tok.bos_id, start_header_id=tok.start_header_id, end_header_id=tok.end_header_id,
+                      closer_ids=tuple(i for i in (tok.eot_id, tok.eom_id) if i is not None),
+                      header_newline_ids=tuple(newline), vocab_size=tok.vocab_size, decode=tok.decode,
+                      truncated_ids=frozenset(str(i) for i in manifest.get("truncated_ids") or []),
+                      max_length=max_length, _roles=_ROLE_CACHE.setdefault(tok.fingerprint, {}))
+    integrity = verify_folder(folder, counts=False, manifest=manifest) if check_integrity else None
+    for problem in integrity.problems if integrity else []:
+        sink.add("shard_integrity", f"{problem.kind}: {problem.message}", shard=problem.file)
+    total, packed_any, all_read, samples = RowStats(), False, True, []
+    rows_started = time.perf_counter()
+    for entry in manifest["shards"]:
+        name = entry["file"]
+        try:
+            table = read_shard(folder / name)
+        except (OSError, pa.ArrowException) as exc:
+            all_read = False
+            if not check_integrity:
+                sink.add("shard_integrity", f"unreadable: {exc}", shard=name)
+            continue
+        problems, fatal, packed = column_problems(table.schema)
+        for message in problems:
+            sink.add("columns", message, shard=name)
+        if fatal:
+            all_read = False
+            continue
+        packed_any |= packed
+        shard = RowStats()
+        for first, cols in iter_slices(table, packed):
+            shard.merge(check_slice(cols, first, name, ctx, sink, packed))
+        _count_check(sink, f"shard {name}", entry,
+                     {"rows": shard.rows, "tokens": shard.tokens, "trained_tokens": shard.trained_tokens}, name)
+        samples += [{"shard": name, "row": r, "why": "first rows"} for r in range(min(3, shard.rows))][: 3 - len(samples)]
+        total.merge(shard)
+    rows_seconds = time.perf_counter() - rows_started
+    if all_read:
+        _count_check(sink, "totals", manifest.get("totals") or {},
+                     {"rows": total.rows, "tokens": total.tokens, "trained_tokens": total.trained_tokens}, None)
+    if sources:
+        from sftdata.audit.inspect import compare_sources
+
+        compare_sources(folder, manifest, [str(s) for s in sources], sink)
+    stats = _stats(total, manifest, max_length, packed_any, len(manifest["shards"]))
+    rec = stats["records"]
+    counts = manifest.get("counts") or {}
+    if "records_read" in counts and rec["records_read"] != rec["records_written"] + rec["rejected_total"]:
+        sink.add("manifest_counts", f"records_read {rec['records_read']} is not records_written "
+                 f"{rec['records_written']} + rejected {rec['rejected_total']}")
+    if all_read and "records_written" in counts and counts["records_written"] != total.conversations:
+        sink.add("manifest_counts", f"records_written {counts['records_written']} but the shards hold "
+                 f"{total.conversations} conversations")
+    if thresholds["min_trained_fraction"] is not None and stats["trained_fraction"] < thresholds["min_trained_fraction"]:
+        sink.add("min_trained_fraction", f"trained fraction {stats['trained_fraction']:.4f} is below "
+                 f"{thresholds['min_trained_fraction']}")
+    limit = thresholds["max_rejected_fraction"]
+    if limit is not None and rec["rejected_fraction"] > limit:
+        sink.add("max_rejected_fraction", f"rejected fraction {rec['rejected_fraction']:.4f} "
+                 f"({rec['rejected_total']} of {rec['records_read']}) is above {limit}")
+    skip = {"packing": not packed_any, "source_match": not sources, "max_length": max_length is None,
+            "shard_integrity": not check_integrity, **{k: thresholds[k] is None for k in THRESHOLDS}}
+    statuses = {r: "fail" if sink.counts[r] else "skip" if skip.get(r) else "pass" for r in RULES}
+    seen = {(s["shard"], s["row"]) for s in samples}
+    for v in sink.items:
+        if v["row"] is not None and (v["shard"], v["row"]) not in seen and len(samples) < 6:
+            seen.add((v["shard"], v["row"]))
+            samples.append({"shard": v["shard"], "row": v["row"], "why": v["rule"]})
+    seconds = time.perf_counter() - started
+    return AuditReport(
+        path=str(folder), statuses=statuses, violations=sink.items, violation_counts=dict(sink.counts),
+        stats=stats, thresholds=thresholds, integrity=integrity.to_json() if integrity else None,
+        tokenizer={"spec": spec, "fingerprint": tok.fingerprint,
+                   "manifest_fingerprint": (manifest.get("tokenizer") or {}).get("fingerprint")},
+        samples=samples,
+        timing={"seconds": seconds, "row_check_seconds": rows_seconds,
+                "tokens_per_second": total.tokens / rows_seconds if rows_seconds > 0 else 0.0},
+    )

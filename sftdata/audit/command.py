@@ -1,0 +1,132 @@
+"""Click commands ``audit``, ``verify`` and ``inspect``: argument parsing and exit codes only.
+
+Why thin: CI calls the library through these, and the exit code is the contract (0 every rule
+holds, 1 a rule or threshold failed, 2 usage or I/O error), so all logic stays in the library
+where tests reach it without a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from sftdata.audit.integrity import AuditError
+
+
+class UsageOrIOError(click.ClickException):
+    """Anything that stops the check from running at all: exit code 2, like click's usage errors."""
+
+    exit_code = 2
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageOrIOError(f"cannot write {path}: {exc}") from exc
+
+
+_FOLDER = click.Path(path_type=Path)
+_OUT = click.Path(dir_okay=False, path_type=Path)
+
+
+@click.command("audit", epilog="""\b
+Example:
+  sftdata audit out/run1 --json out/run1/audit.json --junit audit.xml --html audit.html \\
+      --min-trained-fraction 0.2 --max-rejected-fraction 0.05
+\b
+Exit codes: 0 every rule holds, 1 a rule is violated or a threshold crossed, 2 usage or I/O error.""")
+@click.argument("folder", type=_FOLDER)
+@click.option("--json", "json_path", type=_OUT, help="Write the JSON report (schemas/audit-report.schema.json).")
+@click.option("--html", "html_path", type=_OUT, help="Write a self-contained HTML page with charts and sample rows.")
+@click.option("--junit", "junit_path", type=_OUT, help="Write JUnit XML, one testcase per rule.")
+@click.option("--min-trained-fraction", type=click.FloatRange(0, 1),
+              help="Fail if trained tokens / tokens is below this (default: manifest pipeline.audit).")
+@click.option("--max-rejected-fraction", type=click.FloatRange(0, 1),
+              help="Fail if rejected / read records is above this (default: manifest pipeline.audit).")
+@click.option("--source", "sources", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Source JSONL to re-render and compare row by row (repeatable).")
+@click.option("--no-integrity", is_flag=True, help="Skip the size and sha256 check of the shard files.")
+@click.option("--max-listed", type=click.IntRange(0), default=50, show_default=True,
+              help="Violations listed on the terminal.")
+def audit_cmd(folder: Path, json_path: Path | None, html_path: Path | None, junit_path: Path | None,
+              min_trained_fraction: float | None, max_rejected_fraction: float | None,
+              sources: tuple[Path, ...], no_integrity: bool, max_listed: int) -> None:
+    """Check every row of a prepared FOLDER: labels train only assistant answers, whole turns, no
+    shifted labels, well-formed Llama-3 turns, and a manifest that matches the shards."""
+    from sftdata.audit import run_audit
+
+    try:
+        report = run_audit(folder, min_trained_fraction=min_trained_fraction,
+                           max_rejected_fraction=max_rejected_fraction, check_integrity=not no_integrity,
+                           sources=list(sources) or None)
+    except AuditError as exc:
+        raise UsageOrIOError(str(exc)) from exc
+    click.echo(report.summary_text(color=sys.stdout.isatty(), max_listed=max_listed), nl=False)
+    if json_path:
+        _write(json_path, json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
+    if junit_path:
+        _write(junit_path, report.to_junit())
+    if html_path:
+        from sftdata.audit.html import render_html
+
+        _write(html_path, render_html(report))
+    sys.exit(report.exit_code)
+
+
+@click.command("verify", epilog="""\b
+Example:
+  sftdata verify out/run1            # after copying the folder to the training cluster
+\b
+Exit codes: 0 all shards match the manifest, 1 a shard is missing, extra, truncated or corrupt,
+2 usage or I/O error.""")
+@click.argument("folder", type=_FOLDER)
+@click.option("--json", "json_path", type=_OUT, help="Write the findings as JSON.")
+def verify_cmd(folder: Path, json_path: Path | None) -> None:
+    """Check that every shard the manifest of FOLDER lists is present, whole and unchanged
+    (size, sha256, readable Arrow, row and token counts), and that no unlisted shard is there."""
+    from sftdata.audit.integrity import verify_folder
+
+    try:
+        report = verify_folder(folder)
+    except AuditError as exc:
+        raise UsageOrIOError(str(exc)) from exc
+    click.echo(report.summary_text())
+    if json_path:
+        _write(json_path, json.dumps(report.to_json(), indent=2) + "\n")
+    sys.exit(0 if report.ok else 1)
+
+
+@click.command("inspect", epilog="""\b
+Example:
+  sftdata inspect out/run1 --id conv-0042
+  sftdata inspect out/run1 --index 0 | less      # piped: [[...]] marks trained tokens""")
+@click.argument("folder", type=_FOLDER)
+@click.option("--id", "row_id", help="The row (or packed conversation) id to show.")
+@click.option("--index", type=click.IntRange(0), help="The row number across shards, in order (default 0).")
+@click.option("--color/--no-color", default=None, help="Force colour on or off (default: on for a terminal).")
+def inspect_cmd(folder: Path, row_id: str | None, index: int | None, color: bool | None) -> None:
+    """Print one row of FOLDER token by token: boundaries visible, trained tokens highlighted."""
+    from sftdata.audit.inspect import find_row, render_row
+    from sftdata.audit.integrity import load_manifest
+    from sftdata.tokenizer import TokenizerError, load_tokenizer
+
+    if row_id is not None and index is not None:
+        raise click.UsageError("give --id or --index, not both")
+    try:
+        spec = (load_manifest(folder).get("tokenizer") or {}).get("spec") or "builtin:llama3"
+        row = find_row(folder, id=row_id, index=index)
+        tokenizer = load_tokenizer(spec)
+    except (AuditError, TokenizerError) as exc:
+        raise UsageOrIOError(str(exc)) from exc
+    use_color = sys.stdout.isatty() if color is None else color
+    if use_color:
+        from rich.console import Console
+
+        Console(force_terminal=True, highlight=False).print(render_row(row, tokenizer, color=True))
+    else:
+        click.echo(render_row(row, tokenizer, color=False), nl=False)
