@@ -82,19 +82,19 @@ def main() -> None:
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--ray-address", help="Join this Ray cluster (default: RAY_ADDRESS, else a local instance).")
 @click.option("--no-audit", is_flag=True, help="Skip the audit at the end of the run.")
-@click.option("--input-format", type=click.Choice(["auto", "messages"]), help="Record format of the input.")
+@click.option("--input-format", type=click.Choice(["auto", "messages", "sharegpt", "alpaca"]),
+              help="Record format of the input (auto: detected per file).")
+@click.option("--packing", type=click.Choice(["none", "bfd"]), help="Pack conversations into rows of max-length.")
 @pipeline_options
 @library_errors
 def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_address, no_audit, input_format,
-        **opts) -> None:
+        packing, **opts) -> None:
     """Run PIPELINE (a YAML file; defaults when omitted) over the inputs into OUTPUT."""
     from sftdata.progress import RunProgress
     from sftdata.runner import run_pipeline
     from sftdata.summary import print_run_summary, run_audit_after
 
-    settings = load_pipeline(pipeline, _overrides(input_format=input_format, **opts))
-    if settings.input_format == "auto":
-        settings.input_format = "messages"
+    settings = load_pipeline(pipeline, _overrides(input_format=input_format, packing=packing, **opts))
     with RunProgress(enabled=sys.stderr.isatty()) as progress:
         summary = run_pipeline(settings, list(inputs), output, workers=workers, resume=resume,
                                overwrite=overwrite, executor=executor, ray_address=ray_address,
@@ -118,13 +118,14 @@ Example:
 @library_errors
 def validate(paths, pipeline, template, max_errors) -> None:
     """Schema and semantic checks only; exits 1 if any record is invalid."""
-    from sftdata.readers.jsonl import expand_inputs, plan_chunks
+    from sftdata.readers.jsonl import expand_inputs
+    from sftdata.readers.sources import plan_chunks
     from sftdata.stages import validate_chunk
 
     settings = load_pipeline(pipeline, _overrides(template=template))
     files = expand_inputs(list(paths))
     n = bad = 0
-    for chunk in plan_chunks(files, 64 << 20):
+    for chunk in plan_chunks(files, 64 << 20, settings.input_format):
         for line, rej in validate_chunk(chunk, settings):
             n += 1
             if rej is None:

@@ -53,6 +53,7 @@ class Settings:
     max_record_bytes: int = 64 * 2**20
     max_decompressed_bytes: int = 64 * 2**30
     chunk_size: int | str = "auto"
+    fields: dict[str, str] = field(default_factory=dict)
     parts: dict[str, str] = field(default_factory=dict)
     dedupe: str = "none"
     template: str = "llama3.2"
@@ -62,6 +63,7 @@ class Settings:
     train_on: str = "all_assistant"
     max_length: int = DEFAULT_MAX_LENGTH
     truncation: str = "drop"
+    packing: str = "none"
     shard_size: int = 256 * 10**6
     audit_enabled: bool = True
     min_trained_fraction: float | None = None
@@ -83,12 +85,12 @@ class Settings:
 
 _STAGE_KEYS = {
     ("read", "format"): "input_format", ("read", "max_record_bytes"): "max_record_bytes",
-    ("read", "chunk_size"): "chunk_size", ("read", "max_decompressed_bytes"): "max_decompressed_bytes",
+    ("read", "chunk_size"): "chunk_size", ("read", "fields"): "fields", ("read", "max_decompressed_bytes"): "max_decompressed_bytes",
     ("validate", "parts"): "parts", ("validate", "dedupe"): "dedupe",
     ("render", "template"): "template", ("render", "tokenizer"): "tokenizer",
     ("render", "encoder"): "encoder", ("render", "date_string"): "date_string",
     ("label", "train_on"): "train_on", ("label", "max_length"): "max_length",
-    ("label", "truncation"): "truncation", ("write", "shard_size"): "shard_size",
+    ("label", "truncation"): "truncation", ("label", "packing"): "packing", ("write", "shard_size"): "shard_size",
     ("audit", "enabled"): "audit_enabled", ("audit", "min_trained_fraction"): "min_trained_fraction",
     ("audit", "max_rejected_fraction"): "max_rejected_fraction",
 }

@@ -24,7 +24,8 @@ import orjson
 
 from sftdata.config import Settings
 from sftdata.constants import MANIFEST_NAME, QUARANTINE_NAME
-from sftdata.readers.jsonl import Chunk, auto_chunk_size, expand_inputs, plan_chunks
+from sftdata.readers.jsonl import Chunk, auto_chunk_size, expand_inputs
+from sftdata.readers.sources import plan_chunks
 from sftdata.stages import ChunkResult, RecordProcessor, process_chunk, worker_init, worker_run
 from sftdata.tokenizer import load_tokenizer
 from sftdata.writers.arrow import atomic_write_bytes
@@ -69,7 +70,8 @@ def _plan(settings: Settings, inputs: list[str]) -> tuple[list[Path], list[Chunk
     files = expand_inputs(inputs)
     total = sum(p.stat().st_size for p in files)
     size = auto_chunk_size(total) if settings.chunk_size == "auto" else int(settings.chunk_size)
-    chunks = plan_chunks(files, size)
+    chunks = plan_chunks(files, size, settings.input_format, settings.max_record_bytes,
+                         settings.max_decompressed_bytes)
     plan = {
         "settings": settings.output_settings(),
         "chunk_bytes": size,
@@ -217,7 +219,11 @@ def _finalize(out: Path, work: Path, settings: Settings, tokenizer, plan: dict, 
             else:
                 seen[h] = rid
     shards = [s for res in results for s in res.shards]
-    shards = write_dataset_metadata(out, shards)
+    from sftdata.packing import PACKED_SCHEMA
+    from sftdata.writers.arrow import BASE_SCHEMA
+
+    schema = PACKED_SCHEMA if settings.packing == "bfd" else BASE_SCHEMA
+    shards = write_dataset_metadata(out, shards, schema)
     counts = Counter()
     rejected: Counter = Counter()
     truncated: list[str] = []
@@ -226,7 +232,8 @@ def _finalize(out: Path, work: Path, settings: Settings, tokenizer, plan: dict, 
             counts[key] += getattr(res, key)
         rejected.update(res.rejected)
         truncated.extend(res.truncated_ids)
-    manifest = build_manifest(settings, tokenizer, plan, files, shards, counts, rejected, truncated, duplicates)
+    manifest = build_manifest(settings, tokenizer, plan, files, shards, counts, rejected, truncated, duplicates,
+                              schema)
     fault_point("before_manifest")
     atomic_write_bytes(out / MANIFEST_NAME, orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
     shutil.rmtree(work, ignore_errors=True)

@@ -21,12 +21,14 @@ import orjson
 
 from sftdata.config import Settings
 from sftdata.encode import PieceEncoder
-from sftdata.readers.jsonl import Chunk, iter_lines, read_json_array
+from sftdata.packing import PACKED_SCHEMA, Packer
+from sftdata.readers.jsonl import Chunk
+from sftdata.readers.sources import iter_records
 from sftdata.records import Conversation, Reject, Rejection
 from sftdata.templates import Llama3Renderer
 from sftdata.tokenizer import Tokenizer, load_tokenizer
-from sftdata.validate import check_schema, parse_json, to_conversation
-from sftdata.writers.arrow import ShardRecord, ShardWriter, atomic_write_bytes
+from sftdata.validate import check_schema, to_conversation
+from sftdata.writers.arrow import BASE_SCHEMA, ShardRecord, ShardWriter, atomic_write_bytes
 
 ORIGINAL_PREVIEW = 4096
 
@@ -60,6 +62,22 @@ class ChunkResult:
         return cls(**d)
 
 
+def to_messages_record(obj: Any, fmt: str, settings: Settings) -> Any:
+    """Stage `adapt`: rename custom fields, then map sharegpt/alpaca records to `messages` records."""
+    from sftdata.adapters.alpaca import alpaca_to_messages
+    from sftdata.adapters.fields import apply_field_map
+    from sftdata.adapters.sharegpt import sharegpt_to_messages
+
+    obj = apply_field_map(obj, settings.fields)
+    if fmt == "sharegpt":
+        return sharegpt_to_messages(obj, weight_key="weight")
+    if fmt == "alpaca":
+        return alpaca_to_messages(obj)
+    if fmt != "messages":
+        raise Reject("unsupported_format", f"input format {fmt!r} is not supported here")
+    return obj
+
+
 def content_hash(conv: Conversation) -> str:
     """Hash of the normalised conversation: roles, trimmed content, tool calls, tools, weights."""
     msgs = [[m.role, m.content.strip() if m.role != "tool" else m.content,
@@ -77,7 +95,9 @@ class RecordProcessor:
         self.renderer = Llama3Renderer(settings.template, settings.date_string, settings.train_on)
         self.encoder = PieceEncoder(self.tokenizer, settings.max_length, settings.truncation)
 
-    def conversation(self, obj: Any, source: str, line: int) -> Conversation:
+    def conversation(self, obj: Any, source: str, line: int, fmt: str = "messages") -> Conversation:
+        """Stages adapt (to `messages`) and validate."""
+        obj = to_messages_record(obj, fmt, self.settings)
         check_schema(obj)
         return to_conversation(obj, source=source, line=line, template=self.renderer.template.value,
                                parts_policy=self.settings.parts)
@@ -87,24 +107,9 @@ class RecordProcessor:
 
 
 def _records(chunk: Chunk, settings: Settings, result: ChunkResult) -> Iterator[tuple[int, Any, bytes, Reject | None]]:
-    """Stage `read`: (line, parsed object or None, original bytes, parse rejection or None)."""
-    if chunk.kind == "json_array":
-        for line, obj, raw in read_json_array(chunk, settings.max_record_bytes):
-            err = Reject("invalid_json", "the file is not a JSON array of records") if obj is None else None
-            yield line, obj, raw, err
-        return
-    for raw in iter_lines(chunk, settings.max_record_bytes):
-        if raw.data is None:
-            yield raw.line, None, b"", Reject("record_too_large", f"line of {raw.size} bytes is over "
-                                              f"max_record_bytes {settings.max_record_bytes}")
-            continue
-        if not raw.data.strip():
-            result.blank_lines += 1
-            continue
-        try:
-            yield raw.line, parse_json(raw.data), raw.data, None
-        except Reject as rej:
-            yield raw.line, None, raw.data, rej
+    blank = [0]
+    yield from iter_records(chunk, settings.max_record_bytes, settings.max_decompressed_bytes, blank)
+    result.blank_lines += blank[0]
 
 
 def _original(raw: bytes) -> str:
@@ -119,7 +124,9 @@ def process_chunk(chunk: Chunk, settings: Settings, out_dir: str, work_dir: str,
     out, work = Path(out_dir), Path(work_dir)
     result = ChunkResult(chunk.index)
     quarantine: list[bytes] = []
-    with ShardWriter(out, chunk.index, settings.shard_size) as writer:
+    packer = Packer(settings.max_length) if settings.packing == "bfd" else None
+    schema = PACKED_SCHEMA if packer else BASE_SCHEMA
+    with ShardWriter(out, chunk.index, settings.shard_size, schema) as writer:
         for line, obj, raw, rej in _records(chunk, settings, result):
             result.records_read += 1
             stage, rid = "parse", None
@@ -129,7 +136,7 @@ def process_chunk(chunk: Chunk, settings: Settings, out_dir: str, work_dir: str,
                 if isinstance(obj, dict) and isinstance(obj.get("id"), (str, int)):
                     rid = str(obj["id"])
                 stage = "validate"
-                conv = proc.conversation(obj, chunk.name, line)
+                conv = proc.conversation(obj, chunk.name, line, chunk.format)
                 stage = "label"
                 enc = proc.encode(conv)
             except Reject as r:
@@ -138,7 +145,7 @@ def process_chunk(chunk: Chunk, settings: Settings, out_dir: str, work_dir: str,
                 quarantine.append(orjson.dumps(rejection.to_json()))
                 continue
             h = content_hash(conv)
-            writer.add(conv.id, enc.input_ids, enc.labels, h)
+            (packer or writer).add(conv.id, enc.input_ids, enc.labels, h)
             result.records_written += 1
             result.tokens += len(enc.input_ids)
             result.trained_tokens += enc.trained
@@ -146,6 +153,8 @@ def process_chunk(chunk: Chunk, settings: Settings, out_dir: str, work_dir: str,
             result.hashes.append((h, conv.id))
             if enc.truncated:
                 result.truncated_ids.append(conv.id)
+        if packer is not None:
+            packer.write(writer)
         result.shards = writer.finish()
     from sftdata.runner import fault_point
 
@@ -203,6 +212,7 @@ def validate_chunk(chunk: Chunk, settings: Settings) -> Iterator[tuple[int, Reje
             if isinstance(obj, dict) and isinstance(obj.get("id"), (str, int)):
                 rid = str(obj["id"])
             stage = "validate"
+            obj = to_messages_record(obj, chunk.format, settings)
             check_schema(obj)
             to_conversation(obj, source=chunk.name, line=line, template=template, parts_policy=settings.parts)
         except Reject as r:

@@ -48,11 +48,14 @@ def encode_conversation(tok, user: str, reply: str) -> tuple[list[int], list[int
     return prompt + answer, [IGNORE_INDEX] * len(prompt) + answer
 
 
-def make_prepared(path: Path, tok, convs=CONVS, *, packs: list[list[int]] | None = None, **manifest_tokenizer) -> Path:
-    """A prepared folder: `save_to_disk` shards plus a manifest; `packs` groups conversations per row."""
+def make_prepared(path: Path, tok, convs=CONVS, *, packs: list[list[int]] | None = None, train_all=(),
+                  **manifest_tokenizer) -> Path:
+    """A prepared folder: `save_to_disk` shards plus a manifest; `packs` groups conversations per row;
+    conversations listed in `train_all` are labelled on every token, their first one included."""
     from datasets import Dataset, Features, List, Value
 
     encoded = [encode_conversation(tok, u, r) for u, r in convs]
+    encoded = [(ids, list(ids) if i in train_all else labels) for i, (ids, labels) in enumerate(encoded)]
     groups = packs or [[i] for i in range(len(convs))]
     cols: dict[str, list] = {"id": [], "input_ids": [], "labels": []}
     feats = {"id": Value("string"), "input_ids": List(Value("int32")), "labels": List(Value("int32"))}
@@ -261,7 +264,9 @@ def test_collator_restarts_positions_from_seq_lengths():
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_packed_rows_train_like_separate_conversations(tok, tmp_path, attn):
-    data = make_prepared(tmp_path / "data", tok, CONVS[:3], packs=[[0, 1], [2]])
+    # The second conversation's first token is labelled: only the collator keeps it from being
+    # predicted from the end of the first conversation.
+    data = make_prepared(tmp_path / "data", tok, CONVS[:3], packs=[[0, 1], [2]], train_all={1})
     trainer = build_trainer(options(data, tmp_path / "out", batch_size=2,
                                     overrides=[f"model_init_kwargs={{attn_implementation: {attn}}}"])).trainer
     assert trainer.model.config._attn_implementation == attn

@@ -2,18 +2,23 @@
 
 Why re-derive instead of trusting the writer: the audit exists to catch the writer's own bugs (a
 shifted label, a trained header, an eot left out), so nothing it stored per row is believed. The
-turn structure is rebuilt from the token ids alone: every ``<|start_header_id|>`` (and every
-conversation start) opens a *unit*; a cumulative sum over those markers gives each token its unit,
-``reduceat`` over the unit starts gives each unit its ``<|end_header_id|>``, role, header newline,
-content span and closing token, and gathering those back per token yields the one mask that matters:
-*which tokens may be trained*. Each rule is then a boolean expression over the flat token array.
-Python only loops over distinct role-token tuples and over the (capped) violations it lists.
+turn structure is rebuilt from the token ids alone.
+
+How it stays fast: control tokens are rare, so one comparison pass finds them all and everything
+structural is computed on those few positions. Every ``<|start_header_id|>`` (and every
+conversation start) opens a *unit*; ``searchsorted`` of the ``<|end_header_id|>`` and closing-token
+positions against the unit bounds gives each unit its header, role, content span and closer. One
+cumulative sum of the trained mask then answers "how many trained tokens in this span" for rows,
+conversations, units and content spans alike. Only a handful of passes touch every token (the
+label checks themselves); Python loops only over distinct role-token tuples and over the (capped)
+violations it lists.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -113,14 +118,42 @@ def _align(values: np.ndarray, lens: np.ndarray, want: np.ndarray, fill: int) ->
     return out, same
 
 
-def first_per_group(bad: np.ndarray, group_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For sorted flat positions ``bad``: each group hit, its first position, and how many hits."""
-    groups, first, counts = np.unique(group_of[bad], return_index=True, return_counts=True)
-    return groups, bad[first], counts
+def first_per_group(bad: np.ndarray, groups_of_bad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For sorted positions ``bad`` and their (so non-decreasing) groups: each group hit, its first
+    position, and how many hits. A diff, not ``np.unique``: no sort or hash needed."""
+    if not bad.size:
+        return bad, bad, bad
+    new = np.flatnonzero(np.concatenate([[True], groups_of_bad[1:] != groups_of_bad[:-1]]))
+    return groups_of_bad[new], bad[new], np.diff(np.append(new, len(bad)))
+
+
+def _member(values: np.ndarray, sorted_pool: np.ndarray) -> np.ndarray:
+    """``np.isin`` for a sorted pool, by binary search (numpy's isin/unique hash and are slow here)."""
+    if not sorted_pool.size:
+        return np.zeros(len(values), bool)
+    at = np.minimum(np.searchsorted(sorted_pool, values), len(sorted_pool) - 1)
+    return sorted_pool[at] == values
+
+
+def _unique_inverse(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of each distinct key's first occurrence, inverse) via one stable argsort."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    new = np.concatenate([[True], np.any(ordered[1:] != ordered[:-1], axis=tuple(range(1, keys.ndim)))])
+    inverse = np.empty(len(keys), np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return order[new], inverse
+
+
+def _first_and_count(marks: np.ndarray, start: np.ndarray, end: np.ndarray, none: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per span [start, end): the first of the sorted positions ``marks`` inside it, and how many."""
+    lo, hi = np.searchsorted(marks, start), np.searchsorted(marks, end)
+    first = marks[np.minimum(lo, len(marks) - 1)] if len(marks) else np.full(len(start), none)
+    return np.where(hi > lo, first, none), hi - lo
 
 
 class SliceView:
-    """Index arrays of one slice of rows: token -> row, conversation and unit; id look-ups."""
+    """Index arrays of one slice of rows: rows, conversations and units as offsets; id look-ups."""
 
     def __init__(self, cols: dict[str, Any], first_row: int, shard: str, ctx: RuleContext,
                  sink: Violations, packed: bool) -> None:
@@ -128,9 +161,15 @@ class SliceView:
         self.ids, self.lens = cols["input_ids"]
         self.n_rows, self.n = len(self.lens), int(self.lens.sum())
         self.row_start = _offsets(self.lens)
-        self.idx = np.arange(self.n, dtype=np.int64)
-        self.row_of = np.repeat(np.arange(self.n_rows), self.lens)
         self._segment(packed)
+
+    @cached_property
+    def row_of(self) -> np.ndarray:
+        return np.repeat(np.arange(self.n_rows), self.lens)
+
+    def seg_at(self, pos: np.ndarray) -> np.ndarray:
+        """The conversation of each token position (empty conversations precede their successor)."""
+        return np.searchsorted(self.seg_start, pos, "right") - 1
 
     def row_id(self, r: int) -> str | None:
         return self.cols["id"][int(r)].as_py()
@@ -163,16 +202,15 @@ class SliceView:
             self.sink.add(rule, message(k, int(s)), id=self.seg_id(int(s)), shard=self.shard,
                           row=self.first_row + r, position=None if p is None else int(p - self.row_start[r]))
 
-    def emit_tokens(self, rule: str, mask: np.ndarray, message: Callable[[int, int], str]) -> None:
-        """Token hits grouped per conversation: ``message(first_position, hit_count)``."""
-        bad = np.flatnonzero(mask)
+    def emit_positions(self, rule: str, bad: np.ndarray, message: Callable[[int, int], str]) -> None:
+        """Sorted flat positions grouped per conversation: ``message(first_position, hit_count)``."""
         if bad.size:
-            segs, first, counts = first_per_group(bad, self.seg_of)
+            segs, first, counts = first_per_group(bad, self.seg_at(bad))
             self.emit_segs(rule, segs, lambda k, s: message(int(first[k]), int(counts[k])),
                            lambda k, s: int(first[k]))
 
     def zone(self, p: int) -> str:
-        u = int(self.unit_of[p])
+        u = int(np.searchsorted(self.u_start, p, "right") - 1)
         where = ("content" if p < self.u_ce[u] else "closing token" if p == self.u_close[u]
                  else "tail after the closing token") if p >= self.u_cs[u] else "header"
         return f"{ROLE_NAMES[self.u_role[u]]} turn's {where}" if self.u_turn[u] else "preamble outside any turn"
@@ -207,9 +245,6 @@ class SliceView:
         self.seg_count = np.bincount(self.seg_row, minlength=self.n_rows)
         self.seg_len, self.seg_start = seg_len, _offsets(seg_len)
         self.seg_first_of_row = _offsets(self.seg_count)[:-1]
-        self.seg_of = np.repeat(np.arange(len(seg_len)), seg_len)
-        self.seg_first = np.zeros(self.n, bool)
-        self.seg_first[self.seg_start[:-1][seg_len > 0]] = True
         self.seg_trunc = np.zeros(len(seg_len), bool)
         if self.ctx.truncated_ids:
             self.seg_trunc = self._hits(self.cols["id"])[self.seg_row]
@@ -225,51 +260,64 @@ class SliceView:
         return pc.is_in(arr, value_set=value_set).fill_null(False).to_numpy(zero_copy_only=False)
 
 
-def _units(v: SliceView) -> np.ndarray:
-    """Split conversations into units (a preamble, then one per header) and derive each turn's role,
-    content span and closing token; report malformed turns; return the per-token ``allowed`` mask."""
-    ctx, ids, idx, n = v.ctx, v.ids, v.idx, v.n
+def _roles(v: SliceView, start: np.ndarray, eh: np.ndarray, turn: np.ndarray, has_eh: np.ndarray,
+           trunc: np.ndarray) -> np.ndarray:
+    """Role code per unit, decoding each distinct tuple of role-token ids once (cached)."""
+    ids, n = v.ids, v.n
+    # a header the truncation cut before <|end_header_id|> has no role to know: "other", not "unknown"
+    role = np.where(turn & (has_eh | ~trunc), UNKNOWN, OTHER).astype(np.int8)
+    width = np.where(has_eh, eh - start - 1, 0)
+    cand = np.flatnonzero(has_eh & (width >= 1) & (width <= MAX_ROLE_TOKENS))
+    if not cand.size:
+        return role
+    width = width[cand]
+    cols = [np.where(width > j, ids[np.minimum(start[cand] + 1 + j, n - 1)].astype(np.int64), -1)
+            for j in range(int(width.max()))]
+    base = max(int(c.max()) for c in cols) + 2
+    if min(int(c.min()) for c in cols) >= -1 and len(cols) * np.log2(base) < 62:
+        keys = sum((c + 1) * base**j for j, c in enumerate(cols))  # one int64 per tuple: a fast 1-D sort
+    else:
+        keys = np.stack(cols, axis=1)
+    first, inverse = _unique_inverse(keys)
+    codes = [v.ctx.role_code(tuple(int(cols[j][f]) for j in range(int(width[f])))) for f in first]
+    role[cand] = np.asarray(codes, np.int8)[inverse]
+    return role
+
+
+def _units(v: SliceView) -> None:
+    """Split conversations into units (a preamble, then one per header); derive each turn's role,
+    content span and closing token from the sparse control-token positions; report malformed turns."""
+    ctx, ids, n = v.ctx, v.ids, v.n
     nl = ctx.header_newline_ids
-    is_sh = ids == ctx.start_header_id
-    boundary = is_sh | v.seg_first
-    start = np.flatnonzero(boundary)
-    end = np.append(start[1:], n)
-    v.unit_of = np.cumsum(boundary) - 1
-    seg = v.seg_of[start]
-    turn = v.u_turn = is_sh[start]
-    trunc = v.u_trunc = (end == v.seg_start[seg + 1]) & v.seg_trunc[seg]
-    is_eh = ids == ctx.end_header_id
-    n_eh = np.add.reduceat(is_eh, start, dtype=np.int64)
-    eh = np.minimum.reduceat(np.where(is_eh, idx, n), start)
-    is_close = np.isin(ids, ctx.closer_ids)
-    n_close = np.add.reduceat(is_close, start, dtype=np.int64)
-    close = np.minimum.reduceat(np.where(is_close, idx, n), start)
+    sp = np.flatnonzero(ids >= min(ctx.bos_id, ctx.start_header_id, ctx.end_header_id, *ctx.closer_ids))
+    spv = ids[sp]
+    v.bos_pos = sp[spv == ctx.bos_id]
+    v.conv_starts = v.seg_start[:-1][v.seg_len > 0]
+    start = np.concatenate([sp[spv == ctx.start_header_id], v.conv_starts])
+    start.sort(kind="stable")
+    start = v.u_start = start[np.concatenate([[True], start[1:] != start[:-1]])]
+    end = v.u_end = np.append(start[1:], n)
+    seg = v.u_seg = v.seg_at(start)
+    turn = v.u_turn = ids[start] == ctx.start_header_id
+    trunc = v.u_trunc = (end == v.seg_start[seg] + v.seg_len[seg]) & v.seg_trunc[seg]
+    eh, n_eh = _first_and_count(sp[spv == ctx.end_header_id], start, end, n)
+    close, n_close = _first_and_count(sp[np.logical_or.reduce([spv == c for c in ctx.closer_ids])], start, end, n)
     has_eh = turn & (n_eh > 0)
     nl_ok = has_eh.copy()
     for j, tok in enumerate(nl):
         nl_ok &= (eh + 1 + j < end) & (ids[np.minimum(eh + 1 + j, n - 1)] == tok)
     cs = v.u_cs = np.where(has_eh, np.minimum(eh + 1 + np.where(nl_ok, len(nl), 0), end), end)
-    closed = (n_close > 0) & (close >= cs)
-    ce = v.u_ce = np.where(closed, close, end)
+    closed = v.u_closed = (n_close > 0) & (close >= cs)
+    v.u_ce = np.where(closed, close, end)
     v.u_close = np.where(closed, close, -1)
-    role_len = np.where(has_eh, eh - start - 1, 0)
-    # a header the truncation cut before <|end_header_id|> has no role to know: "other", not "unknown"
-    role = v.u_role = np.where(turn & (has_eh | ~trunc), UNKNOWN, OTHER).astype(np.int8)
-    cand = np.flatnonzero(has_eh & (role_len >= 1) & (role_len <= MAX_ROLE_TOKENS))
-    if cand.size:
-        width = role_len[cand]
-        keys = np.full((cand.size, int(width.max())), _PAD, np.int64)
-        for j in range(keys.shape[1]):
-            keys[width > j, j] = ids[start[cand[width > j]] + 1 + j]
-        distinct, inverse = np.unique(keys, axis=0, return_inverse=True)
-        codes = [ctx.role_code(tuple(int(x) for x in key if x != _PAD)) for key in distinct]
-        role[cand] = np.asarray(codes, np.int8)[inverse.reshape(-1)]
+    role = v.u_role = _roles(v, start, eh, turn, has_eh, trunc)
+    width = np.where(has_eh, eh - start - 1, 0)
     problems = [  # (condition, flat position), first match wins; order follows _TURN_PROBLEMS
         (~turn & (end - start > 1), start + 1),
         (turn & (n_eh == 0) & ~trunc, start),
         (n_eh > 1, start),
-        (has_eh & (role_len == 0), eh),
-        (has_eh & (role_len > 0) & (role == UNKNOWN), start + 1),
+        (has_eh & (width == 0), eh),
+        (has_eh & (width > 0) & (role == UNKNOWN), start + 1),
         (has_eh & ~nl_ok & ~(trunc & (eh + len(nl) >= end)), np.minimum(eh + 1, end - 1)),
         (turn & (n_close == 0) & ~trunc, end - 1),
         (turn & (n_close > 0) & ((n_close > 1) | (close != end - 1)), np.minimum(close + 1, end - 1)),
@@ -277,22 +325,15 @@ def _units(v: SliceView) -> np.ndarray:
     code = np.select([c for c, _ in problems], np.arange(1, len(problems) + 1), 0)
     pos = np.select([c for c, _ in problems], [p for _, p in problems], 0)
     bad = np.flatnonzero(code > 0)
-    segs, first, _ = first_per_group(bad, seg) if bad.size else (bad, bad, bad)
+    segs, first, _ = first_per_group(bad, seg[bad])
 
     def turn_message(k: int, s: int) -> str:
         u = int(first[k])
-        text = _TURN_PROBLEMS[code[u] - 1]
-        return text.format(role=ctx.decode([int(i) for i in ids[start[u] + 1: eh[u]]]).__repr__())
+        return _TURN_PROBLEMS[code[u] - 1].format(role=ctx.text(ids[start[u] + 1: eh[u]]))
 
     v.emit_segs("well_formed_turns", segs, turn_message, lambda k, s: int(pos[first[k]]))
     no_turns = np.flatnonzero((np.bincount(seg[turn], minlength=len(v.seg_len)) == 0) & (v.seg_len > 0))
     v.emit_segs("well_formed_turns", no_turns, lambda k, s: _TURN_PROBLEMS[-1])
-    v.units = {"start": start, "end": end, "seg": seg}
-    assistant = turn & (role == ASSISTANT)
-    edges = np.bincount(cs[assistant], minlength=n + 1) - np.bincount(ce[assistant], minlength=n + 1)
-    allowed = np.cumsum(edges[:n]) > 0
-    allowed[v.u_close[assistant & closed]] = True
-    return allowed
 
 
 def _check_packing(v: SliceView) -> None:
@@ -300,8 +341,8 @@ def _check_packing(v: SliceView) -> None:
     pos, plens = v.cols["position_ids"]
     aligned, same = _align(pos, plens, v.lens, -1)
     v.emit_rows("packing", np.flatnonzero(~same), lambda r: f"{plens[r]} position_ids for {v.lens[r]} tokens")
-    expect = v.idx - v.seg_start[v.seg_of]
-    v.emit_tokens("packing", (same & v.seq_good)[v.row_of] & (aligned != expect), lambda p, c: (
+    expect = np.arange(v.n) - np.repeat(v.seg_start[:-1], v.seg_len)
+    v.emit_positions("packing", np.flatnonzero((same & v.seq_good)[v.row_of] & (aligned != expect)), lambda p, c: (
         f"position_ids do not restart at 0 and count up per conversation: {aligned[p]} where "
         f"{expect[p]} belongs ({c} wrong)"))
     ok = np.flatnonzero(v.pid_ok & (v.seg_count > 0))
@@ -326,46 +367,65 @@ def check_slice(cols: dict[str, Any], first_row: int, shard: str, ctx: RuleConte
         v.emit_rows("max_length", np.flatnonzero(lens > ctx.max_length),
                     lambda r: f"{lens[r]} tokens, more than max_length {ctx.max_length}")
     trained = labs != IGNORE_INDEX
+    cum = np.zeros(n + 1, np.int32)  # trained tokens in [a, b) = cum[b] - cum[a], for any span
+    np.cumsum(trained, dtype=np.int32, out=cum[1:])
     stats = RowStats(rows=v.n_rows, conversations=len(v.seg_len), tokens=n,
-                     trained_tokens=int(np.count_nonzero(labs_raw != IGNORE_INDEX)),
-                     truncated_rows=int(np.count_nonzero(np.bincount(v.seg_row[v.seg_trunc],
-                                                                     minlength=v.n_rows))),
-                     lengths=[lens], row_trained=[np.bincount(v.row_of[trained], minlength=v.n_rows)])
+                     trained_tokens=int(cum[-1] if same.all() else np.count_nonzero(labs_raw != IGNORE_INDEX)),
+                     truncated_rows=int(np.count_nonzero(np.bincount(v.seg_row[v.seg_trunc], minlength=v.n_rows))),
+                     lengths=[lens], row_trained=[cum[v.row_start[1:]] - cum[v.row_start[:-1]]])
     v.emit_segs("single_bos", np.flatnonzero(v.seg_len == 0), lambda k, s: "empty conversation: no tokens")
-    v.emit_segs("row_has_trained_tokens",
-                np.flatnonzero(np.bincount(v.seg_of[trained], minlength=len(v.seg_len)) == 0),
+    v.emit_segs("row_has_trained_tokens", np.flatnonzero(cum[v.seg_start[1:]] == cum[v.seg_start[:-1]]),
                 lambda k, s: "no trained token: the conversation teaches the model nothing")
     if n == 0:
         return stats
-    v.emit_tokens("token_range", (ids < 0) | (ids >= ctx.vocab_size),
-                  lambda p, c: f"{c} id(s) outside the vocabulary of {ctx.vocab_size}, first {ids[p]}")
-    is_bos = ids == ctx.bos_id
-    v.emit_tokens("single_bos", v.seg_first ^ is_bos, lambda p, c: (
-        "extra <|begin_of_text|> inside the conversation" if is_bos[p]
+    out_of_vocab = ids.view(np.dtype(f"u{ids.dtype.itemsize}")) >= ctx.vocab_size if ids.dtype.kind == "i" else (
+        (ids < 0) | (ids >= ctx.vocab_size))
+    v.emit_positions("token_range", np.flatnonzero(out_of_vocab),
+                     lambda p, c: f"{c} id(s) outside the vocabulary of {ctx.vocab_size}, first {ids[p]}")
+    _units(v)
+    bad_bos = np.concatenate([v.conv_starts[~_member(v.conv_starts, v.bos_pos)],
+                              v.bos_pos[~_member(v.bos_pos, v.conv_starts)]])
+    bad_bos.sort()
+    v.emit_positions("single_bos", bad_bos, lambda p, c: (
+        "extra <|begin_of_text|> inside the conversation" if ids[p] == ctx.bos_id
         else f"conversation starts with {ctx.text(ids[p])}, not <|begin_of_text|>"))
-    allowed = _units(v)
-    v.emit_tokens("label_matches_input", trained & (labs != ids), lambda p, c: (
+    v.emit_positions("label_matches_input", np.flatnonzero(trained & (labs != ids)), lambda p, c: (
         f"{c} label(s) differ from input_ids, first label {labs[p]} where the input is {ids[p]}"
         + (" (labels shifted by one?)" if p + 1 < n and labs[p] == ids[p + 1] else "")))
-    v.emit_tokens("trained_outside_assistant", trained & ~allowed, lambda p, c: (
-        f"{c} trained token(s) outside assistant content, first {ctx.text(ids[p])} in the {v.zone(p)}"))
-    role_of_token = v.u_role[v.unit_of]
-    stats.role_tokens += np.bincount(role_of_token, minlength=len(ROLE_NAMES))
-    stats.role_trained += np.bincount(role_of_token[trained], minlength=len(ROLE_NAMES))
+    start, end, cs, ce, closed = v.u_start, v.u_end, v.u_cs, v.u_ce, v.u_closed
+    assistant = v.u_turn & (v.u_role == ASSISTANT)
+    unit_trained = cum[end] - cum[start]
+    closer_trained = assistant & closed & trained[np.maximum(v.u_close, 0)]
+    allowed_trained = np.where(assistant, cum[ce] - cum[cs], 0) + closer_trained
+    allowed = np.where(assistant, ce - cs + closed, 0)
+    stats.role_tokens += np.bincount(v.u_role, weights=end - start, minlength=len(ROLE_NAMES)).astype(np.int64)
+    stats.role_trained += np.bincount(v.u_role, weights=unit_trained, minlength=len(ROLE_NAMES)).astype(np.int64)
     stats.role_turns += np.bincount(v.u_role[v.u_turn], minlength=len(ROLE_NAMES))
-    start = v.units["start"]
-    n_allowed = np.add.reduceat(allowed, start, dtype=np.int64)
-    n_trained = np.add.reduceat(trained & allowed, start, dtype=np.int64)
-    bad = np.flatnonzero(v.u_turn & (v.u_role == ASSISTANT) & ~v.u_trunc & (n_trained > 0)
-                         & (n_trained < n_allowed))
-    segs, first, _ = first_per_group(bad, v.units["seg"]) if bad.size else (bad, bad, bad)
+    outside = unit_trained - allowed_trained
+    bad = np.flatnonzero(outside > 0)
+    segs, first, _ = first_per_group(bad, v.u_seg[bad])
+    per_seg = np.bincount(v.u_seg, weights=outside, minlength=len(v.seg_len)).astype(np.int64)
+
+    def first_outside(k: int, s: int) -> int:
+        u = int(first[k])
+        lo, hi = int(start[u]), int(end[u])
+        mask = trained[lo:hi].copy()
+        if assistant[u]:
+            mask[cs[u] - lo: ce[u] - lo + int(closed[u])] = False  # content, and the closer if any
+        return lo + int(np.argmax(mask))
+
+    v.emit_segs("trained_outside_assistant", segs, lambda k, s: (
+        f"{per_seg[s]} trained token(s) outside assistant content, first "
+        f"{ctx.text(ids[first_outside(k, s)])} in the {v.zone(first_outside(k, s))}"), first_outside)
+    bad = np.flatnonzero(assistant & ~v.u_trunc & (allowed_trained > 0) & (allowed_trained < allowed))
+    segs, first, _ = first_per_group(bad, v.u_seg[bad])
 
     def first_untrained(k: int, s: int) -> int:
         u = int(first[k])
-        lo, hi = int(start[u]), int(v.units["end"][u])
-        return lo + int(np.argmax(allowed[lo:hi] & ~trained[lo:hi]))
+        lo, hi = int(cs[u]), int(ce[u] + closed[u])
+        return lo + int(np.argmin(trained[lo:hi]))
 
     v.emit_segs("assistant_turn_whole", segs, lambda k, s: (
-        f"assistant turn partly trained: {n_trained[first[k]]} of {n_allowed[first[k]]} content and "
+        f"assistant turn partly trained: {allowed_trained[first[k]]} of {allowed[first[k]]} content and "
         "closing tokens (position: the first untrained one)"), first_untrained)
     return stats

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BOM = b"\xef\xbb\xbf"
+INPUT_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".parquet")
 _SCAN_BLOCK = 1 << 20
 
 
@@ -31,8 +32,9 @@ class Chunk:
     name: str  # as reported in ids and quarantine lines: the file name
     start: int  # byte offset
     end: int
-    first_line: int  # 1-based line number of the first line in the chunk
-    kind: str = "jsonl"  # jsonl | json_array
+    first_line: int  # 1-based line number of the first line in the chunk (row for columnar files)
+    kind: str = "jsonl"  # jsonl | json_array | jsonl_gz | jsonl_zst | parquet | hf_dataset
+    format: str = "messages"  # the record format (decided once per file, see adapters.detect)
 
 
 @dataclass
@@ -51,10 +53,12 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
             raise InputError(f"input {pattern!r} matched no file")
         for m in matches:
             p = Path(m)
-            if p.is_dir():
-                files = sorted(q for q in p.rglob("*") if q.suffix in (".jsonl", ".json") and q.is_file())
+            if p.is_dir() and (p / "state.json").is_file() and (p / "dataset_info.json").is_file():
+                out.append(p)  # a `datasets` folder saved with save_to_disk
+            elif p.is_dir():
+                files = sorted(q for q in p.rglob("*") if q.is_file() and q.name.endswith(INPUT_SUFFIXES))
                 if not files:
-                    raise InputError(f"input folder {p} holds no .jsonl or .json file")
+                    raise InputError(f"input folder {p} holds no {', '.join(INPUT_SUFFIXES)} file")
                 out.extend(files)
             elif p.is_file():
                 out.append(p)
@@ -74,7 +78,7 @@ def auto_chunk_size(total_bytes: int) -> int:
     return min(64 << 20, max(256 << 10, total_bytes // 64))
 
 
-def _is_json_array(path: Path) -> bool:
+def is_json_array(path: Path) -> bool:
     if path.suffix != ".json":
         return False
     with open(path, "rb") as f:
@@ -82,37 +86,32 @@ def _is_json_array(path: Path) -> bool:
     return head.startswith(b"[")
 
 
-def plan_chunks(files: list[Path], chunk_size: int) -> list[Chunk]:
-    """Split files into chunks of about ``chunk_size`` bytes, each ending at a line end."""
+def plan_jsonl(path: Path, start_index: int, chunk_size: int) -> list[Chunk]:
+    """Split a JSON Lines file into chunks of about ``chunk_size`` bytes, each ending at a line end."""
+    size = path.stat().st_size
     chunks: list[Chunk] = []
-    for path in files:
-        size = path.stat().st_size
-        name = path.name
-        if _is_json_array(path):
-            chunks.append(Chunk(len(chunks), str(path.resolve()), name, 0, size, 1, "json_array"))
-            continue
-        with open(path, "rb") as f:
-            start, line = 0, 1
-            while start < size:
-                target = min(size, start + chunk_size)
-                f.seek(start)
-                lines_in = f.read(target - start).count(b"\n")
-                end = target
-                if target < size:  # extend to the next line end
-                    f.seek(target)
-                    while True:
-                        block = f.read(_SCAN_BLOCK)
-                        if not block:
-                            end = size
-                            break
-                        nl = block.find(b"\n")
-                        if nl >= 0:
-                            end += nl + 1
-                            lines_in += 1
-                            break
-                        end += len(block)
-                chunks.append(Chunk(len(chunks), str(path.resolve()), name, start, end, line))
-                start, line = end, line + lines_in
+    with open(path, "rb") as f:
+        start, line = 0, 1
+        while start < size:
+            target = min(size, start + chunk_size)
+            f.seek(start)
+            lines_in = f.read(target - start).count(b"\n")
+            end = target
+            if target < size:  # extend to the next line end
+                f.seek(target)
+                while True:
+                    block = f.read(_SCAN_BLOCK)
+                    if not block:
+                        end = size
+                        break
+                    nl = block.find(b"\n")
+                    if nl >= 0:
+                        end += nl + 1
+                        lines_in += 1
+                        break
+                    end += len(block)
+            chunks.append(Chunk(start_index + len(chunks), str(path.resolve()), path.name, start, end, line))
+            start, line = end, line + lines_in
     return chunks
 
 
@@ -120,31 +119,33 @@ def iter_lines(chunk: Chunk, max_record_bytes: int) -> Iterator[RawLine]:
     """Yield the chunk's lines, without line ends; lines over the limit come back with data=None."""
     with open(chunk.path, "rb") as f:
         f.seek(chunk.start)
-        pos, line = chunk.start, chunk.first_line
-        while pos < chunk.end:
-            data = f.readline(max_record_bytes + 2)
-            if not data:
-                break
-            pos += len(data)
-            if not data.endswith(b"\n") and pos < chunk.end and len(data) >= max_record_bytes:
-                size = len(data)
-                while True:  # skip the rest of an oversized line without keeping it
-                    rest = f.readline(_SCAN_BLOCK)
-                    pos += len(rest)
-                    size += len(rest)
-                    if not rest or rest.endswith(b"\n"):
-                        break
-                yield RawLine(line, None, size)
-                line += 1
-                continue
-            if line == 1 and data.startswith(BOM):
-                data = data[3:]
-            data = data.rstrip(b"\r\n")
-            if len(data) > max_record_bytes:
-                yield RawLine(line, None, len(data))
-            else:
-                yield RawLine(line, data, len(data))
+        yield from read_lines(f, chunk.first_line, chunk.end - chunk.start, max_record_bytes)
+
+
+def read_lines(f, first_line: int, length: int | None, max_record_bytes: int) -> Iterator[RawLine]:
+    """Lines of a binary stream (``length`` bytes of it, or all), holding at most one bounded line."""
+    pos, line = 0, first_line
+    while length is None or pos < length:
+        data = f.readline(max_record_bytes + 2)
+        if not data:
+            break
+        pos += len(data)
+        if not data.endswith(b"\n") and len(data) > max_record_bytes:
+            size = len(data)
+            while True:  # skip the rest of an oversized line without keeping it
+                rest = f.readline(_SCAN_BLOCK)
+                pos += len(rest)
+                size += len(rest)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield RawLine(line, None, size)
             line += 1
+            continue
+        if line == 1 and data.startswith(BOM):
+            data = data[3:]
+        data = data.rstrip(b"\r\n")
+        yield RawLine(line, data if len(data) <= max_record_bytes else None, len(data))
+        line += 1
 
 
 def read_json_array(chunk: Chunk, max_record_bytes: int) -> Iterator[tuple[int, object | None, bytes]]:

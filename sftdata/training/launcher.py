@@ -321,7 +321,7 @@ class ShardCollator:
             return {"input_ids": ids, "labels": labels, "attention_mask": mask}
         ids = torch.tensor([t for r in rows for t in r["input_ids"]])
         labels = torch.tensor([t for r in rows for t in r["labels"]])
-        pos = torch.arange(len(ids))
+        pos = torch.cat([self._positions(r, torch) for r in rows])
         labels[pos == 0] = IGNORE_INDEX  # never predict a conversation's first token from the one before
         extra = self._width(len(ids)) - len(ids)  # padding: each token its own ignored sequence
         ids = torch.cat([ids, torch.full((extra,), self.pad_id)])

@@ -71,7 +71,7 @@ def write_dataset_metadata(out: Path, shards: list[ShardRecord], schema: pa.Sche
 
 def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, files: list[Path],
                    shards: list[ShardRecord], counts: Counter, rejected: Counter, truncated: list[str],
-                   duplicates: list[dict]) -> dict:
+                   duplicates: list[dict], schema: pa.Schema = BASE_SCHEMA) -> dict:
     renderer = Llama3Renderer(settings.template, settings.date_string, settings.train_on)
     tok = tokenizer.describe()
     tok.pop("encoder")  # ids are the same whichever encoder ran; keep the manifest identical too
@@ -96,7 +96,7 @@ def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, files: 
         "tokenizer": tok,
         "inputs": [{"name": i["name"], "bytes": i["bytes"]} for i in plan["inputs"]],
         "chunks": plan["chunks"],
-        "columns": [f.name for f in BASE_SCHEMA],
+        "columns": [f.name for f in schema],
         "shards": [s.to_json() for s in shards],
         "counts": {
             "records_read": counts["records_read"],
@@ -108,6 +108,11 @@ def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, files: 
             "duplicate_records": len(duplicates),
         },
         "totals": totals,
+        "packing": None if settings.packing == "none" else {
+            "strategy": settings.packing, "max_length": settings.max_length,
+            "conversations": counts["records_written"],
+            "efficiency": round(totals["tokens"] / (totals["rows"] * settings.max_length), 6) if totals["rows"] else 0.0,
+        },
         "truncated_ids": truncated,
         "duplicates": duplicates,
     }
