@@ -85,16 +85,17 @@ def main() -> None:
 @click.option("--input-format", type=click.Choice(["auto", "messages", "sharegpt", "alpaca"]),
               help="Record format of the input (auto: detected per file).")
 @click.option("--packing", type=click.Choice(["none", "bfd"]), help="Pack conversations into rows of max-length.")
+@click.option("--dedupe", type=click.Choice(["none", "exact"]), help="Quarantine exact duplicates (first kept).")
 @pipeline_options
 @library_errors
 def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_address, no_audit, input_format,
-        packing, **opts) -> None:
+        packing, dedupe, **opts) -> None:
     """Run PIPELINE (a YAML file; defaults when omitted) over the inputs into OUTPUT."""
     from sftdata.progress import RunProgress
     from sftdata.runner import run_pipeline
     from sftdata.summary import print_run_summary, run_audit_after
 
-    settings = load_pipeline(pipeline, _overrides(input_format=input_format, packing=packing, **opts))
+    settings = load_pipeline(pipeline, _overrides(input_format=input_format, packing=packing, dedupe=dedupe, **opts))
     with RunProgress(enabled=sys.stderr.isatty()) as progress:
         summary = run_pipeline(settings, list(inputs), output, workers=workers, resume=resume,
                                overwrite=overwrite, executor=executor, ray_address=ray_address,

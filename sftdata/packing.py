@@ -22,6 +22,7 @@ PACKED_SCHEMA = pa.schema([
     ("seq_lengths", pa.list_(pa.int32())),
     ("packed_ids", pa.list_(pa.string())),
     ("content_hashes", pa.list_(pa.string())),
+    ("prompt_hashes", pa.list_(pa.string())),
 ])
 
 
@@ -57,10 +58,11 @@ class Packer:
 
     def __init__(self, max_length: int) -> None:
         self.max_length = max_length
-        self.items: list[tuple[str, np.ndarray, np.ndarray, str]] = []
+        self.items: list[tuple[str, np.ndarray, np.ndarray, str, str]] = []
 
-    def add(self, row_id: str, input_ids: np.ndarray, labels: np.ndarray, content_hash: str) -> None:
-        self.items.append((row_id, input_ids, labels, content_hash))
+    def add(self, row_id: str, input_ids: np.ndarray, labels: np.ndarray, content_hash: str,
+            prompt_hash: str) -> None:
+        self.items.append((row_id, input_ids, labels, content_hash, prompt_hash))
 
     def write(self, writer) -> None:
         bins = bfd_bins([len(it[1]) for it in self.items], self.max_length)
@@ -69,7 +71,7 @@ class Packer:
             lengths = np.array([len(m[1]) for m in members], dtype=np.int32)
             positions = np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])
             writer.add(members[0][0], np.concatenate([m[1] for m in members]),
-                       np.concatenate([m[2] for m in members]), members[0][3],
-                       position_ids=positions, seq_lengths=lengths,
-                       packed_ids=[m[0] for m in members], content_hashes=[m[3] for m in members])
+                       np.concatenate([m[2] for m in members]), members[0][3], members[0][4],
+                       position_ids=positions, seq_lengths=lengths, packed_ids=[m[0] for m in members],
+                       content_hashes=[m[3] for m in members], prompt_hashes=[m[4] for m in members])
         self.items.clear()

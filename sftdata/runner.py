@@ -26,7 +26,15 @@ from sftdata.config import Settings
 from sftdata.constants import MANIFEST_NAME, QUARANTINE_NAME
 from sftdata.readers.jsonl import Chunk, auto_chunk_size, expand_inputs
 from sftdata.readers.sources import plan_chunks
-from sftdata.stages import ChunkResult, RecordProcessor, process_chunk, worker_init, worker_run
+from sftdata.stages import (
+    ChunkResult,
+    RecordProcessor,
+    hash_chunk,
+    process_chunk,
+    worker_hash,
+    worker_init,
+    worker_run,
+)
 from sftdata.tokenizer import load_tokenizer
 from sftdata.writers.arrow import atomic_write_bytes
 from sftdata.writers.manifest import build_manifest, write_dataset_metadata
@@ -143,32 +151,59 @@ def run_pipeline(settings: Settings, inputs: list[str], output: str | os.PathLik
     for res in done.values():
         if progress:
             progress(res, len(results), len(chunks))
+    drops = _find_duplicates(chunks, settings, out, work, n_workers) if settings.dedupe == "exact" and pending else {}
     if executor == "ray":
         from sftdata.executors.ray import run_chunks_on_ray
 
-        for res in run_chunks_on_ray(pending, settings, str(out), str(work), ray_address, n_workers):
+        for res in run_chunks_on_ray(pending, settings, str(out), str(work), ray_address, n_workers, drops):
             record(res)
     elif n_workers == 1 or len(pending) <= 1:
         proc = RecordProcessor(settings, tokenizer)
         for c in pending:
-            record(process_chunk(c, settings, str(out), str(work), proc))
+            record(process_chunk(c, settings, str(out), str(work), proc, drops.get(c.index)))
             fault_point("chunk_done")
     else:
-        _run_pool(pending, settings, out, work, n_workers, record)
+        _run_pool(pending, settings, out, work, n_workers, record, drops)
     fault_point("before_finalize")
     ordered = [results[c.index] for c in chunks]
     manifest = _finalize(out, work, settings, tokenizer, plan, files, ordered)
     return RunSummary(out, manifest, len(chunks), len(done))
 
 
+def _find_duplicates(chunks: list[Chunk], settings: Settings, out: Path, work: Path,
+                     n_workers: int) -> dict[int, dict[int, str]]:
+    """First pass of ``dedupe: exact``: hash every record, keep the first occurrence in input order.
+
+    Returns, per chunk, the lines to drop and the id each one duplicates. Pure function of the
+    input, so the kept rows are the same for any number of workers and on resume.
+    """
+    if n_workers == 1 or len(chunks) == 1:
+        proc = RecordProcessor(settings)
+        per_chunk = [hash_chunk(c, settings, proc) for c in chunks]
+    else:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=worker_init,
+                                 initargs=(settings, str(out), str(work), os.getpid())) as pool:
+            per_chunk = list(pool.map(worker_hash, chunks))
+    first: dict[str, str] = {}
+    drops: dict[int, dict[int, str]] = {}
+    for chunk, hashes in zip(chunks, per_chunk, strict=True):
+        for line, h, rid in hashes:
+            if h in first:
+                drops.setdefault(chunk.index, {})[line] = first[h]
+            else:
+                first[h] = rid
+    return drops
+
+
 def _run_pool(pending: list[Chunk], settings: Settings, out: Path, work: Path, n_workers: int,
-              record: Callable[[ChunkResult], None]) -> None:
+              record: Callable[[ChunkResult], None], drops: dict[int, dict[int, str]] | None = None) -> None:
     """Chunks on a process pool. A worker that dies (SIGKILL, OOM killer) fails the run loudly;
     the chunks committed so far stay, so ``--resume`` continues from them."""
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=worker_init,
                              initargs=(settings, str(out), str(work), os.getpid())) as pool:
-        futures = [pool.submit(worker_run, c) for c in pending]
+        futures = [pool.submit(worker_run, c, (drops or {}).get(c.index)) for c in pending]
         try:
             for fut in as_completed(futures):
                 record(fut.result())
@@ -213,6 +248,7 @@ def _finalize(out: Path, work: Path, settings: Settings, tokenizer, plan: dict, 
     seen: dict[str, str] = {}
     duplicates: list[dict] = []
     for res in results:
+        duplicates.extend({"id": rid, "duplicate_of": first} for rid, first in res.dropped_duplicates)
         for h, rid in res.hashes:
             if h in seen:
                 duplicates.append({"id": rid, "duplicate_of": seen[h]})

@@ -45,6 +45,7 @@ class ChunkResult:
     rejected: Counter = field(default_factory=Counter)
     truncated_ids: list[str] = field(default_factory=list)
     hashes: list[tuple[str, str]] = field(default_factory=list)  # (content_hash, id) per written row
+    dropped_duplicates: list[tuple[str, str]] = field(default_factory=list)  # (id, id it duplicates)
     shards: list[ShardRecord] = field(default_factory=list)
 
     def to_json(self) -> dict:
@@ -59,6 +60,7 @@ class ChunkResult:
         d["rejected"] = Counter(d["rejected"])
         d["shards"] = [ShardRecord(**s) for s in d["shards"]]
         d["hashes"] = [tuple(h) for h in d["hashes"]]
+        d["dropped_duplicates"] = [tuple(h) for h in d["dropped_duplicates"]]
         return cls(**d)
 
 
@@ -78,12 +80,18 @@ def to_messages_record(obj: Any, fmt: str, settings: Settings) -> Any:
     return obj
 
 
-def content_hash(conv: Conversation) -> str:
-    """Hash of the normalised conversation: roles, trimmed content, tool calls, tools, weights."""
+def conversation_hashes(conv: Conversation) -> tuple[str, str]:
+    """(content hash, prompt hash) of the normalised conversation.
+
+    Content: roles, content after the template's trimming, tool calls, tools, weights. Prompt:
+    the same over the non-assistant messages and tools only, for train/eval overlap on prompts.
+    """
     msgs = [[m.role, m.content.strip() if m.role != "tool" else m.content,
              [m.tool_call.name, m.tool_call.arguments] if m.tool_call else None, m.train] for m in conv.messages]
-    blob = orjson.dumps([msgs, conv.tools], option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+    content = orjson.dumps([msgs, conv.tools], option=orjson.OPT_SORT_KEYS)
+    prompt = orjson.dumps([[m[:2] for m in msgs if m[0] != "assistant"], conv.tools], option=orjson.OPT_SORT_KEYS)
+    return (hashlib.blake2b(content, digest_size=16).hexdigest(),
+            hashlib.blake2b(prompt, digest_size=16).hexdigest())
 
 
 class RecordProcessor:
@@ -118,8 +126,11 @@ def _original(raw: bytes) -> str:
 
 
 def process_chunk(chunk: Chunk, settings: Settings, out_dir: str, work_dir: str,
-                  processor: RecordProcessor | None = None) -> ChunkResult:
-    """Run every stage over one chunk; commit its shards, quarantine lines and done-marker."""
+                  processor: RecordProcessor | None = None, drop: dict[int, str] | None = None) -> ChunkResult:
+    """Run every stage over one chunk; commit its shards, quarantine lines and done-marker.
+
+    ``drop`` maps line numbers of this chunk to the id they duplicate (``dedupe: exact``).
+    """
     proc = processor or RecordProcessor(settings)
     out, work = Path(out_dir), Path(work_dir)
     result = ChunkResult(chunk.index)
@@ -137,15 +148,22 @@ def process_chunk(chunk: Chunk, settings: Settings, out_dir: str, work_dir: str,
                     rid = str(obj["id"])
                 stage = "validate"
                 conv = proc.conversation(obj, chunk.name, line, chunk.format)
+                if drop and line in drop:
+                    stage = "dedupe"
+                    rid = conv.id
+                    result.dropped_duplicates.append((conv.id, drop[line]))
+                    raise Reject("duplicate", f"exact duplicate of {drop[line]}", "")
                 stage = "label"
                 enc = proc.encode(conv)
             except Reject as r:
                 result.rejected[r.reason] += 1
                 rejection = Rejection(r.reason, r.message, stage, chunk.name, line, rid, r.pointer, _original(raw))
+                if r.reason == "duplicate":
+                    rejection.extra["duplicate_of"] = drop[line]
                 quarantine.append(orjson.dumps(rejection.to_json()))
                 continue
-            h = content_hash(conv)
-            (packer or writer).add(conv.id, enc.input_ids, enc.labels, h)
+            h, ph = conversation_hashes(conv)
+            (packer or writer).add(conv.id, enc.input_ids, enc.labels, h, ph)
             result.records_written += 1
             result.tokens += len(enc.input_ids)
             result.trained_tokens += enc.trained
@@ -191,8 +209,28 @@ def worker_init(settings: Settings, out_dir: str, work_dir: str, parent_pid: int
     _WORKER.update(settings=settings, out=out_dir, work=work_dir, proc=RecordProcessor(settings))
 
 
-def worker_run(chunk: Chunk) -> ChunkResult:
-    return process_chunk(chunk, _WORKER["settings"], _WORKER["out"], _WORKER["work"], _WORKER["proc"])
+def worker_run(chunk: Chunk, drop: dict[int, str] | None = None) -> ChunkResult:
+    return process_chunk(chunk, _WORKER["settings"], _WORKER["out"], _WORKER["work"], _WORKER["proc"], drop)
+
+
+def hash_chunk(chunk: Chunk, settings: Settings, processor: RecordProcessor | None = None
+               ) -> list[tuple[int, str, str]]:
+    """(line, content hash, id) of every valid record of a chunk: the first pass of ``dedupe: exact``."""
+    proc = processor or RecordProcessor(settings)
+    out = []
+    for line, obj, _raw, rej in _records(chunk, settings, ChunkResult(chunk.index)):
+        if rej is not None:
+            continue
+        try:
+            conv = proc.conversation(obj, chunk.name, line, chunk.format)
+        except Reject:
+            continue
+        out.append((line, conversation_hashes(conv)[0], conv.id))
+    return out
+
+
+def worker_hash(chunk: Chunk) -> list[tuple[int, str, str]]:
+    return hash_chunk(chunk, _WORKER["settings"], _WORKER["proc"])
 
 
 def validate_chunk(chunk: Chunk, settings: Settings) -> Iterator[tuple[int, Rejection | None]]:

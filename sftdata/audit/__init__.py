@@ -28,8 +28,8 @@ from sftdata.audit.integrity import (
     read_shard,
     verify_folder,
 )
-from sftdata.audit.report import RULES, AuditReport, Violations
-from sftdata.audit.rules import ROLE_NAMES, RowStats, RuleContext, check_slice
+from sftdata.audit.report import ROLE_NAMES, RULES, AuditReport, RowStats, Violations
+from sftdata.audit.rules import RuleContext, check_slice
 
 __all__ = ["RULES", "AuditError", "AuditReport", "IntegrityReport", "run_audit", "verify_folder"]
 

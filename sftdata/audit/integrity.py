@@ -259,3 +259,57 @@ def iter_slices(table: pa.Table, packed: bool, chunk_tokens: int | None = None) 
             lengths = pc.list_value_length(pid).fill_null(0).to_numpy(zero_copy_only=False)
             cols["packed_ids"] = (pc.list_flatten(pid), lengths.astype(np.int64))
         yield a, cols
+
+
+# Numpy helpers over flat list columns (offsets, spans, sorted position arrays), shared by the rules.
+
+
+def offsets(lengths: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=out[1:])
+    return out
+
+
+def align(values: np.ndarray, lens: np.ndarray, want: np.ndarray, fill: int) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` laid out by the rows' token offsets; rows whose length differs get ``fill``."""
+    same = lens == want
+    if same.all():
+        return values, same
+    rows = np.arange(len(lens))
+    out = np.full(int(want.sum()), fill, values.dtype)
+    out[same[np.repeat(rows, want)]] = values[same[np.repeat(rows, lens)]]
+    return out, same
+
+
+def first_per_group(bad: np.ndarray, groups_of_bad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For sorted positions ``bad`` and their (so non-decreasing) groups: each group hit, its first
+    position, and how many hits. A diff, not ``np.unique``: no sort or hash needed."""
+    if not bad.size:
+        return bad, bad, bad
+    new = np.flatnonzero(np.concatenate([[True], groups_of_bad[1:] != groups_of_bad[:-1]]))
+    return groups_of_bad[new], bad[new], np.diff(np.append(new, len(bad)))
+
+
+def member(values: np.ndarray, sorted_pool: np.ndarray) -> np.ndarray:
+    """``np.isin`` for a sorted pool, by binary search (numpy's isin/unique hash and are slow here)."""
+    if not sorted_pool.size:
+        return np.zeros(len(values), bool)
+    at = np.minimum(np.searchsorted(sorted_pool, values), len(sorted_pool) - 1)
+    return sorted_pool[at] == values
+
+
+def unique_inverse(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of each distinct key's first occurrence, inverse) via one stable argsort."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    new = np.concatenate([[True], np.any(ordered[1:] != ordered[:-1], axis=tuple(range(1, keys.ndim)))])
+    inverse = np.empty(len(keys), np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    return order[new], inverse
+
+
+def first_and_count(marks: np.ndarray, start: np.ndarray, end: np.ndarray, none: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per span [start, end): the first of the sorted positions ``marks`` inside it, and how many."""
+    lo, hi = np.searchsorted(marks, start), np.searchsorted(marks, end)
+    first = marks[np.minimum(lo, len(marks) - 1)] if len(marks) else np.full(len(start), none)
+    return np.where(hi > lo, first, none), hi - lo

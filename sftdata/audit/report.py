@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 RULES: dict[str, str] = {
     "shard_integrity": "every shard the manifest lists exists with its recorded size and sha256, "
     "reads as Arrow, and no unlisted shard is present",
@@ -38,6 +40,7 @@ RULES: dict[str, str] = {
     "min_trained_fraction": "trained tokens / tokens is at least the threshold",
     "max_rejected_fraction": "rejected records / records read is at most the threshold",
 }
+ROLE_NAMES = ("other", "system", "user", "assistant", "ipython", "tool", "unknown")
 REPORT_FORMAT = "sftdata-audit"
 REPORT_VERSION = 1
 
@@ -62,6 +65,31 @@ class Violations:
             self._listed[rule] += 1
             self.items.append({"rule": rule, "id": id, "shard": shard, "row": row,
                                "position": position, "message": message})
+
+
+@dataclass
+class RowStats:
+    """What the rows add up to; merged over slices and shards for the report and the manifest check."""
+
+    rows: int = 0
+    conversations: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    truncated_rows: int = 0
+    role_tokens: np.ndarray = field(default_factory=lambda: np.zeros(len(ROLE_NAMES), np.int64))
+    role_trained: np.ndarray = field(default_factory=lambda: np.zeros(len(ROLE_NAMES), np.int64))
+    role_turns: np.ndarray = field(default_factory=lambda: np.zeros(len(ROLE_NAMES), np.int64))
+    lengths: list[np.ndarray] = field(default_factory=list)
+    row_trained: list[np.ndarray] = field(default_factory=list)
+
+    def merge(self, other: RowStats) -> None:
+        for name in ("rows", "conversations", "tokens", "trained_tokens", "truncated_rows"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.role_tokens += other.role_tokens
+        self.role_trained += other.role_trained
+        self.role_turns += other.role_turns
+        self.lengths += other.lengths
+        self.row_trained += other.row_trained
 
 
 def violation_line(v: dict[str, Any]) -> str:

@@ -25,10 +25,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sftdata.audit.report import Violations
+from sftdata.audit.integrity import align, first_and_count, first_per_group, member, offsets, unique_inverse
+from sftdata.audit.report import ROLE_NAMES, RowStats, Violations
 from sftdata.constants import IGNORE_INDEX
 
-ROLE_NAMES = ("other", "system", "user", "assistant", "ipython", "tool", "unknown")
 OTHER, ASSISTANT, UNKNOWN = 0, 3, 6
 KNOWN_ROLES = {name: code for code, name in enumerate(ROLE_NAMES) if 0 < code < UNKNOWN}
 MAX_ROLE_TOKENS = 8
@@ -76,82 +76,6 @@ class RuleContext:
             return repr([int(i) for i in np.atleast_1d(ids)])
 
 
-@dataclass
-class RowStats:
-    """What the rows add up to; merged over slices and shards for the report and the manifest check."""
-
-    rows: int = 0
-    conversations: int = 0
-    tokens: int = 0
-    trained_tokens: int = 0
-    truncated_rows: int = 0
-    role_tokens: np.ndarray = field(default_factory=lambda: np.zeros(len(ROLE_NAMES), np.int64))
-    role_trained: np.ndarray = field(default_factory=lambda: np.zeros(len(ROLE_NAMES), np.int64))
-    role_turns: np.ndarray = field(default_factory=lambda: np.zeros(len(ROLE_NAMES), np.int64))
-    lengths: list[np.ndarray] = field(default_factory=list)
-    row_trained: list[np.ndarray] = field(default_factory=list)
-
-    def merge(self, other: RowStats) -> None:
-        for name in ("rows", "conversations", "tokens", "trained_tokens", "truncated_rows"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.role_tokens += other.role_tokens
-        self.role_trained += other.role_trained
-        self.role_turns += other.role_turns
-        self.lengths += other.lengths
-        self.row_trained += other.row_trained
-
-
-def _offsets(lengths: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(lengths) + 1, np.int64)
-    np.cumsum(lengths, out=out[1:])
-    return out
-
-
-def _align(values: np.ndarray, lens: np.ndarray, want: np.ndarray, fill: int) -> tuple[np.ndarray, np.ndarray]:
-    """``values`` laid out by the rows' token offsets; rows whose length differs get ``fill``."""
-    same = lens == want
-    if same.all():
-        return values, same
-    rows = np.arange(len(lens))
-    out = np.full(int(want.sum()), fill, values.dtype)
-    out[same[np.repeat(rows, want)]] = values[same[np.repeat(rows, lens)]]
-    return out, same
-
-
-def first_per_group(bad: np.ndarray, groups_of_bad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For sorted positions ``bad`` and their (so non-decreasing) groups: each group hit, its first
-    position, and how many hits. A diff, not ``np.unique``: no sort or hash needed."""
-    if not bad.size:
-        return bad, bad, bad
-    new = np.flatnonzero(np.concatenate([[True], groups_of_bad[1:] != groups_of_bad[:-1]]))
-    return groups_of_bad[new], bad[new], np.diff(np.append(new, len(bad)))
-
-
-def _member(values: np.ndarray, sorted_pool: np.ndarray) -> np.ndarray:
-    """``np.isin`` for a sorted pool, by binary search (numpy's isin/unique hash and are slow here)."""
-    if not sorted_pool.size:
-        return np.zeros(len(values), bool)
-    at = np.minimum(np.searchsorted(sorted_pool, values), len(sorted_pool) - 1)
-    return sorted_pool[at] == values
-
-
-def _unique_inverse(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(index of each distinct key's first occurrence, inverse) via one stable argsort."""
-    order = np.argsort(keys, kind="stable")
-    ordered = keys[order]
-    new = np.concatenate([[True], np.any(ordered[1:] != ordered[:-1], axis=tuple(range(1, keys.ndim)))])
-    inverse = np.empty(len(keys), np.int64)
-    inverse[order] = np.cumsum(new) - 1
-    return order[new], inverse
-
-
-def _first_and_count(marks: np.ndarray, start: np.ndarray, end: np.ndarray, none: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per span [start, end): the first of the sorted positions ``marks`` inside it, and how many."""
-    lo, hi = np.searchsorted(marks, start), np.searchsorted(marks, end)
-    first = marks[np.minimum(lo, len(marks) - 1)] if len(marks) else np.full(len(start), none)
-    return np.where(hi > lo, first, none), hi - lo
-
-
 class SliceView:
     """Index arrays of one slice of rows: rows, conversations and units as offsets; id look-ups."""
 
@@ -160,7 +84,7 @@ class SliceView:
         self.cols, self.first_row, self.shard, self.ctx, self.sink = cols, first_row, shard, ctx, sink
         self.ids, self.lens = cols["input_ids"]
         self.n_rows, self.n = len(self.lens), int(self.lens.sum())
-        self.row_start = _offsets(self.lens)
+        self.row_start = offsets(self.lens)
         self._segment(packed)
 
     @cached_property
@@ -239,12 +163,12 @@ class SliceView:
             self.seg_row, seg_len = seg_row[order], np.concatenate([sl[keep], self.lens[~good]])[order]
             if "packed_ids" in self.cols:
                 pcnt = self.cols["packed_ids"][1]
-                self.pid_ok, self.pid_start = good & (pcnt == cnt), _offsets(pcnt)
+                self.pid_ok, self.pid_start = good & (pcnt == cnt), offsets(pcnt)
                 self.emit_rows("packing", np.flatnonzero(good & (pcnt != cnt)),
                                lambda r: f"{pcnt[r]} packed_ids for {cnt[r]} conversations")
         self.seg_count = np.bincount(self.seg_row, minlength=self.n_rows)
-        self.seg_len, self.seg_start = seg_len, _offsets(seg_len)
-        self.seg_first_of_row = _offsets(self.seg_count)[:-1]
+        self.seg_len, self.seg_start = seg_len, offsets(seg_len)
+        self.seg_first_of_row = offsets(self.seg_count)[:-1]
         self.seg_trunc = np.zeros(len(seg_len), bool)
         if self.ctx.truncated_ids:
             self.seg_trunc = self._hits(self.cols["id"])[self.seg_row]
@@ -278,7 +202,7 @@ def _roles(v: SliceView, start: np.ndarray, eh: np.ndarray, turn: np.ndarray, ha
         keys = sum((c + 1) * base**j for j, c in enumerate(cols))  # one int64 per tuple: a fast 1-D sort
     else:
         keys = np.stack(cols, axis=1)
-    first, inverse = _unique_inverse(keys)
+    first, inverse = unique_inverse(keys)
     codes = [v.ctx.role_code(tuple(int(cols[j][f]) for j in range(int(width[f])))) for f in first]
     role[cand] = np.asarray(codes, np.int8)[inverse]
     return role
@@ -300,8 +224,8 @@ def _units(v: SliceView) -> None:
     seg = v.u_seg = v.seg_at(start)
     turn = v.u_turn = ids[start] == ctx.start_header_id
     trunc = v.u_trunc = (end == v.seg_start[seg] + v.seg_len[seg]) & v.seg_trunc[seg]
-    eh, n_eh = _first_and_count(sp[spv == ctx.end_header_id], start, end, n)
-    close, n_close = _first_and_count(sp[np.logical_or.reduce([spv == c for c in ctx.closer_ids])], start, end, n)
+    eh, n_eh = first_and_count(sp[spv == ctx.end_header_id], start, end, n)
+    close, n_close = first_and_count(sp[np.logical_or.reduce([spv == c for c in ctx.closer_ids])], start, end, n)
     has_eh = turn & (n_eh > 0)
     nl_ok = has_eh.copy()
     for j, tok in enumerate(nl):
@@ -317,7 +241,7 @@ def _units(v: SliceView) -> None:
         (turn & (n_eh == 0) & ~trunc, start),
         (n_eh > 1, start),
         (has_eh & (width == 0), eh),
-        (has_eh & (width > 0) & (role == UNKNOWN), start + 1),
+        (has_eh & (width > 0) & (role == 99), start + 1),
         (has_eh & ~nl_ok & ~(trunc & (eh + len(nl) >= end)), np.minimum(eh + 1, end - 1)),
         (turn & (n_close == 0) & ~trunc, end - 1),
         (turn & (n_close > 0) & ((n_close > 1) | (close != end - 1)), np.minimum(close + 1, end - 1)),
@@ -339,7 +263,7 @@ def _units(v: SliceView) -> None:
 def _check_packing(v: SliceView) -> None:
     """position_ids restart at 0 at every conversation and count up; the row id is the first packed id."""
     pos, plens = v.cols["position_ids"]
-    aligned, same = _align(pos, plens, v.lens, -1)
+    aligned, same = align(pos, plens, v.lens, -1)
     v.emit_rows("packing", np.flatnonzero(~same), lambda r: f"{plens[r]} position_ids for {v.lens[r]} tokens")
     expect = np.arange(v.n) - np.repeat(v.seg_start[:-1], v.seg_len)
     v.emit_positions("packing", np.flatnonzero((same & v.seq_good)[v.row_of] & (aligned != expect)), lambda p, c: (
@@ -359,7 +283,7 @@ def check_slice(cols: dict[str, Any], first_row: int, shard: str, ctx: RuleConte
     v = SliceView(cols, first_row, shard, ctx, sink, packed)
     ids, lens, n = v.ids, v.lens, v.n
     labs_raw, llens = cols["labels"]
-    labs, same = _align(labs_raw, llens, lens, IGNORE_INDEX)
+    labs, same = align(labs_raw, llens, lens, IGNORE_INDEX)
     v.emit_rows("labels_length", np.flatnonzero(~same), lambda r: f"{llens[r]} labels for {lens[r]} input_ids")
     if packed:
         _check_packing(v)
@@ -374,7 +298,9 @@ def check_slice(cols: dict[str, Any], first_row: int, shard: str, ctx: RuleConte
                      truncated_rows=int(np.count_nonzero(np.bincount(v.seg_row[v.seg_trunc], minlength=v.n_rows))),
                      lengths=[lens], row_trained=[cum[v.row_start[1:]] - cum[v.row_start[:-1]]])
     v.emit_segs("single_bos", np.flatnonzero(v.seg_len == 0), lambda k, s: "empty conversation: no tokens")
-    v.emit_segs("row_has_trained_tokens", np.flatnonzero(cum[v.seg_start[1:]] == cum[v.seg_start[:-1]]),
+    # a row whose labels do not line up is reported once, as labels_length, not also as untrained
+    v.emit_segs("row_has_trained_tokens", np.flatnonzero((cum[v.seg_start[1:]] == cum[v.seg_start[:-1]])
+                                                         & same[v.seg_row]),
                 lambda k, s: "no trained token: the conversation teaches the model nothing")
     if n == 0:
         return stats
@@ -383,8 +309,8 @@ def check_slice(cols: dict[str, Any], first_row: int, shard: str, ctx: RuleConte
     v.emit_positions("token_range", np.flatnonzero(out_of_vocab),
                      lambda p, c: f"{c} id(s) outside the vocabulary of {ctx.vocab_size}, first {ids[p]}")
     _units(v)
-    bad_bos = np.concatenate([v.conv_starts[~_member(v.conv_starts, v.bos_pos)],
-                              v.bos_pos[~_member(v.bos_pos, v.conv_starts)]])
+    bad_bos = np.concatenate([v.conv_starts[~member(v.conv_starts, v.bos_pos)],
+                              v.bos_pos[~member(v.bos_pos, v.conv_starts)]])
     bad_bos.sort()
     v.emit_positions("single_bos", bad_bos, lambda p, c: (
         "extra <|begin_of_text|> inside the conversation" if ids[p] == ctx.bos_id

@@ -23,6 +23,7 @@ BASE_SCHEMA = pa.schema([
     ("input_ids", pa.list_(pa.int32())),
     ("labels", pa.list_(pa.int32())),
     ("content_hash", pa.string()),
+    ("prompt_hash", pa.string()),
 ])
 BATCH_BYTES = 8 << 20
 
@@ -96,6 +97,7 @@ class ShardWriter:
     def _reset_buffer(self) -> None:
         self._ids: list[str] = []
         self._hashes: list[str] = []
+        self._prompt_hashes: list[str] = []
         self._tok: list[np.ndarray] = []
         self._lab: list[np.ndarray] = []
         self._extra: dict[str, list] = {}
@@ -111,10 +113,11 @@ class ShardWriter:
     def shard_name(self, part: int) -> str:
         return f"shard-{self.chunk_index:06d}-{part:02d}.arrow"
 
-    def add(self, row_id: str, input_ids: np.ndarray, labels: np.ndarray, content_hash: str,
+    def add(self, row_id: str, input_ids: np.ndarray, labels: np.ndarray, content_hash: str, prompt_hash: str,
             **extra: np.ndarray) -> None:
         self._ids.append(row_id)
         self._hashes.append(content_hash)
+        self._prompt_hashes.append(prompt_hash)
         self._tok.append(input_ids)
         self._lab.append(labels)
         for key, value in extra.items():
@@ -141,6 +144,7 @@ class ShardWriter:
             "input_ids": self._list_array(self._tok),
             "labels": self._list_array(self._lab),
             "content_hash": pa.array(self._hashes, pa.string()),
+            "prompt_hash": pa.array(self._prompt_hashes, pa.string()),
         }
         for key, parts in self._extra.items():
             field = self.schema.field(key)

@@ -1,0 +1,539 @@
+"""Benchmark `sftdata run` against what people use today, on the same records, in one run.
+
+Why this script exists: the project claims that `sftdata run` is much faster than preparing the same
+data with TRL's ``SFTTrainer`` (assistant-only loss), at least as fast as the bare Rust tokenizer
+on pre-rendered text, that its memory does not grow with the input, and that the audit is cheap next
+to the run. Each claim is a target below; this script measures all of them in one process so the
+numbers are comparable on a noisy machine (never compare numbers across runs of this script).
+
+Contenders, all over the same corpus file:
+
+(a) TRL ``SFTTrainer._prepare_dataset`` with ``assistant_only_loss=True``, the Llama-3 training
+    template (``{% generation %}`` tags) and ``dataset_num_proc=2``. That template cannot render
+    tools, so records with tools / tool calls / tool messages are left out of (a): compare tokens/s,
+    not seconds. Building the trainer and the ``Dataset`` is setup, not timed (this favours TRL).
+(b) ``tokenizers.Tokenizer.encode_batch`` on text already rendered with the official Llama-3.2
+    template (rendering is not timed), blocks of 1000, Rust thread pool on every core.
+(c) ``sftdata run --workers N --no-audit`` as a subprocess: end to end, process start, shards,
+    manifest and all.
+
+(a) and (b) run in fresh child processes of this script (``--contender``): each pays its own imports
+outside the timed region, gets a cold tokenizer cache, and (b) can turn on the tokenizers thread
+pool without a fork-after-threads hazard. Besides wall time every contender reports CPU seconds
+(user + sys of the whole process tree), which is steadier than wall time on a shared machine.
+
+    python benchmarks/bench_prepare.py --copies 4
+    python benchmarks/bench_prepare.py --quick        # seconds; what the test runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CORPUS = Path("/work/shared/corpora/sft-mix.jsonl")
+DATE_STRING = "26 Jul 2024"
+RESULT_TAG = "BENCH_RESULT "
+QUICK_RECORDS = 200
+SYNTH_RECORDS = 3000
+ENCODE_BLOCK = 1000
+SAMPLE_EVERY_S = 0.02
+
+# Targets: (label, measured key, comparison, threshold).
+TARGETS: list[tuple[str, str, str, float]] = [
+    ("run >= 6x TRL prep tokens/s", "run_vs_trl", ">=", 6.0),
+    ("run >= 1.0x encode_batch tokens/s", "run_vs_encode_batch", ">=", 1.0),
+    ("memory growth at 4x input <= 1.25x", "memory_growth", "<=", 1.25),
+    ("audit >= 5x faster than run", "run_vs_audit", ">=", 5.0),
+]
+
+
+@dataclass
+class Measure:
+    """One timed contender: what it processed and how long it took."""
+
+    name: str
+    records: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 and not self.error else 0.0
+
+
+# -- corpus ------------------------------------------------------------------------------------
+def read_records(path: Path, limit: int | None = None) -> list[dict]:
+    """JSON objects of a JSONL file; blank and unparsable lines are skipped (none of the contenders
+    can use them, and the pipeline's quarantine is not what is being measured)."""
+    out: list[dict] = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                rec.setdefault("id", f"{path.name}:{n}")
+                out.append(rec)
+            if limit is not None and len(out) >= limit:
+                break
+    return out
+
+
+def write_copies(records: list[dict], copies: int, dest: Path) -> Path:
+    """``records`` repeated ``copies`` times, ids suffixed per copy so every row id stays unique."""
+    with open(dest, "w", encoding="utf-8", newline="\n") as f:
+        for k in range(copies):
+            for rec in records:
+                f.write(json.dumps({**rec, "id": f"{rec['id']}~{k}"}, ensure_ascii=False))
+                f.write("\n")
+    return dest
+
+
+def base_records(corpus: Path | None, quick: bool, tmp: Path) -> tuple[list[dict], str]:
+    """The records one copy is made of, and a description of where they came from."""
+    limit = QUICK_RECORDS if quick else None
+    if corpus is None and DEFAULT_CORPUS.is_file():
+        corpus = DEFAULT_CORPUS
+    if corpus is not None:
+        recs = read_records(corpus, limit)
+        return recs, f"{corpus}" + (f" (first {len(recs)} records)" if quick else "")
+    from sftdata.synth import generate_records, write_jsonl
+
+    n = limit or SYNTH_RECORDS
+    path = tmp / "synth.jsonl"
+    write_jsonl(path, generate_records(n, 1))
+    return read_records(path), f"sftdata.synth {n} records, seed 1"
+
+
+# -- process-tree accounting ----------------------------------------------------------------------
+def children_cpu() -> float:
+    """CPU seconds of reaped descendants (a subprocess and every worker it waited for)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def self_and_children_cpu() -> float:
+    """CPU seconds of this process (all threads) plus its reaped descendants."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime + children_cpu()
+
+
+class TreeRssSampler:
+    """Peak of the summed RSS of a process and all its descendants, sampled on a thread.
+
+    Summed RSS counts pages shared between a forked parent and its workers once per process, so it
+    overstates the physical footprint; it is the number a container's limit is closest to in the
+    worst case, and what the memory target is defined on.
+    """
+
+    def __init__(self, pid: int, every_s: float = SAMPLE_EVERY_S) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.proc = psutil.Process(pid)
+        self.every_s = every_s
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> int:
+        total = 0
+        try:
+            procs = [self.proc, *self.proc.children(recursive=True)]
+        except self._psutil.Error:
+            return 0
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except self._psutil.Error:  # exited between listing and reading
+                continue
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self.samples += 1
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> TreeRssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# -- contender (c): sftdata run, and the audit ----------------------------------------------------
+def sftdata_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sftdata.cli", *args]
+
+
+def run_sftdata(corpus: Path, out: Path, workers: int, sample_memory: bool = False) -> Measure:
+    """``sftdata run`` end to end as a subprocess; tokens and records come from its manifest."""
+    cmd = sftdata_cmd("run", "--input", str(corpus), "--output", str(out), "--workers", str(workers),
+                      "--template", "llama3.2", "--date-string", DATE_STRING, "--no-audit", "--overwrite")
+    m = Measure(f"sftdata run --workers {workers}")
+    cpu0 = children_cpu()
+    t0 = time.perf_counter()
+    with open(out.parent / f"{out.name}.log", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        if sample_memory:
+            with TreeRssSampler(proc.pid) as sampler:
+                proc.wait()
+            m.extra["peak_rss"] = sampler.peak
+            m.extra["rss_samples"] = sampler.samples
+        else:
+            proc.wait()
+    m.seconds = time.perf_counter() - t0
+    m.cpu_seconds = children_cpu() - cpu0
+    if proc.returncode != 0:
+        m.error = f"exit {proc.returncode}: {tail(out.parent / f'{out.name}.log')}"
+        return m
+    manifest = json.loads((out / "manifest.json").read_text())
+    m.tokens = manifest["totals"]["tokens"]
+    m.records = manifest["totals"]["rows"]
+    m.extra["counts"] = manifest.get("counts", {})
+    return m
+
+
+def audit_available() -> bool:
+    """`sftdata audit` is written by another issue; the benchmark must run before it lands."""
+    res = subprocess.run(sftdata_cmd("audit", "--help"), capture_output=True, cwd=ROOT)
+    return res.returncode == 0
+
+
+def run_audit(folder: Path) -> Measure:
+    m = Measure("sftdata audit")
+    cpu0 = children_cpu()
+    t0 = time.perf_counter()
+    res = subprocess.run(sftdata_cmd("audit", str(folder)), capture_output=True, cwd=ROOT)
+    m.seconds = time.perf_counter() - t0
+    m.cpu_seconds = children_cpu() - cpu0
+    m.extra["exit_code"] = res.returncode
+    if res.returncode not in (0, 1):  # 1 = a rule failed: the audit still ran to the end
+        m.error = f"exit {res.returncode}: {res.stderr.decode(errors='replace')[-400:]}"
+    return m
+
+
+def tail(path: Path, n: int = 600) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:].strip()
+    except OSError:
+        return ""
+
+
+# -- contenders (a) and (b), each run in a child process --------------------------------------------
+def renderable_by_llama3_training(rec: dict) -> dict | None:
+    """The record as TRL's Llama-3 training template can take it, or None.
+
+    ``llama3_training.jinja`` has no tool support: records with ``tools``, ``tool_calls`` or
+    tool/ipython messages would be rendered wrongly, so they are left out of contender (a).
+    Messages keep only role and content, as TRL's conversational format expects.
+    """
+    if rec.get("tools"):
+        return None
+    msgs = []
+    for m in rec.get("messages") or []:
+        if not isinstance(m, dict) or m.get("tool_calls") or m.get("role") not in ("system", "user", "assistant"):
+            return None
+        if not isinstance(m.get("content"), str):
+            return None
+        msgs.append({"role": m["role"], "content": m["content"]})
+    if not any(m["role"] == "assistant" for m in msgs):
+        return None
+    return {"messages": msgs}
+
+
+def contender_trl(corpus: Path, workers: int) -> Measure:
+    """(a): TRL's own dataset preparation for assistant-only loss, timed on its own."""
+    import logging
+    from importlib import resources
+
+    import datasets
+    import pyarrow.compute as pc
+    import transformers
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from sftdata.tokenizer import load_tokenizer
+
+    datasets.disable_caching()  # a cache hit would time a file read, not the preparation
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    logging.getLogger("trl").setLevel(logging.ERROR)
+
+    records = [r for r in map(renderable_by_llama3_training, read_records(corpus)) if r is not None]
+    tok = load_tokenizer().hf
+    tok.chat_template = resources.files("trl").joinpath("chat_templates", "llama3_training.jinja").read_text()
+    dataset = datasets.Dataset.from_list(records)
+    # A one-layer Llama with the real vocabulary: the trainer needs a model, not a download.
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=128256, hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
+    with tempfile.TemporaryDirectory(prefix="bench-trl-") as outdir:
+        args = SFTConfig(output_dir=outdir, assistant_only_loss=True, dataset_num_proc=workers,
+                         max_length=8192, report_to="none", use_cpu=True,
+                         dataset_kwargs={"skip_prepare_dataset": True})
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok)
+        cpu0 = self_and_children_cpu()
+        t0 = time.perf_counter()
+        prepared = trainer._prepare_dataset(dataset, tok, args, False, None, "train")
+        seconds = time.perf_counter() - t0
+        cpu = self_and_children_cpu() - cpu0
+    tokens = pc.sum(pc.list_value_length(prepared.data.column("input_ids"))).as_py() or 0
+    head = prepared.select(range(min(50, len(prepared))))["labels"]
+    trained = sum(sum(x != -100 for x in row) for row in head)
+    return Measure("TRL SFTTrainer prep", len(prepared), int(tokens), seconds, cpu,
+                   extra={"input_records": len(records), "trained_in_first_50_rows": trained})
+
+
+def contender_encode_batch(corpus: Path) -> Measure:
+    """(b): the Rust tokenizer alone on pre-rendered text: the ceiling of "just tokenize it"."""
+    from importlib import resources
+
+    from sftdata.tokenizer import load_tokenizer
+
+    hf = load_tokenizer().hf
+    template = resources.files("trl").joinpath("chat_templates", "llama3_2.jinja").read_text()
+    texts = [hf.apply_chat_template(r["messages"], tools=r.get("tools"), chat_template=template,
+                                    tokenize=False, date_string=DATE_STRING)
+             for r in read_records(corpus)]
+    backend = hf.backend_tokenizer
+    cpu0 = self_and_children_cpu()
+    t0 = time.perf_counter()
+    tokens = 0
+    for i in range(0, len(texts), ENCODE_BLOCK):
+        # The text holds the control tokens as text; they match as added tokens. No BOS added:
+        # the template already wrote it.
+        tokens += sum(len(e.ids) for e in backend.encode_batch(texts[i:i + ENCODE_BLOCK], add_special_tokens=False))
+    seconds = time.perf_counter() - t0
+    return Measure("HF encode_batch", len(texts), tokens, seconds, self_and_children_cpu() - cpu0,
+                   extra={"threads": os.environ.get("RAYON_NUM_THREADS", "all cores")})
+
+
+def run_contender(kind: str, corpus: Path, workers: int, log: Path) -> Measure:
+    """Run contender ``kind`` in a fresh interpreter and read its result line."""
+    env = dict(os.environ)
+    if kind == "encode_batch":
+        env["TOKENIZERS_PARALLELISM"] = "true"  # the backend's Rust thread pool, every core
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--contender", kind, "--corpus", str(corpus),
+           "--workers", str(workers)]
+    with open(log, "wb") as errf:
+        res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=errf, env=env, cwd=ROOT)
+    for line in res.stdout.decode(errors="replace").splitlines():
+        if line.startswith(RESULT_TAG):
+            return Measure(**json.loads(line[len(RESULT_TAG):]))
+    return Measure(kind, error=f"exit {res.returncode}: {tail(log)}")
+
+
+# -- report ------------------------------------------------------------------------------------------
+def ratio(a: float, b: float) -> float | None:
+    return a / b if a and b else None
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}x"
+
+
+def fmt_mb(n: int | None) -> str:
+    return "n/a" if not n else f"{n / 2**20:,.0f} MiB"
+
+
+def contender_rows(rows: list[tuple[str, Measure]], run_tps: float) -> Iterator[str]:
+    yield f"{'contender':<40} {'records':>9} {'tokens':>12} {'wall s':>8} {'cpu s':>8} {'tokens/s':>10} {'run is':>8}"
+    for label, m in rows:
+        if m.error:
+            yield f"{label:<40} error: {m.error}"
+            continue
+        vs = fmt_ratio(ratio(run_tps, m.tokens_per_s)) if not label.startswith("(c)") else "1.00x"
+        yield (f"{label:<40} {m.records:>9,} {m.tokens:>12,} {m.seconds:>8.2f} {m.cpu_seconds:>8.2f} "
+               f"{m.tokens_per_s:>10,.0f} {vs:>8}")
+
+
+def judge(measured: dict[str, float | None]) -> Iterator[tuple[str, str, str]]:
+    for label, key, op, threshold in TARGETS:
+        value = measured.get(key)
+        if value is None:
+            yield label, "n/a", "SKIP"
+            continue
+        ok = value >= threshold if op == ">=" else value <= threshold
+        yield label, f"{value:.2f}x", "PASS" if ok else "FAIL"
+
+
+def step(msg: str) -> Callable[[], None]:
+    """Progress on stderr, so stdout stays the report."""
+    t0 = time.perf_counter()
+    print(f"... {msg}", file=sys.stderr, flush=True)
+    return lambda: print(f"    done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+
+
+def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
+    copies = 1 if a.quick and a.copies is None else (a.copies or 4)
+    scale = a.memory_scale
+    tmp_ctx = tempfile.TemporaryDirectory(prefix="bench-prepare-")
+    tmp = Path(tmp_ctx.name)
+    try:
+        records, source = base_records(a.corpus, a.quick, tmp)
+        if not records:
+            print(f"no records in {source}", file=sys.stderr)
+            return 2
+        corpus = write_copies(records, copies, tmp / "corpus-1x.jsonl")
+        n_records = len(records) * copies
+
+        done = step("(a) TRL SFTTrainer dataset preparation")
+        trl = run_contender("trl", corpus, a.workers, tmp / "trl.log")
+        done()
+        done = step("(b) HF tokenizers encode_batch")
+        enc = run_contender("encode_batch", corpus, a.workers, tmp / "encode_batch.log")
+        done()
+        done = step(f"(c) sftdata run --workers {a.workers}")
+        run = run_sftdata(corpus, tmp / "out-1x", a.workers)
+        done()
+
+        audit: Measure | None = None
+        if run.error is None and audit_available():
+            done = step("sftdata audit")
+            audit = run_audit(tmp / "out-1x")
+            done()
+
+        done = step(f"memory: sftdata run at 1x and {scale}x input")
+        mem1 = run_sftdata(corpus, tmp / "mem-1x", a.workers, sample_memory=True)
+        big = write_copies(records, copies * scale, tmp / f"corpus-{scale}x.jsonl")
+        memn = run_sftdata(big, tmp / f"mem-{scale}x", a.workers, sample_memory=True)
+        big.unlink()
+        done()
+    finally:
+        if a.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            tmp_ctx.cleanup()
+
+    run_tps = run.tokens_per_s
+    measured: dict[str, float | None] = {
+        "run_vs_trl": ratio(run_tps, trl.tokens_per_s),
+        "run_vs_encode_batch": ratio(run_tps, enc.tokens_per_s),
+        "memory_growth": ratio(memn.extra.get("peak_rss", 0), mem1.extra.get("peak_rss", 0)),
+        "run_vs_audit": ratio(run.seconds, audit.seconds) if audit and not audit.error else None,
+    }
+    tokens_match = enc.error is None and run.error is None and enc.tokens == run.tokens
+
+    cores = os.cpu_count() or 0
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
+    print("sftdata prepare benchmark")
+    print(f"command   : {' '.join(shlex.quote(x) for x in [Path(sys.executable).name, *argv])}")
+    print(f"machine   : {cores} cores (usable {affinity}), {platform.machine()}, "
+          f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
+    print(f"corpus    : {source} x {copies} copies = {n_records:,} records "
+          f"({corpus_bytes(records, copies) / 1e6:,.1f} MB)")
+    print()
+    for line in contender_rows([
+        (f"(a) TRL SFTTrainer prep (num_proc={a.workers})", trl),
+        ("(b) HF encode_batch (rendered, all cores)", enc),
+        (f"(c) sftdata run --workers {a.workers}", run),
+    ], run_tps):
+        print(line)
+    if not trl.error:
+        print(f"    (a) processed the {trl.records:,} of {n_records:,} records the Llama-3.0 training template "
+              "can render (no tools); compare tokens/s")
+    print()
+    if enc.error or run.error:
+        print("token check: n/a")
+    else:
+        verdict = "OK" if tokens_match else "MISMATCH"
+        print(f"token check: encode_batch {enc.tokens:,} vs sftdata run {run.tokens:,} -> {verdict}")
+        if not tokens_match:
+            print(f"    sftdata counts: {json.dumps(run.extra.get('counts', {}), sort_keys=True)}")
+    if audit is None:
+        print("audit: not available" if run.error is None else "audit: n/a (the run failed)")
+    elif audit.error:
+        print(f"audit: error: {audit.error}")
+    else:
+        print(f"audit: sftdata audit {audit.seconds:.2f} s (cpu {audit.cpu_seconds:.2f} s, exit "
+              f"{audit.extra['exit_code']}) vs sftdata run {run.seconds:.2f} s -> "
+              f"{fmt_ratio(measured['run_vs_audit'])} faster")
+    for label, m in (("1x", mem1), (f"{scale}x", memn)):
+        if m.error:
+            print(f"memory {label}: error: {m.error}")
+        else:
+            print(f"memory {label:>3}: peak RSS of process tree {fmt_mb(m.extra.get('peak_rss'))} "
+                  f"({m.tokens:,} tokens, {m.seconds:.2f} s, {m.tokens_per_s:,.0f} tokens/s, "
+                  f"{m.extra.get('rss_samples', 0)} samples)")
+    print(f"memory growth {scale}x input: {fmt_ratio(measured['memory_growth'])}")
+    print()
+    print(f"{'target':<40} {'measured':>9}  result")
+    for label, value, verdict in judge(measured):
+        print(f"{label:<40} {value:>9}  {verdict}")
+
+    if a.json:
+        a.json.write_text(json.dumps({
+            "argv": argv, "cores": cores, "copies": copies, "records": n_records, "source": source,
+            "contenders": {k: {**asdict(m), "tokens_per_s": m.tokens_per_s} for k, m in
+                           (("trl", trl), ("encode_batch", enc), ("run", run), ("mem_1x", mem1),
+                            (f"mem_{scale}x", memn), *((("audit", audit),) if audit else ()))},
+            "measured": measured, "tokens_match": tokens_match,
+        }, indent=2))
+    failed = [m for m in (trl, enc, run, mem1, memn) if m.error]
+    if failed or not tokens_match:
+        return 1
+    if a.check and any(v == "FAIL" for _, _, v in judge(measured)):
+        return 3
+    return 0
+
+
+def corpus_bytes(records: list[dict], copies: int) -> int:
+    return copies * sum(len(json.dumps(r, ensure_ascii=False).encode()) + 1 for r in records)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", type=Path, help=f"messages JSONL (default: {DEFAULT_CORPUS} when present, "
+                   f"else {SYNTH_RECORDS} sftdata.synth records)")
+    p.add_argument("--copies", type=int, help="repeat the corpus N times (default 4; 1 with --quick)")
+    p.add_argument("--workers", type=int, default=2, help="sftdata workers and TRL dataset_num_proc")
+    p.add_argument("--memory-scale", type=int, default=4, help="input multiple for the memory-growth run")
+    p.add_argument("--quick", action="store_true", help=f"first {QUICK_RECORDS} records, 1 copy: seconds")
+    p.add_argument("--json", type=Path, help="also write the results as JSON here")
+    p.add_argument("--check", action="store_true", help="exit 3 when a target fails")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder (corpus, outputs, logs)")
+    p.add_argument("--contender", choices=["trl", "encode_batch"], help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    a = parse_args(argv)
+    if a.contender:  # child-process mode: one contender, one result line on stdout
+        if a.corpus is None:
+            raise SystemExit("--contender needs --corpus")
+        m = contender_trl(a.corpus, a.workers) if a.contender == "trl" else contender_encode_batch(a.corpus)
+        print(RESULT_TAG + json.dumps(asdict(m)), flush=True)
+        return 0
+    script = sys.argv[0] if sys.argv[0].endswith(".py") else "benchmarks/bench_prepare.py"
+    return benchmark(a, [script, *argv])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Run a pipeline's chunks as Ray tasks, on a local Ray instance or an existing cluster.
+
+Only *where* a chunk runs changes. Each task calls the same ``process_chunk`` as the local
+process pool, so it writes its own shards (temporary name, fsync, rename), its quarantine part
+and, last, its done-marker; the driver gets back a ``ChunkResult`` (counts, content hashes and
+shard records), never token lists. Chunk planning, ``--resume`` and the manifest stay in
+``sftdata.runner``, which is why the output is byte-identical to ``--executor local``.
+
+Two things differ from the process pool, and both are handled here:
+
+- Ray re-runs a task whose worker process (or node) died, up to ``MAX_RETRIES`` times. The dead
+  attempt may have committed some of its shards, or even its done-marker, before dying, so every
+  attempt first removes whatever an earlier attempt of *its* chunk left behind; a retry then
+  writes exactly what a clean run writes. Python exceptions are not retried: they are bugs or
+  bad input/output paths, and a retry would fail the same way.
+- Output is written by the workers, wherever they run: the output folder must be the same
+  path on every node (a shared filesystem such as NFS, or a single machine). ``s3://`` and
+  other pyarrow filesystems are not supported by the writer yet. See ``docs/ray.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sftdata.config import Settings
+from sftdata.readers.jsonl import Chunk
+from sftdata.stages import ChunkResult, RecordProcessor, process_chunk
+
+MAX_RETRIES = 3
+IN_FLIGHT_PER_WORKER = 2  # enough queued work to hide scheduling latency, little enough to bound memory
+KILL_ONCE_ENV = "SFTDATA_RAY_KILL_ONCE"
+_SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+# One RecordProcessor per settings per Ray worker process: Ray reuses worker processes across
+# tasks of a job, so the tokenizer is loaded once per worker, not once per chunk.
+_PROCESSORS: dict[str, RecordProcessor] = {}
+
+
+def _processor(settings: Settings) -> RecordProcessor:
+    key = repr(settings)  # a dataclass: the repr lists every field
+    proc = _PROCESSORS.get(key)
+    if proc is None:
+        if len(_PROCESSORS) >= 4:  # a long-lived worker serving many runs must not grow forever
+            _PROCESSORS.clear()
+        proc = _PROCESSORS[key] = RecordProcessor(settings)
+    return proc
+
+
+def clean_chunk_leftovers(out_dir: str, work_dir: str, index: int) -> None:
+    """Remove everything an earlier attempt of chunk ``index`` may have left.
+
+    The done-marker goes first, so that a marker never outlives the shards it vouches for even
+    if this cleanup itself is interrupted. Other chunks' files are never touched: every name
+    removed here carries this chunk's number.
+    """
+    out, work = Path(out_dir), Path(work_dir)
+    stem = f"chunk-{index:06d}"
+    (work / f"{stem}.json").unlink(missing_ok=True)
+    (work / f"{stem}.quarantine.jsonl").unlink(missing_ok=True)
+    for leftover in (*work.glob(f".{stem}.*.tmp*"), *out.glob(f"shard-{index:06d}-*.arrow"),
+                     *out.glob(f".shard-{index:06d}-*.tmp*")):
+        leftover.unlink(missing_ok=True)
+
+
+def _kill_once(marker: str | None) -> None:
+    """Test hook: the first attempt to reach this point, across the whole run, SIGKILLs itself.
+
+    ``SFTDATA_RAY_KILL_ONCE=<path>`` is read by the driver and handed to every task, so it works
+    on a remote cluster too. The marker file is created atomically (``O_EXCL``): exactly one
+    task attempt dies, after committing its chunk's shards and done-marker but before returning,
+    which is the worst moment for a retry. Ray's retry then sees the marker and survives.
+    """
+    if not marker:
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_chunk_task(chunk: Chunk, settings: Settings, out_dir: str, work_dir: str,
+                   drop: dict[int, str] | None = None, kill_once: str | None = None) -> ChunkResult:
+    """The body of one Ray task: clean up earlier attempts, then the same stage code as locally.
+
+    ``drop`` is this chunk's part of the runner's ``dedupe: exact`` plan (lines to drop).
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    clean_chunk_leftovers(out_dir, work_dir, chunk.index)
+    result = process_chunk(chunk, settings, out_dir, work_dir, _processor(settings), drop)
+    _kill_once(kill_once)
+    return result
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        from sftdata.runner import RunError
+
+        raise RunError("--executor ray needs Ray: pip install 'sftdata[ray]'") from exc
+    return ray
+
+
+@contextlib.contextmanager
+def _loopback_only(ray: Any) -> Iterator[None]:
+    """Make a local instance listen on 127.0.0.1 only, for as long as it is being started.
+
+    A local instance is one node that nothing else needs to reach, yet Ray binds its servers to
+    the machine's network address (it rewrites ``127.0.0.1`` to it). Ray's own single-node switch
+    (the one it uses on Windows and macOS) keeps every server on loopback: child processes read
+    it from the environment, this process from ``ray_constants``. Both are restored afterwards so
+    a later ``ray.init(address=...)`` in this process can still join a real cluster. A value the
+    user set is respected.
+    """
+    if _SINGLE_NODE_ENV in os.environ:
+        yield
+        return
+    consts = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    had_const = consts is not None and hasattr(consts, "ENABLE_RAY_CLUSTER")
+    old_const = consts.ENABLE_RAY_CLUSTER if had_const else None
+    os.environ[_SINGLE_NODE_ENV] = "0"
+    if had_const:
+        consts.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        os.environ.pop(_SINGLE_NODE_ENV, None)
+        if had_const:
+            consts.ENABLE_RAY_CLUSTER = old_const
+
+
+def _connect(ray: Any, address: str | None, max_workers: int) -> bool:
+    """Join ``address`` or start a local instance; True when we started it (and must stop it)."""
+    from sftdata.runner import RunError
+
+    if ray.is_initialized():  # called from inside a Ray driver: use its connection, leave it open
+        return False
+    common: dict[str, Any] = {"logging_level": logging.WARNING, "include_dashboard": False}
+    if address:
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise RunError(f"cannot join the Ray cluster at {address}: {exc}") from None
+        return False
+    # "local", not None: None would join whatever cluster `ray start` last left on this machine.
+    with _loopback_only(ray):
+        ray.init(address="local", num_cpus=max_workers, **common)
+    return True
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _failure(ray: Any, chunk: Chunk, exc: BaseException, out_dir: str) -> Exception:
+    from sftdata.runner import RunError
+
+    if isinstance(exc, ray.exceptions.RayTaskError):  # the task raised: report its exception
+        cause = getattr(exc, "cause", None) or exc
+        why = f"{type(cause).__name__}: {_first_line(cause)}"
+    elif isinstance(exc, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)):
+        why = f"its worker died {MAX_RETRIES + 1} times (killed by a signal, out of memory or node lost)"
+    else:
+        why = f"{type(exc).__name__}: {_first_line(exc)}"
+    return RunError(f"chunk {chunk.index} ({chunk.name}, bytes {chunk.start}-{chunk.end}) failed on Ray: "
+                    f"{why}. The chunks committed so far are kept in {out_dir}: rerun with --resume "
+                    "to continue")
+
+
+def run_chunks_on_ray(chunks: Sequence[Chunk], settings: Settings, out_dir: str, work_dir: str,
+                      ray_address: str | None, max_workers: int,
+                      drops: Mapping[int, dict[int, str]] | None = None) -> Iterator[ChunkResult]:
+    """Run ``chunks`` as Ray tasks; yield each chunk's result as it completes (any order).
+
+    ``drops`` is the runner's ``dedupe: exact`` plan: per chunk index, the lines to drop.
+
+    ``ray_address`` (else ``RAY_ADDRESS``) joins that cluster and leaves it running; without
+    either a local instance with ``max_workers`` CPUs is started and shut down at the end. At
+    most ``IN_FLIGHT_PER_WORKER * max_workers`` tasks are submitted at once, so the driver's
+    and the object store's memory stay bounded whatever the number of chunks.
+    """
+    if not chunks:
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray = _import_ray()
+    address = ray_address or os.environ.get("RAY_ADDRESS") or None
+    started = _connect(ray, address, max_workers)
+    pending: dict[Any, Chunk] = {}
+    try:
+        task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(run_chunk_task)
+        settings_ref = ray.put(settings)
+        kill_once = os.environ.get(KILL_ONCE_ENV) or None
+        limit = max(1, IN_FLIGHT_PER_WORKER * max_workers)
+        todo = iter(chunks)
+        exhausted = False
+        while pending or not exhausted:
+            while not exhausted and len(pending) < limit:
+                chunk = next(todo, None)
+                if chunk is None:
+                    exhausted = True
+                    break
+                drop = (drops or {}).get(chunk.index)
+                pending[task.remote(chunk, settings_ref, out_dir, work_dir, drop, kill_once)] = chunk
+            if not pending:
+                break
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                chunk = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    raise _failure(ray, chunk, exc, out_dir) from exc
+                yield result
+    finally:
+        for ref in pending:  # a failed or abandoned run must not keep the cluster busy
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        if started:
+            ray.shutdown()

@@ -1,0 +1,100 @@
+"""Train/eval overlap between two prepared folders, from the hashes the run stored.
+
+No re-tokenisation and no source files: each folder's shards already hold a content hash (and a
+prompt hash) per conversation, read column-wise from memory-mapped Arrow, so this is fast on
+millions of rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import pyarrow as pa
+
+from sftdata.constants import MANIFEST_NAME
+
+
+class OverlapError(Exception):
+    pass
+
+
+def _hashes(folder: Path, prompts: bool) -> dict[str, list[str]]:
+    """hash -> ids, for every conversation of a prepared folder (packed rows included)."""
+    manifest_path = folder / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise OverlapError(f"{folder} is not a prepared folder (no {MANIFEST_NAME})")
+    manifest = json.loads(manifest_path.read_text())
+    out: dict[str, list[str]] = defaultdict(list)
+    single, packed = ("prompt_hash", "prompt_hashes") if prompts else ("content_hash", "content_hashes")
+    for shard in manifest["shards"]:
+        with pa.memory_map(str(folder / shard["file"])) as src:
+            table = pa.ipc.open_stream(src).read_all()
+        if "packed_ids" in table.column_names:
+            for ids, hashes in zip(table["packed_ids"].to_pylist(), table[packed].to_pylist(), strict=True):
+                for rid, h in zip(ids, hashes, strict=True):
+                    out[h].append(rid)
+        else:
+            for rid, h in zip(table["id"].to_pylist(), table[single].to_pylist(), strict=True):
+                out[h].append(rid)
+    return out
+
+
+@dataclass
+class OverlapReport:
+    kind: str
+    a: str
+    b: str
+    matches: list[dict] = field(default_factory=list)  # {"hash", "a_ids", "b_ids"}
+
+    @property
+    def a_records(self) -> int:
+        return sum(len(m["a_ids"]) for m in self.matches)
+
+    @property
+    def b_records(self) -> int:
+        return sum(len(m["b_ids"]) for m in self.matches)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "a": self.a, "b": self.b, "overlapping_hashes": len(self.matches),
+                "a_records": self.a_records, "b_records": self.b_records, "matches": self.matches}
+
+
+def find_overlap(dir_a: str | Path, dir_b: str | Path, prompts: bool = False) -> OverlapReport:
+    a, b = _hashes(Path(dir_a), prompts), _hashes(Path(dir_b), prompts)
+    report = OverlapReport("prompt" if prompts else "content", str(dir_a), str(dir_b))
+    for h in sorted(a.keys() & b.keys(), key=lambda h: (a[h][0], h)):
+        report.matches.append({"hash": h, "a_ids": a[h], "b_ids": b[h]})
+    return report
+
+
+@click.command("overlap", epilog="""\b
+Example:
+  sftdata overlap out/train out/eval --fail-on-overlap
+  sftdata overlap out/train out/eval --prompts --json overlap.json
+""")
+@click.argument("dir_a", type=click.Path(exists=True, file_okay=False))
+@click.argument("dir_b", type=click.Path(exists=True, file_okay=False))
+@click.option("--prompts", is_flag=True, help="Compare prompts alone (system, user and tool turns, tools).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
+@click.option("--fail-on-overlap", is_flag=True, help="Exit 1 when any record overlaps.")
+@click.option("--limit", type=int, default=20, show_default=True, help="Matches to print.")
+def overlap_cmd(dir_a, dir_b, prompts, json_path, fail_on_overlap, limit) -> None:
+    """Records of DIR_A whose content (or prompt) also occurs in DIR_B, with ids on both sides."""
+    try:
+        report = find_overlap(dir_a, dir_b, prompts)
+    except (OverlapError, OSError, KeyError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{report.kind} overlap: {len(report.matches)} shared hash(es); "
+               f"{report.a_records} record(s) in {dir_a}, {report.b_records} in {dir_b}")
+    for m in report.matches[:limit]:
+        click.echo(f"  {', '.join(m['a_ids'])}  <->  {', '.join(m['b_ids'])}")
+    if len(report.matches) > limit:
+        click.echo(f"  ... and {len(report.matches) - limit} more")
+    if json_path:
+        Path(json_path).write_text(json.dumps(report.to_json(), indent=2) + "\n")
+    if fail_on_overlap and report.matches:
+        raise SystemExit(1)
