@@ -241,7 +241,15 @@ CORRUPTIONS = {
 def test_each_corruption_fails_naming_the_row(name, clean, tmp_path, tok):
     shard, row_id, rule, change = CORRUPTIONS[name]
     folder = copy(clean, tmp_path)
-    edit_row(folder, shard, row_id, lambda ids, lab: change(tok, ids, lab))
+    before: list[int] = []
+    after: list[int] = []
+
+    def corrupt(ids, lab):
+        before.extend(lab)
+        change(tok, ids, lab)
+        after.extend(lab)
+
+    edit_row(folder, shard, row_id, corrupt)
     result, report = audit(folder)
     assert result.exit_code == 1, result.output
     assert row_id in result.output
@@ -252,6 +260,8 @@ def test_each_corruption_fails_naming_the_row(name, clean, tmp_path, tok):
     assert {v["id"] for v in report["violations"]} == {row_id}
     hit = [v for v in report["violations"] if v["rule"] == rule][0]
     assert hit["shard"] == f"shard-{shard:06d}-00.arrow" and isinstance(hit["row"], int)
+    first_change = next(i for i, (a, b) in enumerate(zip(before, after, strict=True)) if a != b)
+    assert hit["position"] == (None if rule == "row_has_trained_tokens" else first_change)
 
 
 def test_truncated_row_must_be_listed(clean, tmp_path):
@@ -327,6 +337,8 @@ def _variant(tok, rows, what):
         del ids[eh + 1], lab[eh + 1]
     elif what == "tail_after_eot":
         ids.append(tok.encode_text("x")[0]), lab.append(IGNORE_INDEX)
+    elif what == "stray_after_bos":
+        ids.insert(1, tok.encode_text("x")[0]), lab.insert(1, IGNORE_INDEX)
     elif what == "train_bos":
         lab[0] = tok.bos_id
     elif what == "train_newline":
@@ -338,12 +350,29 @@ def _variant(tok, rows, what):
     ("labels_length", {"labels_length"}), ("token_range", {"token_range"}), ("extra_bos", {"single_bos"}),
     ("no_bos", {"single_bos", "well_formed_turns"}), ("unknown_role", {"well_formed_turns"}),
     ("no_newline", {"well_formed_turns"}), ("tail_after_eot", {"well_formed_turns"}),
+    ("stray_after_bos", {"well_formed_turns"}),
     ("train_bos", {"trained_outside_assistant"}), ("train_newline", {"trained_outside_assistant"}),
 ])
 def test_rule_catches(tok, rows, what, rules):
     sink = check_rows(tok, [rows["conv-multi"], _variant(tok, rows, what), rows["conv-tool"]])
     assert set(sink.counts) == rules, (what, sink.items)
     assert {v["id"] for v in sink.items} == {"conv-basic"} and {v["row"] for v in sink.items} == {1}
+
+
+def test_truncation_excuses_only_the_last_turn(tok):
+    turns = [("user", "Hi there"), ("assistant", "Hello! How can I help?"), ("user", "Tell me more"),
+             ("assistant", "Well, there is a lot to say about that")]
+    ids, labels = render(tok, turns)
+    cut = {"id": "t", "input_ids": ids[:-4], "labels": labels[:-4]}  # last answer cut, eot gone
+    assert not check_rows(tok, [cut], truncated={"t"}).counts
+    assert set(check_rows(tok, [cut]).counts) == {"well_formed_turns"}
+    first_eot = ids.index(tok.eot_id, ids.index(78191))
+    partial = dict(cut, labels=[IGNORE_INDEX if i == first_eot else x for i, x in enumerate(cut["labels"])])
+    sink = check_rows(tok, [partial], truncated={"t"})
+    assert set(sink.counts) == {"assistant_turn_whole"} and sink.items[0]["position"] == first_eot
+    unclosed = {"id": "t", "input_ids": ids[:first_eot] + ids[first_eot + 1:-4],
+                "labels": labels[:first_eot] + labels[first_eot + 1:-4]}
+    assert "well_formed_turns" in check_rows(tok, [unclosed], truncated={"t"}).counts
 
 
 def test_max_length_and_slices_keep_row_numbers(tok, rows):

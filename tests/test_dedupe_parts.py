@@ -104,7 +104,7 @@ def test_dedupe_removes_exactly_them_for_any_workers(planted, tmp_path):
         out = tmp_path / f"w{w}"
         m = run_pipeline(settings(chunk_size=8 << 10, dedupe="exact"), [str(src)], out, workers=w).manifest
         assert m["counts"]["rejected"] == {"duplicate": 5}
-        q = [json.loads(x) for x in (out / "quarantine.jsonl").read_text().splitlines()]
+        q = [json.loads(x) for x in (out / "quarantine.jsonl").read_bytes().splitlines()]
         assert {(e["id"], e["duplicate_of"]) for e in q} == {(t["id"], f) for t, f in dups}
         assert m["counts"]["records_written"] == 120
         outs.append(out)

@@ -53,7 +53,7 @@ def test_nothing_lost_and_every_bad_record_quarantined(mixed_input, tmp_path):
     assert c["blank_lines"] == info["blank"]
     assert c["records_written"] == n_good
     assert c["special_text_records"] > 0
-    q = [json.loads(line) for line in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()]
+    q = [json.loads(line) for line in (tmp_path / "out" / "quarantine.jsonl").read_bytes().splitlines()]
     assert len(q) == n_bad
     for entry in q:
         assert {"source", "line", "stage", "reason", "message", "original"} <= entry.keys()

@@ -73,15 +73,14 @@ def _conversational(obj: dict, prompt: list, completion: list, template: str, da
     renderer = _renderer(Template.parse(template).value, date_string, train_on)
     try:
         check_schema(rec)
+        if not any(m.get("role") == "assistant" for m in completion):
+            raise Reject("no_assistant", "/completion: the completion has no assistant message", "/completion")
         conv = to_conversation(rec, source=source, line=line, template=renderer.template.value,
                                parts_policy=parts_policy)
     except Reject as r:
         raise _remap(r, len(prompt)) from None
     n = len(prompt)
-    completion_assistant = [m for m in conv.messages[n:] if m.role == "assistant"]
-    if not completion_assistant:
-        raise Reject("no_assistant", "/completion: the completion has no assistant message", "/completion")
-    if not any(m.train for m in completion_assistant):
+    if not any(m.train for m in conv.messages[n:] if m.role == "assistant"):
         raise Reject("no_trainable_turn", "/completion: every assistant message of the completion has weight 0",
                      "/completion")
     conv.messages = [replace(m, train=False) if i < n else m for i, m in enumerate(conv.messages)]

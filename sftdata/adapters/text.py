@@ -124,7 +124,7 @@ def parse_chat_text(text: str) -> list[ChatTurn] | None:
         close = _closing_eot(text, start, end)
         if close < 0:
             raise Reject("missing_eot", f"the {role} turn that starts at character {pos} has no closing {EOT} "
-                         f"followed by a header or the end of the text (text ends {_at(text, max(start, end - 20))})",
+                         f"followed by a header or the end of the text (its content starts {_at(text, start)})",
                          POINTER)
         content = text[start:close]
         eom = content.find(EOM + START_HEADER)

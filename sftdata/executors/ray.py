@@ -138,7 +138,11 @@ def _loopback_only(ray: Any) -> Iterator[None]:
 
 
 def _connect(ray: Any, address: str | None, max_workers: int) -> bool:
-    """Join ``address`` or start a local instance; True when we started it (and must stop it)."""
+    """Join ``address`` or start a local instance; True when this call connected (and must close).
+
+    ``ray.shutdown()`` on a joined cluster only disconnects this driver (its job ends, the
+    cluster keeps running); on a local instance it stops the instance.
+    """
     from sftdata.runner import RunError
 
     if ray.is_initialized():  # called from inside a Ray driver: use its connection, leave it open
@@ -149,7 +153,7 @@ def _connect(ray: Any, address: str | None, max_workers: int) -> bool:
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise RunError(f"cannot join the Ray cluster at {address}: {exc}") from None
-        return False
+        return True
     # "local", not None: None would join whatever cluster `ray start` last left on this machine.
     with _loopback_only(ray):
         ray.init(address="local", num_cpus=max_workers, **common)
@@ -183,8 +187,9 @@ def run_chunks_on_ray(chunks: Sequence[Chunk], settings: Settings, out_dir: str,
 
     ``drops`` is the runner's ``dedupe: exact`` plan: per chunk index, the lines to drop.
 
-    ``ray_address`` (else ``RAY_ADDRESS``) joins that cluster and leaves it running; without
-    either a local instance with ``max_workers`` CPUs is started and shut down at the end. At
+    ``ray_address`` (else ``RAY_ADDRESS``) joins that cluster, and disconnects at the end while
+    the cluster keeps running; without either, a local instance with ``max_workers`` CPUs is
+    started and shut down at the end. A caller already connected to Ray keeps its connection. At
     most ``IN_FLIGHT_PER_WORKER * max_workers`` tasks are submitted at once, so the driver's
     and the object store's memory stay bounded whatever the number of chunks.
     """
@@ -193,7 +198,7 @@ def run_chunks_on_ray(chunks: Sequence[Chunk], settings: Settings, out_dir: str,
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray = _import_ray()
     address = ray_address or os.environ.get("RAY_ADDRESS") or None
-    started = _connect(ray, address, max_workers)
+    connected = _connect(ray, address, max_workers)
     pending: dict[Any, Chunk] = {}
     try:
         task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(run_chunk_task)
@@ -224,5 +229,5 @@ def run_chunks_on_ray(chunks: Sequence[Chunk], settings: Settings, out_dir: str,
         for ref in pending:  # a failed or abandoned run must not keep the cluster busy
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
-        if started:
+        if connected:
             ray.shutdown()
