@@ -237,7 +237,7 @@ def _units(v: SliceView) -> None:
     role = v.u_role = _roles(v, start, eh, turn, has_eh, trunc)
     width = np.where(has_eh, eh - start - 1, 0)
     problems = [  # (condition, flat position), first match wins; order follows _TURN_PROBLEMS
-        (~turn & (end - start > 2), start + 1),
+        (~turn & (end - start > 1), start + 1),
         (turn & (n_eh == 0) & ~trunc, start),
         (n_eh > 1, start),
         (has_eh & (width == 0), eh),

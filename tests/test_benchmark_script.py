@@ -1,0 +1,41 @@
+"""The benchmark script must keep running as the package changes: a broken benchmark is found when
+someone needs the numbers, which is too late. Only its shape is checked, never its timings: a
+shared CI machine would make any speed assertion flaky."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "bench_prepare.py"
+
+ROWS = (
+    "(a) TRL SFTTrainer prep",
+    "(b) HF encode_batch",
+    "(c) sftdata run --workers 2",
+    "token check: encode_batch",
+    "memory growth 4x input",
+    "run >= 6x TRL prep tokens/s",
+    "run >= 1.0x encode_batch tokens/s",
+    "memory growth at 4x input <= 1.25x",
+    "audit >= 5x faster than run",
+)
+
+
+@pytest.mark.slow
+def test_quick_benchmark_prints_every_row() -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    res = subprocess.run([sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True, cwd=ROOT,
+                         env=env, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = res.stdout
+    for row in ROWS:
+        assert row in out, f"missing {row!r} in:\n{out}"
+    assert "error:" not in out, out
+    assert "token check: encode_batch" in out and "-> OK" in out, out
+    assert out.count("PASS") + out.count("FAIL") + out.count("SKIP") == 4, out
