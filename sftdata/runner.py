@@ -74,17 +74,22 @@ def _prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
         raise RunError(f"output folder {out} is not writable: {exc.strerror}") from None
 
 
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+
+
 def _plan(settings: Settings, inputs: list[str]) -> tuple[list[Path], list[Chunk], dict]:
     files = expand_inputs(inputs)
-    total = sum(p.stat().st_size for p in files)
+    total = sum(_size(p) for p in files)
     size = auto_chunk_size(total) if settings.chunk_size == "auto" else int(settings.chunk_size)
     chunks = plan_chunks(files, size, settings.input_format, settings.max_record_bytes,
                          settings.max_decompressed_bytes)
+    formats = {c.path.split("/")[-2] if c.kind == "hf_dataset" else c.name: c.format for c in chunks}
     plan = {
         "settings": settings.output_settings(),
         "chunk_bytes": size,
-        "inputs": [{"path": str(p.resolve()), "name": p.name, "bytes": p.stat().st_size,
-                    "mtime_ns": p.stat().st_mtime_ns} for p in files],
+        "inputs": [{"path": str(p.resolve()), "name": p.name, "bytes": _size(p), "mtime_ns": p.stat().st_mtime_ns,
+                    "format": formats.get(p.name, settings.input_format)} for p in files],
         "chunks": len(chunks),
     }
     return files, chunks, plan

@@ -31,6 +31,10 @@ def format_run_summary(manifest: dict) -> str:
 def print_run_summary(summary) -> None:
     skipped = f" ({summary.chunks_skipped} resumed from a previous run)" if summary.chunks_skipped else ""
     click.echo(f"sftdata run -> {summary.output}: {summary.chunks_total} chunk(s){skipped}")
+    detected = summary.manifest["pipeline"]["input_format"] == "auto"
+    for item in summary.manifest["inputs"]:
+        how = " (detected)" if detected else ""
+        click.echo(f"input {item['name']}: {item['format']}{how}, {item['bytes']:,} bytes")
     click.echo(format_run_summary(summary.manifest))
 
 
