@@ -162,13 +162,19 @@ def run_pipeline(settings: Settings, inputs: list[str], output: str | os.PathLik
 
         for res in run_chunks_on_ray(pending, settings, str(out), str(work), ray_address, n_workers, drops):
             record(res)
-    elif n_workers == 1 or len(pending) <= 1:
-        proc = RecordProcessor(settings, tokenizer)
-        for c in pending:
-            record(process_chunk(c, settings, str(out), str(work), proc, drops.get(c.index)))
-            fault_point("chunk_done")
     else:
-        _run_pool(pending, settings, out, work, n_workers, record, drops)
+        try:
+            if n_workers == 1 or len(pending) <= 1:
+                proc = RecordProcessor(settings, tokenizer)
+                for c in pending:
+                    record(process_chunk(c, settings, str(out), str(work), proc, drops.get(c.index)))
+                    fault_point("chunk_done")
+            else:
+                _run_pool(pending, settings, out, work, n_workers, record, drops)
+        except OSError as exc:  # disk full, input gone, permissions: name the cause, keep what is committed
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise RunError(f"{exc.strerror or exc}{where}; the {len(results)} chunk(s) committed so far are kept "
+                           f"in {out}: fix the cause and rerun with --resume") from exc
     fault_point("before_finalize")
     ordered = [results[c.index] for c in chunks]
     manifest = _finalize(out, work, settings, tokenizer, plan, files, ordered)
