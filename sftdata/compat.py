@@ -88,7 +88,9 @@ class TemplateMatcher:
             self.text = template
             self.token_ids = self._encode(template)
             variants = {tuple(self.token_ids)}
-            for body in {template, template.lstrip()} - {""}:
+            # The template alone, without its leading whitespace, with one leading space (which a
+            # BPE pre-tokenizer glues to the first symbol), and after each context.
+            for body in {template, template.lstrip(), " " + template.lstrip()} - {"", " "}:
                 variants.add(tuple(self._encode(body)))
                 for ctx in _CONTEXTS:
                     c, full = self._encode(ctx), self._encode(ctx + body)

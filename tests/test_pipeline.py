@@ -63,7 +63,7 @@ def test_nothing_lost_and_every_bad_record_quarantined(mixed_input, tmp_path):
 
     ds = datasets.load_from_disk(str(tmp_path / "out"))
     assert len(ds) == n_good
-    assert ds.column_names == ["id", "input_ids", "labels", "content_hash"]
+    assert ds.column_names == ["id", "input_ids", "labels", "content_hash", "prompt_hash"]
     row = ds[0]
     assert len(row["input_ids"]) == len(row["labels"])
     assert row["input_ids"][0] == 128000 and row["input_ids"].count(128000) == 1
@@ -162,3 +162,20 @@ def test_pipeline_errors_are_reported_together(tmp_path):
     unsafe.write_text("name: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(ConfigError, match="YAML"):
         load_pipeline(unsafe)
+
+
+def test_run_audits_at_the_end_and_source_rerender_matches(mixed_input, tmp_path):
+    from click.testing import CliRunner
+
+    from sftdata.cli import main
+
+    path, *_ = mixed_input
+    out = tmp_path / "o"
+    runner = CliRunner()
+    res = runner.invoke(main, ["run", "--input", str(path), "--output", str(out), "--workers", "2",
+                               "--chunk-size", "16KiB"])
+    assert res.exit_code == 0, res.output
+    audit = json.loads((out / "audit.json").read_text())
+    assert audit["ok"] is True
+    res = runner.invoke(main, ["audit", str(out), "--source", str(path)])
+    assert res.exit_code == 0, res.output

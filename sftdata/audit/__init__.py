@@ -109,6 +109,29 @@ def _count_check(sink: Violations, what: str, want: dict, found: dict, shard: st
         sink.add("manifest_counts", f"{what}: " + "; ".join(diffs), shard=shard)
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _check_records(sink: Violations, stats: dict, counts: dict, conversations: int | None,
+                   thresholds: dict[str, float | None]) -> None:
+    """The manifest's record counts add up, and the two thresholds hold."""
+    rec = stats["records"]
+    if "records_read" in counts and rec["records_read"] != rec["records_written"] + rec["rejected_total"]:
+        sink.add("manifest_counts", f"records_read {rec['records_read']} is not records_written "
+                 f"{rec['records_written']} + rejected {rec['rejected_total']}")
+    if conversations is not None and "records_written" in counts and counts["records_written"] != conversations:
+        sink.add("manifest_counts", f"records_written {counts['records_written']} but the shards hold "
+                 f"{conversations} conversations")
+    low = thresholds["min_trained_fraction"]
+    if low is not None and stats["trained_fraction"] < low:
+        sink.add("min_trained_fraction", f"trained fraction {stats['trained_fraction']:.4f} is below {low}")
+    high = thresholds["max_rejected_fraction"]
+    if high is not None and rec["rejected_fraction"] > high:
+        sink.add("max_rejected_fraction", f"rejected fraction {rec['rejected_fraction']:.4f} "
+                 f"({rec['rejected_total']} of {rec['records_read']}) is above {high}")
+
+
 def run_audit(path: str | Path, *, min_trained_fraction: float | None = None,
               max_rejected_fraction: float | None = None, check_integrity: bool = True,
               sources: Sequence[str | Path] | None = None, max_per_rule: int = 1000) -> AuditReport:
@@ -131,7 +154,7 @@ def run_audit(path: str | Path, *, min_trained_fraction: float | None = None,
     max_length = pipeline.get("max_length") if isinstance(pipeline.get("max_length"), int) else None
     settings = pipeline.get("audit") if isinstance(pipeline.get("audit"), dict) else {}
     given = {"min_trained_fraction": min_trained_fraction, "max_rejected_fraction": max_rejected_fraction}
-    thresholds = {k: (given[k] if given[k] is not None else settings.get(k)) for k in THRESHOLDS}
+    thresholds = {k: _number(given[k] if given[k] is not None else settings.get(k)) for k in THRESHOLDS}
     ctx = RuleContext(bos_id=tok.bos_id, start_header_id=tok.start_header_id, end_header_id=tok.end_header_id,
                       closer_ids=tuple(i for i in (tok.eot_id, tok.eom_id) if i is not None),
                       header_newline_ids=tuple(newline), vocab_size=tok.vocab_size, decode=tok.decode,
@@ -163,7 +186,8 @@ def run_audit(path: str | Path, *, min_trained_fraction: float | None = None,
             shard.merge(check_slice(cols, first, name, ctx, sink, packed))
         _count_check(sink, f"shard {name}", entry,
                      {"rows": shard.rows, "tokens": shard.tokens, "trained_tokens": shard.trained_tokens}, name)
-        samples += [{"shard": name, "row": r, "why": "first rows"} for r in range(min(3, shard.rows))][: 3 - len(samples)]
+        wanted = max(0, 3 - len(samples))  # the HTML page shows the folder's first three rows
+        samples += [{"shard": name, "row": r, "why": "first rows"} for r in range(min(wanted, shard.rows))]
         total.merge(shard)
     rows_seconds = time.perf_counter() - rows_started
     if all_read:
@@ -174,27 +198,13 @@ def run_audit(path: str | Path, *, min_trained_fraction: float | None = None,
 
         compare_sources(folder, manifest, [str(s) for s in sources], sink)
     stats = _stats(total, manifest, max_length, packed_any, len(manifest["shards"]))
-    rec = stats["records"]
-    counts = manifest.get("counts") or {}
-    if "records_read" in counts and rec["records_read"] != rec["records_written"] + rec["rejected_total"]:
-        sink.add("manifest_counts", f"records_read {rec['records_read']} is not records_written "
-                 f"{rec['records_written']} + rejected {rec['rejected_total']}")
-    if all_read and "records_written" in counts and counts["records_written"] != total.conversations:
-        sink.add("manifest_counts", f"records_written {counts['records_written']} but the shards hold "
-                 f"{total.conversations} conversations")
-    if thresholds["min_trained_fraction"] is not None and stats["trained_fraction"] < thresholds["min_trained_fraction"]:
-        sink.add("min_trained_fraction", f"trained fraction {stats['trained_fraction']:.4f} is below "
-                 f"{thresholds['min_trained_fraction']}")
-    limit = thresholds["max_rejected_fraction"]
-    if limit is not None and rec["rejected_fraction"] > limit:
-        sink.add("max_rejected_fraction", f"rejected fraction {rec['rejected_fraction']:.4f} "
-                 f"({rec['rejected_total']} of {rec['records_read']}) is above {limit}")
+    _check_records(sink, stats, manifest.get("counts") or {}, total.conversations if all_read else None, thresholds)
     skip = {"packing": not packed_any, "source_match": not sources, "max_length": max_length is None,
             "shard_integrity": not check_integrity, **{k: thresholds[k] is None for k in THRESHOLDS}}
     statuses = {r: "fail" if sink.counts[r] else "skip" if skip.get(r) else "pass" for r in RULES}
     seen = {(s["shard"], s["row"]) for s in samples}
-    for v in sink.items:
-        if v["row"] is not None and (v["shard"], v["row"]) not in seen and len(samples) < 6:
+    for v in sink.items:  # and up to three rows with violations
+        if v["row"] is not None and (v["shard"], v["row"]) not in seen and len(seen) < len(samples) + 3:
             seen.add((v["shard"], v["row"]))
             samples.append({"shard": v["shard"], "row": v["row"], "why": v["rule"]})
     seconds = time.perf_counter() - started

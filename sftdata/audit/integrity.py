@@ -5,6 +5,10 @@ still parse as Arrow and even pass the mask rules on the rows that remain. Only 
 recorded size and sha256 catch that, and naming the damaged *file* (missing, extra, truncated,
 corrupt) is what an operator needs to re-copy it. ``sftdata verify DIR`` is this module alone;
 ``sftdata audit`` runs it first and then checks the rows.
+
+The module also owns shard *access* for the row checks: the column and type check, reading list
+columns as flat numpy arrays with offsets, slicing tables into bounded chunks, and the few numpy
+helpers over offsets and sorted position arrays that the rules share.
 """
 
 from __future__ import annotations

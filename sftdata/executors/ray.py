@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,23 @@ def _loopback_only(ray: Any) -> Iterator[None]:
             consts.ENABLE_RAY_CLUSTER = old_const
 
 
+def _unreachable(address: str, timeout: float = 10.0) -> str | None:
+    """Why a plain ``host:port`` address refuses connections, else None.
+
+    ``ray.init`` keeps retrying an address where nothing listens, for minutes, printing warnings;
+    one TCP connect turns a typo into an immediate, clear error. Other address forms (``auto``,
+    ``ray://...``) are left to Ray.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or "://" in address:
+        return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+
+
 def _connect(ray: Any, address: str | None, max_workers: int) -> bool:
     """Join ``address`` or start a local instance; True when this call connected (and must close).
 
@@ -149,6 +167,10 @@ def _connect(ray: Any, address: str | None, max_workers: int) -> bool:
         return False
     common: dict[str, Any] = {"logging_level": logging.WARNING, "include_dashboard": False}
     if address:
+        why = _unreachable(address)
+        if why:
+            raise RunError(f"cannot join the Ray cluster at {address}: {why} (is `ray start --head` "
+                           "running there, and is the port right?)")
         try:
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -413,11 +413,10 @@ def save_outputs(run: PreparedRun) -> None:
 def train(opts: TrainOptions, log: Callable[[str], None] = _log_default) -> PreparedRun:
     """Refuse or train, then write everything to ``opts.output_dir``; returns the finished run."""
     run = build_trainer(opts, log)
-    run.trainer.train()
+    result = run.trainer.train()
     save_outputs(run)
     history = loss_history(run.trainer)
-    if history:
-        log(f"trained {run.trainer.state.global_step} steps: loss {history[0]['loss']:.4f} -> "
-            f"{history[-1]['loss']:.4f}")
+    first_last = f", logged loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}" if history else ""
+    log(f"trained {result.global_step} steps: mean loss {result.training_loss:.4f}{first_last}")
     log(f"saved model, tokenizer, trainer_state.json, {LOSS_HISTORY_NAME} and {DATA_MANIFEST_NAME} to {run.output_dir}")
     return run
