@@ -82,7 +82,8 @@ def main() -> None:
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--ray-address", help="Join this Ray cluster (default: RAY_ADDRESS, else a local instance).")
 @click.option("--no-audit", is_flag=True, help="Skip the audit at the end of the run.")
-@click.option("--input-format", type=click.Choice(["auto", "messages", "sharegpt", "alpaca"]),
+@click.option("--input-format", type=click.Choice(["auto", "messages", "sharegpt", "alpaca", "text",
+                                                   "prompt_completion"]),
               help="Record format of the input (auto: detected per file).")
 @click.option("--packing", type=click.Choice(["none", "bfd"]), help="Pack conversations into rows of max-length.")
 @click.option("--dedupe", type=click.Choice(["none", "exact"]), help="Quarantine exact duplicates (first kept).")

@@ -54,6 +54,8 @@ class Settings:
     max_decompressed_bytes: int = 64 * 2**30
     chunk_size: int | str = "auto"
     fields: dict[str, str] = field(default_factory=dict)
+    text_without_chat: str = "reject"
+    completion_eos: bool = False
     parts: dict[str, str] = field(default_factory=dict)
     dedupe: str = "none"
     template: str = "llama3.2"
@@ -85,7 +87,8 @@ class Settings:
 
 _STAGE_KEYS = {
     ("read", "format"): "input_format", ("read", "max_record_bytes"): "max_record_bytes",
-    ("read", "chunk_size"): "chunk_size", ("read", "fields"): "fields", ("read", "max_decompressed_bytes"): "max_decompressed_bytes",
+    ("read", "chunk_size"): "chunk_size", ("read", "fields"): "fields",
+    ("read", "text_without_chat"): "text_without_chat", ("label", "completion_eos"): "completion_eos", ("read", "max_decompressed_bytes"): "max_decompressed_bytes",
     ("validate", "parts"): "parts", ("validate", "dedupe"): "dedupe",
     ("render", "template"): "template", ("render", "tokenizer"): "tokenizer",
     ("render", "encoder"): "encoder", ("render", "date_string"): "date_string",

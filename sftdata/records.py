@@ -38,6 +38,7 @@ class Conversation:
     source: str = ""
     line: int = 0
     has_special_text: bool = False
+    pieces: list | None = None  # set by adapters that render themselves (text, prompt/completion)
 
 
 @dataclass(slots=True)

@@ -105,13 +105,35 @@ class RecordProcessor:
 
     def conversation(self, obj: Any, source: str, line: int, fmt: str = "messages") -> Conversation:
         """Stages adapt (to `messages`) and validate."""
+        if fmt in ("text", "prompt_completion"):
+            return self._self_rendering(obj, source, line, fmt)
         obj = to_messages_record(obj, fmt, self.settings)
         check_schema(obj)
         return to_conversation(obj, source=source, line=line, template=self.renderer.template.value,
                                parts_policy=self.settings.parts)
 
+    def _self_rendering(self, obj: Any, source: str, line: int, fmt: str) -> Conversation:
+        """`text` and prompt/completion records validate and render in their adapters."""
+        from sftdata.adapters.fields import apply_field_map
+        from sftdata.adapters.prompt_completion import prompt_completion_record
+        from sftdata.adapters.text import text_record
+
+        s = self.settings
+        obj = apply_field_map(obj, s.fields)
+        if not isinstance(obj, dict):
+            raise Reject("not_an_object", "a record must be a JSON object")
+        if fmt == "text":
+            conv, pieces = text_record(obj, source=source, line=line, train_on=s.train_on,
+                                       text_without_chat=s.text_without_chat)
+        else:
+            conv, pieces = prompt_completion_record(obj, template=self.renderer.template, date_string=s.date_string,
+                                                    completion_eos=s.completion_eos, train_on=s.train_on,
+                                                    source=source, line=line, parts_policy=s.parts)
+        conv.pieces = pieces
+        return conv
+
     def encode(self, conv: Conversation):
-        return self.encoder.encode(self.renderer.render(conv))
+        return self.encoder.encode(conv.pieces if conv.pieces is not None else self.renderer.render(conv))
 
 
 def _records(chunk: Chunk, settings: Settings, result: ChunkResult) -> Iterator[tuple[int, Any, bytes, Reject | None]]:
@@ -242,6 +264,9 @@ def validate_chunk(chunk: Chunk, settings: Settings) -> Iterator[tuple[int, Reje
 
     template = Template.parse(settings.template).value
     result = ChunkResult(chunk.index)
+    adapter = RecordProcessor.__new__(RecordProcessor)  # the adapters need no tokenizer
+    adapter.settings = settings
+    adapter.renderer = Llama3Renderer(settings.template, settings.date_string, settings.train_on)
     for line, obj, raw, rej in _records(chunk, settings, result):
         rid, stage = None, "parse"
         try:
@@ -250,9 +275,12 @@ def validate_chunk(chunk: Chunk, settings: Settings) -> Iterator[tuple[int, Reje
             if isinstance(obj, dict) and isinstance(obj.get("id"), (str, int)):
                 rid = str(obj["id"])
             stage = "validate"
-            obj = to_messages_record(obj, chunk.format, settings)
-            check_schema(obj)
-            to_conversation(obj, source=chunk.name, line=line, template=template, parts_policy=settings.parts)
+            if chunk.format in ("text", "prompt_completion"):
+                adapter.conversation(obj, chunk.name, line, chunk.format)
+            else:
+                obj = to_messages_record(obj, chunk.format, settings)
+                check_schema(obj)
+                to_conversation(obj, source=chunk.name, line=line, template=template, parts_policy=settings.parts)
         except Reject as r:
             yield line, Rejection(r.reason, r.message, stage, chunk.name, line, rid, r.pointer, _original(raw))
             continue

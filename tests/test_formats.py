@@ -181,3 +181,33 @@ def test_packed_shared_corpus(shared_corpus, tmp_path):
             assert row["position_ids"][start:start + n] == list(range(n))
             assert row["input_ids"][start] == 128000 and row["labels"][start] == IGNORE_INDEX
             start += n
+
+
+@pytest.mark.parametrize("template", ["llama3.1", "llama3.2"])
+def test_text_records_give_the_rows_of_the_messages_run(tmp_path, template, hf_reference):
+    """Issue 9: `text` records rendered from a corpus give exactly the rows of the messages run."""
+    from sftdata.synth import generate_records
+    from sftdata.templates import official_template_text, to_template_messages
+    from sftdata.validate import to_conversation
+    from tests.conftest import SHARED_CORPUS
+
+    recs = generate_records(300, seed=61)
+    if SHARED_CORPUS.is_file():
+        recs += [json.loads(x) for x in SHARED_CORPUS.read_text(encoding="utf-8").splitlines() if x.strip()]
+    for r in recs:  # a rendered text cannot carry weights; compare like with like
+        for m in r["messages"]:
+            m.pop("weight", None)
+    texts = []
+    for i, r in enumerate(recs):
+        conv = to_conversation(r, source="t", line=i, template=template)
+        text = hf_reference.apply_chat_template(to_template_messages(conv.messages), tools=conv.tools,
+                                                chat_template=official_template_text(template), tokenize=False,
+                                                date_string="26 Jul 2024")
+        texts.append({"id": r["id"], "text": text})
+    m_src = write_jsonl(tmp_path / "m.jsonl", recs)
+    t_src = write_jsonl(tmp_path / "t.jsonl", texts)
+    run_pipeline(settings(template=template), [str(m_src)], tmp_path / "m")
+    mt = run_pipeline(settings(template=template, input_format="auto"), [str(t_src)], tmp_path / "t").manifest
+    assert mt["inputs"][0]["format"] == "text"
+    assert rows(tmp_path / "m") == rows(tmp_path / "t")
+    assert len(rows(tmp_path / "t")) == len(recs)

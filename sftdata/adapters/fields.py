@@ -13,7 +13,7 @@ from typing import Any
 TOP_LEVEL = {"id", "messages", "tools", "conversations", "system", "instruction", "input", "output", "history",
              "text", "prompt", "completion"}
 MESSAGE_LEVEL = {"role", "content", "weight", "tool_calls", "name", "from", "value"}
-LIST_KEYS = ("messages", "conversations")
+LIST_KEYS = ("messages", "conversations", "prompt", "completion")
 
 
 def check_field_map(fields: dict[str, str]) -> list[str]:

@@ -236,14 +236,22 @@ def load_shards(data_dir: Path) -> Any:
 
 
 def token_id_range(ds: Any, column: str) -> tuple[int, int]:
-    """(min, max) of a list column, computed by Arrow over the mapped shards; labels skip -100."""
+    """(min, max) of a list column, computed by Arrow over the mapped shards; labels skip -100.
+
+    One Arrow kernel per record batch, so memory stays bounded by a batch, not the dataset.
+    """
     import pyarrow.compute as pc
 
-    flat = pc.list_flatten(ds.data.column(column))
-    if column == "labels":
-        flat = pc.filter(flat, pc.not_equal(flat, IGNORE_INDEX))
-    low, high = pc.min_max(flat).as_py().values()
-    return (0 if low is None else low), (-1 if high is None else high)
+    lows, highs = [0], [-1]
+    for chunk in ds.data.column(column).chunks:
+        flat = pc.list_flatten(chunk)
+        if column == "labels":
+            flat = pc.filter(flat, pc.not_equal(flat, IGNORE_INDEX))
+        low, high = pc.min_max(flat).as_py().values()
+        if low is not None:
+            lows.append(low)
+            highs.append(high)
+    return min(lows[1:] or lows), max(highs)
 
 
 def resolve_tokenizer(model_spec: str, manifest: dict) -> tuple[Callable[[], Any], str]:
