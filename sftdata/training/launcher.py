@@ -384,7 +384,7 @@ def build_trainer(opts: TrainOptions, log: Callable[[str], None] = _log_default)
     except (OSError, ValueError) as exc:  # a missing or malformed model, bad model_init_kwargs
         raise TrainError(f"cannot load the model {opts.model!r}: {exc}") from exc
     out_emb = model.get_output_embeddings()
-    vocab = min(model.get_input_embeddings().num_embeddings, *([out_emb.weight.shape[0]] if out_emb else []))
+    vocab = min([model.get_input_embeddings().num_embeddings, *([out_emb.weight.shape[0]] if out_emb is not None else [])])
     check_vocabulary(vocab, ids, label_ids, pad_id, f"{opts.model} (embeddings)")
     attn = str(getattr(model.config, "_attn_implementation", ""))
     collator = ShardCollator(pad_id, packed or bool(padding_free_asked), args.pad_to_multiple_of, "flash" in attn)
