@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	rm -rf out/demo
+	rm -rf out/demo out/demo-model
 	$(BIN)/sftdata run pipelines/demo.yaml --input examples/demo.jsonl --output out/demo --workers 2
-	$(BIN)/sftdata train out/demo --model builtin:tiny-llama3 --output-dir out/demo-model --max-steps 8
+	$(BIN)/sftdata train out/demo --model builtin:tiny-llama3 --output-dir out/demo-model \
+		--max-steps 8 --batch-size 2 --lr 5e-3 --set logging_steps=1 --set save_strategy=no
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

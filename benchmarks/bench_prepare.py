@@ -510,7 +510,8 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
     else:
         print(f"audit: sftdata audit {audit.seconds:.2f} s (cpu {audit.cpu_seconds:.2f} s, exit "
               f"{audit.extra['exit_code']}) vs sftdata run {run.seconds:.2f} s -> "
-              f"{fmt_ratio(measured['run_vs_audit'])} faster")
+              f"{fmt_ratio(measured['run_vs_audit'])} faster "
+              f"({fmt_ratio(ratio(run.cpu_seconds, audit.cpu_seconds))} in cpu s)")
     for label, m in (("1x", mem1), (f"{scale}x", memn)):
         if m.error:
             print(f"memory {label}: error: {m.error}")

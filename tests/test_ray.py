@@ -162,6 +162,20 @@ def test_killed_worker_is_retried_and_output_is_clean(cluster, corpus, reference
     assert_same_output(out, reference)
 
 
+@pytest.mark.slow
+def test_local_run_killed_then_resumed_on_ray(cluster, corpus, reference, tmp_path):
+    """Resume is driven by the runner's done-markers, so the executor may change in between."""
+    out = tmp_path / "switched"
+    args = ["--input", str(corpus), "--output", str(out), "--chunk-size", str(CHUNK), "--no-audit"]
+    killed = sftdata_cli("run", *args, "--workers", "1", env={"SFTDATA_FAULT": "chunk_done:3"})
+    assert killed.returncode != 0 and not (out / "manifest.json").exists()
+    assert len(list((out / "_chunks").glob("chunk-*[0-9].json"))) == 3
+    resumed = sftdata_cli("run", *args, "--resume", "--workers", str(WORKERS), "--executor", "ray",
+                          "--ray-address", cluster)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_output(out, reference)
+
+
 def test_retry_removes_only_its_own_chunks_leftovers(tmp_path):
     from sftdata.executors.ray import clean_chunk_leftovers
 

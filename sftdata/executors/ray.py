@@ -173,8 +173,9 @@ def _connect(ray: Any, address: str | None, max_workers: int) -> bool:
                            "running there, and is the port right?)")
         try:
             ray.init(address=address, **common)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise RunError(f"cannot join the Ray cluster at {address}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - Ray raises many types here; all mean "cannot join"
+            raise RunError(f"cannot join the Ray cluster at {address}: {type(exc).__name__}: "
+                           f"{_first_line(exc)}") from exc
         return True
     # "local", not None: None would join whatever cluster `ray start` last left on this machine.
     with _loopback_only(ray):
