@@ -132,6 +132,11 @@ def run_pipeline(settings: Settings, inputs: list[str], output: str | os.PathLik
         files, chunks, plan = _plan(settings, inputs)
     except OSError as exc:
         raise RunError(f"cannot read input: {exc}") from None
+    if executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:  # before touching the output folder
+            raise RunError("--executor ray needs Ray: pip install 'sftdata[ray]'")
     _prepare_output(out, resume, overwrite)
     tokenizer = load_tokenizer(settings.tokenizer, settings.encoder)  # fail fast, and share with forks
     work = out / WORK_DIR
