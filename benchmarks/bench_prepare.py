@@ -469,7 +469,8 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
     measured: dict[str, float | None] = {
         "run_vs_trl": ratio(run_tps, trl.tokens_per_s),
         "run_vs_encode_batch": ratio(run_tps, enc.tokens_per_s),
-        "memory_growth": ratio(memn.extra.get("peak_rss", 0), mem1.extra.get("peak_rss", 0)),
+        "memory_growth": None if mem1.error or memn.error else ratio(memn.extra.get("peak_rss", 0),
+                                                                     mem1.extra.get("peak_rss", 0)),
         "run_vs_audit": ratio(run.seconds, audit.seconds) if audit and not audit.error else None,
     }
     tokens_match = enc.error is None and run.error is None and enc.tokens == run.tokens

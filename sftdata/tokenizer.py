@@ -46,7 +46,7 @@ CONTROL_TOKENS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>
 
 # tiktoken's BPE is quadratic in the length of one pre-token; a text containing a very long run
 # (100k letters, spaces or symbols) goes to the Hugging Face encoder, which handles it in n log n.
-_LONG_RUN = re.compile(r"\S{256,}|\s{256,}")
+_LONG_RUN = re.compile(r"\S{2048,}|\s{2048,}")
 
 
 class TokenizerError(Exception):
@@ -183,6 +183,7 @@ class Tokenizer:
 
             self._text_backend = _Backend.from_str(backend.to_str())
         self._text_backend.encode_special_tokens = True
+        self.encode_text = self._make_encoder()
 
     @property
     def hf(self) -> Any:
@@ -194,11 +195,32 @@ class Tokenizer:
     def token_id(self, token: str) -> int | None:
         return self.backend.token_to_id(token)
 
-    def encode_text(self, text: str) -> list[int]:
-        """Ids of ``text`` with no special-token parsing and no BOS."""
-        if self._tiktoken is not None and not (len(text) >= 256 and _LONG_RUN.search(text)):
-            return self._tiktoken.encode_ordinary(text)
-        return self._text_backend.encode(text, add_special_tokens=False).ids
+    def _make_encoder(self):
+        """``encode_text(text) -> ids``: text only, no special-token parsing, no BOS.
+
+        Built once as a closure: this is the per-piece hot path, so it calls tiktoken's core
+        directly and only looks for long runs in long texts.
+        """
+        backend = self._text_backend
+
+        def hf_encode(text: str) -> list[int]:
+            return backend.encode(text, add_special_tokens=False).ids
+
+        if self._tiktoken is None:
+            return hf_encode
+        core = self._tiktoken._core_bpe.encode_ordinary
+        careful = self._tiktoken.encode_ordinary
+        long_run = _LONG_RUN.search
+
+        def tiktoken_encode(text: str) -> list[int]:
+            if len(text) >= 2048 and long_run(text):
+                return hf_encode(text)
+            try:
+                return core(text)
+            except UnicodeEncodeError:  # lone surrogates: tiktoken's own wrapper repairs them
+                return careful(text)
+
+        return tiktoken_encode
 
     def encode_texts(self, texts: list[str]) -> list[list[int]]:
         if self._tiktoken is not None:
@@ -228,13 +250,17 @@ def _tiktoken_encoding(model_file: Path) -> Any:
     return tiktoken.Encoding(name="sftdata-llama3", pat_str=LLAMA3_PATTERN, mergeable_ranks=ranks, special_tokens={})
 
 
-@lru_cache(maxsize=8)
 def load_tokenizer(spec: str = BUILTIN_LLAMA3, encoder: str = "auto") -> Tokenizer:
-    """Load ``builtin:llama3``, a local tokenizer directory, or a hub id.
+    """Load ``builtin:llama3``, a local tokenizer directory, or a hub id (cached per process).
 
     ``encoder``: ``auto`` (tiktoken for the built-in tokenizer, else Hugging Face), ``hf`` or
     ``tiktoken`` (only valid for the built-in tokenizer: the ranks must be Meta's).
     """
+    return _load_tokenizer(spec, encoder)
+
+
+@lru_cache(maxsize=8)
+def _load_tokenizer(spec: str, encoder: str) -> Tokenizer:
     if encoder not in ("auto", "hf", "tiktoken"):
         raise TokenizerError(f"unknown encoder {encoder!r}; expected auto, hf or tiktoken")
     if spec == BUILTIN_LLAMA3:

@@ -61,6 +61,25 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _int32_array(a: np.ndarray) -> pa.Array:
+    # Straight from the buffer: `pa.array(ndarray)` would import pandas (a second per worker).
+    a = np.ascontiguousarray(a, dtype=np.int32)
+    return pa.Array.from_buffers(pa.int32(), len(a), [None, pa.py_buffer(a)])
+
+
+def _string_array(strings: list[str]) -> pa.Array:
+    encoded = [s.encode("utf-8") for s in strings]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+    return pa.StringArray.from_buffers(len(encoded), pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded)))
+
+
+def _string_list_array(parts: list[list[str]]) -> pa.Array:
+    offsets = np.zeros(len(parts) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)), out=offsets[1:])
+    return pa.ListArray.from_arrays(_int32_array(offsets), _string_array([s for p in parts for s in p]))
+
+
 @dataclass
 class ShardRecord:
     file: str
@@ -132,7 +151,7 @@ class ShardWriter:
         offsets = np.zeros(len(parts) + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
         values = np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
-        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+        return pa.ListArray.from_arrays(_int32_array(offsets), _int32_array(values))
 
     def _flush(self) -> None:
         if not self._ids:
@@ -140,16 +159,16 @@ class ShardWriter:
         if self._writer is None:
             self._open()
         columns = {
-            "id": pa.array(self._ids, pa.string()),
+            "id": _string_array(self._ids),
             "input_ids": self._list_array(self._tok),
             "labels": self._list_array(self._lab),
-            "content_hash": pa.array(self._hashes, pa.string()),
-            "prompt_hash": pa.array(self._prompt_hashes, pa.string()),
+            "content_hash": _string_array(self._hashes),
+            "prompt_hash": _string_array(self._prompt_hashes),
         }
         for key, parts in self._extra.items():
             field = self.schema.field(key)
             if pa.types.is_list(field.type) and pa.types.is_string(field.type.value_type):
-                columns[key] = pa.array([list(p) for p in parts], field.type)
+                columns[key] = _string_list_array(parts)
             else:
                 columns[key] = self._list_array(parts)
         batch = pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
