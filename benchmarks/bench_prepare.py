@@ -459,6 +459,12 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
         memn = run_sftdata(big, tmp / f"mem-{scale}x", a.workers, sample_memory=True)
         big.unlink()
         done()
+        audit_big: Measure | None = None
+        if audit is not None and not a.quick and memn.error is None:
+            # Both commands have a fixed start-up cost; at a larger input the per-token ratio shows.
+            done = step(f"sftdata audit at {scale}x input")
+            audit_big = run_audit(tmp / f"mem-{scale}x")
+            done()
     finally:
         if a.keep:
             print(f"kept {tmp}", file=sys.stderr)
@@ -481,6 +487,7 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
     print(f"command   : {' '.join(shlex.quote(x) for x in [Path(sys.executable).name, *argv])}")
     print(f"machine   : {cores} cores (usable {affinity}), {platform.machine()}, "
           f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
+    print(f"code      : {code_state()}")
     print(f"corpus    : {source} x {copies} copies = {n_records:,} records "
           f"({corpus_bytes(records, copies) / 1e6:,.1f} MB)")
     print()
@@ -513,6 +520,9 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
               f"{audit.extra['exit_code']}) vs sftdata run {run.seconds:.2f} s -> "
               f"{fmt_ratio(measured['run_vs_audit'])} faster "
               f"({fmt_ratio(ratio(run.cpu_seconds, audit.cpu_seconds))} in cpu s)")
+    if audit_big is not None and not audit_big.error:
+        print(f"    at {scale}x input (info): audit {audit_big.seconds:.2f} s vs run {memn.seconds:.2f} s -> "
+              f"{fmt_ratio(ratio(memn.seconds, audit_big.seconds))} faster")
     for label, m in (("1x", mem1), (f"{scale}x", memn)):
         if m.error:
             print(f"memory {label}: error: {m.error}")
@@ -533,7 +543,8 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
                            for k, m in
                            (("trl", trl), ("encode_batch", enc), ("run", run), ("mem_1x", mem1),
                             (f"mem_{scale}x", memn), *((("audit", audit),) if audit else ()),
-                            *((("run_one_record", fixed),) if fixed else ()))},
+                            *((("run_one_record", fixed),) if fixed else ()),
+                            *(((f"audit_{scale}x", audit_big),) if audit_big else ()))},
             "measured": measured, "tokens_match": tokens_match,
         }, indent=2))
     failed = [m for m in (trl, enc, run, fixed, mem1, memn) if m is not None and m.error]
@@ -542,6 +553,19 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
     if a.check and any(v == "FAIL" for _, _, v in judge(measured, scale)):
         return 3
     return 0
+
+
+def code_state() -> str:
+    """The commit the numbers belong to, and whether the package had uncommitted edits."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sftdata"], capture_output=True, text=True,
+                               cwd=ROOT, check=True).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    edited = sorted(line[3:] for line in dirty if line.strip())
+    return f"{head}" + (f" + uncommitted edits in {', '.join(edited)}" if edited else "")
 
 
 def corpus_bytes(records: list[dict], copies: int) -> int:

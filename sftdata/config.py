@@ -20,7 +20,7 @@ import yaml
 
 from sftdata.constants import DEFAULT_DATE, DEFAULT_MAX_LENGTH
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "pipeline.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "pipeline.schema.json"
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -107,12 +107,32 @@ def _validator():
     return Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
 
 
+_STAGE_OF = {name: path for path, name in _STAGE_KEYS.items()}
+
+
+def _with_overrides(doc: dict, overrides: dict[str, Any]) -> dict:
+    """Flags are written into the document before validation, so they obey the same schema."""
+    doc = copy.deepcopy(doc)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in ("workers", "name"):
+            doc[key] = value
+        elif key in _STAGE_OF:
+            stage, opt = _STAGE_OF[key]
+            doc.setdefault("stages", {}).setdefault(stage, {})[opt] = value
+        else:
+            raise ConfigError([f"unknown setting {key!r}"], "overrides")
+    return doc
+
+
 def settings_from_dict(doc: Any, source: str = "pipeline", overrides: dict[str, Any] | None = None) -> Settings:
     """Validate a pipeline document, apply overrides (flags beat YAML), return Settings."""
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
         raise ConfigError([f"the pipeline must be a mapping, found {type(doc).__name__}"], source)
+    doc = _with_overrides(doc, overrides or {})
     errors = []
     for err in sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path)):
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
@@ -127,9 +147,6 @@ def settings_from_dict(doc: Any, source: str = "pipeline", overrides: dict[str, 
     for stage, opts in (doc.get("stages") or {}).items():
         for key, value in (opts or {}).items():
             values[_STAGE_KEYS[(stage, key)]] = copy.deepcopy(value)
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            values[key] = value
     for key in _SIZES:
         if key in values:
             try:

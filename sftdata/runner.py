@@ -95,6 +95,15 @@ def _plan(settings: Settings, inputs: list[str]) -> tuple[list[Path], list[Chunk
     return files, chunks, plan
 
 
+def _check_finished_matches(manifest: dict, settings: Settings, inputs: list[str], out: Path) -> None:
+    """`--resume` on a finished folder is a no-op only if it was made from the same inputs and settings."""
+    files = expand_inputs(inputs)
+    recorded = {k: v for k, v in manifest.get("pipeline", {}).items() if k not in ("chunk_bytes", "audit")}
+    same_inputs = [(i["name"], i["bytes"]) for i in manifest.get("inputs", [])] == [(p.name, _size(p)) for p in files]
+    if recorded != orjson.loads(orjson.dumps(settings.output_settings())) or not same_inputs:
+        raise RunError(f"{out} holds a finished run with other inputs or settings; use --overwrite to replace it")
+
+
 def _load_done(work: Path, chunks: list[Chunk], out: Path) -> dict[int, ChunkResult]:
     """Done-markers whose shards are all present with their recorded size."""
     done = {}
@@ -127,6 +136,7 @@ def run_pipeline(settings: Settings, inputs: list[str], output: str | os.PathLik
     out = Path(output)
     if resume and (out / MANIFEST_NAME).is_file() and not (out / WORK_DIR).exists():
         manifest = orjson.loads((out / MANIFEST_NAME).read_bytes())
+        _check_finished_matches(manifest, settings, inputs, out)
         return RunSummary(out, manifest, manifest.get("chunks", 0), manifest.get("chunks", 0))
     try:
         files, chunks, plan = _plan(settings, inputs)
@@ -263,6 +273,8 @@ def _finalize(out: Path, work: Path, settings: Settings, tokenizer, plan: dict, 
     os.replace(out / f".{QUARANTINE_NAME}.tmp", out / QUARANTINE_NAME)
     seen: dict[str, str] = {}
     duplicates: list[dict] = []
+    id_counts: Counter = Counter(rid for res in results for _, rid in res.hashes)
+    repeated_ids = sorted(rid for rid, n in id_counts.items() if n > 1)
     for res in results:
         duplicates.extend({"id": rid, "duplicate_of": first} for rid, first in res.dropped_duplicates)
         for h, rid in res.hashes:
@@ -285,7 +297,7 @@ def _finalize(out: Path, work: Path, settings: Settings, tokenizer, plan: dict, 
         rejected.update(res.rejected)
         truncated.extend(res.truncated_ids)
     manifest = build_manifest(settings, tokenizer, plan, files, shards, counts, rejected, truncated, duplicates,
-                              schema)
+                              schema, repeated_ids)
     fault_point("before_manifest")
     atomic_write_bytes(out / MANIFEST_NAME, orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
     shutil.rmtree(work, ignore_errors=True)

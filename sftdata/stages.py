@@ -30,8 +30,6 @@ from sftdata.tokenizer import Tokenizer, load_tokenizer
 from sftdata.validate import check_schema, to_conversation
 from sftdata.writers.arrow import BASE_SCHEMA, ShardRecord, ShardWriter, atomic_write_bytes
 
-ORIGINAL_PREVIEW = 4096
-
 
 @dataclass
 class ChunkResult:
@@ -80,6 +78,15 @@ def to_messages_record(obj: Any, fmt: str, settings: Settings) -> Any:
     return obj
 
 
+def _canonical(obj: Any) -> bytes:
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers beyond 64 bits: the stdlib writes them exactly
+        import json
+
+        return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def conversation_hashes(conv: Conversation) -> tuple[str, str]:
     """(content hash, prompt hash) of the normalised conversation.
 
@@ -88,8 +95,8 @@ def conversation_hashes(conv: Conversation) -> tuple[str, str]:
     """
     msgs = [[m.role, m.content.strip() if m.role != "tool" else m.content,
              [m.tool_call.name, m.tool_call.arguments] if m.tool_call else None, m.train] for m in conv.messages]
-    content = orjson.dumps([msgs, conv.tools], option=orjson.OPT_SORT_KEYS)
-    prompt = orjson.dumps([[m[:2] for m in msgs if m[0] != "assistant"], conv.tools], option=orjson.OPT_SORT_KEYS)
+    content = _canonical([msgs, conv.tools])
+    prompt = _canonical([[m[:2] for m in msgs if m[0] != "assistant"], conv.tools])
     return (hashlib.blake2b(content, digest_size=16).hexdigest(),
             hashlib.blake2b(prompt, digest_size=16).hexdigest())
 
@@ -143,8 +150,8 @@ def _records(chunk: Chunk, settings: Settings, result: ChunkResult) -> Iterator[
 
 
 def _original(raw: bytes) -> str:
-    text = raw[:ORIGINAL_PREVIEW].decode("utf-8", errors="backslashreplace")
-    return text if len(raw) <= ORIGINAL_PREVIEW else text + f"... [{len(raw)} bytes]"
+    """The original line, whole (invalid UTF-8 bytes kept as backslash escapes)."""
+    return raw.decode("utf-8", errors="backslashreplace")
 
 
 def process_chunk(chunk: Chunk, settings: Settings, out_dir: str, work_dir: str,
@@ -177,14 +184,18 @@ def process_chunk(chunk: Chunk, settings: Settings, out_dir: str, work_dir: str,
                     raise Reject("duplicate", f"exact duplicate of {drop[line]}", "")
                 stage = "label"
                 enc = proc.encode(conv)
-            except Reject as r:
+                h, ph = conversation_hashes(conv)
+            except (OSError, MemoryError):  # faults of the run, not of the record: stop, stay resumable
+                raise
+            except Exception as exc:  # noqa: BLE001 - no record may stop a run; keep it with a reason
+                r = exc if isinstance(exc, Reject) else Reject(
+                    "internal_error", f"{type(exc).__name__}: {exc} (please report this record)")
                 result.rejected[r.reason] += 1
                 rejection = Rejection(r.reason, r.message, stage, chunk.name, line, rid, r.pointer, _original(raw))
                 if r.reason == "duplicate":
                     rejection.extra["duplicate_of"] = drop[line]
                 quarantine.append(orjson.dumps(rejection.to_json()))
                 continue
-            h, ph = conversation_hashes(conv)
             (packer or writer).add(conv.id, enc.input_ids, enc.labels, h, ph)
             result.records_written += 1
             result.tokens += len(enc.input_ids)

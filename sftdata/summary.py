@@ -24,6 +24,7 @@ def format_run_summary(manifest: dict) -> str:
         f"special-token text kept as text in {c['special_text_records']:,} record(s)",
         f"truncated rows    {c['truncated_records']:>12,}",
         f"exact duplicates  {c['duplicate_records']:>12,}",
+        f"ids used twice+   {c.get('repeated_ids', 0):>12,}   (kept; listed in manifest.json)",
     ]
     return "\n".join(lines)
 
@@ -46,7 +47,9 @@ def run_audit_after(summary, settings) -> bool:
 
     report = run_audit(summary.output, min_trained_fraction=settings.min_trained_fraction,
                        max_rejected_fraction=settings.max_rejected_fraction)
+    from sftdata.writers.arrow import atomic_write_bytes
+
     path = summary.output / AUDIT_NAME
-    path.write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
+    atomic_write_bytes(path, (json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n").encode())
     click.echo(report.summary_text())
     return bool(report.ok)

@@ -20,7 +20,7 @@ import orjson
 
 from sftdata.records import Conversation, Message, Reject, ToolCall
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "record.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "record.schema.json"
 ROLES = {"system": "system", "user": "user", "assistant": "assistant", "tool": "tool", "ipython": "tool"}
 # Text that the Llama-3 tokenizer would turn into a control token if it were parsed as special.
 SPECIAL_TEXT = re.compile(r"<\|(?:begin_of_text|end_of_text|start_header_id|end_header_id|eot_id|eom_id|"
@@ -78,12 +78,17 @@ def _find_lone_surrogate(obj: Any, pointer: str = "") -> str | None:
     return None
 
 
+_BIG_INT = re.compile(rb"\d{19,}")
+
+
 def parse_json(raw: bytes) -> Any:
-    """Decode one JSON value. orjson on the hot path; the stdlib only to explain a failure."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        pass
+    """Decode one JSON value. orjson on the hot path; the stdlib to explain a failure, and for
+    integers beyond 64 bits, which orjson would turn into floats (changing the rendered text)."""
+    if not _BIG_INT.search(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -116,9 +121,13 @@ def explain_schema_error(obj: Any) -> Reject:
     if err.validator == "enum" and pointer.endswith("/role"):
         roles = ", ".join(err.validator_value)
         return Reject("unknown_role", f"{pointer}: found {found}, expected one of {roles}", pointer)
+    if err.validator in ("enum", "const"):
+        allowed = err.validator_value if err.validator == "enum" else [err.validator_value]
+        return Reject("wrong_value", f"{pointer}: found {found}, expected one of "
+                      f"{', '.join(json.dumps(v) for v in allowed)}", pointer)
     if err.validator == "required":
         return Reject("missing_field", f"{pointer or '/'}: {err.message}", pointer)
-    if err.validator in ("type", "anyOf", "const", "enum"):
+    if err.validator in ("type", "anyOf"):
         expected = err.validator_value if err.validator == "type" else err.schema.get("description", None)
         if err.validator == "anyOf":
             expected = "a string, null, or a list of text parts"
@@ -155,6 +164,20 @@ def _content_text(content: Any, pointer: str, parts_policy: dict[str, str]) -> s
     return "".join(texts)
 
 
+def loads_nested(text: str, pointer: str, reason: str) -> Any:
+    """A JSON document embedded in a string (tool arguments, tool lists): same rules as a line."""
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise Reject("too_deep", f"{pointer}: JSON nested too deeply to parse", pointer) from None
+    except ValueError:
+        raise Reject(reason, f"{pointer}: not valid JSON", pointer) from None
+    where = _find_lone_surrogate(obj)
+    if where is not None:
+        raise Reject("lone_surrogate", f"{pointer}{where}: string holds a lone UTF-16 surrogate", pointer)
+    return obj
+
+
 def _tool_call(calls: list, pointer: str) -> ToolCall:
     if len(calls) != 1:
         raise Reject("multiple_tool_calls", f"{pointer}: {len(calls)} tool calls in one message; the Llama-3 "
@@ -162,11 +185,7 @@ def _tool_call(calls: list, pointer: str) -> ToolCall:
     fn = calls[0]["function"]
     args = fn["arguments"]
     if isinstance(args, str):
-        try:
-            args = json.loads(args)
-        except ValueError:
-            raise Reject("invalid_tool_arguments", f"{pointer}/0/function/arguments: not valid JSON",
-                         f"{pointer}/0/function/arguments") from None
+        args = loads_nested(args, f"{pointer}/0/function/arguments", "invalid_tool_arguments")
     if not isinstance(args, dict):
         raise Reject("invalid_tool_arguments", f"{pointer}/0/function/arguments: expected a JSON object",
                      f"{pointer}/0/function/arguments")

@@ -8,10 +8,10 @@ mapped once here; ``function_call`` becomes an assistant ``tool_calls`` message 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from sftdata.records import Reject
+from sftdata.validate import loads_nested
 
 SPEAKERS = {
     "human": "user", "user": "user",
@@ -25,10 +25,7 @@ SPEAKERS = {
 def _tool_call(value: Any, pointer: str) -> dict:
     call = value
     if isinstance(value, str):
-        try:
-            call = json.loads(value)
-        except ValueError:
-            raise Reject("adapter_sharegpt", f"{pointer}: a function_call value must be JSON", pointer) from None
+        call = loads_nested(value, pointer, "adapter_sharegpt")
     if isinstance(call, list) and len(call) == 1:
         call = call[0]
     if not isinstance(call, dict) or not isinstance(call.get("name"), str):
@@ -54,7 +51,7 @@ def sharegpt_to_messages(obj: Any, *, weight_key: str | None = None, conversatio
         if not isinstance(turn, dict):
             raise Reject("adapter_sharegpt", f"{ptr}: expected an object with {from_key!r} and {value_key!r}", ptr)
         speaker = turn.get(from_key)
-        role = SPEAKERS.get(speaker.lower() if isinstance(speaker, str) else speaker)
+        role = SPEAKERS.get(speaker.lower()) if isinstance(speaker, str) else None
         if role is None:
             raise Reject("unknown_role", f"{ptr}/{from_key}: found {speaker!r}, expected one of "
                          f"{', '.join(sorted(SPEAKERS))}", f"{ptr}/{from_key}")
@@ -71,10 +68,7 @@ def sharegpt_to_messages(obj: Any, *, weight_key: str | None = None, conversatio
         out["id"] = obj["id"]
     tools = obj.get("tools")
     if isinstance(tools, str):
-        try:
-            tools = json.loads(tools) if tools.strip() else None
-        except ValueError:
-            raise Reject("adapter_sharegpt", "/tools: a string of tools must be JSON", "/tools") from None
+        tools = loads_nested(tools, "/tools", "adapter_sharegpt") if tools.strip() else None
     if tools:
         out["tools"] = [t if "function" in t else {"type": "function", "function": t} for t in tools] \
             if isinstance(tools, list) and all(isinstance(t, dict) for t in tools) else tools

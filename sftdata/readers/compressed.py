@@ -37,14 +37,41 @@ class _Limited(io.RawIOBase):
         return len(data)
 
 
-def open_decompressed(path: str, kind: str, limit: int) -> io.BufferedReader:
-    raw = open(path, "rb")
-    if kind == "jsonl_gz":
-        inner = gzip.GzipFile(fileobj=raw)
-    else:
+class _Zstd:
+    """Zstandard frames decoded one block at a time. Unlike ``stream_reader``, a truncated stream
+    is an error here, not a silent early end."""
+
+    def __init__(self, raw: BinaryIO) -> None:
         import zstandard
 
-        inner = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+        self.raw, self.zstd = raw, zstandard
+        self.obj = zstandard.ZstdDecompressor().decompressobj()
+        self.pending = b""
+        self.started = False
+
+    def read(self, n: int) -> bytes:
+        while len(self.pending) < n:
+            block = self.raw.read(1 << 20)
+            if not block:
+                if self.started and not self.obj.eof:
+                    raise EOFError("truncated or corrupt zstd stream")
+                break
+            self.started = True
+            self.pending += self.obj.decompress(block)
+            while self.obj.eof and self.obj.unused_data:  # concatenated frames
+                rest = self.obj.unused_data
+                self.obj = self.zstd.ZstdDecompressor().decompressobj()
+                self.pending += self.obj.decompress(rest)
+        out, self.pending = self.pending[:n], self.pending[n:]
+        return out
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def open_decompressed(path: str, kind: str, limit: int) -> io.BufferedReader:
+    raw = open(path, "rb")
+    inner = gzip.GzipFile(fileobj=raw) if kind == "jsonl_gz" else _Zstd(raw)
     return io.BufferedReader(_Limited(inner, limit), buffer_size=1 << 20)
 
 

@@ -11,6 +11,7 @@ Hostile input is expected: a BOM, CRLF line ends, blank lines and lines larger t
 from __future__ import annotations
 
 import glob
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -158,12 +159,15 @@ def read_json_array(chunk: Chunk, max_record_bytes: int) -> Iterator[tuple[int, 
     raw = Path(chunk.path).read_bytes().lstrip(BOM)
     try:
         doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        yield 1, None, raw[:4096]
-        del exc
-        return
+    except orjson.JSONDecodeError:
+        try:  # the stdlib accepts what orjson refuses (lone surrogates, huge integers): judge per element
+            doc = json.loads(raw.decode("utf-8", errors="strict"))
+        except (ValueError, RecursionError):
+            yield 1, None, raw
+            return
     if not isinstance(doc, list):
-        yield 1, None, raw[:4096]
+        yield 1, None, raw
         return
     for i, item in enumerate(doc, start=1):
-        yield i, item, orjson.dumps(item)
+        # ASCII escapes survive lone surrogates; the element is then parsed like a line
+        yield i, item, json.dumps(item, ensure_ascii=True).encode()

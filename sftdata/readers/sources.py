@@ -81,10 +81,15 @@ def iter_records(chunk: Chunk, max_record_bytes: int, max_decompressed_bytes: in
         for row, obj, raw in iter_columnar(chunk):
             yield row, obj, raw, None
         return
-    if chunk.kind == "json_array":
+    if chunk.kind == "json_array":  # each element gets the same parse rules as a line
         for line, obj, raw in read_json_array(chunk, max_record_bytes):
-            err = Reject("invalid_json", "the file is not a JSON array of records") if obj is None else None
-            yield line, obj, raw, err
+            if obj is None:
+                yield line, None, raw, Reject("invalid_json", "the file is not a valid JSON array of records")
+                continue
+            try:
+                yield line, parse_json(raw), raw, None
+            except Reject as rej:
+                yield line, None, raw, rej
         return
     if chunk.kind in ("jsonl_gz", "jsonl_zst"):
         lines: Iterator[RawLine] = iter_compressed_lines(chunk, max_record_bytes, max_decompressed_bytes)
@@ -108,10 +113,11 @@ def iter_records(chunk: Chunk, max_record_bytes: int, max_decompressed_bytes: in
                 yield raw.line, None, raw.data, rej
     except DecompressedTooLarge as exc:
         yield last + 1, None, b"", Reject("decompressed_too_large", f"{exc}; the rest of {chunk.name} was not read")
-    except (OSError, EOFError) as exc:  # a truncated or corrupt compressed stream
-        if chunk.kind == "jsonl":
+    except Exception as exc:  # noqa: BLE001 - a truncated or corrupt compressed stream (gzip, zstd errors)
+        if chunk.kind == "jsonl" or isinstance(exc, MemoryError):
             raise
-        yield last + 1, None, b"", Reject("corrupt_input", f"{chunk.name}: {exc}; the rest was not read")
+        yield last + 1, None, b"", Reject("corrupt_input", f"{chunk.name}: {type(exc).__name__}: {exc}; "
+                                          "the rest of the file was not read")
 
 
 __all__ = ["plan_chunks", "iter_records", "kind_of", "InputError", "open_decompressed"]

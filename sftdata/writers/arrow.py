@@ -184,7 +184,7 @@ class ShardWriter:
 
     def _open(self) -> None:
         name = self.shard_name(self._part)
-        self._tmp = self.out_dir / f".{name}.tmp"
+        self._tmp = self.out_dir / f".{name}.tmp{os.getpid()}"
         self._sink = pa.OSFile(str(self._tmp), "wb")
         self._writer = pa.ipc.new_stream(self._sink, self.schema)
 

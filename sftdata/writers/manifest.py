@@ -80,7 +80,8 @@ def write_dataset_metadata(out: Path, shards: list[ShardRecord], schema: pa.Sche
 
 def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, files: list[Path],
                    shards: list[ShardRecord], counts: Counter, rejected: Counter, truncated: list[str],
-                   duplicates: list[dict], schema: pa.Schema = BASE_SCHEMA) -> dict:
+                   duplicates: list[dict], schema: pa.Schema = BASE_SCHEMA,
+                   repeated_ids: list[str] | None = None) -> dict:
     renderer = Llama3Renderer(settings.template, settings.date_string, settings.train_on)
     tok = tokenizer.describe()
     tok.pop("encoder")  # ids are the same whichever encoder ran; keep the manifest identical too
@@ -115,6 +116,7 @@ def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, files: 
             "special_text_records": counts["special_text_records"],
             "truncated_records": len(truncated),
             "duplicate_records": len(duplicates),
+            "repeated_ids": len(repeated_ids or []),
         },
         "totals": totals,
         "packing": None if settings.packing == "none" else {
@@ -124,6 +126,7 @@ def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, files: 
         },
         "truncated_ids": truncated,
         "duplicates": duplicates,
+        "repeated_ids": repeated_ids or [],
     }
 
 
