@@ -416,6 +416,7 @@ def step(msg: str) -> Callable[[], None]:
 
 
 def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
+    code = code_state()  # before the runs: the tree may change while they go on
     copies = 1 if a.quick and a.copies is None else (a.copies or 4)
     scale = a.memory_scale
     tmp_ctx = tempfile.TemporaryDirectory(prefix="bench-prepare-")
@@ -487,7 +488,7 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
     print(f"command   : {' '.join(shlex.quote(x) for x in [Path(sys.executable).name, *argv])}")
     print(f"machine   : {cores} cores (usable {affinity}), {platform.machine()}, "
           f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
-    print(f"code      : {code_state()}")
+    print(f"code      : {code}")
     print(f"corpus    : {source} x {copies} copies = {n_records:,} records "
           f"({corpus_bytes(records, copies) / 1e6:,.1f} MB)")
     print()
@@ -538,7 +539,7 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
 
     if a.json:
         a.json.write_text(json.dumps({
-            "argv": argv, "cores": cores, "copies": copies, "records": n_records, "source": source,
+            "argv": argv, "code": code, "cores": cores, "copies": copies, "records": n_records, "source": source,
             "contenders": {k: {**asdict(m), "tokens_per_s": m.tokens_per_s, "tokens_per_cpu_s": m.tokens_per_cpu_s}
                            for k, m in
                            (("trl", trl), ("encode_batch", enc), ("run", run), ("mem_1x", mem1),

@@ -132,6 +132,13 @@ def _check_records(sink: Violations, stats: dict, counts: dict, conversations: i
                  f"({rec['rejected_total']} of {rec['records_read']}) is above {high}")
 
 
+def _plain_rows_allowed(pipeline: dict) -> bool:
+    """Rows with no chat structure (BOS + text) are legitimate only where the pipeline makes them:
+    `text` records under ``text_without_chat: train_all`` and string prompt/completion records."""
+    fmt = pipeline.get("input_format")
+    return (fmt == "text" and pipeline.get("text_without_chat") == "train_all") or fmt == "prompt_completion"
+
+
 def run_audit(path: str | Path, *, min_trained_fraction: float | None = None,
               max_rejected_fraction: float | None = None, check_integrity: bool = True,
               sources: Sequence[str | Path] | None = None, max_per_rule: int = 1000) -> AuditReport:
@@ -159,7 +166,8 @@ def run_audit(path: str | Path, *, min_trained_fraction: float | None = None,
                       closer_ids=tuple(i for i in (tok.eot_id, tok.eom_id) if i is not None),
                       header_newline_ids=tuple(newline), vocab_size=tok.vocab_size, decode=tok.decode,
                       truncated_ids=frozenset(str(i) for i in manifest.get("truncated_ids") or []),
-                      max_length=max_length, _roles=_ROLE_CACHE.setdefault(tok.fingerprint, {}))
+                      max_length=max_length, _roles=_ROLE_CACHE.setdefault(tok.fingerprint, {}),
+                      allow_plain=_plain_rows_allowed(pipeline))
     integrity = verify_folder(folder, counts=False, manifest=manifest) if check_integrity else None
     for problem in integrity.problems if integrity else []:
         sink.add("shard_integrity", f"{problem.kind}: {problem.message}", shard=problem.file)

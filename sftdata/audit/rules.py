@@ -60,6 +60,7 @@ class RuleContext:
     truncated_ids: frozenset[str] = frozenset()
     max_length: int | None = None
     _roles: dict[tuple[int, ...], int] = field(default_factory=dict)
+    allow_plain: bool = False  # conversations without headers: BOS + text, anything after BOS may train
 
     def role_code(self, key: tuple[int, ...]) -> int:
         if key not in self._roles:
@@ -235,9 +236,12 @@ def _units(v: SliceView) -> None:
     v.u_ce = np.where(closed, close, end)
     v.u_close = np.where(closed, close, -1)
     role = v.u_role = _roles(v, start, eh, turn, has_eh, trunc)
+    n_turns = np.bincount(seg[turn], minlength=len(v.seg_len))
+    v.seg_plain = (n_turns == 0) & (v.seg_len > 0) & ctx.allow_plain
+    plain = v.u_plain = ~turn & v.seg_plain[seg]
     width = np.where(has_eh, eh - start - 1, 0)
     problems = [  # (condition, flat position), first match wins; order follows _TURN_PROBLEMS
-        (~turn & (end - start > 1), start + 1),
+        (~turn & ~plain & (end - start > 1), start + 1),
         (turn & (n_eh == 0) & ~trunc, start),
         (n_eh > 1, start),
         (has_eh & (width == 0), eh),
@@ -256,7 +260,7 @@ def _units(v: SliceView) -> None:
         return _TURN_PROBLEMS[code[u] - 1].format(role=ctx.text(ids[start[u] + 1: eh[u]]))
 
     v.emit_segs("well_formed_turns", segs, turn_message, lambda k, s: int(pos[first[k]]))
-    no_turns = np.flatnonzero((np.bincount(seg[turn], minlength=len(v.seg_len)) == 0) & (v.seg_len > 0))
+    no_turns = np.flatnonzero((n_turns == 0) & (v.seg_len > 0) & ~v.seg_plain)
     v.emit_segs("well_formed_turns", no_turns, lambda k, s: _TURN_PROBLEMS[-1])
 
 
@@ -322,7 +326,8 @@ def check_slice(cols: dict[str, Any], first_row: int, shard: str, ctx: RuleConte
     assistant = v.u_turn & (v.u_role == ASSISTANT)
     unit_trained = cum[end] - cum[start]
     closer_trained = assistant & closed & trained[np.maximum(v.u_close, 0)]
-    allowed_trained = np.where(assistant, cum[ce] - cum[cs], 0) + closer_trained
+    allowed_trained = (np.where(assistant, cum[ce] - cum[cs], 0) + closer_trained
+                       + np.where(v.u_plain, cum[end] - cum[np.minimum(start + 1, end)], 0))
     allowed = np.where(assistant, ce - cs + closed, 0)
     stats.role_tokens += np.bincount(v.u_role, weights=end - start, minlength=len(ROLE_NAMES)).astype(np.int64)
     stats.role_trained += np.bincount(v.u_role, weights=unit_trained, minlength=len(ROLE_NAMES)).astype(np.int64)
@@ -338,6 +343,8 @@ def check_slice(cols: dict[str, Any], first_row: int, shard: str, ctx: RuleConte
         mask = trained[lo:hi].copy()
         if assistant[u]:
             mask[cs[u] - lo: ce[u] - lo + int(closed[u])] = False  # content, and the closer if any
+        elif v.u_plain[u]:
+            mask[1:] = False  # a plain conversation: only its BOS is never trained
         return lo + int(np.argmax(mask))
 
     v.emit_segs("trained_outside_assistant", segs, lambda k, s: (
