@@ -21,10 +21,29 @@ TEMPLATES = ["llama3", "llama3.1", "llama3.2"]
 DATE = "26 Jul 2024"
 
 
-def reference_ids(hf, conv, template: str) -> list[int]:
-    text = hf.apply_chat_template(to_template_messages(conv.messages), tools=conv.tools,
-                                  chat_template=official_template_text(template), tokenize=False,
-                                  date_string=DATE)
+def raw_reference(rec: dict) -> tuple[list[dict], list | None]:
+    """The record as the official template sees it, built from the raw JSON, not from our parser.
+
+    Only the documented boundary normalisations are applied, written out independently here:
+    arguments given as a JSON string are decoded, and an empty tool list means no tools.
+    """
+    import copy
+    import json
+
+    messages = copy.deepcopy(rec["messages"])
+    for m in messages:
+        for call in m.get("tool_calls") or []:
+            if isinstance(call["function"]["arguments"], str):
+                call["function"]["arguments"] = json.loads(call["function"]["arguments"])
+        if not m.get("tool_calls"):
+            m.pop("tool_calls", None)
+    return messages, rec.get("tools") or None
+
+
+def reference_ids(hf, rec: dict, template: str) -> list[int]:
+    messages, tools = raw_reference(rec)
+    text = hf.apply_chat_template(messages, tools=tools, chat_template=official_template_text(template),
+                                  tokenize=False, date_string=DATE)
     return hf.encode(text, add_special_tokens=False)
 
 
@@ -41,7 +60,7 @@ def compare_corpus(records, template, tokenizer, hf) -> tuple[int, int]:
             skipped += 1
             continue
         ours = encoder.encode(renderer.render(conv))
-        want = reference_ids(hf, conv, template)
+        want = reference_ids(hf, rec, template)
         assert ours.input_ids.tolist() == want, f"{template}: ids differ for {rec.get('id')}"
         compared += 1
     return compared, skipped
