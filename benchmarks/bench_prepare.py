@@ -23,7 +23,7 @@ pool without a fork-after-threads hazard. Besides wall time every contender repo
 (user + sys of the whole process tree), which is steadier than wall time on a shared machine.
 
     python benchmarks/bench_prepare.py --copies 4
-    python benchmarks/bench_prepare.py --quick        # seconds; what the test runs
+    python benchmarks/bench_prepare.py --quick        # under a minute; what the test runs
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CORPUS = Path("/work/shared/corpora/sft-mix.jsonl")
+# The shared corpus sits beside the checkout (/work/shared next to /work/main), as in tests/conftest.py.
+DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "sft-mix.jsonl"
 DATE_STRING = "26 Jul 2024"
 RESULT_TAG = "BENCH_RESULT "
 QUICK_RECORDS = 100
@@ -581,7 +582,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--copies", type=int, help="repeat the corpus N times (default 4; 1 with --quick)")
     p.add_argument("--workers", type=int, default=2, help="sftdata workers and TRL dataset_num_proc")
     p.add_argument("--memory-scale", type=int, default=4, help="input multiple for the memory-growth run")
-    p.add_argument("--quick", action="store_true", help=f"first {QUICK_RECORDS} records, 1 copy: seconds")
+    p.add_argument("--quick", action="store_true", help=f"first {QUICK_RECORDS} records, 1 copy: under a minute")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--check", action="store_true", help="exit 3 when a target fails")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (corpus, outputs, logs)")
