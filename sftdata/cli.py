@@ -61,7 +61,27 @@ def _overrides(**kw) -> dict:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog="""\b
+class LazyGroup(click.Group):
+    """Subcommands in other packages are imported only when used: `sftdata run` does not pay
+    for the audit's, the trainer's or the overlap tool's imports."""
+
+    LAZY = {"audit": ("sftdata.audit.command", "audit_cmd"), "verify": ("sftdata.audit.command", "verify_cmd"),
+            "inspect": ("sftdata.audit.command", "inspect_cmd"), "train": ("sftdata.training.command", "train_cmd"),
+            "overlap": ("sftdata.overlap", "overlap_cmd")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.LAZY))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.LAZY and name not in self.commands:
+            import importlib
+
+            module, attr = self.LAZY[name]
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog="""\b
 Example:
   sftdata run pipelines/demo.yaml --input examples/demo.jsonl --output out/demo
   sftdata audit out/demo --html report.html
@@ -142,24 +162,6 @@ def validate(paths, pipeline, template, max_errors) -> None:
         raise SystemExit(1)
 
 
-def _register_optional() -> None:
-    """Commands that live in their own packages; registered when present."""
-    import importlib
-
-    for module, names in (("sftdata.audit.command", ("audit_cmd", "verify_cmd", "inspect_cmd")),
-                          ("sftdata.training.command", ("train_cmd",)),
-                          ("sftdata.overlap", ("overlap_cmd",))):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        for name in names:
-            cmd = getattr(mod, name, None)
-            if cmd is not None:
-                main.add_command(cmd, name.removesuffix("_cmd"))
-
-
-_register_optional()
 
 if __name__ == "__main__":
     main()

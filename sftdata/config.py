@@ -107,6 +107,22 @@ def _validator():
     return Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
 
 
+@lru_cache(maxsize=1)
+def _fast_validator():
+    import fastjsonschema
+
+    return fastjsonschema.compile(json.loads(SCHEMA_PATH.read_text()))
+
+
+def _is_valid(doc: dict) -> bool:
+    """Compiled check first (importing jsonschema costs a noticeable part of a short run)."""
+    try:
+        _fast_validator()(copy.deepcopy(doc))
+        return True
+    except Exception:  # noqa: BLE001 - any failure: let the reference validator explain
+        return False
+
+
 _STAGE_OF = {name: path for path, name in _STAGE_KEYS.items()}
 
 
@@ -134,7 +150,7 @@ def settings_from_dict(doc: Any, source: str = "pipeline", overrides: dict[str, 
         raise ConfigError([f"the pipeline must be a mapping, found {type(doc).__name__}"], source)
     doc = _with_overrides(doc, overrides or {})
     errors = []
-    for err in sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path)):
+    for err in [] if _is_valid(doc) else sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path)):
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
         errors.append(f"{where}: {err.message}")
     if errors:

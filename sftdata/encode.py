@@ -14,7 +14,7 @@ import numpy as np
 
 from sftdata.constants import IGNORE_INDEX
 from sftdata.records import Reject
-from sftdata.templates import CONST, SPECIAL, TEXT, TRAINED, TRAINED_SPECIAL, Piece
+from sftdata.templates import CONST, HEADER, HEADER_NEWLINE, SPECIAL, TEXT, TRAINED, TRAINED_SPECIAL, Piece
 from sftdata.tokenizer import Tokenizer
 
 
@@ -36,7 +36,7 @@ class PieceEncoder:
         self.max_length = max_length
         self.truncation = truncation
         self._special: dict[str, int] = {}
-        self._const: dict[str, list[int]] = {}
+        self._const: dict[object, list[int]] = {}
         self._encode = tokenizer.encode_text
 
     def _special_id(self, name: str) -> int:
@@ -52,15 +52,21 @@ class PieceEncoder:
         encode = self._encode
         const = self._const
         for kind, value in pieces:
-            if kind == SPECIAL:
+            if kind == TEXT:
+                ids.extend(encode(value))
+            elif kind == HEADER:
+                toks = const.get(("header", value))
+                if toks is None:
+                    toks = const[("header", value)] = [self._special_id("<|start_header_id|>"), *encode(value),
+                                                       self._special_id("<|end_header_id|>"), *encode(HEADER_NEWLINE)]
+                ids.extend(toks)
+            elif kind == SPECIAL:
                 ids.append(self._special_id(value))
             elif kind == CONST:
                 toks = const.get(value)
                 if toks is None:
                     toks = const[value] = encode(value)
                 ids.extend(toks)
-            elif kind == TEXT:
-                ids.extend(encode(value))
             elif kind == TRAINED:
                 start = len(ids)
                 ids.extend(encode(value))

@@ -64,6 +64,8 @@ class ChunkResult:
 
 def to_messages_record(obj: Any, fmt: str, settings: Settings) -> Any:
     """Stage `adapt`: rename custom fields, then map sharegpt/alpaca records to `messages` records."""
+    if fmt == "messages" and not settings.fields:
+        return obj
     from sftdata.adapters.alpaca import alpaca_to_messages
     from sftdata.adapters.fields import apply_field_map
     from sftdata.adapters.sharegpt import sharegpt_to_messages

@@ -28,6 +28,7 @@ TEXT = 1  # untrained text
 TRAINED = 2  # trained text
 CONST = 3  # untrained text that repeats across records (cached by the encoder)
 TRAINED_SPECIAL = 4  # a trained control token: the <|eot_id|> that closes a trained turn
+HEADER = 5  # value: a role; <|start_header_id|> role <|end_header_id|> \n\n, untrained (one cached id run)
 
 Piece = tuple[int, object]
 
@@ -77,10 +78,7 @@ class Llama3Renderer:
     # -- the three parts of a turn, as in the official format -------------------------------
     @staticmethod
     def _header(out: list[Piece], role: str) -> None:
-        out.append((SPECIAL, "<|start_header_id|>"))
-        out.append((CONST, role))
-        out.append((SPECIAL, "<|end_header_id|>"))
-        out.append((CONST, HEADER_NEWLINE))
+        out.append((HEADER, role))
 
     @staticmethod
     def _body(out: list[Piece], text: str, trained: bool) -> None:

@@ -12,6 +12,7 @@ falls back to the Hugging Face path.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from functools import lru_cache
@@ -141,49 +142,80 @@ def fingerprint_of(tok: Any) -> str:
     return "sha256:" + hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def describe_backend(backend: Any) -> dict:
+    """What the pipeline needs from a tokenizer, cacheable as JSON beside a converted tokenizer."""
+    names = CONTROL_TOKENS + ("<|eom_id|>", "<|python_tag|>", "<|finetune_right_pad_id|>")
+    added = backend.get_added_tokens_decoder()
+    return {
+        "fingerprint": fingerprint_of(backend),
+        "ids": {name: backend.token_to_id(name) for name in names},
+        "vocab_size": backend.get_vocab_size(with_added_tokens=True),
+        "special_tokens": {str(i): t.content for i, t in added.items() if t.special},
+    }
+
+
 class Tokenizer:
     """A loaded tokenizer with text-only encoding and the Llama-3 control-token ids.
 
-    The run path needs only the ``tokenizers`` backend (importing transformers costs seconds per
-    worker); the transformers object is built lazily, for training and parity checks.
+    The run path needs neither transformers (seconds of imports per process) nor, for the
+    built-in tokenizer, the 17 MB ``tokenizer.json``: ids, fingerprint and special tokens come
+    from a small cached description, and encoding from tiktoken. The Hugging Face backend and
+    the transformers object load lazily, for long-run fallbacks, training and parity checks.
     """
 
-    def __init__(self, spec: str, backend: Any, encoder: str, tiktoken_enc: Any = None,
-                 hf_loader: Any = None, pad_token_id: int | None = None, fingerprint: str | None = None,
+    def __init__(self, spec: str, backend_loader: Any, encoder: str, tiktoken_enc: Any = None,
+                 hf_loader: Any = None, pad_token_id: int | None = None, meta: dict | None = None,
                  private_backend: bool = False) -> None:
         self.spec = spec
-        self.backend = backend
         self.encoder = encoder
+        self._backend_loader = backend_loader
+        self._backend = None
+        self._text_backend_obj = None
+        self._private_backend = private_backend
         self._tiktoken = tiktoken_enc
         self._hf_loader = hf_loader
         self._hf = None
-        self.fingerprint = fingerprint or fingerprint_of(backend)
-        ids = {tok: backend.token_to_id(tok) for tok in CONTROL_TOKENS + (
-            "<|eom_id|>", "<|python_tag|>", "<|finetune_right_pad_id|>")}
-        missing = [t for t in CONTROL_TOKENS if ids[t] is None]
+        self.meta = meta or describe_backend(self.backend)
+        self.fingerprint: str = self.meta["fingerprint"]
+        ids = self.meta["ids"]
+        missing = [t for t in CONTROL_TOKENS if ids.get(t) is None]
         if missing:
             raise TokenizerError(f"tokenizer {spec!r} lacks the Llama-3 control tokens {', '.join(missing)}")
         self.bos_id: int = ids["<|begin_of_text|>"]
         self.start_header_id: int = ids["<|start_header_id|>"]
         self.end_header_id: int = ids["<|end_header_id|>"]
         self.eot_id: int = ids["<|eot_id|>"]
-        self.eom_id: int | None = ids["<|eom_id|>"]
-        self.python_tag_id: int | None = ids["<|python_tag|>"]
-        pad = pad_token_id if pad_token_id is not None else ids["<|finetune_right_pad_id|>"]
+        self.eom_id: int | None = ids.get("<|eom_id|>")
+        self.python_tag_id: int | None = ids.get("<|python_tag|>")
+        pad = pad_token_id if pad_token_id is not None else ids.get("<|finetune_right_pad_id|>")
         self.pad_id: int = pad if pad is not None else self.eot_id
-        self.vocab_size: int = backend.get_vocab_size(with_added_tokens=True)
-        self.special_ids: frozenset[int] = frozenset(
-            i for i, t in backend.get_added_tokens_decoder().items() if t.special)
-        # Text that looks like a special token must stay text: a backend with special-token
-        # matching switched off. A backend shared with a transformers object is copied first.
-        if private_backend:
-            self._text_backend = backend
-        else:
-            from tokenizers import Tokenizer as _Backend
-
-            self._text_backend = _Backend.from_str(backend.to_str())
-        self._text_backend.encode_special_tokens = True
+        self.vocab_size: int = self.meta["vocab_size"]
+        self._special_names = {int(i): name for i, name in self.meta["special_tokens"].items()}
+        self._special_by_name = {name: i for i, name in self._special_names.items()}
+        self.special_ids: frozenset[int] = frozenset(self._special_names)
         self.encode_text = self._make_encoder()
+
+    @property
+    def backend(self) -> Any:
+        """The ``tokenizers.Tokenizer`` (loaded on first use)."""
+        if self._backend is None:
+            self._backend = self._backend_loader()
+        return self._backend
+
+    @property
+    def _text_backend(self) -> Any:
+        """A backend with special-token matching switched off: text that looks like a special
+        token stays text. A backend shared with a transformers object is copied first."""
+        if self._text_backend_obj is None:
+            if self._private_backend:
+                tb = self.backend
+            else:
+                from tokenizers import Tokenizer as _Backend
+
+                tb = _Backend.from_str(self.backend.to_str())
+            tb.encode_special_tokens = True
+            self._text_backend_obj = tb
+        return self._text_backend_obj
 
     @property
     def hf(self) -> Any:
@@ -193,6 +225,8 @@ class Tokenizer:
         return self._hf
 
     def token_id(self, token: str) -> int | None:
+        if token in self._special_by_name:
+            return self._special_by_name[token]
         return self.backend.token_to_id(token)
 
     def _make_encoder(self):
@@ -201,10 +235,8 @@ class Tokenizer:
         Built once as a closure: this is the per-piece hot path, so it calls tiktoken's core
         directly and only looks for long runs in long texts.
         """
-        backend = self._text_backend
-
         def hf_encode(text: str) -> list[int]:
-            return backend.encode(text, add_special_tokens=False).ids
+            return self._text_backend.encode(text, add_special_tokens=False).ids
 
         if self._tiktoken is None:
             return hf_encode
@@ -228,7 +260,22 @@ class Tokenizer:
         return [e.ids for e in self._text_backend.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: list[int]) -> str:
-        return self.backend.decode(list(ids), skip_special_tokens=False)
+        if self._tiktoken is None:
+            return self.backend.decode([int(i) for i in ids], skip_special_tokens=False)
+        out, run = [], []
+        for i in ids:  # tiktoken knows the ordinary tokens; special ones come from the description
+            i = int(i)
+            name = self._special_names.get(i)
+            if name is None:
+                run.append(i)
+                continue
+            if run:
+                out.append(self._tiktoken.decode_bytes(run))
+                run = []
+            out.append(name.encode())
+        if run:
+            out.append(self._tiktoken.decode_bytes(run))
+        return b"".join(out).decode("utf-8", errors="replace")
 
     def id_to_token(self, i: int) -> str | None:
         return self.backend.id_to_token(int(i))
@@ -242,11 +289,27 @@ class Tokenizer:
         }
 
 
-def _tiktoken_encoding(model_file: Path) -> Any:
-    import tiktoken
-    from tiktoken.load import load_tiktoken_bpe
+def _tiktoken_encoding(model_file: Path, cache: Path | None = None) -> Any:
+    """tiktoken over Meta's ranks; the decoded ranks are cached (base64 decoding costs 0.5 s)."""
+    import pickle
 
-    ranks = load_tiktoken_bpe(str(model_file))
+    import tiktoken
+
+    pkl = cache / "sftdata-ranks.pkl" if cache else None
+    ranks = None
+    if pkl is not None and pkl.is_file():
+        try:
+            ranks = pickle.loads(pkl.read_bytes())
+        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
+            ranks = None
+    if ranks is None:
+        from tiktoken.load import load_tiktoken_bpe
+
+        ranks = load_tiktoken_bpe(str(model_file))
+        if pkl is not None:
+            tmp = pkl.with_name(pkl.name + f".tmp{os.getpid()}")
+            tmp.write_bytes(pickle.dumps(ranks, protocol=pickle.HIGHEST_PROTOCOL))
+            os.replace(tmp, pkl)
     return tiktoken.Encoding(name="sftdata-llama3", pat_str=LLAMA3_PATTERN, mergeable_ranks=ranks, special_tokens={})
 
 
@@ -267,22 +330,23 @@ def _load_tokenizer(spec: str, encoder: str) -> Tokenizer:
         from tokenizers import Tokenizer as _Backend
 
         path = _convert_builtin()
-        backend = _Backend.from_file(str(path / "tokenizer.json"))
-        tk = _tiktoken_encoding(llama3_model_file()) if encoder in ("auto", "tiktoken") else None
+        tk = _tiktoken_encoding(llama3_model_file(), path) if encoder in ("auto", "tiktoken") else None
 
         def loader() -> Any:
             from transformers import AutoTokenizer
 
             return AutoTokenizer.from_pretrained(str(path))
 
-        # The fingerprint of the cached conversion is stored beside it: hashing 128k tokens and
-        # 280k merges costs a second per process otherwise.
-        fp_file = path / "sftdata-fingerprint.txt"
-        fp = fp_file.read_text().strip() if fp_file.is_file() else None
-        tok = Tokenizer(spec, backend, "tiktoken" if tk else "hf", tk, loader, fingerprint=fp,
-                        private_backend=True)
-        if fp is None:
-            fp_file.write_text(tok.fingerprint)
+        # The description (fingerprint, control ids, special tokens) of the cached conversion is
+        # stored beside it: hashing 128k tokens and 280k merges costs a second per process.
+        meta_file = path / "sftdata-meta.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else None
+        tok = Tokenizer(spec, lambda: _Backend.from_file(str(path / "tokenizer.json")),
+                        "tiktoken" if tk else "hf", tk, loader, meta=meta, private_backend=True)
+        if meta is None:
+            tmp = meta_file.with_name(meta_file.name + f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(tok.meta))
+            os.replace(tmp, meta_file)
         return tok
     if encoder == "tiktoken":
         raise TokenizerError("the tiktoken encoder is only available for builtin:llama3")
@@ -294,6 +358,6 @@ def _load_tokenizer(spec: str, encoder: str) -> Tokenizer:
         raise TokenizerError(f"cannot load tokenizer {spec!r}: {exc}") from exc
     if not getattr(hf, "is_fast", False):
         raise TokenizerError(f"tokenizer {spec!r} is not a fast tokenizer")
-    tok = Tokenizer(spec, hf.backend_tokenizer, "hf", None, lambda: hf, hf.pad_token_id)
+    tok = Tokenizer(spec, lambda: hf.backend_tokenizer, "hf", None, lambda: hf, hf.pad_token_id)
     tok._hf = hf
     return tok

@@ -28,8 +28,9 @@ def test_every_command_has_help_with_an_example():
     res = runner.invoke(main, ["--help"])
     assert res.exit_code == 0 and "Example" in res.output
     expected = {"run", "validate", "audit", "verify", "inspect", "train", "overlap"}
-    assert expected <= set(main.commands), set(main.commands)
-    for name in main.commands:
+    names = main.list_commands(None)
+    assert expected <= set(names), names
+    for name in names:
         res = runner.invoke(main, [name, "--help"])
         assert res.exit_code == 0, name
         assert "Example" in res.output and "sftdata " + name in res.output, name

@@ -94,6 +94,11 @@ class IntegrityReport:
         return "\n".join(lines)
 
 
+
+def _no_nulls(arr, value):
+    """``fill_null`` only when needed: the call itself imports pandas (a second per process)."""
+    return arr.fill_null(value) if arr.null_count else arr
+
 def load_manifest(folder: str | Path) -> dict[str, Any]:
     """Read ``manifest.json``; any reason it cannot be used is an `AuditError` (usage/I/O, exit 2)."""
     folder = Path(folder)
@@ -239,17 +244,17 @@ def column_problems(schema: pa.Schema) -> tuple[list[str], bool, bool]:
 def list_parts(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """A list column as (flat values, per-row lengths) numpy arrays; a null list is an empty one."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    lens = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    lens = _no_nulls(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
     flat = pc.list_flatten(arr)
     if flat.null_count:
-        flat = flat.fill_null(IGNORE_INDEX if pa.types.is_integer(flat.type) else "")
+        flat = _no_nulls(flat, IGNORE_INDEX if pa.types.is_integer(flat.type) else "")
     return flat.to_numpy(zero_copy_only=False), lens
 
 
 def iter_slices(table: pa.Table, packed: bool, chunk_tokens: int | None = None) -> Iterator[tuple[int, dict]]:
     """(first row, columns) per slice of whole rows holding about ``chunk_tokens`` tokens."""
     chunk_tokens = chunk_tokens or CHUNK_TOKENS
-    lens = pc.list_value_length(table.column("input_ids")).fill_null(0)
+    lens = _no_nulls(pc.list_value_length(table.column("input_ids")), 0)
     cum = np.cumsum(lens.to_numpy() if table.num_rows else np.zeros(0, np.int64))
     cuts = np.searchsorted(cum, np.arange(chunk_tokens, int(cum[-1]) if cum.size else 0, chunk_tokens), "right")
     bounds = sorted({0, table.num_rows, *(int(c) for c in cuts)})
@@ -260,7 +265,7 @@ def iter_slices(table: pa.Table, packed: bool, chunk_tokens: int | None = None) 
         cols["id"] = part.column("id").combine_chunks()
         if packed and "packed_ids" in part.column_names:
             pid = part.column("packed_ids").combine_chunks()
-            lengths = pc.list_value_length(pid).fill_null(0).to_numpy(zero_copy_only=False)
+            lengths = _no_nulls(pc.list_value_length(pid), 0).to_numpy(zero_copy_only=False)
             cols["packed_ids"] = (pc.list_flatten(pid), lengths.astype(np.int64))
         yield a, cols
 

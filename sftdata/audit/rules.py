@@ -182,7 +182,8 @@ class SliceView:
 
     def _hits(self, arr: pa.Array) -> np.ndarray:
         value_set = pa.array(sorted(self.ctx.truncated_ids), arr.type)
-        return pc.is_in(arr, value_set=value_set).fill_null(False).to_numpy(zero_copy_only=False)
+        hits = pc.is_in(arr, value_set=value_set)
+        return (hits.fill_null(False) if hits.null_count else hits).to_numpy(zero_copy_only=False)
 
 
 def _roles(v: SliceView, start: np.ndarray, eh: np.ndarray, turn: np.ndarray, has_eh: np.ndarray,
