@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+import regex
 
 BUILTIN_LLAMA3 = "builtin:llama3"
 
@@ -45,9 +46,12 @@ LLAMA3_SPECIAL_TOKENS = _NAMED_SPECIALS + [f"<|reserved_special_token_{i}|>" for
 # Llama-3 chat control tokens the templates need; a tokenizer without them cannot render the format.
 CONTROL_TOKENS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
 
-# tiktoken's BPE is quadratic in the length of one pre-token; a text containing a very long run
-# (100k letters, spaces or symbols) goes to the Hugging Face encoder, which handles it in n log n.
-_LONG_RUN = re.compile(r"\S{2048,}|\s{2048,}")
+# tiktoken's BPE is quadratic in the length of one pre-token; a text containing a very long
+# pre-token (100k letters, spaces or symbols in a row) goes to the Hugging Face encoder, which
+# handles it in n log n. Runs are measured like the Llama-3 pre-tokenizer cuts them (digits come
+# in threes), so long CJK paragraphs with punctuation stay on the fast path.
+LONG_PIECE = 4096
+_LONG_RUN = regex.compile(rf"\p{{L}}{{{LONG_PIECE},}}|[^\s\p{{L}}\p{{N}}]{{{LONG_PIECE},}}|\s{{{LONG_PIECE},}}")
 
 
 class TokenizerError(Exception):
@@ -245,7 +249,7 @@ class Tokenizer:
         long_run = _LONG_RUN.search
 
         def tiktoken_encode(text: str) -> list[int]:
-            if len(text) >= 2048 and long_run(text):
+            if len(text) >= LONG_PIECE and long_run(text):
                 return hf_encode(text)
             try:
                 return core(text)
