@@ -197,7 +197,18 @@ class Tokenizer:
         self._special_names = {int(i): name for i, name in self.meta["special_tokens"].items()}
         self._special_by_name = {name: i for i, name in self._special_names.items()}
         self.special_ids: frozenset[int] = frozenset(self._special_names)
+        self.encode_text = self._first_encode
+
+    def _first_encode(self, text: str) -> list[int]:
+        # the encoder (for tiktoken, a 0.2 s build) is made on first use: the audit never needs it
         self.encode_text = self._make_encoder()
+        return self.encode_text(text)
+
+    @property
+    def header_newline_ids(self) -> list[int]:
+        """The ids of the ``\n\n`` that follows every header."""
+        ids = self.meta.get("header_newline_ids")
+        return list(ids) if ids is not None else self.encode_text("\n\n")
 
     @property
     def backend(self) -> Any:
@@ -244,8 +255,8 @@ class Tokenizer:
 
         if self._tiktoken is None:
             return hf_encode
-        core = self._tiktoken._core_bpe.encode_ordinary
-        careful = self._tiktoken.encode_ordinary
+        core = self._tiktoken.encoding._core_bpe.encode_ordinary
+        careful = self._tiktoken.encoding.encode_ordinary
         long_run = _LONG_RUN.search
 
         def tiktoken_encode(text: str) -> list[int]:
@@ -293,28 +304,50 @@ class Tokenizer:
         }
 
 
-def _tiktoken_encoding(model_file: Path, cache: Path | None = None) -> Any:
-    """tiktoken over Meta's ranks; the decoded ranks are cached (base64 decoding costs 0.5 s)."""
-    import pickle
+class _Tiktoken:
+    """tiktoken over Meta's ranks, built on first use. The decoded ranks are cached as a pickle
+    (base64 decoding costs 0.5 s); decoding works from the ranks alone, without the encoder."""
 
-    import tiktoken
+    def __init__(self, model_file: Path, cache: Path | None = None) -> None:
+        self.model_file, self.cache = model_file, cache
+        self._ranks: dict[bytes, int] | None = None
+        self._encoding: Any = None
+        self._bytes_of: dict[int, bytes] | None = None
 
-    pkl = cache / "sftdata-ranks.pkl" if cache else None
-    ranks = None
-    if pkl is not None and pkl.is_file():
-        try:
-            ranks = pickle.loads(pkl.read_bytes())
-        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
-            ranks = None
-    if ranks is None:
-        from tiktoken.load import load_tiktoken_bpe
+    @property
+    def ranks(self) -> dict[bytes, int]:
+        if self._ranks is None:
+            import pickle
 
-        ranks = load_tiktoken_bpe(str(model_file))
-        if pkl is not None:
-            tmp = pkl.with_name(pkl.name + f".tmp{os.getpid()}")
-            tmp.write_bytes(pickle.dumps(ranks, protocol=pickle.HIGHEST_PROTOCOL))
-            os.replace(tmp, pkl)
-    return tiktoken.Encoding(name="sftdata-llama3", pat_str=LLAMA3_PATTERN, mergeable_ranks=ranks, special_tokens={})
+            pkl = self.cache / "sftdata-ranks.pkl" if self.cache else None
+            if pkl is not None and pkl.is_file():
+                try:
+                    self._ranks = pickle.loads(pkl.read_bytes())
+                except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
+                    self._ranks = None
+            if self._ranks is None:
+                from tiktoken.load import load_tiktoken_bpe
+
+                self._ranks = load_tiktoken_bpe(str(self.model_file))
+                if pkl is not None:
+                    tmp = pkl.with_name(pkl.name + f".tmp{os.getpid()}")
+                    tmp.write_bytes(pickle.dumps(self._ranks, protocol=pickle.HIGHEST_PROTOCOL))
+                    os.replace(tmp, pkl)
+        return self._ranks
+
+    @property
+    def encoding(self) -> Any:
+        if self._encoding is None:
+            import tiktoken
+
+            self._encoding = tiktoken.Encoding(name="sftdata-llama3", pat_str=LLAMA3_PATTERN,
+                                               mergeable_ranks=self.ranks, special_tokens={})
+        return self._encoding
+
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        if self._bytes_of is None:
+            self._bytes_of = {i: b for b, i in self.ranks.items()}
+        return b"".join(self._bytes_of[i] for i in ids)
 
 
 def load_tokenizer(spec: str = BUILTIN_LLAMA3, encoder: str = "auto") -> Tokenizer:
@@ -334,7 +367,7 @@ def _load_tokenizer(spec: str, encoder: str) -> Tokenizer:
         from tokenizers import Tokenizer as _Backend
 
         path = _convert_builtin()
-        tk = _tiktoken_encoding(llama3_model_file(), path) if encoder in ("auto", "tiktoken") else None
+        tk = _Tiktoken(llama3_model_file(), path) if encoder in ("auto", "tiktoken") else None
 
         def loader() -> Any:
             from transformers import AutoTokenizer
@@ -343,11 +376,12 @@ def _load_tokenizer(spec: str, encoder: str) -> Tokenizer:
 
         # The description (fingerprint, control ids, special tokens) of the cached conversion is
         # stored beside it: hashing 128k tokens and 280k merges costs a second per process.
-        meta_file = path / "sftdata-meta.json"
+        meta_file = path / "sftdata-meta-v2.json"
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else None
         tok = Tokenizer(spec, lambda: _Backend.from_file(str(path / "tokenizer.json")),
                         "tiktoken" if tk else "hf", tk, loader, meta=meta, private_backend=True)
         if meta is None:
+            tok.meta["header_newline_ids"] = tok.encode_text("\n\n")
             tmp = meta_file.with_name(meta_file.name + f".tmp{os.getpid()}")
             tmp.write_text(json.dumps(tok.meta))
             os.replace(tmp, meta_file)

@@ -154,7 +154,7 @@ def run_audit(path: str | Path, *, min_trained_fraction: float | None = None,
     if not isinstance(spec, str) or not spec:
         raise AuditError(f"{folder}: the manifest names no tokenizer (tokenizer.spec)")
     tok = _tokenizer(spec)
-    newline = list(tok.encode_text("\n\n"))
+    newline = list(tok.header_newline_ids)
     sink = Violations(max_per_rule)
     _check_tokenizer(manifest, tok, newline, sink)
     pipeline = manifest.get("pipeline") or {}

@@ -88,7 +88,7 @@ def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, files: 
     tok.update(bos_id=tokenizer.bos_id, eot_id=tokenizer.eot_id, start_header_id=tokenizer.start_header_id,
                end_header_id=tokenizer.end_header_id, eom_id=tokenizer.eom_id,
                python_tag_id=tokenizer.python_tag_id, pad_id=tokenizer.pad_id,
-               header_newline_ids=tokenizer.encode_text("\n\n"))
+               header_newline_ids=tokenizer.header_newline_ids)
     totals = {"rows": sum(s.rows for s in shards), "tokens": sum(s.tokens for s in shards),
               "trained_tokens": sum(s.trained_tokens for s in shards)}
     return {
