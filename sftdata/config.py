@@ -152,7 +152,12 @@ def settings_from_dict(doc: Any, source: str = "pipeline", overrides: dict[str, 
     errors = []
     for err in [] if _is_valid(doc) else sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path)):
         where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-        errors.append(f"{where}: {err.message}")
+        key = str(err.absolute_path[-1]) if err.absolute_path else ""
+        if err.validator == "anyOf" and key in (*_SIZES, "chunk_size"):
+            errors.append(f"{where}: not a size: {err.instance!r} (use e.g. 64MB, 1MiB or a byte count"
+                          f"{', or auto' if key == 'chunk_size' else ''})")
+        else:
+            errors.append(f"{where}: {err.message}")
     if errors:
         raise ConfigError(errors, source)
     values: dict[str, Any] = {}
@@ -182,7 +187,7 @@ def settings_from_dict(doc: Any, source: str = "pipeline", overrides: dict[str, 
 def load_pipeline(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> Settings:
     """Load a pipeline YAML (or defaults when ``path`` is None)."""
     if path is None:
-        return settings_from_dict({}, "defaults", overrides)
+        return settings_from_dict({}, "command line", overrides)
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
