@@ -108,9 +108,22 @@ class RecordProcessor:
 
     def __init__(self, settings: Settings, tokenizer: Tokenizer | None = None) -> None:
         self.settings = settings
-        self.tokenizer = tokenizer or load_tokenizer(settings.tokenizer, settings.encoder)
+        self._tokenizer = tokenizer
+        self._encoder: PieceEncoder | None = None
         self.renderer = Llama3Renderer(settings.template, settings.date_string, settings.train_on)
-        self.encoder = PieceEncoder(self.tokenizer, settings.max_length, settings.truncation)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """Loaded on first use: validation alone never needs it."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.settings.tokenizer, self.settings.encoder)
+        return self._tokenizer
+
+    @property
+    def encoder(self) -> PieceEncoder:
+        if self._encoder is None:
+            self._encoder = PieceEncoder(self.tokenizer, self.settings.max_length, self.settings.truncation)
+        return self._encoder
 
     def conversation(self, obj: Any, source: str, line: int, fmt: str = "messages") -> Conversation:
         """Stages adapt (to `messages`) and validate."""
@@ -151,6 +164,27 @@ def _records(chunk: Chunk, settings: Settings, result: ChunkResult) -> Iterator[
     result.blank_lines += blank[0]
 
 
+def _validated(chunk: Chunk, settings: Settings, proc: RecordProcessor, result: ChunkResult
+               ) -> Iterator[tuple[int, bytes, str | None, Conversation | Rejection]]:
+    """Stages read, parse, adapt and validate: (line, original, id if known, conversation or rejection)."""
+    for line, obj, raw, rej in _records(chunk, settings, result):
+        rid, stage = None, "parse"
+        try:
+            if rej is not None:
+                raise rej
+            if isinstance(obj, dict) and isinstance(obj.get("id"), (str, int)):
+                rid = str(obj["id"])
+            stage = "validate"
+            outcome: Conversation | Rejection = proc.conversation(obj, chunk.name, line, chunk.format)
+        except (OSError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - no record may stop a run; keep it with a reason
+            r = exc if isinstance(exc, Reject) else Reject(
+                "internal_error", f"{type(exc).__name__}: {exc} (please report this record)")
+            outcome = Rejection(r.reason, r.message, stage, chunk.name, line, rid, r.pointer, _original(raw))
+        yield line, raw, rid, outcome
+
+
 def _original(raw: bytes) -> str:
     """The original line, whole (invalid UTF-8 bytes kept as backslash escapes)."""
     return raw.decode("utf-8", errors="backslashreplace")
@@ -169,18 +203,15 @@ def process_chunk(chunk: Chunk, settings: Settings, out_dir: str, work_dir: str,
     packer = Packer(settings.max_length) if settings.packing == "bfd" else None
     schema = PACKED_SCHEMA if packer else BASE_SCHEMA
     with ShardWriter(out, chunk.index, settings.shard_size, schema) as writer:
-        for line, obj, raw, rej in _records(chunk, settings, result):
+        for line, raw, rid, outcome in _validated(chunk, settings, proc, result):
             result.records_read += 1
-            stage, rid = "parse", None
+            if isinstance(outcome, Rejection):
+                result.rejected[outcome.reason] += 1
+                quarantine.append(orjson.dumps(outcome.to_json()))
+                continue
+            conv, stage = outcome, "dedupe"
             try:
-                if rej is not None:
-                    raise rej
-                if isinstance(obj, dict) and isinstance(obj.get("id"), (str, int)):
-                    rid = str(obj["id"])
-                stage = "validate"
-                conv = proc.conversation(obj, chunk.name, line, chunk.format)
                 if drop and line in drop:
-                    stage = "dedupe"
                     rid = conv.id
                     result.dropped_duplicates.append((conv.id, drop[line]))
                     raise Reject("duplicate", f"exact duplicate of {drop[line]}", "")
@@ -253,14 +284,9 @@ def hash_chunk(chunk: Chunk, settings: Settings, processor: RecordProcessor | No
     """(line, content hash, id) of every valid record of a chunk: the first pass of ``dedupe: exact``."""
     proc = processor or RecordProcessor(settings)
     out = []
-    for line, obj, _raw, rej in _records(chunk, settings, ChunkResult(chunk.index)):
-        if rej is not None:
-            continue
-        try:
-            conv = proc.conversation(obj, chunk.name, line, chunk.format)
-        except Reject:
-            continue
-        out.append((line, conversation_hashes(conv)[0], conv.id))
+    for line, _raw, _rid, conv in _validated(chunk, settings, proc, ChunkResult(chunk.index)):
+        if isinstance(conv, Conversation):
+            out.append((line, conversation_hashes(conv)[0], conv.id))
     return out
 
 
@@ -269,32 +295,8 @@ def worker_hash(chunk: Chunk) -> list[tuple[int, str, str]]:
 
 
 def validate_chunk(chunk: Chunk, settings: Settings) -> Iterator[tuple[int, Rejection | None]]:
-    """Stages read + parse + validate only (no tokenizer): what `sftdata validate` runs.
-
-    Yields (line, rejection or None) for every record of the chunk.
-    """
-    from sftdata.templates import Template
-
-    template = Template.parse(settings.template).value
-    result = ChunkResult(chunk.index)
-    adapter = RecordProcessor.__new__(RecordProcessor)  # the adapters need no tokenizer
-    adapter.settings = settings
-    adapter.renderer = Llama3Renderer(settings.template, settings.date_string, settings.train_on)
-    for line, obj, raw, rej in _records(chunk, settings, result):
-        rid, stage = None, "parse"
-        try:
-            if rej is not None:
-                raise rej
-            if isinstance(obj, dict) and isinstance(obj.get("id"), (str, int)):
-                rid = str(obj["id"])
-            stage = "validate"
-            if chunk.format in ("text", "prompt_completion"):
-                adapter.conversation(obj, chunk.name, line, chunk.format)
-            else:
-                obj = to_messages_record(obj, chunk.format, settings)
-                check_schema(obj)
-                to_conversation(obj, source=chunk.name, line=line, template=template, parts_policy=settings.parts)
-        except Reject as r:
-            yield line, Rejection(r.reason, r.message, stage, chunk.name, line, rid, r.pointer, _original(raw))
-            continue
-        yield line, None
+    """Stages read + parse + adapt + validate only (the tokenizer is never loaded): what
+    `sftdata validate` runs. Yields (line, rejection or None) for every record of the chunk."""
+    proc = RecordProcessor(settings)
+    for line, _raw, _rid, outcome in _validated(chunk, settings, proc, ChunkResult(chunk.index)):
+        yield line, outcome if isinstance(outcome, Rejection) else None
