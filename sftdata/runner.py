@@ -84,12 +84,13 @@ def _plan(settings: Settings, inputs: list[str]) -> tuple[list[Path], list[Chunk
     size = auto_chunk_size(total) if settings.chunk_size == "auto" else int(settings.chunk_size)
     chunks = plan_chunks(files, size, settings.input_format, settings.max_record_bytes,
                          settings.max_decompressed_bytes)
-    formats = {c.path.split("/")[-2] if c.kind == "hf_dataset" else c.name: c.format for c in chunks}
+    # keyed by resolved path: two inputs may share a file name in different folders
+    formats = {str(Path(c.path).parent) if c.kind == "hf_dataset" else c.path: c.format for c in chunks}
     plan = {
         "settings": settings.output_settings(),
         "chunk_bytes": size,
         "inputs": [{"path": str(p.resolve()), "name": p.name, "bytes": _size(p), "mtime_ns": p.stat().st_mtime_ns,
-                    "format": formats.get(p.name, settings.input_format)} for p in files],
+                    "format": formats.get(str(p.resolve()), settings.input_format)} for p in files],
         "chunks": len(chunks),
     }
     return files, chunks, plan
