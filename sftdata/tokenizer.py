@@ -51,6 +51,7 @@ CONTROL_TOKENS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>
 # handles it in n log n. Runs are measured like the Llama-3 pre-tokenizer cuts them (digits come
 # in threes), so long CJK paragraphs with punctuation stay on the fast path.
 LONG_PIECE = 4096
+ROLE_WORDS = ("system", "user", "assistant", "ipython", "tool")
 _LONG_RUN = regex.compile(rf"\p{{L}}{{{LONG_PIECE},}}|[^\s\p{{L}}\p{{N}}]{{{LONG_PIECE},}}|\s{{{LONG_PIECE},}}")
 
 
@@ -197,6 +198,8 @@ class Tokenizer:
         self._special_names = {int(i): name for i, name in self.meta["special_tokens"].items()}
         self._special_by_name = {name: i for i, name in self._special_names.items()}
         self.special_ids: frozenset[int] = frozenset(self._special_names)
+        # ids of the role names, decodable without loading the ranks (the audit decodes only these)
+        self._common = {int(i): bytes.fromhex(b) for i, b in self.meta.get("common_tokens", {}).items()}
         self.encode_text = self._first_encode
 
     def _first_encode(self, text: str) -> list[int]:
@@ -285,12 +288,18 @@ class Tokenizer:
                 run.append(i)
                 continue
             if run:
-                out.append(self._tiktoken.decode_bytes(run))
+                out.append(self._decode_run(run))
                 run = []
             out.append(name.encode())
         if run:
-            out.append(self._tiktoken.decode_bytes(run))
+            out.append(self._decode_run(run))
         return b"".join(out).decode("utf-8", errors="replace")
+
+    def _decode_run(self, ids: list[int]) -> bytes:
+        common = self._common
+        if all(i in common for i in ids):
+            return b"".join(common[i] for i in ids)
+        return self._tiktoken.decode_bytes(ids)
 
     def id_to_token(self, i: int) -> str | None:
         return self.backend.id_to_token(int(i))
@@ -376,12 +385,14 @@ def _load_tokenizer(spec: str, encoder: str) -> Tokenizer:
 
         # The description (fingerprint, control ids, special tokens) of the cached conversion is
         # stored beside it: hashing 128k tokens and 280k merges costs a second per process.
-        meta_file = path / "sftdata-meta-v2.json"
+        meta_file = path / "sftdata-meta-v3.json"
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else None
         tok = Tokenizer(spec, lambda: _Backend.from_file(str(path / "tokenizer.json")),
                         "tiktoken" if tk else "hf", tk, loader, meta=meta, private_backend=True)
         if meta is None:
             tok.meta["header_newline_ids"] = tok.encode_text("\n\n")
+            tok.meta["common_tokens"] = {str(i): tok._tiktoken.decode_bytes([i]).hex() for role in ROLE_WORDS
+                                         for i in tok.encode_text(role)}
             tmp = meta_file.with_name(meta_file.name + f".tmp{os.getpid()}")
             tmp.write_text(json.dumps(tok.meta))
             os.replace(tmp, meta_file)
