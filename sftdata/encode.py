@@ -37,7 +37,6 @@ class PieceEncoder:
         self.truncation = truncation
         self._special: dict[str, int] = {}
         self._const: dict[object, list[int]] = {}
-        self._encode = tokenizer.encode_text
 
     def _special_id(self, name: str) -> int:
         sid = self._special.get(name)
@@ -49,7 +48,7 @@ class PieceEncoder:
     def encode(self, pieces: list[Piece]) -> Encoded:
         ids = array("i")
         spans: list[tuple[int, int]] = []
-        encode = self._encode
+        encode = self.tok.encode_text  # looked up per record: the tokenizer swaps in its fast encoder on first use
         const = self._const
         for kind, value in pieces:
             if kind == TEXT:
