@@ -20,6 +20,8 @@ from typing import Any
 
 import regex
 
+from sftdata.hashing import file_sha256
+
 BUILTIN_LLAMA3 = "builtin:llama3"
 
 LLAMA3_PATTERN = (
@@ -78,18 +80,10 @@ def llama3_model_file() -> Path:
     return path
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _convert_builtin() -> Path:
     """Convert Meta's BPE file to a Hugging Face fast tokenizer once and cache it on disk."""
     model_file = llama3_model_file()
-    target = cache_dir() / "tokenizers" / f"llama3-{_file_sha256(model_file)[:16]}"
+    target = cache_dir() / "tokenizers" / f"llama3-{file_sha256(model_file)[:16]}"
     if (target / "tokenizer.json").is_file():
         return target
     from tokenizers import processors
@@ -300,9 +294,6 @@ class Tokenizer:
         if all(i in common for i in ids):
             return b"".join(common[i] for i in ids)
         return self._tiktoken.decode_bytes(ids)
-
-    def id_to_token(self, i: int) -> str | None:
-        return self.backend.id_to_token(int(i))
 
     def describe(self) -> dict:
         return {

@@ -16,12 +16,6 @@ MESSAGE_LEVEL = {"role", "content", "weight", "tool_calls", "name", "from", "val
 LIST_KEYS = ("messages", "conversations", "prompt", "completion")
 
 
-def check_field_map(fields: dict[str, str]) -> list[str]:
-    """Problems in a field map, all at once (unknown canonical names)."""
-    return [f"read.fields: unknown field {k!r}; known: {', '.join(sorted(TOP_LEVEL | MESSAGE_LEVEL))}"
-            for k in fields if k not in TOP_LEVEL | MESSAGE_LEVEL]
-
-
 def apply_field_map(obj: Any, fields: dict[str, str]) -> Any:
     """Rename source keys to canonical ones. Records that are not objects pass through untouched."""
     if not fields or not isinstance(obj, dict):

@@ -13,7 +13,6 @@ helpers over offsets and sorted position arrays that the rules share.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from sftdata.constants import IGNORE_INDEX, MANIFEST_NAME
+from sftdata.hashing import file_sha256
 
 SHARD_FILE = re.compile(r"^shard-\d{6}-\d{2}\.arrow$")
 PROBLEM_KINDS = (
@@ -135,14 +135,6 @@ def shard_counts(table: pa.Table) -> dict[str, int]:
     return {"rows": table.num_rows, "tokens": tokens, "trained_tokens": int(np.count_nonzero(labels != IGNORE_INDEX))}
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _strip_algo(value: Any) -> str:
     text = str(value or "")
     return text.split(":", 1)[1] if text.startswith("sha256:") else text
@@ -183,7 +175,7 @@ def verify_folder(path: str | Path, *, counts: bool = True, manifest: dict | Non
         if isinstance(want, int) and size != want:
             kind = "truncated" if size < want else "size_mismatch"
             problems.append(ShardProblem(name, kind, f"{size} bytes on disk, manifest says {want}"))
-        elif _strip_algo(entry.get("sha256")) != sha256_file(file):
+        elif _strip_algo(entry.get("sha256")) != file_sha256(file):
             problems.append(ShardProblem(name, "corrupt", "sha256 differs from the manifest"))
         try:
             table = read_shard(file)

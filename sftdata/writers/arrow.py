@@ -8,7 +8,6 @@ reaches ``shard_size`` bytes, so memory stays bounded by the batch size, not the
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from sftdata.constants import IGNORE_INDEX
+from sftdata.hashing import file_sha256
 
 BASE_SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -51,14 +51,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _int32_array(a: np.ndarray) -> pa.Array:

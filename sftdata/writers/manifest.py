@@ -15,7 +15,6 @@ from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
-import orjson
 import pyarrow as pa
 
 from sftdata import __version__
@@ -129,6 +128,3 @@ def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, files: 
         "repeated_ids": repeated_ids or [],
     }
 
-
-def read_manifest(folder: str | Path) -> dict:
-    return orjson.loads((Path(folder) / "manifest.json").read_bytes())
