@@ -14,9 +14,10 @@ import os
 import shutil
 import signal
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,9 +209,7 @@ def _find_duplicates(chunks: list[Chunk], settings: Settings, out: Path, work: P
         proc = RecordProcessor(settings)
         per_chunk = [hash_chunk(c, settings, proc) for c in chunks]
     else:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=worker_init,
-                                 initargs=(settings, str(out), str(work), os.getpid())) as pool:
+        with _worker_pool(settings, out, work, n_workers) as pool:
             per_chunk = list(pool.map(worker_hash, chunks))
     first: dict[str, str] = {}
     drops: dict[int, dict[int, str]] = {}
@@ -223,27 +222,33 @@ def _find_duplicates(chunks: list[Chunk], settings: Settings, out: Path, work: P
     return drops
 
 
+@contextmanager
+def _worker_pool(settings: Settings, out: Path, work: Path, n_workers: int) -> Iterator[ProcessPoolExecutor]:
+    """The process pool both passes use. A worker that dies (SIGKILL, OOM killer) fails the run
+    loudly instead of hanging; the chunks committed so far stay, so ``--resume`` continues."""
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    pool = ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=worker_init,
+                               initargs=(settings, str(out), str(work), os.getpid()))
+    try:
+        yield pool
+    except BrokenProcessPool:
+        pool.shutdown(cancel_futures=True)
+        raise RunError("a worker process died unexpectedly (killed by a signal or out of memory); the "
+                       f"chunks committed so far are kept in {out}: rerun with --resume to continue") from None
+    except BaseException:
+        pool.shutdown(cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
 def _run_pool(pending: list[Chunk], settings: Settings, out: Path, work: Path, n_workers: int,
               record: Callable[[ChunkResult], None], drops: dict[int, dict[int, str]] | None = None) -> None:
-    """Chunks on a process pool. A worker that dies (SIGKILL, OOM killer) fails the run loudly;
-    the chunks committed so far stay, so ``--resume`` continues from them."""
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=worker_init,
-                             initargs=(settings, str(out), str(work), os.getpid())) as pool:
+    """Chunks on the worker pool, recorded as they complete."""
+    with _worker_pool(settings, out, work, n_workers) as pool:
         futures = [pool.submit(worker_run, c, (drops or {}).get(c.index)) for c in pending]
-        try:
-            for fut in as_completed(futures):
-                record(fut.result())
-                fault_point("chunk_done")
-        except BrokenProcessPool:
-            for f in futures:
-                f.cancel()
-            raise RunError("a worker process died unexpectedly (killed by a signal or out of memory); the "
-                           f"chunks committed so far are kept in {out}: rerun with --resume to continue") from None
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+        for fut in as_completed(futures):
+            record(fut.result())
+            fault_point("chunk_done")
 
 
 def fault_point(name: str) -> None:
