@@ -12,9 +12,6 @@ import sys
 import click
 
 from sftdata import __version__
-from sftdata.config import ConfigError, load_pipeline
-from sftdata.readers.jsonl import InputError
-from sftdata.tokenizer import TokenizerError
 
 EPILOG_RUN = """\b
 Example:
@@ -28,7 +25,12 @@ def library_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        # Imported here, not at the top: `sftdata audit` and `--help` should not pay for YAML,
+        # the readers and the tokenizer module.
+        from sftdata.config import ConfigError
+        from sftdata.readers.jsonl import InputError
         from sftdata.runner import RunError
+        from sftdata.tokenizer import TokenizerError
 
         try:
             return fn(*args, **kwargs)
@@ -112,6 +114,7 @@ def main() -> None:
 def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_address, no_audit, input_format,
         packing, dedupe, **opts) -> None:
     """Run PIPELINE (a YAML file; defaults when omitted) over the inputs into OUTPUT."""
+    from sftdata.config import load_pipeline
     from sftdata.progress import RunProgress
     from sftdata.runner import run_pipeline
     from sftdata.summary import print_run_summary, run_audit_after
@@ -140,6 +143,7 @@ Example:
 @library_errors
 def validate(paths, pipeline, template, max_errors) -> None:
     """Schema and semantic checks only; exits 1 if any record is invalid."""
+    from sftdata.config import load_pipeline
     from sftdata.readers.jsonl import expand_inputs
     from sftdata.readers.sources import plan_chunks
     from sftdata.stages import validate_chunk

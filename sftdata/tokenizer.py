@@ -18,8 +18,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import regex
-
 from sftdata.hashing import file_sha256
 
 BUILTIN_LLAMA3 = "builtin:llama3"
@@ -54,7 +52,7 @@ CONTROL_TOKENS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>
 # in threes), so long CJK paragraphs with punctuation stay on the fast path.
 LONG_PIECE = 4096
 ROLE_WORDS = ("system", "user", "assistant", "ipython", "tool")
-_LONG_RUN = regex.compile(rf"\p{{L}}{{{LONG_PIECE},}}|[^\s\p{{L}}\p{{N}}]{{{LONG_PIECE},}}|\s{{{LONG_PIECE},}}")
+_LONG_RUN = rf"\p{{L}}{{{LONG_PIECE},}}|[^\s\p{{L}}\p{{N}}]{{{LONG_PIECE},}}|\s{{{LONG_PIECE},}}"
 
 
 class TokenizerError(Exception):
@@ -254,7 +252,9 @@ class Tokenizer:
             return hf_encode
         core = self._tiktoken.encoding._core_bpe.encode_ordinary
         careful = self._tiktoken.encoding.encode_ordinary
-        long_run = _LONG_RUN.search
+        import regex  # only encoding needs it; the audit and inspect load tokenizers too
+
+        long_run = regex.compile(_LONG_RUN).search
 
         def tiktoken_encode(text: str) -> list[int]:
             if len(text) >= LONG_PIECE and long_run(text):

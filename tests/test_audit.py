@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -212,6 +213,29 @@ def test_clean_folder_passes_every_rule(clean):
     assert report["stats"]["turns_per_role"]["ipython"] == 1
     assert 0 < report["stats"]["trained_fraction"] < 1
     assert "OK: every rule holds" in result.output and "invalid_json" in result.output
+
+
+def test_summary_tables_are_aligned_and_coloured_only_on_request(clean, tmp_path, tok):
+    folder = copy(clean, tmp_path)
+    edit_row(folder, 0, "conv-multi", lambda ids, lab: lab.__setitem__(slice(None), [IGNORE_INDEX] * len(lab)))
+    report = run_audit(folder)
+    plain, coloured = report.summary_text(), report.summary_text(color=True)
+    assert "\x1b[" not in plain and "\x1b[1;31mfail\x1b[0m" in coloured
+    assert re.sub(r"\x1b\[[0-9;]*m", "", coloured) == plain
+    lines = plain.splitlines()
+    boxes, box = [], []
+    for line in lines:  # every table's lines, from its top border to its bottom one, have one width
+        if line.startswith(("┌", "│", "├", "└")):
+            box.append(len(line))
+            if line.startswith("└"):
+                boxes.append(box)
+                box = []
+    assert len(boxes) == 3 and all(len(set(b)) == 1 for b in boxes)
+    rule_rows = {ln.split("│")[1].strip(): ln.split("│")[2].strip() for ln in lines
+                 if ln.startswith("│") and ln.split("│")[1].strip() in RULES}
+    assert rule_rows["row_has_trained_tokens"] == "fail" and rule_rows["single_bos"] == "pass"
+    assert any(ln.startswith("FAIL ") and "conv-multi" in ln for ln in lines)
+    assert lines[-1] == "FAILED: row_has_trained_tokens"
 
 
 # --------------------------------------------------------------------------------------- corruptions

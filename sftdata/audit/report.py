@@ -8,7 +8,7 @@ a readable report in bounded memory.
 
 from __future__ import annotations
 
-import io
+import re
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
@@ -150,55 +150,43 @@ class AuditReport:
             out["timing"] = self.timing
         return out
 
-    def summary_text(self, *, color: bool = False, max_listed: int = 50, width: int = 110) -> str:
-        """A rich-rendered summary; plain text unless ``color``."""
-        from rich.console import Console
-        from rich.table import Table
+    def summary_text(self, *, color: bool = False, max_listed: int = 50) -> str:
+        """The terminal summary: three small tables, the listed violations and a verdict.
 
-        buf = io.StringIO()
-        con = Console(file=buf, width=width, force_terminal=color, no_color=not color,
-                      color_system="standard" if color else None, highlight=False)
+        Drawn by hand rather than with rich: importing rich costs more than checking a
+        million-token folder, and CI (where the audit runs most) reads plain text anyway.
+        ``color`` adds ANSI colours for a terminal.
+        """
+        paint = _painter(color)
         s = self.stats
-        overview = Table(title=f"sftdata audit: {self.path}", show_header=False, title_justify="left")
-        overview.add_column(style="bold")
-        overview.add_column(justify="right")
-        overview.add_row("rows", f"{s['rows']:,}")
-        overview.add_row("conversations", f"{s['conversations']:,}")
-        overview.add_row("tokens", f"{s['tokens']:,}")
-        overview.add_row("trained tokens", f"{s['trained_tokens']:,} ({s['trained_fraction']:.1%})")
-        overview.add_row("truncated rows", f"{s['truncated_rows']:,}")
-        if s.get("packed"):
-            overview.add_row("packing efficiency", f"{s['packing_efficiency']:.1%}")
         rec = s["records"]
-        overview.add_row("records rejected", f"{rec['rejected_total']:,} of {rec['records_read']:,} "
-                         f"({rec['rejected_fraction']:.1%})")
+        overview = [("rows", f"{s['rows']:,}"), ("conversations", f"{s['conversations']:,}"),
+                    ("tokens", f"{s['tokens']:,}"),
+                    ("trained tokens", f"{s['trained_tokens']:,} ({s['trained_fraction']:.1%})"),
+                    ("truncated rows", f"{s['truncated_rows']:,}")]
+        if s.get("packed"):
+            overview.append(("packing efficiency", f"{s['packing_efficiency']:.1%}"))
+        overview.append(("records rejected", f"{rec['rejected_total']:,} of {rec['records_read']:,} "
+                         f"({rec['rejected_fraction']:.1%})"))
         if self.timing.get("tokens_per_second"):
-            overview.add_row("row checks", f"{self.timing['row_check_seconds']:.2f} s, "
-                             f"{self.timing['tokens_per_second'] / 1e6:,.2f} M tokens/s")
-        con.print(overview)
-        rules = Table(title="rules", title_justify="left")
-        for col in ("rule", "status", "violations"):
-            rules.add_column(col, justify="right" if col == "violations" else "left")
-        style = {"pass": "green", "fail": "bold red", "skip": "dim"}
-        for rule, status in self.statuses.items():
-            rules.add_row(rule, f"[{style[status]}]{status}[/]", str(self.violation_counts.get(rule, 0)))
-        con.print(rules)
+            overview.append(("row checks", f"{self.timing['row_check_seconds']:.2f} s, "
+                             f"{self.timing['tokens_per_second'] / 1e6:,.2f} M tokens/s"))
+        out = [_table(f"sftdata audit: {self.path}", None, overview, "<>")]
+        style = {"pass": "green", "fail": "red", "skip": "dim"}
+        out.append(_table("rules", ("rule", "status", "violations"),
+                          [(rule, paint(status, style[status]), str(self.violation_counts.get(rule, 0)))
+                           for rule, status in self.statuses.items()], "<<>"))
         if rec["rejected"]:
-            rej = Table(title="rejected records by reason", title_justify="left")
-            rej.add_column("reason")
-            rej.add_column("records", justify="right")
-            for reason, n in sorted(rec["rejected"].items(), key=lambda kv: -kv[1]):
-                rej.add_row(reason, f"{n:,}")
-            con.print(rej)
-        for v in self.violations[:max_listed]:
-            con.print("[red]FAIL[/] " + violation_line(v), markup=True, soft_wrap=True)
+            out.append(_table("rejected records by reason", ("reason", "records"),
+                              [(r, f"{n:,}") for r, n in sorted(rec["rejected"].items(), key=lambda kv: -kv[1])],
+                              "<>"))
+        out += [paint("FAIL", "red") + " " + violation_line(v) for v in self.violations[:max_listed]]
         rest = sum(self.violation_counts.values()) - min(max_listed, len(self.violations))
         if rest > 0:
-            con.print(f"... and {rest:,} more violation(s); --json lists up to the per-rule cap")
-        verdict = "[green]OK: every rule holds[/]" if self.ok else (
-            f"[bold red]FAILED: {', '.join(self.failed_rules())}[/]")
-        con.print(verdict)
-        return buf.getvalue()
+            out.append(f"... and {rest:,} more violation(s); --json lists up to the per-rule cap")
+        out.append(paint("OK: every rule holds", "green") if self.ok
+                   else paint(f"FAILED: {', '.join(self.failed_rules())}", "red"))
+        return "\n".join(out) + "\n"
 
     def to_junit(self) -> str:
         """JUnit XML: one testcase per rule; a failure lists the offending ids; unchecked rules skip."""
@@ -227,3 +215,37 @@ class AuditReport:
                 failure.text = "\n".join(lines)
         ET.indent(suites)
         return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+_ANSI = {"green": "\x1b[32m", "red": "\x1b[1;31m", "dim": "\x1b[2m"}
+_ESCAPES = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _painter(color: bool):
+    if not color:
+        return lambda text, style: text
+    return lambda text, style: f"{_ANSI[style]}{text}\x1b[0m"
+
+
+def _table(title: str, header: tuple[str, ...] | None, rows: list[tuple[str, ...]], align: str) -> str:
+    """A boxed table under its title; ``align`` holds '<' or '>' per column. Nothing is cut or
+    wrapped, so ids and paths stay copyable."""
+    def visible(cell: str) -> int:
+        return len(_ESCAPES.sub("", cell))
+
+    widths = [max([visible(r[c]) for r in rows] + ([len(header[c])] if header else [0]))
+              for c in range(len(align))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        padded = [c + " " * (w - visible(c)) if a == "<" else " " * (w - visible(c)) + c
+                  for c, w, a in zip(cells, widths, align, strict=True)]
+        return "│ " + " │ ".join(padded) + " │"
+
+    def rule(left: str, mid: str, right: str) -> str:
+        return left + mid.join("─" * (w + 2) for w in widths) + right
+
+    lines = [title, rule("┌", "┬", "┐")]
+    if header:
+        lines += [line(header), rule("├", "┼", "┤")]
+    lines += [line(r) for r in rows] + [rule("└", "┴", "┘")]
+    return "\n".join(lines)
