@@ -8,4 +8,5 @@ DEFAULT_MAX_LENGTH = 8192
 MANIFEST_NAME = "manifest.json"
 QUARANTINE_NAME = "quarantine.jsonl"
 AUDIT_NAME = "audit.json"
+WORK_DIR = "_chunks"  # done-markers and quarantine parts of a run in progress
 FORMAT_VERSION = 1

@@ -5,6 +5,9 @@ its done-marker in ``_chunks/``; when all chunks are done the driver writes ``qu
 the ``datasets`` metadata and, last, ``manifest.json``; only then is ``_chunks/`` removed. A
 folder without a manifest is never a finished run, and ``--resume`` redoes only chunks without a
 done-marker, so a resumed run ends byte-identical to an uninterrupted one.
+
+The output may also be a pyarrow filesystem URI (``s3://bucket/prefix``): the same protocol runs
+through ``sftdata.storage.Folder``, each file written whole on local disk and then uploaded.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import orjson
 
 from sftdata.config import Settings
-from sftdata.constants import MANIFEST_NAME, QUARANTINE_NAME
+from sftdata.constants import MANIFEST_NAME, QUARANTINE_NAME, WORK_DIR
 from sftdata.readers.jsonl import Chunk, auto_chunk_size, expand_inputs
 from sftdata.readers.sources import plan_chunks
 from sftdata.stages import (
@@ -36,11 +39,11 @@ from sftdata.stages import (
     worker_init,
     worker_run,
 )
+from sftdata.storage import Folder, staging_for
 from sftdata.tokenizer import load_tokenizer
-from sftdata.writers.arrow import atomic_write_bytes
 from sftdata.writers.manifest import build_manifest, write_dataset_metadata
 
-WORK_DIR = "_chunks"
+PLAN_NAME = f"{WORK_DIR}/plan.json"
 
 
 class RunError(Exception):
@@ -49,7 +52,7 @@ class RunError(Exception):
 
 @dataclass
 class RunSummary:
-    output: Path
+    output: str  # the location as given: a folder or a pyarrow filesystem URI
     manifest: dict
     chunks_total: int = 0
     chunks_skipped: int = 0
@@ -57,22 +60,22 @@ class RunSummary:
     extra: dict = field(default_factory=dict)
 
 
-def _prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
+def _prepare_output(out: Folder, resume: bool, overwrite: bool) -> None:
+    if not out.remote and out.local().exists() and not out.local().is_dir():
         raise RunError(f"output {out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (bool(out.listing()) if out.remote else any(out.local().iterdir())):
         if overwrite:
-            shutil.rmtree(out)
+            out.clear()
         elif not resume:
             raise RunError(f"output folder {out} is not empty; pass --resume to continue a run there "
                            "or --overwrite to replace it (nothing was changed)")
-    out.mkdir(parents=True, exist_ok=True)
-    probe = out / f".write-probe{os.getpid()}"
+    probe = f".write-probe{os.getpid()}"
     try:
-        probe.write_bytes(b"")
-        probe.unlink()
+        out.make()
+        out.write_bytes(probe, b"")
+        out.delete(probe)
     except OSError as exc:
-        raise RunError(f"output folder {out} is not writable: {exc.strerror}") from None
+        raise RunError(f"output folder {out} is not writable: {exc.strerror or exc}") from None
 
 
 def _size(path: Path) -> int:
@@ -106,40 +109,47 @@ def _check_finished_matches(manifest: dict, settings: Settings, inputs: list[str
         raise RunError(f"{out} holds a finished run with other inputs or settings; use --overwrite to replace it")
 
 
-def _load_done(work: Path, chunks: list[Chunk], out: Path) -> dict[int, ChunkResult]:
+def _marker(index: int) -> str:
+    return f"{WORK_DIR}/chunk-{index:06d}.json"
+
+
+def _load_done(out: Folder, chunks: list[Chunk]) -> dict[int, ChunkResult]:
     """Done-markers whose shards are all present with their recorded size."""
     done = {}
+    files = out.listing()
     for c in chunks:
-        marker = work / f"chunk-{c.index:06d}.json"
-        if not marker.is_file():
+        if _marker(c.index) not in files:
             continue
         try:
-            res = ChunkResult.from_json(orjson.loads(marker.read_bytes()))
+            res = ChunkResult.from_json(orjson.loads(out.read_bytes(_marker(c.index))))
         except (orjson.JSONDecodeError, TypeError, KeyError):
             continue
-        if all((out / s.file).is_file() and (out / s.file).stat().st_size == s.bytes for s in res.shards):
+        if all(files.get(s.file) == s.bytes for s in res.shards):
             done[c.index] = res
     return done
 
 
-def _clean_partial(out: Path, work: Path, pending: list[Chunk]) -> None:
-    for tmp in out.glob(".*.tmp*"):
-        tmp.unlink(missing_ok=True)
+def _clean_partial(out: Folder, pending: list[Chunk]) -> None:
+    """Temp files of a killed run, and every file of a chunk that is to be redone (marker first)."""
+    redo = {f"shard-{c.index:06d}-" for c in pending}
+    names = out.listing()
     for c in pending:
-        for stale in out.glob(f"shard-{c.index:06d}-*.arrow"):
-            stale.unlink()
-        (work / f"chunk-{c.index:06d}.json").unlink(missing_ok=True)
+        out.delete(_marker(c.index))
+    for name in names:
+        base = name.rsplit("/", 1)[-1]
+        if (base.startswith(".") and ".tmp" in base) or (name.startswith("shard-") and name[:13] in redo):
+            out.delete(name)
 
 
 def run_pipeline(settings: Settings, inputs: list[str], output: str | os.PathLike, *, workers: int | None = None,
                  resume: bool = False, overwrite: bool = False, executor: str = "local",
                  ray_address: str | None = None,
                  progress: Callable[[ChunkResult, int, int], None] | None = None) -> RunSummary:
-    out = Path(output)
-    if resume and (out / MANIFEST_NAME).is_file() and not (out / WORK_DIR).exists():
-        manifest = orjson.loads((out / MANIFEST_NAME).read_bytes())
+    out = Folder(output)
+    if resume and out.size(MANIFEST_NAME) is not None and not out.listing(WORK_DIR):
+        manifest = orjson.loads(out.read_bytes(MANIFEST_NAME))
         _check_finished_matches(manifest, settings, inputs, out)
-        return RunSummary(out, manifest, manifest.get("chunks", 0), manifest.get("chunks", 0))
+        return RunSummary(out.location, manifest, manifest.get("chunks", 0), manifest.get("chunks", 0))
     try:
         files, chunks, plan = _plan(settings, inputs)
     except OSError as exc:
@@ -151,17 +161,18 @@ def run_pipeline(settings: Settings, inputs: list[str], output: str | os.PathLik
             raise RunError("--executor ray needs Ray: pip install 'sftdata[ray]'")
     _prepare_output(out, resume, overwrite)
     tokenizer = load_tokenizer(settings.tokenizer, settings.encoder)  # fail fast, and share with forks
-    work = out / WORK_DIR
-    work.mkdir(exist_ok=True)
-    plan_file = work / "plan.json"
+    staging = staging_for(out)
+    (staging / WORK_DIR).mkdir(parents=True, exist_ok=True)
     plan_bytes = orjson.dumps(plan, option=orjson.OPT_SORT_KEYS)
-    if plan_file.is_file() and plan_file.read_bytes() != plan_bytes:
+    if out.size(PLAN_NAME) is not None and out.read_bytes(PLAN_NAME) != plan_bytes:
         raise RunError(f"{out} holds a run with other inputs or settings; --resume needs the same ones "
                        "(or use --overwrite)")
-    atomic_write_bytes(plan_file, plan_bytes)
-    done = _load_done(work, chunks, out) if resume else {}
+    out.write_bytes(PLAN_NAME, plan_bytes)
+    done = _load_done(out, chunks) if resume else {}
     pending = [c for c in chunks if c.index not in done]
-    _clean_partial(out, work, pending)
+    _clean_partial(out, pending)
+    if out.remote:  # this machine's leftovers of an earlier attempt
+        _clean_partial(Folder(staging), pending)
     results: dict[int, ChunkResult] = dict(done)
     n_workers = max(1, min(workers or settings.resolved_workers(), len(pending) or 1))
 
@@ -173,32 +184,32 @@ def run_pipeline(settings: Settings, inputs: list[str], output: str | os.PathLik
     for res in done.values():
         if progress:
             progress(res, len(results), len(chunks))
-    drops = _find_duplicates(chunks, settings, out, work, n_workers) if settings.dedupe == "exact" and pending else {}
+    drops = _find_duplicates(chunks, settings, out, n_workers) if settings.dedupe == "exact" and pending else {}
     if executor == "ray":
         from sftdata.executors.ray import run_chunks_on_ray
 
-        for res in run_chunks_on_ray(pending, settings, str(out), str(work), ray_address, n_workers, drops):
+        for res in run_chunks_on_ray(pending, settings, out.location, ray_address, n_workers, drops):
             record(res)
     else:
         try:
             if n_workers == 1 or len(pending) <= 1:
                 proc = RecordProcessor(settings, tokenizer)
                 for c in pending:
-                    record(process_chunk(c, settings, str(out), str(work), proc, drops.get(c.index)))
+                    record(process_chunk(c, settings, out.location, proc, drops.get(c.index)))
                     fault_point("chunk_done")
             else:
-                _run_pool(pending, settings, out, work, n_workers, record, drops)
+                _run_pool(pending, settings, out, n_workers, record, drops)
         except OSError as exc:  # disk full, input gone, permissions: name the cause, keep what is committed
             where = f" ({exc.filename})" if exc.filename else ""
             raise RunError(f"{exc.strerror or exc}{where}; the {len(results)} chunk(s) committed so far are kept "
                            f"in {out}: fix the cause and rerun with --resume") from exc
     fault_point("before_finalize")
     ordered = [results[c.index] for c in chunks]
-    manifest = _finalize(out, work, settings, tokenizer, plan, files, ordered)
-    return RunSummary(out, manifest, len(chunks), len(done))
+    manifest = _finalize(out, settings, tokenizer, plan, files, ordered)
+    return RunSummary(out.location, manifest, len(chunks), len(done))
 
 
-def _find_duplicates(chunks: list[Chunk], settings: Settings, out: Path, work: Path,
+def _find_duplicates(chunks: list[Chunk], settings: Settings, out: Folder,
                      n_workers: int) -> dict[int, dict[int, str]]:
     """First pass of ``dedupe: exact``: hash every record, keep the first occurrence in input order.
 
@@ -209,7 +220,7 @@ def _find_duplicates(chunks: list[Chunk], settings: Settings, out: Path, work: P
         proc = RecordProcessor(settings)
         per_chunk = [hash_chunk(c, settings, proc) for c in chunks]
     else:
-        with _worker_pool(settings, out, work, n_workers) as pool:
+        with _worker_pool(settings, out, n_workers) as pool:
             per_chunk = list(pool.map(worker_hash, chunks))
     first: dict[str, str] = {}
     drops: dict[int, dict[int, str]] = {}
@@ -223,12 +234,12 @@ def _find_duplicates(chunks: list[Chunk], settings: Settings, out: Path, work: P
 
 
 @contextmanager
-def _worker_pool(settings: Settings, out: Path, work: Path, n_workers: int) -> Iterator[ProcessPoolExecutor]:
+def _worker_pool(settings: Settings, out: Folder, n_workers: int) -> Iterator[ProcessPoolExecutor]:
     """The process pool both passes use. A worker that dies (SIGKILL, OOM killer) fails the run
     loudly instead of hanging; the chunks committed so far stay, so ``--resume`` continues."""
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     pool = ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=worker_init,
-                               initargs=(settings, str(out), str(work), os.getpid()))
+                               initargs=(settings, out.location, os.getpid()))
     try:
         yield pool
     except BrokenProcessPool:
@@ -241,10 +252,10 @@ def _worker_pool(settings: Settings, out: Path, work: Path, n_workers: int) -> I
     pool.shutdown()
 
 
-def _run_pool(pending: list[Chunk], settings: Settings, out: Path, work: Path, n_workers: int,
+def _run_pool(pending: list[Chunk], settings: Settings, out: Folder, n_workers: int,
               record: Callable[[ChunkResult], None], drops: dict[int, dict[int, str]] | None = None) -> None:
     """Chunks on the worker pool, recorded as they complete."""
-    with _worker_pool(settings, out, work, n_workers) as pool:
+    with _worker_pool(settings, out, n_workers) as pool:
         futures = [pool.submit(worker_run, c, (drops or {}).get(c.index)) for c in pending]
         for fut in as_completed(futures):
             record(fut.result())
@@ -267,16 +278,17 @@ def fault_point(name: str) -> None:
 _FAULT_COUNTS: dict[str, int] = {}
 
 
-def _finalize(out: Path, work: Path, settings: Settings, tokenizer, plan: dict, files: list[Path],
+def _finalize(out: Folder, settings: Settings, tokenizer, plan: dict, files: list[Path],
               results: list[ChunkResult]) -> dict:
-    with open(out / f".{QUARANTINE_NAME}.tmp", "wb") as q:
+    staging = staging_for(out)
+    with open(staging / f".{QUARANTINE_NAME}.tmp", "wb") as q:
         for res in results:
-            part = work / f"chunk-{res.index:06d}.quarantine.jsonl"
-            with open(part, "rb") as f:
-                shutil.copyfileobj(f, q)
+            with out.open_read(f"{WORK_DIR}/chunk-{res.index:06d}.quarantine.jsonl") as f:
+                shutil.copyfileobj(f, q, 1 << 20)
         q.flush()
         os.fsync(q.fileno())
-    os.replace(out / f".{QUARANTINE_NAME}.tmp", out / QUARANTINE_NAME)
+    os.replace(staging / f".{QUARANTINE_NAME}.tmp", staging / QUARANTINE_NAME)
+    out.publish(staging / QUARANTINE_NAME, QUARANTINE_NAME)
     seen: dict[str, str] = {}
     duplicates: list[dict] = []
     id_counts: Counter = Counter(rid for res in results for _, rid in res.hashes)
@@ -293,7 +305,11 @@ def _finalize(out: Path, work: Path, settings: Settings, tokenizer, plan: dict, 
     from sftdata.writers.arrow import BASE_SCHEMA
 
     schema = PACKED_SCHEMA if settings.packing == "bfd" else BASE_SCHEMA
-    shards = write_dataset_metadata(out, shards, schema)
+    listed = len(shards)
+    shards = write_dataset_metadata(staging, shards, schema)
+    if out.remote:
+        for name in ["dataset_info.json", "state.json"] + ([s.file for s in shards] if not listed else []):
+            out.publish(staging / name, name)
     counts = Counter()
     rejected: Counter = Counter()
     truncated: list[str] = []
@@ -305,6 +321,8 @@ def _finalize(out: Path, work: Path, settings: Settings, tokenizer, plan: dict, 
     manifest = build_manifest(settings, tokenizer, plan, files, shards, counts, rejected, truncated, duplicates,
                               schema, repeated_ids)
     fault_point("before_manifest")
-    atomic_write_bytes(out / MANIFEST_NAME, orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
-    shutil.rmtree(work, ignore_errors=True)
+    out.write_bytes(MANIFEST_NAME, orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+    out.delete_tree(WORK_DIR)
+    if out.remote:
+        shutil.rmtree(staging, ignore_errors=True)
     return manifest

@@ -14,17 +14,18 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from sftdata.config import Settings
+from sftdata.constants import WORK_DIR
 from sftdata.encode import PieceEncoder
 from sftdata.packing import PACKED_SCHEMA, Packer
 from sftdata.readers.jsonl import Chunk
 from sftdata.readers.sources import iter_records
 from sftdata.records import Conversation, Reject, Rejection
+from sftdata.storage import Folder, staging_for
 from sftdata.templates import Llama3Renderer
 from sftdata.tokenizer import Tokenizer, load_tokenizer
 from sftdata.validate import check_schema, to_conversation
@@ -190,14 +191,20 @@ def _original(raw: bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
-def process_chunk(chunk: Chunk, settings: Settings, out_dir: str, work_dir: str,
+def process_chunk(chunk: Chunk, settings: Settings, location: str,
                   processor: RecordProcessor | None = None, drop: dict[int, str] | None = None) -> ChunkResult:
-    """Run every stage over one chunk; commit its shards, quarantine lines and done-marker.
+    """Run every stage over one chunk; commit its shards, quarantine lines and done-marker into
+    the output ``location`` (a folder, or a pyarrow filesystem URI: then they are written on this
+    machine's staging folder and uploaded, the done-marker last).
 
     ``drop`` maps line numbers of this chunk to the id they duplicate (``dedupe: exact``).
     """
     proc = processor or RecordProcessor(settings)
-    out, work = Path(out_dir), Path(work_dir)
+    folder = Folder(location)
+    out = staging_for(folder)
+    work = out / WORK_DIR
+    if folder.remote:
+        work.mkdir(parents=True, exist_ok=True)
     result = ChunkResult(chunk.index)
     quarantine: list[bytes] = []
     packer = Packer(settings.max_length) if settings.packing == "bfd" else None
@@ -243,10 +250,13 @@ def process_chunk(chunk: Chunk, settings: Settings, out_dir: str, work_dir: str,
     from sftdata.runner import fault_point
 
     fault_point("worker_chunk")
-    atomic_write_bytes(work / f"chunk-{chunk.index:06d}.quarantine.jsonl",
-                       b"".join(q + b"\n" for q in quarantine))
+    stem = f"{WORK_DIR}/chunk-{chunk.index:06d}"
+    atomic_write_bytes(out / f"{stem}.quarantine.jsonl", b"".join(q + b"\n" for q in quarantine))
     # The done-marker is written last: its presence is what --resume trusts.
-    atomic_write_bytes(work / f"chunk-{chunk.index:06d}.json", orjson.dumps(result.to_json()))
+    atomic_write_bytes(out / f"{stem}.json", orjson.dumps(result.to_json()))
+    if folder.remote:
+        for name in [s.file for s in result.shards] + [f"{stem}.quarantine.jsonl", f"{stem}.json"]:
+            folder.publish(out / name, name)
     return result
 
 
@@ -268,15 +278,15 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def worker_init(settings: Settings, out_dir: str, work_dir: str, parent_pid: int | None = None) -> None:
+def worker_init(settings: Settings, location: str, parent_pid: int | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if parent_pid is not None:
         _die_with_parent(parent_pid)
-    _WORKER.update(settings=settings, out=out_dir, work=work_dir, proc=RecordProcessor(settings))
+    _WORKER.update(settings=settings, location=location, proc=RecordProcessor(settings))
 
 
 def worker_run(chunk: Chunk, drop: dict[int, str] | None = None) -> ChunkResult:
-    return process_chunk(chunk, _WORKER["settings"], _WORKER["out"], _WORKER["work"], _WORKER["proc"], drop)
+    return process_chunk(chunk, _WORKER["settings"], _WORKER["location"], _WORKER["proc"], drop)
 
 
 def hash_chunk(chunk: Chunk, settings: Settings, processor: RecordProcessor | None = None

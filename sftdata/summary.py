@@ -47,9 +47,9 @@ def run_audit_after(summary, settings) -> bool:
 
     report = run_audit(summary.output, min_trained_fraction=settings.min_trained_fraction,
                        max_rejected_fraction=settings.max_rejected_fraction)
-    from sftdata.writers.arrow import atomic_write_bytes
+    from sftdata.storage import Folder
 
-    path = summary.output / AUDIT_NAME
-    atomic_write_bytes(path, (json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n").encode())
+    Folder(summary.output).write_bytes(AUDIT_NAME, (json.dumps(report.to_json(), indent=2, sort_keys=True)
+                                                    + "\n").encode())
     click.echo(report.summary_text())
     return bool(report.ok)

@@ -187,7 +187,7 @@ def test_retry_removes_only_its_own_chunks_leftovers(tmp_path):
               work / "chunk-000004.json", work / ".chunk-000004.json.tmp9", work / "plan.json"]
     for p in mine + others:
         p.write_bytes(b"x")
-    clean_chunk_leftovers(str(out), str(work), 3)
+    clean_chunk_leftovers(str(out), 3)
     assert [p.name for p in mine if p.exists()] == []
     assert all(p.exists() for p in others)
 

@@ -25,11 +25,13 @@ from sftdata.audit.integrity import (
     column_problems,
     iter_slices,
     load_manifest,
+    open_output,
     read_shard,
     verify_folder,
 )
 from sftdata.audit.report import ROLE_NAMES, RULES, AuditReport, RowStats, Violations
 from sftdata.audit.rules import RuleContext, check_slice
+from sftdata.storage import Folder
 
 __all__ = ["RULES", "AuditError", "AuditReport", "IntegrityReport", "run_audit", "verify_folder"]
 
@@ -139,7 +141,7 @@ def _plain_rows_allowed(pipeline: dict) -> bool:
     return (fmt == "text" and pipeline.get("text_without_chat") == "train_all") or fmt == "prompt_completion"
 
 
-def run_audit(path: str | Path, *, min_trained_fraction: float | None = None,
+def run_audit(path: str | Path | Folder, *, min_trained_fraction: float | None = None,
               max_rejected_fraction: float | None = None, check_integrity: bool = True,
               sources: Sequence[str | Path] | None = None, max_per_rule: int = 1000) -> AuditReport:
     """Audit a prepared folder. Raises `AuditError` when it cannot be audited at all (exit 2);
@@ -148,7 +150,7 @@ def run_audit(path: str | Path, *, min_trained_fraction: float | None = None,
     Thresholds left as None are read from the manifest's ``pipeline.audit`` settings, if any.
     """
     started = time.perf_counter()
-    folder = Path(path)
+    folder = open_output(path)
     manifest = load_manifest(folder)
     spec = (manifest.get("tokenizer") or {}).get("spec")
     if not isinstance(spec, str) or not spec:
@@ -176,7 +178,7 @@ def run_audit(path: str | Path, *, min_trained_fraction: float | None = None,
     for entry in manifest["shards"]:
         name = entry["file"]
         try:
-            table = read_shard(folder / name)
+            table = read_shard(folder, name)
         except (OSError, pa.ArrowException) as exc:
             all_read = False
             if not check_integrity:

@@ -30,7 +30,7 @@ def _write(path: Path, text: str) -> None:
         raise UsageOrIOError(f"cannot write {path}: {exc}") from exc
 
 
-_FOLDER = click.Path(path_type=Path)
+_FOLDER = click.Path()  # a str: also a pyarrow filesystem URI such as s3://bucket/prefix
 _OUT = click.Path(dir_okay=False, path_type=Path)
 
 
@@ -53,7 +53,7 @@ Exit codes: 0 every rule holds, 1 a rule is violated or a threshold crossed, 2 u
 @click.option("--no-integrity", is_flag=True, help="Skip the size and sha256 check of the shard files.")
 @click.option("--max-listed", type=click.IntRange(0), default=50, show_default=True,
               help="Violations listed on the terminal.")
-def audit_cmd(folder: Path, json_path: Path | None, html_path: Path | None, junit_path: Path | None,
+def audit_cmd(folder: str, json_path: Path | None, html_path: Path | None, junit_path: Path | None,
               min_trained_fraction: float | None, max_rejected_fraction: float | None,
               sources: tuple[Path, ...], no_integrity: bool, max_listed: int) -> None:
     """Check every row of a prepared FOLDER: labels train only assistant answers, whole turns, no
@@ -86,7 +86,7 @@ Exit codes: 0 all shards match the manifest, 1 a shard is missing, extra, trunca
 2 usage or I/O error.""")
 @click.argument("folder", type=_FOLDER)
 @click.option("--json", "json_path", type=_OUT, help="Write the findings as JSON.")
-def verify_cmd(folder: Path, json_path: Path | None) -> None:
+def verify_cmd(folder: str, json_path: Path | None) -> None:
     """Check that every shard the manifest of FOLDER lists is present, whole and unchanged
     (size, sha256, readable Arrow, row and token counts), and that no unlisted shard is there."""
     from sftdata.audit.integrity import verify_folder
@@ -109,7 +109,7 @@ Example:
 @click.option("--id", "row_id", help="The row (or packed conversation) id to show.")
 @click.option("--index", type=click.IntRange(0), help="The row number across shards, in order (default 0).")
 @click.option("--color/--no-color", default=None, help="Force colour on or off (default: on for a terminal).")
-def inspect_cmd(folder: Path, row_id: str | None, index: int | None, color: bool | None) -> None:
+def inspect_cmd(folder: str, row_id: str | None, index: int | None, color: bool | None) -> None:
     """Print one row of FOLDER token by token: boundaries visible, trained tokens highlighted."""
     from sftdata.audit.inspect import find_row, render_row
     from sftdata.audit.integrity import load_manifest

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from sftdata.audit.integrity import AuditError, list_parts, load_manifest, read_shard
+from sftdata.audit.integrity import AuditError, list_parts, load_manifest, open_output, read_shard
 from sftdata.audit.report import Violations
 from sftdata.constants import IGNORE_INDEX
 
@@ -91,7 +91,7 @@ def find_row(folder: str | Path, *, id: str | None = None, index: int | None = N
              shard: str | None = None, row: int | None = None) -> Row:
     """A row by ``id`` (also a packed conversation's id), by global ``index`` in shard order, or by
     ``shard`` and ``row``; the first row when nothing is given."""
-    folder = Path(folder)
+    folder = open_output(folder)
     manifest = load_manifest(folder)
     seen = 0
     for entry in manifest["shards"]:
@@ -99,7 +99,7 @@ def find_row(folder: str | Path, *, id: str | None = None, index: int | None = N
         if shard is not None and name != shard:
             continue
         try:
-            table = read_shard(folder / name)
+            table = read_shard(folder, name)
         except Exception as exc:
             raise AuditError(f"{name}: cannot read the shard: {exc}") from exc
         if shard is not None:
@@ -187,9 +187,10 @@ def compare_sources(folder: str | Path, manifest: dict, sources: list[str], sink
         raise AuditError("--source needs sftdata.pipeline.render_source_rows(paths, manifest), which "
                          f"this installation does not provide: {exc}") from exc
     stored: dict[str, list[tuple[str, int, np.ndarray, np.ndarray]]] = {}
+    folder = open_output(folder)
     for entry in manifest["shards"]:
         try:
-            table = read_shard(Path(folder) / entry["file"])
+            table = read_shard(folder, entry["file"])
         except Exception:
             continue  # shard_integrity reports it
         ids, lens = list_parts(table.column("input_ids"))

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from sftdata.constants import IGNORE_INDEX, MANIFEST_NAME
-from sftdata.hashing import file_sha256
+from sftdata.storage import Folder
 
 SHARD_FILE = re.compile(r"^shard-\d{6}-\d{2}\.arrow$")
 PROBLEM_KINDS = (
@@ -98,18 +98,28 @@ def _no_nulls(arr, value):
     """``fill_null`` only when needed: the call itself imports pandas (a second per process)."""
     return arr.fill_null(value) if arr.null_count else arr
 
-def load_manifest(folder: str | Path) -> dict[str, Any]:
+def open_output(location: str | Path | Folder) -> Folder:
+    """The folder to check: a local path or a pyarrow filesystem URI (``s3://...``)."""
+    if isinstance(location, Folder):
+        return location
+    try:
+        return Folder(location)
+    except OSError as exc:
+        raise AuditError(str(exc)) from None
+
+
+def load_manifest(location: str | Path | Folder) -> dict[str, Any]:
     """Read ``manifest.json``; any reason it cannot be used is an `AuditError` (usage/I/O, exit 2)."""
-    folder = Path(folder)
+    folder = open_output(location)
+    if not folder.remote and folder.local().exists() and not folder.local().is_dir():
+        raise AuditError(f"{folder}: not a folder")
     if not folder.exists():
         raise AuditError(f"{folder}: no such folder")
-    if not folder.is_dir():
-        raise AuditError(f"{folder}: not a folder")
-    path = folder / MANIFEST_NAME
-    if not path.is_file():
+    path = f"{folder}/{MANIFEST_NAME}"
+    if folder.size(MANIFEST_NAME) is None:
         raise AuditError(f"{folder}: no {MANIFEST_NAME} (not a finished `sftdata run` output folder)")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(folder.read_bytes(MANIFEST_NAME).decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise AuditError(f"{path}: cannot read the manifest: {exc}") from exc
     if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
@@ -120,9 +130,13 @@ def load_manifest(folder: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def read_shard(path: str | Path) -> pa.Table:
-    """The whole shard, memory-mapped: the list columns' values stay on disk until touched."""
-    with pa.memory_map(str(path)) as source:
+def read_shard(folder: Folder, name: str) -> pa.Table:
+    """The whole shard; memory-mapped when local, so the list columns' values stay on disk until
+    touched, and read straight from the filesystem (no local copy) when remote."""
+    if not folder.remote:
+        with pa.memory_map(str(folder.local(name))) as source:
+            return pa.ipc.open_stream(source).read_all()
+    with folder.open_read(name) as source:
         return pa.ipc.open_stream(source).read_all()
 
 
@@ -140,22 +154,23 @@ def _strip_algo(value: Any) -> str:
     return text.split(":", 1)[1] if text.startswith("sha256:") else text
 
 
-def _state_files(folder: Path) -> list[str] | None:
+def _state_files(folder: Folder) -> list[str] | None:
     try:
-        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        state = json.loads(folder.read_bytes("state.json").decode("utf-8"))
         return [d["filename"] for d in state["_data_files"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def verify_folder(path: str | Path, *, counts: bool = True, manifest: dict | None = None) -> IntegrityReport:
+def verify_folder(path: str | Path | Folder, *, counts: bool = True, manifest: dict | None = None) -> IntegrityReport:
     """Check every shard the manifest lists: exists, size, sha256, readable Arrow, and (``counts``)
     its rows, tokens and trained tokens. Unlisted shard files are reported as ``extra``.
 
     ``sftdata audit`` passes ``counts=False`` because its row pass recounts anyway.
     """
-    folder = Path(path)
+    folder = open_output(path)
     manifest = manifest if manifest is not None else load_manifest(folder)
+    on_disk = folder.listing()
     report = IntegrityReport(path=str(folder), shards_listed=len(manifest["shards"]))
     problems = report.problems
     listed: set[str] = set()
@@ -165,20 +180,19 @@ def verify_folder(path: str | Path, *, counts: bool = True, manifest: dict | Non
             problems.append(ShardProblem(name, "bad_entry", "listed twice or not a plain file name"))
             continue
         listed.add(name)
-        file = folder / name
-        if not file.is_file():
+        size, want = on_disk.get(name), entry.get("bytes")
+        if size is None:
             problems.append(ShardProblem(name, "missing", "listed in the manifest but not on disk"))
             continue
-        size, want = file.stat().st_size, entry.get("bytes")
         report.shards_checked += 1
         report.bytes_checked += size
         if isinstance(want, int) and size != want:
             kind = "truncated" if size < want else "size_mismatch"
             problems.append(ShardProblem(name, kind, f"{size} bytes on disk, manifest says {want}"))
-        elif _strip_algo(entry.get("sha256")) != file_sha256(file):
+        elif _strip_algo(entry.get("sha256")) != folder.sha256(name):
             problems.append(ShardProblem(name, "corrupt", "sha256 differs from the manifest"))
         try:
-            table = read_shard(file)
+            table = read_shard(folder, name)
             found = shard_counts(table) if counts else {}
         except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
             problems.append(ShardProblem(name, "unreadable", f"not a readable Arrow IPC stream: {exc}"))
@@ -186,9 +200,9 @@ def verify_folder(path: str | Path, *, counts: bool = True, manifest: dict | Non
         diffs = [f"{k} {found[k]} (manifest {entry.get(k)})" for k in found if entry.get(k) != found[k]]
         if diffs:
             problems.append(ShardProblem(name, "count_mismatch", "; ".join(diffs)))
-    for file in sorted(folder.iterdir()):
-        if file.name not in listed and (SHARD_FILE.match(file.name) or file.suffix == ".arrow"):
-            problems.append(ShardProblem(file.name, "extra", "a shard file the manifest does not list"))
+    for name in sorted(n for n in on_disk if "/" not in n):
+        if name not in listed and (SHARD_FILE.match(name) or name.endswith(".arrow")):
+            problems.append(ShardProblem(name, "extra", "a shard file the manifest does not list"))
     state = _state_files(folder)
     order = [e["file"] for e in manifest["shards"]]
     if state is not None and state != order:

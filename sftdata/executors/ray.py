@@ -13,9 +13,10 @@ Two things differ from the process pool, and both are handled here:
   attempt first removes whatever an earlier attempt of *its* chunk left behind; a retry then
   writes exactly what a clean run writes. Python exceptions are not retried: they are bugs or
   bad input/output paths, and a retry would fail the same way.
-- Output is written by the workers, wherever they run: the output folder must be the same
-  path on every node (a shared filesystem such as NFS, or a single machine). ``s3://`` and
-  other pyarrow filesystems are not supported by the writer yet. See ``docs/ray.md``.
+- Output is written by the workers, wherever they run: the output must be a place every node
+  reaches under the same name, either a shared filesystem path (NFS, or a single machine) or a
+  pyarrow filesystem URI such as ``s3://bucket/prefix``, where each task writes on its node's
+  local staging folder and uploads. See ``docs/ray.md``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ import os
 import signal
 import socket
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from sftdata.config import Settings
+from sftdata.constants import WORK_DIR
 from sftdata.readers.jsonl import Chunk
 from sftdata.stages import ChunkResult, RecordProcessor, process_chunk
+from sftdata.storage import Folder, display, staging_for
 
 MAX_RETRIES = 3
 IN_FLIGHT_PER_WORKER = 2  # enough queued work to hide scheduling latency, little enough to bound memory
@@ -53,15 +55,21 @@ def _processor(settings: Settings) -> RecordProcessor:
     return proc
 
 
-def clean_chunk_leftovers(out_dir: str, work_dir: str, index: int) -> None:
-    """Remove everything an earlier attempt of chunk ``index`` may have left.
+def clean_chunk_leftovers(location: str, index: int) -> None:
+    """Remove everything an earlier attempt of chunk ``index`` may have left on this machine.
 
     The done-marker goes first, so that a marker never outlives the shards it vouches for even
     if this cleanup itself is interrupted. Other chunks' files are never touched: every name
-    removed here carries this chunk's number.
+    removed here carries this chunk's number. On a remote output the published marker goes too;
+    shards an earlier attempt uploaded are overwritten by this one's, which has the same names
+    and bytes (chunks are deterministic).
     """
-    out, work = Path(out_dir), Path(work_dir)
+    folder = Folder(location)
     stem = f"chunk-{index:06d}"
+    if folder.remote:
+        folder.delete(f"{WORK_DIR}/{stem}.json")
+    out = staging_for(folder)
+    work = out / WORK_DIR
     (work / f"{stem}.json").unlink(missing_ok=True)
     (work / f"{stem}.quarantine.jsonl").unlink(missing_ok=True)
     for leftover in (*work.glob(f".{stem}.*.tmp*"), *out.glob(f"shard-{index:06d}-*.arrow"),
@@ -87,15 +95,15 @@ def _kill_once(marker: str | None) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run_chunk_task(chunk: Chunk, settings: Settings, out_dir: str, work_dir: str,
+def run_chunk_task(chunk: Chunk, settings: Settings, location: str,
                    drop: dict[int, str] | None = None, kill_once: str | None = None) -> ChunkResult:
     """The body of one Ray task: clean up earlier attempts, then the same stage code as locally.
 
     ``drop`` is this chunk's part of the runner's ``dedupe: exact`` plan (lines to drop).
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    clean_chunk_leftovers(out_dir, work_dir, chunk.index)
-    result = process_chunk(chunk, settings, out_dir, work_dir, _processor(settings), drop)
+    clean_chunk_leftovers(location, chunk.index)
+    result = process_chunk(chunk, settings, location, _processor(settings), drop)
     _kill_once(kill_once)
     return result
 
@@ -203,7 +211,7 @@ def _failure(ray: Any, chunk: Chunk, exc: BaseException, out_dir: str) -> Except
                     "to continue")
 
 
-def run_chunks_on_ray(chunks: Sequence[Chunk], settings: Settings, out_dir: str, work_dir: str,
+def run_chunks_on_ray(chunks: Sequence[Chunk], settings: Settings, location: str,
                       ray_address: str | None, max_workers: int,
                       drops: Mapping[int, dict[int, str]] | None = None) -> Iterator[ChunkResult]:
     """Run ``chunks`` as Ray tasks; yield each chunk's result as it completes (any order).
@@ -237,7 +245,7 @@ def run_chunks_on_ray(chunks: Sequence[Chunk], settings: Settings, out_dir: str,
                     exhausted = True
                     break
                 drop = (drops or {}).get(chunk.index)
-                pending[task.remote(chunk, settings_ref, out_dir, work_dir, drop, kill_once)] = chunk
+                pending[task.remote(chunk, settings_ref, location, drop, kill_once)] = chunk
             if not pending:
                 break
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -246,7 +254,7 @@ def run_chunks_on_ray(chunks: Sequence[Chunk], settings: Settings, out_dir: str,
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayError as exc:
-                    raise _failure(ray, chunk, exc, out_dir) from exc
+                    raise _failure(ray, chunk, exc, display(location)) from exc
                 yield result
     finally:
         for ref in pending:  # a failed or abandoned run must not keep the cluster busy
