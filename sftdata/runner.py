@@ -39,7 +39,7 @@ from sftdata.stages import (
     worker_init,
     worker_run,
 )
-from sftdata.storage import Folder, staging_for
+from sftdata.storage import Folder, display, staging_for
 from sftdata.tokenizer import load_tokenizer
 from sftdata.writers.manifest import build_manifest, write_dataset_metadata
 
@@ -93,7 +93,7 @@ def _plan(settings: Settings, inputs: list[str]) -> tuple[list[Path], list[Chunk
     plan = {
         "settings": settings.output_settings(),
         "chunk_bytes": size,
-        "inputs": [{"path": str(p.resolve()), "name": p.name, "bytes": _size(p), "mtime_ns": p.stat().st_mtime_ns,
+        "inputs": [{"path": display(str(p.resolve())), "name": p.name, "bytes": _size(p), "mtime_ns": p.stat().st_mtime_ns,
                     "format": formats.get(str(p.resolve()), settings.input_format)} for p in files],
         "chunks": len(chunks),
     }

@@ -119,7 +119,7 @@ class Folder:
     def read_bytes(self, name: str) -> bytes:
         if not self.remote:
             return Path(self.root, name).read_bytes()
-        with self.fs.open_input_stream(self._path(name)) as f:
+        with self.fs.open_input_stream(self._path(name), compression=None) as f:
             return f.read()
 
     def open_read(self, name: str) -> BinaryIO:
@@ -132,7 +132,7 @@ class Folder:
         if not self.remote:
             return file_sha256(Path(self.root, name), block)
         h = hashlib.sha256()
-        with self.fs.open_input_stream(self._path(name)) as f:
+        with self.fs.open_input_stream(self._path(name), compression=None) as f:
             for chunk in iter(lambda: f.read(block), b""):
                 h.update(chunk)
         return h.hexdigest()
@@ -167,7 +167,7 @@ class Folder:
         parent = target.rsplit("/", 1)[0]
         self.fs.create_dir(parent, recursive=True)
         dest = target if self.atomic_put else f"{parent}/.{target.rsplit('/', 1)[1]}.tmp{os.getpid()}"
-        with open(local, "rb") as src, self.fs.open_output_stream(dest) as out:
+        with open(local, "rb") as src, self.fs.open_output_stream(dest, compression=None) as out:
             shutil.copyfileobj(src, out, 1 << 22)
         if dest != target:
             self.fs.move(dest, target)

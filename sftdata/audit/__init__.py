@@ -219,7 +219,7 @@ def run_audit(path: str | Path | Folder, *, min_trained_fraction: float | None =
             samples.append({"shard": v["shard"], "row": v["row"], "why": v["rule"]})
     seconds = time.perf_counter() - started
     return AuditReport(
-        path=str(folder), statuses=statuses, violations=sink.items, violation_counts=dict(sink.counts),
+        path=str(folder), location=folder.location, statuses=statuses, violations=sink.items, violation_counts=dict(sink.counts),
         stats=stats, thresholds=thresholds, integrity=integrity.to_json() if integrity else None,
         tokenizer={"spec": spec, "fingerprint": tok.fingerprint,
                    "manifest_fingerprint": (manifest.get("tokenizer") or {}).get("fingerprint")},

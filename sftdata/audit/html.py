@@ -71,7 +71,7 @@ def _sample(report: AuditReport, sample: dict[str, Any], tokenizer: Any) -> str:
     from sftdata.audit.inspect import find_row, token_pieces
 
     try:
-        row = find_row(report.path, shard=sample["shard"], row=sample["row"])
+        row = find_row(report.location or report.path, shard=sample["shard"], row=sample["row"])
     except Exception as exc:  # a shard that cannot be read is already a violation
         return f'<div class="sample"><b>{escape(sample["shard"])} row {sample["row"]}</b>: {escape(str(exc))}</div>'
     limit = 1500

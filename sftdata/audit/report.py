@@ -114,6 +114,9 @@ class AuditReport:
     tokenizer: dict[str, Any] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
+    # The location as given, URI query included (``path`` drops it: it may hold credentials or
+    # endpoints); only the HTML page uses it, to read its sample rows. Not part of the JSON.
+    location: str = ""
 
     @property
     def ok(self) -> bool:

@@ -15,6 +15,7 @@ import orjson
 import pyarrow as pa
 
 from sftdata.readers.jsonl import Chunk
+from sftdata.readers.remote import parquet_source
 
 BATCH_ROWS = 1024
 
@@ -31,7 +32,7 @@ def hf_dataset_files(path: Path) -> list[Path]:
 def plan_parquet(path: Path, start_index: int, name: str) -> list[Chunk]:
     import pyarrow.parquet as pq
 
-    meta = pq.ParquetFile(path).metadata
+    meta = pq.ParquetFile(parquet_source(str(path.resolve()))).metadata
     chunks, row = [], 1
     for rg in range(meta.num_row_groups):
         chunks.append(Chunk(start_index + len(chunks), str(path.resolve()), name, rg, rg + 1, row, "parquet"))
@@ -68,7 +69,7 @@ def iter_columnar(chunk: Chunk) -> Iterator[tuple[int, object, bytes]]:
     if chunk.kind == "parquet":
         import pyarrow.parquet as pq
 
-        batches = pq.ParquetFile(chunk.path).iter_batches(batch_size=BATCH_ROWS, row_groups=[chunk.start])
+        batches = pq.ParquetFile(parquet_source(chunk.path)).iter_batches(batch_size=BATCH_ROWS, row_groups=[chunk.start])
     else:
         source = pa.memory_map(chunk.path)
         batches = pa.ipc.open_stream(source)

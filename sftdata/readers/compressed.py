@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from sftdata.readers.jsonl import Chunk, RawLine, read_lines
+from sftdata.readers.remote import open_input
 
 
 class DecompressedTooLarge(Exception):
@@ -70,7 +71,7 @@ class _Zstd:
 
 
 def open_decompressed(path: str, kind: str, limit: int) -> io.BufferedReader:
-    raw = open(path, "rb")
+    raw = open_input(path)
     inner = gzip.GzipFile(fileobj=raw) if kind == "jsonl_gz" else _Zstd(raw)
     return io.BufferedReader(_Limited(inner, limit), buffer_size=1 << 20)
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from sftdata.readers.remote import input_size, open_input
 
 BOM = b"\xef\xbb\xbf"
 INPUT_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".parquet")
@@ -47,8 +48,17 @@ class RawLine:
 
 def expand_inputs(patterns: list[str]) -> list[Path]:
     """Files and globs to a sorted, de-duplicated list of files (folders list their *.jsonl/*.json)."""
+    from sftdata.readers.remote import expand_remote
+    from sftdata.storage import is_uri
+
     out: list[Path] = []
     for pattern in patterns:
+        if is_uri(pattern):  # any filesystem pyarrow opens: s3://, gs://, hdfs://, file://
+            try:
+                out.extend(expand_remote(pattern, INPUT_SUFFIXES))  # type: ignore[arg-type]
+            except (FileNotFoundError, OSError) as exc:
+                raise InputError(str(exc)) from None
+            continue
         matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
         if not matches:
             raise InputError(f"input {pattern!r} matched no file")
@@ -82,7 +92,7 @@ def auto_chunk_size(total_bytes: int) -> int:
 def is_json_array(path: Path) -> bool:
     if path.suffix != ".json":
         return False
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         head = f.read(4096).lstrip(BOM).lstrip()
     return head.startswith(b"[")
 
@@ -91,7 +101,7 @@ def plan_jsonl(path: Path, start_index: int, chunk_size: int) -> list[Chunk]:
     """Split a JSON Lines file into chunks of about ``chunk_size`` bytes, each ending at a line end."""
     size = path.stat().st_size
     chunks: list[Chunk] = []
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         start, line = 0, 1
         while start < size:
             target = min(size, start + chunk_size)
@@ -118,7 +128,7 @@ def plan_jsonl(path: Path, start_index: int, chunk_size: int) -> list[Chunk]:
 
 def iter_lines(chunk: Chunk, max_record_bytes: int) -> Iterator[RawLine]:
     """Yield the chunk's lines, without line ends; lines over the limit come back with data=None."""
-    with open(chunk.path, "rb") as f:
+    with open_input(chunk.path) as f:
         f.seek(chunk.start)
         yield from read_lines(f, chunk.first_line, chunk.end - chunk.start, max_record_bytes)
 
@@ -153,10 +163,11 @@ def read_json_array(chunk: Chunk, max_record_bytes: int) -> Iterator[tuple[int, 
     """Elements of a JSON array file: (1-based element index, value or None if unparsable, raw)."""
     import orjson
 
-    size = os.path.getsize(chunk.path)
+    size = input_size(chunk.path)
     if size > max_record_bytes * 16:
         raise InputError(f"{chunk.name}: a JSON array file of {size} bytes is too large to load; use JSON Lines")
-    raw = Path(chunk.path).read_bytes().lstrip(BOM)
+    with open_input(chunk.path) as f:
+        raw = f.read().lstrip(BOM)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:

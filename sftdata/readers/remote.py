@@ -1,0 +1,132 @@
+"""Inputs on a pyarrow filesystem (``s3://bucket/data/*.jsonl``, ``gs://``, ``hdfs://``, ``file://``).
+
+The planner and the readers were written against local paths; a ``RemoteFile`` carries the few
+things they ask of a ``Path`` (name, size, mtime), and ``open_input`` gives every reader one
+buffered, seekable binary file whatever the source, so byte-range chunks, compressed streams and
+parquet row groups all read the same way. Each worker (or Ray task) opens its own filesystem from
+the URI, whose query (``?endpoint_override=...``) travels with it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import os
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import BinaryIO
+
+from sftdata.storage import display, filesystem, is_uri, split_uri
+
+_MAGIC = set("*?[")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """An input file on a pyarrow filesystem, found by ``expand_remote``."""
+
+    uri: str  # scheme://path?query, enough for any process to open it
+    size: int
+    mtime_ns: int
+
+    @property
+    def name(self) -> str:
+        return split_uri(self.uri)[0].rsplit("/", 1)[-1]
+
+    @property
+    def suffix(self) -> str:
+        return os.path.splitext(self.name)[1]
+
+    def resolve(self) -> RemoteFile:
+        return self
+
+    def stat(self) -> SimpleNamespace:
+        return SimpleNamespace(st_size=self.size, st_mtime_ns=self.mtime_ns)
+
+    def is_dir(self) -> bool:
+        return False
+
+    def is_file(self) -> bool:
+        return True
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def __fspath__(self) -> str:  # so that `open(remote_file)` fails loudly instead of reading a local name
+        raise TypeError(f"{display(self.uri)} is not a local file; read it with sftdata.readers.remote.open_input")
+
+
+def _file(info, scheme: str, query: str) -> RemoteFile:
+    return RemoteFile(f"{scheme}://{info.path}{query}", info.size, info.mtime_ns or 0)
+
+
+def expand_remote(pattern: str, suffixes: tuple[str, ...]) -> list[RemoteFile]:
+    """A URI naming a file, a folder (its files ending in ``suffixes``, recursively) or a glob.
+
+    Raises ``FileNotFoundError`` when nothing matches.
+    """
+    from pyarrow import fs as pafs
+
+    head, query = split_uri(pattern)
+    scheme, rest = head.split("://", 1)
+    parts = rest.split("/")
+    fixed = next((i for i, p in enumerate(parts) if _MAGIC & set(p)), len(parts))
+    base_uri = f"{scheme}://{'/'.join(parts[:fixed])}{query}"
+    fs, base = filesystem(base_uri)
+    if fixed == len(parts):
+        info = fs.get_file_info(base)
+        if info.type == pafs.FileType.File:
+            return [_file(info, scheme, query)]
+        if info.type != pafs.FileType.Directory:
+            raise FileNotFoundError(f"input {display(pattern)} does not exist")
+        if fs.get_file_info(f"{base}/state.json").type == pafs.FileType.File:
+            raise FileNotFoundError(f"input {display(pattern)} looks like a `datasets` folder; those are read "
+                                    "from local paths only (copy it, or pass its .arrow files' source instead)")
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+        found = [i for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(suffixes)]
+    else:
+        want = "/".join([base, *parts[fixed:]]) if base else "/".join(parts[fixed:])
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        found = [i for i in infos if i.type == pafs.FileType.File and _glob_match(i.path, want)]
+    if not found:
+        raise FileNotFoundError(f"input {display(pattern)} matched no file")
+    return [_file(i, scheme, query) for i in sorted(found, key=lambda i: i.path)]
+
+
+def _glob_match(path: str, pattern: str) -> bool:
+    """Shell-style, component by component; ``**`` matches any number of folders."""
+    segs, pats = path.split("/"), pattern.split("/")
+
+    def match(i: int, j: int) -> bool:
+        if j == len(pats):
+            return i == len(segs)
+        if pats[j] == "**":
+            return any(match(k, j + 1) for k in range(i, len(segs) + 1))
+        return i < len(segs) and fnmatch.fnmatchcase(segs[i], pats[j]) and match(i + 1, j + 1)
+
+    return match(0, 0)
+
+
+def open_input(path: str | os.PathLike | RemoteFile) -> BinaryIO:
+    """A buffered, seekable binary file for a local path or an input URI."""
+    location = path.uri if isinstance(path, RemoteFile) else str(path)
+    if not is_uri(location):
+        return open(location, "rb")
+    fs, inner = filesystem(location)
+    return io.BufferedReader(fs.open_input_file(inner), buffer_size=1 << 20)
+
+
+def input_size(path: str | os.PathLike | RemoteFile) -> int:
+    location = path.uri if isinstance(path, RemoteFile) else str(path)
+    if not is_uri(location):
+        return os.path.getsize(location)
+    fs, inner = filesystem(location)
+    return fs.get_file_info(inner).size
+
+
+def parquet_source(path: str) -> str | BinaryIO:
+    """What ``pyarrow.parquet.ParquetFile`` opens: the path itself when local (memory-mappable)."""
+    return path if not is_uri(path) else open_input(path)
+
+
+__all__ = ["RemoteFile", "expand_remote", "open_input", "input_size", "parquet_source"]
