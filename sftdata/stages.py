@@ -25,7 +25,7 @@ from sftdata.packing import PACKED_SCHEMA, Packer
 from sftdata.readers.jsonl import Chunk
 from sftdata.readers.sources import iter_records
 from sftdata.records import Conversation, Reject, Rejection
-from sftdata.storage import Folder, staging_for
+from sftdata.storage import Folder, filesystem, staging_for
 from sftdata.templates import Llama3Renderer
 from sftdata.tokenizer import Tokenizer, load_tokenizer
 from sftdata.validate import check_schema, to_conversation
@@ -282,6 +282,7 @@ def worker_init(settings: Settings, location: str, parent_pid: int | None = None
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if parent_pid is not None:
         _die_with_parent(parent_pid)
+    filesystem.cache_clear()  # a forked worker opens its own S3/GCS client: SDK threads do not survive fork
     _WORKER.update(settings=settings, location=location, proc=RecordProcessor(settings))
 
 
