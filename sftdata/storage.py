@@ -52,7 +52,7 @@ def filesystem(location: str) -> tuple[Any, str]:
     try:
         return pafs.FileSystem.from_uri(location)
     except (ValueError, OSError) as exc:
-        raise OSError(f"cannot open {location!r} as a pyarrow filesystem: {exc}") from None
+        raise OSError(f"cannot open {display(location)!r} as a pyarrow filesystem: {exc}") from None
 
 
 def display(location: str) -> str:
