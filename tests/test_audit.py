@@ -592,6 +592,12 @@ def test_html_is_self_contained(clean, tmp_path, tok):
     assert html.count("<svg") == 4 and 'id="length-histogram"' in html
     assert 'data-id="conv-long"' in html and 'data-id="conv-basic"' in html
     assert "&lt;|start_header_id|&gt;" in html and 'class="t1 tr"' in html
+    # named categories are horizontal bars, one line each: every reason and role labelled in full
+    rejected = run_audit(folder).stats["records"]["rejected"]
+    chart = html[html.index('id="rejections"'):]
+    chart = chart[:chart.index("</svg>")]
+    assert rejected and chart.count('class="bar"') == len(rejected)
+    assert all(f">{reason}</text>" in chart and f">{n:,}</text>" in chart for reason, n in rejected.items())
 
 
 @pytest.mark.skipif(_chromium() is None, reason="chromium is not installed")

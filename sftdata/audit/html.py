@@ -30,9 +30,9 @@ code{font:12px ui-monospace,monospace}
 """
 
 
-def _bars(title: str, labels: list[str], values: list[float], *, svg_id: str, color: str = "#0969da",
-          width: int = 520, height: int = 200, fmt: str = "{:,.0f}", axis: tuple[str, str] | None = None) -> str:
-    """A vertical bar chart as inline SVG: a label under each bar, or (``axis``) only the two ends."""
+def _bars(title: str, labels: list[str], values: list[float], *, svg_id: str, color: str,
+          axis: tuple[str, str], width: int = 520, height: int = 200) -> str:
+    """A histogram as inline SVG: contiguous bins, so only the axis ends are labelled."""
     n = max(len(values), 1)
     top = max(values) if values and max(values) > 0 else 1
     left, bottom, plot_h = 44, 38, height - 60
@@ -41,20 +41,38 @@ def _bars(title: str, labels: list[str], values: list[float], *, svg_id: str, co
            f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
            f'<text x="{left}" y="14" font-weight="600">{escape(title)}</text>',
            f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#888"/>',
-           f'<text x="{left - 4}" y="{height - bottom - plot_h + 4}" text-anchor="end">{fmt.format(top)}</text>',
+           f'<text x="{left - 4}" y="{height - bottom - plot_h + 4}" text-anchor="end">{top:,.0f}</text>',
            f'<text x="{left - 4}" y="{height - bottom}" text-anchor="end">0</text>']
     for i, (label, value) in enumerate(zip(labels, values, strict=True)):
         h = plot_h * (value / top)
-        x = left + i * bw
-        out.append(f'<rect class="bar" x="{x + 1:.1f}" y="{height - bottom - h:.1f}" width="{max(bw - 2, 1):.1f}" '
-                   f'height="{h:.1f}" fill="{color}"><title>{escape(label)}: {fmt.format(value)}</title></rect>')
-        if axis is None:
-            out.append(f'<text x="{x + bw / 2:.1f}" y="{height - bottom + 14}" text-anchor="middle">'
-                       f"{escape(label)}</text>")
-    if axis is not None:
-        y = height - bottom + 14
-        out.append(f'<text x="{left}" y="{y}" text-anchor="start">{escape(axis[0])}</text>'
-                   f'<text x="{width - 10}" y="{y}" text-anchor="end">{escape(axis[1])}</text>')
+        out.append(f'<rect class="bar" x="{left + i * bw + 1:.1f}" y="{height - bottom - h:.1f}" '
+                   f'width="{max(bw - 2, 1):.1f}" height="{h:.1f}" fill="{color}">'
+                   f"<title>{escape(label)}: {value:,.0f}</title></rect>")
+    y = height - bottom + 14
+    out.append(f'<text x="{left}" y="{y}" text-anchor="start">{escape(axis[0])}</text>'
+               f'<text x="{width - 10}" y="{y}" text-anchor="end">{escape(axis[1])}</text></svg>')
+    return "".join(out)
+
+
+def _hbars(title: str, counts: dict[str, float], *, svg_id: str, color: str, width: int = 520) -> str:
+    """Named categories as horizontal bars, largest first: one line per name, so names of any
+    length and any number of them stay readable (a row of labels under vertical bars overlaps)."""
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) or [("none", 0.0)]
+    top = max(v for _, v in items) or 1
+    left = min(220, 12 + 7 * max(len(k) for k, _ in items))  # ~7 px per character at 11 px
+    row, head = 20, 26
+    height = head + row * len(items) + 6
+    plot_w = width - left - 70
+    out = [f'<svg id="{svg_id}" role="img" aria-label="{escape(title)}" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+           f'<text x="4" y="14" font-weight="600">{escape(title)}</text>']
+    for i, (label, value) in enumerate(items):
+        y = head + i * row
+        w = plot_w * value / top
+        out.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{escape(label)}</text>'
+                   f'<rect class="bar" x="{left}" y="{y + 2}" width="{max(w, 0.5):.1f}" height="{row - 6}" '
+                   f'fill="{color}"><title>{escape(label)}: {value:,.0f}</title></rect>'
+                   f'<text x="{left + w + 4:.1f}" y="{y + 13}">{value:,.0f}</text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -113,10 +131,10 @@ def render_html(report: AuditReport, tokenizer: Any | None = None) -> str:
     charts = [
         _histogram("row length (tokens)", s["length_histogram"], "length-histogram", "#0969da"),
         _histogram("trained fraction per row", s["trained_fraction_histogram"], "trained-histogram", "#1a7f37", True),
-        _bars("tokens per role", roles, [float(s["tokens_per_role"][r]) for r in roles], svg_id="role-tokens",
-              color="#8250df"),
-        _bars("rejected records by reason", list(rejected) or ["none"], [float(v) for v in rejected.values()] or [0.0],
-              svg_id="rejections", color="#cf222e"),
+        _hbars("tokens per role", {r: float(s["tokens_per_role"][r]) for r in roles}, svg_id="role-tokens",
+               color="#8250df"),
+        _hbars("rejected records by reason", {k: float(v) for k, v in rejected.items()}, svg_id="rejections",
+               color="#cf222e"),
     ]
     listed = "".join(f"<li><code>{escape(violation_line(v))}</code></li>" for v in report.violations[:200])
     rest = sum(report.violation_counts.values()) - min(200, len(report.violations))
