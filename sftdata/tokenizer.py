@@ -359,13 +359,18 @@ def load_tokenizer(spec: str = BUILTIN_LLAMA3, encoder: str = "auto") -> Tokeniz
     return _load_tokenizer(spec, encoder)
 
 
+def _file_backend(path: Path) -> Any:
+    # imported on first use: the audit loads the built-in tokenizer but never encodes with it
+    from tokenizers import Tokenizer as _Backend
+
+    return _Backend.from_file(str(path))
+
+
 @lru_cache(maxsize=8)
 def _load_tokenizer(spec: str, encoder: str) -> Tokenizer:
     if encoder not in ("auto", "hf", "tiktoken"):
         raise TokenizerError(f"unknown encoder {encoder!r}; expected auto, hf or tiktoken")
     if spec == BUILTIN_LLAMA3:
-        from tokenizers import Tokenizer as _Backend
-
         path = _convert_builtin()
         tk = _Tiktoken(llama3_model_file(), path) if encoder in ("auto", "tiktoken") else None
 
@@ -378,7 +383,7 @@ def _load_tokenizer(spec: str, encoder: str) -> Tokenizer:
         # stored beside it: hashing 128k tokens and 280k merges costs a second per process.
         meta_file = path / "sftdata-meta-v3.json"
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else None
-        tok = Tokenizer(spec, lambda: _Backend.from_file(str(path / "tokenizer.json")),
+        tok = Tokenizer(spec, lambda: _file_backend(path / "tokenizer.json"),
                         "tiktoken" if tk else "hf", tk, loader, meta=meta, private_backend=True)
         if meta is None:
             tok.meta["header_newline_ids"] = tok.encode_text("\n\n")

@@ -9,7 +9,6 @@ a readable report in bounded memory.
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,6 +192,8 @@ class AuditReport:
 
     def to_junit(self) -> str:
         """JUnit XML: one testcase per rule; a failure lists the offending ids; unchecked rules skip."""
+        import xml.etree.ElementTree as ET
+
         fails = self.failed_rules()
         skipped = [r for r, s in self.statuses.items() if s == "skip"]
         suites = ET.Element("testsuites", name="sftdata audit", tests=str(len(self.statuses)),
