@@ -224,9 +224,6 @@ def run_sftdata(corpus: Path, out: Path, workers: int, sample_memory: bool = Fal
     return m
 
 
-AUDIT_REPEATS = 3
-
-
 def audit_available() -> bool:
     """`sftdata audit` is written by another issue; the benchmark must run before it lands."""
     res = subprocess.run(sftdata_cmd("audit", "--help"), capture_output=True, cwd=ROOT)
@@ -441,17 +438,32 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
         corpus = write_copies(records, copies, tmp / "corpus-1x.jsonl")
         n_records = len(records) * copies
 
-        done = step("(a) TRL SFTTrainer dataset preparation")
-        trl = run_contender("trl", corpus, a.workers, tmp / "trl.log")
-        done()
-        done = step("(b) HF tokenizers encode_batch")
-        enc = run_contender("encode_batch", corpus, a.workers, tmp / "encode_batch.log")
-        done()
-        done = step(f"(c) sftdata run --workers {a.workers}")
-        # --quick times the sampled 1x memory run as (c): one run fewer, and its numbers are only a
-        # smoke test anyway. A real benchmark keeps the timed run free of the sampler thread.
-        run = run_sftdata(corpus, tmp / "out-1x", a.workers, sample_memory=a.quick)
-        done()
+        # Every contender runs `repeats` times, in rounds (a, b, c, audit), and the medians compare:
+        # on a shared 2-core machine one timing of a few seconds is not a measure, and rounds spread
+        # any drift in the machine's load over all contenders alike.
+        repeats = 1 if a.quick else a.repeats
+        has_audit = audit_available()
+        trls, encs, runs, audits = [], [], [], []
+        for i in range(repeats):
+            tag = f" [round {i + 1}/{repeats}]" if repeats > 1 else ""
+            done = step(f"(a) TRL SFTTrainer dataset preparation{tag}")
+            trls.append(run_contender("trl", corpus, a.workers, tmp / "trl.log"))
+            done()
+            done = step(f"(b) HF tokenizers encode_batch{tag}")
+            encs.append(run_contender("encode_batch", corpus, a.workers, tmp / "encode_batch.log"))
+            done()
+            done = step(f"(c) sftdata run --workers {a.workers}{tag}")
+            # --quick times the sampled 1x memory run as (c): one run fewer, and its numbers are only
+            # a smoke test anyway. A real benchmark keeps the timed run free of the sampler thread.
+            runs.append(run_sftdata(corpus, tmp / "out-1x", a.workers, sample_memory=a.quick))
+            done()
+            if has_audit and runs[-1].error is None:
+                done = step(f"sftdata audit{tag}")
+                audits.append(run_audit(tmp / "out-1x"))
+                done()
+        trl, enc, run = median_measure(trls), median_measure(encs), median_measure(runs)
+        audit = median_measure(audits)
+        timings = {"trl": trls, "encode_batch": encs, "run": runs, "audit": audits}
 
         fixed: Measure | None = None
         if not a.quick:  # with --quick the whole run is little more than its fixed cost
@@ -459,22 +471,6 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
             write_copies(records[:1], 1, tmp / "one.jsonl")
             fixed = run_sftdata(tmp / "one.jsonl", tmp / "out-one", a.workers)
             done()
-
-        # A 0.6 s command on a noisy machine: one timing is not a measure. The audit runs
-        # AUDIT_REPEATS times, interleaved with as many runs of (c) in all, and the medians compare.
-        audits: list[Measure] = []
-        runs = [run]
-        if run.error is None and audit_available():
-            repeats = 1 if a.quick else AUDIT_REPEATS
-            done = step(f"sftdata audit x{repeats}" + (f", interleaved with {repeats - 1} more runs of (c)"
-                                                       if repeats > 1 else ""))
-            for i in range(repeats):
-                audits.append(run_audit(tmp / "out-1x"))
-                if i < repeats - 1:
-                    runs.append(run_sftdata(corpus, tmp / "out-1x", a.workers))
-            done()
-        audit = median_measure(audits)
-        run_median = median_measure(runs)
 
         done = step(f"memory: sftdata run at 1x and {scale}x input")
         mem1 = run if a.quick else run_sftdata(corpus, tmp / "mem-1x", a.workers, sample_memory=True)
@@ -500,8 +496,7 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
         "run_vs_encode_batch": ratio(run_tps, enc.tokens_per_s),
         "memory_growth": None if mem1.error or memn.error else ratio(memn.extra.get("peak_rss", 0),
                                                                      mem1.extra.get("peak_rss", 0)),
-        "run_vs_audit": (ratio(run_median.seconds, audit.seconds)
-                         if audit and not audit.error and run_median and not run_median.error else None),
+        "run_vs_audit": ratio(run.seconds, audit.seconds) if audit and not audit.error and not run.error else None,
     }
     tokens_match = enc.error is None and run.error is None and enc.tokens == run.tokens
 
@@ -515,6 +510,10 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
     print(f"corpus    : {source} x {copies} copies = {n_records:,} records "
           f"({corpus_bytes(records, copies) / 1e6:,.1f} MB)")
     print()
+    if repeats > 1:
+        print(f"every contender ran {repeats} times, in rounds; each row is the median run (wall seconds: "
+              + "; ".join(f"{k} " + ", ".join(f"{m.seconds:.2f}" for m in v) for k, v in timings.items() if v)
+              + ")")
     for line in contender_rows([
         (f"(a) TRL SFTTrainer prep (num_proc={a.workers})", trl),
         ("(b) HF encode_batch (rendered, all cores)", enc),
@@ -541,12 +540,9 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
         print(f"audit: error: {audit.error}")
     else:
         print(f"audit: sftdata audit {audit.seconds:.2f} s (cpu {audit.cpu_seconds:.2f} s, exit "
-              f"{audit.extra['exit_code']}) vs sftdata run {run_median.seconds:.2f} s -> "
+              f"{audit.extra['exit_code']}) vs sftdata run {run.seconds:.2f} s -> "
               f"{fmt_ratio(measured['run_vs_audit'])} faster "
-              f"({fmt_ratio(ratio(run_median.cpu_seconds, audit.cpu_seconds))} in cpu s)")
-        if len(audits) > 1:
-            print(f"    medians of {len(audits)} audits ({', '.join(f'{m.seconds:.2f}' for m in audits)} s) and "
-                  f"{len(runs)} runs of (c) ({', '.join(f'{m.seconds:.2f}' for m in runs)} s), interleaved")
+              f"({fmt_ratio(ratio(run.cpu_seconds, audit.cpu_seconds))} in cpu s)")
     if audit_big is not None and not audit_big.error:
         print(f"    at {scale}x input (info): audit {audit_big.seconds:.2f} s vs run {memn.seconds:.2f} s -> "
               f"{fmt_ratio(ratio(memn.seconds, audit_big.seconds))} faster")
@@ -573,7 +569,7 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
                             *((("run_one_record", fixed),) if fixed else ()),
                             *(((f"audit_{scale}x", audit_big),) if audit_big else ()))},
             "measured": measured, "tokens_match": tokens_match,
-            "audit_seconds": [m.seconds for m in audits], "run_seconds": [m.seconds for m in runs],
+            "repeats": repeats, "timings": {k: [m.seconds for m in v] for k, v in timings.items()},
         }, indent=2))
     failed = [m for m in (trl, enc, run, fixed, mem1, memn) if m is not None and m.error]
     if failed or not tokens_match:
@@ -608,6 +604,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--copies", type=int, help="repeat the corpus N times (default 4; 1 with --quick)")
     p.add_argument("--workers", type=int, default=2, help="sftdata workers and TRL dataset_num_proc")
     p.add_argument("--memory-scale", type=int, default=4, help="input multiple for the memory-growth run")
+    p.add_argument("--repeats", type=int, default=3, help="rounds of (a), (b), (c) and the audit; medians "
+                   "compare (default 3; 1 with --quick)")
     p.add_argument("--quick", action="store_true", help=f"first {QUICK_RECORDS} records, 1 copy: under a minute")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--check", action="store_true", help="exit 3 when a target fails")
