@@ -141,10 +141,96 @@ def check_schema(obj: Any) -> None:
     if not isinstance(obj, dict):
         kind = type(obj).__name__ if obj is not None else "null"
         raise Reject("not_an_object", f"a record must be a JSON object, found {kind}")
+    if plainly_valid(obj):
+        return
     try:
         _fast_validator()(obj)
     except Exception:
         raise explain_schema_error(obj) from None
+
+
+_ROLES = frozenset(("system", "user", "assistant", "tool", "ipython"))
+_OPTIONAL_STR = ("name", "tool_call_id")
+
+
+def plainly_valid(rec: dict) -> bool:
+    """True only for records the record schema certainly accepts, in the shapes real data has.
+
+    The compiled validator costs more per record than tokenizing a short chat; this walk answers
+    for the common case in a fraction of that. It is one-sided: False means "ask the validator",
+    never "invalid". Types are checked exactly (``type(x) is int``): JSON Schema's integers are not
+    booleans, and anything unusual (floats for ``weight``, subclasses) is left to the validator.
+    ``tests/test_validate.py`` checks that every record it accepts, ``jsonschema`` accepts.
+    """
+    rid = rec.get("id")
+    if rid is not None and type(rid) is not str and type(rid) is not int:
+        return False
+    if "id" in rec and rid is None:
+        return False
+    messages = rec.get("messages")
+    if type(messages) is not list or not messages:
+        return False
+    for m in messages:
+        if type(m) is not dict or type(m.get("role")) is not str or m["role"] not in _ROLES:
+            return False
+        content = m.get("content")
+        if content is not None and type(content) is not str and not _plain_parts(content):
+            return False
+        calls = m.get("tool_calls")
+        if calls is not None and not _plain_calls(calls):
+            return False
+        weight = m.get("weight", 0)
+        if type(weight) is not int or weight not in (0, 1):
+            return False
+        for key in _OPTIONAL_STR:
+            if key in m and type(m[key]) is not str:
+                return False
+    tools = rec.get("tools")
+    return tools is None or _plain_tools(tools)
+
+
+def _plain_parts(parts: Any) -> bool:
+    if type(parts) is not list:
+        return False
+    for p in parts:
+        if type(p) is not dict or type(p.get("type")) is not str:
+            return False
+        for key in ("text", "value"):
+            if key in p and type(p[key]) is not str:
+                return False
+    return True
+
+
+def _plain_calls(calls: Any) -> bool:
+    if type(calls) is not list:
+        return False
+    for c in calls:
+        if type(c) is not dict or ("id" in c and type(c["id"]) is not str):
+            return False
+        if "type" in c and (type(c["type"]) is not str or c["type"] != "function"):
+            return False
+        fn = c.get("function")
+        if type(fn) is not dict or type(fn.get("name")) is not str or not fn["name"]:
+            return False
+        if type(fn.get("arguments")) not in (dict, str):
+            return False
+    return True
+
+
+def _plain_tools(tools: Any) -> bool:
+    if type(tools) is not list:
+        return False
+    for t in tools:
+        if type(t) is not dict or type(t.get("type")) is not str or t["type"] != "function":
+            return False
+        fn = t.get("function")
+        if type(fn) is not dict or type(fn.get("name")) is not str or not fn["name"]:
+            return False
+        if "description" in fn and type(fn["description"]) is not str:
+            return False
+        if "parameters" in fn and type(fn["parameters"]) is not dict:
+            return False
+    return True
 
 
 def _content_text(content: Any, pointer: str, parts_policy: dict[str, str]) -> str | None:

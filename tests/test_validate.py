@@ -11,7 +11,14 @@ from jsonschema import Draft202012Validator
 
 from sftdata.records import Reject
 from sftdata.synth import generate_broken_lines, generate_records
-from sftdata.validate import _fast_validator, check_schema, parse_json, record_schema, to_conversation
+from sftdata.validate import (
+    _fast_validator,
+    check_schema,
+    parse_json,
+    plainly_valid,
+    record_schema,
+    to_conversation,
+)
 
 REFERENCE = Draft202012Validator(record_schema())
 
@@ -40,6 +47,29 @@ def test_compiled_validator_equals_jsonschema_on_arbitrary_values(obj):
     assert fast_ok(obj) == REFERENCE.is_valid(obj)
 
 
+message_like = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "assistant", "system", "tool", "ipython", "bot", 1, None, ["user"]])},
+    optional={"content": json_values, "tool_calls": json_values, "weight": st.sampled_from([0, 1, 2, True, 1.0, None]),
+              "name": json_values, "tool_call_id": json_values})
+record_like = st.fixed_dictionaries(
+    {"messages": st.lists(message_like | json_values, max_size=3) | json_values},
+    optional={"id": st.sampled_from(["a", 7, True, None, 1.5, ["x"]]), "tools": json_values})
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(record_like | json_values)
+def test_plain_fast_path_never_accepts_what_jsonschema_rejects(obj):
+    """The hand-written fast path is one-sided: whatever it accepts, the schema accepts."""
+    if isinstance(obj, dict) and plainly_valid(obj):
+        assert REFERENCE.is_valid(obj), obj
+
+
+def test_plain_fast_path_takes_real_records():
+    """It is worth having only if ordinary records take it: every generated record does."""
+    records = generate_records(300, seed=3)
+    assert all(plainly_valid(r) for r in records)
+
+
 def test_compiled_validator_equals_jsonschema_on_records_and_mutations():
     records = generate_records(300, seed=3)
     for rec in records:
@@ -54,6 +84,7 @@ def test_compiled_validator_equals_jsonschema_on_records_and_mutations():
             r = json.loads(json.dumps(rec))
             mutate(r)
             assert fast_ok(r) == REFERENCE.is_valid(r) is False
+            assert not plainly_valid(r)
             mutated += 1
     assert mutated == 1500
 
