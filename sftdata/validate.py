@@ -210,11 +210,13 @@ def _plain_calls(calls: Any) -> bool:
         if "type" in c and (type(c["type"]) is not str or c["type"] != "function"):
             return False
         fn = c.get("function")
-        if type(fn) is not dict or type(fn.get("name")) is not str or not fn["name"]:
-            return False
-        if type(fn.get("arguments")) not in (dict, str):
+        if not _named_function(fn) or type(fn.get("arguments")) not in (dict, str):
             return False
     return True
+
+
+def _named_function(fn: Any) -> bool:
+    return type(fn) is dict and type(fn.get("name")) is str and fn["name"] != ""
 
 
 def _plain_tools(tools: Any) -> bool:
@@ -224,9 +226,7 @@ def _plain_tools(tools: Any) -> bool:
         if type(t) is not dict or type(t.get("type")) is not str or t["type"] != "function":
             return False
         fn = t.get("function")
-        if type(fn) is not dict or type(fn.get("name")) is not str or not fn["name"]:
-            return False
-        if "description" in fn and type(fn["description"]) is not str:
+        if not _named_function(fn) or ("description" in fn and type(fn["description"]) is not str):
             return False
         if "parameters" in fn and type(fn["parameters"]) is not dict:
             return False
