@@ -196,8 +196,13 @@ def test_audit_and_verify_cli_on_s3(s3, corpus):
 
 @needs_moto
 @needs_ray
-def test_ray_tasks_write_to_s3_the_rows_of_a_local_run(s3, corpus, local_out):
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+def test_ray_tasks_write_to_s3_the_rows_of_a_local_run(s3, corpus, local_out, tmp_path, monkeypatch):
+    """One task attempt is SIGKILLed after it uploaded its shards and done-marker; Ray's retry
+    deletes the published marker, uploads the same files again, and the store ends as a clean run."""
+    marker = tmp_path / "killed-once"
+    monkeypatch.setenv("SFTDATA_RAY_KILL_ONCE", str(marker))
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     _upload(s3("ray-in/chats.jsonl"), corpus.read_bytes())
     run_pipeline(_settings(), [s3("ray-in/chats.jsonl")], s3("ray-out"), workers=2, executor="ray")
+    assert marker.exists(), "the test hook did not fire: no worker was killed"
     assert remote_files(s3("ray-out")) == local_files(local_out)
