@@ -147,6 +147,7 @@ def validate(paths, pipeline, template, max_errors) -> None:
     from sftdata.readers.jsonl import expand_inputs
     from sftdata.readers.sources import plan_chunks
     from sftdata.stages import validate_chunk
+    from sftdata.storage import display
 
     settings = load_pipeline(pipeline, _overrides(template=template))
     files = expand_inputs(list(paths))
@@ -158,7 +159,7 @@ def validate(paths, pipeline, template, max_errors) -> None:
                 continue
             bad += 1
             if bad <= max_errors:
-                where = f"{chunk.path}:{line}"
+                where = f"{display(chunk.path)}:{line}"
                 rid = f" id={rej.id}" if rej.id else ""
                 click.echo(f"{where}{rid}: [{rej.reason}] {rej.message}")
     click.echo(f"{n} records checked, {n - bad} valid, {bad} invalid", err=True)

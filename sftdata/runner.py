@@ -131,13 +131,14 @@ def _load_done(out: Folder, chunks: list[Chunk]) -> dict[int, ChunkResult]:
 
 def _clean_partial(out: Folder, pending: list[Chunk]) -> None:
     """Temp files of a killed run, and every file of a chunk that is to be redone (marker first)."""
-    redo = {f"shard-{c.index:06d}-" for c in pending}
+    redo = tuple(f"shard-{c.index:06d}-" for c in pending)
     names = out.listing()
     for c in pending:
-        out.delete(_marker(c.index))
+        if _marker(c.index) in names:
+            out.delete(_marker(c.index))
     for name in names:
         base = name.rsplit("/", 1)[-1]
-        if (base.startswith(".") and ".tmp" in base) or (name.startswith("shard-") and name[:13] in redo):
+        if (base.startswith(".") and ".tmp" in base) or name.startswith(redo):
             out.delete(name)
 
 

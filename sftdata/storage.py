@@ -13,6 +13,7 @@ that any process, a forked worker or a Ray task on another node, can open the sa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -31,17 +32,20 @@ def is_uri(location: str | os.PathLike) -> bool:
     return "://" in str(location)
 
 
+def local_path_of(location: str) -> str | None:
+    """The local path a ``file://`` URI names (so it keeps the local commit protocol), else None."""
+    if not str(location).startswith("file://"):
+        return None
+    from urllib.parse import unquote
+
+    return unquote(split_uri(str(location))[0][len("file://"):]) or "/"
+
+
 def split_uri(location: str) -> tuple[str, str]:
     """``s3://b/out?x=1`` -> (``s3://b/out``, ``?x=1``): names are joined before the query."""
     head, sep, query = location.partition("?")
-    return head.rstrip("/"), sep + query
-
-
-def join(location: str, *names: str) -> str:
-    if not is_uri(location):
-        return str(Path(location, *names))
-    head, query = split_uri(location)
-    return "/".join([head, *names]) + query
+    scheme, colon, rest = head.partition("://")
+    return scheme + colon + rest.rstrip("/"), sep + query
 
 
 @lru_cache(maxsize=32)
@@ -52,12 +56,19 @@ def filesystem(location: str) -> tuple[Any, str]:
     try:
         return pafs.FileSystem.from_uri(location)
     except (ValueError, OSError) as exc:
-        raise OSError(f"cannot open {display(location)!r} as a pyarrow filesystem: {exc}") from None
+        why = str(exc).replace(location, display(location))  # pyarrow quotes the URI, secrets and all
+        raise OSError(f"cannot open {display(location)!r} as a pyarrow filesystem: {why}") from None
 
 
 def display(location: str) -> str:
-    """The location without its query, which may hold endpoints or tokens."""
-    return split_uri(location)[0] if is_uri(location) else str(location)
+    """The location as reports may show it: no query (endpoints, tokens) and no user part
+    (``s3://KEY:SECRET@bucket/...``)."""
+    if not is_uri(location):
+        return str(location)
+    head = split_uri(location)[0]
+    scheme, rest = head.split("://", 1)
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
 
 
 class Folder:
@@ -69,8 +80,11 @@ class Folder:
 
     def __init__(self, location: str | os.PathLike) -> None:
         self.location = str(location)
-        self.remote = is_uri(self.location)
-        if self.remote:
+        local = local_path_of(self.location)
+        self.remote = is_uri(self.location) and local is None
+        if local is not None:
+            self.root = local
+        elif self.remote:
             self.fs, self.root = filesystem(self.location)
             self.atomic_put = self.fs.type_name in _ATOMIC_PUT
         else:
@@ -154,7 +168,10 @@ class Folder:
             return
         with tempfile.NamedTemporaryFile(prefix=".sftdata-", delete=False) as tmp:
             tmp.write(data)
-        self.publish(Path(tmp.name), name)
+        try:
+            self.publish(Path(tmp.name), name)
+        finally:
+            Path(tmp.name).unlink(missing_ok=True)
 
     def publish(self, local: Path, name: str) -> None:
         """Move a committed local file to ``name`` in this folder (uploaded for a remote one)."""
@@ -165,10 +182,18 @@ class Folder:
             return
         target = self._path(name)
         parent = target.rsplit("/", 1)[0]
-        self.fs.create_dir(parent, recursive=True)
+        if not self.atomic_put:  # object stores have no folders to make
+            self.fs.create_dir(parent, recursive=True)
         dest = target if self.atomic_put else f"{parent}/.{target.rsplit('/', 1)[1]}.tmp{os.getpid()}"
-        with open(local, "rb") as src, self.fs.open_output_stream(dest, compression=None) as out:
-            shutil.copyfileobj(src, out, 1 << 22)
+        try:
+            with open(local, "rb") as src, self.fs.open_output_stream(dest, compression=None) as out:
+                shutil.copyfileobj(src, out, 1 << 22)
+        except BaseException:
+            # pyarrow completes an S3 upload on close even when the copy was interrupted: take the
+            # partial object away (best effort; without its done-marker no reader trusts it anyway)
+            with contextlib.suppress(Exception):
+                self.fs.delete_file(dest)
+            raise
         if dest != target:
             self.fs.move(dest, target)
         local.unlink()

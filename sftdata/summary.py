@@ -31,7 +31,9 @@ def format_run_summary(manifest: dict) -> str:
 
 def print_run_summary(summary) -> None:
     skipped = f" ({summary.chunks_skipped} resumed from a previous run)" if summary.chunks_skipped else ""
-    click.echo(f"sftdata run -> {summary.output}: {summary.chunks_total} chunk(s){skipped}")
+    from sftdata.storage import display
+
+    click.echo(f"sftdata run -> {display(summary.output)}: {summary.chunks_total} chunk(s){skipped}")
     detected = summary.manifest["pipeline"]["input_format"] == "auto"
     for item in summary.manifest["inputs"]:
         how = " (detected)" if detected else ""

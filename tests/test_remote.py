@@ -23,8 +23,9 @@ import pytest
 from sftdata.audit import run_audit, verify_folder
 from sftdata.config import settings_from_dict
 from sftdata.readers.jsonl import InputError, expand_inputs
+from sftdata.readers.remote import open_input
 from sftdata.runner import run_pipeline
-from sftdata.storage import Folder, split_uri, staging_for
+from sftdata.storage import Folder, display, split_uri, staging_for
 from sftdata.synth import generate_broken_lines, generate_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +74,8 @@ def test_file_uri_output_and_input_match_a_local_run(corpus, local_out, tmp_path
     summary = run_pipeline(_settings(), [f"file://{corpus}"], out, workers=2)
     assert summary.output == out
     assert local_files(tmp_path / "out") == local_files(local_out)
-    assert not staging_for(Folder(out)).exists(), "the staging folder is removed at the end"
+    # a file:// output is a local folder: it keeps the local commit protocol (fsync, rename)
+    assert not Folder(out).remote and staging_for(Folder(out)) == tmp_path / "out"
     report = run_audit(out)
     assert report.ok, report.summary_text()
     assert report.path == out
@@ -91,6 +93,22 @@ def test_remote_globs_and_missing_inputs(tmp_path):
         expand_inputs([f"file://{tmp_path}/*.parquet"])
     with pytest.raises(InputError, match="does not exist"):
         expand_inputs([f"file://{tmp_path}/nope.jsonl"])
+
+
+def test_uris_keep_their_query_and_user_part_for_workers_but_not_for_reports(tmp_path):
+    assert display("s3://AKID:SECRET@bkt/out?endpoint_override=h:9000&scheme=http") == "s3://bkt/out"
+    assert display("/plain/path") == "/plain/path"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "sp ace.jsonl").write_text('{"x": 1}\n')
+    (tmp_path / "in" / "c%41.jsonl").write_text('{"y": 2}\n')
+    found = expand_inputs([f"file://{tmp_path}/in/*.jsonl"])
+    assert sorted(f.name for f in found) == ["c%41.jsonl", "sp ace.jsonl"]
+    with open_input(next(f for f in found if f.name == "sp ace.jsonl")) as f:
+        assert f.read() == b'{"x": 1}\n'
+    with open_input(next(f for f in found if f.name == "c%41.jsonl")) as f:
+        assert f.read() == b'{"y": 2}\n'
+    with pytest.raises(InputError, match="names no bucket or path"):
+        expand_inputs(["s3://?region=us-east-1"])
 
 
 # --------------------------------------------------------------------------------------------- s3://
@@ -145,8 +163,9 @@ def test_s3_in_and_out_match_a_local_run_in_every_input_kind(s3, corpus, local_o
     _upload(s3("in/chats.jsonl"), data)
     _upload(s3("in/gz/chats.jsonl.gz"), gzip.compress(data))
     _upload(s3("in/pq/chats.parquet"), (tmp_path / "chats.parquet").read_bytes())
-    run_pipeline(_settings(), [s3("in/chats.jsonl")], s3("out-jsonl"), workers=2)
+    summary = run_pipeline(_settings(), [s3("in/chats.jsonl")], s3("out-jsonl"), workers=2)
     assert remote_files(s3("out-jsonl")) == local_files(local_out)
+    assert not staging_for(Folder(summary.output)).exists(), "the staging folder is removed at the end"
     for kind, local_input in (("gz", tmp_path / "chats.jsonl.gz"), ("pq", tmp_path / "chats.parquet")):
         if kind == "gz":
             local_input.write_bytes(gzip.compress(data))

@@ -64,7 +64,7 @@ def audit_cmd(folder: str, json_path: Path | None, html_path: Path | None, junit
         report = run_audit(folder, min_trained_fraction=min_trained_fraction,
                            max_rejected_fraction=max_rejected_fraction, check_integrity=not no_integrity,
                            sources=list(sources) or None)
-    except AuditError as exc:
+    except (AuditError, OSError) as exc:  # OSError: an unreachable or refusing filesystem
         raise UsageOrIOError(str(exc)) from exc
     click.echo(report.summary_text(color=sys.stdout.isatty(), max_listed=max_listed), nl=False)
     if json_path:
@@ -93,7 +93,7 @@ def verify_cmd(folder: str, json_path: Path | None) -> None:
 
     try:
         report = verify_folder(folder)
-    except AuditError as exc:
+    except (AuditError, OSError) as exc:  # OSError: an unreachable or refusing filesystem
         raise UsageOrIOError(str(exc)) from exc
     click.echo(report.summary_text())
     if json_path:
@@ -121,7 +121,7 @@ def inspect_cmd(folder: str, row_id: str | None, index: int | None, color: bool 
         spec = (load_manifest(folder).get("tokenizer") or {}).get("spec") or "builtin:llama3"
         row = find_row(folder, id=row_id, index=index)
         tokenizer = load_tokenizer(spec)
-    except (AuditError, TokenizerError) as exc:
+    except (AuditError, TokenizerError, OSError) as exc:
         raise UsageOrIOError(str(exc)) from exc
     use_color = sys.stdout.isatty() if color is None else color
     if use_color:

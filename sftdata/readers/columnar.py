@@ -7,6 +7,7 @@ group or a dataset's Arrow file is one unit of work, which keeps the plan determ
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import orjson
 import pyarrow as pa
 
 from sftdata.readers.jsonl import Chunk
-from sftdata.readers.remote import parquet_source
+from sftdata.readers.remote import open_parquet
 
 BATCH_ROWS = 1024
 
@@ -30,9 +31,8 @@ def hf_dataset_files(path: Path) -> list[Path]:
 
 
 def plan_parquet(path: Path, start_index: int, name: str) -> list[Chunk]:
-    import pyarrow.parquet as pq
-
-    meta = pq.ParquetFile(parquet_source(str(path.resolve()))).metadata
+    with open_parquet(str(path.resolve())) as f:
+        meta = f.metadata
     chunks, row = [], 1
     for rg in range(meta.num_row_groups):
         chunks.append(Chunk(start_index + len(chunks), str(path.resolve()), name, rg, rg + 1, row, "parquet"))
@@ -66,16 +66,15 @@ def _clean(value):
 
 def iter_columnar(chunk: Chunk) -> Iterator[tuple[int, object, bytes]]:
     """(row number, record object, original as JSON bytes) for each row of the chunk."""
-    if chunk.kind == "parquet":
-        import pyarrow.parquet as pq
-
-        batches = pq.ParquetFile(parquet_source(chunk.path)).iter_batches(batch_size=BATCH_ROWS, row_groups=[chunk.start])
-    else:
-        source = pa.memory_map(chunk.path)
-        batches = pa.ipc.open_stream(source)
     row = chunk.first_line
-    for batch in batches:
-        for rec in batch.to_pylist():
-            obj = _clean(rec)
-            yield row, obj, orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS, default=str)
-            row += 1
+    with contextlib.ExitStack() as stack:
+        if chunk.kind == "parquet":
+            f = stack.enter_context(open_parquet(chunk.path))
+            batches = f.iter_batches(batch_size=BATCH_ROWS, row_groups=[chunk.start])
+        else:
+            batches = pa.ipc.open_stream(stack.enter_context(pa.memory_map(chunk.path)))
+        for batch in batches:
+            for rec in batch.to_pylist():
+                obj = _clean(rec)
+                yield row, obj, orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS, default=str)
+                row += 1

@@ -23,11 +23,18 @@ class DecompressedTooLarge(Exception):
 class _Limited(io.RawIOBase):
     """A reader that raises once more than ``limit`` bytes came out of the decompressor."""
 
-    def __init__(self, inner: BinaryIO, limit: int) -> None:
-        self.inner, self.limit, self.count = inner, limit, 0
+    def __init__(self, inner: BinaryIO, limit: int, raw: BinaryIO) -> None:
+        self.inner, self.limit, self.count, self.raw = inner, limit, 0, raw
 
     def readable(self) -> bool:
         return True
+
+    def close(self) -> None:
+        # GzipFile does not close a file object it was given: close the source file here
+        if not self.closed:
+            self.inner.close()
+            self.raw.close()
+        super().close()
 
     def readinto(self, buf) -> int:
         data = self.inner.read(len(buf))
@@ -73,7 +80,7 @@ class _Zstd:
 def open_decompressed(path: str, kind: str, limit: int) -> io.BufferedReader:
     raw = open_input(path)
     inner = gzip.GzipFile(fileobj=raw) if kind == "jsonl_gz" else _Zstd(raw)
-    return io.BufferedReader(_Limited(inner, limit), buffer_size=1 << 20)
+    return io.BufferedReader(_Limited(inner, limit, raw), buffer_size=1 << 20)
 
 
 def iter_compressed_lines(chunk: Chunk, max_record_bytes: int, limit: int) -> Iterator[RawLine]:

@@ -12,9 +12,12 @@ from __future__ import annotations
 import fnmatch
 import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import BinaryIO
+from typing import Any, BinaryIO
+from urllib.parse import quote, unquote
 
 from sftdata.storage import display, filesystem, is_uri, split_uri
 
@@ -31,7 +34,7 @@ class RemoteFile:
 
     @property
     def name(self) -> str:
-        return split_uri(self.uri)[0].rsplit("/", 1)[-1]
+        return unquote(split_uri(self.uri)[0].rsplit("/", 1)[-1])
 
     @property
     def suffix(self) -> str:
@@ -56,41 +59,47 @@ class RemoteFile:
         raise TypeError(f"{display(self.uri)} is not a local file; read it with sftdata.readers.remote.open_input")
 
 
-def _file(info, scheme: str, query: str) -> RemoteFile:
-    return RemoteFile(f"{scheme}://{info.path}{query}", info.size, info.mtime_ns or 0)
-
-
 def expand_remote(pattern: str, suffixes: tuple[str, ...]) -> list[RemoteFile]:
     """A URI naming a file, a folder (its files ending in ``suffixes``, recursively) or a glob.
 
-    Raises ``FileNotFoundError`` when nothing matches.
+    Each file's URI is the given one (user part and query kept, so workers open the same
+    filesystem with the same credentials) plus its percent-encoded path below the glob's fixed
+    part. Raises ``FileNotFoundError`` when nothing matches.
     """
     from pyarrow import fs as pafs
 
     head, query = split_uri(pattern)
     scheme, rest = head.split("://", 1)
+    if not rest.strip("/"):
+        raise FileNotFoundError(f"input {display(pattern)} names no bucket or path")
     parts = rest.split("/")
     fixed = next((i for i, p in enumerate(parts) if _MAGIC & set(p)), len(parts))
-    base_uri = f"{scheme}://{'/'.join(parts[:fixed])}{query}"
-    fs, base = filesystem(base_uri)
+    base_head = f"{scheme}://{'/'.join(parts[:fixed])}"
+    fs, base = filesystem(base_head + query)
+
+    def found(info) -> RemoteFile:
+        rel = info.path[len(base):].lstrip("/")
+        uri = f"{base_head.rstrip('/')}/{quote(rel)}{query}" if rel else base_head + query
+        return RemoteFile(uri, info.size, info.mtime_ns or 0)
+
     if fixed == len(parts):
         info = fs.get_file_info(base)
         if info.type == pafs.FileType.File:
-            return [_file(info, scheme, query)]
+            return [found(info)]
         if info.type != pafs.FileType.Directory:
             raise FileNotFoundError(f"input {display(pattern)} does not exist")
         if fs.get_file_info(f"{base}/state.json").type == pafs.FileType.File:
             raise FileNotFoundError(f"input {display(pattern)} looks like a `datasets` folder; those are read "
                                     "from local paths only (copy it, or pass its .arrow files' source instead)")
         infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
-        found = [i for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(suffixes)]
+        hits = [i for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(suffixes)]
     else:
         want = "/".join([base, *parts[fixed:]]) if base else "/".join(parts[fixed:])
         infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-        found = [i for i in infos if i.type == pafs.FileType.File and _glob_match(i.path, want)]
-    if not found:
+        hits = [i for i in infos if i.type == pafs.FileType.File and _glob_match(i.path, want)]
+    if not hits:
         raise FileNotFoundError(f"input {display(pattern)} matched no file")
-    return [_file(i, scheme, query) for i in sorted(found, key=lambda i: i.path)]
+    return [found(i) for i in sorted(hits, key=lambda i: i.path)]
 
 
 def _glob_match(path: str, pattern: str) -> bool:
@@ -124,9 +133,18 @@ def input_size(path: str | os.PathLike | RemoteFile) -> int:
     return fs.get_file_info(inner).size
 
 
-def parquet_source(path: str) -> str | BinaryIO:
-    """What ``pyarrow.parquet.ParquetFile`` opens: the path itself when local (memory-mappable)."""
-    return path if not is_uri(path) else open_input(path)
+@contextmanager
+def open_parquet(path: str) -> Iterator[Any]:
+    """A ``pyarrow.parquet.ParquetFile`` over a local path (memory-mappable) or an input URI,
+    closed with its source at the end of the block."""
+    import pyarrow.parquet as pq
+
+    if not is_uri(path):
+        with pq.ParquetFile(path) as f:
+            yield f
+        return
+    with open_input(path) as source, pq.ParquetFile(source) as f:
+        yield f
 
 
-__all__ = ["RemoteFile", "expand_remote", "open_input", "input_size", "parquet_source"]
+__all__ = ["RemoteFile", "expand_remote", "open_input", "input_size", "open_parquet"]
