@@ -74,8 +74,8 @@ def display(location: str) -> str:
 class Folder:
     """A run's output folder. Names are relative, ``/``-separated (``_chunks/chunk-000001.json``).
 
-    ``staging`` is the local folder workers write into before ``publish``; for a local output it
-    is the output folder itself and publishing is a no-op.
+    Workers write into ``staging_for(folder)`` and then ``publish``: for a local output (``file://``
+    included) that is the output folder itself and publishing is a no-op.
     """
 
     def __init__(self, location: str | os.PathLike) -> None:
