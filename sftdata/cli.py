@@ -6,6 +6,7 @@ itself lives in ``sftdata.runner``, ``sftdata.audit`` and ``sftdata.training``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 
@@ -113,20 +114,47 @@ def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_addr
         packing, dedupe, **opts) -> None:
     """Run PIPELINE (a YAML file; defaults when omitted) over the inputs into OUTPUT."""
     from sftdata.config import load_pipeline
+    from sftdata.errors import UnusableRunError
     from sftdata.progress import RunProgress
     from sftdata.runner import run_pipeline
     from sftdata.summary import print_run_summary, run_audit_after
 
     settings = load_pipeline(pipeline, _overrides(input_format=input_format, packing=packing, dedupe=dedupe, **opts))
-    with RunProgress(enabled=sys.stderr.isatty()) as progress:
-        summary = run_pipeline(settings, list(inputs), output, workers=workers, resume=resume,
-                               overwrite=overwrite, executor=executor, ray_address=ray_address,
-                               progress=progress.update)
+    try:
+        with RunProgress(enabled=sys.stderr.isatty()) as progress, _interrupts_as_keyboard():
+            summary = run_pipeline(settings, list(inputs), output, workers=workers, resume=resume,
+                                   overwrite=overwrite, executor=executor, ray_address=ray_address,
+                                   progress=progress.update)
+    except UnusableRunError as exc:
+        if exc.summary is not None:
+            print_run_summary(exc.summary)
+        raise
+    except KeyboardInterrupt:
+        from sftdata.errors import InterruptedRun
+        from sftdata.storage import display
+
+        raise InterruptedRun(f"interrupted; the chunks committed so far are kept in {display(output)}: rerun the same "
+                             "command with --resume to continue") from None
     print_run_summary(summary)
     if settings.audit_enabled and not no_audit:
         ok = run_audit_after(summary, settings)
         if not ok:
             raise SystemExit(1)
+
+
+@contextlib.contextmanager
+def _interrupts_as_keyboard():
+    """SIGTERM (a scheduler's stop, ``kill``) ends a run like Ctrl-C: cleanly, with the resume hint."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @main.command(epilog="""\b

@@ -174,7 +174,8 @@ def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, shards:
             "tokenizer": tokenizer.fingerprint,
         },
         tokenizer=tok,
-        inputs=[{"name": i["name"], "bytes": i["bytes"], "format": i["format"]} for i in plan["inputs"]],
+        inputs=[{"name": i["name"], "bytes": i["bytes"], "format": i["format"], "digest": i["digest"]}
+                for i in plan["inputs"]],
         chunks=plan["chunks"],
         columns=[f.name for f in schema],
         shards=[s.to_json() for s in shards],
