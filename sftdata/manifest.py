@@ -87,6 +87,7 @@ class Manifest:
     truncated_ids: list[str] = field(default_factory=list)
     duplicates: list[dict] = field(default_factory=list)
     repeated_ids: list[str] = field(default_factory=list)
+    files: dict = field(default_factory=dict)  # the folder's other files: name -> bytes, sha256 (and lines)
     extra: dict = field(default_factory=dict)  # keys this version does not know: kept on a round trip
 
     def to_json(self) -> dict[str, Any]:
