@@ -94,10 +94,10 @@ def test_a_damaged_ranks_cache_is_rebuilt(tmp_path, meta_ranks):
     sha = hashlib.sha256(model.read_bytes()).hexdigest()
     path = tmp_path / RANKS_FILE
     path.write_bytes(encode_ranks(meta_ranks, sha)[:-1000])  # truncated
-    backend = TiktokenBackend(model, path, sha)
+    backend = TiktokenBackend(model, tmp_path, sha)
     assert backend.ranks == meta_ranks
     assert read_ranks_file(path, sha) == meta_ranks  # rewritten whole
-    stale = TiktokenBackend(model, path, SHA)  # the cache says another model file: rebuilt for SHA
+    stale = TiktokenBackend(model, tmp_path, SHA)  # the cache says another model file: rebuilt for SHA
     assert stale.ranks == meta_ranks and read_ranks_file(path, SHA) == meta_ranks
     with pytest.raises(RanksFileError):
         read_ranks_file(path, sha)

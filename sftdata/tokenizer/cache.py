@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 from sftdata.hashing import file_sha256
@@ -65,6 +64,8 @@ def convert_builtin(model_file: Path | None = None, model_sha256: str | None = N
     try:
         os.replace(tmp, target)
     except OSError:  # another process won the race; theirs is identical
+        import shutil  # here only: it imports bz2, lzma and zlib, 10+ ms on every start
+
         shutil.rmtree(tmp, ignore_errors=True)
     return target
 

@@ -15,7 +15,6 @@ from typing import Any
 from sftdata.hashing import file_sha256
 from sftdata.tokenizer.cache import build_meta, convert_builtin, read_meta, write_meta
 from sftdata.tokenizer.llama3 import BUILTIN_LLAMA3, TokenizerError, llama3_model_file
-from sftdata.tokenizer.ranks_file import RANKS_FILE
 from sftdata.tokenizer.tiktoken_backend import TiktokenBackend
 from sftdata.tokenizer.wrapper import Tokenizer
 
@@ -53,7 +52,7 @@ def _load_builtin(encoder: str) -> Tokenizer:
     model_file = llama3_model_file()
     model_sha256 = file_sha256(model_file)
     folder = convert_builtin(model_file, model_sha256)
-    ranks = TiktokenBackend(model_file, folder / RANKS_FILE, model_sha256)
+    ranks = TiktokenBackend(model_file, folder, model_sha256)
     backend: list[Any] = []  # loaded at most once, here or on first use
 
     def backend_loader() -> Any:

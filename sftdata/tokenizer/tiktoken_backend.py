@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from sftdata.tokenizer.llama3 import LLAMA3_PATTERN
-from sftdata.tokenizer.ranks_file import RanksFileError, read_ranks_file, write_ranks_file
 
 # tiktoken's BPE is quadratic in the length of one pre-token; a text containing a very long
 # pre-token (100k letters, spaces or symbols in a row) goes to the Hugging Face encoder, which
@@ -27,11 +26,11 @@ _LONG_RUN = rf"\p{{L}}{{{LONG_PIECE},}}|[^\s\p{{L}}\p{{N}}]{{{LONG_PIECE},}}|\s{
 class TiktokenBackend:
     """Meta's ranks (``model_file``) as a tiktoken ``Encoding``; decoding needs the ranks alone.
 
-    ``ranks_cache`` is where the decoded ranks are kept, checked against ``model_sha256``.
+    The decoded ranks are kept in ``cache_folder``, checked against ``model_sha256``.
     """
 
-    def __init__(self, model_file: Path, ranks_cache: Path, model_sha256: str) -> None:
-        self.model_file, self.ranks_cache, self.model_sha256 = model_file, ranks_cache, model_sha256
+    def __init__(self, model_file: Path, cache_folder: Path, model_sha256: str) -> None:
+        self.model_file, self.cache_folder, self.model_sha256 = model_file, cache_folder, model_sha256
         self._ranks: dict[bytes, int] | None = None
         self._encoding: Any = None
         self._bytes_of: dict[int, bytes] | None = None
@@ -39,13 +38,17 @@ class TiktokenBackend:
     @property
     def ranks(self) -> dict[bytes, int]:
         if self._ranks is None:
+            # imported here: loading a tokenizer for the audit never needs the ranks
+            from sftdata.tokenizer import ranks_file
+
+            path = self.cache_folder / ranks_file.RANKS_FILE
             try:
-                self._ranks = read_ranks_file(self.ranks_cache, self.model_sha256)
-            except RanksFileError:  # missing, damaged, foreign or stale: rebuilt from the model file
+                self._ranks = ranks_file.read_ranks_file(path, self.model_sha256)
+            except ranks_file.RanksFileError:  # missing, damaged, foreign or stale: rebuilt from the model file
                 from tiktoken.load import load_tiktoken_bpe
 
                 self._ranks = load_tiktoken_bpe(str(self.model_file))
-                write_ranks_file(self.ranks_cache, self._ranks, self.model_sha256)
+                ranks_file.write_ranks_file(path, self._ranks, self.model_sha256)
         return self._ranks
 
     @property
