@@ -43,7 +43,7 @@ def meta_ranks():
 
 
 def resealed(data: bytes, payload: bytes) -> bytes:
-    """``data``'s header over another payload, with a matching sha256: only the structure checks can catch it."""
+    """``data``'s header over another payload with a matching sha256: only the structure checks catch it."""
     magic, version, count, groups, source, _ = _HEADER.unpack_from(data)
     return _HEADER.pack(magic, version, count, groups, source, hashlib.sha256(payload).digest()) + payload
 
@@ -132,7 +132,8 @@ def test_a_malicious_pickle_in_the_cache_is_never_run(tmp_path, tokenizer):
 
 def test_hf_encoder_works_on_an_empty_cache(tmp_path, tokenizer):
     cache = tmp_path / "empty-cache"
-    code = ("import json; from sftdata.tokenizer import load_tokenizer; t = load_tokenizer('builtin:llama3', 'hf'); "
+    code = ("import json; from sftdata.tokenizer import load_tokenizer; "
+            "t = load_tokenizer('builtin:llama3', 'hf'); "
             f"print(json.dumps([t.encoder, t.fingerprint, t.header_newline_ids, t.encode_text({SAMPLE!r})]))")
     proc = python(code, cache)
     assert proc.returncode == 0, proc.stderr

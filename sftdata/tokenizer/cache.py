@@ -76,14 +76,15 @@ def read_meta(folder: Path) -> dict | None:
     return json.loads(meta_file.read_text()) if meta_file.is_file() else None
 
 
-def build_meta(backend: object, ranks: TiktokenBackend) -> dict:
+def build_meta(backend: object, tiktoken_enc: TiktokenBackend) -> dict:
     """The description of the built-in tokenizer (see ``describe_backend``), plus two things the
     run and the audit need without encoding: the ids of the header's ``\n\n``, and the bytes of
     the role names' ids. Made with tiktoken whichever encoder asked, so the file is the same."""
     meta = describe_backend(backend)
-    encode = ranks.encoding.encode_ordinary
+    encode = tiktoken_enc.encoding.encode_ordinary
     meta["header_newline_ids"] = encode("\n\n")
-    meta["common_tokens"] = {str(i): ranks.decode_bytes([i]).hex() for role in ROLE_WORDS for i in encode(role)}
+    meta["common_tokens"] = {str(i): tiktoken_enc.decode_bytes([i]).hex()
+                             for role in ROLE_WORDS for i in encode(role)}
     return meta
 
 

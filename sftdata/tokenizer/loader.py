@@ -52,7 +52,7 @@ def _load_builtin(encoder: str) -> Tokenizer:
     model_file = llama3_model_file()
     model_sha256 = file_sha256(model_file)
     folder = convert_builtin(model_file, model_sha256)
-    ranks = TiktokenBackend(model_file, folder, model_sha256)
+    tiktoken_enc = TiktokenBackend(model_file, folder, model_sha256)  # reads nothing until used
     backend: list[Any] = []  # loaded at most once, here or on first use
 
     def backend_loader() -> Any:
@@ -69,11 +69,13 @@ def _load_builtin(encoder: str) -> Tokenizer:
     # stored beside it: hashing 128k tokens and 280k merges costs a second per process.
     meta = read_meta(folder)
     if meta is None:
-        meta = build_meta(backend_loader(), ranks)
+        meta = build_meta(backend_loader(), tiktoken_enc)
         write_meta(folder, meta)
-    fast = encoder in ("auto", "tiktoken")
-    return Tokenizer(BUILTIN_LLAMA3, backend_loader, "tiktoken" if fast else "hf", ranks if fast else None,
-                     hf_loader, meta=meta, private_backend=True)
+    if encoder == "hf":
+        return Tokenizer(BUILTIN_LLAMA3, backend_loader, "hf", None, hf_loader, meta=meta,
+                         private_backend=True)
+    return Tokenizer(BUILTIN_LLAMA3, backend_loader, "tiktoken", tiktoken_enc, hf_loader, meta=meta,
+                     private_backend=True)
 
 
 def _load_hf(spec: str) -> Tokenizer:

@@ -83,7 +83,8 @@ def decode_ranks(data: bytes, source_sha256: str) -> dict[bytes, int]:
         raise RanksFileError(f"{len(payload)} payload bytes cannot hold {count} ranks in {n_groups} groups")
     table = _unpack(payload[:table_end])
     lengths, counts = table[0::2], table[1::2]
-    if min(lengths) < 1 or sum(counts) != count or sum(map(int.__mul__, lengths, counts)) != len(payload) - ranks_end:
+    blob_len = sum(map(int.__mul__, lengths, counts))
+    if min(lengths) < 1 or sum(counts) != count or blob_len != len(payload) - ranks_end:
         raise RanksFileError("the group table does not describe the token bytes")
     tokens: list[bytes] = []
     pos = _HEADER.size + ranks_end

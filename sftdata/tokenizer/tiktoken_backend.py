@@ -44,7 +44,7 @@ class TiktokenBackend:
             path = self.cache_folder / ranks_file.RANKS_FILE
             try:
                 self._ranks = ranks_file.read_ranks_file(path, self.model_sha256)
-            except ranks_file.RanksFileError:  # missing, damaged, foreign or stale: rebuilt from the model file
+            except ranks_file.RanksFileError:  # missing, damaged, foreign or stale: rebuilt from the model
                 from tiktoken.load import load_tiktoken_bpe
 
                 self._ranks = load_tiktoken_bpe(str(self.model_file))
@@ -66,7 +66,10 @@ class TiktokenBackend:
         return b"".join(self._bytes_of[i] for i in ids)
 
 
-def make_encoder(backend: TiktokenBackend, fallback: Callable[[str], list[int]]) -> Callable[[str], list[int]]:
+Encode = Callable[[str], list[int]]
+
+
+def make_encoder(backend: TiktokenBackend, fallback: Encode) -> Encode:
     """``encode(text) -> ids``: text only, no special-token parsing, no BOS.
 
     A closure because this is the per-piece hot path: it calls tiktoken's core directly and looks
