@@ -15,8 +15,7 @@ from pathlib import Path
 import click
 import pyarrow as pa
 
-from sftdata.constants import MANIFEST_NAME
-from sftdata.errors import SftdataError
+from sftdata.errors import ManifestError, SftdataError
 
 
 class OverlapError(SftdataError):
@@ -25,14 +24,18 @@ class OverlapError(SftdataError):
 
 def _hashes(folder: Path, prompts: bool) -> dict[str, list[str]]:
     """hash -> ids, for every conversation of a prepared folder (packed rows included)."""
-    manifest_path = folder / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise OverlapError(f"{folder} is not a prepared folder (no {MANIFEST_NAME})")
-    manifest = json.loads(manifest_path.read_text())
+    from sftdata.manifest import read_manifest
+
+    try:
+        manifest = read_manifest(str(folder))
+    except ManifestError as exc:
+        raise OverlapError(f"{folder} is not a prepared folder: {exc}") from None
     out: dict[str, list[str]] = defaultdict(list)
     single, packed = ("prompt_hash", "prompt_hashes") if prompts else ("content_hash", "content_hashes")
-    for shard in manifest["shards"]:
-        with pa.memory_map(str(folder / shard["file"])) as src:
+    for name in manifest.shard_files:
+        if Path(name).name != name:
+            raise OverlapError(f"{folder}: the manifest lists {name!r}, which is not a plain file name")
+        with pa.memory_map(str(folder / name)) as src:
             table = pa.ipc.open_stream(src).read_all()
         if "packed_ids" in table.column_names:
             for ids, hashes in zip(table["packed_ids"].to_pylist(), table[packed].to_pylist(), strict=True):

@@ -29,17 +29,6 @@ from sftdata.storage import Folder
 from sftdata.storage.layout import MANIFEST_NAME, QUARANTINE_NAME
 
 SHARD_FILE = re.compile(r"^shard-\d{6}-\d{2}\.arrow$")
-PROBLEM_KINDS = (
-    "missing",  # listed in the manifest, not on disk
-    "extra",  # a shard-like file on disk the manifest does not list
-    "truncated",  # smaller than the recorded size
-    "size_mismatch",  # larger than the recorded size
-    "corrupt",  # right size, wrong sha256
-    "unreadable",  # not a readable Arrow IPC stream
-    "count_mismatch",  # rows / tokens / trained tokens differ from the manifest
-    "bad_entry",  # a manifest entry that is not a plain file name, or listed twice
-    "state_mismatch",  # state.json lists other files than the manifest
-)
 
 
 class AuditError(UsageError):
@@ -48,6 +37,11 @@ class AuditError(UsageError):
 
 @dataclass
 class ShardProblem:
+    """One damaged file. ``kind``: missing (listed, not on disk), extra (a shard-like file the manifest
+    does not list), truncated / size_mismatch, corrupt (right size, wrong sha256), unreadable (not
+    Arrow IPC), count_mismatch (rows, tokens or the accounting differ), bad_entry (not a plain
+    file name, or listed twice), state_mismatch (state.json lists other shards)."""
+
     file: str
     kind: str
     message: str
@@ -95,10 +89,10 @@ class IntegrityReport:
         return "\n".join(lines)
 
 
-
 def _no_nulls(arr, value):
     """``fill_null`` only when needed: the call itself imports pandas (a second per process)."""
     return arr.fill_null(value) if arr.null_count else arr
+
 
 def open_output(location: str | Path | Folder) -> Folder:
     """The folder to check: a local path or a pyarrow filesystem URI (``s3://...``)."""
