@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from sftdata.config import settings_from_dict
+from sftdata.errors import UnusableRunError
 from sftdata.overlap import find_overlap, overlap_cmd
 from sftdata.runner import run_pipeline
 from sftdata.synth import generate_records
@@ -58,7 +59,8 @@ def test_non_text_parts_are_quarantined_with_type_and_pointer(tmp_path):
                                      {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]},
         {"role": "assistant", "content": [{"type": "reasoning", "text": "hmm"}, {"type": "text", "text": "A cat."}]}]}
     src = write_jsonl(tmp_path / "a.jsonl", [rec])
-    run_pipeline(settings(), [str(src)], tmp_path / "o")
+    with pytest.raises(UnusableRunError, match="no rows"):  # committed, then reported as unusable
+        run_pipeline(settings(), [str(src)], tmp_path / "o")
     q = json.loads((tmp_path / "o" / "quarantine.jsonl").read_text())
     assert q["reason"] == "unsupported_part" and q["pointer"] == "/messages/0/content/1"
     assert "image_url" in q["message"]
