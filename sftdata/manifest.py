@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 from collections import Counter
 from dataclasses import dataclass, field, fields
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from sftdata import __version__
@@ -39,6 +37,9 @@ _LIBS = ("transformers", "tokenizers", "tiktoken", "pyarrow", "datasets", "numpy
 
 
 def library_versions() -> dict[str, str]:
+    import platform
+    from importlib import metadata  # imported here: email, zipfile and csv come with it (start-up of audit)
+
     out = {"sftdata": __version__, "python": platform.python_version()}
     for lib in _LIBS:
         try:
