@@ -246,6 +246,17 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
             if progress:
                 progress(res, len(results), len(chunks))
             fault_point("chunk_done")
+        fault_point("before_finalize")
+        _check_inputs_unchanged(plan, files)
+        current = orjson.loads(out.read_bytes(PLAN_NAME)).get("run_id")
+        check_markers_are_ours(run_id, {i: r.run_id for i, r in results.items()}
+                               | ({-1: current} if current != run_id else {}), out)
+        ordered = [results[c.index] for c in chunks]
+        digests = input_digests(chunks, {r.index: r.input_digest for r in ordered},
+                                [i["path"] for i in plan["inputs"]])
+        for item in plan["inputs"]:
+            item["digest"] = digests[item["path"]]
+        manifest = finalize(out, settings, tokenizer, plan, ordered)
     except ExecutorFailure as exc:
         raise RunError(f"{exc}. The {len(results)} chunk(s) committed so far are kept in {out}: rerun with "
                        "--resume to continue") from None
@@ -253,16 +264,6 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
         where = f" ({exc.filename})" if exc.filename else ""
         raise RunError(f"{exc.strerror or exc}{where}; the {len(results)} chunk(s) committed so far are kept "
                        f"in {out}: fix the cause and rerun with --resume") from exc
-    fault_point("before_finalize")
-    _check_inputs_unchanged(plan, files)
-    current = orjson.loads(out.read_bytes(PLAN_NAME)).get("run_id")
-    check_markers_are_ours(run_id, {i: r.run_id for i, r in results.items()} | ({-1: current} if current != run_id
-                                                                               else {}), out)
-    ordered = [results[c.index] for c in chunks]
-    digests = input_digests(chunks, {r.index: r.input_digest for r in ordered}, [i["path"] for i in plan["inputs"]])
-    for item in plan["inputs"]:
-        item["digest"] = digests[item["path"]]
-    manifest = finalize(out, settings, tokenizer, plan, ordered)
     return RunSummary(out.location, manifest.to_json(), len(chunks), len(done))
 
 

@@ -146,3 +146,27 @@ def test_zero_sizes_are_usage_errors(src, tmp_path):
 def test_a_missing_input_is_a_usage_error(tmp_path):
     r = cli("run", "--input", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path / "o"))
     assert r.returncode == 2 and "does not exist" in r.stderr, r.stderr
+
+
+def test_a_full_disk_names_the_file_and_says_how_to_resume(tmp_path):
+    """RLIMIT_FSIZE stands in for a full disk: writes past it fail with EFBIG, as ENOSPC would."""
+    import resource
+    import signal
+
+    src = write_jsonl(tmp_path / "in.jsonl", generate_records(400, seed=2))
+    out = tmp_path / "o"
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    r = subprocess.run([sys.executable, "-m", "sftdata.cli", "run", "--input", str(src), "--output", str(out),
+                        "--workers", "1", "--no-audit", "--chunk-size", "4MB"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300, preexec_fn=small_files,
+                       env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "File too large" in r.stderr and str(out) in r.stderr and "--resume" in r.stderr, r.stderr
+    assert not (out / "manifest.json").exists()
+    resumed = cli("run", "--input", str(src), "--output", str(out), "--workers", "1", "--no-audit",
+                  "--chunk-size", "4MB", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
