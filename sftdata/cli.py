@@ -45,8 +45,9 @@ def library_errors(fn):
 def pipeline_options(fn):
     """Options shared by commands that take pipeline settings; each overrides the YAML."""
     opts = [
-        click.option("--template", type=click.Choice(["llama3", "llama3.1", "llama3.2"]), help="Chat template."),
+        click.option("--template", type=click.Choice(["llama3", "llama3.1", "llama3.2", "llama3.3"]), help="Chat template."),
         click.option("--tokenizer", help="builtin:llama3 (default), a tokenizer folder or a hub id."),
+        click.option("--tools-in-system", "tools_in_user_message", flag_value=False, default=None, help="Tool definitions in the system message (tools_in_user_message: false)."),
         click.option("--date-string", help="Date in the 3.1/3.2 system header (default 26 Jul 2024)."),
         click.option("--max-length", type=int, help="Longest row in tokens (default 8192)."),
         click.option("--truncation", type=click.Choice(["drop", "truncate"]), help="What to do with longer records."),
@@ -138,7 +139,7 @@ Example:
 """)
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--pipeline", type=click.Path(dir_okay=False), help="Take template and limits from this YAML.")
-@click.option("--template", type=click.Choice(["llama3", "llama3.1", "llama3.2"]), help="Template rules to apply.")
+@click.option("--template", type=click.Choice(["llama3", "llama3.1", "llama3.2", "llama3.3"]), help="Template rules to apply.")
 @click.option("--max-errors", type=int, default=1000, show_default=True, help="Stop printing after this many.")
 @library_errors
 def validate(paths, pipeline, template, max_errors) -> None:

@@ -81,7 +81,7 @@ def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, files: 
                    shards: list[ShardRecord], counts: Counter, rejected: Counter, truncated: list[str],
                    duplicates: list[dict], schema: pa.Schema = BASE_SCHEMA,
                    repeated_ids: list[str] | None = None) -> dict:
-    renderer = Llama3Renderer(settings.template, settings.date_string, settings.train_on)
+    renderer = Llama3Renderer.for_settings(settings)
     tok = tokenizer.describe()
     tok.pop("encoder")  # ids are the same whichever encoder ran; keep the manifest identical too
     tok.update(bos_id=tokenizer.bos_id, eot_id=tokenizer.eot_id, start_header_id=tokenizer.start_header_id,
