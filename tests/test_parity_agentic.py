@@ -1,0 +1,187 @@
+"""Parity for the rest of the Llama-3.1 format: built-in tools, `<|python_tag|>`, `<|eom_id|>`,
+tools in the system message, `custom_tools`, and the `llama3.3` name.
+
+The reference is the official Jinja template (the copies in `trl/chat_templates`) rendered by
+`transformers.apply_chat_template` with the same keyword arguments a user would pass
+(`builtin_tools=...`, `tools_in_user_message=False`, `custom_tools=...`, `date_string`), built
+from the raw record, and tokenised by a separate transformers tokenizer. Labels are derived from
+the template too: a trained assistant turn is the text the template adds after the generation
+prompt of the conversation before it, so every token and every label is compared.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from sftdata.constants import IGNORE_INDEX
+from sftdata.encode import PieceEncoder
+from sftdata.records import Reject
+from sftdata.synth_agentic import generate_agentic_records
+from sftdata.templates import Llama3Renderer, Template, official_template_text
+from sftdata.validate import check_schema, to_conversation
+
+DATE = "26 Jul 2024"
+PIPELINE_BUILTIN = ("brave_search", "wolfram_alpha")
+# (template, tools_in_user_message, the pipeline's builtin_tools): each knob on and off, every name
+CASES = [(t, tiu, ()) for t in ("llama3.1", "llama3.2", "llama3.3") for tiu in (True, False)]
+CASES += [(t, tiu, PIPELINE_BUILTIN) for t in ("llama3.1", "llama3.3") for tiu in (True, False)]
+
+
+def raw_messages(rec: dict) -> list[dict]:
+    """The messages as the template sees them: only string arguments decoded, as in test_parity."""
+    messages = copy.deepcopy(rec["messages"])
+    for m in messages:
+        for call in m.get("tool_calls") or []:
+            if isinstance(call["function"]["arguments"], str):
+                call["function"]["arguments"] = json.loads(call["function"]["arguments"])
+    return messages
+
+
+def template_kwargs(rec: dict, tiu: bool, default: tuple[str, ...]) -> dict:
+    kw: dict = {"date_string": DATE, "tools": rec.get("tools") or None}
+    if rec.get("custom_tools"):
+        kw["custom_tools"] = rec["custom_tools"]
+    builtin = rec["builtin_tools"] if rec.get("builtin_tools") is not None else list(default)
+    if builtin:
+        kw["builtin_tools"] = builtin
+    if not tiu:
+        kw["tools_in_user_message"] = False
+    return kw
+
+
+def reference(hf, rec: dict, template: str, tiu: bool, default: tuple[str, ...]) -> tuple[str, list[tuple[str, str]]]:
+    """The official text, and per trained assistant turn (prefix ending in its header, turn text)."""
+    messages, kw = raw_messages(rec), template_kwargs(rec, tiu, default)
+    jinja = official_template_text(template)
+
+    def render(msgs, gen=False):
+        return hf.apply_chat_template(msgs, chat_template=jinja, tokenize=False, add_generation_prompt=gen, **kw)
+
+    full = render(messages)
+    turns = []
+    for i, m in enumerate(messages):
+        if m["role"] == "assistant" and m.get("weight", 1) != 0:
+            prefix, upto = render(messages[:i], gen=True), render(messages[: i + 1])
+            assert upto.startswith(prefix) and full.startswith(upto)
+            turns.append((prefix, upto[len(prefix):]))
+    return full, turns
+
+
+def ours(tokenizer, rec: dict, template: str, tiu: bool, default: tuple[str, ...]):
+    check_schema(rec)
+    conv = to_conversation(rec, source="t", line=1, template=template, builtin_default=default,
+                           tools_in_user_message=tiu)
+    enc = PieceEncoder(tokenizer, 1 << 20).encode(Llama3Renderer(template, DATE, tools_in_user_message=tiu).render(conv))
+    return conv, enc.input_ids.tolist(), enc.labels.tolist()
+
+
+def _structure(rec: dict, builtin: set[str]) -> dict[str, int]:
+    """Control tokens the template structure emits: one BOS, a header per turn, a closer per turn."""
+    msgs = rec["messages"][1:] if rec["messages"][0]["role"] == "system" else rec["messages"]
+    calls = [m["tool_calls"][0]["function"]["name"] for m in msgs if m.get("tool_calls")]
+    eom = len(calls) if builtin else 0
+    return {"<|begin_of_text|>": 1, "<|start_header_id|>": 1 + len(msgs), "<|end_header_id|>": 1 + len(msgs),
+            "<|eom_id|>": eom, "<|eot_id|>": 1 + len(msgs) - eom,
+            "<|python_tag|>": sum(name in builtin for name in calls)}
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[dict]:
+    return generate_agentic_records(160, seed=20)
+
+
+@pytest.fixture(scope="module")
+def hostile_corpus() -> list[dict]:
+    return generate_agentic_records(120, seed=21, hostile=True)
+
+
+@pytest.mark.parametrize("template,tiu,default", CASES)
+def test_ids_and_labels_equal_the_official_template(template, tiu, default, corpus, tokenizer, hf_reference):
+    compared = rejected = eom_trained = tags = 0
+    for rec in corpus:
+        builtin = rec["builtin_tools"] if rec.get("builtin_tools") is not None else list(default)
+        try:
+            conv, ids, labels = ours(tokenizer, rec, template, tiu, default)
+        except Reject as r:  # only 3.2 refuses, and only records that ask for built-in tools
+            assert template == "llama3.2" and builtin and r.reason == "template_unsupported", (rec["id"], r.reason)
+            assert r.pointer == "/builtin_tools"
+            rejected += 1
+            continue
+        text, turns = reference(hf_reference, rec, template, tiu, default)
+        want = hf_reference.encode(text, add_special_tokens=False)
+        assert ids == want, f"{template} tiu={tiu}: ids differ for {rec['id']}"
+        want_labels = [IGNORE_INDEX] * len(want)
+        for prefix, turn in turns:
+            start = len(hf_reference.encode(prefix, add_special_tokens=False))
+            span = hf_reference.encode(turn, add_special_tokens=False)
+            assert want[start:start + len(span)] == span
+            want_labels[start:start + len(span)] = span
+        assert labels == want_labels, f"{template} tiu={tiu}: labels differ for {rec['id']}"
+        eom_trained += sum(lab == tokenizer.eom_id for lab in labels)
+        tags += sum(lab == tokenizer.python_tag_id for lab in labels)
+        compared += 1
+    if template == "llama3.2":
+        assert compared >= 40 and rejected >= 40
+    else:
+        assert compared == len(corpus) and eom_trained > 50 and tags > 30  # the new tokens were reached, and trained
+
+
+@pytest.mark.parametrize("template,tiu,default", [c for c in CASES if c[0] != "llama3.2" or not c[2]])
+def test_hostile_text_in_code_and_results_stays_text(template, tiu, default, hostile_corpus, tokenizer,
+                                                     hf_reference):
+    """`<|eot_id|>` in code, queries or tool results: the official text, but only structural control tokens."""
+    specials = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>",
+                "<|python_tag|>"]
+    hostile = 0
+    for rec in hostile_corpus:
+        builtin = rec["builtin_tools"] if rec.get("builtin_tools") is not None else list(default)
+        if template == "llama3.2" and builtin:
+            continue
+        conv, ids, labels = ours(tokenizer, rec, template, tiu, default)
+        text, turns = reference(hf_reference, rec, template, tiu, default)
+        assert tokenizer.decode(ids) == text
+        want = _structure(rec, set(builtin))
+        got = {name: ids.count(tokenizer.token_id(name)) for name in specials}
+        assert got == want, rec["id"]
+        assert sum(i >= 128000 for i in ids) == sum(want.values())  # no other control token anywhere
+        trained_runs, run = [], []
+        for i, lab in zip(ids, labels, strict=True):
+            if lab != IGNORE_INDEX:
+                run.append(i)
+            elif run:
+                trained_runs.append(run)
+                run = []
+        trained_runs += [run] if run else []
+        assert [tokenizer.decode(r) for r in trained_runs] == [t for _, t in turns]
+        hostile += conv.has_special_text
+    assert hostile > 30
+
+
+def test_llama3_3_is_the_3_1_format_under_its_own_name(corpus, tokenizer):
+    assert Template.parse("llama-3.3") is Template.parse("llama3_3") is Template.LLAMA3_3
+    assert official_template_text("llama3.3") == official_template_text("llama3.1")
+    for rec in corpus[:40]:
+        assert ours(tokenizer, rec, "llama3.3", True, ())[1:] == ours(tokenizer, rec, "llama3.1", True, ())[1:]
+    fp = {t: Llama3Renderer(t, DATE).fingerprint() for t in ("llama3.1", "llama3.2", "llama3.3")}
+    assert len(set(fp.values())) == 3
+    assert Llama3Renderer("llama3.1", DATE, tools_in_user_message=False).fingerprint() != fp["llama3.1"]
+
+
+def test_official_3_2_template_ignores_builtin_tools(corpus, hf_reference):
+    """Why 3.2 rejects built-in tools: its template renders them as if they were not there."""
+    jinja = official_template_text("llama3.2")
+    differ = 0
+    for rec in corpus:
+        if not rec.get("builtin_tools"):
+            continue
+        kw = template_kwargs(rec, True, ())
+        with_builtin = hf_reference.apply_chat_template(raw_messages(rec), chat_template=jinja, tokenize=False, **kw)
+        kw.pop("builtin_tools")
+        assert hf_reference.apply_chat_template(raw_messages(rec), chat_template=jinja, tokenize=False,
+                                                **kw) == with_builtin
+        assert "<|eom_id|>" not in with_builtin and "Tools: " not in with_builtin
+        differ += 1
+    assert differ > 40
