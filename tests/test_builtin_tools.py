@@ -157,7 +157,9 @@ def test_pipeline_settings_and_flag_reach_the_rows(tmp_path, tokenizer):
     out = tmp_path / "out"
     res = CliRunner().invoke(main, ["run", str(yaml), "--input", str(src), "--output", str(out), "--workers", "1",
                                     "--tools-in-system"])
-    assert res.exit_code == 0, res.output  # the audit ran after the run and passed
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "audit.json").read_text())  # the audit ran after the run, and passed
+    assert report["ok"] and report["stats"]["rows"] == 40
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["pipeline"]["template"] == "llama3.3" and manifest["pipeline"]["tools_in_user_message"] is False
     assert manifest["pipeline"]["builtin_tools"] == ["brave_search", "wolfram_alpha"]
