@@ -25,6 +25,7 @@ from sftdata.validate import check_schema, to_conversation
 
 DATE = "26 Jul 2024"
 PIPELINE_BUILTIN = ("brave_search", "wolfram_alpha")
+BUILTIN_ALL = ("brave_search", "wolfram_alpha", "code_interpreter")
 # (template, tools_in_user_message, the pipeline's builtin_tools): each knob on and off, every name
 CASES = [(t, tiu, ()) for t in ("llama3.1", "llama3.2", "llama3.3") for tiu in (True, False)]
 CASES += [(t, tiu, PIPELINE_BUILTIN) for t in ("llama3.1", "llama3.3") for tiu in (True, False)]
@@ -70,6 +71,19 @@ def reference(hf, rec: dict, template: str, tiu: bool, default: tuple[str, ...])
     return full, turns
 
 
+def reference_row(hf, rec: dict, template: str, tiu: bool, default: tuple[str, ...]) -> tuple[list[int], list[int]]:
+    """Official ids, and labels: the ids of each trained turn's text where that text begins."""
+    text, turns = reference(hf, rec, template, tiu, default)
+    want = hf.encode(text, add_special_tokens=False)
+    labels = [IGNORE_INDEX] * len(want)
+    for prefix, turn in turns:
+        start = len(hf.encode(prefix, add_special_tokens=False))
+        span = hf.encode(turn, add_special_tokens=False)
+        assert want[start:start + len(span)] == span
+        labels[start:start + len(span)] = span
+    return want, labels
+
+
 def ours(tokenizer, rec: dict, template: str, tiu: bool, default: tuple[str, ...]):
     check_schema(rec)
     conv = to_conversation(rec, source="t", line=1, template=template, builtin_default=default,
@@ -110,15 +124,8 @@ def test_ids_and_labels_equal_the_official_template(template, tiu, default, corp
             assert r.pointer == "/builtin_tools"
             rejected += 1
             continue
-        text, turns = reference(hf_reference, rec, template, tiu, default)
-        want = hf_reference.encode(text, add_special_tokens=False)
+        want, want_labels = reference_row(hf_reference, rec, template, tiu, default)
         assert ids == want, f"{template} tiu={tiu}: ids differ for {rec['id']}"
-        want_labels = [IGNORE_INDEX] * len(want)
-        for prefix, turn in turns:
-            start = len(hf_reference.encode(prefix, add_special_tokens=False))
-            span = hf_reference.encode(turn, add_special_tokens=False)
-            assert want[start:start + len(span)] == span
-            want_labels[start:start + len(span)] = span
         assert labels == want_labels, f"{template} tiu={tiu}: labels differ for {rec['id']}"
         eom_trained += sum(lab == tokenizer.eom_id for lab in labels)
         tags += sum(lab == tokenizer.python_tag_id for lab in labels)
@@ -185,3 +192,22 @@ def test_official_3_2_template_ignores_builtin_tools(corpus, hf_reference):
         assert "<|eom_id|>" not in with_builtin and "Tools: " not in with_builtin
         differ += 1
     assert differ > 40
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("template,tiu,default", [("llama3.3", False, PIPELINE_BUILTIN), ("llama3.1", True, BUILTIN_ALL),
+                                                  ("llama3.2", False, ())])
+def test_shared_corpus_under_the_knobs(template, tiu, default, shared_corpus, tokenizer, hf_reference):
+    """The real corpus with a pipeline's built-in tools (every call turn then closes with eom) or
+    tools in the system message: every id, and every label of the records with tools."""
+    with_tools = 0
+    for rec in shared_corpus:
+        _, ids, labels = ours(tokenizer, rec, template, tiu, default)
+        if rec.get("tools"):
+            assert (ids, labels) == reference_row(hf_reference, rec, template, tiu, default), rec["id"]
+            with_tools += 1
+            continue
+        text = hf_reference.apply_chat_template(raw_messages(rec), chat_template=official_template_text(template),
+                                                tokenize=False, **template_kwargs(rec, tiu, default))
+        assert ids == hf_reference.encode(text, add_special_tokens=False), rec["id"]
+    assert with_tools >= 150
