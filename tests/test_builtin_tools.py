@@ -160,6 +160,11 @@ def test_pipeline_settings_and_flag_reach_the_rows(tmp_path, tokenizer):
     assert res.exit_code == 0, res.output
     report = json.loads((out / "audit.json").read_text())  # the audit ran after the run, and passed
     assert report["ok"] and report["stats"]["rows"] == 40
+    # --source re-renders the records with the settings the manifest recorded, knobs included
+    again = CliRunner().invoke(main, ["audit", str(out), "--source", str(src), "--json", str(tmp_path / "a.json")])
+    assert again.exit_code == 0, again.output
+    rules = {r["name"]: r["status"] for r in json.loads((tmp_path / "a.json").read_text())["rules"]}
+    assert rules["source_match"] == "pass"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["pipeline"]["template"] == "llama3.3" and manifest["pipeline"]["tools_in_user_message"] is False
     assert manifest["pipeline"]["builtin_tools"] == ["brave_search", "wolfram_alpha"]
@@ -180,3 +185,15 @@ def test_pipeline_settings_and_flag_reach_the_rows(tmp_path, tokenizer):
     system = [tokenizer.decode(r["input_ids"]).split("<|eot_id|>")[0] for r in rows]
     assert sum("You have access to the following functions" in s for s in system) > 10
     assert sum("Tools: " in s for s in system) == 40 - sum(r.get("builtin_tools") == [] for r in records)
+
+
+def test_shipped_llama3_3_pipeline():
+    from pathlib import Path
+
+    from sftdata.config import load_pipeline
+
+    s = load_pipeline(Path(__file__).resolve().parents[1] / "pipelines" / "llama3.3.yaml")
+    assert (s.template, s.builtin_tools, s.tools_in_user_message) == ("llama3.3", [], True)
+    flagged = load_pipeline(Path(__file__).resolve().parents[1] / "pipelines" / "llama3.3.yaml",
+                            {"tools_in_user_message": False, "builtin_tools": ["brave_search"]})
+    assert (flagged.tools_in_user_message, flagged.builtin_tools) == (False, ["brave_search"])
