@@ -50,7 +50,7 @@ def text(tokenizer, c, template="llama3.1", tiu=True) -> str:
 
 @pytest.mark.parametrize("value,ok", [
     (["brave_search", "code_interpreter"], True), ([], True), (None, True), (["photo_gen"], True),
-    (["brave search"], False), (["9lives"], False), ([""], False), (["a", "a"], False), ("brave_search", False),
+    (["brave search"], False), (["brave_search\n"], False), (["9lives"], False), ([""], False), (["a", "a"], False), ("brave_search", False),
     ([1], False), ({"brave_search": True}, False),
 ])
 def test_schema_and_fast_path_agree_on_builtin_tools(value, ok):
