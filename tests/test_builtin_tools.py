@@ -197,3 +197,15 @@ def test_shipped_llama3_3_pipeline():
     flagged = load_pipeline(Path(__file__).resolve().parents[1] / "pipelines" / "llama3.3.yaml",
                             {"tools_in_user_message": False, "builtin_tools": ["brave_search"]})
     assert (flagged.tools_in_user_message, flagged.builtin_tools) == (False, ["brave_search"])
+
+
+def test_validate_command_applies_the_template_rules(tmp_path):
+    records = generate_agentic_records(30, seed=4)
+    src = write_jsonl(tmp_path / "agentic.jsonl", records)
+    ok = CliRunner().invoke(main, ["validate", "--template", "llama3.3", str(src)])
+    assert ok.exit_code == 0, ok.output
+    refused = CliRunner().invoke(main, ["validate", "--template", "llama3.2", str(src)])
+    asking = [i for i, r in enumerate(records, 1) if r.get("builtin_tools")]
+    assert refused.exit_code == 1 and asking
+    lines = [ln for ln in refused.output.splitlines() if "[template_unsupported]" in ln]
+    assert [int(ln.split(":")[1].split()[0]) for ln in lines] == asking
