@@ -21,21 +21,19 @@ Example:
 
 
 def library_errors(fn):
-    """Turn the library's expected failures into clean CLI errors."""
+    """Turn the library's expected failures (the ``SftdataError`` family) into clean CLI errors."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        # Imported here, not at the top: `sftdata audit` and `--help` should not pay for YAML,
-        # the readers and the tokenizer module.
-        from sftdata.config import ConfigError
-        from sftdata.readers.jsonl import InputError
-        from sftdata.runner import RunError
-        from sftdata.tokenizer import TokenizerError
+        # Imported here, not at the top: `sftdata --help` should not pay for any library import.
+        from sftdata.errors import SftdataError
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, InputError, TokenizerError, RunError) as exc:
-            raise click.ClickException(str(exc)) from None
+        except SftdataError as exc:
+            err = click.ClickException(str(exc))
+            err.exit_code = exc.exit_code
+            raise err from None
         except OSError as exc:
             raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
 
@@ -145,9 +143,9 @@ Example:
 def validate(paths, pipeline, template, max_errors) -> None:
     """Schema and semantic checks only; exits 1 if any record is invalid."""
     from sftdata.config import load_pipeline
+    from sftdata.process.chunk import validate_chunk
     from sftdata.readers.jsonl import expand_inputs
     from sftdata.readers.sources import plan_chunks
-    from sftdata.stages import validate_chunk
     from sftdata.storage import display
 
     settings = load_pipeline(pipeline, _overrides(template=template))

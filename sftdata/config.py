@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from sftdata.constants import DEFAULT_DATE, DEFAULT_MAX_LENGTH
+from sftdata.errors import SftdataError
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "pipeline.schema.json"
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -26,7 +27,7 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
-class ConfigError(Exception):
+class ConfigError(SftdataError):
     """One or more problems in a pipeline definition; ``errors`` lists them all."""
 
     def __init__(self, errors: list[str], source: str = "pipeline") -> None:

@@ -5,8 +5,10 @@ IGNORE_INDEX = -100
 
 DEFAULT_DATE = "26 Jul 2024"
 DEFAULT_MAX_LENGTH = 8192
-MANIFEST_NAME = "manifest.json"
-QUARANTINE_NAME = "quarantine.jsonl"
-AUDIT_NAME = "audit.json"
-WORK_DIR = "_chunks"  # done-markers and quarantine parts of a run in progress
 FORMAT_VERSION = 1
+
+# The names of an output folder live in sftdata.storage.layout; re-exported here for old imports.
+from sftdata.storage.layout import AUDIT_NAME, MANIFEST_NAME, QUARANTINE_NAME, WORK_DIR  # noqa: E402
+
+__all__ = ["IGNORE_INDEX", "DEFAULT_DATE", "DEFAULT_MAX_LENGTH", "FORMAT_VERSION", "AUDIT_NAME", "MANIFEST_NAME",
+           "QUARANTINE_NAME", "WORK_DIR"]

@@ -16,9 +16,10 @@ import click
 import pyarrow as pa
 
 from sftdata.constants import MANIFEST_NAME
+from sftdata.errors import SftdataError
 
 
-class OverlapError(Exception):
+class OverlapError(SftdataError):
     pass
 
 

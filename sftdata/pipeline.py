@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from sftdata.config import Settings
+from sftdata.process.record import RecordProcessor, conversation_hashes
 from sftdata.readers.jsonl import expand_inputs
 from sftdata.readers.sources import iter_records, plan_chunks
 from sftdata.records import Reject
-from sftdata.stages import RecordProcessor, conversation_hashes
 
 
 def settings_from_manifest(manifest: dict) -> Settings:

@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from sftdata.errors import SftdataError
 from sftdata.hashing import file_sha256
 
 BUILTIN_LLAMA3 = "builtin:llama3"
@@ -55,7 +56,7 @@ ROLE_WORDS = ("system", "user", "assistant", "ipython", "tool")
 _LONG_RUN = rf"\p{{L}}{{{LONG_PIECE},}}|[^\s\p{{L}}\p{{N}}]{{{LONG_PIECE},}}|\s{{{LONG_PIECE},}}"
 
 
-class TokenizerError(Exception):
+class TokenizerError(SftdataError):
     """A tokenizer could not be loaded or lacks what the Llama-3 format needs."""
 
 

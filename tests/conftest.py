@@ -10,6 +10,10 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray >= 2.5x turns token auth on for a local instance and keeps the token in ~/.ray/auth_token, which
+# every Ray process of this user then shares: a cluster one test starts with `ray start` and a driver
+# another test launches can disagree about it. The test clusters listen on loopback only.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_CORPUS = ROOT.parent / "shared" / "corpora" / "sft-mix.jsonl"

@@ -12,8 +12,8 @@ from jsonschema import Draft202012Validator
 from sftdata.cli import main
 from sftdata.config import ConfigError, settings_from_dict
 from sftdata.encode import PieceEncoder
+from sftdata.process.record import conversation_hashes
 from sftdata.records import Reject
-from sftdata.stages import conversation_hashes
 from sftdata.synth_agentic import generate_agentic_records
 from sftdata.templates import Llama3Renderer, official_template_text
 from sftdata.validate import check_schema, plainly_valid, record_schema, to_conversation

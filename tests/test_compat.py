@@ -10,7 +10,7 @@ import pytest
 from sftdata.compat import LLAMA3_INSTRUCTION, LLAMA3_RESPONSE, DataCollatorForCompletionOnlyLM
 from sftdata.config import Settings
 from sftdata.constants import IGNORE_INDEX
-from sftdata.stages import RecordProcessor
+from sftdata.process.record import RecordProcessor
 from sftdata.synth import generate_records
 
 torch = pytest.importorskip("torch")

@@ -15,8 +15,8 @@ import random
 import time
 
 from sftdata.config import settings_from_dict
+from sftdata.process.record import RecordProcessor, conversation_hashes
 from sftdata.records import Reject
-from sftdata.stages import RecordProcessor, conversation_hashes
 from sftdata.synth import generate_records
 from sftdata.validate import parse_json
 

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from sftdata.constants import IGNORE_INDEX, MANIFEST_NAME
+from sftdata.constants import IGNORE_INDEX
+from sftdata.errors import ManifestError, UsageError
 from sftdata.storage import Folder
 
 SHARD_FILE = re.compile(r"^shard-\d{6}-\d{2}\.arrow$")
@@ -40,7 +41,7 @@ PROBLEM_KINDS = (
 )
 
 
-class AuditError(Exception):
+class AuditError(UsageError):
     """The folder cannot be checked at all (not a folder, no or unreadable manifest): exit code 2."""
 
 
@@ -109,25 +110,14 @@ def open_output(location: str | Path | Folder) -> Folder:
 
 
 def load_manifest(location: str | Path | Folder) -> dict[str, Any]:
-    """Read ``manifest.json``; any reason it cannot be used is an `AuditError` (usage/I/O, exit 2)."""
-    folder = open_output(location)
-    if not folder.remote and folder.local().exists() and not folder.local().is_dir():
-        raise AuditError(f"{folder}: not a folder")
-    if not folder.exists():
-        raise AuditError(f"{folder}: no such folder")
-    path = f"{folder}/{MANIFEST_NAME}"
-    if folder.size(MANIFEST_NAME) is None:
-        raise AuditError(f"{folder}: no {MANIFEST_NAME} (not a finished `sftdata run` output folder)")
+    """Read ``manifest.json`` through ``sftdata.manifest.read_manifest``; any reason it cannot be
+    used is an `AuditError` (usage/I/O, exit 2)."""
+    from sftdata.manifest import read_manifest
+
     try:
-        manifest = json.loads(folder.read_bytes(MANIFEST_NAME).decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AuditError(f"{path}: cannot read the manifest: {exc}") from exc
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
-        raise AuditError(f"{path}: not an sftdata manifest (no `shards` list)")
-    for entry in manifest["shards"]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
-            raise AuditError(f"{path}: a `shards` entry has no `file` name: {entry!r}")
-    return manifest
+        return read_manifest(open_output(location)).to_json()
+    except ManifestError as exc:
+        raise AuditError(str(exc)) from None
 
 
 def read_shard(folder: Folder, name: str) -> pa.Table:

@@ -1,12 +1,11 @@
-"""Executors other than the built-in process pool of ``sftdata.runner``.
+"""Where the units of work run: ``local`` (this process, or a process pool) and ``ray``.
 
-An executor only decides *where* ``sftdata.stages.process_chunk`` runs. Chunk planning, the
-commit protocol (shards, quarantine part, done-marker), ``--resume`` and the final manifest stay
-in ``sftdata.runner``, so every executor produces the same bytes for the same input and settings.
-
-Each executor lives in its own module and imports its framework lazily, so ``import sftdata``
-never needs Ray (or any other optional dependency) installed:
-
-- ``sftdata.executors.ray``: chunks as Ray tasks, on a local instance or a running cluster
-  (``pip install 'sftdata[ray]'``).
+An executor only decides *where* a task (``sftdata.process.chunk.ProcessChunk`` or ``HashChunk``)
+runs on each chunk. Chunk planning, ``--resume``, the dedupe plan and the commit stay in
+``sftdata.runner``, so every executor produces the same bytes for the same input and settings.
+To add one (Slurm, Dask), subclass ``Executor`` in a module here and add it to ``get_executor``.
 """
+
+from sftdata.executors.base import Executor, ExecutorFailure, get_executor
+
+__all__ = ["Executor", "ExecutorFailure", "get_executor"]

@@ -26,55 +26,18 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sftdata.config import Settings
-from sftdata.constants import WORK_DIR
+from sftdata.errors import RunError
+from sftdata.executors.base import Executor, ExecutorFailure, Task
+from sftdata.process.chunk import clean_chunk_leftovers
 from sftdata.readers.jsonl import Chunk
-from sftdata.stages import ChunkResult, RecordProcessor, process_chunk
-from sftdata.storage import Folder, display, staging_for
 
 MAX_RETRIES = 3
 IN_FLIGHT_PER_WORKER = 2  # enough queued work to hide scheduling latency, little enough to bound memory
 KILL_ONCE_ENV = "SFTDATA_RAY_KILL_ONCE"
 _SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-# One RecordProcessor per settings per Ray worker process: Ray reuses worker processes across
-# tasks of a job, so the tokenizer is loaded once per worker, not once per chunk.
-_PROCESSORS: dict[str, RecordProcessor] = {}
-
-
-def _processor(settings: Settings) -> RecordProcessor:
-    key = repr(settings)  # a dataclass: the repr lists every field
-    proc = _PROCESSORS.get(key)
-    if proc is None:
-        if len(_PROCESSORS) >= 4:  # a long-lived worker serving many runs must not grow forever
-            _PROCESSORS.clear()
-        proc = _PROCESSORS[key] = RecordProcessor(settings)
-    return proc
-
-
-def clean_chunk_leftovers(location: str, index: int) -> None:
-    """Remove everything an earlier attempt of chunk ``index`` may have left on this machine.
-
-    The done-marker goes first, so that a marker never outlives the shards it vouches for even
-    if this cleanup itself is interrupted. Other chunks' files are never touched: every name
-    removed here carries this chunk's number. On a remote output the published marker goes too;
-    shards an earlier attempt uploaded are overwritten by this one's, which has the same names
-    and bytes (chunks are deterministic).
-    """
-    folder = Folder(location)
-    stem = f"chunk-{index:06d}"
-    if folder.remote:
-        folder.delete(f"{WORK_DIR}/{stem}.json")
-    out = staging_for(folder)
-    work = out / WORK_DIR
-    (work / f"{stem}.json").unlink(missing_ok=True)
-    (work / f"{stem}.quarantine.jsonl").unlink(missing_ok=True)
-    for leftover in (*work.glob(f".{stem}.*.tmp*"), *out.glob(f"shard-{index:06d}-*.arrow"),
-                     *out.glob(f".shard-{index:06d}-*.tmp*")):
-        leftover.unlink(missing_ok=True)
 
 
 def _kill_once(marker: str | None) -> None:
@@ -95,15 +58,13 @@ def _kill_once(marker: str | None) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run_chunk_task(chunk: Chunk, settings: Settings, location: str,
-                   drop: dict[int, str] | None = None, kill_once: str | None = None) -> ChunkResult:
-    """The body of one Ray task: clean up earlier attempts, then the same stage code as locally.
-
-    ``drop`` is this chunk's part of the runner's ``dedupe: exact`` plan (lines to drop).
-    """
+def run_task(task: Task, chunk: Chunk, kill_once: str | None = None) -> Any:
+    """The body of one Ray task: undo earlier attempts of this chunk, then the task itself."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    clean_chunk_leftovers(location, chunk.index)
-    result = process_chunk(chunk, settings, location, _processor(settings), drop)
+    prepare = getattr(task, "prepare", None)
+    if prepare is not None:
+        prepare(chunk)
+    result = task(chunk)
     _kill_once(kill_once)
     return result
 
@@ -112,8 +73,6 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError as exc:
-        from sftdata.runner import RunError
-
         raise RunError("--executor ray needs Ray: pip install 'sftdata[ray]'") from exc
     return ray
 
@@ -169,8 +128,6 @@ def _connect(ray: Any, address: str | None, max_workers: int) -> bool:
     ``ray.shutdown()`` on a joined cluster only disconnects this driver (its job ends, the
     cluster keeps running); on a local instance it stops the instance.
     """
-    from sftdata.runner import RunError
-
     if ray.is_initialized():  # called from inside a Ray driver: use its connection, leave it open
         return False
     common: dict[str, Any] = {"logging_level": logging.WARNING, "include_dashboard": False}
@@ -196,9 +153,7 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else ""
 
 
-def _failure(ray: Any, chunk: Chunk, exc: BaseException, out_dir: str) -> Exception:
-    from sftdata.runner import RunError
-
+def _failure(ray: Any, chunk: Chunk, exc: BaseException) -> ExecutorFailure:
     if isinstance(exc, ray.exceptions.RayTaskError):  # the task raised: report its exception
         cause = getattr(exc, "cause", None) or exc
         why = f"{type(cause).__name__}: {_first_line(cause)}"
@@ -206,59 +161,64 @@ def _failure(ray: Any, chunk: Chunk, exc: BaseException, out_dir: str) -> Except
         why = f"its worker died {MAX_RETRIES + 1} times (killed by a signal, out of memory or node lost)"
     else:
         why = f"{type(exc).__name__}: {_first_line(exc)}"
-    return RunError(f"chunk {chunk.index} ({chunk.name}, bytes {chunk.start}-{chunk.end}) failed on Ray: "
-                    f"{why}. The chunks committed so far are kept in {out_dir}: rerun with --resume "
-                    "to continue")
+    return ExecutorFailure(why, chunk, "on Ray")
 
 
-def run_chunks_on_ray(chunks: Sequence[Chunk], settings: Settings, location: str,
-                      ray_address: str | None, max_workers: int,
-                      drops: Mapping[int, dict[int, str]] | None = None) -> Iterator[ChunkResult]:
-    """Run ``chunks`` as Ray tasks; yield each chunk's result as it completes (any order).
+class RayExecutor(Executor):
+    """Tasks on a local Ray instance or an existing cluster.
 
-    ``drops`` is the runner's ``dedupe: exact`` plan: per chunk index, the lines to drop.
-
-    ``ray_address`` (else ``RAY_ADDRESS``) joins that cluster, and disconnects at the end while
-    the cluster keeps running; without either, a local instance with ``max_workers`` CPUs is
-    started and shut down at the end. A caller already connected to Ray keeps its connection. At
-    most ``IN_FLIGHT_PER_WORKER * max_workers`` tasks are submitted at once, so the driver's
-    and the object store's memory stay bounded whatever the number of chunks.
+    ``address`` (else ``RAY_ADDRESS``) joins that cluster, and disconnects at the end while the
+    cluster keeps running; without either, a local instance with ``workers`` CPUs is started and
+    shut down at the end. A caller already connected to Ray keeps its connection. At most
+    ``IN_FLIGHT_PER_WORKER * workers`` tasks are submitted at once, so the driver's and the
+    object store's memory stay bounded whatever the number of chunks. The task itself is put in
+    the object store once, not once per chunk.
     """
-    if not chunks:
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray = _import_ray()
-    address = ray_address or os.environ.get("RAY_ADDRESS") or None
-    connected = _connect(ray, address, max_workers)
-    pending: dict[Any, Chunk] = {}
-    try:
-        task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(run_chunk_task)
-        settings_ref = ray.put(settings)
-        kill_once = os.environ.get(KILL_ONCE_ENV) or None
-        limit = max(1, IN_FLIGHT_PER_WORKER * max_workers)
-        todo = iter(chunks)
-        exhausted = False
-        while pending or not exhausted:
-            while not exhausted and len(pending) < limit:
-                chunk = next(todo, None)
-                if chunk is None:
-                    exhausted = True
+
+    name = "ray"
+
+    def __init__(self, workers: int = 1, address: str | None = None) -> None:
+        super().__init__(workers)
+        self.address = address
+
+    def map(self, task: Task, chunks: Sequence[Chunk]) -> Iterator[Any]:
+        if not chunks:
+            return
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ray = _import_ray()
+        address = self.address or os.environ.get("RAY_ADDRESS") or None
+        connected = _connect(ray, address, self.workers)
+        pending: dict[Any, Chunk] = {}
+        try:
+            remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(run_task)
+            task_ref = ray.put(task)
+            kill_once = os.environ.get(KILL_ONCE_ENV) or None
+            limit = max(1, IN_FLIGHT_PER_WORKER * self.workers)
+            todo = iter(chunks)
+            exhausted = False
+            while pending or not exhausted:
+                while not exhausted and len(pending) < limit:
+                    chunk = next(todo, None)
+                    if chunk is None:
+                        exhausted = True
+                        break
+                    pending[remote.remote(task_ref, chunk, kill_once)] = chunk
+                if not pending:
                     break
-                drop = (drops or {}).get(chunk.index)
-                pending[task.remote(chunk, settings_ref, location, drop, kill_once)] = chunk
-            if not pending:
-                break
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                chunk = pending.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except ray.exceptions.RayError as exc:
-                    raise _failure(ray, chunk, exc, display(location)) from exc
-                yield result
-    finally:
-        for ref in pending:  # a failed or abandoned run must not keep the cluster busy
-            with contextlib.suppress(Exception):
-                ray.cancel(ref, force=True)
-        if connected:
-            ray.shutdown()
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    chunk = pending.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        raise _failure(ray, chunk, exc) from exc
+                    yield result
+        finally:
+            for ref in pending:  # a failed or abandoned run must not keep the cluster busy
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+            if connected:
+                ray.shutdown()
+
+
+__all__ = ["RayExecutor", "clean_chunk_leftovers", "run_task", "MAX_RETRIES"]

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..constants import FORMAT_VERSION, IGNORE_INDEX, MANIFEST_NAME
+from ..errors import SftdataError
 from .tiny_model import TINY_SPEC, load_model, model_vocab_size
 
 DATA_MANIFEST_NAME = "data_manifest.json"
@@ -54,7 +55,7 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-class TrainError(Exception):
+class TrainError(SftdataError):
     """Settings or data that cannot be trained on; raised before any training step."""
 
 

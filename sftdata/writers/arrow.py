@@ -17,6 +17,8 @@ import pyarrow as pa
 
 from sftdata.constants import IGNORE_INDEX
 from sftdata.hashing import file_sha256
+from sftdata.storage.atomic import atomic_write_bytes, fsync_dir, fsync_file, temp_path
+from sftdata.storage.layout import shard_name
 
 BASE_SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -26,31 +28,6 @@ BASE_SCHEMA = pa.schema([
     ("prompt_hash", pa.string()),
 ])
 BATCH_BYTES = 8 << 20
-
-
-def fsync_file(path: str | os.PathLike) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    try:
-        fsync_file(path)
-    except OSError:  # some filesystems refuse directory fsync; the rename is still atomic
-        pass
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def _int32_array(a: np.ndarray) -> pa.Array:
@@ -122,7 +99,7 @@ class ShardWriter:
             self.abort()
 
     def shard_name(self, part: int) -> str:
-        return f"shard-{self.chunk_index:06d}-{part:02d}.arrow"
+        return shard_name(self.chunk_index, part)
 
     def add(self, row_id: str, input_ids: np.ndarray, labels: np.ndarray, content_hash: str, prompt_hash: str,
             **extra: np.ndarray) -> None:
@@ -176,7 +153,7 @@ class ShardWriter:
 
     def _open(self) -> None:
         name = self.shard_name(self._part)
-        self._tmp = self.out_dir / f".{name}.tmp{os.getpid()}"
+        self._tmp = temp_path(self.out_dir / name)
         self._sink = pa.OSFile(str(self._tmp), "wb")
         self._writer = pa.ipc.new_stream(self._sink, self.schema)
 
@@ -211,3 +188,6 @@ class ShardWriter:
         if self._tmp is not None and self._tmp.exists():
             self._tmp.unlink()
         self._writer = self._sink = self._tmp = None
+
+
+__all__ = ["BASE_SCHEMA", "ShardRecord", "ShardWriter", "atomic_write_bytes", "fsync_dir", "fsync_file"]

@@ -1,0 +1,88 @@
+"""The end of a run: merge the chunks' results into the folder's final files, manifest last.
+
+The commit protocol, in order: every chunk has written its shards and then its done-marker in
+``_chunks/``; the driver writes ``quarantine.jsonl`` (the chunks' parts in input order), the
+``datasets`` metadata and, last, ``manifest.json``; only then is ``_chunks/`` removed. A folder
+without a manifest is never a finished run. On a remote folder each file is written on local
+staging and uploaded (``sftdata.storage.folder``), so the same order holds there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+
+from sftdata.config import Settings
+from sftdata.faults import fault_point
+from sftdata.manifest import Manifest, RunCounts, build_manifest
+from sftdata.process.chunk import ChunkResult
+from sftdata.storage import Folder
+from sftdata.storage.layout import (
+    DATASET_INFO_NAME,
+    MANIFEST_NAME,
+    QUARANTINE_NAME,
+    STATE_NAME,
+    WORK_DIR,
+    chunk_quarantine,
+    temp_name,
+)
+from sftdata.tokenizer import Tokenizer
+
+
+def merge_quarantine(out: Folder, results: list[ChunkResult]) -> None:
+    """``quarantine.jsonl``: every chunk's part, in chunk order, streamed (never held whole)."""
+    staging = out.staging()
+    tmp = staging / temp_name(QUARANTINE_NAME, os.getpid())
+    with open(tmp, "wb") as q:
+        for res in results:
+            with out.open_read(chunk_quarantine(res.index)) as f:
+                shutil.copyfileobj(f, q, 1 << 20)
+        q.flush()
+        os.fsync(q.fileno())
+    os.replace(tmp, staging / QUARANTINE_NAME)
+    out.publish(staging / QUARANTINE_NAME, QUARANTINE_NAME)
+
+
+def run_counts(results: list[ChunkResult]) -> RunCounts:
+    """Add the chunks up; duplicates are the dedupe drops plus rows whose content hash repeats."""
+    counts = RunCounts()
+    seen: dict[str, str] = {}
+    id_counts: Counter = Counter(rid for res in results for _, rid in res.hashes)
+    counts.repeated_ids = sorted(rid for rid, n in id_counts.items() if n > 1)
+    for res in results:
+        counts.duplicates.extend({"id": rid, "duplicate_of": first} for rid, first in res.dropped_duplicates)
+        for h, rid in res.hashes:
+            if h in seen:
+                counts.duplicates.append({"id": rid, "duplicate_of": seen[h]})
+            else:
+                seen[h] = rid
+        counts.records_read += res.records_read
+        counts.records_written += res.records_written
+        counts.blank_lines += res.blank_lines
+        counts.special_text_records += res.special_text_records
+        counts.rejected.update(res.rejected)
+        counts.truncated_ids.extend(res.truncated_ids)
+    return counts
+
+
+def finalize(out: Folder, settings: Settings, tokenizer: Tokenizer, plan: dict,
+             results: list[ChunkResult]) -> Manifest:
+    """Write the folder's final files from the chunks' results (in chunk order); manifest last."""
+    from sftdata.packing import PACKED_SCHEMA
+    from sftdata.writers.arrow import BASE_SCHEMA
+    from sftdata.writers.dataset_meta import write_dataset_metadata
+
+    merge_quarantine(out, results)
+    staging = out.staging()
+    shards = [s for res in results for s in res.shards]
+    schema = PACKED_SCHEMA if settings.packing == "bfd" else BASE_SCHEMA
+    had_shards = bool(shards)
+    shards = write_dataset_metadata(staging, shards, schema)
+    out.publish_staged([DATASET_INFO_NAME, STATE_NAME] + ([] if had_shards else [s.file for s in shards]))
+    manifest = build_manifest(settings, tokenizer, plan, shards, run_counts(results), schema)
+    fault_point("before_manifest")
+    out.write_bytes(MANIFEST_NAME, manifest.to_bytes())
+    out.delete_tree(WORK_DIR)
+    out.drop_staging()
+    return manifest

@@ -1,0 +1,200 @@
+"""``manifest.json``: the versioned index of a prepared folder, and the commit of a run.
+
+Like MosaicML streaming's ``index.json``: a versioned index listing every shard with its rows,
+tokens and sha256, plus everything needed to know whether two folders were made the same way
+(settings, schema/template/tokenizer fingerprints, library versions). It is written last, so a
+folder with a manifest is a finished run and one without is not. No wall-clock time goes in, so
+identical runs give identical bytes.
+
+Every reader (run's ``--resume``, audit, verify, train, overlap, export) goes through
+``read_manifest``, which checks the format and its version and raises one ``ManifestError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from sftdata import __version__
+from sftdata.constants import FORMAT_VERSION
+from sftdata.errors import ManifestError
+from sftdata.storage.layout import MANIFEST_NAME
+
+if TYPE_CHECKING:  # import-time cost: the manifest is read by `sftdata audit`, which must start fast
+    import pyarrow as pa
+
+    from sftdata.config import Settings
+    from sftdata.storage import Folder
+    from sftdata.tokenizer import Tokenizer
+    from sftdata.writers.arrow import ShardRecord
+
+FORMAT = "sftdata-shards"
+_LIBS = ("transformers", "tokenizers", "tiktoken", "pyarrow", "datasets", "numpy", "orjson", "jsonschema",
+         "fastjsonschema")
+
+
+def library_versions() -> dict[str, str]:
+    out = {"sftdata": __version__, "python": platform.python_version()}
+    for lib in _LIBS:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            out[lib] = "absent"
+    return out
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class RunCounts:
+    """What the chunks of a run added up to: the manifest's ``counts`` before it is written."""
+
+    records_read: int = 0
+    records_written: int = 0
+    blank_lines: int = 0
+    special_text_records: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    truncated_ids: list[str] = field(default_factory=list)
+    duplicates: list[dict] = field(default_factory=list)
+    repeated_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Manifest:
+    """The manifest's fields in file order. ``shards`` are the entries as written (dicts), so a
+    tampered entry still reaches ``verify`` to be reported by name instead of failing the load."""
+
+    format: str
+    format_version: int
+    created_by: dict = field(default_factory=dict)
+    pipeline: dict = field(default_factory=dict)
+    fingerprints: dict = field(default_factory=dict)
+    tokenizer: dict = field(default_factory=dict)
+    inputs: list[dict] = field(default_factory=list)
+    chunks: int = 0
+    columns: list[str] = field(default_factory=list)
+    shards: list[dict] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+    totals: dict = field(default_factory=dict)
+    packing: dict | None = None
+    truncated_ids: list[str] = field(default_factory=list)
+    duplicates: list[dict] = field(default_factory=list)
+    repeated_ids: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # keys this version does not know: kept on a round trip
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out.update(self.extra)
+        return out
+
+    def to_bytes(self) -> bytes:
+        import orjson
+
+        return orjson.dumps(self.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = MANIFEST_NAME) -> Manifest:
+        """Check the envelope (format, version, a list of shard entries with file names)."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ManifestError(f"{where}: not an sftdata manifest (format is not {FORMAT!r})")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ManifestError(f"{where}: format_version {data.get('format_version')!r}; this sftdata reads "
+                                f"version {FORMAT_VERSION}")
+        if not isinstance(data.get("shards"), list):
+            raise ManifestError(f"{where}: not an sftdata manifest (no `shards` list)")
+        for entry in data["shards"]:
+            if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+                raise ManifestError(f"{where}: a `shards` entry has no `file` name: {entry!r}")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        return cls(**kwargs, extra={k: v for k, v in data.items() if k not in known})
+
+    @property
+    def shard_files(self) -> list[str]:
+        return [s["file"] for s in self.shards]
+
+    @property
+    def packed(self) -> bool:
+        return self.packing is not None
+
+
+def read_manifest(folder: Folder | str) -> Manifest:
+    """The manifest of a finished folder; any reason it cannot be used is a ``ManifestError``."""
+    from sftdata.storage import Folder
+
+    folder = folder if isinstance(folder, Folder) else Folder(folder)
+    if not folder.remote and folder.local().exists() and not folder.local().is_dir():
+        raise ManifestError(f"{folder}: not a folder")
+    if not folder.exists():
+        raise ManifestError(f"{folder}: no such folder")
+    where = f"{folder}/{MANIFEST_NAME}"
+    if folder.size(MANIFEST_NAME) is None:
+        raise ManifestError(f"{folder}: no {MANIFEST_NAME} (not a finished `sftdata run` output folder)")
+    if not folder.is_regular(MANIFEST_NAME):
+        raise ManifestError(f"{where}: not a regular file")
+    try:
+        data = json.loads(folder.read_bytes(MANIFEST_NAME).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{where}: cannot read the manifest: {exc}") from exc
+    return Manifest.from_json(data, where)
+
+
+def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, shards: list[ShardRecord],
+                   counts: RunCounts, schema: pa.Schema) -> Manifest:
+    """The manifest of a finished run, from its plan, its committed shards and its counts."""
+    from sftdata.templates import Llama3Renderer
+    from sftdata.validate import schema_path
+
+    renderer = Llama3Renderer.for_settings(settings)
+    tok = tokenizer.describe()
+    tok.pop("encoder")  # ids are the same whichever encoder ran; keep the manifest identical too
+    tok.update(bos_id=tokenizer.bos_id, eot_id=tokenizer.eot_id, start_header_id=tokenizer.start_header_id,
+               end_header_id=tokenizer.end_header_id, eom_id=tokenizer.eom_id,
+               python_tag_id=tokenizer.python_tag_id, pad_id=tokenizer.pad_id,
+               header_newline_ids=tokenizer.header_newline_ids)
+    totals = {"rows": sum(s.rows for s in shards), "tokens": sum(s.tokens for s in shards),
+              "trained_tokens": sum(s.trained_tokens for s in shards)}
+    return Manifest(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        created_by=library_versions(),
+        pipeline={**settings.output_settings(), "chunk_bytes": plan["chunk_bytes"],
+                  "audit": {"min_trained_fraction": settings.min_trained_fraction,
+                            "max_rejected_fraction": settings.max_rejected_fraction}},
+        fingerprints={
+            "schema": _sha(schema_path().read_bytes()),
+            "template": renderer.fingerprint(),
+            "tokenizer": tokenizer.fingerprint,
+        },
+        tokenizer=tok,
+        inputs=[{"name": i["name"], "bytes": i["bytes"], "format": i["format"]} for i in plan["inputs"]],
+        chunks=plan["chunks"],
+        columns=[f.name for f in schema],
+        shards=[s.to_json() for s in shards],
+        counts={
+            "records_read": counts.records_read,
+            "records_written": counts.records_written,
+            "blank_lines": counts.blank_lines,
+            "rejected": dict(sorted(counts.rejected.items())),
+            "special_text_records": counts.special_text_records,
+            "truncated_records": len(counts.truncated_ids),
+            "duplicate_records": len(counts.duplicates),
+            "repeated_ids": len(counts.repeated_ids),
+        },
+        totals=totals,
+        packing=None if settings.packing == "none" else {
+            "strategy": settings.packing, "max_length": settings.max_length,
+            "conversations": counts.records_written,
+            "efficiency": round(totals["tokens"] / (totals["rows"] * settings.max_length), 6) if totals["rows"] else 0.0,
+        },
+        truncated_ids=counts.truncated_ids,
+        duplicates=counts.duplicates,
+        repeated_ids=counts.repeated_ids,
+    )

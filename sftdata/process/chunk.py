@@ -1,0 +1,246 @@
+"""One chunk of input through the record stages, committed as shards, a quarantine part and a
+done-marker; and the picklable tasks that executors run (``ProcessChunk``, ``HashChunk``).
+
+Why here and not in the runner: this is the unit of work. Whatever runs it, a forked worker, a
+Ray task on another node or the driver itself, writes its own files and returns only counts and
+shard records (``ChunkResult``), so token lists never travel between processes. The done-marker
+is written last: its presence, with every shard at its recorded size, is what ``--resume``
+trusts. The executors in ``sftdata.executors`` only decide *where* a task runs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sftdata.config import Settings
+from sftdata.faults import fault_point
+from sftdata.packing import PACKED_SCHEMA, Packer
+from sftdata.process.record import (
+    RUN_FAULTS,
+    BlankCounter,
+    RecordProcessor,
+    conversation_hashes,
+    original_text,
+    reject_of,
+    validated,
+)
+from sftdata.readers.jsonl import Chunk
+from sftdata.records import Conversation, Reject, Rejection
+from sftdata.storage import Folder, work_dir
+from sftdata.storage.atomic import atomic_write_bytes
+from sftdata.storage.layout import chunk_marker, chunk_quarantine, shard_chunk, temp_target
+from sftdata.writers.arrow import BASE_SCHEMA, ShardRecord, ShardWriter
+
+
+@dataclass
+class ChunkResult:
+    index: int
+    records_read: int = 0
+    records_written: int = 0
+    blank_lines: int = 0
+    tokens: int = 0
+    trained_tokens: int = 0
+    special_text_records: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    truncated_ids: list[str] = field(default_factory=list)
+    hashes: list[tuple[str, str]] = field(default_factory=list)  # (content_hash, id) per written row
+    dropped_duplicates: list[tuple[str, str]] = field(default_factory=list)  # (id, id it duplicates)
+    shards: list[ShardRecord] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        d = dict(self.__dict__)
+        d["rejected"] = dict(sorted(self.rejected.items()))
+        d["shards"] = [s.to_json() for s in self.shards]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> ChunkResult:
+        d = dict(d)
+        d["rejected"] = Counter(d["rejected"])
+        d["shards"] = [ShardRecord(**s) for s in d["shards"]]
+        d["hashes"] = [tuple(h) for h in d["hashes"]]
+        d["dropped_duplicates"] = [tuple(h) for h in d["dropped_duplicates"]]
+        return cls(**d)
+
+
+class _Quarantine:
+    """A chunk's rejected records, in input order, and their counters."""
+
+    def __init__(self, chunk: Chunk, result: ChunkResult) -> None:
+        self.chunk, self.result, self.lines = chunk, result, []
+
+    def add(self, rejection: Rejection) -> None:
+        self.result.rejected[rejection.reason] += 1
+        self.lines.append(orjson.dumps(rejection.to_json()))
+
+    def add_exc(self, exc: Exception, stage: str, line: int, rid: str | None, raw: bytes, **extra: Any) -> None:
+        r = reject_of(exc)
+        rejection = Rejection(r.reason, r.message, stage, self.chunk.name, line, rid, r.pointer, original_text(raw))
+        rejection.extra.update(extra)
+        self.add(rejection)
+
+    def to_bytes(self) -> bytes:
+        return b"".join(q + b"\n" for q in self.lines)
+
+
+def process_chunk(chunk: Chunk, settings: Settings, location: str,
+                  processor: RecordProcessor | None = None, drop: dict[int, str] | None = None) -> ChunkResult:
+    """Run every stage over one chunk; commit its shards, quarantine part and done-marker into the
+    output ``location`` (a folder, or a pyarrow filesystem URI: then they are written on this
+    machine's staging folder and uploaded, the done-marker last).
+
+    ``drop`` maps line numbers of this chunk to the id they duplicate (``dedupe: exact``).
+    """
+    proc = processor or RecordProcessor(settings)
+    folder = Folder(location)
+    out = folder.staging()
+    work_dir(folder)
+    result = ChunkResult(chunk.index)
+    blanks = BlankCounter()
+    quarantine = _Quarantine(chunk, result)
+    packer = Packer(settings.max_length) if settings.packing == "bfd" else None
+    with ShardWriter(out, chunk.index, settings.shard_size, PACKED_SCHEMA if packer else BASE_SCHEMA) as writer:
+        for line, raw, rid, outcome in validated(chunk, settings, proc, blanks):
+            result.records_read += 1
+            if isinstance(outcome, Rejection):
+                quarantine.add(outcome)
+                continue
+            conv, stage = outcome, "dedupe"
+            try:
+                if drop and line in drop:
+                    rid = conv.id
+                    result.dropped_duplicates.append((conv.id, drop[line]))
+                    raise Reject("duplicate", f"exact duplicate of {drop[line]}", "")
+                stage = "label"
+                enc = proc.encode(conv)
+                h, ph = conversation_hashes(conv)
+            except RUN_FAULTS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - no record may stop a run; keep it with a reason
+                extra = {"duplicate_of": drop[line]} if isinstance(exc, Reject) and exc.reason == "duplicate" else {}
+                quarantine.add_exc(exc, stage, line, rid, raw, **extra)
+                continue
+            (packer or writer).add(conv.id, enc.input_ids, enc.labels, h, ph)
+            result.records_written += 1
+            result.tokens += len(enc.input_ids)
+            result.trained_tokens += enc.trained
+            result.special_text_records += conv.has_special_text
+            result.hashes.append((h, conv.id))
+            if enc.truncated:
+                result.truncated_ids.append(conv.id)
+        if packer is not None:
+            packer.write(writer)
+        result.shards = writer.finish()
+    result.blank_lines = blanks.value
+    fault_point("worker_chunk")
+    atomic_write_bytes(out / chunk_quarantine(chunk.index), quarantine.to_bytes())
+    # The done-marker is written last: its presence is what --resume trusts.
+    atomic_write_bytes(out / chunk_marker(chunk.index), orjson.dumps(result.to_json()))
+    folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(chunk.index), chunk_marker(chunk.index)])
+    return result
+
+
+def hash_chunk(chunk: Chunk, settings: Settings, processor: RecordProcessor | None = None
+               ) -> list[tuple[int, str, str]]:
+    """(line, content hash, id) of every valid record of a chunk: the first pass of ``dedupe: exact``."""
+    proc = processor or RecordProcessor(settings)
+    return [(line, conversation_hashes(conv)[0], conv.id)
+            for line, _raw, _rid, conv in validated(chunk, settings, proc) if isinstance(conv, Conversation)]
+
+
+def validate_chunk(chunk: Chunk, settings: Settings) -> Iterator[tuple[int, Rejection | None]]:
+    """Stages read + parse + adapt + validate only (the tokenizer is never loaded): what
+    `sftdata validate` runs. Yields (line, rejection or None) for every record of the chunk."""
+    proc = RecordProcessor(settings)
+    for line, _raw, _rid, outcome in validated(chunk, settings, proc):
+        yield line, outcome if isinstance(outcome, Rejection) else None
+
+
+def clean_chunk_leftovers(location: str, index: int) -> None:
+    """Remove everything an earlier attempt of chunk ``index`` may have left (a Ray retry).
+
+    The published done-marker goes first, so that a marker never outlives the shards it vouches
+    for even if this cleanup itself is interrupted. Other chunks' files are never touched: every
+    name removed carries this chunk's number (temporary files of other chunks are left alone too).
+    Shards an earlier attempt uploaded are overwritten by this one's, which has the same names and
+    bytes (chunks are deterministic).
+    """
+    folder = Folder(location)
+    if folder.remote:
+        folder.delete(chunk_marker(index))
+    staged = Folder(str(folder.staging()))
+    names = sorted((n for n in staged.listing() if _of_chunk(n, index)), key=lambda n: n != chunk_marker(index))
+    for name in names:
+        staged.delete(name)
+
+
+def _of_chunk(name: str, index: int) -> bool:
+    target = temp_target(name) or name
+    return shard_chunk(name) == index or target in (chunk_marker(index), chunk_quarantine(index))
+
+
+# -- tasks: what an executor runs, picklable, one processor per process ---------------------------
+_PROCESSORS: dict[str, RecordProcessor] = {}
+
+
+def _processor(settings: Settings) -> RecordProcessor:
+    """One RecordProcessor per settings per process: a pool worker or a reused Ray worker loads the
+    tokenizer once, not once per chunk."""
+    key = repr(settings)  # a dataclass: the repr lists every field
+    proc = _PROCESSORS.get(key)
+    if proc is None:
+        if len(_PROCESSORS) >= 4:  # a long-lived worker serving many runs must not grow forever
+            _PROCESSORS.clear()
+        proc = _PROCESSORS[key] = RecordProcessor(settings)
+    return proc
+
+
+class ChunkTask:
+    """Base of the tasks: settings travel once per worker; ``processor`` is per process."""
+
+    def __init__(self, settings: Settings, processor: RecordProcessor | None = None) -> None:
+        self.settings = settings
+        self._proc = processor  # the driver's, for the serial path; never pickled
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_proc"] = None
+        return state
+
+    @property
+    def processor(self) -> RecordProcessor:
+        if self._proc is None:
+            self._proc = _processor(self.settings)
+        return self._proc
+
+    def prepare(self, chunk: Chunk) -> None:
+        """Undo what an earlier, dead attempt of ``chunk`` may have left behind; executors that
+        retry a unit (Ray) call it before every attempt."""
+
+
+class ProcessChunk(ChunkTask):
+    """The main pass: a chunk to committed shards; returns its ``ChunkResult``."""
+
+    def __init__(self, settings: Settings, location: str, drops: dict[int, dict[int, str]] | None = None,
+                 processor: RecordProcessor | None = None) -> None:
+        super().__init__(settings, processor)
+        self.location = location
+        self.drops = drops or {}
+
+    def __call__(self, chunk: Chunk) -> ChunkResult:
+        return process_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index))
+
+    def prepare(self, chunk: Chunk) -> None:
+        clean_chunk_leftovers(self.location, chunk.index)
+
+
+class HashChunk(ChunkTask):
+    """The first pass of ``dedupe: exact``: (chunk index, [(line, content hash, id) of each valid record])."""
+
+    def __call__(self, chunk: Chunk) -> tuple[int, list[tuple[int, str, str]]]:
+        return chunk.index, hash_chunk(chunk, self.settings, self.processor)

@@ -1,0 +1,171 @@
+"""One record through the stages: parse -> adapt -> validate -> render -> encode (ids + labels).
+
+Why its own module: this is the part a reader of the code most wants to follow, and the part
+that must behave the same in a worker process, a Ray task, ``sftdata validate`` and
+``audit --source``. It holds no I/O: a chunk feeds it parsed objects and gets back either a
+``Conversation`` (and then its encoding) or a ``Rejection`` with a stable reason code. Nothing is
+dropped silently and a malformed record never stops the run: the one funnel ``reject_of`` turns
+any exception of a record into a rejection (``internal_error`` for a bug), while faults of the
+run itself (``OSError``, ``MemoryError``) are re-raised so the run stops and stays resumable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from sftdata.config import Settings
+from sftdata.encode import PieceEncoder
+from sftdata.readers.jsonl import Chunk
+from sftdata.readers.sources import iter_records
+from sftdata.records import Conversation, Reject, Rejection
+from sftdata.templates import Llama3Renderer
+from sftdata.tokenizer import Tokenizer, load_tokenizer
+from sftdata.validate import check_schema, to_conversation
+
+RUN_FAULTS = (OSError, MemoryError)  # not about the record: stop the run, keep it resumable
+
+
+def to_messages_record(obj: Any, fmt: str, settings: Settings) -> Any:
+    """Stage `adapt`: rename custom fields, then map sharegpt/alpaca records to `messages` records."""
+    if fmt == "messages" and not settings.fields:
+        return obj
+    from sftdata.adapters.alpaca import alpaca_to_messages
+    from sftdata.adapters.fields import apply_field_map
+    from sftdata.adapters.sharegpt import sharegpt_to_messages
+
+    obj = apply_field_map(obj, settings.fields)
+    if fmt == "sharegpt":
+        return sharegpt_to_messages(obj, weight_key="weight")
+    if fmt == "alpaca":
+        return alpaca_to_messages(obj)
+    if fmt != "messages":
+        raise Reject("unsupported_format", f"input format {fmt!r} is not supported here")
+    return obj
+
+
+def _canonical(obj: Any) -> bytes:
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers beyond 64 bits: the stdlib writes them exactly
+        import json
+
+        return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def conversation_hashes(conv: Conversation) -> tuple[str, str]:
+    """(content hash, prompt hash) of the normalised conversation.
+
+    Content: roles, content after the template's trimming, tool calls, tools, weights. Prompt:
+    the same over the non-assistant messages and tools only, for train/eval overlap on prompts.
+    """
+    msgs = [[m.role, m.content.strip() if m.role != "tool" else m.content,
+             [m.tool_call.name, m.tool_call.arguments] if m.tool_call else None, m.train] for m in conv.messages]
+    builtin = [list(conv.builtin_tools)] if conv.builtin_tools else []  # absent: hashes as before
+    content = _canonical([msgs, conv.tools, *builtin])
+    prompt = _canonical([[m[:2] for m in msgs if m[0] != "assistant"], conv.tools, *builtin])
+    return (hashlib.blake2b(content, digest_size=16).hexdigest(),
+            hashlib.blake2b(prompt, digest_size=16).hexdigest())
+
+
+def original_text(raw: bytes) -> str:
+    """The original line, whole (invalid UTF-8 bytes kept as backslash escapes)."""
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def reject_of(exc: Exception) -> Reject:
+    """The one funnel from an exception raised for a record to its rejection."""
+    if isinstance(exc, Reject):
+        return exc
+    return Reject("internal_error", f"{type(exc).__name__}: {exc} (please report this record)")
+
+
+class RecordProcessor:
+    """adapt -> validate -> render -> encode for one parsed record. Holds the per-process state
+    (the tokenizer, loaded on first use: validation alone never needs it)."""
+
+    def __init__(self, settings: Settings, tokenizer: Tokenizer | None = None) -> None:
+        self.settings = settings
+        self._tokenizer = tokenizer
+        self._encoder: PieceEncoder | None = None
+        self.renderer = Llama3Renderer.for_settings(settings)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.settings.tokenizer, self.settings.encoder)
+        return self._tokenizer
+
+    @property
+    def encoder(self) -> PieceEncoder:
+        if self._encoder is None:
+            self._encoder = PieceEncoder(self.tokenizer, self.settings.max_length, self.settings.truncation)
+        return self._encoder
+
+    def conversation(self, obj: Any, source: str, line: int, fmt: str = "messages") -> Conversation:
+        """Stages adapt (to `messages`) and validate."""
+        if fmt in ("text", "prompt_completion"):
+            return self._self_rendering(obj, source, line, fmt)
+        obj = to_messages_record(obj, fmt, self.settings)
+        check_schema(obj)
+        return to_conversation(obj, source=source, line=line, template=self.renderer.template.value,
+                               parts_policy=self.settings.parts, builtin_default=tuple(self.settings.builtin_tools),
+                               tools_in_user_message=self.settings.tools_in_user_message)
+
+    def _self_rendering(self, obj: Any, source: str, line: int, fmt: str) -> Conversation:
+        """`text` and prompt/completion records validate and render in their adapters."""
+        from sftdata.adapters.fields import apply_field_map
+        from sftdata.adapters.prompt_completion import prompt_completion_record
+        from sftdata.adapters.text import text_record
+
+        s = self.settings
+        obj = apply_field_map(obj, s.fields)
+        if not isinstance(obj, dict):
+            raise Reject("not_an_object", "a record must be a JSON object")
+        if fmt == "text":
+            conv, pieces = text_record(obj, source=source, line=line, train_on=s.train_on,
+                                       text_without_chat=s.text_without_chat)
+        else:
+            conv, pieces = prompt_completion_record(obj, template=self.renderer.template, date_string=s.date_string,
+                                                    completion_eos=s.completion_eos, train_on=s.train_on,
+                                                    source=source, line=line, parts_policy=s.parts)
+        conv.pieces = pieces
+        return conv
+
+    def encode(self, conv: Conversation):
+        return self.encoder.encode(conv.pieces if conv.pieces is not None else self.renderer.render(conv))
+
+
+class BlankCounter:
+    """Counts the blank lines a chunk's reader skips (they are not records)."""
+
+    def __init__(self) -> None:
+        self.count = [0]  # the readers' out-parameter shape
+
+    @property
+    def value(self) -> int:
+        return self.count[0]
+
+
+def validated(chunk: Chunk, settings: Settings, proc: RecordProcessor, blanks: BlankCounter | None = None
+              ) -> Iterator[tuple[int, bytes, str | None, Conversation | Rejection]]:
+    """Stages read, parse, adapt and validate: (line, original, id if known, conversation or rejection)."""
+    sink = blanks.count if blanks is not None else None
+    for line, obj, raw, rej in iter_records(chunk, settings.max_record_bytes, settings.max_decompressed_bytes, sink):
+        rid, stage = None, "parse"
+        try:
+            if rej is not None:
+                raise rej
+            if isinstance(obj, dict) and isinstance(obj.get("id"), (str, int)):
+                rid = str(obj["id"])
+            stage = "validate"
+            outcome: Conversation | Rejection = proc.conversation(obj, chunk.name, line, chunk.format)
+        except RUN_FAULTS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - no record may stop a run; keep it with a reason
+            r = reject_of(exc)
+            outcome = Rejection(r.reason, r.message, stage, chunk.name, line, rid, r.pointer, original_text(raw))
+        yield line, raw, rid, outcome

@@ -1,0 +1,96 @@
+"""Every name in an output folder, in one place.
+
+Why one module: ``--resume`` trusts a folder only because the writer, the resumer, the cleaner,
+the Ray retry and ``verify`` all agree on what each file is called. When each of them spelled
+``shard-{index:06d}-...`` itself, that agreement was five copies kept in step by hand. Here the
+writer asks for a name and everybody else asks whether a name is one of ours; the same functions
+decide what ``--overwrite`` and ``--resume`` may delete (only names this layout produces).
+
+A finished folder::
+
+    manifest.json            written last: the commit (sftdata.manifest)
+    shard-CCCCCC-PP.arrow    chunk C's P-th shard (Arrow IPC stream)
+    quarantine.jsonl         every rejected record, in input order
+    state.json, dataset_info.json   what `datasets.load_from_disk` reads
+    audit.json               the audit report, when the run audited
+
+A run in progress adds ``_chunks/`` (the plan, one done-marker and one quarantine part per
+chunk) and ``.sftdata.lock``. Temporary files are ``.<final name>.tmp<pid>`` beside their target.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+MANIFEST_NAME = "manifest.json"
+QUARANTINE_NAME = "quarantine.jsonl"
+AUDIT_NAME = "audit.json"
+STATE_NAME = "state.json"
+DATASET_INFO_NAME = "dataset_info.json"
+LOCK_NAME = ".sftdata.lock"
+WORK_DIR = "_chunks"  # done-markers and quarantine parts of a run in progress
+PLAN_NAME = f"{WORK_DIR}/plan.json"
+
+SHARD_FILE = re.compile(r"^shard-(\d{6,})-(\d{2,})\.arrow$")
+_MARKER = re.compile(rf"^{WORK_DIR}/chunk-(\d{{6,}})\.(json|quarantine\.jsonl)$")
+_TEMP = re.compile(r"^\.(?P<name>[^/]+)\.tmp\d*$")
+_TOP_LEVEL = {MANIFEST_NAME, QUARANTINE_NAME, AUDIT_NAME, STATE_NAME, DATASET_INFO_NAME, LOCK_NAME}
+
+
+def shard_name(chunk: int, part: int) -> str:
+    """The one function that names shards: chunk index then part, zero-padded so names sort."""
+    return f"shard-{chunk:06d}-{part:02d}.arrow"
+
+
+def chunk_marker(chunk: int) -> str:
+    """A chunk's done-marker; its presence (with its shards at their sizes) is what resume trusts."""
+    return f"{WORK_DIR}/chunk-{chunk:06d}.json"
+
+
+def chunk_quarantine(chunk: int) -> str:
+    return f"{WORK_DIR}/chunk-{chunk:06d}.quarantine.jsonl"
+
+
+def temp_name(name: str, pid: int) -> str:
+    """Where ``name`` is written before its atomic rename (same folder, so the rename is atomic)."""
+    head, sep, base = name.rpartition("/")
+    return f"{head}{sep}.{base}.tmp{pid}"
+
+
+def temp_target(name: str) -> str | None:
+    """The final name a temporary file stands for, or None when ``name`` is not one of our temps."""
+    head, sep, base = name.rpartition("/")
+    m = _TEMP.match(base)
+    return f"{head}{sep}{m.group('name')}" if m else None
+
+
+def shard_chunk(name: str) -> int | None:
+    """The chunk index of a shard name (or of a shard's temp file), else None."""
+    m = SHARD_FILE.match(temp_target(name) or name)
+    return int(m.group(1)) if m else None
+
+
+def is_ours(name: str) -> bool:
+    """True for every name this layout produces (finished, in progress, or temporary).
+
+    ``--overwrite`` and ``--resume`` delete nothing else: a user's notes or ``.git`` beside the
+    shards are never touched.
+    """
+    target = temp_target(name) or name
+    return (target in _TOP_LEVEL or SHARD_FILE.match(target) is not None or target == PLAN_NAME
+            or _MARKER.match(target) is not None)
+
+
+def leftovers_of(names: Iterable[str], chunks: Iterable[int]) -> list[str]:
+    """Files of the given chunks (shards, markers, quarantine parts, their temps) and every temp file
+    of ours: what must go before those chunks are redone."""
+    redo = set(chunks)
+    out = []
+    for name in names:
+        target = temp_target(name)
+        m = _MARKER.match(target or name)
+        chunk = shard_chunk(name) if m is None else int(m.group(1))
+        if (chunk is not None and chunk in redo) or (target is not None and is_ours(target)):
+            out.append(name)
+    return out
