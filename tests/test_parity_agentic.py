@@ -15,6 +15,8 @@ import copy
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sftdata.constants import IGNORE_INDEX
 from sftdata.encode import PieceEncoder
@@ -211,3 +213,28 @@ def test_shared_corpus_under_the_knobs(template, tiu, default, shared_corpus, to
                                                 tokenize=False, **template_kwargs(rec, tiu, default))
         assert ids == hf_reference.encode(text, add_special_tokens=False), rec["id"]
     assert with_tools >= 150
+
+
+_VALUES = st.lists(st.sampled_from(list('ab Zé日 "\'\\\n\t{}()=,.') + ["<|eot_id|>", "<|python_tag|>", "\r\n"]),
+                   max_size=14).map("".join)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(builtin=st.lists(st.sampled_from(BUILTIN_ALL + ("photo_gen",)), min_size=1, max_size=4, unique=True),
+       args=st.dictionaries(st.from_regex(r"[a-z_]{1,6}", fullmatch=True), _VALUES, max_size=3),
+       which=st.integers(0, 3), tiu=st.booleans(), template=st.sampled_from(["llama3.1", "llama3.3"]))
+def test_any_builtin_call_renders_as_the_template(builtin, args, which, tiu, template, tokenizer, hf_reference):
+    """Quotes, backslashes, newlines, CRLF and control-token text in argument values: the same text as
+    the official template (it escapes nothing), and the same ids wherever no control-token text occurs."""
+    name = builtin[which % len(builtin)]
+    rec = {"builtin_tools": builtin, "messages": [
+        {"role": "user", "content": "Go."},
+        {"role": "assistant", "content": None, "tool_calls": [{"type": "function",
+                                                              "function": {"name": name, "arguments": args}}]},
+        {"role": "ipython", "content": "ok"}, {"role": "assistant", "content": "Done."}]}
+    conv, ids, labels = ours(tokenizer, rec, template, tiu, ())
+    text, turns = reference(hf_reference, rec, template, tiu, ())
+    assert tokenizer.decode(ids) == text
+    if not conv.has_special_text:
+        assert (ids, labels) == reference_row(hf_reference, rec, template, tiu, ())
+    assert ids.count(tokenizer.python_tag_id) == 1 and ids.count(tokenizer.eom_id) == 1
