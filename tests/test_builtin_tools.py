@@ -209,3 +209,23 @@ def test_validate_command_applies_the_template_rules(tmp_path):
     assert refused.exit_code == 1 and asking
     lines = [ln for ln in refused.output.splitlines() if "[template_unsupported]" in ln]
     assert [int(ln.split(":")[1].split()[0]) for ln in lines] == asking
+
+
+def test_trl_compat_collator_stops_at_eom_like_the_pipeline(tokenizer):
+    """The old-TRL-guide collator with Llama-3 headers: a call turn ends at its <|eom_id|>; the
+    ipython result after it stays untrained, exactly as in the pipeline's labels."""
+    pytest.importorskip("torch")
+    from sftdata.compat import LLAMA3_INSTRUCTION, LLAMA3_RESPONSE, DataCollatorForCompletionOnlyLM
+
+    renderer, encoder = Llama3Renderer("llama3.1", DATE), PieceEncoder(tokenizer, 1 << 20)
+    collator = DataCollatorForCompletionOnlyLM(LLAMA3_RESPONSE, LLAMA3_INSTRUCTION, tokenizer=tokenizer.hf)
+    eom_rows = 0
+    for rec in generate_agentic_records(40, seed=8):
+        for m in rec["messages"]:
+            m.pop("weight", None)  # a collator cannot know weights
+        c = to_conversation(rec, source="t", line=1, template="llama3.1", builtin_default=("brave_search",))
+        enc = encoder.encode(renderer.render(c))
+        ids, labels = enc.input_ids.tolist(), enc.labels.tolist()
+        assert collator.labels_for(ids) == labels, rec["id"]
+        eom_rows += tokenizer.eom_id in ids
+    assert eom_rows > 20
