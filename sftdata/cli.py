@@ -6,12 +6,23 @@ itself lives in ``sftdata.runner``, ``sftdata.audit`` and ``sftdata.training``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 
 import click
 
 from sftdata import __version__
+from sftdata.choices import (
+    Dedupe,
+    ExecutorName,
+    InputFormat,
+    Packing,
+    TemplateName,
+    TrainOn,
+    Truncation,
+    values,
+)
 
 EPILOG_RUN = """\b
 Example:
@@ -43,13 +54,13 @@ def library_errors(fn):
 def pipeline_options(fn):
     """Options shared by commands that take pipeline settings; each overrides the YAML."""
     opts = [
-        click.option("--template", type=click.Choice(["llama3", "llama3.1", "llama3.2", "llama3.3"]), help="Chat template."),
+        click.option("--template", type=click.Choice(values(TemplateName)), help="Chat template."),
         click.option("--tokenizer", help="builtin:llama3 (default), a tokenizer folder or a hub id."),
         click.option("--tools-in-system", "tools_in_user_message", flag_value=False, default=None, help="Tool definitions in the system message (tools_in_user_message: false)."),
         click.option("--date-string", help="Date in the 3.1/3.2 system header (default 26 Jul 2024)."),
         click.option("--max-length", type=int, help="Longest row in tokens (default 8192)."),
-        click.option("--truncation", type=click.Choice(["drop", "truncate"]), help="What to do with longer records."),
-        click.option("--train-on", type=click.Choice(["all_assistant", "last_assistant"]), help="Turns to train."),
+        click.option("--truncation", type=click.Choice(values(Truncation)), help="What to do with longer records."),
+        click.option("--train-on", type=click.Choice(values(TrainOn)), help="Turns to train."),
         click.option("--shard-size", help="Target shard size, e.g. 256MB or 1MiB."),
         click.option("--chunk-size", help="Input bytes per unit of work (default: auto)."),
     ]
@@ -100,34 +111,60 @@ def main() -> None:
 @click.option("--workers", "-w", type=click.IntRange(min=1), help="Worker processes (default: CPU count).")
 @click.option("--resume", is_flag=True, help="Continue a killed run in OUTPUT from its committed chunks.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty OUTPUT folder.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--executor", type=click.Choice(values(ExecutorName)), default="local", show_default=True)
 @click.option("--ray-address", help="Join this Ray cluster (default: RAY_ADDRESS, else a local instance).")
 @click.option("--no-audit", is_flag=True, help="Skip the audit at the end of the run.")
-@click.option("--input-format", type=click.Choice(["auto", "messages", "sharegpt", "alpaca", "text",
-                                                   "prompt_completion"]),
+@click.option("--input-format", type=click.Choice(values(InputFormat)),
               help="Record format of the input (auto: detected per file).")
-@click.option("--packing", type=click.Choice(["none", "bfd"]), help="Pack conversations into rows of max-length.")
-@click.option("--dedupe", type=click.Choice(["none", "exact"]), help="Quarantine exact duplicates (first kept).")
+@click.option("--packing", type=click.Choice(values(Packing)), help="Pack conversations into rows of max-length.")
+@click.option("--dedupe", type=click.Choice(values(Dedupe)), help="Quarantine exact duplicates (first kept).")
 @pipeline_options
 @library_errors
 def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_address, no_audit, input_format,
         packing, dedupe, **opts) -> None:
     """Run PIPELINE (a YAML file; defaults when omitted) over the inputs into OUTPUT."""
     from sftdata.config import load_pipeline
+    from sftdata.errors import UnusableRunError
     from sftdata.progress import RunProgress
     from sftdata.runner import run_pipeline
     from sftdata.summary import print_run_summary, run_audit_after
 
     settings = load_pipeline(pipeline, _overrides(input_format=input_format, packing=packing, dedupe=dedupe, **opts))
-    with RunProgress(enabled=sys.stderr.isatty()) as progress:
-        summary = run_pipeline(settings, list(inputs), output, workers=workers, resume=resume,
-                               overwrite=overwrite, executor=executor, ray_address=ray_address,
-                               progress=progress.update)
+    try:
+        with RunProgress(enabled=sys.stderr.isatty()) as progress, _interrupts_as_keyboard():
+            summary = run_pipeline(settings, list(inputs), output, workers=workers, resume=resume,
+                                   overwrite=overwrite, executor=executor, ray_address=ray_address,
+                                   progress=progress.update)
+    except UnusableRunError as exc:
+        if exc.summary is not None:
+            print_run_summary(exc.summary)
+        raise
+    except KeyboardInterrupt:
+        from sftdata.errors import InterruptedRun
+        from sftdata.storage import display
+
+        raise InterruptedRun(f"interrupted; the chunks committed so far are kept in {display(output)}: rerun the same "
+                             "command with --resume to continue") from None
     print_run_summary(summary)
     if settings.audit_enabled and not no_audit:
         ok = run_audit_after(summary, settings)
         if not ok:
             raise SystemExit(1)
+
+
+@contextlib.contextmanager
+def _interrupts_as_keyboard():
+    """SIGTERM (a scheduler's stop, ``kill``) ends a run like Ctrl-C: cleanly, with the resume hint."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 @main.command(epilog="""\b
@@ -137,34 +174,26 @@ Example:
 """)
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--pipeline", type=click.Path(dir_okay=False), help="Take template and limits from this YAML.")
-@click.option("--template", type=click.Choice(["llama3", "llama3.1", "llama3.2", "llama3.3"]), help="Template rules to apply.")
+@click.option("--template", type=click.Choice(values(TemplateName)), help="Template rules to apply.")
 @click.option("--max-errors", type=int, default=1000, show_default=True, help="Stop printing after this many.")
 @library_errors
 def validate(paths, pipeline, template, max_errors) -> None:
     """Schema and semantic checks only; exits 1 if any record is invalid."""
     from sftdata.config import load_pipeline
-    from sftdata.process.chunk import validate_chunk
-    from sftdata.readers.jsonl import expand_inputs
-    from sftdata.readers.sources import plan_chunks
-    from sftdata.storage import display
+    from sftdata.process.validation import validate_files
 
     settings = load_pipeline(pipeline, _overrides(template=template))
-    files = expand_inputs(list(paths))
     n = bad = 0
-    for chunk in plan_chunks(files, 64 << 20, settings.input_format):
-        for line, rej in validate_chunk(chunk, settings):
-            n += 1
-            if rej is None:
-                continue
-            bad += 1
-            if bad <= max_errors:
-                where = f"{display(chunk.path)}:{line}"
-                rid = f" id={rej.id}" if rej.id else ""
-                click.echo(f"{where}{rid}: [{rej.reason}] {rej.message}")
+    for checked in validate_files(list(paths), settings):
+        n += 1
+        if checked.ok:
+            continue
+        bad += 1
+        if bad <= max_errors:
+            click.echo(checked.describe())
     click.echo(f"{n} records checked, {n - bad} valid, {bad} invalid", err=True)
     if bad:
         raise SystemExit(1)
-
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ staging and uploaded (``sftdata.storage.folder``), so the same order holds there
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
 from collections import Counter
 
 from sftdata.config import Settings
@@ -30,18 +30,30 @@ from sftdata.storage.layout import (
 from sftdata.tokenizer import Tokenizer
 
 
-def merge_quarantine(out: Folder, results: list[ChunkResult]) -> None:
-    """``quarantine.jsonl``: every chunk's part, in chunk order, streamed (never held whole)."""
+def merge_quarantine(out: Folder, results: list[ChunkResult]) -> dict:
+    """``quarantine.jsonl``: every chunk's part, in chunk order, streamed (never held whole).
+    Returns its manifest entry (bytes, sha256, lines), hashed as it is written."""
     staging = out.staging()
     tmp = staging / temp_name(QUARANTINE_NAME, os.getpid())
+    h, size, lines = hashlib.sha256(), 0, 0
     with open(tmp, "wb") as q:
         for res in results:
             with out.open_read(chunk_quarantine(res.index)) as f:
-                shutil.copyfileobj(f, q, 1 << 20)
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    q.write(block)
+                    h.update(block)
+                    size += len(block)
+                    lines += block.count(b"\n")
         q.flush()
         os.fsync(q.fileno())
     os.replace(tmp, staging / QUARANTINE_NAME)
     out.publish(staging / QUARANTINE_NAME, QUARANTINE_NAME)
+    return {"bytes": size, "sha256": "sha256:" + h.hexdigest(), "lines": lines}
+
+
+def _entry(path) -> dict:
+    data = path.read_bytes()
+    return {"bytes": len(data), "sha256": "sha256:" + hashlib.sha256(data).hexdigest()}
 
 
 def run_counts(results: list[ChunkResult]) -> RunCounts:
@@ -73,14 +85,16 @@ def finalize(out: Folder, settings: Settings, tokenizer: Tokenizer, plan: dict,
     from sftdata.writers.arrow import BASE_SCHEMA
     from sftdata.writers.dataset_meta import write_dataset_metadata
 
-    merge_quarantine(out, results)
+    files = {QUARANTINE_NAME: merge_quarantine(out, results)}
     staging = out.staging()
     shards = [s for res in results for s in res.shards]
     schema = PACKED_SCHEMA if settings.packing == "bfd" else BASE_SCHEMA
     had_shards = bool(shards)
     shards = write_dataset_metadata(staging, shards, schema)
+    files.update({name: _entry(staging / name) for name in (DATASET_INFO_NAME, STATE_NAME)})
     out.publish_staged([DATASET_INFO_NAME, STATE_NAME] + ([] if had_shards else [s.file for s in shards]))
     manifest = build_manifest(settings, tokenizer, plan, shards, run_counts(results), schema)
+    manifest.files = dict(sorted(files.items()))
     fault_point("before_manifest")
     out.write_bytes(MANIFEST_NAME, manifest.to_bytes())
     out.delete_tree(WORK_DIR)

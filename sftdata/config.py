@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from sftdata.constants import DEFAULT_DATE, DEFAULT_MAX_LENGTH
-from sftdata.errors import SftdataError
+from sftdata.errors import UsageError
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "pipeline.schema.json"
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -27,7 +27,7 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
-class ConfigError(SftdataError):
+class ConfigError(UsageError):
     """One or more problems in a pipeline definition; ``errors`` lists them all."""
 
     def __init__(self, errors: list[str], source: str = "pipeline") -> None:
@@ -183,6 +183,9 @@ def settings_from_dict(doc: Any, source: str = "pipeline", overrides: dict[str, 
             values["chunk_size"] = parse_size(values["chunk_size"])
         except ValueError as exc:
             errors.append(f"chunk_size: {exc}")
+    for key in (*_SIZES, "chunk_size"):  # a zero size breaks the shard name pattern and the chunk plan
+        if isinstance(values.get(key), int) and values[key] < 1:
+            errors.append(f"{key}: must be at least 1 byte, got {values[key]}")
     errors += _render_errors(values)
     if errors:
         raise ConfigError(errors, source)

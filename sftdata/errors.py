@@ -39,3 +39,12 @@ class InterruptedRun(RunError):
     """SIGINT or SIGTERM: what was committed stays, ``--resume`` continues. Exit 130."""
 
     exit_code = 130
+
+
+class UnusableRunError(RunError):
+    """The run committed its folder, but nothing in it is usable (no rows, or a fault of the tool
+    rather than of the data hit many records). ``summary`` is the committed run's summary."""
+
+    def __init__(self, message: str, summary: object = None) -> None:
+        super().__init__(message)
+        self.summary = summary

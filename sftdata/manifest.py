@@ -87,6 +87,7 @@ class Manifest:
     truncated_ids: list[str] = field(default_factory=list)
     duplicates: list[dict] = field(default_factory=list)
     repeated_ids: list[str] = field(default_factory=list)
+    files: dict = field(default_factory=dict)  # the folder's other files: name -> bytes, sha256 (and lines)
     extra: dict = field(default_factory=dict)  # keys this version does not know: kept on a round trip
 
     def to_json(self) -> dict[str, Any]:
@@ -174,7 +175,8 @@ def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, shards:
             "tokenizer": tokenizer.fingerprint,
         },
         tokenizer=tok,
-        inputs=[{"name": i["name"], "bytes": i["bytes"], "format": i["format"]} for i in plan["inputs"]],
+        inputs=[{"name": i["name"], "bytes": i["bytes"], "format": i["format"], "digest": i["digest"]}
+                for i in plan["inputs"]],
         chunks=plan["chunks"],
         columns=[f.name for f in schema],
         shards=[s.to_json() for s in shards],

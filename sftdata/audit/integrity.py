@@ -26,6 +26,7 @@ import pyarrow as pa
 from sftdata.constants import IGNORE_INDEX
 from sftdata.errors import ManifestError, UsageError
 from sftdata.storage import Folder
+from sftdata.storage.layout import MANIFEST_NAME, QUARANTINE_NAME
 
 SHARD_FILE = re.compile(r"^shard-\d{6}-\d{2}\.arrow$")
 PROBLEM_KINDS = (
@@ -193,11 +194,54 @@ def verify_folder(path: str | Path | Folder, *, counts: bool = True, manifest: d
     for name in sorted(n for n in on_disk if "/" not in n):
         if name not in listed and (SHARD_FILE.match(name) or name.endswith(".arrow")):
             problems.append(ShardProblem(name, "extra", "a shard file the manifest does not list"))
+    problems.extend(_other_files(folder, manifest, on_disk))
+    problems.extend(_accounting(manifest))
     state = _state_files(folder)
     order = [e["file"] for e in manifest["shards"]]
     if state is not None and state != order:
         problems.append(ShardProblem("state.json", "state_mismatch", "lists other shards than the manifest"))
     return report
+
+
+def _other_files(folder: Folder, manifest: dict, on_disk: dict[str, int]) -> list[ShardProblem]:
+    """quarantine.jsonl, dataset_info.json and state.json against the manifest's ``files`` entries:
+    a deleted or edited quarantine, or a dataset_info.json whose features were changed, is named."""
+    out = []
+    for name, entry in sorted((manifest.get("files") or {}).items()):
+        if not isinstance(entry, dict) or Path(name).name != name:
+            out.append(ShardProblem(name, "bad_entry", "a `files` entry that is not a plain file name"))
+            continue
+        size = on_disk.get(name)
+        if size is None or not folder.is_regular(name):
+            out.append(ShardProblem(name, "missing", "listed in the manifest but not on disk (or not a regular file)"))
+        elif size != entry.get("bytes"):
+            kind = "truncated" if isinstance(entry.get("bytes"), int) and size < entry["bytes"] else "size_mismatch"
+            out.append(ShardProblem(name, kind, f"{size} bytes on disk, manifest says {entry.get('bytes')}"))
+        elif _strip_algo(entry.get("sha256")) != folder.sha256(name):
+            out.append(ShardProblem(name, "corrupt", "sha256 differs from the manifest"))
+    return out
+
+
+def _accounting(manifest: dict) -> list[ShardProblem]:
+    """Nothing lost: records read = rows written + rejected, the quarantine holds one line per
+    rejection, and the shards' rows add up to the totals."""
+    counts, totals = manifest.get("counts") or {}, manifest.get("totals") or {}
+    if not counts:
+        return []
+    out = []
+    rejected = sum((counts.get("rejected") or {}).values())
+    read, written = counts.get("records_read"), counts.get("records_written")
+    if read != (written or 0) + rejected:
+        out.append(ShardProblem(MANIFEST_NAME, "count_mismatch", f"records read {read} != rows written {written} + "
+                                                                 f"rejected {rejected}"))
+    lines = ((manifest.get("files") or {}).get(QUARANTINE_NAME) or {}).get("lines")
+    if lines is not None and lines != rejected:
+        out.append(ShardProblem(QUARANTINE_NAME, "count_mismatch", f"{lines} line(s), {rejected} rejection(s)"))
+    rows = sum(e.get("rows", 0) for e in manifest.get("shards", []) if isinstance(e.get("rows", 0), int))
+    if totals and totals.get("rows") != rows:
+        out.append(ShardProblem(MANIFEST_NAME, "count_mismatch", f"totals.rows {totals.get('rows')} != {rows} "
+                                                                 "rows in the shards"))
+    return out
 
 
 CHUNK_TOKENS = 1 << 22  # rows are checked in slices of about this many tokens: bounded memory, warm caches

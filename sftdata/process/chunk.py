@@ -20,6 +20,7 @@ import orjson
 from sftdata.config import Settings
 from sftdata.faults import fault_point
 from sftdata.packing import PACKED_SCHEMA, Packer
+from sftdata.process.identity import chunk_digest
 from sftdata.process.record import (
     RUN_FAULTS,
     BlankCounter,
@@ -51,6 +52,8 @@ class ChunkResult:
     hashes: list[tuple[str, str]] = field(default_factory=list)  # (content_hash, id) per written row
     dropped_duplicates: list[tuple[str, str]] = field(default_factory=list)  # (id, id it duplicates)
     shards: list[ShardRecord] = field(default_factory=list)
+    run_id: str = ""  # the run that committed this chunk (a foreign writer's markers are refused)
+    input_digest: str = ""  # of the chunk's input bytes (sftdata.process.identity)
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
@@ -88,8 +91,8 @@ class _Quarantine:
         return b"".join(q + b"\n" for q in self.lines)
 
 
-def process_chunk(chunk: Chunk, settings: Settings, location: str,
-                  processor: RecordProcessor | None = None, drop: dict[int, str] | None = None) -> ChunkResult:
+def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: RecordProcessor | None = None,
+                  drop: dict[int, str] | None = None, run_id: str = "") -> ChunkResult:
     """Run every stage over one chunk; commit its shards, quarantine part and done-marker into the
     output ``location`` (a folder, or a pyarrow filesystem URI: then they are written on this
     machine's staging folder and uploaded, the done-marker last).
@@ -100,7 +103,7 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str,
     folder = Folder(location)
     out = folder.staging()
     work_dir(folder)
-    result = ChunkResult(chunk.index)
+    result = ChunkResult(chunk.index, run_id=run_id, input_digest=chunk_digest(chunk))
     blanks = BlankCounter()
     quarantine = _Quarantine(chunk, result)
     packer = Packer(settings.max_length) if settings.packing == "bfd" else None
@@ -227,13 +230,15 @@ class ProcessChunk(ChunkTask):
     """The main pass: a chunk to committed shards; returns its ``ChunkResult``."""
 
     def __init__(self, settings: Settings, location: str, drops: dict[int, dict[int, str]] | None = None,
-                 processor: RecordProcessor | None = None) -> None:
+                 processor: RecordProcessor | None = None, run_id: str = "") -> None:
         super().__init__(settings, processor)
         self.location = location
         self.drops = drops or {}
+        self.run_id = run_id
 
     def __call__(self, chunk: Chunk) -> ChunkResult:
-        return process_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index))
+        return process_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index),
+                             self.run_id)
 
     def prepare(self, chunk: Chunk) -> None:
         clean_chunk_leftovers(self.location, chunk.index)

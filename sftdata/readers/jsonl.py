@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sftdata.errors import SftdataError
+from sftdata.errors import UsageError
 from sftdata.readers.remote import input_size, open_input
 
 BOM = b"\xef\xbb\xbf"
@@ -24,7 +24,7 @@ INPUT_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".js
 _SCAN_BLOCK = 1 << 20
 
 
-class InputError(SftdataError):
+class InputError(UsageError):
     """An input path that cannot be read (missing, unreadable, matched nothing)."""
 
 

@@ -1,0 +1,92 @@
+"""tiktoken over Meta's BPE ranks: the fast encoder of the built-in tokenizer.
+
+Why: for Meta's own ranks tiktoken gives the same ids as the Hugging Face tokenizer, faster
+(``tests/test_tokenizer.py`` proves the ids equal). Everything here is built on first use: the
+audit only decodes a few role names and never needs the ranks. The decoded ranks are cached in
+the checked, non-executable format of ``ranks_file``; a cache file that fails its checks is
+rebuilt from ``tokenizer.model``, never trusted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sftdata.tokenizer.llama3 import LLAMA3_PATTERN
+
+# tiktoken's BPE is quadratic in the length of one pre-token; a text containing a very long
+# pre-token (100k letters, spaces or symbols in a row) goes to the Hugging Face encoder, which
+# handles it in n log n. Runs are measured like the Llama-3 pre-tokenizer cuts them (digits come
+# in threes), so long CJK paragraphs with punctuation stay on the fast path.
+LONG_PIECE = 4096
+_LONG_RUN = rf"\p{{L}}{{{LONG_PIECE},}}|[^\s\p{{L}}\p{{N}}]{{{LONG_PIECE},}}|\s{{{LONG_PIECE},}}"
+
+
+class TiktokenBackend:
+    """Meta's ranks (``model_file``) as a tiktoken ``Encoding``; decoding needs the ranks alone.
+
+    The decoded ranks are kept in ``cache_folder``, checked against ``model_sha256``.
+    """
+
+    def __init__(self, model_file: Path, cache_folder: Path, model_sha256: str) -> None:
+        self.model_file, self.cache_folder, self.model_sha256 = model_file, cache_folder, model_sha256
+        self._ranks: dict[bytes, int] | None = None
+        self._encoding: Any = None
+        self._bytes_of: dict[int, bytes] | None = None
+
+    @property
+    def ranks(self) -> dict[bytes, int]:
+        if self._ranks is None:
+            # imported here: loading a tokenizer for the audit never needs the ranks
+            from sftdata.tokenizer import ranks_file
+
+            path = self.cache_folder / ranks_file.RANKS_FILE
+            try:
+                self._ranks = ranks_file.read_ranks_file(path, self.model_sha256)
+            except ranks_file.RanksFileError:  # missing, damaged, foreign or stale: rebuilt from the model
+                from tiktoken.load import load_tiktoken_bpe
+
+                self._ranks = load_tiktoken_bpe(str(self.model_file))
+                ranks_file.write_ranks_file(path, self._ranks, self.model_sha256)
+        return self._ranks
+
+    @property
+    def encoding(self) -> Any:
+        if self._encoding is None:
+            import tiktoken
+
+            self._encoding = tiktoken.Encoding(name="sftdata-llama3", pat_str=LLAMA3_PATTERN,
+                                               mergeable_ranks=self.ranks, special_tokens={})
+        return self._encoding
+
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        if self._bytes_of is None:
+            self._bytes_of = {i: b for b, i in self.ranks.items()}
+        return b"".join(self._bytes_of[i] for i in ids)
+
+
+Encode = Callable[[str], list[int]]
+
+
+def make_encoder(backend: TiktokenBackend, fallback: Encode) -> Encode:
+    """``encode(text) -> ids``: text only, no special-token parsing, no BOS.
+
+    A closure because this is the per-piece hot path: it calls tiktoken's core directly and looks
+    for long runs (which go to ``fallback``, the Hugging Face encoder) only in long texts.
+    """
+    core = backend.encoding._core_bpe.encode_ordinary
+    careful = backend.encoding.encode_ordinary
+    import regex  # only encoding needs it; the audit and inspect load tokenizers too
+
+    long_run = regex.compile(_LONG_RUN).search
+
+    def tiktoken_encode(text: str) -> list[int]:
+        if len(text) >= LONG_PIECE and long_run(text):
+            return fallback(text)
+        try:
+            return core(text)
+        except UnicodeEncodeError:  # lone surrogates: tiktoken's own wrapper repairs them
+            return careful(text)
+
+    return tiktoken_encode
