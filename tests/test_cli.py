@@ -52,7 +52,7 @@ def test_validate_exit_codes_and_error_lines(tmp_path):
     assert "expected one of" in lines[0]
     assert f"{bad}:3" in lines[1] and "invalid_json" in lines[1]
     res = run_cli("validate", str(tmp_path / "missing.jsonl"))
-    assert res.returncode == 1 and "does not exist" in res.stderr
+    assert res.returncode == 2 and "does not exist" in res.stderr
 
 
 def test_run_end_to_end_with_globs_and_summary(tmp_path):
@@ -66,7 +66,7 @@ def test_run_end_to_end_with_globs_and_summary(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["records_read"] == 41 and manifest["pipeline"]["template"] == "llama3.1"
     again = run_cli("run", "pipelines/llama3.1.yaml", "--input", str(tmp_path / "a.jsonl"), "--output", str(out))
-    assert again.returncode == 1 and "not empty" in again.stderr and "--overwrite" in again.stderr
+    assert again.returncode == 2 and "not empty" in again.stderr and "--overwrite" in again.stderr
     assert json.loads((out / "manifest.json").read_text()) == manifest
 
 
@@ -77,14 +77,14 @@ def test_run_end_to_end_with_globs_and_summary(tmp_path):
 ])
 def test_run_errors_are_plain(tmp_path, args, words):
     res = run_cli("run", *args, "--output", str(tmp_path / "o"))
-    assert res.returncode == 1 and words in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and words in res.stderr and "Traceback" not in res.stderr
 
 
 def test_bad_pipeline_lists_every_problem(tmp_path):
     p = tmp_path / "p.yaml"
     p.write_text("stages:\n  render: {template: gpt4}\n  write: {shard_size: huge, colour: 1}\n")
     res = run_cli("run", str(p), "--input", "examples/demo.jsonl", "--output", str(tmp_path / "o"))
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert "gpt4" in res.stderr and "colour" in res.stderr and "3 problem(s)" in res.stderr
 
 

@@ -56,7 +56,7 @@ def test_killed_run_resumes_byte_identical(corpus, tmp_path, fault, workers):
         assert "worker process died" in r.stderr and "--resume" in r.stderr
     assert not (out / "manifest.json").exists(), "a killed run must never leave a manifest"
     refused = sftdata("run", "--input", str(src), "--output", str(out), *ARGS)
-    assert refused.returncode == 1 and "not empty" in refused.stderr
+    assert refused.returncode == 2 and "not empty" in refused.stderr
     resumed = sftdata("run", "--input", str(src), "--output", str(out), "--workers", "2", "--resume", *ARGS)
     assert resumed.returncode == 0, resumed.stderr
     if not fault.startswith("before_finalize") and not fault.startswith("before_manifest"):
