@@ -25,6 +25,7 @@ class TemplateName(str, Enum):
     LLAMA3 = "llama3"
     LLAMA3_1 = "llama3.1"
     LLAMA3_2 = "llama3.2"
+    LLAMA3_3 = "llama3.3"  # the 3.1 format under its own name
 
 
 class TrainOn(str, Enum):

@@ -56,6 +56,7 @@ def pipeline_options(fn):
     opts = [
         click.option("--template", type=click.Choice(values(TemplateName)), help="Chat template."),
         click.option("--tokenizer", help="builtin:llama3 (default), a tokenizer folder or a hub id."),
+        click.option("--tools-in-system", "tools_in_user_message", flag_value=False, default=None, help="Tool definitions in the system message (tools_in_user_message: false)."),
         click.option("--date-string", help="Date in the 3.1/3.2 system header (default 26 Jul 2024)."),
         click.option("--max-length", type=int, help="Longest row in tokens (default 8192)."),
         click.option("--truncation", type=click.Choice(values(Truncation)), help="What to do with longer records."),

@@ -17,8 +17,9 @@ signature and fixes what made the original dangerous:
   whitespace). A list of token ids is matched as given.
 * **Llama-3 aware spans.** Tokens after each response template are trained up to the next
   instruction or response template, or the end. When the response template is a Llama-3 header
-  (it contains ``<|start_header_id|>``), the span also stops *at* the first ``<|eot_id|>``,
-  inclusive: exactly the assistant content and its closing ``<|eot_id|>``, the labels of
+  (it contains ``<|start_header_id|>``), the span also stops *at* the first ``<|eot_id|>`` or
+  ``<|eom_id|>`` (a tool call with built-in tools), inclusive: exactly the assistant content and
+  its closing token, the labels of
   ``sftdata``'s pipeline. Turns that follow (system, user, ipython) stay untrained even without an
   instruction template, and the model still learns to stop.
 
@@ -173,6 +174,8 @@ class DataCollatorForCompletionOnlyLM:
             raise ValueError(f"instruction template {self.instruction.label} ({self.instruction.kind}) and response "
                              f"template {self.response.label} ({self.response.kind}) belong to different chat formats")
         self.eot_id = _token_id(tok, "<|eot_id|>") if self.response.llama3_header else None
+        closers = (self.eot_id, _token_id(tok, "<|eom_id|>")) if self.eot_id is not None else ()
+        self._closers = tuple(i for i in closers if i is not None)
         self._bos = _token_id(tok, "<|begin_of_text|>")
         self._start_header = _token_id(tok, "<|start_header_id|>")
         self.pad_token_id = tok.pad_token_id
@@ -193,9 +196,9 @@ class DataCollatorForCompletionOnlyLM:
         for _, e in responses:
             k = bisect.bisect_left(bounds, e)
             stop = bounds[k] if k < len(bounds) else len(ids)
-            if self.eot_id is not None:
+            for closer in self._closers:  # the first of them: each search is bounded by the last find
                 try:
-                    stop = ids.index(self.eot_id, e, stop) + 1
+                    stop = ids.index(closer, e, stop) + 1
                 except ValueError:
                     pass  # truncated: train to the end, as the pipeline does
             labels[e:stop] = ids[e:stop]

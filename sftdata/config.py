@@ -63,6 +63,8 @@ class Settings:
     tokenizer: str = "builtin:llama3"
     encoder: str = "auto"
     date_string: str = DEFAULT_DATE
+    builtin_tools: list[str] = field(default_factory=list)  # Llama-3.1 built-in tools for every record
+    tools_in_user_message: bool = True  # False: tool definitions go into the system message
     train_on: str = "all_assistant"
     max_length: int = DEFAULT_MAX_LENGTH
     truncation: str = "drop"
@@ -93,6 +95,7 @@ _STAGE_KEYS = {
     ("validate", "parts"): "parts", ("validate", "dedupe"): "dedupe",
     ("render", "template"): "template", ("render", "tokenizer"): "tokenizer",
     ("render", "encoder"): "encoder", ("render", "date_string"): "date_string",
+    ("render", "builtin_tools"): "builtin_tools", ("render", "tools_in_user_message"): "tools_in_user_message",
     ("label", "train_on"): "train_on", ("label", "max_length"): "max_length",
     ("label", "truncation"): "truncation", ("label", "packing"): "packing", ("write", "shard_size"): "shard_size",
     ("audit", "enabled"): "audit_enabled", ("audit", "min_trained_fraction"): "min_trained_fraction",
@@ -183,9 +186,28 @@ def settings_from_dict(doc: Any, source: str = "pipeline", overrides: dict[str, 
     for key in (*_SIZES, "chunk_size"):  # a zero size breaks the shard name pattern and the chunk plan
         if isinstance(values.get(key), int) and values[key] < 1:
             errors.append(f"{key}: must be at least 1 byte, got {values[key]}")
+    errors += _render_errors(values)
     if errors:
         raise ConfigError(errors, source)
     return Settings(**values)
+
+
+def _render_errors(values: dict[str, Any]) -> list[str]:
+    """Render settings the chosen template cannot honour: refused before any record is read."""
+    from sftdata.builtin_tools import template_error, valid_name
+
+    template = values.get("template", Settings.template)
+    errors = []
+    if values.get("builtin_tools"):
+        errors += [f"stages/render/builtin_tools: {n!r} is not a tool name (an identifier)"
+                   for n in values["builtin_tools"] if not valid_name(n)]
+        why = template_error(template, "stages/render/builtin_tools")
+        if why:
+            errors.append(why)
+    if template == "llama3" and values.get("tools_in_user_message") is False:
+        errors.append("stages/render/tools_in_user_message: the llama3 template renders no tools, so where "
+                      "they go cannot be chosen; use llama3.1, llama3.2 or llama3.3")
+    return errors
 
 
 def load_pipeline(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> Settings:

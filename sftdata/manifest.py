@@ -154,7 +154,7 @@ def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, shards:
     from sftdata.templates import Llama3Renderer
     from sftdata.validate import schema_path
 
-    renderer = Llama3Renderer(settings.template, settings.date_string, settings.train_on)
+    renderer = Llama3Renderer.for_settings(settings)
     tok = tokenizer.describe()
     tok.pop("encoder")  # ids are the same whichever encoder ran; keep the manifest identical too
     tok.update(bos_id=tokenizer.bos_id, eot_id=tokenizer.eot_id, start_header_id=tokenizer.start_header_id,

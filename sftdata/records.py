@@ -39,6 +39,7 @@ class Conversation:
     line: int = 0
     has_special_text: bool = False
     pieces: list | None = None  # set by adapters that render themselves (text, prompt/completion)
+    builtin_tools: tuple[str, ...] = ()  # Llama-3.1 built-in tools in effect (record's, else the pipeline's)
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from sftdata import builtin_tools
 from sftdata.records import Conversation, Message, Reject, ToolCall
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "record.schema.json"
@@ -185,8 +186,9 @@ def plainly_valid(rec: dict) -> bool:
         for key in _OPTIONAL_STR:
             if key in m and type(m[key]) is not str:
                 return False
-    tools = rec.get("tools")
-    return tools is None or _plain_tools(tools)
+    tools, custom = rec.get("tools"), rec.get("custom_tools")
+    return ((tools is None or _plain_tools(tools)) and (custom is None or _plain_tools(custom))
+            and builtin_tools.plain_builtin_tools(rec.get("builtin_tools")))
 
 
 def _plain_parts(parts: Any) -> bool:
@@ -281,12 +283,17 @@ def _tool_call(calls: list, pointer: str) -> ToolCall:
 
 
 def to_conversation(obj: dict, *, source: str, line: int, template: str,
-                    parts_policy: dict[str, str] | None = None) -> Conversation:
-    """Normalise a schema-valid record and apply the semantic rules. Raises Reject."""
+                    parts_policy: dict[str, str] | None = None, builtin_default: tuple[str, ...] = (),
+                    tools_in_user_message: bool = True) -> Conversation:
+    """Normalise a schema-valid record and apply the semantic rules. Raises Reject.
+
+    ``builtin_default``: the pipeline's ``render.builtin_tools``, for records that name none;
+    ``tools_in_user_message``: as the template argument (False: no first user message needed)."""
     parts_policy = parts_policy or {}
     rid = obj.get("id")
     rid = str(rid) if rid is not None else f"{source}:{line}"
-    tools = obj.get("tools") or None
+    tools = builtin_tools.record_tools(obj)
+    builtin = builtin_tools.record_builtin_tools(obj, builtin_default, template)
     messages: list[Message] = []
     special = False
     for i, m in enumerate(obj["messages"]):
@@ -300,8 +307,10 @@ def to_conversation(obj: dict, *, source: str, line: int, template: str,
                 raise Reject("schema", f"{ptr}/tool_calls: only assistant messages may call tools", f"{ptr}/tool_calls")
             if template == "llama3":
                 raise Reject("template_unsupported", f"{ptr}/tool_calls: the Llama-3.0 template cannot render "
-                             "tool calls; use llama3.1 or llama3.2", f"{ptr}/tool_calls")
+                             "tool calls; use llama3.1, llama3.2 or llama3.3", f"{ptr}/tool_calls")
             call = _tool_call(calls, f"{ptr}/tool_calls")
+            if call.name in builtin:
+                builtin_tools.check_call(call, f"{ptr}/tool_calls")
             if text and text.strip():
                 raise Reject("content_with_tool_calls", f"{ptr}/content: the official template drops text "
                              "beside a tool call; it would be lost", f"{ptr}/content")
@@ -314,6 +323,8 @@ def to_conversation(obj: dict, *, source: str, line: int, template: str,
                          f"{ptr}/content")
         if not special and "<|" in text and SPECIAL_TEXT.search(text):
             special = True
+        if not special and call is not None:  # arguments are content too (code, queries)
+            special = SPECIAL_TEXT.search(json.dumps(call.arguments, ensure_ascii=False)) is not None
         train = m.get("weight", 1) != 0
         messages.append(Message(role, text, m["role"], call, train))
     if not any(m.role == "assistant" for m in messages):
@@ -322,10 +333,12 @@ def to_conversation(obj: dict, *, source: str, line: int, template: str,
         raise Reject("no_trainable_turn", "every assistant message has weight 0", "/messages")
     if tools is not None:
         if template == "llama3":
-            raise Reject("template_unsupported", "/tools: the Llama-3.0 template ignores tools; use llama3.1 "
-                         "or llama3.2", "/tools")
+            key = "/tools" if obj.get("tools") else "/custom_tools"
+            raise Reject("template_unsupported", f"{key}: the Llama-3.0 template ignores tools; use llama3.1, "
+                         "llama3.2 or llama3.3", key)
         rest = messages[1:] if messages[0].role == "system" else messages
-        if not rest or rest[0].role != "user":
+        if tools_in_user_message and (not rest or rest[0].role != "user"):
             raise Reject("tools_without_user", "/messages: with tools, the first non-system message must be "
-                         "a user message (the template puts the tools there)", "/messages")
-    return Conversation(rid, messages, tools, source, line, special)
+                         "a user message (the template puts the tools there; or set tools_in_user_message: "
+                         "false)", "/messages")
+    return Conversation(rid, messages, tools, source, line, special, builtin_tools=builtin)

@@ -39,7 +39,7 @@ _TURN_PROBLEMS = (
     "empty role in header",
     "unknown role {role}",
     "<|end_header_id|> not followed by the header newline",
-    "turn not closed by <|eot_id|>",
+    "turn not closed by <|eot_id|> or <|eom_id|>",
     "tokens after the closing token of a turn",
     "conversation has no turns",
 )

@@ -64,8 +64,9 @@ def conversation_hashes(conv: Conversation) -> tuple[str, str]:
     """
     msgs = [[m.role, m.content.strip() if m.role != "tool" else m.content,
              [m.tool_call.name, m.tool_call.arguments] if m.tool_call else None, m.train] for m in conv.messages]
-    content = _canonical([msgs, conv.tools])
-    prompt = _canonical([[m[:2] for m in msgs if m[0] != "assistant"], conv.tools])
+    builtin = [list(conv.builtin_tools)] if conv.builtin_tools else []  # absent: hashes as before
+    content = _canonical([msgs, conv.tools, *builtin])
+    prompt = _canonical([[m[:2] for m in msgs if m[0] != "assistant"], conv.tools, *builtin])
     return (hashlib.blake2b(content, digest_size=16).hexdigest(),
             hashlib.blake2b(prompt, digest_size=16).hexdigest())
 
@@ -90,7 +91,7 @@ class RecordProcessor:
         self.settings = settings
         self._tokenizer = tokenizer
         self._encoder: PieceEncoder | None = None
-        self.renderer = Llama3Renderer(settings.template, settings.date_string, settings.train_on)
+        self.renderer = Llama3Renderer.for_settings(settings)
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -111,7 +112,8 @@ class RecordProcessor:
         obj = to_messages_record(obj, fmt, self.settings)
         check_schema(obj)
         return to_conversation(obj, source=source, line=line, template=self.renderer.template.value,
-                               parts_policy=self.settings.parts)
+                               parts_policy=self.settings.parts, builtin_default=tuple(self.settings.builtin_tools),
+                               tools_in_user_message=self.settings.tools_in_user_message)
 
     def _self_rendering(self, obj: Any, source: str, line: int, fmt: str) -> Conversation:
         """`text` and prompt/completion records validate and render in their adapters."""
