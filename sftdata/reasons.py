@@ -41,7 +41,11 @@ REASONS: dict[str, str] = {
     "multiple_tool_calls": "more than one tool call in a message; the official templates render one",
     "invalid_tool_arguments": "tool-call arguments are not a JSON object",
     "tools_without_user": "tools given, but the first non-system message is not a user message",
-    "template_unsupported": "the record asks for what its template cannot render (tools under Llama-3.0)",
+    "template_unsupported": "the record asks for what its template cannot render (tools under Llama-3.0, "
+                            "built-in tools under Llama-3.2)",
+    "invalid_builtin_tool": "a built-in tool name that is not an identifier (it is called as name.call(...))",
+    "builtin_call_arguments": "a built-in tool call with a non-string argument, which the template cannot render",
+    "conflicting_tools": "both tools and custom_tools given, and they differ (they are one setting)",
     # text and prompt/completion formats
     "empty_text": "the text is empty or whitespace only",
     "no_chat_structure": "the text has no Llama-3 header: it is not a rendered conversation",
