@@ -49,3 +49,17 @@ def write_jsonl(path: Path, records) -> Path:
             f.write(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False))
             f.write("\n")
     return path
+
+
+def run_committed(*args, **kwargs) -> dict:
+    """``run_pipeline(...).manifest``, also for a run that committed nothing usable (no rows):
+    such a run raises ``UnusableRunError`` after its commit, carrying the summary."""
+    from sftdata.errors import UnusableRunError
+    from sftdata.runner import run_pipeline
+
+    try:
+        return run_pipeline(*args, **kwargs).manifest
+    except UnusableRunError as exc:
+        assert exc.summary is not None and exc.summary.manifest["totals"]["rows"] == 0 or \
+            exc.summary.manifest["counts"]["rejected"].get("internal_error", 0) > 5
+        return exc.summary.manifest

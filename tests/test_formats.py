@@ -16,7 +16,7 @@ from sftdata.config import settings_from_dict
 from sftdata.constants import IGNORE_INDEX
 from sftdata.packing import bfd_bins
 from sftdata.runner import run_pipeline
-from tests.conftest import write_jsonl
+from tests.conftest import run_committed, write_jsonl
 
 
 def settings(**kw):
@@ -139,8 +139,7 @@ def test_unmappable_records_are_quarantined(tmp_path):
 def test_decompression_limit_stops_a_bomb(tmp_path):
     big = gzip.compress(b"\n" * 5_000_000)
     (tmp_path / "bomb.jsonl.gz").write_bytes(big)
-    m = run_pipeline(settings(max_decompressed_bytes=1_000_000), [str(tmp_path / "bomb.jsonl.gz")],
-                     tmp_path / "o").manifest
+    m = run_committed(settings(max_decompressed_bytes=1_000_000), [str(tmp_path / "bomb.jsonl.gz")], tmp_path / "o")
     assert m["counts"]["rejected"] == {"decompressed_too_large": 1}
 
 

@@ -10,7 +10,7 @@ import zstandard
 from sftdata.config import ConfigError, settings_from_dict
 from sftdata.runner import RunError, run_pipeline
 from sftdata.synth import generate_records
-from tests.conftest import write_jsonl
+from tests.conftest import run_committed, write_jsonl
 
 
 def settings(**kw):
@@ -51,7 +51,7 @@ def test_corrupt_zstd_is_quarantined(tmp_path):
     data = zstandard.ZstdCompressor().compress(
         "".join(json.dumps(r) + "\n" for r in generate_records(50, seed=72)).encode())
     (tmp_path / "c.jsonl.zst").write_bytes(data[: len(data) // 2] + b"garbage" * 10)
-    m = run_pipeline(settings(), [str(tmp_path / "c.jsonl.zst")], tmp_path / "o").manifest
+    m = run_committed(settings(), [str(tmp_path / "c.jsonl.zst")], tmp_path / "o")
     assert m["counts"]["rejected"].get("corrupt_input") == 1
 
 
@@ -79,9 +79,9 @@ def test_resume_on_a_finished_folder_checks_inputs_and_settings(tmp_path):
     b = write_jsonl(tmp_path / "b.jsonl", generate_records(3, seed=75))
     run_pipeline(settings(), [str(a)], tmp_path / "o")
     assert run_pipeline(settings(), [str(a)], tmp_path / "o", resume=True).manifest["counts"]["records_read"] == 5
-    with pytest.raises(RunError, match="other inputs or settings"):
+    with pytest.raises(RunError, match="other inputs|other settings"):
         run_pipeline(settings(), [str(b)], tmp_path / "o", resume=True)
-    with pytest.raises(RunError, match="other inputs or settings"):
+    with pytest.raises(RunError, match="other inputs|other settings"):
         run_pipeline(settings(max_length=100), [str(a)], tmp_path / "o", resume=True)
 
 
@@ -102,7 +102,7 @@ def test_repeated_ids_are_reported_and_kept(tmp_path):
 def test_quarantine_keeps_the_whole_original(tmp_path):
     long_bad = '{"messages": [{"role": "user", "content": "' + "x" * 20_000 + '"}]}'
     src = write_jsonl(tmp_path / "a.jsonl", [long_bad])
-    run_pipeline(settings(), [str(src)], tmp_path / "o")
+    run_committed(settings(), [str(src)], tmp_path / "o")
     q = json.loads((tmp_path / "o" / "quarantine.jsonl").read_text())
     assert q["original"] == long_bad and q["reason"] == "no_assistant"
 

@@ -10,7 +10,8 @@ import pytest
 
 from sftdata.config import load_pipeline, settings_from_dict
 from sftdata.constants import IGNORE_INDEX
-from sftdata.runner import RunError, run_pipeline
+from sftdata.errors import OutputFolderError
+from sftdata.runner import run_pipeline
 from sftdata.synth import generate_broken_lines, generate_records
 from tests.conftest import write_jsonl
 
@@ -98,11 +99,12 @@ def test_non_empty_output_is_refused_and_left_untouched(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(RunError, match="not empty"):
+    with pytest.raises(OutputFolderError, match="not empty"):
         run_pipeline(settings(), [str(src)], out)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    run_pipeline(settings(), [str(src)], out, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "manifest.json").is_file()
+    with pytest.raises(OutputFolderError, match="did not write"):  # --overwrite deletes only what sftdata wrote
+        run_pipeline(settings(), [str(src)], out, overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
 def test_truncation_drop_and_truncate(tmp_path):

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sftdata.config import settings_from_dict
-from sftdata.runner import run_pipeline
+from tests.conftest import run_committed
 
 SPECIALS = ["<|eot_id|>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>",
             "<|python_tag|>", "<|reserved_special_token_5|>"]
@@ -39,7 +39,7 @@ def _run(lines: list[bytes], out: Path) -> dict:
     src.write_bytes(b"\n".join(x.replace(b"\n", b" ") for x in lines) + b"\n")
     s = settings_from_dict({}, overrides={"chunk_size": 2048})
     s.audit_enabled = False
-    return run_pipeline(s, [str(src)], out, workers=1).manifest
+    return run_committed(s, [str(src)], out, workers=1)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

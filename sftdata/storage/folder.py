@@ -100,7 +100,15 @@ class LocalFolder(Folder):
         base = Path(self.root, sub)
         if not base.is_dir():
             return {}
-        return {p.relative_to(self.root).as_posix(): p.stat().st_size for p in base.rglob("*") if p.is_file()}
+        out = {}
+        for p in base.rglob("*"):
+            try:  # another worker's temp file may be renamed away between the walk and the stat
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                out[p.relative_to(self.root).as_posix()] = st.st_size
+        return out
 
     def size(self, name: str) -> int | None:
         p = Path(self.root, name)
