@@ -8,7 +8,6 @@ reaches ``shard_size`` bytes, so memory stays bounded by the batch size, not the
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pyarrow as pa
 
 from sftdata.constants import IGNORE_INDEX
 from sftdata.hashing import file_sha256
-from sftdata.storage.atomic import atomic_write_bytes, fsync_dir, fsync_file, temp_path
+from sftdata.storage.atomic import atomic_replace, atomic_write_bytes, fsync_dir, fsync_file, temp_path
 from sftdata.storage.layout import shard_name
 
 BASE_SCHEMA = pa.schema([
@@ -162,10 +161,9 @@ class ShardWriter:
             return
         self._writer.close()
         self._sink.close()
-        fsync_file(self._tmp)
         name = self.shard_name(self._part)
         final = self.out_dir / name
-        os.replace(self._tmp, final)
+        atomic_replace(self._tmp, final, sync_dir=False)  # the folder is fsynced once, in finish()
         self.records.append(ShardRecord(name, self._shard_rows, self._shard_tokens, self._shard_trained,
                                         final.stat().st_size, file_sha256(final)))
         self._writer = self._sink = self._tmp = None
