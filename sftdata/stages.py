@@ -29,6 +29,7 @@ from sftdata.records import Conversation, Reject, Rejection
 from sftdata.storage import Folder, filesystem, staging_for
 from sftdata.templates import Llama3Renderer
 from sftdata.tokenizer import Tokenizer, load_tokenizer
+from sftdata.validate import record_id
 from sftdata.writers.arrow import BASE_SCHEMA, ShardRecord, ShardWriter, atomic_write_bytes
 
 
@@ -130,8 +131,7 @@ def _validated(chunk: Chunk, settings: Settings, proc: RecordProcessor, result: 
         try:
             if rej is not None:
                 raise rej
-            if isinstance(obj, dict) and isinstance(obj.get("id"), (str, int)):
-                rid = str(obj["id"])
+            rid = record_id(obj)
             stage = "validate"
             outcome: Conversation | Rejection = proc.conversation(obj, chunk.name, line, chunk.format)
         except (OSError, MemoryError):
@@ -139,7 +139,8 @@ def _validated(chunk: Chunk, settings: Settings, proc: RecordProcessor, result: 
         except Exception as exc:  # noqa: BLE001 - no record may stop a run; keep it with a reason
             r = exc if isinstance(exc, Reject) else Reject(
                 "internal_error", f"{type(exc).__name__}: {exc} (please report this record)")
-            outcome = Rejection(r.reason, r.message, stage, chunk.name, line, rid, r.pointer, _original(raw))
+            outcome = Rejection(r.reason, r.message, stage, chunk.name, line, rid, r.pointer, _original(raw),
+                                problems=r.problems)
         yield line, raw, rid, outcome
 
 

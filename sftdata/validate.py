@@ -88,23 +88,167 @@ def parse_json(raw: bytes) -> Any:
     # counting digits (C speed) first: only lines with 19 of them can hold a 64-bit overflow
     if len(raw) - len(raw.translate(None, _DIGITS)) < 19 or not _BIG_INT.search(raw):
         try:
-            return orjson.loads(raw)
+            obj = orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
+        else:
+            _check_duplicate_keys(obj, raw)
+            return obj
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise Reject("invalid_utf8", f"invalid UTF-8 at byte {exc.start}") from None
+        raise Reject("invalid_utf8", f"invalid UTF-8 at byte {exc.start}{_hints(raw)}") from None
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_pairs)
     except RecursionError:
         raise Reject("too_deep", "JSON nested too deeply to parse") from None
+    except _DuplicateKey as exc:
+        raise Reject("duplicate_key", f"key {exc.key!r} appears twice in one object; JSON readers disagree on "
+                     "which value wins, so the record is refused") from None
     except ValueError as exc:
-        raise Reject("invalid_json", f"invalid JSON: {exc}") from None
+        raise Reject("invalid_json", f"invalid JSON: {exc}{_hints(raw)}") from None
     where = _find_lone_surrogate(obj)
     if where is not None:
         raise Reject("lone_surrogate", f"{where}: string holds a lone UTF-16 surrogate", where)
     return obj  # e.g. an integer beyond 64 bits, which orjson refuses but JSON allows
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key[:80]
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return out
+
+
+# Every key is followed by `"` + optional whitespace + `:`; so are some escaped quotes inside strings.
+_KEY_END = re.compile(rb'"[ \t\r\n]*:')
+
+
+def _count_keys(obj: Any) -> int:
+    n, stack = 0, [obj]
+    while stack:
+        o = stack.pop()
+        if type(o) is dict:
+            n += len(o)
+            stack.extend(v for v in o.values() if type(v) in (dict, list))
+        elif type(o) is list:
+            stack.extend(v for v in o if type(v) in (dict, list))
+    return n
+
+
+def _check_duplicate_keys(obj: Any, raw: bytes) -> None:
+    """Refuse an object with a key twice (orjson keeps the last silently).
+
+    Exact and cheap: the text holds at least one ``":`` per key, so when it holds exactly as many
+    as the parsed objects have keys, no key can have been dropped; only otherwise (escaped quotes
+    in strings, or a real duplicate) is the line parsed again to find out.
+    """
+    if len(_KEY_END.findall(raw)) <= _count_keys(obj):
+        return
+    try:
+        json.loads(raw, object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as exc:
+        raise Reject("duplicate_key", f"key {exc.key!r} appears twice in one object; JSON readers disagree on "
+                     "which value wins, so the record is refused") from None
+    except (ValueError, RecursionError):
+        return
+
+
+class _Marked(dict):
+    """A dict that had a key twice (the first duplicate in ``dup``)."""
+
+    dup = ""
+
+
+def _marking_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    out = dict(pairs)
+    if len(out) == len(pairs):
+        return out
+    marked = _Marked(out)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.dup = key[:80]
+            break
+        seen.add(key)
+    return marked
+
+
+def _first_mark(obj: Any) -> str | None:
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, _Marked):
+            return o.dup
+        if isinstance(o, dict):
+            stack.extend(o.values())
+        elif isinstance(o, list):
+            stack.extend(o)
+    return None
+
+
+def duplicate_keys_by_element(doc: list, raw: bytes) -> dict[int, Reject]:
+    """For a JSON array already parsed (``doc``, from ``raw``): ``duplicate_key`` rejections by
+    1-based element index. Cheap when there is none (see ``_check_duplicate_keys``)."""
+    if len(_KEY_END.findall(raw)) <= _count_keys(doc):
+        return {}
+    try:
+        marked = json.loads(raw, object_pairs_hook=_marking_pairs)
+    except (ValueError, RecursionError):
+        return {}
+    out = {}
+    for i, item in enumerate(marked if isinstance(marked, list) else [], start=1):
+        key = _first_mark(item)
+        if key is not None:
+            out[i] = Reject("duplicate_key", f"key {key!r} appears twice in one object; JSON readers disagree "
+                            "on which value wins, so the record is refused")
+    return out
+
+
+def _hints(raw: bytes) -> str:
+    """What usually causes a parse failure that looks like garbage."""
+    bom = raw.find(b"\xef\xbb\xbf")
+    if bom >= 0:
+        return (f" (a byte-order mark U+FEFF at byte {bom}: files concatenated with a BOM each? Remove it, "
+                "e.g. `sed -i 's/\\xEF\\xBB\\xBF//g'`)")
+    if b"\r" in raw and b"\n" not in raw:
+        return (" (the line holds carriage returns (\\r) but no line feed: the file has CR-only (old Mac) "
+                "line ends; convert them to \\n, e.g. `tr '\\r' '\\n'`)")
+    return ""
+
+
+def record_id(obj: Any) -> str | None:
+    """The record's own id as the rows show it: a non-empty string, or an integer (not a boolean)."""
+    if not isinstance(obj, dict):
+        return None
+    rid = obj.get("id")
+    if type(rid) is str and rid:
+        return rid
+    if type(rid) is int:
+        return str(rid)
+    return None
+
+
+def check_id(obj: dict) -> None:
+    """The id rule of the record schema, for formats the schema does not see (text, prompt/completion)."""
+    if "id" not in obj or obj["id"] is None:
+        return
+    rid = obj["id"]
+    if type(rid) is str and not rid:
+        raise Reject("wrong_value", '/id: found "", expected a non-empty string or an integer', "/id")
+    if type(rid) not in (str, int):
+        found = json.dumps(rid, ensure_ascii=False, default=str)[:80]
+        raise Reject("wrong_type", f"/id: found {found}, expected a string or an integer", "/id")
 
 
 def _pointer(path) -> str:
@@ -112,12 +256,19 @@ def _pointer(path) -> str:
 
 
 def explain_schema_error(obj: Any) -> Reject:
-    """The most useful schema error for the quarantine line: pointer, what was found, what was expected."""
+    """Every schema error of the record, the most useful first (``best_match``): pointer, what was
+    found, what was expected. The first one is the Reject's own reason and message."""
     from jsonschema.exceptions import best_match
 
-    err = best_match(_reference_validator().iter_errors(obj))
+    errors = list(_reference_validator().iter_errors(obj))
+    err = best_match(errors)
     if err is None:  # the validators disagree: never expected, but never silent either
         return Reject("schema", "record rejected by the compiled schema validator")
+    rest = [e for e in errors if e is not err]
+    return Reject.combine([_explain(err)] + [_explain(e) for e in rest])
+
+
+def _explain(err) -> Reject:
     pointer = _pointer(err.absolute_path)
     found = json.dumps(err.instance, ensure_ascii=False)[:80]
     if err.validator == "enum" and pointer.endswith("/role"):
@@ -129,6 +280,8 @@ def explain_schema_error(obj: Any) -> Reject:
                       f"{', '.join(json.dumps(v) for v in allowed)}", pointer)
     if err.validator == "required":
         return Reject("missing_field", f"{pointer or '/'}: {err.message}", pointer)
+    if err.validator == "minLength" and pointer == "/id":
+        return Reject("wrong_value", '/id: found "", expected a non-empty string or an integer', pointer)
     if err.validator in ("type", "anyOf"):
         expected = err.validator_value if err.validator == "type" else err.schema.get("description", None)
         if err.validator == "anyOf":
@@ -164,6 +317,8 @@ def plainly_valid(rec: dict) -> bool:
     """
     rid = rec.get("id")
     if rid is not None and type(rid) is not str and type(rid) is not int:
+        return False
+    if rid == "":
         return False
     if "id" in rec and rid is None:
         return False
@@ -280,52 +435,69 @@ def _tool_call(calls: list, pointer: str) -> ToolCall:
     return ToolCall(fn["name"], args)
 
 
+def _message(m: dict, i: int, template: str, parts_policy: dict[str, str]) -> Message:
+    """One schema-valid message, normalised; raises Reject."""
+    ptr = f"/messages/{i}"
+    role = ROLES[m["role"]]
+    text = _content_text(m.get("content"), f"{ptr}/content", parts_policy)
+    calls = m.get("tool_calls") or None
+    call = None
+    train = m.get("weight", 1) != 0
+    if calls is not None:
+        if role != "assistant":
+            raise Reject("schema", f"{ptr}/tool_calls: only assistant messages may call tools", f"{ptr}/tool_calls")
+        if template == "llama3":
+            raise Reject("template_unsupported", f"{ptr}/tool_calls: the Llama-3.0 template cannot render "
+                         "tool calls; use llama3.1 or llama3.2", f"{ptr}/tool_calls")
+        call = _tool_call(calls, f"{ptr}/tool_calls")
+        if text and text.strip():
+            raise Reject("content_with_tool_calls", f"{ptr}/content: the official template drops text "
+                         "beside a tool call; it would be lost", f"{ptr}/content")
+        text = ""
+    elif text is None:
+        raise Reject("missing_content", f"{ptr}/content: content is missing or null (allowed only beside "
+                     "tool_calls)", f"{ptr}/content")
+    # An empty reply is refused only when it would be trained: with weight 0 it is context, and
+    # the official template renders it as an empty turn.
+    if role == "assistant" and call is None and train and not text.strip():
+        raise Reject("empty_assistant", f"{ptr}/content: the assistant reply is empty or whitespace only",
+                     f"{ptr}/content")
+    return Message(role, text, m["role"], call, train)
+
+
 def to_conversation(obj: dict, *, source: str, line: int, template: str,
                     parts_policy: dict[str, str] | None = None) -> Conversation:
-    """Normalise a schema-valid record and apply the semantic rules. Raises Reject."""
+    """Normalise a schema-valid record and apply the semantic rules. Raises Reject with every
+    problem found (the first one as its own reason), so a record is fixed in one pass."""
     parts_policy = parts_policy or {}
     rid = obj.get("id")
     rid = str(rid) if rid is not None else f"{source}:{line}"
     tools = obj.get("tools") or None
     messages: list[Message] = []
+    problems: list[Reject] = []
     special = False
     for i, m in enumerate(obj["messages"]):
-        ptr = f"/messages/{i}"
-        role = ROLES[m["role"]]
-        text = _content_text(m.get("content"), f"{ptr}/content", parts_policy)
-        calls = m.get("tool_calls") or None
-        call = None
-        if calls is not None:
-            if role != "assistant":
-                raise Reject("schema", f"{ptr}/tool_calls: only assistant messages may call tools", f"{ptr}/tool_calls")
-            if template == "llama3":
-                raise Reject("template_unsupported", f"{ptr}/tool_calls: the Llama-3.0 template cannot render "
-                             "tool calls; use llama3.1 or llama3.2", f"{ptr}/tool_calls")
-            call = _tool_call(calls, f"{ptr}/tool_calls")
-            if text and text.strip():
-                raise Reject("content_with_tool_calls", f"{ptr}/content: the official template drops text "
-                             "beside a tool call; it would be lost", f"{ptr}/content")
-            text = ""
-        elif text is None:
-            raise Reject("missing_content", f"{ptr}/content: content is missing or null (allowed only beside "
-                         "tool_calls)", f"{ptr}/content")
-        if role == "assistant" and call is None and not text.strip():
-            raise Reject("empty_assistant", f"{ptr}/content: the assistant reply is empty or whitespace only",
-                         f"{ptr}/content")
-        if not special and "<|" in text and SPECIAL_TEXT.search(text):
+        try:
+            msg = _message(m, i, template, parts_policy)
+        except Reject as r:
+            problems.append(r)
+            continue
+        if not special and "<|" in msg.content and SPECIAL_TEXT.search(msg.content):
             special = True
-        train = m.get("weight", 1) != 0
-        messages.append(Message(role, text, m["role"], call, train))
-    if not any(m.role == "assistant" for m in messages):
-        raise Reject("no_assistant", "the record has no assistant message", "/messages")
-    if not any(m.role == "assistant" and m.train for m in messages):
-        raise Reject("no_trainable_turn", "every assistant message has weight 0", "/messages")
+        messages.append(msg)
+    roles = [ROLES[m["role"]] for m in obj["messages"]]
+    if "assistant" not in roles:
+        problems.append(Reject("no_assistant", "the record has no assistant message", "/messages"))
+    elif not any(r == "assistant" and m.get("weight", 1) != 0 for r, m in zip(roles, obj["messages"], strict=True)):
+        problems.append(Reject("no_trainable_turn", "every assistant message has weight 0", "/messages"))
     if tools is not None:
+        rest = roles[1:] if roles[0] == "system" else roles
         if template == "llama3":
-            raise Reject("template_unsupported", "/tools: the Llama-3.0 template ignores tools; use llama3.1 "
-                         "or llama3.2", "/tools")
-        rest = messages[1:] if messages[0].role == "system" else messages
-        if not rest or rest[0].role != "user":
-            raise Reject("tools_without_user", "/messages: with tools, the first non-system message must be "
-                         "a user message (the template puts the tools there)", "/messages")
+            problems.append(Reject("template_unsupported", "/tools: the Llama-3.0 template ignores tools; use "
+                                   "llama3.1 or llama3.2", "/tools"))
+        elif not rest or rest[0] != "user":
+            problems.append(Reject("tools_without_user", "/messages: with tools, the first non-system message "
+                                   "must be a user message (the template puts the tools there)", "/messages"))
+    if problems:
+        raise Reject.combine(problems)
     return Conversation(rid, messages, tools, source, line, special)

@@ -19,7 +19,7 @@ from sftdata.adapters.prompt_completion import prompt_completion_pieces, prompt_
 from sftdata.adapters.sharegpt import sharegpt_to_messages
 from sftdata.adapters.text import ChatTurn, parse_chat_text, text_record, text_to_pieces
 from sftdata.records import Conversation, Reject
-from sftdata.validate import check_schema, to_conversation
+from sftdata.validate import check_id, check_schema, to_conversation
 
 if TYPE_CHECKING:
     from sftdata.config import Settings
@@ -41,8 +41,10 @@ def _alpaca(obj: Any, ctx: AdaptContext) -> Conversation:
 
 
 def _object(obj: Any) -> dict:
+    """Self-rendering formats: an object with a valid id (the schema checks it for the others)."""
     if not isinstance(obj, dict):
         raise Reject("not_an_object", "a record must be a JSON object")
+    check_id(obj)
     return obj
 
 

@@ -226,6 +226,7 @@ def _blank_run(f, left: int | None) -> tuple[int, int]:
 def read_json_array(chunk: Chunk, max_record_bytes: int,
                     max_decompressed_bytes: int = 64 << 30) -> Iterator[tuple[int, object | None, bytes]]:
     """Records of a file holding one JSON value: (1-based element index, value or None, raw).
+    An element with a key twice comes back as its ``Reject`` (``duplicate_key``) instead of a value.
 
     An array gives its elements; one object is one record (index 1). Anything else, or JSON that
     does not parse, comes back once with value None. Compressed files (``json_gz``/``json_zst``)
@@ -263,6 +264,9 @@ def read_json_array(chunk: Chunk, max_record_bytes: int,
     if not isinstance(doc, list):
         yield 1, None, raw
         return
+    from sftdata.validate import duplicate_keys_by_element
+
+    dups = duplicate_keys_by_element(doc, raw)
     for i, item in enumerate(doc, start=1):
         # ASCII escapes survive lone surrogates; the element is then parsed like a line
-        yield i, item, json.dumps(item, ensure_ascii=True).encode()
+        yield i, dups.get(i, item), json.dumps(item, ensure_ascii=True).encode()

@@ -132,6 +132,9 @@ def iter_records(chunk: Chunk, max_record_bytes: int, max_decompressed_bytes: in
             yield 1, None, b"", Reject("corrupt_input", f"{chunk.name}: {type(exc).__name__}: {exc}")
             return
         for line, obj, raw in elements:
+            if isinstance(obj, Reject):
+                yield line, None, raw, obj
+                continue
             if obj is None:
                 yield line, None, raw, Reject("invalid_json", "the file is not valid JSON: a .json file must "
                                               "hold one JSON array of records or one record (JSON Lines: "
