@@ -12,6 +12,7 @@ import sys
 import click
 
 from sftdata import __version__
+from sftdata.cli_options import reading_options
 
 EPILOG_RUN = """\b
 Example:
@@ -104,22 +105,21 @@ def main() -> None:
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--ray-address", help="Join this Ray cluster (default: RAY_ADDRESS, else a local instance).")
 @click.option("--no-audit", is_flag=True, help="Skip the audit at the end of the run.")
-@click.option("--input-format", type=click.Choice(["auto", "messages", "sharegpt", "alpaca", "text",
-                                                   "prompt_completion"]),
-              help="Record format of the input (auto: detected per file).")
+@reading_options
 @click.option("--packing", type=click.Choice(["none", "bfd"]), help="Pack conversations into rows of max-length.")
 @click.option("--dedupe", type=click.Choice(["none", "exact"]), help="Quarantine exact duplicates (first kept).")
 @pipeline_options
 @library_errors
 def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_address, no_audit, input_format,
-        packing, dedupe, **opts) -> None:
+        fields, packing, dedupe, **opts) -> None:
     """Run PIPELINE (a YAML file; defaults when omitted) over the inputs into OUTPUT."""
     from sftdata.config import load_pipeline
     from sftdata.progress import RunProgress
     from sftdata.runner import run_pipeline
     from sftdata.summary import print_run_summary, run_audit_after
 
-    settings = load_pipeline(pipeline, _overrides(input_format=input_format, packing=packing, dedupe=dedupe, **opts))
+    settings = load_pipeline(pipeline, _overrides(input_format=input_format, fields=fields or None, packing=packing,
+                                                  dedupe=dedupe, **opts))
     with RunProgress(enabled=sys.stderr.isatty()) as progress:
         summary = run_pipeline(settings, list(inputs), output, workers=workers, resume=resume,
                                overwrite=overwrite, executor=executor, ray_address=ray_address,
@@ -140,8 +140,9 @@ Example:
 @click.option("--pipeline", type=click.Path(dir_okay=False), help="Take template and limits from this YAML.")
 @click.option("--template", type=click.Choice(["llama3", "llama3.1", "llama3.2"]), help="Template rules to apply.")
 @click.option("--max-errors", type=int, default=1000, show_default=True, help="Stop printing after this many.")
+@reading_options
 @library_errors
-def validate(paths, pipeline, template, max_errors) -> None:
+def validate(paths, pipeline, template, max_errors, input_format, fields) -> None:
     """Schema and semantic checks only; exits 1 if any record is invalid."""
     from sftdata.config import load_pipeline
     from sftdata.readers.jsonl import expand_inputs
@@ -149,10 +150,11 @@ def validate(paths, pipeline, template, max_errors) -> None:
     from sftdata.stages import validate_chunk
     from sftdata.storage import display
 
-    settings = load_pipeline(pipeline, _overrides(template=template))
+    settings = load_pipeline(pipeline, _overrides(template=template, input_format=input_format, fields=fields or None))
     files = expand_inputs(list(paths))
     n = bad = 0
-    for chunk in plan_chunks(files, 64 << 20, settings.input_format):
+    for chunk in plan_chunks(files, 64 << 20, settings.input_format, settings.max_record_bytes,
+                             settings.max_decompressed_bytes, settings.fields):
         for line, rej in validate_chunk(chunk, settings):
             n += 1
             if rej is None:
@@ -162,6 +164,8 @@ def validate(paths, pipeline, template, max_errors) -> None:
                 where = f"{display(chunk.path)}:{line}"
                 rid = f" id={rej.id}" if rej.id else ""
                 click.echo(f"{where}{rid}: [{rej.reason}] {rej.message}")
+                for p in rej.problems[1:]:
+                    click.echo(f"{where}{rid}:   also [{p['reason']}] {p['message']}")
     click.echo(f"{n} records checked, {n - bad} valid, {bad} invalid", err=True)
     if bad:
         raise SystemExit(1)

@@ -13,8 +13,16 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from sftdata.adapters.detect import Detection, detect
-from sftdata.readers.columnar import is_hf_dataset_dir, iter_columnar, plan_hf_dataset, plan_parquet
+from sftdata.readers.columnar import (
+    columnar_error,
+    is_hf_dataset_dir,
+    iter_columnar,
+    plan_hf_dataset,
+    plan_parquet,
+)
 from sftdata.readers.compressed import DecompressedTooLarge, iter_compressed_lines, open_decompressed
 from sftdata.readers.jsonl import (
     Chunk,
@@ -27,6 +35,7 @@ from sftdata.readers.jsonl import (
     read_json_array,
 )
 from sftdata.records import Reject
+from sftdata.storage import is_uri
 from sftdata.validate import parse_json
 
 if TYPE_CHECKING:
@@ -117,8 +126,17 @@ def iter_records(chunk: Chunk, max_record_bytes: int, max_decompressed_bytes: in
     Blank lines are not records: they are counted into ``blank[0]`` and skipped.
     """
     if chunk.kind in ("parquet", "hf_dataset"):
-        for row, obj, raw in iter_columnar(chunk):
-            yield row, obj, raw, None
+        row = chunk.first_line
+        try:
+            for row, obj, raw in iter_columnar(chunk):
+                yield row, obj, raw, None
+                row += 1
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - corrupt or truncated file: one rejection that names it
+            if isinstance(exc, OSError) and is_uri(chunk.path) and not isinstance(exc, pa.ArrowException):
+                raise  # a network failure of a remote input fails the run (resumable), it is not data
+            yield row, None, b"", Reject("corrupt_input", columnar_error(chunk, exc))
         return
     if chunk.kind in ("json_array", "json_gz", "json_zst"):  # each element gets the same parse rules as a line
         try:
