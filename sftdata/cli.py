@@ -124,7 +124,7 @@ def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_addr
         summary = run_pipeline(settings, list(inputs), output, workers=workers, resume=resume,
                                overwrite=overwrite, executor=executor, ray_address=ray_address,
                                progress=progress.update)
-    print_run_summary(summary)
+    print_run_summary(summary, list(inputs))
     if settings.audit_enabled and not no_audit:
         ok = run_audit_after(summary, settings)
         if not ok:

@@ -34,20 +34,32 @@ SHAPE_REASONS = frozenset({"missing_field", "adapter_alpaca", "adapter_sharegpt"
                            "wrong_type"})
 
 
-def _sniff(item: dict, settings):
+def _local_files(inputs: list[str] | None, n: int) -> list:
+    """The input files in manifest order (the manifest keeps names only), or Nones."""
+    if inputs:
+        try:
+            from sftdata.readers.jsonl import expand_inputs
+
+            files = expand_inputs(inputs)
+            if len(files) == n:
+                return files
+        except Exception:  # noqa: BLE001 - a hint is never worth a failure
+            pass
+    return [None] * n
+
+
+def _sniff(path, settings):
     """What a local input looks like (None for remote inputs or unreadable files)."""
     from pathlib import Path
 
     from sftdata.readers.sources import sniff
-    from sftdata.storage import is_uri
 
-    path = item.get("path", "")
-    if not path or is_uri(path) or not Path(path).exists():
+    if not isinstance(path, Path) or not path.exists():
         return None
-    return sniff(Path(path), settings)
+    return sniff(path, settings)
 
 
-def input_lines(manifest: dict) -> tuple[list[str], list[str]]:
+def input_lines(manifest: dict, inputs: list[str] | None = None) -> tuple[list[str], list[str]]:
     """(one line per input, hints): the format each input was read as, and what to pass when
     its records were rejected because they are in another format (or in none sftdata knows)."""
     from sftdata.adapters.detect import describe_keys
@@ -57,8 +69,9 @@ def input_lines(manifest: dict) -> tuple[list[str], list[str]]:
     auto = settings.input_format == "auto"
     shape_rejects = any(manifest["counts"]["rejected"].get(r) for r in SHAPE_REASONS)
     lines, hints = [], []
-    for item in manifest["inputs"]:
-        seen = _sniff(item, settings) if auto or shape_rejects else None
+    files = _local_files(inputs, len(manifest["inputs"])) if auto or shape_rejects else [None] * len(manifest["inputs"])
+    for item, path in zip(manifest["inputs"], files, strict=True):
+        seen = _sniff(path, settings) if path is not None else None
         unknown = seen is not None and seen.format is None and seen.sampled > 0
         if auto and unknown:
             how = f"unknown format (keys seen: {describe_keys(seen.keys)}), read as {item['format']}"
@@ -77,12 +90,13 @@ def input_lines(manifest: dict) -> tuple[list[str], list[str]]:
     return lines, hints
 
 
-def print_run_summary(summary) -> None:
+def print_run_summary(summary, inputs: list[str] | None = None) -> None:
+    """The run's summary; ``inputs`` (the --input values) let it look at files for its hints."""
     skipped = f" ({summary.chunks_skipped} resumed from a previous run)" if summary.chunks_skipped else ""
     from sftdata.storage import display
 
     click.echo(f"sftdata run -> {display(summary.output)}: {summary.chunks_total} chunk(s){skipped}")
-    lines, hints = input_lines(summary.manifest)
+    lines, hints = input_lines(summary.manifest, inputs)
     for line in lines:
         click.echo(line)
     click.echo(format_run_summary(summary.manifest))
