@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from sftdata.constants import DEFAULT_DATE, DEFAULT_MAX_LENGTH
+from sftdata.constants import DEFAULT_DATE, DEFAULT_MAX_DECOMPRESSED, DEFAULT_MAX_LENGTH
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "pipeline.schema.json"
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -52,7 +52,7 @@ class Settings:
     name: str = "pipeline"
     input_format: str = "messages"
     max_record_bytes: int = 64 * 2**20
-    max_decompressed_bytes: int = 64 * 2**30
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED
     chunk_size: int | str = "auto"
     fields: dict[str, str] = field(default_factory=dict)
     text_without_chat: str = "reject"

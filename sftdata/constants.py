@@ -10,3 +10,6 @@ QUARANTINE_NAME = "quarantine.jsonl"
 AUDIT_NAME = "audit.json"
 WORK_DIR = "_chunks"  # done-markers and quarantine parts of a run in progress
 FORMAT_VERSION = 1
+# Decompressed bytes read from one .gz/.zst input at most: memory is bounded by the reader's buffers
+# whatever this is; the limit bounds the time a bomb costs (16 GiB: a few minutes on 2 cores).
+DEFAULT_MAX_DECOMPRESSED = 16 << 30

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sftdata.constants import DEFAULT_MAX_DECOMPRESSED
 from sftdata.readers.remote import input_size, open_input
 
 BOM = b"\xef\xbb\xbf"
@@ -224,7 +225,7 @@ def _blank_run(f, left: int | None) -> tuple[int, int]:
 
 
 def read_json_array(chunk: Chunk, max_record_bytes: int,
-                    max_decompressed_bytes: int = 64 << 30) -> Iterator[tuple[int, object | None, bytes]]:
+                    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED) -> Iterator[tuple[int, object | None, bytes]]:
     """Records of a file holding one JSON value: (1-based element index, value or None, raw).
     An element with a key twice comes back as its ``Reject`` (``duplicate_key``) instead of a value.
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from sftdata.adapters.detect import Detection, detect
+from sftdata.constants import DEFAULT_MAX_DECOMPRESSED
 from sftdata.readers.columnar import (
     columnar_error,
     is_hf_dataset_dir,
@@ -42,10 +43,9 @@ if TYPE_CHECKING:
     from sftdata.config import Settings
 
 DETECT_SAMPLE = 20
-DEFAULT_MAX_DECOMPRESSED = 64 << 30
 
 
-def kind_of(path: Path, max_decompressed_bytes: int = 64 << 30) -> str:
+def kind_of(path: Path, max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED) -> str:
     """How a file is read. A ``.json`` file (compressed or not) is one JSON value unless its first
     line is a record of its own (JSON Lines under a ``.json`` name)."""
     name = path.name.lower()
