@@ -149,17 +149,21 @@ def validate(paths, pipeline, template, max_errors, input_format, fields) -> Non
     from sftdata.readers.sources import plan_chunks
     from sftdata.stages import validate_chunk
     from sftdata.storage import display
+    from sftdata.summary import validate_hints
 
     settings = load_pipeline(pipeline, _overrides(template=template, input_format=input_format, fields=fields or None))
     files = expand_inputs(list(paths))
     n = bad = 0
+    formats, reasons = {}, set()
     for chunk in plan_chunks(files, 64 << 20, settings.input_format, settings.max_record_bytes,
                              settings.max_decompressed_bytes, settings.fields):
+        formats[str(chunk.path)] = chunk.format
         for line, rej in validate_chunk(chunk, settings):
             n += 1
             if rej is None:
                 continue
             bad += 1
+            reasons.add(rej.reason)
             if bad <= max_errors:
                 where = f"{display(chunk.path)}:{line}"
                 rid = f" id={rej.id}" if rej.id else ""
@@ -167,6 +171,8 @@ def validate(paths, pipeline, template, max_errors, input_format, fields) -> Non
                 for p in rej.problems[1:]:
                     click.echo(f"{where}{rid}:   also [{p['reason']}] {p['message']}")
     click.echo(f"{n} records checked, {n - bad} valid, {bad} invalid", err=True)
+    for hint in validate_hints([p.resolve() for p in files], settings, formats, reasons):
+        click.echo(hint, err=True)
     if bad:
         raise SystemExit(1)
 

@@ -90,6 +90,28 @@ def input_lines(manifest: dict, inputs: list[str] | None = None) -> tuple[list[s
     return lines, hints
 
 
+def validate_hints(files: list, settings, formats: dict[str, str], reasons: set[str]) -> list[str]:
+    """The hints of ``input_lines`` for ``sftdata validate``: ``formats`` maps a file's path to
+    the format it was read as, ``reasons`` are the rejection reasons seen."""
+    if not reasons & SHAPE_REASONS:
+        return []
+    from sftdata.adapters.detect import describe_keys
+
+    hints = []
+    for path in files:
+        seen = _sniff(path, settings)
+        fmt = formats.get(str(path), settings.input_format)
+        if seen is None or seen.sampled == 0:
+            continue
+        if seen.format is None:
+            hints.append(f"hint: {path.name}: no known format (keys seen: {describe_keys(seen.keys)}); pass "
+                         "--input-format or map names with --field NAME=SOURCE, e.g. --field output=response")
+        elif seen.format != fmt:
+            hints.append(f"hint: {path.name}: records look like {seen.format}, read as {fmt}; "
+                         f"pass --input-format {seen.format} (or --input-format auto)")
+    return hints
+
+
 def print_run_summary(summary, inputs: list[str] | None = None) -> None:
     """The run's summary; ``inputs`` (the --input values) let it look at files for its hints."""
     skipped = f" ({summary.chunks_skipped} resumed from a previous run)" if summary.chunks_skipped else ""

@@ -130,30 +130,29 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
     return out
 
 
-# Every key is followed by `"` + optional whitespace + `:`; so are some escaped quotes inside strings.
-_KEY_END = re.compile(rb'"[ \t\r\n]*:')
+# A key ends with `":` (or `"` + whitespace + `:`); so does a quote inside a string followed by a colon.
+_SPACED_KEY_END = re.compile(rb'"[ \t\r\n]+:')
 
 
-def _count_keys(obj: Any) -> int:
-    n, stack = 0, [obj]
-    while stack:
-        o = stack.pop()
-        if type(o) is dict:
-            n += len(o)
-            stack.extend(v for v in o.values() if type(v) in (dict, list))
-        elif type(o) is list:
-            stack.extend(v for v in o if type(v) in (dict, list))
-    return n
+def _may_hold_duplicates(obj: Any, raw: bytes) -> bool:
+    """False only when no key of ``raw`` can have been dropped by the parser (which keeps the last).
+
+    Re-serialised compactly (orjson, C speed), the parsed value holds one ``":`` per key it kept
+    plus one per ``"`` followed by ``:`` inside strings; the original text holds the same, plus
+    one for every key that was dropped. So unless the text spells keys or quotes another way
+    (whitespace before the colon, ``\\u0022``), more ``":`` in the text means a duplicate.
+    """
+    try:
+        kept = orjson.dumps(obj).count(b'":')
+    except TypeError:
+        return True
+    return raw.count(b'":') > kept or b"\\u0022" in raw or _SPACED_KEY_END.search(raw) is not None
 
 
 def _check_duplicate_keys(obj: Any, raw: bytes) -> None:
-    """Refuse an object with a key twice (orjson keeps the last silently).
-
-    Exact and cheap: the text holds at least one ``":`` per key, so when it holds exactly as many
-    as the parsed objects have keys, no key can have been dropped; only otherwise (escaped quotes
-    in strings, or a real duplicate) is the line parsed again to find out.
-    """
-    if len(_KEY_END.findall(raw)) <= _count_keys(obj):
+    """Refuse an object with a key twice (orjson keeps the last silently); the exact parse runs
+    only when the cheap test above cannot rule a duplicate out."""
+    if not _may_hold_duplicates(obj, raw):
         return
     try:
         json.loads(raw, object_pairs_hook=_unique_pairs)
@@ -200,7 +199,7 @@ def _first_mark(obj: Any) -> str | None:
 def duplicate_keys_by_element(doc: list, raw: bytes) -> dict[int, Reject]:
     """For a JSON array already parsed (``doc``, from ``raw``): ``duplicate_key`` rejections by
     1-based element index. Cheap when there is none (see ``_check_duplicate_keys``)."""
-    if len(_KEY_END.findall(raw)) <= _count_keys(doc):
+    if not _may_hold_duplicates(doc, raw):
         return {}
     try:
         marked = json.loads(raw, object_pairs_hook=_marking_pairs)

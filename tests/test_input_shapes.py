@@ -120,7 +120,9 @@ def test_field_flag_maps_names_for_run_and_detection(tmp_path, reference):
 
 def test_validate_takes_the_reading_options_of_run(tmp_path):
     src = write_jsonl(tmp_path / "share.jsonl", sharegpt(3))
-    assert cli("validate", str(src)).exit_code == 1
+    first = cli("validate", str(src))
+    assert first.exit_code == 1
+    assert "share.jsonl: records look like sharegpt, read as messages; pass --input-format sharegpt" in first.output
     res = cli("validate", "--input-format", "sharegpt", str(src))
     assert res.exit_code == 0, res.output
     assert "3 records checked, 3 valid, 0 invalid" in res.output
