@@ -97,15 +97,21 @@ class Reject(Exception):
 
     @classmethod
     def combine(cls, rejects: list[Reject]) -> Reject:
-        """One Reject for several problems of a record (at most ``MAX_PROBLEMS`` kept, then a count)."""
+        """One Reject for several problems of a record, duplicates dropped (bounded: see ``MAX_PROBLEMS``)."""
         flat: list[dict] = []
+        seen: set[tuple] = set()
+        extra = 0
         for r in rejects:
             for p in r.problems or [r.as_problem()]:
-                if p not in flat:
+                key = (p["reason"], p["message"], p["pointer"])
+                if key in seen:
+                    continue
+                if len(flat) < 2 * MAX_PROBLEMS:  # producers cap themselves; this is the safety net
+                    seen.add(key)
                     flat.append(p)
-        if len(flat) > MAX_PROBLEMS:
-            more = len(flat) - MAX_PROBLEMS + 1
-            flat = flat[: MAX_PROBLEMS - 1] + [{"reason": "more_problems", "message": f"and {more} more problem(s)",
-                                                  "pointer": ""}]
+                else:
+                    extra += 1
+        if extra:
+            flat[-1] = {"reason": "more_problems", "message": f"and {extra + 1} more problem(s)", "pointer": ""}
         first = rejects[0]
         return cls(first.reason, first.message, first.pointer, flat if len(flat) > 1 else [])

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from sftdata.records import Conversation, Message, Reject, ToolCall
+from sftdata.records import MAX_PROBLEMS, Conversation, Message, Reject, ToolCall
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "record.schema.json"
 ROLES = {"system": "system", "user": "user", "assistant": "assistant", "tool": "tool", "ipython": "tool"}
@@ -264,7 +264,10 @@ def explain_schema_error(obj: Any) -> Reject:
     if err is None:  # the validators disagree: never expected, but never silent either
         return Reject("schema", "record rejected by the compiled schema validator")
     rest = [e for e in errors if e is not err]
-    return Reject.combine([_explain(err)] + [_explain(e) for e in rest])
+    explained = [_explain(err)] + [_explain(e) for e in rest[: MAX_PROBLEMS - 1]]
+    if len(rest) >= MAX_PROBLEMS:
+        explained.append(Reject("more_problems", f"and {len(rest) - MAX_PROBLEMS + 1} more schema problem(s)"))
+    return Reject.combine(explained)
 
 
 def _explain(err) -> Reject:
@@ -480,6 +483,10 @@ def to_conversation(obj: dict, *, source: str, line: int, template: str,
             msg = _message(m, i, template, parts_policy)
         except Reject as r:
             problems.append(r)
+            if len(problems) >= MAX_PROBLEMS:  # enough to act on; the rest of a hostile record is not walked
+                problems.append(Reject("more_problems", f"messages after /messages/{i} were not checked",
+                                       f"/messages/{i + 1}"))
+                break
             continue
         if not special and "<|" in msg.content and SPECIAL_TEXT.search(msg.content):
             special = True

@@ -238,3 +238,18 @@ def test_every_schema_problem_at_once(tmp_path):
     assert {(p["reason"], p["pointer"]) for p in q["problems"]} == {
         ("unknown_role", "/messages/0/role"), ("wrong_type", "/messages/1/content")}
     assert orjson.loads(orjson.dumps(q))["reason"] == q["problems"][0]["reason"]
+
+
+def test_problems_of_a_hostile_record_are_bounded():
+    from sftdata.records import MAX_PROBLEMS, Reject
+    from sftdata.stages import RecordProcessor
+
+    proc = RecordProcessor(settings())
+    call = {"function": {"name": "f", "arguments": {}}}
+    for rec in ({"messages": [{"role": "assistant", "content": None, "tool_calls": [call, call]}] * 500},
+                {"messages": [{"role": "bot", "content": 1}] * 500}):
+        with pytest.raises(Reject) as exc:
+            proc.conversation(rec, "h.jsonl", 1)
+        assert len(exc.value.problems) == MAX_PROBLEMS + 1
+        assert exc.value.problems[-1]["reason"] == "more_problems"
+        assert exc.value.reason == exc.value.problems[0]["reason"]
