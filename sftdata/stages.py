@@ -23,13 +23,13 @@ from sftdata.config import Settings
 from sftdata.constants import WORK_DIR
 from sftdata.encode import PieceEncoder
 from sftdata.packing import PACKED_SCHEMA, Packer
+from sftdata.parse import record_id
 from sftdata.readers.jsonl import Chunk
 from sftdata.readers.sources import iter_records
 from sftdata.records import Conversation, Reject, Rejection
 from sftdata.storage import Folder, filesystem, staging_for
 from sftdata.templates import Llama3Renderer
 from sftdata.tokenizer import Tokenizer, load_tokenizer
-from sftdata.validate import record_id
 from sftdata.writers.arrow import BASE_SCHEMA, ShardRecord, ShardWriter, atomic_write_bytes
 
 

@@ -18,8 +18,9 @@ from sftdata.adapters.fields import apply_field_map
 from sftdata.adapters.prompt_completion import prompt_completion_pieces, prompt_completion_record
 from sftdata.adapters.sharegpt import sharegpt_to_messages
 from sftdata.adapters.text import ChatTurn, parse_chat_text, text_record, text_to_pieces
+from sftdata.parse import check_id
 from sftdata.records import Conversation, Reject
-from sftdata.validate import check_id, check_schema, to_conversation
+from sftdata.validate import check_schema, to_conversation
 
 if TYPE_CHECKING:
     from sftdata.config import Settings

@@ -265,7 +265,7 @@ def read_json_array(chunk: Chunk, max_record_bytes: int,
     if not isinstance(doc, list):
         yield 1, None, raw
         return
-    from sftdata.validate import duplicate_keys_by_element
+    from sftdata.parse import duplicate_keys_by_element
 
     dups = duplicate_keys_by_element(doc, raw)
     for i, item in enumerate(doc, start=1):

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from sftdata.adapters.detect import Detection, detect
 from sftdata.constants import DEFAULT_MAX_DECOMPRESSED
+from sftdata.parse import parse_json
 from sftdata.readers.columnar import (
     columnar_error,
     is_hf_dataset_dir,
@@ -37,7 +38,6 @@ from sftdata.readers.jsonl import (
 )
 from sftdata.records import Reject
 from sftdata.storage import is_uri
-from sftdata.validate import parse_json
 
 if TYPE_CHECKING:
     from sftdata.config import Settings
