@@ -253,3 +253,15 @@ def test_problems_of_a_hostile_record_are_bounded():
         assert len(exc.value.problems) == MAX_PROBLEMS + 1
         assert exc.value.problems[-1]["reason"] == "more_problems"
         assert exc.value.reason == exc.value.problems[0]["reason"]
+
+
+def test_prompt_completion_reports_every_problem_pointing_at_prompt_or_completion(tmp_path):
+    ok = {"id": "p1", "prompt": [{"role": "user", "content": "Q?"}],
+          "completion": [{"role": "assistant", "content": "Done."}]}
+    bad = {"id": "p2", "prompt": [{"role": "bot", "content": "x"}],
+           "completion": [{"role": "assistant", "content": 5}]}
+    src = write_jsonl(tmp_path / "pc.jsonl", [ok, bad])
+    m = run_pipeline(settings(input_format="prompt_completion"), [str(src)], tmp_path / "o").manifest
+    assert m["counts"]["records_written"] == 1
+    (q,) = quarantine(tmp_path / "o")
+    assert {p["pointer"] for p in q["problems"]} == {"/prompt/0/role", "/completion/0/content"}
