@@ -42,14 +42,15 @@ def zstd_bomb(path: Path, mib: int) -> None:
     path.write_bytes(b"".join(c.compress(block) for _ in range(mib)) + c.flush())
 
 
-def test_zstd_bomb_is_decompressed_with_bounded_memory(tmp_path):
+@pytest.mark.parametrize("kind", ["jsonl_zst", "json_zst"])
+def test_zstd_bomb_is_decompressed_with_bounded_memory(tmp_path, kind):
     bomb = tmp_path / "bomb.jsonl.zst"
     zstd_bomb(bomb, 1024)
     assert bomb.stat().st_size < 40_000
     script = textwrap.dedent(f"""
         from sftdata.readers.jsonl import Chunk
         from sftdata.readers.sources import iter_records
-        chunk = Chunk(0, {str(bomb)!r}, "bomb.jsonl.zst", 0, 0, 1, "jsonl_zst")
+        chunk = Chunk(0, {str(bomb)!r}, "bomb.jsonl.zst", 0, 0, 1, {kind!r})
         reasons = [rej.reason for _, _, _, rej in iter_records(chunk, 64 << 20, 50_000_000)]
         # VmHWM: this process's own peak (ru_maxrss would include the forking pytest's)
         hwm = next(x for x in open("/proc/self/status") if x.startswith("VmHWM:")).split()[1]

@@ -37,7 +37,9 @@ class _Limited(io.RawIOBase):
         super().close()
 
     def readinto(self, buf) -> int:
-        data = self.inner.read(len(buf))
+        # never ask for more than one past the limit (a single large read must not decompress past it)
+        # nor more than 1 MiB at a time
+        data = self.inner.read(min(len(buf), self.limit - self.count + 1, 1 << 20))
         self.count += len(data)
         if self.count > self.limit:
             raise DecompressedTooLarge(f"decompressed data is over max_decompressed_bytes {self.limit}")
