@@ -13,16 +13,8 @@ import sys
 import click
 
 from sftdata import __version__
-from sftdata.choices import (
-    Dedupe,
-    ExecutorName,
-    InputFormat,
-    Packing,
-    TemplateName,
-    TrainOn,
-    Truncation,
-    values,
-)
+from sftdata.choices import Dedupe, ExecutorName, Packing, TemplateName, TrainOn, Truncation, values
+from sftdata.cli_options import reading_options
 
 EPILOG_RUN = """\b
 Example:
@@ -114,14 +106,13 @@ def main() -> None:
 @click.option("--executor", type=click.Choice(values(ExecutorName)), default="local", show_default=True)
 @click.option("--ray-address", help="Join this Ray cluster (default: RAY_ADDRESS, else a local instance).")
 @click.option("--no-audit", is_flag=True, help="Skip the audit at the end of the run.")
-@click.option("--input-format", type=click.Choice(values(InputFormat)),
-              help="Record format of the input (auto: detected per file).")
+@reading_options
 @click.option("--packing", type=click.Choice(values(Packing)), help="Pack conversations into rows of max-length.")
 @click.option("--dedupe", type=click.Choice(values(Dedupe)), help="Quarantine exact duplicates (first kept).")
 @pipeline_options
 @library_errors
 def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_address, no_audit, input_format,
-        packing, dedupe, **opts) -> None:
+        fields, packing, dedupe, **opts) -> None:
     """Run PIPELINE (a YAML file; defaults when omitted) over the inputs into OUTPUT."""
     from sftdata.config import load_pipeline
     from sftdata.errors import UnusableRunError
@@ -129,7 +120,8 @@ def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_addr
     from sftdata.runner import run_pipeline
     from sftdata.summary import print_run_summary, run_audit_after
 
-    settings = load_pipeline(pipeline, _overrides(input_format=input_format, packing=packing, dedupe=dedupe, **opts))
+    settings = load_pipeline(pipeline, _overrides(input_format=input_format, fields=fields or None, packing=packing,
+                                                  dedupe=dedupe, **opts))
     try:
         with RunProgress(enabled=sys.stderr.isatty()) as progress, _interrupts_as_keyboard():
             summary = run_pipeline(settings, list(inputs), output, workers=workers, resume=resume,
@@ -137,7 +129,7 @@ def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_addr
                                    progress=progress.update)
     except UnusableRunError as exc:
         if exc.summary is not None:
-            print_run_summary(exc.summary)
+            print_run_summary(exc.summary, list(inputs))
         raise
     except KeyboardInterrupt:
         from sftdata.errors import InterruptedRun
@@ -145,7 +137,7 @@ def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_addr
 
         raise InterruptedRun(f"interrupted; the chunks committed so far are kept in {display(output)}: rerun the same "
                              "command with --resume to continue") from None
-    print_run_summary(summary)
+    print_run_summary(summary, list(inputs))
     if settings.audit_enabled and not no_audit:
         ok = run_audit_after(summary, settings)
         if not ok:
@@ -176,22 +168,31 @@ Example:
 @click.option("--pipeline", type=click.Path(dir_okay=False), help="Take template and limits from this YAML.")
 @click.option("--template", type=click.Choice(values(TemplateName)), help="Template rules to apply.")
 @click.option("--max-errors", type=int, default=1000, show_default=True, help="Stop printing after this many.")
+@reading_options
 @library_errors
-def validate(paths, pipeline, template, max_errors) -> None:
+def validate(paths, pipeline, template, max_errors, input_format, fields) -> None:
     """Schema and semantic checks only; exits 1 if any record is invalid."""
     from sftdata.config import load_pipeline
     from sftdata.process.validation import validate_files
+    from sftdata.readers.jsonl import expand_inputs
+    from sftdata.summary import validate_hints
 
-    settings = load_pipeline(pipeline, _overrides(template=template))
+    settings = load_pipeline(pipeline, _overrides(template=template, input_format=input_format, fields=fields or None))
+    files = expand_inputs(list(paths))
     n = bad = 0
-    for checked in validate_files(list(paths), settings):
+    formats: dict[str, str] = {}
+    reasons: set[str] = set()
+    for checked in validate_files(list(paths), settings, formats):
         n += 1
         if checked.ok:
             continue
         bad += 1
+        reasons.add(checked.rejection.reason)
         if bad <= max_errors:
             click.echo(checked.describe())
     click.echo(f"{n} records checked, {n - bad} valid, {bad} invalid", err=True)
+    for hint in validate_hints([p.resolve() for p in files], settings, formats, reasons):
+        click.echo(hint, err=True)
     if bad:
         raise SystemExit(1)
 

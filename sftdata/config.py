@@ -13,12 +13,13 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from sftdata.constants import DEFAULT_DATE, DEFAULT_MAX_LENGTH
+from sftdata.constants import DEFAULT_DATE, DEFAULT_MAX_DECOMPRESSED, DEFAULT_MAX_LENGTH
 from sftdata.errors import UsageError
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "pipeline.schema.json"
@@ -52,7 +53,7 @@ class Settings:
     name: str = "pipeline"
     input_format: str = "messages"
     max_record_bytes: int = 64 * 2**20
-    max_decompressed_bytes: int = 64 * 2**30
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED
     chunk_size: int | str = "auto"
     fields: dict[str, str] = field(default_factory=dict)
     text_without_chat: str = "reject"
@@ -128,6 +129,15 @@ def _is_valid(doc: dict) -> bool:
 
 
 _STAGE_OF = {name: path for path, name in _STAGE_KEYS.items()}
+MAX_PIPELINE_BYTES = 1 << 20
+MAX_ALIASES = 100
+MAX_NODES = 100_000
+MAX_REPORTED = 50  # problems listed; the rest are counted
+MAX_MESSAGE = 300  # characters of one problem (long values are cut)
+
+
+def _cut(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 20] + f"... ({len(message):,} chars)"
 
 
 def _with_overrides(doc: dict, overrides: dict[str, Any]) -> dict:
@@ -138,6 +148,10 @@ def _with_overrides(doc: dict, overrides: dict[str, Any]) -> dict:
             continue
         if key in ("workers", "name"):
             doc[key] = value
+        elif key == "fields" and isinstance(value, dict):  # --field adds to (and beats) read.fields
+            read = doc.setdefault("stages", {}).setdefault("read", {})
+            read["fields"] = {**(read.get("fields") or {}), **value} if isinstance(read.get("fields"), dict) \
+                else dict(value)
         elif key in _STAGE_OF:
             stage, opt = _STAGE_OF[key]
             doc.setdefault("stages", {}).setdefault(stage, {})[opt] = value
@@ -154,14 +168,17 @@ def settings_from_dict(doc: Any, source: str = "pipeline", overrides: dict[str, 
         raise ConfigError([f"the pipeline must be a mapping, found {type(doc).__name__}"], source)
     doc = _with_overrides(doc, overrides or {})
     errors = []
-    for err in [] if _is_valid(doc) else sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path)):
-        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+    found = [] if _is_valid(doc) else list(islice(_validator().iter_errors(doc), MAX_REPORTED + 1))
+    for err in sorted(found[:MAX_REPORTED], key=lambda e: [str(p) for p in e.absolute_path]):
+        where = _cut("/".join(str(p) for p in err.absolute_path) or "(top level)")
         key = str(err.absolute_path[-1]) if err.absolute_path else ""
         if err.validator == "anyOf" and key in (*_SIZES, "chunk_size"):
-            errors.append(f"{where}: not a size: {err.instance!r} (use e.g. 64MB, 1MiB or a byte count"
-                          f"{', or auto' if key == 'chunk_size' else ''})")
+            errors.append(_cut(f"{where}: not a size: {err.instance!r} (use e.g. 64MB, 1MiB or a byte count"
+                               f"{', or auto' if key == 'chunk_size' else ''})"))
         else:
-            errors.append(f"{where}: {err.message}")
+            errors.append(_cut(f"{where}: {err.message}"))
+    if len(found) > MAX_REPORTED:
+        errors.append(f"... and more problems (only the first {MAX_REPORTED} are listed)")
     if errors:
         raise ConfigError(errors, source)
     values: dict[str, Any] = {}
@@ -210,19 +227,73 @@ def _render_errors(values: dict[str, Any]) -> list[str]:
     return errors
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """``safe_load`` that refuses alias bombs: at most ``MAX_ALIASES`` aliases per document."""
+
+    aliases = 0
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise ConfigError([f"more than {MAX_ALIASES} YAML aliases (*name): a pipeline needs few, if any"])
+        return super().compose_node(parent, index)
+
+
+def _expanded_size(doc: Any) -> int:
+    """Nodes of the document once aliases are expanded, counted without expanding (memoised by id)."""
+    sizes: dict[int, int] = {}
+
+    def size(o: Any) -> int:
+        if not isinstance(o, (dict, list)):
+            return 1
+        key = id(o)
+        if key not in sizes:
+            sizes[key] = 0  # a cycle counts once
+            children = list(o.keys()) + list(o.values()) if isinstance(o, dict) else o
+            sizes[key] = min(MAX_NODES + 1, 1 + sum(size(c) for c in children))
+        return sizes[key]
+
+    return size(doc)
+
+
 def load_pipeline(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Load a pipeline YAML (or defaults when ``path`` is None)."""
+    """Load a pipeline YAML (or defaults when ``path`` is None).
+
+    Bounded on hostile files: at most ``MAX_PIPELINE_BYTES`` of text, ``MAX_ALIASES`` aliases and
+    ``MAX_NODES`` values once aliases are expanded, so a 500-byte alias bomb is refused in
+    milliseconds instead of expanding to gigabytes during validation.
+    """
     if path is None:
         return settings_from_dict({}, "command line", overrides)
     p = Path(path)
     try:
+        size = p.stat().st_size
+        if size > MAX_PIPELINE_BYTES:
+            raise ConfigError([f"the file is {size:,} bytes; a pipeline is a few hundred bytes (at most "
+                               f"{MAX_PIPELINE_BYTES:,}): is this the right file?"], str(p))
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"cannot read {p}: {exc.strerror}"], str(p)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"not UTF-8 text (byte {exc.start})"], str(p)) from None
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"not valid YAML: {exc}"], str(p)) from None
+        loader = _BoundedLoader(text)
+        try:
+            doc = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except ConfigError as exc:
+        raise ConfigError(exc.errors, str(p)) from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError([_cut(f"not valid YAML: {exc}")], str(p)) from None
+    try:
+        nodes = _expanded_size(doc)
+    except RecursionError:
+        raise ConfigError(["the document is nested too deeply"], str(p)) from None
+    if nodes > MAX_NODES:
+        raise ConfigError([f"the document expands to more than {MAX_NODES:,} values (YAML aliases?); a pipeline "
+                           "has a few dozen"], str(p))
     settings = settings_from_dict(doc, str(p), overrides)
     if settings.name == "pipeline":
         settings.name = p.stem

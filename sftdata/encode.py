@@ -45,7 +45,25 @@ class PieceEncoder:
             self._special[name] = sid
         return sid
 
+    def _too_long_to_encode(self, pieces: list[Piece]) -> None:
+        """Refuse, before tokenizing, text that cannot fit in ``max_length`` tokens.
+
+        One token covers at most ``max_token_chars`` characters of text (128 for Llama-3: its
+        longest token is 128 bytes, and a character is at least one byte), so more characters than
+        ``max_token_chars * max_length`` can only be ``too_long``. Encoding a 60 MB record just to
+        learn that cost gigabytes. Only with ``truncation: drop``: truncation needs the ids.
+        """
+        chars = sum(len(v) for k, v in pieces if k in (TEXT, TRAINED, CONST, HEADER))
+        if chars <= self.max_length:  # a token holds at least one character: nothing to decide
+            return
+        per_token = max_token_chars(self.tok)
+        if per_token is not None and chars > per_token * self.max_length:
+            raise Reject("too_long", f"{chars:,} characters of text: more than max_length {self.max_length} "
+                         f"tokens can hold (at most {per_token} characters per token); refused before tokenizing")
+
     def encode(self, pieces: list[Piece]) -> Encoded:
+        if self.truncation == "drop":
+            self._too_long_to_encode(pieces)
         ids = array("i")
         spans: list[tuple[int, int]] = []
         encode = self.tok.encode_text  # looked up per record: the tokenizer swaps in its fast encoder on first use
@@ -89,3 +107,33 @@ class PieceEncoder:
             reason = "no_trained_tokens_after_truncation" if truncated else "no_trained_tokens"
             raise Reject(reason, "no token of the row would be trained")
         return Encoded(input_ids, labels, trained, truncated)
+
+
+_MAX_TOKEN_CHARS: dict[str, int | None] = {}
+
+
+def max_token_chars(tok: Tokenizer) -> int | None:
+    """The most characters of text one token of ``tok`` can stand for; None when unknown.
+
+    tiktoken ranks: the longest token's bytes. A Hugging Face tokenizer without a normalizer: the
+    longest vocabulary string (byte-level and SentencePiece strings are never shorter than the
+    text they stand for). With a normalizer (which may shrink text) there is no safe bound.
+    """
+    key = tok.fingerprint
+    if key not in _MAX_TOKEN_CHARS:
+        _MAX_TOKEN_CHARS[key] = _max_token_chars(tok)
+    return _MAX_TOKEN_CHARS[key]
+
+
+def _max_token_chars(tok: Tokenizer) -> int | None:
+    tiktoken = getattr(tok, "_tiktoken", None)
+    try:
+        if tiktoken is not None:
+            return max(len(b) for b in tiktoken.ranks)
+        import json
+
+        if json.loads(tok.backend.to_str()).get("normalizer") is not None:
+            return None
+        return max(len(t) for t in tok.backend.get_vocab())
+    except Exception:  # noqa: BLE001 - no bound: encode and count, as before
+        return None

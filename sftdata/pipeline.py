@@ -26,7 +26,7 @@ def render_source_rows(paths: list[str], manifest: dict) -> Iterator[tuple[str, 
     seen: set[str] = set()
     chunk_bytes = manifest["pipeline"].get("chunk_bytes", 64 << 20)
     for chunk in plan_chunks(expand_inputs(paths), chunk_bytes, settings.input_format, settings.max_record_bytes,
-                             settings.max_decompressed_bytes):
+                             settings.max_decompressed_bytes, settings.fields):
         for line, obj, _raw, rej in iter_records(chunk, settings.max_record_bytes, settings.max_decompressed_bytes):
             if rej is not None:
                 continue

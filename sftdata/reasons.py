@@ -17,6 +17,7 @@ REASONS: dict[str, str] = {
     "invalid_utf8": "the line is not valid UTF-8",
     "lone_surrogate": "a string holds a lone UTF-16 surrogate, which no tokenizer can encode",
     "too_deep": "JSON nested too deeply to parse safely",
+    "duplicate_key": "an object repeats a key (JSON parsers disagree on which value wins)",
     "record_too_large": "the line is longer than max_record_bytes; it was skipped without being held",
     "decompressed_too_large": "a compressed input grew past max_decompressed_bytes; the rest was not read",
     "corrupt_input": "a compressed or columnar input is truncated or corrupt; the rest was not read",
@@ -61,6 +62,7 @@ REASONS: dict[str, str] = {
     "no_trained_tokens": "no token of the row would be trained",
     "no_trained_tokens_after_truncation": "truncation to max_length removed every trained token",
     # dedupe and faults
+    "more_problems": "inside `problems` only: the record has more problems than are listed",
     "duplicate": "an exact duplicate of an earlier record (dedupe: exact); the first is kept",
     "internal_error": "a fault of sftdata, not of the record: please report it with the record",
 }

@@ -55,28 +55,64 @@ class Rejection:
     pointer: str = ""
     original: str | None = None
     extra: dict = field(default_factory=dict)
+    problems: list[dict] = field(default_factory=list)  # every problem found, the first one first
 
     def to_json(self) -> dict:
         out = {
             "source": self.source,
             "line": self.line,
-            "id": self.id,
+            # a record without a usable id still gets the id its row would have had
+            "id": self.id if self.id is not None else (f"{self.source}:{self.line}" if self.source else None),
             "stage": self.stage,
             "reason": self.reason,
             "message": self.message,
         }
         if self.pointer:
             out["pointer"] = self.pointer
+        if len(self.problems) > 1:
+            out["problems"] = self.problems
         out.update(self.extra)
         out["original"] = self.original
         return out
 
 
-class Reject(Exception):
-    """Raised inside a stage to turn the current record into a Rejection."""
+MAX_PROBLEMS = 20  # per record: enough to fix it in one pass, bounded on hostile input
 
-    def __init__(self, reason: str, message: str, pointer: str = "") -> None:
+
+class Reject(Exception):
+    """Raised inside a stage to turn the current record into a Rejection.
+
+    ``problems`` lists every problem found (dicts with reason, message, pointer), the first being
+    this one's own, so the reason counters stay those of the first problem.
+    """
+
+    def __init__(self, reason: str, message: str, pointer: str = "", problems: list[dict] | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.pointer = pointer
+        self.problems = problems or []
+
+    def as_problem(self) -> dict:
+        return {"reason": self.reason, "message": self.message, "pointer": self.pointer}
+
+    @classmethod
+    def combine(cls, rejects: list[Reject]) -> Reject:
+        """One Reject for several problems of a record, duplicates dropped (bounded: see ``MAX_PROBLEMS``)."""
+        flat: list[dict] = []
+        seen: set[tuple] = set()
+        extra = 0
+        for r in rejects:
+            for p in r.problems or [r.as_problem()]:
+                key = (p["reason"], p["message"], p["pointer"])
+                if key in seen:
+                    continue
+                if len(flat) < 2 * MAX_PROBLEMS:  # producers cap themselves; this is the safety net
+                    seen.add(key)
+                    flat.append(p)
+                else:
+                    extra += 1
+        if extra:
+            flat[-1] = {"reason": "more_problems", "message": f"and {extra + 1} more problem(s)", "pointer": ""}
+        first = rejects[0]
+        return cls(first.reason, first.message, first.pointer, flat if len(flat) > 1 else [])

@@ -53,7 +53,7 @@ def _plan(settings: Settings, inputs: list[str]) -> tuple[list[Path], list[Chunk
     total = sum(_size(p) for p in files)
     size = auto_chunk_size(total) if settings.chunk_size == "auto" else int(settings.chunk_size)
     chunks = plan_chunks(files, size, settings.input_format, settings.max_record_bytes,
-                         settings.max_decompressed_bytes)
+                         settings.max_decompressed_bytes, settings.fields)
     # keyed by resolved path: two inputs may share a file name in different folders
     formats = {str(Path(c.path).parent) if c.kind == "hf_dataset" else c.path: c.format for c in chunks}
     plan = {

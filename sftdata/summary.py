@@ -29,16 +29,101 @@ def format_run_summary(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def print_run_summary(summary) -> None:
+# Reasons that mean "this record is not in the format it was read as".
+SHAPE_REASONS = frozenset({"missing_field", "adapter_alpaca", "adapter_sharegpt", "no_chat_structure",
+                           "wrong_type"})
+
+
+def _local_files(inputs: list[str] | None, n: int) -> list:
+    """The input files in manifest order (the manifest keeps names only), or Nones."""
+    if inputs:
+        try:
+            from sftdata.readers.jsonl import expand_inputs
+
+            files = expand_inputs(inputs)
+            if len(files) == n:
+                return files
+        except Exception:  # noqa: BLE001 - a hint is never worth a failure
+            pass
+    return [None] * n
+
+
+def _sniff(path, settings):
+    """What a local input looks like (None for remote inputs or unreadable files)."""
+    from pathlib import Path
+
+    from sftdata.readers.sources import sniff
+
+    if not isinstance(path, Path) or not path.exists():
+        return None
+    return sniff(path, settings)
+
+
+def input_lines(manifest: dict, inputs: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """(one line per input, hints): the format each input was read as, and what to pass when
+    its records were rejected because they are in another format (or in none sftdata knows)."""
+    from sftdata.adapters.detect import describe_keys
+    from sftdata.pipeline import settings_from_manifest
+
+    settings = settings_from_manifest(manifest)
+    auto = settings.input_format == "auto"
+    shape_rejects = any(manifest["counts"]["rejected"].get(r) for r in SHAPE_REASONS)
+    lines, hints = [], []
+    files = _local_files(inputs, len(manifest["inputs"])) if auto or shape_rejects else [None] * len(manifest["inputs"])
+    for item, path in zip(manifest["inputs"], files, strict=True):
+        seen = _sniff(path, settings) if path is not None else None
+        unknown = seen is not None and seen.format is None and seen.sampled > 0
+        if auto and unknown:
+            how = f"unknown format (keys seen: {describe_keys(seen.keys)}), read as {item['format']}"
+        else:
+            how = f"{item['format']}{' (detected)' if auto else ''}"
+        lines.append(f"input {item['name']}: {how}, {item['bytes']:,} bytes")
+        if not shape_rejects or seen is None or seen.sampled == 0:
+            continue
+        if unknown:
+            hints.append(f"hint: {item['name']}: no known format (keys seen: {describe_keys(seen.keys)}); pass "
+                         "--input-format (messages, sharegpt, alpaca, text, prompt_completion) or map names "
+                         "with --field NAME=SOURCE, e.g. --field output=response")
+        elif seen.format != item["format"]:
+            hints.append(f"hint: {item['name']}: records look like {seen.format}, read as {item['format']}; "
+                         f"pass --input-format {seen.format} (or --input-format auto)")
+    return lines, hints
+
+
+def validate_hints(files: list, settings, formats: dict[str, str], reasons: set[str]) -> list[str]:
+    """The hints of ``input_lines`` for ``sftdata validate``: ``formats`` maps a file's path to
+    the format it was read as, ``reasons`` are the rejection reasons seen."""
+    if not reasons & SHAPE_REASONS:
+        return []
+    from sftdata.adapters.detect import describe_keys
+
+    hints = []
+    for path in files:
+        seen = _sniff(path, settings)
+        fmt = formats.get(str(path), settings.input_format)
+        if seen is None or seen.sampled == 0:
+            continue
+        if seen.format is None:
+            hints.append(f"hint: {path.name}: no known format (keys seen: {describe_keys(seen.keys)}); pass "
+                         "--input-format or map names with --field NAME=SOURCE, e.g. --field output=response")
+        elif seen.format != fmt:
+            hints.append(f"hint: {path.name}: records look like {seen.format}, read as {fmt}; "
+                         f"pass --input-format {seen.format} (or --input-format auto)")
+    return hints
+
+
+def print_run_summary(summary, inputs: list[str] | None = None) -> None:
+    """The run's summary; ``inputs`` (the --input values) let it look at files for its hints."""
     skipped = f" ({summary.chunks_skipped} resumed from a previous run)" if summary.chunks_skipped else ""
     from sftdata.storage import display
 
     click.echo(f"sftdata run -> {display(summary.output)}: {summary.chunks_total} chunk(s){skipped}")
-    detected = summary.manifest["pipeline"]["input_format"] == "auto"
-    for item in summary.manifest["inputs"]:
-        how = " (detected)" if detected else ""
-        click.echo(f"input {item['name']}: {item['format']}{how}, {item['bytes']:,} bytes")
+    lines, hints = input_lines(summary.manifest, inputs)
+    for line in lines:
+        click.echo(line)
     click.echo(format_run_summary(summary.manifest))
+    for hint in hints:
+        click.echo(hint)
 
 
 def run_audit_after(summary, settings) -> bool:

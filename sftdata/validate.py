@@ -1,4 +1,4 @@
-"""Parse and validate one record: JSON, then the JSON Schema, then semantic rules.
+"""Validate one parsed record: the JSON Schema, then semantic rules (parsing: ``sftdata.parse``).
 
 The JSON Schema in ``schemas/record.schema.json`` is the single source of truth for the shape.
 A compiled validator (fastjsonschema) answers yes/no fast on the hot path; only when it says no
@@ -16,10 +16,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from sftdata import builtin_tools
-from sftdata.records import Conversation, Message, Reject, ToolCall
+from sftdata.parse import _find_lone_surrogate, _reject_constant
+from sftdata.parse import parse_json as parse_json  # re-exported: it lived here
+from sftdata.records import MAX_PROBLEMS, Conversation, Message, Reject, ToolCall
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "record.schema.json"
 ROLES = {"system": "system", "user": "user", "assistant": "assistant", "tool": "tool", "ipython": "tool"}
@@ -53,72 +53,27 @@ def _reference_validator():
     return Draft202012Validator(record_schema())
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _find_lone_surrogate(obj: Any, pointer: str = "") -> str | None:
-    if isinstance(obj, str):
-        try:
-            obj.encode("utf-8")
-        except UnicodeEncodeError:
-            return pointer or "/"
-        return None
-    if isinstance(obj, dict):
-        items = obj.items()
-    elif isinstance(obj, list):
-        items = enumerate(obj)
-    else:
-        return None
-    for key, value in items:
-        if isinstance(key, str) and _find_lone_surrogate(key) is not None:
-            return f"{pointer}/{key}"
-        found = _find_lone_surrogate(value, f"{pointer}/{key}")
-        if found:
-            return found
-    return None
-
-
-_BIG_INT = re.compile(rb"\d{19,}")
-_DIGITS = b"0123456789"
-
-
-def parse_json(raw: bytes) -> Any:
-    """Decode one JSON value. orjson on the hot path; the stdlib to explain a failure, and for
-    integers beyond 64 bits, which orjson would turn into floats (changing the rendered text)."""
-    # counting digits (C speed) first: only lines with 19 of them can hold a 64-bit overflow
-    if len(raw) - len(raw.translate(None, _DIGITS)) < 19 or not _BIG_INT.search(raw):
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Reject("invalid_utf8", f"invalid UTF-8 at byte {exc.start}") from None
-    try:
-        obj = json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        raise Reject("too_deep", "JSON nested too deeply to parse") from None
-    except ValueError as exc:
-        raise Reject("invalid_json", f"invalid JSON: {exc}") from None
-    where = _find_lone_surrogate(obj)
-    if where is not None:
-        raise Reject("lone_surrogate", f"{where}: string holds a lone UTF-16 surrogate", where)
-    return obj  # e.g. an integer beyond 64 bits, which orjson refuses but JSON allows
-
-
 def _pointer(path) -> str:
     return "".join(f"/{p}" for p in path)
 
 
 def explain_schema_error(obj: Any) -> Reject:
-    """The most useful schema error for the quarantine line: pointer, what was found, what was expected."""
+    """Every schema error of the record, the most useful first (``best_match``): pointer, what was
+    found, what was expected. The first one is the Reject's own reason and message."""
     from jsonschema.exceptions import best_match
 
-    err = best_match(_reference_validator().iter_errors(obj))
+    errors = list(_reference_validator().iter_errors(obj))
+    err = best_match(errors)
     if err is None:  # the validators disagree: never expected, but never silent either
         return Reject("schema", "record rejected by the compiled schema validator")
+    rest = [e for e in errors if e is not err]
+    explained = [_explain(err)] + [_explain(e) for e in rest[: MAX_PROBLEMS - 1]]
+    if len(rest) >= MAX_PROBLEMS:
+        explained.append(Reject("more_problems", f"and {len(rest) - MAX_PROBLEMS + 1} more schema problem(s)"))
+    return Reject.combine(explained)
+
+
+def _explain(err) -> Reject:
     pointer = _pointer(err.absolute_path)
     found = json.dumps(err.instance, ensure_ascii=False)[:80]
     if err.validator == "enum" and pointer.endswith("/role"):
@@ -130,6 +85,8 @@ def explain_schema_error(obj: Any) -> Reject:
                       f"{', '.join(json.dumps(v) for v in allowed)}", pointer)
     if err.validator == "required":
         return Reject("missing_field", f"{pointer or '/'}: {err.message}", pointer)
+    if err.validator == "minLength" and pointer == "/id":
+        return Reject("wrong_value", '/id: found "", expected a non-empty string or an integer', pointer)
     if err.validator in ("type", "anyOf"):
         expected = err.validator_value if err.validator == "type" else err.schema.get("description", None)
         if err.validator == "anyOf":
@@ -165,6 +122,8 @@ def plainly_valid(rec: dict) -> bool:
     """
     rid = rec.get("id")
     if rid is not None and type(rid) is not str and type(rid) is not int:
+        return False
+    if rid == "":
         return False
     if "id" in rec and rid is None:
         return False
@@ -282,10 +241,41 @@ def _tool_call(calls: list, pointer: str) -> ToolCall:
     return ToolCall(fn["name"], args)
 
 
+def _message(m: dict, i: int, template: str, parts_policy: dict[str, str]) -> Message:
+    """One schema-valid message, normalised; raises Reject."""
+    ptr = f"/messages/{i}"
+    role = ROLES[m["role"]]
+    text = _content_text(m.get("content"), f"{ptr}/content", parts_policy)
+    calls = m.get("tool_calls") or None
+    call = None
+    train = m.get("weight", 1) != 0
+    if calls is not None:
+        if role != "assistant":
+            raise Reject("schema", f"{ptr}/tool_calls: only assistant messages may call tools", f"{ptr}/tool_calls")
+        if template == "llama3":
+            raise Reject("template_unsupported", f"{ptr}/tool_calls: the Llama-3.0 template cannot render "
+                         "tool calls; use llama3.1, llama3.2 or llama3.3", f"{ptr}/tool_calls")
+        call = _tool_call(calls, f"{ptr}/tool_calls")
+        if text and text.strip():
+            raise Reject("content_with_tool_calls", f"{ptr}/content: the official template drops text "
+                         "beside a tool call; it would be lost", f"{ptr}/content")
+        text = ""
+    elif text is None:
+        raise Reject("missing_content", f"{ptr}/content: content is missing or null (allowed only beside "
+                     "tool_calls)", f"{ptr}/content")
+    # An empty reply is refused only when it would be trained: with weight 0 it is context, and
+    # the official template renders it as an empty turn.
+    if role == "assistant" and call is None and train and not text.strip():
+        raise Reject("empty_assistant", f"{ptr}/content: the assistant reply is empty or whitespace only",
+                     f"{ptr}/content")
+    return Message(role, text, m["role"], call, train)
+
+
 def to_conversation(obj: dict, *, source: str, line: int, template: str,
                     parts_policy: dict[str, str] | None = None, builtin_default: tuple[str, ...] = (),
                     tools_in_user_message: bool = True) -> Conversation:
-    """Normalise a schema-valid record and apply the semantic rules. Raises Reject.
+    """Normalise a schema-valid record and apply the semantic rules. Raises Reject with every
+    problem found (the first one as its own reason), so a record is fixed in one pass.
 
     ``builtin_default``: the pipeline's ``render.builtin_tools``, for records that name none;
     ``tools_in_user_message``: as the template argument (False: no first user message needed)."""
@@ -295,50 +285,40 @@ def to_conversation(obj: dict, *, source: str, line: int, template: str,
     tools = builtin_tools.record_tools(obj)
     builtin = builtin_tools.record_builtin_tools(obj, builtin_default, template)
     messages: list[Message] = []
+    problems: list[Reject] = []
     special = False
     for i, m in enumerate(obj["messages"]):
-        ptr = f"/messages/{i}"
-        role = ROLES[m["role"]]
-        text = _content_text(m.get("content"), f"{ptr}/content", parts_policy)
-        calls = m.get("tool_calls") or None
-        call = None
-        if calls is not None:
-            if role != "assistant":
-                raise Reject("schema", f"{ptr}/tool_calls: only assistant messages may call tools", f"{ptr}/tool_calls")
-            if template == "llama3":
-                raise Reject("template_unsupported", f"{ptr}/tool_calls: the Llama-3.0 template cannot render "
-                             "tool calls; use llama3.1, llama3.2 or llama3.3", f"{ptr}/tool_calls")
-            call = _tool_call(calls, f"{ptr}/tool_calls")
-            if call.name in builtin:
-                builtin_tools.check_call(call, f"{ptr}/tool_calls")
-            if text and text.strip():
-                raise Reject("content_with_tool_calls", f"{ptr}/content: the official template drops text "
-                             "beside a tool call; it would be lost", f"{ptr}/content")
-            text = ""
-        elif text is None:
-            raise Reject("missing_content", f"{ptr}/content: content is missing or null (allowed only beside "
-                         "tool_calls)", f"{ptr}/content")
-        if role == "assistant" and call is None and not text.strip():
-            raise Reject("empty_assistant", f"{ptr}/content: the assistant reply is empty or whitespace only",
-                         f"{ptr}/content")
-        if not special and "<|" in text and SPECIAL_TEXT.search(text):
+        try:
+            msg = _message(m, i, template, parts_policy)
+            if msg.tool_call is not None and msg.tool_call.name in builtin:
+                builtin_tools.check_call(msg.tool_call, f"/messages/{i}/tool_calls")
+        except Reject as r:
+            problems.append(r)
+            if len(problems) >= MAX_PROBLEMS:  # enough to act on; the rest of a hostile record is not walked
+                problems.append(Reject("more_problems", f"messages after /messages/{i} were not checked",
+                                       f"/messages/{i + 1}"))
+                break
+            continue
+        if not special and "<|" in msg.content and SPECIAL_TEXT.search(msg.content):
             special = True
-        if not special and call is not None:  # arguments are content too (code, queries)
-            special = SPECIAL_TEXT.search(json.dumps(call.arguments, ensure_ascii=False)) is not None
-        train = m.get("weight", 1) != 0
-        messages.append(Message(role, text, m["role"], call, train))
-    if not any(m.role == "assistant" for m in messages):
-        raise Reject("no_assistant", "the record has no assistant message", "/messages")
-    if not any(m.role == "assistant" and m.train for m in messages):
-        raise Reject("no_trainable_turn", "every assistant message has weight 0", "/messages")
+        if not special and msg.tool_call is not None:  # arguments are content too (code, queries)
+            special = SPECIAL_TEXT.search(json.dumps(msg.tool_call.arguments, ensure_ascii=False)) is not None
+        messages.append(msg)
+    roles = [ROLES[m["role"]] for m in obj["messages"]]
+    if "assistant" not in roles:
+        problems.append(Reject("no_assistant", "the record has no assistant message", "/messages"))
+    elif not any(r == "assistant" and m.get("weight", 1) != 0 for r, m in zip(roles, obj["messages"], strict=True)):
+        problems.append(Reject("no_trainable_turn", "every assistant message has weight 0", "/messages"))
     if tools is not None:
+        rest = roles[1:] if roles[0] == "system" else roles
         if template == "llama3":
             key = "/tools" if obj.get("tools") else "/custom_tools"
-            raise Reject("template_unsupported", f"{key}: the Llama-3.0 template ignores tools; use llama3.1, "
-                         "llama3.2 or llama3.3", key)
-        rest = messages[1:] if messages[0].role == "system" else messages
-        if tools_in_user_message and (not rest or rest[0].role != "user"):
-            raise Reject("tools_without_user", "/messages: with tools, the first non-system message must be "
-                         "a user message (the template puts the tools there; or set tools_in_user_message: "
-                         "false)", "/messages")
+            problems.append(Reject("template_unsupported", f"{key}: the Llama-3.0 template ignores tools; use "
+                                   "llama3.1, llama3.2 or llama3.3", key))
+        elif tools_in_user_message and (not rest or rest[0] != "user"):
+            problems.append(Reject("tools_without_user", "/messages: with tools, the first non-system message "
+                                   "must be a user message (the template puts the tools there; or set "
+                                   "tools_in_user_message: false)", "/messages"))
+    if problems:
+        raise Reject.combine(problems)
     return Conversation(rid, messages, tools, source, line, special, builtin_tools=builtin)

@@ -123,4 +123,4 @@ def test_help_does_not_import_the_library():
     code = "import sys; from sftdata.cli import main; print(sorted(m for m in sys.modules if m.startswith('sftdata')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     loaded = set(json.loads(out.stdout.replace("'", '"')))
-    assert loaded <= {"sftdata", "sftdata.cli", "sftdata.choices"}, loaded
+    assert loaded <= {"sftdata", "sftdata.cli", "sftdata.choices", "sftdata.cli_options"}, loaded

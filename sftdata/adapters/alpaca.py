@@ -17,6 +17,10 @@ def alpaca_to_messages(obj: Any, *, instruction_key: str = "instruction", input_
     """Map one Alpaca record; raises Reject with reason ``adapter_alpaca`` when it cannot."""
     if not isinstance(obj, dict):
         raise Reject("not_an_object", "a record must be a JSON object")
+    if output_key not in obj and "response" in obj:  # a common variant (Dolly, many Alpaca exports)
+        output_key = "response"
+    if input_key not in obj and "context" in obj:
+        input_key = "context"
     instruction, output = obj.get(instruction_key), obj.get(output_key)
     if not isinstance(instruction, str):
         raise Reject("adapter_alpaca", f"/{instruction_key}: expected a string", f"/{instruction_key}")

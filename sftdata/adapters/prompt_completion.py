@@ -61,7 +61,9 @@ def _remap(r: Reject, n_prompt: int) -> Reject:
     def fix(s: str) -> str:
         return _MESSAGE_POINTER.sub(sub, s).replace("/messages", bare)
 
-    return Reject(r.reason, fix(r.message), fix(r.pointer))
+    problems = [{"reason": p["reason"], "message": fix(p["message"]), "pointer": fix(p["pointer"])}
+                for p in r.problems]
+    return Reject(r.reason, fix(r.message), fix(r.pointer), problems)
 
 
 def _conversational(obj: dict, prompt: list, completion: list, template: str, date_string: str, train_on: str,

@@ -39,6 +39,8 @@ def sharegpt_to_messages(obj: Any, *, weight_key: str | None = None, conversatio
     """Map one ShareGPT record; raises Reject with reason ``adapter_sharegpt`` when it cannot."""
     if not isinstance(obj, dict):
         raise Reject("not_an_object", "a record must be a JSON object")
+    if conversations_key not in obj and "messages" in obj:  # ShareGPT turns stored under `messages`
+        conversations_key = "messages"
     turns = obj.get(conversations_key)
     if not isinstance(turns, list):
         raise Reject("adapter_sharegpt", f"/{conversations_key}: expected a list of turns", f"/{conversations_key}")
@@ -50,6 +52,8 @@ def sharegpt_to_messages(obj: Any, *, weight_key: str | None = None, conversatio
         ptr = f"/{conversations_key}/{i}"
         if not isinstance(turn, dict):
             raise Reject("adapter_sharegpt", f"{ptr}: expected an object with {from_key!r} and {value_key!r}", ptr)
+        if from_key not in turn and "role" in turn:  # {role, content} turns inside `conversations`
+            from_key, value_key = "role", "content"
         speaker = turn.get(from_key)
         role = SPEAKERS.get(speaker.lower()) if isinstance(speaker, str) else None
         if role is None:

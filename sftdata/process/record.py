@@ -17,34 +17,17 @@ from typing import Any
 
 import orjson
 
+from sftdata.adapters import adapt
 from sftdata.config import Settings
 from sftdata.encode import PieceEncoder
+from sftdata.parse import record_id
 from sftdata.readers.jsonl import Chunk
 from sftdata.readers.sources import iter_records
 from sftdata.records import Conversation, Reject, Rejection
 from sftdata.templates import Llama3Renderer
 from sftdata.tokenizer import Tokenizer, load_tokenizer
-from sftdata.validate import check_schema, to_conversation
 
 RUN_FAULTS = (OSError, MemoryError)  # not about the record: stop the run, keep it resumable
-
-
-def to_messages_record(obj: Any, fmt: str, settings: Settings) -> Any:
-    """Stage `adapt`: rename custom fields, then map sharegpt/alpaca records to `messages` records."""
-    if fmt == "messages" and not settings.fields:
-        return obj
-    from sftdata.adapters.alpaca import alpaca_to_messages
-    from sftdata.adapters.fields import apply_field_map
-    from sftdata.adapters.sharegpt import sharegpt_to_messages
-
-    obj = apply_field_map(obj, settings.fields)
-    if fmt == "sharegpt":
-        return sharegpt_to_messages(obj, weight_key="weight")
-    if fmt == "alpaca":
-        return alpaca_to_messages(obj)
-    if fmt != "messages":
-        raise Reject("unsupported_format", f"input format {fmt!r} is not supported here")
-    return obj
 
 
 def _canonical(obj: Any) -> bytes:
@@ -106,34 +89,8 @@ class RecordProcessor:
         return self._encoder
 
     def conversation(self, obj: Any, source: str, line: int, fmt: str = "messages") -> Conversation:
-        """Stages adapt (to `messages`) and validate."""
-        if fmt in ("text", "prompt_completion"):
-            return self._self_rendering(obj, source, line, fmt)
-        obj = to_messages_record(obj, fmt, self.settings)
-        check_schema(obj)
-        return to_conversation(obj, source=source, line=line, template=self.renderer.template.value,
-                               parts_policy=self.settings.parts, builtin_default=tuple(self.settings.builtin_tools),
-                               tools_in_user_message=self.settings.tools_in_user_message)
-
-    def _self_rendering(self, obj: Any, source: str, line: int, fmt: str) -> Conversation:
-        """`text` and prompt/completion records validate and render in their adapters."""
-        from sftdata.adapters.fields import apply_field_map
-        from sftdata.adapters.prompt_completion import prompt_completion_record
-        from sftdata.adapters.text import text_record
-
-        s = self.settings
-        obj = apply_field_map(obj, s.fields)
-        if not isinstance(obj, dict):
-            raise Reject("not_an_object", "a record must be a JSON object")
-        if fmt == "text":
-            conv, pieces = text_record(obj, source=source, line=line, train_on=s.train_on,
-                                       text_without_chat=s.text_without_chat)
-        else:
-            conv, pieces = prompt_completion_record(obj, template=self.renderer.template, date_string=s.date_string,
-                                                    completion_eos=s.completion_eos, train_on=s.train_on,
-                                                    source=source, line=line, parts_policy=s.parts)
-        conv.pieces = pieces
-        return conv
+        """Stages adapt and validate: the format's adapter (``sftdata.adapters.adapt``)."""
+        return adapt(obj, fmt, self.settings, self.renderer, source, line)
 
     def encode(self, conv: Conversation):
         return self.encoder.encode(conv.pieces if conv.pieces is not None else self.renderer.render(conv))
@@ -159,13 +116,13 @@ def validated(chunk: Chunk, settings: Settings, proc: RecordProcessor, blanks: B
         try:
             if rej is not None:
                 raise rej
-            if isinstance(obj, dict) and isinstance(obj.get("id"), (str, int)):
-                rid = str(obj["id"])
+            rid = record_id(obj)
             stage = "validate"
             outcome: Conversation | Rejection = proc.conversation(obj, chunk.name, line, chunk.format)
         except RUN_FAULTS:
             raise
         except Exception as exc:  # noqa: BLE001 - no record may stop a run; keep it with a reason
             r = reject_of(exc)
-            outcome = Rejection(r.reason, r.message, stage, chunk.name, line, rid, r.pointer, original_text(raw))
+            outcome = Rejection(r.reason, r.message, stage, chunk.name, line, rid, r.pointer, original_text(raw),
+                                problems=r.problems)
         yield line, raw, rid, outcome

@@ -33,16 +33,26 @@ class Checked:
         return self.rejection is None
 
     def describe(self) -> str:
+        """One line per problem of the record: the first as its reason, the others as ``also``."""
         rej = self.rejection
         if rej is None:
             return f"{self.path}:{self.line}: ok"
         rid = f" id={rej.id}" if rej.id else ""
-        return f"{self.path}:{self.line}{rid}: [{rej.reason}] {rej.message}"
+        where = f"{self.path}:{self.line}{rid}"
+        lines = [f"{where}: [{rej.reason}] {rej.message}"]
+        lines += [f"{where}:   also [{p['reason']}] {p['message']}" for p in rej.problems[1:]]
+        return "\n".join(lines)
 
 
-def validate_files(paths: list[str], settings: Settings) -> Iterator[Checked]:
-    """Every record of ``paths`` (files, folders, globs, URIs) with its verdict, in input order."""
-    for chunk in plan_chunks(expand_inputs(paths), VALIDATE_CHUNK_BYTES, settings.input_format):
+def validate_files(paths: list[str], settings: Settings, formats: dict[str, str] | None = None) -> Iterator[Checked]:
+    """Every record of ``paths`` (files, folders, globs, URIs) with its verdict, in input order,
+    read exactly as ``sftdata run`` reads them (format detection, field map, limits). ``formats``,
+    when given, receives the format each file was read as."""
+    chunks = plan_chunks(expand_inputs(paths), VALIDATE_CHUNK_BYTES, settings.input_format, settings.max_record_bytes,
+                         settings.max_decompressed_bytes, settings.fields)
+    for chunk in chunks:
+        if formats is not None:
+            formats[str(chunk.path)] = chunk.format
         where = display(chunk.path)
         for line, rej in validate_chunk(chunk, settings):
             yield Checked(where, line, rej)

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 
-from sftdata.readers.jsonl import Chunk
+from sftdata.readers.jsonl import Chunk, InputError
 from sftdata.readers.remote import open_parquet
 
 BATCH_ROWS = 1024
@@ -26,13 +26,49 @@ def is_hf_dataset_dir(path: Path) -> bool:
 
 
 def hf_dataset_files(path: Path) -> list[Path]:
-    state = json.loads((path / "state.json").read_text())
-    return [path / f["filename"] for f in state.get("_data_files", [])]
+    """The Arrow files a ``datasets`` folder lists in its ``state.json``.
+
+    Refused with an ``InputError`` naming the folder: a ``state.json`` that is not JSON or not the
+    ``datasets`` shape, and entries that are not plain file names inside the folder (``../x``,
+    absolute paths, sub-folders) or that are listed twice (which would double their rows).
+    """
+    where = path / "state.json"
+    try:
+        state = json.loads(where.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{where}: not a valid `datasets` state.json ({exc})") from None
+    entries = state.get("_data_files", []) if isinstance(state, dict) else None
+    if not isinstance(entries, list):
+        raise InputError(f"{where}: `_data_files` must be a list of {{\"filename\": ...}} entries")
+    files, seen = [], set()
+    for i, entry in enumerate(entries):
+        name = entry.get("filename") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
+                or "\0" in name:
+            raise InputError(f"{where}: _data_files[{i}] must name a plain file inside the folder, "
+                             f"found {json.dumps(name)[:100]}")
+        if name in seen:
+            raise InputError(f"{where}: {name!r} is listed twice in _data_files (its rows would be read twice)")
+        seen.add(name)
+        files.append(path / name)
+    return files
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    return f"{path.name}: {type(exc).__name__}: {str(exc).strip()[:300]}"
 
 
 def plan_parquet(path: Path, start_index: int, name: str) -> list[Chunk]:
-    with open_parquet(str(path.resolve())) as f:
-        meta = f.metadata
+    """One chunk per row group. A file whose footer cannot be read (truncated, not Parquet) is one
+    chunk all the same: reading it gives one ``corrupt_input`` rejection naming the file and the
+    cause, and the other files of the run go on."""
+    try:
+        with open_parquet(str(path.resolve())) as f:
+            meta = f.metadata
+    except (MemoryError, InputError):
+        raise
+    except Exception:  # noqa: BLE001 - reported per file when the chunk is read
+        return [Chunk(start_index, str(path.resolve()), name, 0, 1, 1, "parquet")]
     chunks, row = [], 1
     for rg in range(meta.num_row_groups):
         chunks.append(Chunk(start_index + len(chunks), str(path.resolve()), name, rg, rg + 1, row, "parquet"))
@@ -43,7 +79,12 @@ def plan_parquet(path: Path, start_index: int, name: str) -> list[Chunk]:
 def plan_hf_dataset(path: Path, start_index: int) -> list[Chunk]:
     chunks, row = [], 1
     for f in hf_dataset_files(path):
-        rows = _arrow_rows(f)
+        try:
+            rows = _arrow_rows(f)
+        except (MemoryError, InputError):
+            raise
+        except Exception:  # noqa: BLE001 - missing or corrupt: reported per file when the chunk is read
+            rows = 1
         chunks.append(Chunk(start_index + len(chunks), str(f.resolve()), f"{path.name}/{f.name}", 0, rows, row,
                             "hf_dataset"))
         row += rows
@@ -62,6 +103,11 @@ def _clean(value):
     if isinstance(value, list):
         return [_clean(v) for v in value]
     return value
+
+
+def columnar_error(chunk: Chunk, exc: Exception) -> str:
+    """The quarantine message for a Parquet or Arrow file that cannot be read."""
+    return f"{_unreadable(Path(chunk.name), exc)}; the rest of this {chunk.kind} chunk was not read"
 
 
 def iter_columnar(chunk: Chunk) -> Iterator[tuple[int, object, bytes]]:

@@ -37,7 +37,9 @@ class _Limited(io.RawIOBase):
         super().close()
 
     def readinto(self, buf) -> int:
-        data = self.inner.read(len(buf))
+        # never ask for more than one past the limit (a single large read must not decompress past it)
+        # nor more than 1 MiB at a time
+        data = self.inner.read(min(len(buf), self.limit - self.count + 1, 1 << 20))
         self.count += len(data)
         if self.count > self.limit:
             raise DecompressedTooLarge(f"decompressed data is over max_decompressed_bytes {self.limit}")
@@ -46,40 +48,66 @@ class _Limited(io.RawIOBase):
 
 
 class _Zstd:
-    """Zstandard frames decoded one block at a time. Unlike ``stream_reader``, a truncated stream
-    is an error here, not a silent early end."""
+    """Zstandard frames decoded with bounded output per call.
+
+    ``decompressobj`` has no output limit, so the input is fed in slices of ``STEP`` bytes: a
+    zstd block holds at most 128 KiB and needs at least 3 bytes, so one call yields at most about
+    ``STEP / 3 * 128 KiB`` (5.5 MiB), whatever the ratio. Output is kept in a bytearray with a read
+    offset (compacted when half is consumed), so reading is linear, never re-slicing the rest.
+    Unlike ``stream_reader``, a truncated stream is an error here, not a silent early end.
+    """
+
+    STEP = 128
 
     def __init__(self, raw: BinaryIO) -> None:
         import zstandard
 
         self.raw, self.zstd = raw, zstandard
         self.obj = zstandard.ZstdDecompressor().decompressobj()
-        self.pending = b""
+        self.src = b""
+        self.src_pos = 0
+        self.out = bytearray()
+        self.out_pos = 0
         self.started = False
 
+    def _feed(self, piece: bytes) -> None:
+        self.out += self.obj.decompress(piece)
+        while self.obj.eof and self.obj.unused_data:  # concatenated frames: the rest is under STEP bytes
+            rest = self.obj.unused_data
+            self.obj = self.zstd.ZstdDecompressor().decompressobj()
+            self.out += self.obj.decompress(rest)
+
     def read(self, n: int) -> bytes:
-        while len(self.pending) < n:
-            block = self.raw.read(1 << 20)
-            if not block:
-                if self.started and not self.obj.eof:
-                    raise EOFError("truncated or corrupt zstd stream")
-                break
+        while len(self.out) - self.out_pos < n:
+            if self.src_pos >= len(self.src):
+                self.src, self.src_pos = self.raw.read(1 << 20), 0
+                if not self.src:
+                    if self.started and not self.obj.eof:
+                        raise EOFError("truncated or corrupt zstd stream")
+                    break
+            piece = self.src[self.src_pos:self.src_pos + self.STEP]
+            self.src_pos += len(piece)
             self.started = True
-            self.pending += self.obj.decompress(block)
-            while self.obj.eof and self.obj.unused_data:  # concatenated frames
-                rest = self.obj.unused_data
+            if self.obj.eof:  # a frame ended exactly at a slice boundary: the next one starts here
                 self.obj = self.zstd.ZstdDecompressor().decompressobj()
-                self.pending += self.obj.decompress(rest)
-        out, self.pending = self.pending[:n], self.pending[n:]
-        return out
+            self._feed(piece)
+        end = min(len(self.out), self.out_pos + n)
+        data = bytes(self.out[self.out_pos:end])
+        self.out_pos = end
+        if self.out_pos > len(self.out) // 2:
+            del self.out[: self.out_pos]
+            self.out_pos = 0
+        return data
 
     def close(self) -> None:
         self.raw.close()
 
 
 def open_decompressed(path: str, kind: str, limit: int) -> io.BufferedReader:
+    """A buffered reader over a ``*_gz`` or ``*_zst`` input that raises ``DecompressedTooLarge``
+    past ``limit`` decompressed bytes; memory stays bounded by the buffers whatever the ratio."""
     raw = open_input(path)
-    inner = gzip.GzipFile(fileobj=raw) if kind == "jsonl_gz" else _Zstd(raw)
+    inner = gzip.GzipFile(fileobj=raw) if kind.endswith("_gz") else _Zstd(raw)
     return io.BufferedReader(_Limited(inner, limit, raw), buffer_size=1 << 20)
 
 

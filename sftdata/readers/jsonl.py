@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sftdata.constants import DEFAULT_MAX_DECOMPRESSED
 from sftdata.errors import UsageError
 from sftdata.readers.remote import input_size, open_input
 
@@ -36,7 +37,9 @@ class Chunk:
     start: int  # byte offset
     end: int
     first_line: int  # 1-based line number of the first line in the chunk (row for columnar files)
-    kind: str = "jsonl"  # jsonl | json_array | jsonl_gz | jsonl_zst | parquet | hf_dataset
+    # jsonl | json_array (a .json file: one JSON value, an array or one record) | json_gz | json_zst |
+    # jsonl_gz | jsonl_zst | parquet | hf_dataset
+    kind: str = "jsonl"
     format: str = "messages"  # the record format (decided once per file, see adapters.detect)
 
 
@@ -45,6 +48,13 @@ class RawLine:
     line: int
     data: bytes | None  # None when over max_record_bytes
     size: int
+    lines: int = 1  # a run of blank lines comes back as one RawLine covering all of them
+    hint: str = ""  # why an oversized line may not be one record (CR-only line ends)
+
+
+CR_HINT = ("the line holds carriage returns (\\r) but no line feed: the file has CR-only (old Mac) line ends; "
+           "convert them to \\n (e.g. `tr '\\r' '\\n'`)")
+_WHITESPACE = b" \t\r\n"
 
 
 def expand_inputs(patterns: list[str]) -> list[Path]:
@@ -91,11 +101,33 @@ def auto_chunk_size(total_bytes: int) -> int:
 
 
 def is_json_array(path: Path) -> bool:
+    """True for a ``.json`` file that holds one JSON value (an array of records, or one record)."""
     if path.suffix != ".json":
         return False
     with open_input(path) as f:
-        head = f.read(4096).lstrip(BOM).lstrip()
-    return head.startswith(b"[")
+        return json_layout(f.read(1 << 16)) == "value"
+
+
+def json_layout(head: bytes) -> str:
+    """``value`` (one JSON document: an array, or one pretty-printed record) or ``lines`` (JSON Lines
+    in a file named ``.json``, which many exports are): judged from the first 64 KiB.
+
+    A first line that parses on its own is JSON Lines; a document's first line (``[`` or ``{``)
+    does not. A head without a line end is read as lines (one line or one record: the same).
+    """
+    import orjson
+
+    head = head.lstrip(BOM).lstrip(_WHITESPACE)
+    if head.startswith(b"["):
+        return "value"
+    nl = head.find(b"\n")
+    if nl < 0:
+        return "lines"
+    try:
+        orjson.loads(head[:nl])
+    except orjson.JSONDecodeError:
+        return "value"
+    return "lines"
 
 
 def plan_jsonl(path: Path, start_index: int, chunk_size: int) -> list[Chunk]:
@@ -150,25 +182,76 @@ def read_lines(f, first_line: int, length: int | None, max_record_bytes: int) ->
                 size += len(rest)
                 if not rest or rest.endswith(b"\n"):
                     break
-            yield RawLine(line, None, size)
+            hint = CR_HINT if b"\n" not in data and b"\r" in data[: 1 << 16] else ""
+            yield RawLine(line, None, size, 1, hint)
             line += 1
             continue
         if line == 1 and data.startswith(BOM):
             data = data[3:]
         data = data.rstrip(b"\r\n")
+        if not data.strip(_WHITESPACE):
+            run, skipped = _blank_run(f, None if length is None else length - pos)
+            pos += skipped
+            yield RawLine(line, b"", len(data), 1 + run)
+            line += 1 + run
+            continue
         yield RawLine(line, data if len(data) <= max_record_bytes else None, len(data))
         line += 1
 
 
-def read_json_array(chunk: Chunk, max_record_bytes: int) -> Iterator[tuple[int, object | None, bytes]]:
-    """Elements of a JSON array file: (1-based element index, value or None if unparsable, raw)."""
+def _blank_run(f, left: int | None) -> tuple[int, int]:
+    """Consume the blank lines that follow (at most ``left`` bytes): (lines, bytes).
+
+    Works on the stream's buffer (``peek``), so a file of a hundred million blank lines costs a
+    hundred buffer scans, not a hundred million ``readline`` calls.
+    """
+    peek = getattr(f, "peek", None)
+    lines = size = 0
+    while peek is not None and (left is None or size < left):
+        buf = peek(1 << 16)
+        if not buf:
+            break
+        if left is not None:
+            buf = buf[: left - size]
+        ws = len(buf) - len(buf.lstrip(_WHITESPACE))
+        k = buf.rfind(b"\n", 0, ws) + 1
+        if k == 0:
+            break
+        f.read(k)
+        size += k
+        lines += buf.count(b"\n", 0, k)
+        if ws < len(buf):
+            break
+    return lines, size
+
+
+def read_json_array(chunk: Chunk, max_record_bytes: int,
+                    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED) -> Iterator[tuple[int, object | None, bytes]]:
+    """Records of a file holding one JSON value: (1-based element index, value or None, raw).
+    An element with a key twice comes back as its ``Reject`` (``duplicate_key``) instead of a value.
+
+    An array gives its elements; one object is one record (index 1). Anything else, or JSON that
+    does not parse, comes back once with value None. Compressed files (``json_gz``/``json_zst``)
+    are decompressed under the usual limit first.
+    """
     import orjson
 
-    size = input_size(chunk.path)
-    if size > max_record_bytes * 16:
-        raise InputError(f"{chunk.name}: a JSON array file of {size} bytes is too large to load; use JSON Lines")
-    with open_input(chunk.path) as f:
-        raw = f.read().lstrip(BOM)
+    cap = max_record_bytes * 16
+    if chunk.kind == "json_array":
+        size = input_size(chunk.path)
+        if size > cap:
+            raise InputError(f"{chunk.name}: a JSON file of {size} bytes is too large to load; use JSON Lines")
+        with open_input(chunk.path) as f:
+            raw = f.read()
+    else:
+        from sftdata.readers.compressed import open_decompressed
+
+        with open_decompressed(chunk.path, chunk.kind, max_decompressed_bytes) as f:
+            raw = f.read(cap + 1)
+        if len(raw) > cap:
+            raise InputError(f"{chunk.name}: a JSON file of more than {cap} bytes (decompressed) is too large "
+                             "to load; use JSON Lines")
+    raw = raw.lstrip(BOM)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -177,9 +260,15 @@ def read_json_array(chunk: Chunk, max_record_bytes: int) -> Iterator[tuple[int, 
         except (ValueError, RecursionError):
             yield 1, None, raw
             return
+    if isinstance(doc, dict):
+        yield 1, doc, raw  # one record; the caller parses ``raw`` with the line rules
+        return
     if not isinstance(doc, list):
         yield 1, None, raw
         return
+    from sftdata.parse import duplicate_keys_by_element
+
+    dups = duplicate_keys_by_element(doc, raw)
     for i, item in enumerate(doc, start=1):
         # ASCII escapes survive lone surrogates; the element is then parsed like a line
-        yield i, item, json.dumps(item, ensure_ascii=True).encode()
+        yield i, dups.get(i, item), json.dumps(item, ensure_ascii=True).encode()
