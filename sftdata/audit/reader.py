@@ -1,0 +1,267 @@
+"""Reading token data that another tool prepared, as the rows the audit rules check.
+
+Why a reader rather than a converter: TRL, Axolotl, LLaMA-Factory, torchtune and hand-written
+scripts store the same thing (``input_ids`` plus a loss mask) in different columns and
+conventions, and the audit must judge what the trainer will see, not a copy of it. So each part
+(a ``datasets`` split, a Parquet, Arrow or JSON Lines file) is read as it is, its columns are
+detected and reported, and it is brought to the audit's own layout: ``id``, ``input_ids``,
+unshifted ``labels`` with -100, and ``seq_lengths`` for packed rows.
+
+Only regular files are opened: a FIFO or device in place of a data file would block ``open``
+forever (issue 14).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from sftdata.audit.integrity import AuditError, list_parts, offsets
+from sftdata.constants import IGNORE_INDEX
+
+ID_COLUMNS = ("input_ids", "tokens")
+MASK_COLUMNS = ("assistant_masks", "completion_mask", "loss_mask", "labels_mask")
+ROW_ID_COLUMNS = ("id", "conversation_id", "uid")
+EXTENSIONS = {".arrow": "arrow", ".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One file of the data; ``name`` is what violations show as their shard (``train/data-0.arrow``)."""
+
+    name: str
+    path: str
+    kind: str  # arrow | parquet | jsonl
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which columns hold what, and whether the labels are shifted by one (next-token targets)."""
+
+    ids: str
+    labels: str | None
+    mask: str | None
+    shifted: bool
+    shift_detected: bool
+    row_id: str | None
+    seq_lengths: str | None
+    position_ids: str | None
+
+    def describe(self) -> str:
+        src = f"labels column {self.labels!r}" if self.labels else f"mask column {self.mask!r}"
+        shift = ", shifted by one (" + ("detected" if self.shift_detected else "--shifted") + ")" if self.shifted else ""
+        packed = f", packed by {self.seq_lengths or self.position_ids!r}" if self.seq_lengths or self.position_ids else ""
+        return f"{self.ids!r} with {src}{shift}{packed}"
+
+
+def regular_file(path: str | Path) -> Path:
+    """``path`` if it is a regular file; anything else (a FIFO would block ``open``) is an AuditError."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise AuditError(f"{path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise AuditError(f"{path}: not a regular file")
+    return Path(path)
+
+
+def _dataset_parts(folder: Path, prefix: str) -> list[Part]:
+    """A ``save_to_disk`` Dataset folder: its Arrow files in ``state.json`` order."""
+    try:
+        state = json.loads(regular_file(folder / "state.json").read_text(encoding="utf-8"))
+        files = [d["filename"] for d in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AuditError(f"{folder}: unreadable datasets state.json: {exc}") from exc
+    return [Part(f"{prefix}{f}", str(folder / f), "arrow") for f in files]
+
+
+def discover(location: str) -> tuple[str, list[Part]]:
+    """(what it is, its parts) for a datasets folder (Dataset or DatasetDict), a data file, a folder
+    of data files, or a glob of them. Nothing is read but ``state.json`` / ``dataset_dict.json``."""
+    if any(c in location for c in "*?["):
+        hits = sorted(glob.glob(location, recursive=True))
+        if not hits:
+            raise AuditError(f"{location}: no file matches")
+        parts: list[Part] = []
+        for hit in hits:
+            parts += discover(hit)[1] if Path(hit).is_dir() else [_file_part(Path(hit), Path(hit).name)]
+        return "files", parts
+    path = Path(location)
+    if not path.exists():
+        raise AuditError(f"{location}: no such folder or file")
+    if not path.is_dir():
+        return "file", [_file_part(path, path.name)]
+    if (path / "dataset_dict.json").exists():
+        try:
+            splits = json.loads(regular_file(path / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise AuditError(f"{path}: unreadable dataset_dict.json: {exc}") from exc
+        return "datasets DatasetDict", [p for s in splits for p in _dataset_parts(path / s, f"{s}/")]
+    if (path / "state.json").exists():
+        return "datasets Dataset", _dataset_parts(path, "")
+    files = sorted(p for p in path.rglob("*") if p.suffix in EXTENSIONS and not p.name.startswith(".")
+                   and p.name not in ("dataset_info.json", "export_manifest.json", "index.json"))
+    if not files:
+        raise AuditError(f"{path}: no manifest.json, and no datasets folder, Parquet, Arrow or JSON Lines "
+                         "files with input_ids (not a prepared folder or token data)")
+    return "files", [_file_part(p, p.relative_to(path).as_posix()) for p in files]
+
+
+def _file_part(path: Path, name: str) -> Part:
+    kind = EXTENSIONS.get(path.suffix)
+    if kind is None:
+        raise AuditError(f"{path}: not a .parquet, .arrow, .jsonl or .json file")
+    return Part(name, str(path), kind)
+
+
+def read_part(part: Part) -> pa.Table:
+    """The whole file as a table; Arrow is memory-mapped (datasets writes IPC streams, others files)."""
+    path = str(regular_file(part.path))
+    try:
+        if part.kind == "arrow":
+            with pa.memory_map(path) as source:
+                try:
+                    return pa.ipc.open_stream(source).read_all()
+                except pa.ArrowInvalid:
+                    source.seek(0)
+                    return pa.ipc.open_file(source).read_all()
+        if part.kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        import pyarrow.json as pj
+
+        return pj.read_json(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise AuditError(f"{part.path}: cannot read it as {part.kind}: {exc}") from exc
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t)
+
+
+def layout(schema: pa.Schema, labels_column: str | None, mask_column: str | None, part: str) -> Layout:
+    """The columns to use (explicit names first, then ``labels``, then the first mask column)."""
+    names = schema.names
+
+    def need(name: str) -> str:
+        if name not in names:
+            raise AuditError(f"{part}: no column {name!r} (columns: {', '.join(names)})")
+        if not _is_list(schema.field(name).type):
+            raise AuditError(f"{part}: column {name!r} has type {schema.field(name).type}, not a list of ids")
+        return name
+
+    ids = next((c for c in ID_COLUMNS if c in names), None)
+    if ids is None:
+        raise AuditError(f"{part}: no input_ids (or tokens) column (columns: {', '.join(names)})")
+    need(ids)
+    if labels_column and mask_column:
+        raise AuditError("give --labels-column or --mask-column, not both")
+    if labels_column:
+        labels, mask = need(labels_column), None
+    elif mask_column:
+        labels, mask = None, need(mask_column)
+    elif "labels" in names:
+        labels, mask = need("labels"), None
+    else:
+        labels, mask = None, next((need(c) for c in MASK_COLUMNS if c in names), None)
+        if mask is None:
+            raise AuditError(f"{part}: no labels or loss-mask column ({', '.join(('labels', *MASK_COLUMNS))}); "
+                             f"name one with --labels-column or --mask-column (columns: {', '.join(names)})")
+    row_id = next((c for c in ROW_ID_COLUMNS if c in names and not _is_list(schema.field(c).type)), None)
+    seq = "seq_lengths" if "seq_lengths" in names and _is_list(schema.field("seq_lengths").type) else None
+    pos = "position_ids" if "position_ids" in names and _is_list(schema.field("position_ids").type) else None
+    return Layout(ids, labels, mask, False, False, row_id, seq, pos)
+
+
+def looks_shifted(ids: np.ndarray, lens: np.ndarray, values: np.ndarray, vlens: np.ndarray, is_mask: bool,
+                  closers: tuple[int, ...], end_header_id: int, header_newline: int | None) -> bool:
+    """Labels that equal the *next* input id far more often than the same one are shifted; a mask
+    (no values to compare) is shifted when it marks the header newline before answers and not the
+    closing tokens, as a mask rolled by one does."""
+    same = np.repeat(lens == vlens, lens)
+    if not same.any():
+        return False
+    last = np.zeros(len(ids), bool)
+    last[np.maximum(offsets(lens)[1:] - 1, 0)[lens > 0]] = True
+    ids_s, vals_s, last_s = ids[same], values[same], last[same]
+    if is_mask:
+        marked = np.flatnonzero(vals_s != 0)
+        at_close = np.count_nonzero(np.isin(ids_s[marked], closers))
+        at_nl = np.count_nonzero((ids_s[marked] == header_newline) & (ids_s[np.maximum(marked - 1, 0)] == end_header_id))
+        return at_nl > at_close
+    trained = np.flatnonzero((vals_s != IGNORE_INDEX) & ~last_s)
+    if not trained.size:
+        return False
+    here = np.count_nonzero(vals_s[trained] == ids_s[trained])
+    ahead = np.count_nonzero(vals_s[trained] == ids_s[trained + 1])
+    return ahead > here and ahead >= 0.9 * trained.size
+
+
+def _unshift(values: np.ndarray, vlens: np.ndarray, fill: int) -> np.ndarray:
+    """Move every value one position right within its row; the first position gets ``fill``."""
+    out = np.empty_like(values)
+    if values.size:
+        out[1:] = values[:-1]
+        starts = offsets(vlens)[:-1][vlens > 0]
+        out[starts] = fill
+    return out
+
+
+def _list_array(values: np.ndarray, lens: np.ndarray) -> pa.Array:
+    offs = offsets(lens)
+    big = offs[-1] >= 2**31 - 1
+    cls = pa.LargeListArray if big else pa.ListArray
+    return cls.from_arrays(pa.array(offs, pa.int64() if big else pa.int32()), pa.array(values))
+
+
+def normalise(table: pa.Table, lay: Layout, first_row: int) -> pa.Table:
+    """The audit layout: ``id``, ``input_ids``, unshifted ``labels``, and ``position_ids`` plus
+    ``seq_lengths`` when the data is packed (derived from position_ids when only those exist)."""
+    import pyarrow.compute as pc
+
+    ids, lens = list_parts(table.column(lay.ids))
+    if lay.labels:
+        values, vlens = list_parts(table.column(lay.labels))
+        labels = _unshift(values, vlens, IGNORE_INDEX) if lay.shifted else values
+    else:
+        raw, vlens = list_parts(table.column(lay.mask))
+        mask = raw.astype(bool) if raw.dtype != bool else raw
+        if lay.shifted:
+            mask = _unshift(mask, vlens, False)
+        from sftdata.audit.integrity import align
+
+        on_mask, _ = align(ids, lens, vlens, IGNORE_INDEX)
+        labels = np.where(mask, on_mask, IGNORE_INDEX).astype(ids.dtype)
+    n = table.num_rows
+    if lay.row_id:
+        rid = pc.cast(table.column(lay.row_id).combine_chunks(), pa.string())
+    else:
+        rid = pc.cast(pa.array(np.arange(first_row, first_row + n)), pa.string())
+    cols = {"id": rid, "input_ids": _list_array(ids, lens), "labels": _list_array(labels, vlens)}
+    if lay.position_ids or lay.seq_lengths:
+        if lay.position_ids:
+            pos, plens = list_parts(table.column(lay.position_ids))
+        else:  # positions implied by seq_lengths
+            sl, slens = list_parts(table.column(lay.seq_lengths))
+            seg = np.repeat(offsets(sl.astype(np.int64))[:-1], np.maximum(sl, 0).astype(np.int64))
+            pos, plens = np.arange(len(seg)) - seg, lens
+        if lay.seq_lengths:
+            sl, slens = list_parts(table.column(lay.seq_lengths))
+        else:  # a conversation starts wherever position_ids restart at 0
+            starts = np.flatnonzero(pos == 0) if pos.size else np.zeros(0, np.int64)
+            row_starts = offsets(plens)[:-1]
+            cuts = np.union1d(starts, row_starts[plens > 0])
+            row_of = np.searchsorted(offsets(plens), cuts, "right") - 1
+            sl = np.diff(np.append(cuts, offsets(plens)[-1])).astype(np.int64)
+            slens = np.bincount(row_of, minlength=n).astype(np.int64)
+        cols["position_ids"] = _list_array(pos, plens)
+        cols["seq_lengths"] = _list_array(sl, slens)
+    return pa.table(cols)
