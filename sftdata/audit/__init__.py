@@ -166,10 +166,12 @@ def rule_context(tok: Any, *, truncated_ids: frozenset[str] = frozenset(), max_l
                        pad_ids=frozenset(i for i in pads if i is not None and i not in closers))
 
 
-def check_table(table: pa.Table, name: str, ctx: RuleContext, sink: Violations) -> tuple[RowStats, bool] | None:
-    """Every row rule over one shard or part; None when its columns cannot be checked at all."""
+def check_table(table: pa.Table, name: str, ctx: RuleContext, sink: Violations,
+                prepared: bool = True) -> tuple[RowStats, bool] | None:
+    """Every row rule over one shard or part; None when its columns cannot be checked at all.
+    Data without a manifest (``prepared=False``) is not expected to carry sftdata's content_hash."""
     problems, fatal, packed = column_problems(table.schema)
-    for message in problems:
+    for message in problems if prepared else [p for p in problems if p != "no column content_hash"]:
         sink.add("columns", message, shard=name)
     if fatal:
         return None

@@ -41,14 +41,14 @@ MAX_OUT_OF_VOCAB = 0.01  # more ids outside the vocabulary than this share: the 
 def resolve_layout(table: pa.Table, lay: Layout, tok: Any, shifted: bool | None) -> Layout:
     """Decide whether the labels (or mask) are shifted by one: as told, or detected."""
     if shifted is not None:
-        return dataclasses.replace(lay, shifted=shifted)
+        return dataclasses.replace(lay, shifted=bool(shifted))
     ids, lens = list_parts(table.column(lay.ids))
     values, vlens = list_parts(table.column(lay.labels or lay.mask))
     newline = tok.header_newline_ids
     found = looks_shifted(ids, lens, values, vlens, lay.mask is not None,
                           tuple(i for i in (tok.eot_id, tok.eom_id) if i is not None), tok.end_header_id,
                           newline[-1] if newline else None)
-    return dataclasses.replace(lay, shifted=found, shift_detected=found)
+    return dataclasses.replace(lay, shifted=bool(found), shift_detected=bool(found))
 
 
 def check_vocabulary(table: pa.Table, tok: Any, where: str) -> None:
@@ -97,7 +97,7 @@ def audit_foreign(location: str, *, min_trained_fraction: float | None = None,
     kept: list[tuple[str, Layout, pa.Table]] = []  # for --source
     rows_started = time.perf_counter()
     for part, lay, table in _parts_and_tables(parts, labels_column, mask_column, shifted, tok, location):
-        checked = check_table(table, part.name, ctx, sink)
+        checked = check_table(table, part.name, ctx, sink, prepared=False)
         if checked is None:  # cannot happen for a normalised table, but never pass what was not checked
             raise AuditError(f"{location}: {part.name}: columns cannot be checked")
         stats, packed = checked

@@ -191,8 +191,9 @@ class AuditReport:
                     ("truncated rows", f"{s['truncated_rows']:,}")]
         if s.get("packed"):
             overview.append(("packing efficiency", f"{s['packing_efficiency']:.1%}"))
-        overview.append(("records rejected", f"{rec['rejected_total']:,} of {rec['records_read']:,} "
-                         f"({rec['rejected_fraction']:.1%})"))
+        if not self.input:  # only a manifest counts rejected records
+            overview.append(("records rejected", f"{rec['rejected_total']:,} of {rec['records_read']:,} "
+                             f"({rec['rejected_fraction']:.1%})"))
         if self.timing.get("tokens_per_second"):
             overview.append(("row checks", f"{self.timing['row_check_seconds']:.2f} s, "
                              f"{self.timing['tokens_per_second'] / 1e6:,.2f} M tokens/s"))
