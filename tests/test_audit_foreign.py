@@ -225,3 +225,198 @@ def test_lm_collator_rows_fail_naming_prompt_tokens(trl_prepared, tmp_path):
         hf.pad_token = "<|finetune_right_pad_id|>"
     _, report, _ = audit(write(tmp_path / "eos" / "lm.parquet", collated_rows(batches)))
     assert {"prompt_trained", "eot_trained"} <= failed(report)
+
+
+# -------------------------------------------------------------------------- our rendering, varied
+
+
+def test_two_dates_fail_the_date_rule(tmp_path):
+    src = write_jsonl(tmp_path / "r.jsonl", records())
+    rows = []
+    for date, cut in (("26 Jul 2024", 4), ("02 Dec 2026", 6)):
+        rendered = list(render_source_rows([str(src)], {"pipeline": {"template": "llama3.2", "date_string": date}}))
+        rows += [{"id": rid, "input_ids": ids.tolist(), "labels": lab.tolist()} for rid, ids, lab in rendered][len(rows):cut]
+    code, report, _ = audit(write(tmp_path / "dates.parquet", rows))
+    assert code == 1 and failed(report) == {"date_consistent"}
+    assert [v["id"] for v in hits(report, "date_consistent")] == ["rec-4", "rec-5"]
+    assert "'02 Dec 2026'" in hits(report, "date_consistent")[0]["message"]
+    one_date = [r for r in rows if r["id"] not in ("rec-4", "rec-5")]
+    assert audit(write(tmp_path / "one.parquet", one_date))[0] == 0
+
+
+def shift(rows: list[dict]) -> list[dict]:
+    """torchtune's convention: labels[i] is the target for position i, i.e. input_ids[i + 1]."""
+    return [dict(r, labels=r["labels"][1:] + [IGNORE_INDEX]) for r in rows]
+
+
+def test_shifted_labels_detected_and_checked_unshifted(ours, tmp_path, tok):
+    _, rows = ours
+    path = write(tmp_path / "tt.parquet", shift(rows))
+    code, report, output = audit(path)
+    assert code == 0, output
+    part = report["input"]["parts"][0]
+    assert part["shifted"] and part["shift_detected"] and "shifted by one (detected)" in output
+    assert failed(audit(path, "--unshifted")[1]) >= {"label_matches_input"}
+    moved = shift(rows)
+    lab = moved[2]["labels"]
+    first = next(i for i, x in enumerate(lab) if x != IGNORE_INDEX)
+    lab[first - 1], lab[first] = lab[first], IGNORE_INDEX  # the answer starts one token early
+    code, report, _ = audit(write(tmp_path / "moved.parquet", moved))
+    assert code == 1 and {v["row"] for v in report["violations"]} == {2}
+
+
+@pytest.mark.parametrize("suffix,column,kind", [(".parquet", "loss_mask", bool), (".jsonl", "assistant_masks", int),
+                                                (".arrow", "labels_mask", int)])
+def test_mask_columns_detected(ours, tmp_path, suffix, column, kind):
+    _, rows = ours
+    masked = [{"input_ids": r["input_ids"], column: [kind(x != IGNORE_INDEX) for x in r["labels"]]} for r in rows]
+    code, report, _ = audit(write(tmp_path / f"m{suffix}", masked))
+    assert code == 0 and report["input"]["parts"][0]["mask_column"] == column
+    masked[1][column][-1] = kind(0)  # the last answer's <|eot_id|>
+    code, report, _ = audit(write(tmp_path / "bad" / f"m{suffix}", masked))
+    assert code == 1 and failed(report) == {"eot_trained"} and hits(report, "eot_trained")[0]["row"] == 1
+
+
+def test_rolled_mask_detected_and_explicit_columns(ours, tmp_path):
+    """Megatron's rolled loss_mask (mask[i] says whether input_ids[i + 1] is a target), and both
+    a labels and a mask column present, with the one to use named."""
+    _, rows = ours
+    both = [{"input_ids": r["input_ids"], "labels": [IGNORE_INDEX] * len(r["labels"]),
+             "loss_mask": [int(x != IGNORE_INDEX) for x in r["labels"][1:]] + [0]} for r in rows]
+    path = write(tmp_path / "both.parquet", both)
+    assert "all_labels_masked" in failed(audit(path)[1])  # labels first by default
+    code, report, _ = audit(path, "--mask-column", "loss_mask")
+    assert code == 0 and report["input"]["parts"][0]["shift_detected"]
+    result = CliRunner().invoke(audit_cmd, [str(path), "--mask-column", "nope"])
+    assert result.exit_code == 2 and "no column 'nope'" in result.output
+
+
+def pack_rows(rows: list[dict]) -> list[dict]:
+    out = []
+    for a, b in zip(rows[0::2], rows[1::2], strict=True):
+        out.append({"input_ids": a["input_ids"] + b["input_ids"], "labels": a["labels"] + b["labels"],
+                    "position_ids": list(range(len(a["input_ids"]))) + list(range(len(b["input_ids"])))})
+    return out
+
+
+def test_packed_rows_by_position_ids(ours, tmp_path, tok):
+    _, rows = ours
+    packed = pack_rows(rows)
+    code, report, _ = audit(write(tmp_path / "p.parquet", packed))
+    assert code == 0 and report["stats"]["packed"] and report["stats"]["conversations"] == len(rows)
+    second = len(rows[2]["input_ids"])
+    packed[1]["labels"][second] = tok.bos_id  # trains the second conversation's BOS
+    code, report, _ = audit(write(tmp_path / "bad.parquet", packed))
+    assert code == 1 and failed(report) == {"trained_outside_assistant"}
+    assert [(v["row"], v["position"]) for v in report["violations"]] == [(1, second)]
+
+
+def test_double_bos_and_trained_padding(ours, tmp_path, tok):
+    _, rows = ours
+    pad = tok.token_id("<|finetune_right_pad_id|>")
+    bad = [dict(r) for r in rows]
+    bad[0] = {"input_ids": [tok.bos_id, *rows[0]["input_ids"]], "labels": [IGNORE_INDEX, *rows[0]["labels"]]}
+    bad[1] = {"input_ids": rows[1]["input_ids"] + [pad] * 3, "labels": rows[1]["labels"] + [pad] * 3}
+    code, report, _ = audit(write(tmp_path / "b.jsonl", [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in bad]))
+    assert code == 1
+    assert [(v["row"], v["position"]) for v in hits(report, "double_bos")] == [(0, 1)]
+    assert [(v["row"], v["position"]) for v in hits(report, "pad_trained")] == [(1, len(rows[1]["input_ids"]))]
+    assert not hits(report, "single_bos") and not hits(report, "trained_outside_assistant")
+
+
+def test_double_bos_from_tokenizing_templated_text(trl_prepared, tmp_path):
+    """The classic: apply_chat_template(tokenize=False), then tokenizer(text) adds a second BOS."""
+    _, ds, hf = trl_prepared
+    rows = []
+    for r, lab in zip(ds["messages"], ds["labels"], strict=True):
+        ids = hf(hf.apply_chat_template(r, tokenize=False))["input_ids"]
+        rows.append({"input_ids": ids, "labels": [IGNORE_INDEX] + lab})
+    code, report, _ = audit(write(tmp_path / "dbl.parquet", rows))
+    assert code == 1 and failed(report) == {"double_bos"} and len(hits(report, "double_bos")) == len(rows)
+
+
+# ------------------------------------------------------------------------------- errors, options
+
+
+def test_wrong_vocabulary_is_one_clear_error(ours, tmp_path):
+    _, rows = ours
+    far = [{"input_ids": [x + 130000 for x in r["input_ids"]], "labels": r["labels"]} for r in rows]
+    result = CliRunner().invoke(audit_cmd, [str(write(tmp_path / "far.parquet", far))])
+    assert result.exit_code == 2 and "outside the vocabulary" in result.output and "--tokenizer" in result.output
+    plain = [{"input_ids": [x for x in r["input_ids"] if x < 128000], "labels": r["labels"]} for r in rows]
+    result = CliRunner().invoke(audit_cmd, [str(write(tmp_path / "q.parquet", plain))])
+    assert result.exit_code == 2 and "no Llama-3 header token" in result.output
+    with pytest.raises(AuditError, match="no input_ids"):
+        run_audit(write(tmp_path / "x.jsonl", [{"text": "hello"}]))
+
+
+def test_glob_of_files_and_options_refused_for_prepared_folders(ours, tmp_path):
+    src, rows = ours
+    for k in range(3):
+        write(tmp_path / "parts" / f"part-{k}.parquet", rows[2 * k:2 * k + 2])
+    code, report, _ = audit(f"{tmp_path}/parts/*.parquet")
+    assert code == 0 and [p["name"] for p in report["input"]["parts"]] == [f"part-{k}.parquet" for k in range(3)]
+    from sftdata.config import settings_from_dict
+    from sftdata.runner import run_pipeline
+
+    s = settings_from_dict({})
+    s.audit_enabled = False
+    run_pipeline(s, [str(src)], tmp_path / "prepared")
+    result = CliRunner().invoke(audit_cmd, [str(tmp_path / "prepared"), "--mask-column", "loss_mask"])
+    assert result.exit_code == 2 and "only for data without a manifest" in result.output
+
+
+def test_html_report_shows_rows_of_data_without_manifest(ours, tmp_path):
+    _, rows = ours
+    path = write(tmp_path / "h.parquet", rows)
+    result = CliRunner().invoke(audit_cmd, [str(path), "--html", str(tmp_path / "a.html")])
+    assert result.exit_code == 0
+    html = (tmp_path / "a.html").read_text()
+    assert html.count('class="sample"') == 3 and "skip (no manifest)" in html and "tr t" in html
+
+
+def test_fifo_in_place_of_a_file_does_not_hang(ours, tmp_path):
+    """Issue 14: a FIFO where a shard or data file belongs is refused, not opened (open would block)."""
+    src, rows = ours
+    from sftdata.config import settings_from_dict
+    from sftdata.runner import run_pipeline
+
+    s = settings_from_dict({})
+    s.audit_enabled = False
+    out = tmp_path / "prepared"
+    run_pipeline(s, [str(src)], out)
+    shard = next(out.glob("shard-*.arrow"))
+    shard.unlink()
+    os.mkfifo(shard)
+    os.mkfifo(tmp_path / "data.parquet")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for target, codes in ((out, (1,)), (tmp_path / "data.parquet", (2,))):
+        proc = subprocess.run([sys.executable, "-m", "sftdata.cli", "audit", str(target)], capture_output=True,
+                              text=True, timeout=120, env=env)
+        assert proc.returncode in codes, proc.stdout + proc.stderr
+    assert "not a regular file" in proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------------------------- --source
+
+
+def test_source_comparison_names_first_differing_token(ours, tmp_path, tok):
+    src, rows = ours
+    path = write(tmp_path / "s.parquet", rows)
+    code, report, _ = audit(path, "--source", str(src), "--template", "llama3.2")
+    assert code == 0 and next(r for r in report["rules"] if r["name"] == "source_match")["status"] == "pass"
+    by_order = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows]
+    by_order[3]["input_ids"] = by_order[3]["input_ids"][:1] + by_order[3]["input_ids"]  # a second BOS
+    by_order[3]["labels"] = [IGNORE_INDEX] + by_order[3]["labels"]
+    code, report, _ = audit(write(tmp_path / "o.parquet", by_order), "--source", str(src), "--template", "llama3.2")
+    [hit] = hits(report, "source_match")
+    assert code == 1 and (hit["row"], hit["position"], hit["id"]) == (3, 1, "rec-3")
+    assert "stored '<|begin_of_text|>'" in hit["message"] and "ours '<|start_header_id|>'" in hit["message"]
+    code, report, _ = audit(path, "--source", str(src), "--template", "llama3")  # 3.0: no date header
+    mism = hits(report, "source_match")
+    assert code == 1 and [v["id"] for v in mism] == [r["id"] for r in rows]
+    # records without a system message: 3.2 still opens with its dated system turn, 3.0 with the user's
+    assert all(v["position"] == 2 and "stored 'system'" in v["message"] and "ours 'user'" in v["message"]
+               for v in mism[0::2])
+    result = CliRunner().invoke(audit_cmd, [str(path), "--source", str(src)])
+    assert result.exit_code == 2 and "--template" in result.output

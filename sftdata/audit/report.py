@@ -189,7 +189,7 @@ class AuditReport:
                     ("tokens", f"{s['tokens']:,}"),
                     ("trained tokens", f"{s['trained_tokens']:,} ({s['trained_fraction']:.1%})"),
                     ("truncated rows", f"{s['truncated_rows']:,}")]
-        if s.get("packed"):
+        if s.get("packed") and s.get("packing_efficiency") is not None:
             overview.append(("packing efficiency", f"{s['packing_efficiency']:.1%}"))
         if not self.input:  # only a manifest counts rejected records
             overview.append(("records rejected", f"{rec['rejected_total']:,} of {rec['records_read']:,} "
