@@ -311,6 +311,36 @@ def test_packed_rows_by_position_ids(ours, tmp_path, tok):
     assert [(v["row"], v["position"]) for v in report["violations"]] == [(1, second)]
 
 
+def test_torchtune_and_megatron_packed_layouts(ours, tmp_path, tok):
+    """The layouts `sftdata export` writes for them: torchtune packs pad to max_seq_len (pad id,
+    labels -100, padding as a last seq_lens entry, input_pos running on); Megatron-Bridge has
+    seq_start_id and a loss_mask rolled to the label position."""
+    _, rows = ours
+    pad, width = tok.token_id("<|finetune_right_pad_id|>"), 400
+    tt = []
+    for row in pack_rows(rows):
+        n, first = len(row["input_ids"]), row["position_ids"].index(0, 1)
+        tt.append({"tokens": row["input_ids"] + [pad] * (width - n), "labels": row["labels"] + [IGNORE_INDEX] * (width - n),
+                   "input_pos": row["position_ids"] + list(range(n - first, n - first + width - n)),
+                   "seq_lens": [first, n - first, width - n]})
+    code, report, _ = audit(write(tmp_path / "tt" / "packed.parquet", tt))
+    assert code == 0 and report["stats"]["conversations"] == len(rows)
+    assert report["input"]["parts"][0]["padding_stripped"] == sum(width - len(r["input_ids"]) for r in pack_rows(rows))
+    tt[2]["labels"][-1] = pad  # a trained pad token survives the stripping and is named
+    code, report, _ = audit(write(tmp_path / "tt2" / "packed.parquet", tt))
+    assert code == 1 and failed(report) == {"pad_trained"} and hits(report, "pad_trained")[0]["row"] == 2
+    mg = []
+    for row in pack_rows(rows):
+        first = row["position_ids"].index(0, 1)
+        mask = [int(x != IGNORE_INDEX) for x in row["labels"]]
+        rolled = [*mask[1:first], 0, *mask[first + 1:], 0]  # per conversation, last position 0
+        mg.append({"input_ids": row["input_ids"], "loss_mask": rolled, "seq_start_id": [0, first]})
+    code, report, output = audit(write(tmp_path / "mg" / "p.idx.parquet", mg))
+    assert code == 0, output
+    part = report["input"]["parts"][0]
+    assert part["mask_column"] == "loss_mask" and part["shift_detected"] and report["stats"]["conversations"] == len(rows)
+
+
 def test_double_bos_and_trained_padding(ours, tmp_path, tok):
     _, rows = ours
     pad = tok.token_id("<|finetune_right_pad_id|>")

@@ -68,13 +68,13 @@ def check_vocabulary(table: pa.Table, tok: Any, where: str) -> None:
 
 
 def _parts_and_tables(parts: list[Part], labels_column: str | None, mask_column: str | None,
-                      shifted: bool | None, tok: Any, location: str):
+                      shifted: bool | None, tok: Any, location: str, pad_ids: frozenset[int]):
     for part in parts:
         table = read_part(part)
         where = f"{location}: {part.name}" if part.name != location else location
         lay = resolve_layout(table, layout(table.schema, labels_column, mask_column, where), tok, shifted)
-        norm = normalise(table, lay, 0)
-        check_vocabulary(norm, tok, where)
+        norm = normalise(table, lay, 0, pad_ids)
+        check_vocabulary(norm.table, tok, where)
         yield part, lay, norm
 
 
@@ -96,7 +96,12 @@ def audit_foreign(location: str, *, min_trained_fraction: float | None = None,
     layouts: dict[str, Layout] = {}
     kept: list[tuple[str, Layout, pa.Table]] = []  # for --source
     rows_started = time.perf_counter()
-    for part, lay, table in _parts_and_tables(parts, labels_column, mask_column, shifted, tok, location):
+    for part, lay, norm in _parts_and_tables(parts, labels_column, mask_column, shifted, tok, location, ctx.pad_ids):
+        table = norm.table
+        ids = table.column("id")
+        for row, pos, count in norm.trained_padding:
+            sink.add("pad_trained", f"{count} trailing padding token(s) trained (labels copied from input_ids "
+                     "before the padding was masked?)", id=ids[row].as_py(), shard=part.name, row=row, position=pos)
         checked = check_table(table, part.name, ctx, sink, prepared=False)
         if checked is None:  # cannot happen for a normalised table, but never pass what was not checked
             raise AuditError(f"{location}: {part.name}: columns cannot be checked")
@@ -106,7 +111,7 @@ def audit_foreign(location: str, *, min_trained_fraction: float | None = None,
         layouts[part.name] = lay
         described.append({"name": part.name, "format": part.kind, "rows": stats.rows, "columns": lay.describe(),
                           "labels_column": lay.labels, "mask_column": lay.mask, "shifted": lay.shifted,
-                          "shift_detected": lay.shift_detected})
+                          "shift_detected": lay.shift_detected, "padding_stripped": norm.padding_stripped})
         wanted = max(0, 3 - len(samples))
         samples += [{"shard": part.name, "row": r, "why": "first rows"} for r in range(min(wanted, stats.rows))]
         if sources:
@@ -132,7 +137,7 @@ def audit_foreign(location: str, *, min_trained_fraction: float | None = None,
             "description": f"{kind} without a manifest, {len(parts)} part(s): {'; '.join(kinds)}"}
 
     def row_reader(shard: str, row: int) -> Any:
-        return read_row(parts, layouts, shard, row)
+        return read_row(parts, layouts, shard, row, ctx.pad_ids)
 
     return finish_report(
         path=location, location=location, sink=sink, total=total, stats=stats, skip=skip, samples=samples,
@@ -141,12 +146,12 @@ def audit_foreign(location: str, *, min_trained_fraction: float | None = None,
         input=info, row_reader=row_reader)
 
 
-def read_row(parts: list[Part], layouts: dict[str, Layout], shard: str, row: int) -> Any:
+def read_row(parts: list[Part], layouts: dict[str, Layout], shard: str, row: int, pad_ids: frozenset[int]) -> Any:
     """One normalised row as an ``inspect.Row`` (for the HTML samples)."""
     from sftdata.audit.inspect import Row
 
     part = next(p for p in parts if p.name == shard)
-    table = normalise(read_part(part), layouts[shard], 0).slice(row, 1)
+    table = normalise(read_part(part), layouts[shard], 0, pad_ids).table.slice(row, 1)
     ids, labels = list_parts(table.column("input_ids"))[0], list_parts(table.column("labels"))[0]
     seq = table.column("seq_lengths")[0].as_py() if "seq_lengths" in table.column_names else None
     return Row(id=table.column("id")[0].as_py(), shard=shard, row=row, index=row, input_ids=ids, labels=labels,

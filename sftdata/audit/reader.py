@@ -29,6 +29,8 @@ from sftdata.constants import IGNORE_INDEX
 ID_COLUMNS = ("input_ids", "tokens")
 MASK_COLUMNS = ("assistant_masks", "completion_mask", "loss_mask", "labels_mask")
 ROW_ID_COLUMNS = ("id", "conversation_id", "uid")
+SEQ_COLUMNS = ("seq_lengths", "seq_lens", "seq_start_id")  # sftdata/TRL, torchtune, Megatron-Bridge
+POSITION_COLUMNS = ("position_ids", "input_pos")  # HF, torchtune
 EXTENSIONS = {".arrow": "arrow", ".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 
 
@@ -176,8 +178,8 @@ def layout(schema: pa.Schema, labels_column: str | None, mask_column: str | None
             raise AuditError(f"{part}: no labels or loss-mask column ({', '.join(('labels', *MASK_COLUMNS))}); "
                              f"name one with --labels-column or --mask-column (columns: {', '.join(names)})")
     row_id = next((c for c in ROW_ID_COLUMNS if c in names and not _is_list(schema.field(c).type)), None)
-    seq = "seq_lengths" if "seq_lengths" in names and _is_list(schema.field("seq_lengths").type) else None
-    pos = "position_ids" if "position_ids" in names and _is_list(schema.field("position_ids").type) else None
+    seq = next((c for c in SEQ_COLUMNS if c in names and _is_list(schema.field(c).type)), None)
+    pos = next((c for c in POSITION_COLUMNS if c in names and _is_list(schema.field(c).type)), None)
     return Layout(ids, labels, mask, False, False, row_id, seq, pos)
 
 
@@ -222,9 +224,100 @@ def _list_array(values: np.ndarray, lens: np.ndarray) -> pa.Array:
     return cls.from_arrays(pa.array(offs, pa.int64() if big else pa.int32()), pa.array(values))
 
 
-def normalise(table: pa.Table, lay: Layout, first_row: int) -> pa.Table:
+def _packing(table: pa.Table, lay: Layout, lens: np.ndarray) -> tuple[tuple, tuple] | None:
+    """(position_ids, seq_lengths) as (values, per-row counts), from whichever the data has:
+    seq_lengths / seq_lens, seq_start_id (Megatron), or position_ids / input_pos restarting at 0."""
+    n = table.num_rows
+    if lay.seq_lengths:
+        sl, slens = list_parts(table.column(lay.seq_lengths))
+        sl = sl.astype(np.int64)
+        if lay.seq_lengths == "seq_start_id":  # starts within the row -> lengths
+            row_end = np.repeat(lens, slens)
+            nxt = np.append(sl[1:], 0)
+            last = np.zeros(len(sl), bool)
+            last[np.maximum(offsets(slens)[1:] - 1, 0)[slens > 0]] = True
+            sl = np.where(last, row_end, nxt) - sl
+    if lay.position_ids:
+        pos, plens = list_parts(table.column(lay.position_ids))
+    elif lay.seq_lengths:  # positions implied by the lengths
+        seg = np.repeat(offsets(sl)[:-1], np.maximum(sl, 0))
+        pos, plens = np.arange(len(seg)) - seg, lens
+    else:
+        return None
+    if not lay.seq_lengths:  # a conversation starts wherever position_ids restart at 0
+        starts = np.flatnonzero(pos == 0) if pos.size else np.zeros(0, np.int64)
+        bounds = offsets(plens)
+        cuts = np.union1d(starts, bounds[:-1][plens > 0])
+        sl = np.diff(np.append(cuts, bounds[-1])).astype(np.int64)
+        slens = np.bincount(np.searchsorted(bounds, cuts, "right") - 1, minlength=n).astype(np.int64)
+    return (pos, plens), (sl, slens)
+
+
+def _strip_padding(ids: np.ndarray, lens: np.ndarray, labels: np.ndarray, vlens: np.ndarray,
+                   pad_ids: frozenset[int]) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Per row, how many trailing pad tokens to drop: collated or packed-and-padded rows (torchtune,
+    a saved batch) end in padding that is no conversation. And (row, position, count) of the rows
+    whose dropped padding was trained, for ``pad_trained``."""
+    if not pad_ids or not ids.size:
+        return np.zeros(len(lens), np.int64), []
+    pad = np.isin(ids, np.asarray(sorted(pad_ids), ids.dtype))
+    bounds = offsets(lens)
+    keep_at = np.where(~pad, np.arange(len(ids)), -1)
+    full = lens > 0
+    last = np.full(len(lens), -1, np.int64)
+    last[full] = np.maximum.reduceat(keep_at, bounds[:-1][full])
+    strip = np.where(full, bounds[1:] - 1 - np.maximum(last, bounds[:-1] - 1), 0)
+    same = lens == vlens
+    in_row = np.arange(len(ids)) - np.repeat(bounds[:-1], lens)
+    tail = (in_row >= np.repeat(lens - strip, lens)) & np.repeat(same, lens)
+    trained = np.zeros(len(ids), bool)
+    trained[np.repeat(same, lens)] = labels[np.repeat(same, vlens)] != IGNORE_INDEX
+    hit = np.flatnonzero(tail & trained)
+    rows = np.repeat(np.arange(len(lens)), lens)[hit]
+    uniq, first, counts = np.unique(rows, return_index=True, return_counts=True)
+    return strip, [(int(r), int(in_row[hit[f]]), int(c)) for r, f, c in zip(uniq, first, counts, strict=True)]
+
+
+def _cut(values: np.ndarray, vlens: np.ndarray, strip: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop ``strip`` trailing values of each row whose length equals the ids' (others as they are)."""
+    drop = np.where(vlens == lens, strip, 0)
+    if not drop.any():
+        return values, vlens
+    new = vlens - drop
+    keep = (np.arange(len(values)) - np.repeat(offsets(vlens)[:-1], vlens)) < np.repeat(new, vlens)
+    return values[keep], new
+
+
+def _cut_segments(sl: np.ndarray, slens: np.ndarray, strip: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Take the stripped padding off each row's last conversations (dropping the ones it empties)."""
+    sl, slens = sl.copy(), slens.copy()
+    bounds = offsets(slens)
+    for r in np.flatnonzero(strip):
+        left, k = int(strip[r]), int(bounds[r + 1]) - 1
+        while left and k >= bounds[r]:
+            take = min(left, int(sl[k]))
+            sl[k] -= take
+            left -= take
+            k -= 1
+    gone = sl <= 0
+    if not gone.any():
+        return sl, slens
+    row_of = np.repeat(np.arange(len(slens)), slens)
+    return sl[~gone], slens - np.bincount(row_of[gone], minlength=len(slens))
+
+
+@dataclass(frozen=True)
+class Normalised:
+    """A part in the audit layout, the trailing padding dropped, and where dropped padding was trained."""
+
+    table: pa.Table
+    padding_stripped: int
+    trained_padding: list[tuple[int, int, int]]  # (row, position in the row, trained pad tokens)
+
+
+def normalise(table: pa.Table, lay: Layout, first_row: int, pad_ids: frozenset[int] = frozenset()) -> Normalised:
     """The audit layout: ``id``, ``input_ids``, unshifted ``labels``, and ``position_ids`` plus
-    ``seq_lengths`` when the data is packed (derived from position_ids when only those exist)."""
+    ``seq_lengths`` when the data is packed; trailing padding (``pad_ids``) dropped."""
     import pyarrow.compute as pc
 
     ids, lens = list_parts(table.column(lay.ids))
@@ -245,23 +338,15 @@ def normalise(table: pa.Table, lay: Layout, first_row: int) -> pa.Table:
         rid = pc.cast(table.column(lay.row_id).combine_chunks(), pa.string())
     else:
         rid = pc.cast(pa.array(np.arange(first_row, first_row + n)), pa.string())
-    cols = {"id": rid, "input_ids": _list_array(ids, lens), "labels": _list_array(labels, vlens)}
-    if lay.position_ids or lay.seq_lengths:
-        if lay.position_ids:
-            pos, plens = list_parts(table.column(lay.position_ids))
-        else:  # positions implied by seq_lengths
-            sl, slens = list_parts(table.column(lay.seq_lengths))
-            seg = np.repeat(offsets(sl.astype(np.int64))[:-1], np.maximum(sl, 0).astype(np.int64))
-            pos, plens = np.arange(len(seg)) - seg, lens
-        if lay.seq_lengths:
-            sl, slens = list_parts(table.column(lay.seq_lengths))
-        else:  # a conversation starts wherever position_ids restart at 0
-            starts = np.flatnonzero(pos == 0) if pos.size else np.zeros(0, np.int64)
-            row_starts = offsets(plens)[:-1]
-            cuts = np.union1d(starts, row_starts[plens > 0])
-            row_of = np.searchsorted(offsets(plens), cuts, "right") - 1
-            sl = np.diff(np.append(cuts, offsets(plens)[-1])).astype(np.int64)
-            slens = np.bincount(row_of, minlength=n).astype(np.int64)
-        cols["position_ids"] = _list_array(pos, plens)
-        cols["seq_lengths"] = _list_array(sl, slens)
-    return pa.table(cols)
+    packing = _packing(table, lay, lens)
+    strip, trained_pads = _strip_padding(ids, lens, labels, vlens, pad_ids)
+    labels, vlens = _cut(labels, vlens, strip, lens)
+    cols = {"id": rid}
+    if packing is not None:
+        (pos, plens), (sl, slens) = packing
+        pos, plens = _cut(pos, plens, strip, lens)
+        sl, slens = _cut_segments(sl, slens, strip)
+        cols["position_ids"], cols["seq_lengths"] = _list_array(pos, plens), _list_array(sl, slens)
+    ids, lens = _cut(ids, lens, strip, lens)
+    cols.update({"input_ids": _list_array(ids, lens), "labels": _list_array(labels, vlens)})
+    return Normalised(pa.table(cols), int(strip.sum()), trained_pads)
