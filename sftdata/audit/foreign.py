@@ -30,8 +30,9 @@ from sftdata.audit import (
     finish_report,
     rule_context,
 )
+from sftdata.audit.columns import Layout, layout, looks_shifted, normalise
 from sftdata.audit.integrity import AuditError, list_parts
-from sftdata.audit.reader import Layout, Part, discover, layout, looks_shifted, normalise, read_part
+from sftdata.audit.reader import Part, discover, read_part
 from sftdata.audit.report import MANIFEST_RULES, AuditReport, RowStats, Violations
 
 DEFAULT_TOKENIZER = "builtin:llama3"

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from sftdata.audit.columns import Layout
 from sftdata.audit.integrity import AuditError, list_parts, offsets
-from sftdata.audit.reader import Layout
 from sftdata.audit.report import Violations
 from sftdata.constants import IGNORE_INDEX
 
