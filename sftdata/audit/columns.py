@@ -117,11 +117,17 @@ def _unshift(values: np.ndarray, vlens: np.ndarray, fill: int) -> np.ndarray:
     return out
 
 
+def _arrow(values: np.ndarray) -> pa.Array:
+    """A numeric numpy array as Arrow, zero-copy: ``pa.array(ndarray)`` imports pandas (2 s)."""
+    values = np.ascontiguousarray(values)
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+
+
 def _list_array(values: np.ndarray, lens: np.ndarray) -> pa.Array:
     offs = offsets(lens)
     big = offs[-1] >= 2**31 - 1
     cls = pa.LargeListArray if big else pa.ListArray
-    return cls.from_arrays(pa.array(offs, pa.int64() if big else pa.int32()), pa.array(values))
+    return cls.from_arrays(_arrow(offs if big else offs.astype(np.int32)), _arrow(values))
 
 
 def _packing(table: pa.Table, lay: Layout, lens: np.ndarray) -> tuple[tuple, tuple] | None:
@@ -235,7 +241,7 @@ def normalise(table: pa.Table, lay: Layout, first_row: int, pad_ids: frozenset[i
     if lay.row_id:
         rid = pc.cast(table.column(lay.row_id).combine_chunks(), pa.string())
     else:
-        rid = pc.cast(pa.array(np.arange(first_row, first_row + n)), pa.string())
+        rid = pc.cast(_arrow(np.arange(first_row, first_row + n)), pa.string())
     packing = _packing(table, lay, lens)
     strip, trained_pads = _strip_padding(ids, lens, labels, vlens, pad_ids)
     labels, vlens = _cut(labels, vlens, strip, lens)
