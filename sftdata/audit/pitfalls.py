@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 ASSISTANT = 3
 PROMPT_ROLES = (1, 2, 4, 5)  # system, user, ipython, tool (report.ROLE_NAMES)
 DATE_WINDOW = 32  # tokens of a system turn searched for the "Today Date:" line
+DATE_TAIL = 8  # the block's last tokens, which hold the date: blocks alike here need no decoding
 _DATE = re.compile(r"Today Date:[ \t]*([^\n]*)")
 
 
@@ -107,49 +108,55 @@ def structure(v: SliceView) -> None:
 
 
 def collect_dates(v: SliceView) -> None:
-    """Remember each conversation's Llama-3.2 "Today Date:" (first system turn that has one) in
-    ``ctx.dates``; ``finish_dates`` reports rows whose date differs from the most common one."""
+    """Remember the first line block (up to the header newline) of each conversation's first system
+    turn, as token ids, in ``ctx.dates``. Decoding waits for ``finish_dates`` and happens only when
+    the blocks differ at all: decoding the date's tokens loads the tokenizer's ranks (0.2 s)."""
     ctx, ids = v.ctx, v.ids
     nl = ctx.header_newline_ids
     sysu = np.flatnonzero(v.u_turn & (v.u_role == 1) & (v.u_ce > v.u_cs))
     if not sysu.size or len(nl) != 1:
         return
+    _, first_of_seg = np.unique(v.u_seg[sysu], return_index=True)
+    sysu = sysu[first_of_seg]
     cs, ce = v.u_cs[sysu], v.u_ce[sysu]
     grid = cs[:, None] + np.arange(DATE_WINDOW)
     inside = grid < ce[:, None]
     win = np.where(inside, ids[np.minimum(grid, v.n - 1)].astype(np.int64), -1)
     stop = np.where(inside & (win == nl[0]), np.arange(DATE_WINDOW), DATE_WINDOW).min(axis=1)
     win = np.where(np.arange(DATE_WINDOW) < stop[:, None], win, -1)
-    _, first, inverse = np.unique(win, axis=0, return_index=True, return_inverse=True)
+    keys, first, inverse = np.unique(win, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
-    found: list[str | None] = []
-    for f in first:
-        m = _DATE.search(ctx.text_raw(win[f][win[f] >= 0]))
-        found.append(m.group(1).strip() if m else None)
-    seen: set[int] = set()
-    for j, u in enumerate(sysu):
-        date, s = found[inverse[j]], int(v.u_seg[u])
-        if date is None or s in seen:
-            continue
-        seen.add(s)
-        entry = ctx.dates.setdefault(date, [0, []])
-        entry[0] += 1
-        if len(entry[1]) < v.sink.max_per_rule:
+    for k, key in enumerate(keys):
+        entry = ctx.dates.setdefault(tuple(int(x) for x in key if x >= 0), [0, []])
+        members = np.flatnonzero(inverse == k)
+        entry[0] += len(members)
+        for j in members[:max(0, v.sink.max_per_rule - len(entry[1]))]:
+            s = int(v.u_seg[sysu[j]])
             r = int(v.seg_row[s])
             entry[1].append((v.seg_id(s), v.shard, v.first_row + r, int(cs[j] - v.row_start[r])))
 
 
 def finish_dates(ctx: RuleContext, sink: Violations) -> None:
-    """``date_consistent``: one violation per conversation whose date is not the most common."""
-    if len(ctx.dates) < 2:
+    """``date_consistent``: one violation per conversation whose "Today Date:" is not the most common."""
+    if len({key[-DATE_TAIL:] for key in ctx.dates}) < 2:
+        return  # the blocks end alike ("...Today Date: 26 Jul 2024"): one date at most
+    dates: dict[str, list] = {}
+    for key, (count, listed) in ctx.dates.items():
+        m = _DATE.search(ctx.text_raw(list(key)))
+        if m:
+            entry = dates.setdefault(m.group(1).strip(), [0, []])
+            entry[0] += count
+            entry[1] += listed
+    if len(dates) < 2:
         return
-    total = sum(n for n, _ in ctx.dates.values())
-    major = max(ctx.dates, key=lambda d: ctx.dates[d][0])  # ties: the first seen
-    for date, (count, listed) in ctx.dates.items():
+    total = sum(n for n, _ in dates.values())
+    major = max(dates, key=lambda d: dates[d][0])  # ties: the first seen
+    for date, (count, listed) in dates.items():
         if date == major:
             continue
-        msg = (f"Today Date {date!r} where {ctx.dates[major][0]} of {total} conversations have {major!r} "
-               f"({len(ctx.dates)} dates: data rendered on different days does not reproduce)")
+        msg = (f"Today Date {date!r} where {dates[major][0]} of {total} conversations have {major!r} "
+               f"({len(dates)} dates: data rendered on different days does not reproduce)")
+        listed = sorted(listed, key=lambda x: (str(x[1]), x[2]))[:sink.room("date_consistent")]
         for rid, shard, row, pos in listed:
             sink.add("date_consistent", msg, id=rid, shard=shard, row=row, position=pos)
         if count > len(listed):

@@ -62,7 +62,7 @@ class RuleContext:
     _roles: dict[tuple[int, ...], int] = field(default_factory=dict)
     allow_plain: bool = False  # conversations without headers: BOS + text, anything after BOS may train
     pad_ids: frozenset[int] = frozenset()  # ids that are padding when trained (pitfalls.pad_trained)
-    dates: dict[str, list] = field(default_factory=dict)  # "Today Date" -> [conversations, listed], over slices
+    dates: dict[tuple, list] = field(default_factory=dict)  # system block ids -> [conversations, listed]
 
     def role_code(self, key: tuple[int, ...]) -> int:
         if key not in self._roles:
