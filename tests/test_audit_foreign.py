@@ -450,3 +450,48 @@ def test_source_comparison_names_first_differing_token(ours, tmp_path, tok):
                for v in mism[0::2])
     result = CliRunner().invoke(audit_cmd, [str(path), "--source", str(src)])
     assert result.exit_code == 2 and "--template" in result.output
+
+
+# ------------------------------------------------------------------------------------ LLaMA-Factory
+
+LF_PYTHON = Path(os.environ.get("SFTDATA_VENVS", "/root/.cache/sftdata-venvs")) / "llamafactory" / "bin" / "python"
+LF_SCRIPT = """
+import json, sys
+from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+from llamafactory.hparams import get_train_args
+from llamafactory.model import load_tokenizer
+tokdir, datadir, out = sys.argv[1:4]
+for name, extra in (("default", {}), ("train_on_prompt", {"train_on_prompt": True})):
+    args = dict(model_name_or_path=tokdir, stage="sft", do_train=True, dataset="demo", dataset_dir=datadir,
+                template="llama3", cutoff_len=1024, output_dir=f"{out}/trainer", overwrite_cache=True,
+                report_to="none", use_cpu=True, **extra)
+    model_args, data_args, training_args, _, _ = get_train_args(args)
+    tm = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tm["tokenizer"], data_args)
+    get_dataset(template, model_args, data_args, training_args, stage="sft", **tm)["train_dataset"].save_to_disk(
+        f"{out}/{name}")
+"""
+
+
+@pytest.mark.skipif(not LF_PYTHON.exists(), reason="no LLaMA-Factory venv (tests/interop/build_venvs.sh llamafactory)")
+def test_llama_factory_preprocessing(tmp_path):
+    """LLaMA-Factory 0.9.5's own SFT preprocessing (template llama3), run in its own venv."""
+    from sftdata.tokenizer import _convert_builtin
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "demo.json").write_text(json.dumps([{"messages": r["messages"]} for r in records()]))
+    (data / "dataset_info.json").write_text(json.dumps({"demo": {
+        "file_name": "demo.json", "formatting": "sharegpt", "columns": {"messages": "messages"},
+        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+                 "system_tag": "system"}}}))
+    (tmp_path / "lf.py").write_text(LF_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    proc = subprocess.run([str(LF_PYTHON), str(tmp_path / "lf.py"), str(_convert_builtin()), str(data),
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, report, output = audit(tmp_path / "out" / "default")
+    assert code == 0, output
+    code, report, _ = audit(tmp_path / "out" / "train_on_prompt")
+    assert code == 1 and failed(report) == {"prompt_trained", "trained_outside_assistant"}
+    assert len(hits(report, "prompt_trained")) == len(records())
