@@ -205,6 +205,20 @@ def test_chatml_response_template_on_llama3_data_fails_nothing_trained(trl_prepa
     assert report["stats"]["trained_tokens"] == 0 and "every label is -100" in output
 
 
+def test_llama3_response_template_without_instruction_template_trains_later_prompts(trl_prepared, tmp_path):
+    """The old collator with the right Llama-3 marker but no instruction_template masks only up to
+    the first answer: every later user turn of a multi-turn row is trained."""
+    _, ds, hf = trl_prepared
+    ids = ds["input_ids"]
+    marker = "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    batches = [old_completion_only_collate(hf, ids[k:k + 2], marker) for k in range(0, len(ids), 2)]
+    code, report, _ = audit(write(tmp_path / "first.parquet", collated_rows(batches)))
+    multi = [k for k, r in enumerate(ds["messages"]) if len(r) > 2]
+    assert code == 1 and "prompt_trained" in failed(report)
+    assert sorted(v["row"] for v in hits(report, "prompt_trained")) == multi
+    assert all("'And' in the user turn's content" in v["message"] for v in hits(report, "prompt_trained"))
+
+
 def test_lm_collator_rows_fail_naming_prompt_tokens(trl_prepared, tmp_path):
     from transformers import DataCollatorForLanguageModeling
 

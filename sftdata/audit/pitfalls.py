@@ -76,7 +76,8 @@ def prompt_and_pad(v: SliceView, trained: np.ndarray, cum: np.ndarray) -> Prompt
     per_seg = np.bincount(v.u_seg, weights=prompt_n, minlength=len(v.seg_len)).astype(np.int64)
     v.emit_segs("prompt_trained", segs, lambda k, s: (
         f"{per_seg[s]} prompt token(s) trained, first {ctx.text(ids[first_pos(k)])} in the "
-        f"{v.zone(first_pos(k))} (a collator that trains every token?)"), lambda k, s: first_pos(k))
+        f"{v.zone(first_pos(k))} (labels copied from input_ids, or masked only up to the first answer?)"),
+        lambda k, s: first_pos(k))
     return PromptAndPad(prompt, prompt_n, pad_outside, cand[out])
 
 
