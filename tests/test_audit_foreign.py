@@ -125,8 +125,10 @@ def trl_prepared(tmp_path_factory):
 
 def test_trl_assistant_only_loss_dataset_passes(trl_prepared):
     folder, ds, _ = trl_prepared
-    code, report, output = audit(folder)
+    code, report, output = audit(folder, "--junit", str(folder.parent / "junit.xml"))
     assert code == 0, output
+    junit = (folder.parent / "junit.xml").read_text()
+    assert junit.count('<skipped message="no manifest"') == len(MANIFEST_ONLY)
     assert report["input"]["kind"] == "datasets Dataset" and report["input"]["parts"][0]["labels_column"] == "labels"
     assert report["stats"]["rows"] == len(ds) and report["stats"]["trained_tokens"] == sum(
         sum(x != IGNORE_INDEX for x in row) for row in ds["labels"])
@@ -349,7 +351,10 @@ def test_torchtune_and_megatron_packed_layouts(ours, tmp_path, tok):
         mask = [int(x != IGNORE_INDEX) for x in row["labels"]]
         rolled = [*mask[1:first], 0, *mask[first + 1:], 0]  # per conversation, last position 0
         mg.append({"input_ids": row["input_ids"], "loss_mask": rolled, "seq_start_id": [0, first]})
-    code, report, output = audit(write(tmp_path / "mg" / "p.idx.parquet", mg))
+    (tmp_path / "mg").mkdir()
+    (tmp_path / "mg" / "p.idx.metadata.json").write_text(json.dumps({"max_samples_per_bin": 2}))  # beside it
+    write(tmp_path / "mg" / "p.idx.parquet", mg)
+    code, report, output = audit(tmp_path / "mg")
     assert code == 0, output
     part = report["input"]["parts"][0]
     assert part["mask_column"] == "loss_mask" and part["shift_detected"] and report["stats"]["conversations"] == len(rows)

@@ -82,6 +82,8 @@ def discover(location: str) -> tuple[str, list[Part]]:
         return "datasets Dataset", _dataset_parts(path, "")
     files = sorted(p for p in path.rglob("*") if p.suffix in EXTENSIONS and not p.name.startswith(".")
                    and p.name not in ("dataset_info.json", "export_manifest.json", "index.json"))
+    columnar = [p for p in files if EXTENSIONS[p.suffix] != "jsonl"]
+    files = columnar or files  # beside Parquet/Arrow data, JSON files are metadata (Megatron-Bridge's)
     if not files:
         raise AuditError(f"{path}: no manifest.json, and no datasets folder, Parquet, Arrow or JSON Lines "
                          "files with input_ids (not a prepared folder or token data)")
