@@ -413,6 +413,9 @@ def test_glob_of_files_and_options_refused_for_prepared_folders(ours, tmp_path):
     run_pipeline(s, [str(src)], tmp_path / "prepared")
     result = CliRunner().invoke(audit_cmd, [str(tmp_path / "prepared"), "--mask-column", "loss_mask"])
     assert result.exit_code == 2 and "only for data without a manifest" in result.output
+    (tmp_path / "prepared" / "manifest.json").unlink()  # an unfinished run is not "data without a manifest"
+    result = CliRunner().invoke(audit_cmd, [str(tmp_path / "prepared")])
+    assert result.exit_code == 2 and "not a finished `sftdata run` output" in result.output
 
 
 def test_html_report_shows_rows_of_data_without_manifest(ours, tmp_path):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from sftdata.audit.integrity import AuditError
+from sftdata.audit.integrity import SHARD_FILE, AuditError
 
 EXTENSIONS = {".arrow": "arrow", ".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 
@@ -72,6 +72,9 @@ def discover(location: str) -> tuple[str, list[Part]]:
         raise AuditError(f"{location}: no such folder or file")
     if not path.is_dir():
         return "file", [_file_part(path, path.name)]
+    if (path / "_chunks").is_dir() or any(SHARD_FILE.match(p.name) for p in path.iterdir()):
+        raise AuditError(f"{path}: no manifest.json beside sftdata shards: not a finished `sftdata run` output "
+                         "folder (it is written last)")
     if (path / "dataset_dict.json").exists():
         try:
             splits = json.loads(regular_file(path / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
