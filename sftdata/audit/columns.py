@@ -83,6 +83,17 @@ def layout(schema: pa.Schema, labels_column: str | None, mask_column: str | None
     return Layout(ids, labels, mask, False, False, row_id, seq, pos)
 
 
+def column_parts(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """``list_parts`` on its zero-copy path: bool masks as int8, large lists as lists (the
+    general path's ``to_numpy`` imports pandas, 2 s of a command that takes well under one)."""
+    t = column.type
+    if pa.types.is_large_list(t) and len(column) and sum(len(c.values) for c in column.chunks) < 2**31 - 1:
+        t = pa.list_(t.value_type)
+    if pa.types.is_boolean(t.value_type):
+        t = pa.list_(pa.int8())
+    return list_parts(column.cast(t) if t != column.type else column)
+
+
 def looks_shifted(ids: np.ndarray, lens: np.ndarray, values: np.ndarray, vlens: np.ndarray, is_mask: bool,
                   closers: tuple[int, ...], end_header_id: int, header_newline: int | None) -> bool:
     """Labels that equal the *next* input id far more often than the same one are shifted; a mask
@@ -135,7 +146,7 @@ def _packing(table: pa.Table, lay: Layout, lens: np.ndarray) -> tuple[tuple, tup
     seq_lengths / seq_lens, seq_start_id (Megatron), or position_ids / input_pos restarting at 0."""
     n = table.num_rows
     if lay.seq_lengths:
-        sl, slens = list_parts(table.column(lay.seq_lengths))
+        sl, slens = column_parts(table.column(lay.seq_lengths))
         sl = sl.astype(np.int64)
         if lay.seq_lengths == "seq_start_id":  # starts within the row -> lengths
             row_end = np.repeat(lens, slens)
@@ -144,7 +155,7 @@ def _packing(table: pa.Table, lay: Layout, lens: np.ndarray) -> tuple[tuple, tup
             last[np.maximum(offsets(slens)[1:] - 1, 0)[slens > 0]] = True
             sl = np.where(last, row_end, nxt) - sl
     if lay.position_ids:
-        pos, plens = list_parts(table.column(lay.position_ids))
+        pos, plens = column_parts(table.column(lay.position_ids))
     elif lay.seq_lengths:  # positions implied by the lengths
         seg = np.repeat(offsets(sl)[:-1], np.maximum(sl, 0))
         pos, plens = np.arange(len(seg)) - seg, lens
@@ -226,12 +237,12 @@ def normalise(table: pa.Table, lay: Layout, first_row: int, pad_ids: frozenset[i
     ``seq_lengths`` when the data is packed; trailing padding (``pad_ids``) dropped."""
     import pyarrow.compute as pc
 
-    ids, lens = list_parts(table.column(lay.ids))
+    ids, lens = column_parts(table.column(lay.ids))
     if lay.labels:
-        values, vlens = list_parts(table.column(lay.labels))
+        values, vlens = column_parts(table.column(lay.labels))
         labels = _unshift(values, vlens, IGNORE_INDEX) if lay.shifted else values
     else:
-        raw, vlens = list_parts(table.column(lay.mask))
+        raw, vlens = column_parts(table.column(lay.mask))
         mask = raw.astype(bool) if raw.dtype != bool else raw
         if lay.shifted:
             mask = _unshift(mask, vlens, False)

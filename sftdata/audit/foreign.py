@@ -30,7 +30,7 @@ from sftdata.audit import (
     finish_report,
     rule_context,
 )
-from sftdata.audit.columns import Layout, layout, looks_shifted, normalise
+from sftdata.audit.columns import Layout, column_parts, layout, looks_shifted, normalise
 from sftdata.audit.integrity import AuditError, list_parts
 from sftdata.audit.reader import Part, discover, read_part
 from sftdata.audit.report import MANIFEST_RULES, AuditReport, RowStats, Violations
@@ -43,8 +43,8 @@ def resolve_layout(table: pa.Table, lay: Layout, tok: Any, shifted: bool | None)
     """Decide whether the labels (or mask) are shifted by one: as told, or detected."""
     if shifted is not None:
         return dataclasses.replace(lay, shifted=bool(shifted))
-    ids, lens = list_parts(table.column(lay.ids))
-    values, vlens = list_parts(table.column(lay.labels or lay.mask))
+    ids, lens = column_parts(table.column(lay.ids))
+    values, vlens = column_parts(table.column(lay.labels or lay.mask))
     newline = tok.header_newline_ids
     found = looks_shifted(ids, lens, values, vlens, lay.mask is not None,
                           tuple(i for i in (tok.eot_id, tok.eom_id) if i is not None), tok.end_header_id,

@@ -114,7 +114,7 @@ def read_part(part: Part) -> pa.Table:
         if part.kind == "parquet":
             import pyarrow.parquet as pq
 
-            return pq.read_table(path)
+            return pq.ParquetFile(path).read()  # read_table imports pyarrow.dataset, and so pandas (2 s)
         import pyarrow.json as pj
 
         return pj.read_json(path)
