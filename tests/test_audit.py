@@ -573,6 +573,9 @@ def test_source_comparison(clean, rows, monkeypatch, tmp_path):
     result, report = audit(clean, "--source", str(source))
     assert result.exit_code == 1
     assert {v["id"] for v in report["violations"] if v["rule"] == "source_match"} == {"conv-tool", "conv-long"}
+    [tool] = [v for v in report["violations"] if v["id"] == "conv-tool"]
+    assert tool["position"] == len(rows["conv-tool"]["input_ids"]) - 1
+    assert "token '<|eot_id|>' (id 128009): stored trained, ours masked" in tool["message"]
 
 
 # ------------------------------------------------------------------------------------------- html

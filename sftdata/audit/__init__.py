@@ -286,7 +286,7 @@ def run_audit(path: str | Path | Folder, *, min_trained_fraction: float | None =
     if sources:
         from sftdata.audit.inspect import compare_sources
 
-        compare_sources(folder, manifest, [str(s) for s in sources], sink)
+        compare_sources(folder, manifest, [str(s) for s in sources], sink, tok)
     stats = _stats(total, manifest, max_length, packed_any, len(manifest["shards"]))
     _check_records(sink, stats, manifest.get("counts") or {}, total.conversations if all_read else None, thresholds)
     reasons = {"packing": (not packed_any, "not packed"), "source_match": (not sources, "no --source"),
