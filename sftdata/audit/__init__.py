@@ -229,7 +229,7 @@ def run_audit(path: str | Path | Folder, *, min_trained_fraction: float | None =
     if not _has_manifest(path):
         from sftdata.audit.foreign import audit_foreign
 
-        return audit_foreign(str(path), min_trained_fraction=min_trained_fraction, sources=sources,
+        return audit_foreign(local_path_of(str(path)) or str(path), min_trained_fraction=min_trained_fraction, sources=sources,
                              max_per_rule=max_per_rule, labels_column=labels_column, mask_column=mask_column,
                              shifted=shifted, tokenizer=tokenizer, template=template)
     given = {"--labels-column": labels_column, "--mask-column": mask_column, "--shifted": shifted,
