@@ -370,6 +370,7 @@ def test_double_bos_and_trained_padding(ours, tmp_path, tok):
     assert code == 1
     assert [(v["row"], v["position"]) for v in hits(report, "double_bos")] == [(0, 1)]
     assert [(v["row"], v["position"]) for v in hits(report, "pad_trained")] == [(1, len(rows[1]["input_ids"]))]
+    assert "3 trailing padding token(s) trained, first '<|finetune_right_pad_id|>'" in hits(report, "pad_trained")[0]["message"]
     assert not hits(report, "single_bos") and not hits(report, "trained_outside_assistant")
 
 

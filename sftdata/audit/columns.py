@@ -171,10 +171,10 @@ def _packing(table: pa.Table, lay: Layout, lens: np.ndarray) -> tuple[tuple, tup
 
 
 def _strip_padding(ids: np.ndarray, lens: np.ndarray, labels: np.ndarray, vlens: np.ndarray,
-                   pad_ids: frozenset[int]) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+                   pad_ids: frozenset[int]) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """Per row, how many trailing pad tokens to drop: collated or packed-and-padded rows (torchtune,
     a saved batch) end in padding that is no conversation. And (row, position, count) of the rows
-    whose dropped padding was trained, for ``pad_trained``."""
+    whose dropped padding was trained (and its first id), for ``pad_trained``."""
     if not pad_ids or not ids.size:
         return np.zeros(len(lens), np.int64), []
     pad = np.isin(ids, np.asarray(sorted(pad_ids), ids.dtype))
@@ -192,7 +192,8 @@ def _strip_padding(ids: np.ndarray, lens: np.ndarray, labels: np.ndarray, vlens:
     hit = np.flatnonzero(tail & trained)
     rows = np.repeat(np.arange(len(lens)), lens)[hit]
     uniq, first, counts = np.unique(rows, return_index=True, return_counts=True)
-    return strip, [(int(r), int(in_row[hit[f]]), int(c)) for r, f, c in zip(uniq, first, counts, strict=True)]
+    return strip, [(int(r), int(in_row[hit[f]]), int(c), int(ids[hit[f]]))
+                   for r, f, c in zip(uniq, first, counts, strict=True)]
 
 
 def _cut(values: np.ndarray, vlens: np.ndarray, strip: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -229,7 +230,7 @@ class Normalised:
 
     table: pa.Table
     padding_stripped: int
-    trained_padding: list[tuple[int, int, int]]  # (row, position in the row, trained pad tokens)
+    trained_padding: list[tuple[int, int, int, int]]  # (row, position in the row, trained pads, first id)
 
 
 def normalise(table: pa.Table, lay: Layout, first_row: int, pad_ids: frozenset[int] = frozenset()) -> Normalised:

@@ -100,9 +100,10 @@ def audit_foreign(location: str, *, min_trained_fraction: float | None = None,
     for part, lay, norm in _parts_and_tables(parts, labels_column, mask_column, shifted, tok, location, ctx.pad_ids):
         table = norm.table
         ids = table.column("id")
-        for row, pos, count in norm.trained_padding:
-            sink.add("pad_trained", f"{count} trailing padding token(s) trained (labels copied from input_ids "
-                     "before the padding was masked?)", id=ids[row].as_py(), shard=part.name, row=row, position=pos)
+        for row, pos, count, first in norm.trained_padding:
+            sink.add("pad_trained", f"{count} trailing padding token(s) trained, first {ctx.text(first)} (labels "
+                     "copied from input_ids before padding, or an end-of-text appended after the last turn?)",
+                     id=ids[row].as_py(), shard=part.name, row=row, position=pos)
         checked = check_table(table, part.name, ctx, sink, prepared=False)
         if checked is None:  # cannot happen for a normalised table, but never pass what was not checked
             raise AuditError(f"{location}: {part.name}: columns cannot be checked")
