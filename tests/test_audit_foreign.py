@@ -8,6 +8,7 @@ realistic corruption of passing data, so each test fails if its rule stops catch
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -358,6 +359,63 @@ def test_torchtune_and_megatron_packed_layouts(ours, tmp_path, tok):
     assert code == 0, output
     part = report["input"]["parts"][0]
     assert part["mask_column"] == "loss_mask" and part["shift_detected"] and report["stats"]["conversations"] == len(rows)
+
+
+def write_mds(folder: Path, rows: list[dict]) -> None:
+    """LLM Foundry ``turns`` samples in streaming's MDS layout (uint32 n, offsets, config, samples)."""
+    samples = []
+    for r in rows:
+        ids, lab = np.asarray(r["input_ids"]), np.asarray(r["labels"])
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], (lab != IGNORE_INDEX).astype(np.int8), [0]])))
+        turns, prev = [], 0
+        for a, b in zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True):
+            turns.append({"input_ids": ids[prev:a].tolist(), "labels": ids[a:b].tolist()})
+            prev = b
+        datum = json.dumps(turns).encode()
+        samples.append(np.uint32(len(datum)).tobytes() + datum)
+    config = json.dumps({"version": 2, "format": "mds", "compression": None, "column_names": ["turns"],
+                         "column_encodings": ["json"], "column_sizes": [None]}).encode()
+    start = 4 + 4 * (len(samples) + 1) + len(config)
+    offs = np.cumsum([start] + [len(x) for x in samples]).astype(np.uint32)
+    folder.mkdir(parents=True)
+    (folder / "shard.00000.mds").write_bytes(np.uint32(len(samples)).tobytes() + offs.tobytes() + config + b"".join(samples))
+    (folder / "index.json").write_text(json.dumps({"version": 2, "shards": [{
+        "format": "mds", "compression": None, "column_names": ["turns"], "column_encodings": ["json"],
+        "raw_data": {"basename": "shard.00000.mds"}, "samples": len(samples)}]}))
+
+
+def write_olmo(folder: Path, rows: list[dict], bounds: bool) -> None:
+    """OLMo-core's raw memmaps: uint32 ids, a bool mask aligned with them, start,end per document."""
+    folder.mkdir(parents=True)
+    ids = np.concatenate([np.asarray(r["input_ids"], np.uint32) for r in rows])
+    np.concatenate([np.asarray(r["labels"]) != IGNORE_INDEX for r in rows]).tofile(folder / "labels_mask_part_0000.npy")
+    ids.tofile(folder / "token_ids_part_0000.npy")
+    if bounds:
+        ends = np.cumsum([len(r["input_ids"]) for r in rows])
+        with gzip.open(folder / "token_ids_part_0000.csv.gz", "wt") as f:
+            f.writelines(f"{a},{b}\n" for a, b in zip([0, *ends[:-1]], ends, strict=True))
+
+
+@pytest.mark.parametrize("fmt", ["mds", "olmo", "olmo-without-bounds"])
+def test_mds_and_olmo_core_files(ours, tmp_path, fmt):
+    _, rows = ours
+    bad = [dict(r) for r in rows]
+    lab = list(bad[4]["labels"])
+    lab[max(i for i, x in enumerate(lab) if x != IGNORE_INDEX)] = IGNORE_INDEX  # the last <|eot_id|>
+    bad[4] = dict(bad[4], labels=lab)
+    for name, data in (("good", rows), ("bad", bad)):
+        if fmt == "mds":
+            write_mds(tmp_path / name, data)
+        else:
+            write_olmo(tmp_path / name, data, bounds=fmt == "olmo")
+    code, report, output = audit(tmp_path / "good")
+    assert code == 0, output
+    assert report["stats"]["conversations"] == len(rows) and report["stats"]["trained_tokens"] == sum(
+        sum(x != IGNORE_INDEX for x in r["labels"]) for r in rows)
+    code, report, _ = audit(tmp_path / "bad")
+    # MDS keeps no untrained tail after the last response: the closer is gone, the row ends cut off
+    assert code == 1 and failed(report) == {"turn_cut_off" if fmt == "mds" else "eot_trained"}
+    assert {v["row"] for v in report["violations"]} == {4}
 
 
 def test_double_bos_and_trained_padding(ours, tmp_path, tok):

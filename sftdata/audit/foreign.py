@@ -71,7 +71,7 @@ def check_vocabulary(table: pa.Table, tok: Any, where: str) -> None:
 def _parts_and_tables(parts: list[Part], labels_column: str | None, mask_column: str | None,
                       shifted: bool | None, tok: Any, location: str, pad_ids: frozenset[int]):
     for part in parts:
-        table = read_part(part)
+        table = read_part(part, tok.bos_id)
         where = f"{location}: {part.name}" if part.name != location else location
         lay = resolve_layout(table, layout(table.schema, labels_column, mask_column, where), tok, shifted)
         norm = normalise(table, lay, 0, pad_ids)
@@ -139,7 +139,7 @@ def audit_foreign(location: str, *, min_trained_fraction: float | None = None,
             "description": f"{kind} without a manifest, {len(parts)} part(s): {'; '.join(kinds)}"}
 
     def row_reader(shard: str, row: int) -> Any:
-        return read_row(parts, layouts, shard, row, ctx.pad_ids)
+        return read_row(parts, layouts, shard, row, ctx.pad_ids, tok.bos_id)
 
     return finish_report(
         path=location, location=location, sink=sink, total=total, stats=stats, skip=skip, samples=samples,
@@ -148,12 +148,13 @@ def audit_foreign(location: str, *, min_trained_fraction: float | None = None,
         input=info, row_reader=row_reader)
 
 
-def read_row(parts: list[Part], layouts: dict[str, Layout], shard: str, row: int, pad_ids: frozenset[int]) -> Any:
+def read_row(parts: list[Part], layouts: dict[str, Layout], shard: str, row: int, pad_ids: frozenset[int],
+             bos_id: int) -> Any:
     """One normalised row as an ``inspect.Row`` (for the HTML samples)."""
     from sftdata.audit.inspect import Row
 
     part = next(p for p in parts if p.name == shard)
-    table = normalise(read_part(part), layouts[shard], 0, pad_ids).table.slice(row, 1)
+    table = normalise(read_part(part, bos_id), layouts[shard], 0, pad_ids).table.slice(row, 1)
     ids, labels = list_parts(table.column("input_ids"))[0], list_parts(table.column("labels"))[0]
     seq = table.column("seq_lengths")[0].as_py() if "seq_lengths" in table.column_names else None
     return Row(id=table.column("id")[0].as_py(), shard=shard, row=row, index=row, input_ids=ids, labels=labels,

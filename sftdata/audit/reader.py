@@ -32,7 +32,7 @@ class Part:
 
     name: str
     path: str
-    kind: str  # arrow | parquet | jsonl
+    kind: str  # arrow | parquet | jsonl | mds | olmo
 
 
 def regular_file(path: str | Path) -> Path:
@@ -83,6 +83,14 @@ def discover(location: str) -> tuple[str, list[Part]]:
         return "datasets DatasetDict", [p for s in splits for p in _dataset_parts(path / s, f"{s}/")]
     if (path / "state.json").exists():
         return "datasets Dataset", _dataset_parts(path, "")
+    from sftdata.audit.binary_formats import OLMO_TOKENS, mds_shards
+
+    shards = mds_shards(path)
+    if shards is not None:
+        return "MDS", [Part(name, str(path / name), "mds") for name in shards]
+    olmo = sorted(path.glob(OLMO_TOKENS))
+    if olmo:
+        return "OLMo-core memmaps", [Part(p.name, str(p), "olmo") for p in olmo]
     files = sorted(p for p in path.rglob("*") if p.suffix in EXTENSIONS and not p.name.startswith(".")
                    and p.name not in ("dataset_info.json", "export_manifest.json", "index.json"))
     columnar = [p for p in files if EXTENSIONS[p.suffix] != "jsonl"]
@@ -100,10 +108,15 @@ def _file_part(path: Path, name: str) -> Part:
     return Part(name, str(path), kind)
 
 
-def read_part(part: Part) -> pa.Table:
-    """The whole file as a table; Arrow is memory-mapped (datasets writes IPC streams, others files)."""
+def read_part(part: Part, bos_id: int | None = None) -> pa.Table:
+    """The whole file as a table; Arrow is memory-mapped (datasets writes IPC streams, others files).
+    ``bos_id`` splits OLMo-core memmaps into documents when they come without boundaries."""
     path = str(regular_file(part.path))
     try:
+        if part.kind in ("mds", "olmo"):
+            from sftdata.audit.binary_formats import read_mds, read_olmo
+
+            return read_mds(path) if part.kind == "mds" else read_olmo(path, bos_id)
         if part.kind == "arrow":
             with pa.memory_map(path) as source:
                 try:
