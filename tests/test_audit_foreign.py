@@ -464,6 +464,9 @@ def test_glob_of_files_and_options_refused_for_prepared_folders(ours, tmp_path):
         write(tmp_path / "parts" / f"part-{k}.parquet", rows[2 * k:2 * k + 2])
     code, report, _ = audit(f"{tmp_path}/parts/*.parquet")
     assert code == 0 and [p["name"] for p in report["input"]["parts"]] == [f"part-{k}.parquet" for k in range(3)]
+    fraction = report["stats"]["trained_fraction"]
+    code, report, _ = audit(f"{tmp_path}/parts/*.parquet", "--min-trained-fraction", str(round(fraction + 0.01, 4)))
+    assert code == 1 and failed(report) == {"min_trained_fraction"}
     from sftdata.config import settings_from_dict
     from sftdata.runner import run_pipeline
 
