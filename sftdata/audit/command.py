@@ -42,7 +42,7 @@ Examples:
   sftdata audit 'data/*.parquet' --mask-column loss_mask --source data.jsonl --template llama3.1
 \b
 Exit codes: 0 every rule holds, 1 a rule is violated or a threshold crossed, 2 usage or I/O error.""")
-@click.argument("folder", type=_FOLDER)
+@click.argument("folder", type=_FOLDER, metavar="PATH")
 @click.option("--json", "json_path", type=_OUT, help="Write the JSON report (schemas/audit-report.schema.json).")
 @click.option("--html", "html_path", type=_OUT, help="Write a self-contained HTML page with charts and sample rows.")
 @click.option("--junit", "junit_path", type=_OUT, help="Write JUnit XML, one testcase per rule.")
@@ -66,12 +66,13 @@ def audit_cmd(folder: str, json_path: Path | None, html_path: Path | None, junit
               min_trained_fraction: float | None, max_rejected_fraction: float | None,
               sources: tuple[Path, ...], template: str | None, tokenizer: str | None, labels_column: str | None,
               mask_column: str | None, shifted: bool | None, no_integrity: bool, max_listed: int) -> None:
-    """Check every row of a prepared FOLDER: labels train only assistant answers, whole turns, no
+    """Check every row of a prepared folder PATH: labels train only assistant answers, whole turns, no
     shifted labels, well-formed Llama-3 turns, and a manifest that matches the shards.
 
-    FOLDER may also be Llama-3 token data another tool prepared, without a manifest: a datasets
-    folder (save_to_disk), Parquet / Arrow / JSON Lines files, or a glob of them, with input_ids
-    and labels or a loss mask (assistant_masks, completion_mask, loss_mask, labels_mask)."""
+    PATH may also be Llama-3 token data another tool prepared, without a manifest: a datasets
+    folder (save_to_disk), Parquet / Arrow / JSON Lines files or a glob of them, an MDS or an
+    OLMo-core folder, with input_ids and labels or a loss mask (assistant_masks, completion_mask,
+    loss_mask, labels_mask)."""
     from sftdata.audit import run_audit
 
     try:
@@ -99,7 +100,7 @@ Example:
 \b
 Exit codes: 0 all shards match the manifest, 1 a shard is missing, extra, truncated or corrupt,
 2 usage or I/O error.""")
-@click.argument("folder", type=_FOLDER)
+@click.argument("folder", type=_FOLDER, metavar="PATH")
 @click.option("--json", "json_path", type=_OUT, help="Write the findings as JSON.")
 def verify_cmd(folder: str, json_path: Path | None) -> None:
     """Check that every shard the manifest of FOLDER lists is present, whole and unchanged
@@ -120,7 +121,7 @@ def verify_cmd(folder: str, json_path: Path | None) -> None:
 Example:
   sftdata inspect out/run1 --id conv-0042
   sftdata inspect out/run1 --index 0 | less      # piped: [[...]] marks trained tokens""")
-@click.argument("folder", type=_FOLDER)
+@click.argument("folder", type=_FOLDER, metavar="PATH")
 @click.option("--id", "row_id", help="The row (or packed conversation) id to show.")
 @click.option("--index", type=click.IntRange(0), help="The row number across shards, in order (default 0).")
 @click.option("--color/--no-color", default=None, help="Force colour on or off (default: on for a terminal).")
