@@ -100,7 +100,7 @@ Example:
 \b
 Exit codes: 0 all shards match the manifest, 1 a shard is missing, extra, truncated or corrupt,
 2 usage or I/O error.""")
-@click.argument("folder", type=_FOLDER, metavar="PATH")
+@click.argument("folder", type=_FOLDER)
 @click.option("--json", "json_path", type=_OUT, help="Write the findings as JSON.")
 def verify_cmd(folder: str, json_path: Path | None) -> None:
     """Check that every shard the manifest of FOLDER lists is present, whole and unchanged
@@ -121,7 +121,7 @@ def verify_cmd(folder: str, json_path: Path | None) -> None:
 Example:
   sftdata inspect out/run1 --id conv-0042
   sftdata inspect out/run1 --index 0 | less      # piped: [[...]] marks trained tokens""")
-@click.argument("folder", type=_FOLDER, metavar="PATH")
+@click.argument("folder", type=_FOLDER)
 @click.option("--id", "row_id", help="The row (or packed conversation) id to show.")
 @click.option("--index", type=click.IntRange(0), help="The row number across shards, in order (default 0).")
 @click.option("--color/--no-color", default=None, help="Force colour on or off (default: on for a terminal).")
