@@ -579,3 +579,19 @@ def test_llama_factory_preprocessing(tmp_path):
     code, report, _ = audit(tmp_path / "out" / "train_on_prompt")
     assert code == 1 and failed(report) == {"prompt_trained", "trained_outside_assistant"}
     assert len(hits(report, "prompt_trained")) == len(records())
+
+
+def test_plain_rows_end_token_is_a_target_not_padding(tok):
+    """A prepared prompt/completion row may train an end token after its completion: not padding."""
+    from sftdata.audit import check_table, rule_context
+    from sftdata.audit.report import Violations
+
+    eot_text = tok.token_id("<|end_of_text|>")
+    text = tok.encode_text("The capital of France is Paris.")
+    ids = [tok.bos_id, *text, eot_text]
+    labels = [IGNORE_INDEX, *([IGNORE_INDEX] * 5), *text[5:], eot_text]
+    table = pa.table({"id": ["p"], "input_ids": [ids], "labels": [labels], "content_hash": ["x"]})
+    for plain, rules in ((True, set()), (False, {"pad_trained", "well_formed_turns", "trained_outside_assistant"})):
+        sink = Violations()
+        check_table(table, "mem", rule_context(tok, allow_plain=plain), sink)
+        assert set(sink.counts) == rules, sink.items

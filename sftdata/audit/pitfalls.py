@@ -46,7 +46,8 @@ def prompt_and_pad(v: SliceView, trained: np.ndarray, cum: np.ndarray) -> Prompt
     turn (HF ``DataCollatorForLanguageModeling`` trains everything). ``pad_trained``: a trained
     pad id (``<|finetune_right_pad_id|>``, ``<|end_of_text|>``), or a closing token repeated after
     a turn's own closer (padding with pad = eos), i.e. padding whose labels were copied from
-    ``input_ids`` before it was masked."""
+    ``input_ids`` before it was masked. A plain conversation's trained end token (prompt/completion
+    records with an EOS) is a target, not padding."""
     ctx, ids = v.ctx, v.ids
     start, cs, ce, closed = v.u_start, v.u_cs, v.u_ce, v.u_closed
     zone_end = ce + closed
@@ -57,7 +58,7 @@ def prompt_and_pad(v: SliceView, trained: np.ndarray, cum: np.ndarray) -> Prompt
     vals = ids[cand]
     pads = np.asarray(sorted(ctx.pad_ids), ids.dtype)
     closers = np.asarray(sorted(ctx.closer_ids), ids.dtype)
-    is_pad = member(vals, pads) | (member(vals, closers) & closed[u] & (cand > v.u_close[u]))
+    is_pad = (member(vals, pads) | (member(vals, closers) & closed[u] & (cand > v.u_close[u]))) & ~v.u_plain[u]
     in_zone = v.u_turn[u] & (cand >= cs[u]) & (cand < zone_end[u])
     pad_pos = cand[is_pad]
     v.emit_positions("pad_trained", pad_pos, lambda p, c: (
