@@ -536,6 +536,22 @@ def test_source_comparison_names_first_differing_token(ours, tmp_path, tok):
     assert result.exit_code == 2 and "--template" in result.output
 
 
+
+def test_source_in_another_input_format(ours, tmp_path):
+    """--source takes what `sftdata run` reads (format detected): here ShareGPT, matched by order."""
+    _, rows = ours
+    names = {"system": "system", "user": "human", "assistant": "gpt"}
+    share = write_jsonl(tmp_path / "share.jsonl", [
+        {"conversations": [{"from": names[m["role"]], "value": m["content"]} for m in r["messages"]]} for r in records()])
+    unnamed = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows]
+    code, report, output = audit(write(tmp_path / "s.parquet", unnamed), "--source", str(share), "--template", "llama3.2")
+    assert code == 0 and next(r for r in report["rules"] if r["name"] == "source_match")["status"] == "pass", output
+    code, report, _ = audit(write(tmp_path / "short.parquet", unnamed[:-1]), "--source", str(share),
+                            "--template", "llama3.2")
+    assert code == 1 and [v["message"] for v in hits(report, "source_match")] == [
+        "the source record renders but no row matches it"]
+
+
 # ------------------------------------------------------------------------------------ LLaMA-Factory
 
 LF_PYTHON = Path(os.environ.get("SFTDATA_VENVS", "/root/.cache/sftdata-venvs")) / "llamafactory" / "bin" / "python"

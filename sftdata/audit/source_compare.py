@@ -28,7 +28,8 @@ def _render(sources: list[str], template: str, spec: str) -> list[tuple[str, np.
     except ImportError as exc:
         raise AuditError(f"--source needs sftdata.pipeline.render_source_rows: {exc}") from exc
     try:
-        return list(render_source_rows(sources, {"pipeline": {"template": template, "tokenizer": spec}}))
+        return list(render_source_rows(sources, {"pipeline": {"template": template, "tokenizer": spec,
+                                                              "input_format": "auto"}}))
     except (OSError, ValueError, TypeError) as exc:
         raise AuditError(f"cannot render the source records with template {template!r}: {exc}") from exc
 
