@@ -456,6 +456,12 @@ def test_wrong_vocabulary_is_one_clear_error(ours, tmp_path):
     assert result.exit_code == 2 and "no Llama-3 header token" in result.output
     with pytest.raises(AuditError, match="no input_ids"):
         run_audit(write(tmp_path / "x.jsonl", [{"text": "hello"}]))
+    result = CliRunner().invoke(audit_cmd, [str(tmp_path / "far.parquet"), "--tokenizer", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "cannot load the tokenizer" in result.output
+    from sftdata.tokenizer import _convert_builtin
+
+    code, report, _ = audit(write(tmp_path / "ok.parquet", rows), "--tokenizer", str(_convert_builtin()))
+    assert code == 0 and report["tokenizer"]["spec"] == str(_convert_builtin())
 
 
 def test_glob_of_files_and_options_refused_for_prepared_folders(ours, tmp_path):

@@ -47,7 +47,7 @@ def _tokenizer(spec: str) -> Any:
     try:
         return load_tokenizer(spec)
     except (TokenizerError, OSError, ValueError) as exc:
-        raise AuditError(f"cannot load the manifest's tokenizer {spec!r}: {exc}") from exc
+        raise AuditError(f"cannot load the tokenizer {spec!r}: {exc}") from exc
 
 
 def _check_tokenizer(manifest: dict, tok: Any, newline: list[int], sink: Violations) -> None:
