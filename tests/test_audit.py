@@ -357,6 +357,9 @@ def _variant(tok, rows, what):
     elif what == "unknown_role":
         role = tok.encode_text("robot")
         ids[2:eh], lab[2:eh] = role, [IGNORE_INDEX] * len(role)
+    elif what == "long_unknown_role":  # too many tokens to pack into one int64 key
+        role = tok.encode_text("supervisor of the night shift")
+        ids[2:eh], lab[2:eh] = role, [IGNORE_INDEX] * len(role)
     elif what == "no_newline":
         del ids[eh + 1], lab[eh + 1]
     elif what == "tail_after_eot":
@@ -373,6 +376,7 @@ def _variant(tok, rows, what):
 @pytest.mark.parametrize("what,rules", [
     ("labels_length", {"labels_length"}), ("token_range", {"token_range"}), ("extra_bos", {"single_bos"}),
     ("no_bos", {"single_bos", "well_formed_turns"}), ("unknown_role", {"well_formed_turns"}),
+    ("long_unknown_role", {"well_formed_turns"}),
     ("no_newline", {"well_formed_turns"}), ("tail_after_eot", {"well_formed_turns"}),
     ("stray_after_bos", {"well_formed_turns"}),
     ("train_bos", {"trained_outside_assistant"}), ("train_newline", {"trained_outside_assistant"}),

@@ -214,7 +214,11 @@ def _roles(v: SliceView, start: np.ndarray, eh: np.ndarray, turn: np.ndarray, ha
         keys = sum((c + 1) * base**j for j, c in enumerate(cols))  # one int64 per tuple: a fast 1-D sort
     else:
         keys = np.stack(cols, axis=1)
-    first, inverse = unique_inverse(keys)
+    if keys.ndim == 1:
+        first, inverse = unique_inverse(keys)
+    else:  # tuples too wide for one int64 (unique_inverse sorts 1-D keys only)
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
     codes = [v.ctx.role_code(tuple(int(cols[j][f]) for j in range(int(width[f])))) for f in first]
     role[cand] = np.asarray(codes, np.int8)[inverse]
     return role
