@@ -83,6 +83,7 @@ def test_html_report_shows_rows_of_data_without_manifest(ours, tmp_path):
     assert result.exit_code == 0
     html = (tmp_path / "a.html").read_text()
     assert html.count('class="sample"') == 3 and "skip (no manifest)" in html and "tr t" in html
+    assert "<td>read as</td>" in html and "records rejected" not in html
 
 
 def test_fifo_in_place_of_a_file_does_not_hang(ours, tmp_path):
@@ -161,4 +162,23 @@ def test_plain_rows_end_token_is_a_target_not_padding(tok):
     for plain, rules in ((True, set()), (False, {"pad_trained", "well_formed_turns", "trained_outside_assistant"})):
         sink = Violations()
         check_table(table, "mem", rule_context(tok, allow_plain=plain), sink)
+        assert set(sink.counts) == rules, sink.items
+
+
+def test_pad_id_below_the_control_tokens_is_still_found(tok, ours):
+    """A --tokenizer whose pad id sorts below its control tokens: trained padding is still named."""
+    from sftdata.audit import check_table, rule_context
+    from sftdata.audit.report import Violations
+
+    _, rows = ours
+    low_pad = tok.encode_text("~")[0]
+    row = rows[0]
+    table = pa.table({"id": ["r"], "input_ids": [row["input_ids"] + [low_pad] * 2],
+                      "labels": [row["labels"] + [low_pad] * 2]})
+    ctx = rule_context(tok)
+    for pads, rules in ((ctx.pad_ids, {"trained_outside_assistant", "well_formed_turns"}),
+                        (frozenset({low_pad}), {"pad_trained", "well_formed_turns"})):
+        ctx.pad_ids = pads
+        sink = Violations()
+        check_table(table, "mem", ctx, sink, prepared=False)
         assert set(sink.counts) == rules, sink.items

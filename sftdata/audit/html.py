@@ -122,8 +122,11 @@ def render_html(report: AuditReport, tokenizer: Any | None = None) -> str:
                f'<span class="fail">FAILED: {escape(", ".join(report.failed_rules()))}</span>')
     overview = [("rows", f"{s['rows']:,}"), ("conversations", f"{s['conversations']:,}"),
                 ("tokens", f"{s['tokens']:,}"), ("trained tokens", f"{s['trained_tokens']:,} ({s['trained_fraction']:.1%})"),
-                ("truncated rows", f"{s['truncated_rows']:,}"),
-                ("records rejected", f"{s['records']['rejected_total']:,} of {s['records']['records_read']:,}")]
+                ("truncated rows", f"{s['truncated_rows']:,}")]
+    if report.input:  # no manifest: what was read, and no record counts
+        overview.insert(0, ("read as", escape(report.input["description"])))
+    else:
+        overview.append(("records rejected", f"{s['records']['rejected_total']:,} of {s['records']['records_read']:,}"))
     if s.get("packed") and s.get("packing_efficiency") is not None:
         overview.append(("packing efficiency", f"{s['packing_efficiency']:.1%}"))
     rules = "".join(f'<tr><td><code>{r}</code></td><td class="{"ok" if st == "pass" else st}">{escape(report.status_text(r))}</td>'

@@ -53,10 +53,14 @@ def prompt_and_pad(v: SliceView, trained: np.ndarray, cum: np.ndarray) -> Prompt
     zone_end = ce + closed
     prompt = v.u_turn & np.isin(v.u_role, PROMPT_ROLES)
     prompt_n = np.where(prompt, cum[zone_end] - cum[cs], 0)
-    cand = v.sp[trained[v.sp]]  # pads and closers are special tokens: among the sparse positions
+    lowest = min(ctx.bos_id, ctx.start_header_id, ctx.end_header_id, *ctx.closer_ids)
+    pads = np.asarray(sorted(ctx.pad_ids), ids.dtype)
+    pool = v.sp  # pads and closers are special tokens: among the sparse positions, as a rule
+    if pads.size and pads[0] < lowest:  # a tokenizer whose pad id sorts below its control tokens
+        pool = np.union1d(pool, np.flatnonzero(member(ids, pads)))
+    cand = pool[trained[pool]]
     u = np.searchsorted(start, cand, "right") - 1
     vals = ids[cand]
-    pads = np.asarray(sorted(ctx.pad_ids), ids.dtype)
     closers = np.asarray(sorted(ctx.closer_ids), ids.dtype)
     is_pad = (member(vals, pads) | (member(vals, closers) & closed[u] & (cand > v.u_close[u]))) & ~v.u_plain[u]
     in_zone = v.u_turn[u] & (cand >= cs[u]) & (cand < zone_end[u])
