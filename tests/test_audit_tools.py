@@ -46,14 +46,21 @@ def trl_prepared(tmp_path_factory):
     ds = datasets.Dataset.from_list([{"messages": r["messages"]} for r in records()])
     args = SFTConfig(output_dir=str(base / "out"), assistant_only_loss=True, report_to=[], max_length=None,
                      use_cpu=True, bf16=False)
-    trainer = SFTTrainer(model=build_tiny_llama3(), args=args, train_dataset=ds, processing_class=hf)
+    model = build_tiny_llama3()
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=hf)
     assert "{% generation %}" in trainer.chat_template  # TRL's training template, not ours
     trainer.train_dataset.save_to_disk(str(base / "train"))
-    return base / "train", trainer.train_dataset, hf
+    # and again with TRL's own truncation: max_length two tokens short of the longest row
+    longest = max(len(r) for r in trainer.train_dataset["input_ids"])
+    short = SFTConfig(output_dir=str(base / "out2"), assistant_only_loss=True, report_to=[], max_length=longest - 2,
+                      truncation_mode="keep_start", use_cpu=True, bf16=False)
+    cut = SFTTrainer(model=model, args=short, train_dataset=ds, processing_class=hf).train_dataset
+    cut.save_to_disk(str(base / "cut"))
+    return base / "train", trainer.train_dataset, hf, (base / "cut", longest - 2)
 
 
 def test_trl_assistant_only_loss_dataset_passes(trl_prepared):
-    folder, ds, _ = trl_prepared
+    folder, ds, _, _ = trl_prepared
     code, report, output = audit(folder, "--junit", str(folder.parent / "junit.xml"))
     assert code == 0, output
     junit = (folder.parent / "junit.xml").read_text()
@@ -67,7 +74,7 @@ def test_trl_assistant_only_loss_dataset_passes(trl_prepared):
 
 
 def test_trl_eot_label_removed_fails(trl_prepared, tmp_path, tok):
-    _, ds, _ = trl_prepared
+    _, ds, _, _ = trl_prepared
     rows = [dict(r) for r in ds.remove_columns("messages")]
     victim = rows[3]
     at = max(i for i, (t, lab) in enumerate(zip(victim["input_ids"], victim["labels"], strict=True))
@@ -79,21 +86,20 @@ def test_trl_eot_label_removed_fails(trl_prepared, tmp_path, tok):
     assert (hit["row"], hit["position"], hit["id"]) == (3, at, "3")
 
 
-def test_trl_truncated_rows_fail_cut_off(trl_prepared, tmp_path):
-    """What TRL's ``truncation_mode='keep_start'`` does to a row longer than max_length."""
-    _, ds, _ = trl_prepared
-    rows = [dict(r) for r in ds.remove_columns("messages")]
-    long_row = max(range(len(rows)), key=lambda k: len(rows[k]["input_ids"]))
-    rows[long_row] = {k: v[:-3] for k, v in rows[long_row].items()}  # inside its last answer
-    code, report, _ = audit(write(tmp_path / "cut.jsonl", rows))
-    assert code == 1 and failed(report) == {"turn_cut_off"}
-    assert [v["row"] for v in hits(report, "turn_cut_off")] == [long_row]
+def test_trl_truncated_rows_fail_cut_off(trl_prepared):
+    """TRL's ``truncation_mode='keep_start'`` with max_length two tokens short of the longest row:
+    the rows it cuts end inside their last answer, without the <|eot_id|>."""
+    _, ds, _, (folder, limit) = trl_prepared
+    code, report, _ = audit(folder)
+    longer = [k for k, r in enumerate(ds["input_ids"]) if len(r) > limit]
+    assert code == 1 and failed(report) == {"turn_cut_off"} and longer
+    assert [v["row"] for v in hits(report, "turn_cut_off")] == longer
 
 
 def test_trl_dataset_dict_audits_each_split(trl_prepared, tmp_path, tok):
     import datasets
 
-    _, ds, _ = trl_prepared
+    _, ds, _, _ = trl_prepared
     bad = ds.map(lambda r: {"labels": [x if x != tok.eot_id else IGNORE_INDEX for x in r["labels"]]})
     datasets.DatasetDict({"train": ds, "test": bad}).save_to_disk(str(tmp_path / "dd"))
     code, report, _ = audit(tmp_path / "dd")
@@ -127,7 +133,7 @@ def collated_rows(batches: list[dict]) -> list[dict]:
 
 
 def test_chatml_response_template_on_llama3_data_fails_nothing_trained(trl_prepared, tmp_path):
-    _, ds, hf = trl_prepared
+    _, ds, hf, _ = trl_prepared
     ids = ds["input_ids"]
     batches = [old_completion_only_collate(hf, ids[k:k + 2], "<|im_start|>assistant\n") for k in range(0, len(ids), 2)]
     code, report, output = audit(write(tmp_path / "chatml.parquet", collated_rows(batches)))
@@ -139,7 +145,7 @@ def test_chatml_response_template_on_llama3_data_fails_nothing_trained(trl_prepa
 def test_llama3_response_template_without_instruction_template_trains_later_prompts(trl_prepared, tmp_path):
     """The old collator with the right Llama-3 marker but no instruction_template masks only up to
     the first answer: every later user turn of a multi-turn row is trained."""
-    _, ds, hf = trl_prepared
+    _, ds, hf, _ = trl_prepared
     ids = ds["input_ids"]
     marker = "<|start_header_id|>assistant<|end_header_id|>\n\n"
     batches = [old_completion_only_collate(hf, ids[k:k + 2], marker) for k in range(0, len(ids), 2)]
@@ -153,7 +159,7 @@ def test_llama3_response_template_without_instruction_template_trains_later_prom
 def test_lm_collator_rows_fail_naming_prompt_tokens(trl_prepared, tmp_path):
     from transformers import DataCollatorForLanguageModeling
 
-    _, ds, hf = trl_prepared
+    _, ds, hf, _ = trl_prepared
     ids = ds["input_ids"]
     lm = DataCollatorForLanguageModeling(hf, mlm=False)
     batches = [lm([{"input_ids": r} for r in ids[k:k + 3]]) for k in range(0, len(ids), 3)]
@@ -174,7 +180,7 @@ def test_lm_collator_rows_fail_naming_prompt_tokens(trl_prepared, tmp_path):
 
 def test_double_bos_from_tokenizing_templated_text(trl_prepared, tmp_path):
     """The classic: apply_chat_template(tokenize=False), then tokenizer(text) adds a second BOS."""
-    _, ds, hf = trl_prepared
+    _, ds, hf, _ = trl_prepared
     rows = []
     for r, lab in zip(ds["messages"], ds["labels"], strict=True):
         ids = hf(hf.apply_chat_template(r, tokenize=False))["input_ids"]
