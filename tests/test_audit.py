@@ -247,14 +247,14 @@ def _assistant_eot(tok, ids, labels):
 
 CORRUPTIONS = {
     # name: (shard, row id, rule that must fail, change(tok, ids, labels))
-    "train_user_token": (0, "conv-basic", "trained_outside_assistant",
+    "train_user_token": (0, "conv-basic", "prompt_trained",
                          lambda tok, ids, lab: lab.__setitem__(ids.index(882) + 3, ids[ids.index(882) + 3])),
     "train_header_token": (0, "conv-tool", "trained_outside_assistant",
                            lambda tok, ids, lab: lab.__setitem__(len(ids) - 1 - ids[::-1].index(tok.start_header_id),
                                                                  tok.start_header_id)),
     "shift_labels": (1, "conv-long", "label_matches_input",
                      lambda tok, ids, lab: lab.__setitem__(slice(None), lab[1:] + [IGNORE_INDEX])),
-    "untrain_eot": (1, "conv-unicode", "assistant_turn_whole",
+    "untrain_eot": (1, "conv-unicode", "eot_trained",
                     lambda tok, ids, lab: lab.__setitem__(_assistant_eot(tok, ids, lab), IGNORE_INDEX)),
     "mask_whole_row": (0, "conv-multi", "row_has_trained_tokens",
                        lambda tok, ids, lab: lab.__setitem__(slice(None), [IGNORE_INDEX] * len(lab))),
@@ -295,7 +295,7 @@ def test_truncated_row_must_be_listed(clean, tmp_path):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     result, report = audit(folder)
     assert result.exit_code == 1
-    assert [v["id"] for v in report["violations"] if v["rule"] == "well_formed_turns"] == ["conv-trunc"]
+    assert [v["id"] for v in report["violations"] if v["rule"] == "turn_cut_off"] == ["conv-trunc"]
 
 
 def test_partial_turn_in_truncated_row_only_allowed_last(clean, tmp_path, tok):
@@ -357,6 +357,9 @@ def _variant(tok, rows, what):
     elif what == "unknown_role":
         role = tok.encode_text("robot")
         ids[2:eh], lab[2:eh] = role, [IGNORE_INDEX] * len(role)
+    elif what == "long_unknown_role":  # too many tokens to pack into one int64 key
+        role = tok.encode_text("supervisor of the night shift")
+        ids[2:eh], lab[2:eh] = role, [IGNORE_INDEX] * len(role)
     elif what == "no_newline":
         del ids[eh + 1], lab[eh + 1]
     elif what == "tail_after_eot":
@@ -373,6 +376,7 @@ def _variant(tok, rows, what):
 @pytest.mark.parametrize("what,rules", [
     ("labels_length", {"labels_length"}), ("token_range", {"token_range"}), ("extra_bos", {"single_bos"}),
     ("no_bos", {"single_bos", "well_formed_turns"}), ("unknown_role", {"well_formed_turns"}),
+    ("long_unknown_role", {"well_formed_turns"}),
     ("no_newline", {"well_formed_turns"}), ("tail_after_eot", {"well_formed_turns"}),
     ("stray_after_bos", {"well_formed_turns"}),
     ("train_bos", {"trained_outside_assistant"}), ("train_newline", {"trained_outside_assistant"}),
@@ -389,11 +393,11 @@ def test_truncation_excuses_only_the_last_turn(tok):
     ids, labels = render(tok, turns)
     cut = {"id": "t", "input_ids": ids[:-4], "labels": labels[:-4]}  # last answer cut, eot gone
     assert not check_rows(tok, [cut], truncated={"t"}).counts
-    assert set(check_rows(tok, [cut]).counts) == {"well_formed_turns"}
+    assert set(check_rows(tok, [cut]).counts) == {"turn_cut_off"}
     first_eot = ids.index(tok.eot_id, ids.index(78191))
     partial = dict(cut, labels=[IGNORE_INDEX if i == first_eot else x for i, x in enumerate(cut["labels"])])
     sink = check_rows(tok, [partial], truncated={"t"})
-    assert set(sink.counts) == {"assistant_turn_whole"} and sink.items[0]["position"] == first_eot
+    assert set(sink.counts) == {"eot_trained"} and sink.items[0]["position"] == first_eot
     unclosed = {"id": "t", "input_ids": ids[:first_eot] + ids[first_eot + 1:-4],
                 "labels": labels[:first_eot] + labels[first_eot + 1:-4]}
     assert "well_formed_turns" in check_rows(tok, [unclosed], truncated={"t"}).counts
@@ -573,6 +577,9 @@ def test_source_comparison(clean, rows, monkeypatch, tmp_path):
     result, report = audit(clean, "--source", str(source))
     assert result.exit_code == 1
     assert {v["id"] for v in report["violations"] if v["rule"] == "source_match"} == {"conv-tool", "conv-long"}
+    [tool] = [v for v in report["violations"] if v["id"] == "conv-tool"]
+    assert tool["position"] == len(rows["conv-tool"]["input_ids"]) - 1
+    assert "token '<|eot_id|>' (id 128009): stored trained, ours masked" in tool["message"]
 
 
 # ------------------------------------------------------------------------------------------- html

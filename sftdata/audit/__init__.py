@@ -29,9 +29,11 @@ from sftdata.audit.integrity import (
     read_shard,
     verify_folder,
 )
+from sftdata.audit.pitfalls import finish_dates
 from sftdata.audit.report import ROLE_NAMES, RULES, AuditReport, RowStats, Violations
 from sftdata.audit.rules import RuleContext, check_slice
-from sftdata.storage import Folder
+from sftdata.constants import MANIFEST_NAME
+from sftdata.storage import Folder, is_uri, local_path_of
 
 __all__ = ["RULES", "AuditError", "AuditReport", "IntegrityReport", "run_audit", "verify_folder"]
 
@@ -45,7 +47,7 @@ def _tokenizer(spec: str) -> Any:
     try:
         return load_tokenizer(spec)
     except (TokenizerError, OSError, ValueError) as exc:
-        raise AuditError(f"cannot load the manifest's tokenizer {spec!r}: {exc}") from exc
+        raise AuditError(f"cannot load the tokenizer {spec!r}: {exc}") from exc
 
 
 def _check_tokenizer(manifest: dict, tok: Any, newline: list[int], sink: Violations) -> None:
@@ -152,14 +154,89 @@ def _plain_rows_allowed(pipeline: dict) -> bool:
     return (fmt == "text" and pipeline.get("text_without_chat") == "train_all") or fmt == "prompt_completion"
 
 
+def rule_context(tok: Any, *, truncated_ids: frozenset[str] = frozenset(), max_length: int | None = None,
+                 allow_plain: bool = False) -> RuleContext:
+    """The token ids and settings the row rules need, from a loaded tokenizer."""
+    closers = tuple(i for i in (tok.eot_id, tok.eom_id) if i is not None)
+    pads = {tok.pad_id, tok.token_id("<|finetune_right_pad_id|>"), tok.token_id("<|end_of_text|>")}
+    return RuleContext(bos_id=tok.bos_id, start_header_id=tok.start_header_id, end_header_id=tok.end_header_id,
+                       closer_ids=closers, header_newline_ids=tuple(tok.header_newline_ids), vocab_size=tok.vocab_size,
+                       decode=tok.decode, truncated_ids=truncated_ids, max_length=max_length,
+                       _roles=_ROLE_CACHE.setdefault(tok.fingerprint, {}), allow_plain=allow_plain,
+                       pad_ids=frozenset(i for i in pads if i is not None and i not in closers))
+
+
+def check_table(table: pa.Table, name: str, ctx: RuleContext, sink: Violations,
+                prepared: bool = True) -> tuple[RowStats, bool] | None:
+    """Every row rule over one shard or part; None when its columns cannot be checked at all.
+    Data without a manifest (``prepared=False``) is not expected to carry sftdata's content_hash."""
+    problems, fatal, packed = column_problems(table.schema)
+    for message in problems if prepared else [p for p in problems if p != "no column content_hash"]:
+        sink.add("columns", message, shard=name)
+    if fatal:
+        return None
+    shard = RowStats()
+    for first, cols in iter_slices(table, packed):
+        shard.merge(check_slice(cols, first, name, ctx, sink, packed))
+    if shard.rows and not shard.trained_tokens:
+        sink.add("all_labels_masked", f"not one of the {shard.rows} rows trains a token: every label is -100 "
+                 "(a response template that never matched?)", shard=name)
+    return shard, packed
+
+
+def finish_report(*, path: str, location: str, sink: Violations, total: RowStats, stats: dict, skip: dict[str, str],
+                  samples: list[dict], thresholds: dict, ctx: RuleContext, started: float, rows_seconds: float,
+                  **fields: Any) -> AuditReport:
+    """Statuses (fail, skip with its reason, pass), sample rows with violations, timing: the report."""
+    finish_dates(ctx, sink)
+    statuses = {r: "fail" if sink.counts[r] else "skip" if r in skip else "pass" for r in RULES}
+    seen = {(s["shard"], s["row"]) for s in samples}
+    for v in sink.items:  # and up to three rows with violations
+        if v["row"] is not None and (v["shard"], v["row"]) not in seen and len(seen) < len(samples) + 3:
+            seen.add((v["shard"], v["row"]))
+            samples.append({"shard": v["shard"], "row": v["row"], "why": v["rule"]})
+    return AuditReport(
+        path=path, location=location, statuses=statuses, violations=sink.items, violation_counts=dict(sink.counts),
+        stats=stats, thresholds=thresholds, samples=samples, skip_reasons=skip,
+        timing={"seconds": time.perf_counter() - started, "row_check_seconds": rows_seconds,
+                "tokens_per_second": total.tokens / rows_seconds if rows_seconds > 0 else 0.0}, **fields)
+
+
+def _has_manifest(path: str | Path | Folder) -> bool:
+    """A prepared folder (or any remote location, which only prepared folders can be)."""
+    if isinstance(path, Folder) or is_uri(str(path)) and local_path_of(str(path)) is None:
+        return True
+    if any(c in str(path) for c in "*?["):
+        return False  # a glob of data files
+    local = Path(local_path_of(str(path)) or path)
+    return (local / MANIFEST_NAME).exists() or not local.exists() or (local.is_dir() and not any(local.iterdir()))
+
+
 def run_audit(path: str | Path | Folder, *, min_trained_fraction: float | None = None,
               max_rejected_fraction: float | None = None, check_integrity: bool = True,
-              sources: Sequence[str | Path] | None = None, max_per_rule: int = 1000) -> AuditReport:
-    """Audit a prepared folder. Raises `AuditError` when it cannot be audited at all (exit 2);
-    otherwise every finding is in the report and ``report.ok`` says whether all rules hold.
+              sources: Sequence[str | Path] | None = None, max_per_rule: int = 1000,
+              labels_column: str | None = None, mask_column: str | None = None, shifted: bool | None = None,
+              tokenizer: str | None = None, template: str | None = None) -> AuditReport:
+    """Audit a prepared folder, or (no manifest.json) token data that another tool prepared: a
+    ``datasets`` folder, Parquet / Arrow / JSON Lines files or a glob (see `sftdata.audit.foreign`).
+    Raises `AuditError` when it cannot be audited at all (exit 2); otherwise every finding is in
+    the report and ``report.ok`` says whether all rules hold.
 
     Thresholds left as None are read from the manifest's ``pipeline.audit`` settings, if any.
+    ``labels_column``, ``mask_column``, ``shifted``, ``tokenizer`` and ``template`` are for data
+    without a manifest (the manifest says all of that for a prepared folder).
     """
+    if not _has_manifest(path):
+        from sftdata.audit.foreign import audit_foreign
+
+        return audit_foreign(local_path_of(str(path)) or str(path), min_trained_fraction=min_trained_fraction, sources=sources,
+                             max_per_rule=max_per_rule, labels_column=labels_column, mask_column=mask_column,
+                             shifted=shifted, tokenizer=tokenizer, template=template)
+    given = {"--labels-column": labels_column, "--mask-column": mask_column, "--shifted": shifted,
+             "--tokenizer": tokenizer, "--template": template}
+    if any(v is not None for v in given.values()):
+        raise AuditError(f"{', '.join(k for k, v in given.items() if v is not None)}: only for data without a "
+                         "manifest (a prepared folder's manifest says how it was made)")
     started = time.perf_counter()
     folder = open_output(path)
     manifest = load_manifest(folder)
@@ -175,12 +252,8 @@ def run_audit(path: str | Path | Folder, *, min_trained_fraction: float | None =
     settings = pipeline.get("audit") if isinstance(pipeline.get("audit"), dict) else {}
     given = {"min_trained_fraction": min_trained_fraction, "max_rejected_fraction": max_rejected_fraction}
     thresholds = {k: _number(given[k] if given[k] is not None else settings.get(k)) for k in THRESHOLDS}
-    ctx = RuleContext(bos_id=tok.bos_id, start_header_id=tok.start_header_id, end_header_id=tok.end_header_id,
-                      closer_ids=tuple(i for i in (tok.eot_id, tok.eom_id) if i is not None),
-                      header_newline_ids=tuple(newline), vocab_size=tok.vocab_size, decode=tok.decode,
-                      truncated_ids=frozenset(str(i) for i in manifest.get("truncated_ids") or []),
-                      max_length=max_length, _roles=_ROLE_CACHE.setdefault(tok.fingerprint, {}),
-                      allow_plain=_plain_rows_allowed(pipeline))
+    ctx = rule_context(tok, truncated_ids=frozenset(str(i) for i in manifest.get("truncated_ids") or []),
+                       max_length=max_length, allow_plain=_plain_rows_allowed(pipeline))
     integrity = verify_folder(folder, counts=False, manifest=manifest) if check_integrity else None
     for problem in integrity.problems if integrity else []:
         sink.add("shard_integrity", f"{problem.kind}: {problem.message}", shard=problem.file)
@@ -195,16 +268,12 @@ def run_audit(path: str | Path | Folder, *, min_trained_fraction: float | None =
             if not check_integrity:
                 sink.add("shard_integrity", f"unreadable: {exc}", shard=name)
             continue
-        problems, fatal, packed = column_problems(table.schema)
-        for message in problems:
-            sink.add("columns", message, shard=name)
-        if fatal:
+        checked = check_table(table, name, ctx, sink)
+        if checked is None:
             all_read = False
             continue
+        shard, packed = checked
         packed_any |= packed
-        shard = RowStats()
-        for first, cols in iter_slices(table, packed):
-            shard.merge(check_slice(cols, first, name, ctx, sink, packed))
         _count_check(sink, f"shard {name}", entry,
                      {"rows": shard.rows, "tokens": shard.tokens, "trained_tokens": shard.trained_tokens}, name)
         wanted = max(0, 3 - len(samples))  # the HTML page shows the folder's first three rows
@@ -217,24 +286,17 @@ def run_audit(path: str | Path | Folder, *, min_trained_fraction: float | None =
     if sources:
         from sftdata.audit.inspect import compare_sources
 
-        compare_sources(folder, manifest, [str(s) for s in sources], sink)
+        compare_sources(folder, manifest, [str(s) for s in sources], sink, tok)
     stats = _stats(total, manifest, max_length, packed_any, len(manifest["shards"]))
     _check_records(sink, stats, manifest.get("counts") or {}, total.conversations if all_read else None, thresholds)
-    skip = {"packing": not packed_any, "source_match": not sources, "max_length": max_length is None,
-            "shard_integrity": not check_integrity, **{k: thresholds[k] is None for k in THRESHOLDS}}
-    statuses = {r: "fail" if sink.counts[r] else "skip" if skip.get(r) else "pass" for r in RULES}
-    seen = {(s["shard"], s["row"]) for s in samples}
-    for v in sink.items:  # and up to three rows with violations
-        if v["row"] is not None and (v["shard"], v["row"]) not in seen and len(seen) < len(samples) + 3:
-            seen.add((v["shard"], v["row"]))
-            samples.append({"shard": v["shard"], "row": v["row"], "why": v["rule"]})
-    seconds = time.perf_counter() - started
-    return AuditReport(
-        path=str(folder), location=folder.location, statuses=statuses, violations=sink.items, violation_counts=dict(sink.counts),
-        stats=stats, thresholds=thresholds, integrity=integrity.to_json() if integrity else None,
+    reasons = {"packing": (not packed_any, "not packed"), "source_match": (not sources, "no --source"),
+               "max_length": (max_length is None, "no pipeline.max_length"),
+               "shard_integrity": (not check_integrity, "--no-integrity"),
+               **{k: (thresholds[k] is None, "no threshold set") for k in THRESHOLDS}}
+    return finish_report(
+        path=str(folder), location=folder.location, sink=sink, total=total, stats=stats,
+        skip={r: why for r, (skipped, why) in reasons.items() if skipped}, samples=samples, thresholds=thresholds,
+        ctx=ctx, started=started, rows_seconds=rows_seconds,
+        integrity=integrity.to_json() if integrity else None,
         tokenizer={"spec": spec, "fingerprint": tok.fingerprint,
-                   "manifest_fingerprint": (manifest.get("tokenizer") or {}).get("fingerprint")},
-        samples=samples,
-        timing={"seconds": seconds, "row_check_seconds": rows_seconds,
-                "tokens_per_second": total.tokens / rows_seconds if rows_seconds > 0 else 0.0},
-    )
+                   "manifest_fingerprint": (manifest.get("tokenizer") or {}).get("fingerprint")})

@@ -35,12 +35,14 @@ _OUT = click.Path(dir_okay=False, path_type=Path)
 
 
 @click.command("audit", epilog="""\b
-Example:
+Examples:
   sftdata audit out/run1 --json out/run1/audit.json --junit audit.xml --html audit.html \\
       --min-trained-fraction 0.2 --max-rejected-fraction 0.05
+  sftdata audit trl_train_dataset/                 # a datasets folder another tool saved
+  sftdata audit 'data/*.parquet' --mask-column loss_mask --source data.jsonl --template llama3.1
 \b
 Exit codes: 0 every rule holds, 1 a rule is violated or a threshold crossed, 2 usage or I/O error.""")
-@click.argument("folder", type=_FOLDER)
+@click.argument("folder", type=_FOLDER, metavar="PATH")
 @click.option("--json", "json_path", type=_OUT, help="Write the JSON report (schemas/audit-report.schema.json).")
 @click.option("--html", "html_path", type=_OUT, help="Write a self-contained HTML page with charts and sample rows.")
 @click.option("--junit", "junit_path", type=_OUT, help="Write JUnit XML, one testcase per rule.")
@@ -49,21 +51,35 @@ Exit codes: 0 every rule holds, 1 a rule is violated or a threshold crossed, 2 u
 @click.option("--max-rejected-fraction", type=click.FloatRange(0, 1),
               help="Fail if rejected / read records is above this (default: manifest pipeline.audit).")
 @click.option("--source", "sources", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="Source JSONL to re-render and compare row by row (repeatable).")
+              help="Source records to re-render and compare row by row (repeatable).")
+@click.option("--template", type=click.Choice(["llama3", "llama3.1", "llama3.2"]),
+              help="No manifest: the template to render --source records with.")
+@click.option("--tokenizer", help="No manifest: the tokenizer of the ids (default builtin:llama3).")
+@click.option("--labels-column", help="No manifest: the column of labels (-100 = not trained).")
+@click.option("--mask-column", help="No manifest: the 0/1 or bool loss-mask column (1 = trained).")
+@click.option("--shifted/--unshifted", default=None,
+              help="No manifest: labels are (not) shifted by one position; default: detected.")
 @click.option("--no-integrity", is_flag=True, help="Skip the size and sha256 check of the shard files.")
 @click.option("--max-listed", type=click.IntRange(0), default=50, show_default=True,
               help="Violations listed on the terminal.")
 def audit_cmd(folder: str, json_path: Path | None, html_path: Path | None, junit_path: Path | None,
               min_trained_fraction: float | None, max_rejected_fraction: float | None,
-              sources: tuple[Path, ...], no_integrity: bool, max_listed: int) -> None:
-    """Check every row of a prepared FOLDER: labels train only assistant answers, whole turns, no
-    shifted labels, well-formed Llama-3 turns, and a manifest that matches the shards."""
+              sources: tuple[Path, ...], template: str | None, tokenizer: str | None, labels_column: str | None,
+              mask_column: str | None, shifted: bool | None, no_integrity: bool, max_listed: int) -> None:
+    """Check every row of a prepared folder PATH: labels train only assistant answers, whole turns, no
+    shifted labels, well-formed Llama-3 turns, and a manifest that matches the shards.
+
+    PATH may also be Llama-3 token data another tool prepared, without a manifest: a datasets
+    folder (save_to_disk), Parquet / Arrow / JSON Lines files or a glob of them, an MDS or an
+    OLMo-core folder, with input_ids and labels or a loss mask (assistant_masks, completion_mask,
+    loss_mask, labels_mask)."""
     from sftdata.audit import run_audit
 
     try:
         report = run_audit(folder, min_trained_fraction=min_trained_fraction,
                            max_rejected_fraction=max_rejected_fraction, check_integrity=not no_integrity,
-                           sources=list(sources) or None)
+                           sources=list(sources) or None, template=template, tokenizer=tokenizer,
+                           labels_column=labels_column, mask_column=mask_column, shifted=shifted)
     except (AuditError, OSError) as exc:  # OSError: an unreachable or refusing filesystem
         raise UsageOrIOError(str(exc)) from exc
     click.echo(report.summary_text(color=sys.stdout.isatty(), max_listed=max_listed), nl=False)

@@ -89,7 +89,10 @@ def _sample(report: AuditReport, sample: dict[str, Any], tokenizer: Any) -> str:
     from sftdata.audit.inspect import find_row, token_pieces
 
     try:
-        row = find_row(report.location or report.path, shard=sample["shard"], row=sample["row"])
+        if report.row_reader is not None:  # data without a manifest
+            row = report.row_reader(sample["shard"], sample["row"])
+        else:
+            row = find_row(report.location or report.path, shard=sample["shard"], row=sample["row"])
     except Exception as exc:  # a shard that cannot be read is already a violation
         return f'<div class="sample"><b>{escape(sample["shard"])} row {sample["row"]}</b>: {escape(str(exc))}</div>'
     limit = 1500
@@ -119,11 +122,14 @@ def render_html(report: AuditReport, tokenizer: Any | None = None) -> str:
                f'<span class="fail">FAILED: {escape(", ".join(report.failed_rules()))}</span>')
     overview = [("rows", f"{s['rows']:,}"), ("conversations", f"{s['conversations']:,}"),
                 ("tokens", f"{s['tokens']:,}"), ("trained tokens", f"{s['trained_tokens']:,} ({s['trained_fraction']:.1%})"),
-                ("truncated rows", f"{s['truncated_rows']:,}"),
-                ("records rejected", f"{s['records']['rejected_total']:,} of {s['records']['records_read']:,}")]
+                ("truncated rows", f"{s['truncated_rows']:,}")]
+    if report.input:  # no manifest: what was read, and no record counts
+        overview.insert(0, ("read as", escape(report.input["description"])))
+    else:
+        overview.append(("records rejected", f"{s['records']['rejected_total']:,} of {s['records']['records_read']:,}"))
     if s.get("packed") and s.get("packing_efficiency") is not None:
         overview.append(("packing efficiency", f"{s['packing_efficiency']:.1%}"))
-    rules = "".join(f'<tr><td><code>{r}</code></td><td class="{"ok" if st == "pass" else st}">{st}</td>'
+    rules = "".join(f'<tr><td><code>{r}</code></td><td class="{"ok" if st == "pass" else st}">{escape(report.status_text(r))}</td>'
                     f'<td class="n">{report.violation_counts.get(r, 0):,}</td><td>{escape(RULES[r])}</td></tr>'
                     for r, st in report.statuses.items())
     roles = [r for r, n in s["tokens_per_role"].items() if n]

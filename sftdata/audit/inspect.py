@@ -178,9 +178,11 @@ def render_row(row: Row, tokenizer: Any, *, color: bool) -> Any:
     return "".join(parts + (["]]"] if open_ else [])).rstrip("\n") + "\n"
 
 
-def compare_sources(folder: str | Path, manifest: dict, sources: list[str], sink: Violations) -> int:
+def compare_sources(folder: str | Path, manifest: dict, sources: list[str], sink: Violations,
+                    tokenizer: Any = None) -> int:
     """Re-render the source records with ``sftdata.pipeline.render_source_rows`` and compare each
-    conversation's input_ids and labels with the stored ones; returns how many were compared."""
+    conversation's input_ids and labels with the stored ones; returns how many were compared.
+    With ``tokenizer`` a mismatch names its first differing token, decoded."""
     try:
         from sftdata.pipeline import render_source_rows  # type: ignore[attr-defined]
     except ImportError as exc:
@@ -217,6 +219,13 @@ def compare_sources(folder: str | Path, manifest: dict, sources: list[str], sink
             continue
         shard, r, got_ids, got_labels = hits.pop(0)
         compared += 1
+        if tokenizer is not None:
+            from sftdata.audit.source_compare import first_difference
+
+            found = first_difference(tokenizer, (got_ids, got_labels), (np.asarray(input_ids), np.asarray(labels)))
+            if found is not None:
+                sink.add("source_match", found[1], id=rid, shard=shard, row=r, position=found[0])
+            continue
         for what, want, got in (("input_ids", input_ids, got_ids), ("labels", labels, got_labels)):
             want = np.asarray(want, dtype=np.int64)
             n = min(len(want), len(got))

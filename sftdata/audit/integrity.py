@@ -119,6 +119,8 @@ def read_shard(folder: Folder, name: str) -> pa.Table:
     """The whole shard; memory-mapped when local, so the list columns' values stay on disk until
     touched, and read straight from the filesystem (no local copy) when remote."""
     if not folder.remote:
+        if not folder.local(name).is_file():  # a FIFO would block open() forever (issue 14)
+            raise OSError(f"{name}: not a regular file")
         with pa.memory_map(str(folder.local(name))) as source:
             return pa.ipc.open_stream(source).read_all()
     with folder.open_read(name) as source:

@@ -26,12 +26,21 @@ RULES: dict[str, str] = {
     "label_matches_input": "every label is -100 or equals the input id at the same position (unshifted)",
     "token_range": "every input id lies inside the tokenizer's vocabulary",
     "single_bos": "exactly one <|begin_of_text|>, at the start of every conversation",
+    "double_bos": "no conversation starts with two <|begin_of_text|> (template BOS plus tokenizer BOS)",
     "well_formed_turns": "every turn is <|start_header_id|> known-role <|end_header_id|> header-newline "
     "content closing-token, with nothing between turns",
-    "trained_outside_assistant": "no trained token outside assistant content and its closing token",
-    "assistant_turn_whole": "each assistant turn is trained whole (content and closing token) or not at "
-    "all, except the cut-off last turn of a truncated row",
+    "trained_outside_assistant": "no trained token in BOS, headers, the header newline, or between or "
+    "after turns (prompt content and padding have their own rules)",
+    "prompt_trained": "no token of a system, user or tool turn is trained",
+    "pad_trained": "no padding token is trained (pad ids, or closing tokens repeated after a turn's closer)",
+    "assistant_turn_whole": "each assistant turn's content is trained whole or not at "
+    "all, except the cut-off last turn of a truncated row (an untrained closer alone is eot_trained)",
+    "eot_trained": "the closing <|eot_id|> / <|eom_id|> of every trained assistant turn is trained",
+    "turn_cut_off": "no conversation ends inside its last assistant turn, before the closing token "
+    "(except rows the manifest lists as truncated)",
     "row_has_trained_tokens": "every conversation has at least one trained token",
+    "all_labels_masked": "some row of each dataset (shard, split or file) trains at least one token",
+    "date_consistent": "every conversation with a Llama-3.1/3.2 \"Today Date:\" system line has the same date",
     "max_length": "no row is longer than the manifest's pipeline.max_length",
     "packing": "packed rows: seq_lengths sum to the row length, position_ids restart at 0 per "
     "conversation and count up, packed_ids match",
@@ -40,6 +49,8 @@ RULES: dict[str, str] = {
     "max_rejected_fraction": "rejected records / records read is at most the threshold",
 }
 ROLE_NAMES = ("other", "system", "user", "assistant", "ipython", "tool", "unknown")
+# rules that only a manifest can feed: without one they are "skip (no manifest)", never pass
+MANIFEST_RULES = ("shard_integrity", "manifest_counts", "tokenizer_fingerprint", "max_length", "max_rejected_fraction")
 REPORT_FORMAT = "sftdata-audit"
 REPORT_VERSION = 1
 
@@ -113,6 +124,9 @@ class AuditReport:
     tokenizer: dict[str, Any] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
+    skip_reasons: dict[str, str] = field(default_factory=dict)  # rule -> why it was not checked
+    input: dict[str, Any] | None = None  # what was read and how labels were found (None: a prepared folder)
+    row_reader: Any = None  # (shard, row) -> inspect.Row for the HTML samples of data without a manifest
     # The location as given, URI query included (``path`` drops it: it may hold credentials or
     # endpoints); only the HTML page uses it, to read its sample rows. Not part of the JSON.
     location: str = ""
@@ -124,6 +138,12 @@ class AuditReport:
     @property
     def exit_code(self) -> int:
         return 0 if self.ok else 1
+
+    def status_text(self, rule: str) -> str:
+        """``pass``, ``fail``, or ``skip (why)``."""
+        status = self.statuses[rule]
+        why = self.skip_reasons.get(rule) if status == "skip" else None
+        return f"{status} ({why})" if why else status
 
     def failed_rules(self) -> list[str]:
         return [r for r, s in self.statuses.items() if s == "fail"]
@@ -138,7 +158,9 @@ class AuditReport:
             "ok": self.ok,
             "exit_code": self.exit_code,
             "rules": [{"name": r, "description": RULES[r], "status": s,
-                       "violations": int(self.violation_counts.get(r, 0))} for r, s in self.statuses.items()],
+                       "violations": int(self.violation_counts.get(r, 0)),
+                       "skip_reason": self.skip_reasons.get(r) if s == "skip" else None}
+                      for r, s in self.statuses.items()],
             "violations_total": int(sum(self.violation_counts.values())),
             "violations_listed": len(self.violations),
             "violations": self.violations,
@@ -147,6 +169,7 @@ class AuditReport:
             "tokenizer": self.tokenizer,
             "integrity": self.integrity,
             "samples": self.samples,
+            "input": self.input,
         }
         if timing:
             out["timing"] = self.timing
@@ -166,17 +189,20 @@ class AuditReport:
                     ("tokens", f"{s['tokens']:,}"),
                     ("trained tokens", f"{s['trained_tokens']:,} ({s['trained_fraction']:.1%})"),
                     ("truncated rows", f"{s['truncated_rows']:,}")]
-        if s.get("packed"):
+        if s.get("packed") and s.get("packing_efficiency") is not None:
             overview.append(("packing efficiency", f"{s['packing_efficiency']:.1%}"))
-        overview.append(("records rejected", f"{rec['rejected_total']:,} of {rec['records_read']:,} "
-                         f"({rec['rejected_fraction']:.1%})"))
+        if not self.input:  # only a manifest counts rejected records
+            overview.append(("records rejected", f"{rec['rejected_total']:,} of {rec['records_read']:,} "
+                             f"({rec['rejected_fraction']:.1%})"))
         if self.timing.get("tokens_per_second"):
             overview.append(("row checks", f"{self.timing['row_check_seconds']:.2f} s, "
                              f"{self.timing['tokens_per_second'] / 1e6:,.2f} M tokens/s"))
+        if self.input:
+            overview.insert(0, ("read as", self.input["description"]))
         out = [_table(f"sftdata audit: {self.path}", None, overview, "<>")]
         style = {"pass": "green", "fail": "red", "skip": "dim"}
         out.append(_table("rules", ("rule", "status", "violations"),
-                          [(rule, paint(status, style[status]), str(self.violation_counts.get(rule, 0)))
+                          [(rule, paint(self.status_text(rule), style[status]), str(self.violation_counts.get(rule, 0)))
                            for rule, status in self.statuses.items()], "<<>"))
         if rec["rejected"]:
             out.append(_table("rejected records by reason", ("reason", "records"),
@@ -206,7 +232,8 @@ class AuditReport:
         for rule, status in self.statuses.items():
             case = ET.SubElement(suite, "testcase", classname="sftdata.audit", name=rule, time="0")
             if status == "skip":
-                ET.SubElement(case, "skipped", message="not checked for this folder or these options")
+                ET.SubElement(case, "skipped", message=self.skip_reasons.get(rule)
+                              or "not checked for this folder or these options")
             elif status == "fail":
                 listed = [v for v in self.violations if v["rule"] == rule]
                 count = self.violation_counts.get(rule, 0)

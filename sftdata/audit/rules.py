@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from sftdata.audit import pitfalls
 from sftdata.audit.integrity import align, first_and_count, first_per_group, member, offsets, unique_inverse
 from sftdata.audit.report import ROLE_NAMES, RowStats, Violations
 from sftdata.constants import IGNORE_INDEX
@@ -60,6 +61,8 @@ class RuleContext:
     max_length: int | None = None
     _roles: dict[tuple[int, ...], int] = field(default_factory=dict)
     allow_plain: bool = False  # conversations without headers: BOS + text, anything after BOS may train
+    pad_ids: frozenset[int] = frozenset()  # ids that are padding when trained (pitfalls.pad_trained)
+    dates: dict[tuple, list] = field(default_factory=dict)  # system block ids -> [conversations, listed]
 
     def role_code(self, key: tuple[int, ...]) -> int:
         if key not in self._roles:
@@ -68,6 +71,12 @@ class RuleContext:
             except Exception:  # an id the tokenizer cannot decode is simply not a known role
                 self._roles[key] = UNKNOWN
         return self._roles[key]
+
+    def text_raw(self, ids: Any) -> str:
+        try:
+            return self.decode([int(i) for i in np.atleast_1d(ids)])
+        except Exception:
+            return ""
 
     def text(self, ids: Any) -> str:
         try:
@@ -205,7 +214,11 @@ def _roles(v: SliceView, start: np.ndarray, eh: np.ndarray, turn: np.ndarray, ha
         keys = sum((c + 1) * base**j for j, c in enumerate(cols))  # one int64 per tuple: a fast 1-D sort
     else:
         keys = np.stack(cols, axis=1)
-    first, inverse = unique_inverse(keys)
+    if keys.ndim == 1:
+        first, inverse = unique_inverse(keys)
+    else:  # tuples too wide for one int64 (unique_inverse sorts 1-D keys only)
+        _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
     codes = [v.ctx.role_code(tuple(int(cols[j][f]) for j in range(int(width[f])))) for f in first]
     role[cand] = np.asarray(codes, np.int8)[inverse]
     return role
@@ -218,6 +231,7 @@ def _units(v: SliceView) -> None:
     nl = ctx.header_newline_ids
     sp = np.flatnonzero(ids >= min(ctx.bos_id, ctx.start_header_id, ctx.end_header_id, *ctx.closer_ids))
     spv = ids[sp]
+    v.sp = sp
     v.bos_pos = sp[spv == ctx.bos_id]
     v.conv_starts = v.seg_start[:-1][v.seg_len > 0]
     start = np.concatenate([sp[spv == ctx.start_header_id], v.conv_starts])
@@ -242,14 +256,18 @@ def _units(v: SliceView) -> None:
     v.seg_plain = (n_turns == 0) & (v.seg_len > 0) & ctx.allow_plain
     plain = v.u_plain = ~turn & v.seg_plain[seg]
     width = np.where(has_eh, eh - start - 1, 0)
+    # reported by pitfalls under their own names: BOS BOS at the start, a last answer cut unclosed
+    dbl = v.u_dbl = ~turn & (end - start > 1) & (ids[start] == ctx.bos_id) & (ids[np.minimum(start + 1, n - 1)] == ctx.bos_id)
+    last = end == v.seg_start[seg] + v.seg_len[seg]
+    cut = v.u_cut = turn & last & (role == ASSISTANT) & nl_ok & (n_eh == 1) & (n_close == 0) & ~trunc
     problems = [  # (condition, flat position), first match wins; order follows _TURN_PROBLEMS
-        (~turn & ~plain & (end - start > 1), start + 1),
+        (~turn & ~plain & (end - start > 1 + dbl), start + 1 + dbl),
         (turn & (n_eh == 0) & ~trunc, start),
         (n_eh > 1, start),
         (has_eh & (width == 0), eh),
         (has_eh & (width > 0) & (role == UNKNOWN), start + 1),
         (has_eh & ~nl_ok & ~(trunc & (eh + len(nl) >= end)), np.minimum(eh + 1, end - 1)),
-        (turn & (n_close == 0) & ~trunc, end - 1),
+        (turn & (n_close == 0) & ~trunc & ~cut, end - 1),
         (turn & (n_close > 0) & ((n_close > 1) | (close != end - 1)), np.minimum(close + 1, end - 1)),
     ]
     code = np.select([c for c, _ in problems], np.arange(1, len(problems) + 1), 0)
@@ -317,8 +335,9 @@ def check_slice(cols: dict[str, Any], first_row: int, shard: str, ctx: RuleConte
     v.emit_positions("token_range", np.flatnonzero(out_of_vocab),
                      lambda p, c: f"{c} id(s) outside the vocabulary of {ctx.vocab_size}, first {ids[p]}")
     _units(v)
+    second = v.u_start[v.u_dbl] + 1  # the second BOS of BOS BOS is double_bos, not single_bos
     bad_bos = np.concatenate([v.conv_starts[~member(v.conv_starts, v.bos_pos)],
-                              v.bos_pos[~member(v.bos_pos, v.conv_starts)]])
+                              v.bos_pos[~member(v.bos_pos, v.conv_starts) & ~member(v.bos_pos, second)]])
     bad_bos.sort()
     v.emit_positions("single_bos", bad_bos, lambda p, c: (
         "extra <|begin_of_text|> inside the conversation" if ids[p] == ctx.bos_id
@@ -336,7 +355,8 @@ def check_slice(cols: dict[str, Any], first_row: int, shard: str, ctx: RuleConte
     stats.role_tokens += np.bincount(v.u_role, weights=end - start, minlength=len(ROLE_NAMES)).astype(np.int64)
     stats.role_trained += np.bincount(v.u_role, weights=unit_trained, minlength=len(ROLE_NAMES)).astype(np.int64)
     stats.role_turns += np.bincount(v.u_role[v.u_turn], minlength=len(ROLE_NAMES))
-    outside = unit_trained - allowed_trained
+    pp = pitfalls.prompt_and_pad(v, trained, cum)  # prompt and padding tokens: their own rules
+    outside = unit_trained - allowed_trained - pp.prompt_trained - pp.pad_outside
     bad = np.flatnonzero(outside > 0)
     segs, first, _ = first_per_group(bad, v.u_seg[bad])
     per_seg = np.bincount(v.u_seg, weights=outside, minlength=len(v.seg_len)).astype(np.int64)
@@ -349,12 +369,17 @@ def check_slice(cols: dict[str, Any], first_row: int, shard: str, ctx: RuleConte
             mask[cs[u] - lo: ce[u] - lo + int(closed[u])] = False  # content, and the closer if any
         elif v.u_plain[u]:
             mask[1:] = False  # a plain conversation: only its BOS is never trained
+        elif pp.prompt[u]:
+            mask[cs[u] - lo: ce[u] - lo + int(closed[u])] = False
+        pads = pp.pad_outside_pos
+        mask[pads[(pads >= lo) & (pads < hi)] - lo] = False
         return lo + int(np.argmax(mask))
 
     v.emit_segs("trained_outside_assistant", segs, lambda k, s: (
         f"{per_seg[s]} trained token(s) outside assistant content, first "
         f"{ctx.text(ids[first_outside(k, s)])} in the {v.zone(first_outside(k, s))}"), first_outside)
-    bad = np.flatnonzero(assistant & ~v.u_trunc & (allowed_trained > 0) & (allowed_trained < allowed))
+    eot = pitfalls.eot_untrained(v, trained, cum, assistant)
+    bad = np.flatnonzero(assistant & ~v.u_trunc & ~eot & (allowed_trained > 0) & (allowed_trained < allowed))
     segs, first, _ = first_per_group(bad, v.u_seg[bad])
 
     def first_untrained(k: int, s: int) -> int:
@@ -365,4 +390,6 @@ def check_slice(cols: dict[str, Any], first_row: int, shard: str, ctx: RuleConte
     v.emit_segs("assistant_turn_whole", segs, lambda k, s: (
         f"assistant turn partly trained: {allowed_trained[first[k]]} of {allowed[first[k]]} content and "
         "closing tokens (position: the first untrained one)"), first_untrained)
+    pitfalls.structure(v)
+    pitfalls.collect_dates(v)
     return stats

@@ -1,0 +1,136 @@
+"""Finding and reading token data that another tool prepared: datasets folders, files, globs.
+
+Why a reader rather than a converter: TRL, Axolotl, LLaMA-Factory, torchtune and hand-written
+scripts store the same thing (``input_ids`` plus a loss mask) in different files and columns, and
+the audit must judge what the trainer will see, not a copy of it. So each part (a ``datasets``
+split's Arrow file, a Parquet, Arrow or JSON Lines file) is read as it is, one at a time;
+`sftdata.audit.columns` then finds its columns and brings it to the audit's own layout.
+
+Only regular files are opened: a FIFO or device in place of a data file would block ``open``
+forever (issue 14).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from sftdata.audit.integrity import SHARD_FILE, AuditError
+
+EXTENSIONS = {".arrow": "arrow", ".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
+
+
+@dataclass(frozen=True)
+class Part:
+    """One file of the data; ``name`` is what violations show as their shard (``train/data-0.arrow``)."""
+
+    name: str
+    path: str
+    kind: str  # arrow | parquet | jsonl | mds | olmo
+
+
+def regular_file(path: str | Path) -> Path:
+    """``path`` if it is a regular file; anything else (a FIFO would block ``open``) is an AuditError."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise AuditError(f"{path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise AuditError(f"{path}: not a regular file")
+    return Path(path)
+
+
+def _dataset_parts(folder: Path, prefix: str) -> list[Part]:
+    """A ``save_to_disk`` Dataset folder: its Arrow files in ``state.json`` order."""
+    try:
+        state = json.loads(regular_file(folder / "state.json").read_text(encoding="utf-8"))
+        files = [d["filename"] for d in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AuditError(f"{folder}: unreadable datasets state.json: {exc}") from exc
+    return [Part(f"{prefix}{f}", str(folder / f), "arrow") for f in files]
+
+
+def discover(location: str) -> tuple[str, list[Part]]:
+    """(what it is, its parts) for a datasets folder (Dataset or DatasetDict), a data file, a folder
+    of data files, or a glob of them. Nothing is read but ``state.json`` / ``dataset_dict.json``."""
+    if any(c in location for c in "*?["):
+        hits = sorted(glob.glob(location, recursive=True))
+        if not hits:
+            raise AuditError(f"{location}: no file matches")
+        parts: list[Part] = []
+        for hit in hits:
+            parts += discover(hit)[1] if Path(hit).is_dir() else [_file_part(Path(hit), Path(hit).name)]
+        return "files", parts
+    path = Path(location)
+    if not path.exists():
+        raise AuditError(f"{location}: no such folder or file")
+    if not path.is_dir():
+        return "file", [_file_part(path, path.name)]
+    if (path / "_chunks").is_dir() or any(SHARD_FILE.match(p.name) for p in path.iterdir()):
+        raise AuditError(f"{path}: no manifest.json beside sftdata shards: not a finished `sftdata run` output "
+                         "folder (it is written last)")
+    if (path / "dataset_dict.json").exists():
+        try:
+            splits = json.loads(regular_file(path / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise AuditError(f"{path}: unreadable dataset_dict.json: {exc}") from exc
+        return "datasets DatasetDict", [p for s in splits for p in _dataset_parts(path / s, f"{s}/")]
+    if (path / "state.json").exists():
+        return "datasets Dataset", _dataset_parts(path, "")
+    from sftdata.audit.binary_formats import OLMO_TOKENS, mds_shards
+
+    shards = mds_shards(path)
+    if shards is not None:
+        return "MDS", [Part(name, str(path / name), "mds") for name in shards]
+    olmo = sorted(path.glob(OLMO_TOKENS))
+    if olmo:
+        return "OLMo-core memmaps", [Part(p.name, str(p), "olmo") for p in olmo]
+    files = sorted(p for p in path.rglob("*") if p.suffix in EXTENSIONS and not p.name.startswith(".")
+                   and p.name not in ("dataset_info.json", "export_manifest.json", "index.json"))
+    columnar = [p for p in files if EXTENSIONS[p.suffix] != "jsonl"]
+    files = columnar or files  # beside Parquet/Arrow data, JSON files are metadata (Megatron-Bridge's)
+    if not files:
+        raise AuditError(f"{path}: no manifest.json, and no datasets folder, Parquet, Arrow or JSON Lines "
+                         "files with input_ids (not a prepared folder or token data)")
+    return "files", [_file_part(p, p.relative_to(path).as_posix()) for p in files]
+
+
+def _file_part(path: Path, name: str) -> Part:
+    kind = EXTENSIONS.get(path.suffix)
+    if kind is None:
+        raise AuditError(f"{path}: not a .parquet, .arrow, .jsonl or .json file")
+    return Part(name, str(path), kind)
+
+
+def read_part(part: Part, bos_id: int | None = None) -> pa.Table:
+    """The whole file as a table; Arrow is memory-mapped (datasets writes IPC streams, others files).
+    ``bos_id`` splits OLMo-core memmaps into documents when they come without boundaries."""
+    path = str(regular_file(part.path))
+    try:
+        if part.kind in ("mds", "olmo"):
+            from sftdata.audit.binary_formats import read_mds, read_olmo
+
+            return read_mds(path) if part.kind == "mds" else read_olmo(path, bos_id)
+        if part.kind == "arrow":
+            with pa.memory_map(path) as source:
+                try:
+                    return pa.ipc.open_stream(source).read_all()
+                except pa.ArrowInvalid:
+                    source.seek(0)
+                    return pa.ipc.open_file(source).read_all()
+        if part.kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).read()  # read_table imports pyarrow.dataset, and so pandas (2 s)
+        import pyarrow.json as pj
+
+        return pj.read_json(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise AuditError(f"{part.path}: cannot read it as {part.kind}: {exc}") from exc
+
