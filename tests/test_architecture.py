@@ -19,6 +19,9 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+MODULES: set[str] = set()
+
+
 def top_level_imports(path: Path) -> set[str]:
     """sftdata modules imported at module level (not inside functions or TYPE_CHECKING blocks)."""
     tree = ast.parse(path.read_text())
@@ -37,8 +40,11 @@ def top_level_imports(path: Path) -> set[str]:
                     up = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join(up + ([base] if base else []))
                 if base.startswith("sftdata"):
-                    found.add(base)
-                    found.update(f"{base}.{a.name}" for a in node.names)
+                    # `from pkg import submodule` needs the submodule, not the package's own names
+                    subs = {f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES}
+                    found.update(subs)
+                    if len(subs) < len(node.names):
+                        found.add(base)
             elif isinstance(node, (ast.If, ast.Try)):
                 visit(node.body)
                 visit(getattr(node, "orelse", []))
@@ -51,6 +57,7 @@ def top_level_imports(path: Path) -> set[str]:
 
 def graph() -> dict[str, set[str]]:
     mods = {module_name(p): p for p in PKG.rglob("*.py")}
+    MODULES.update(mods)
     return {m: {d for d in top_level_imports(p) if d in mods and d != m} for m, p in mods.items()}
 
 

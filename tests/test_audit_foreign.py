@@ -133,7 +133,6 @@ def test_source_comparison_names_first_differing_token(ours, tmp_path, tok):
     assert result.exit_code == 2 and "--template" in result.output
 
 
-
 def test_source_in_another_input_format(ours, tmp_path):
     """--source takes what `sftdata run` reads (format detected): here ShareGPT, matched by order."""
     _, rows = ours
