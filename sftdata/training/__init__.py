@@ -1,6 +1,7 @@
 """``sftdata train``: fine-tune a causal LM on prepared shards with TRL's ``SFTTrainer``.
 
-The library lives in :mod:`sftdata.training.launcher` (settings, refusals, collator, ``train``);
+The library: :mod:`~sftdata.training.settings` (options -> SFTConfig), :mod:`~sftdata.training.checks`
+(refusals before step 1), :mod:`~sftdata.training.collator`, :mod:`~sftdata.training.launcher` (``train``);
 :mod:`sftdata.training.command` is the thin click command; :mod:`sftdata.training.tiny_model` builds
 ``builtin:tiny-llama3`` for CPU runs and tests. Heavy imports (torch, transformers, trl) happen only
 when a function needs them, so importing this package is cheap.
