@@ -39,8 +39,18 @@ from .checks import (
     token_id_range,
 )
 from .collator import ShardCollator
+from .dataloader import install_sampler
 from .settings import TrainError, TrainOptions, build_sft_config, resolve_settings
+from .sizing import BatchDecision, decide_batches
 from .tiny_model import TINY_SPEC, load_model, model_vocab_size
+from .token_batches import (
+    BatchSpec,
+    ShardBatchSampler,
+    check_rows_fit,
+    dataset_ids,
+    dataset_lengths,
+    epoch_batches,
+)
 
 __all__ = ["DATA_MANIFEST_NAME", "LOSS_HISTORY_NAME", "PreparedRun", "ShardCollator", "TrainError", "TrainOptions",
            "build_trainer", "check_audit", "check_vocabulary", "load_shards", "loss_history", "read_manifest",
@@ -60,6 +70,7 @@ class PreparedRun:
     output_dir: Path
     padding_free: bool
     settings: dict = field(default_factory=dict)
+    decision: BatchDecision | None = None
 
 
 def _log_default(message: str) -> None:
@@ -88,6 +99,10 @@ def build_trainer(opts: TrainOptions, log: Callable[[str], None] = _log_default)
         hf = get_tokenizer()
         pad_id = hf.pad_token_id if hf.pad_token_id is not None else hf.eos_token_id
     ids, label_ids = token_id_range(ds, "input_ids"), token_id_range(ds, "labels")
+    lengths, row_ids = dataset_lengths(ds), dataset_ids(ds)
+    if isinstance(opts.batch_tokens, int):  # a row longer than the budget is refused before the model loads
+        check_rows_fit(lengths, row_ids, BatchSpec(tokens=opts.batch_tokens, padding_free=packed or bool(
+            padding_free_asked), pad_to_multiple_of=args.pad_to_multiple_of))
     try:
         vocab = model_vocab_size(opts.model, bool(init_kwargs.get("trust_remote_code")))
         check_vocabulary(vocab, ids, label_ids, pad_id, f"{opts.model} (config)")
@@ -99,18 +114,28 @@ def build_trainer(opts: TrainOptions, log: Callable[[str], None] = _log_default)
     check_vocabulary(vocab, ids, label_ids, pad_id, f"{opts.model} (embeddings)")
     attn = str(getattr(model.config, "_attn_implementation", ""))
     collator = ShardCollator(pad_id, packed or bool(padding_free_asked), args.pad_to_multiple_of, "flash" in attn)
+    decision = decide_batches(opts, args, settings, model, ds, lengths, collator)
+    log(decision.summary())
+    rows_hint = decision.size if decision.unit == "rows" else max(1, round(len(ds) / max(1, len(
+        epoch_batches(lengths, decision.spec(collator.padding_free, args.pad_to_multiple_of), 0)))))
+    args = build_sft_config({**settings, "per_device_train_batch_size": rows_hint,
+                             "gradient_accumulation_steps": decision.grad_accum})
+    sampler = ShardBatchSampler(lengths, decision.spec(collator.padding_free, args.pad_to_multiple_of),
+                                seed=args.data_seed if args.data_seed is not None else args.seed,
+                                rank=args.process_index, world_size=max(1, args.world_size), ids=row_ids)
     from trl import SFTTrainer
 
     keep = [c for c in ("input_ids", "labels", "position_ids", "seq_lengths") if c in ds.column_names]
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds.select_columns(keep),
                          processing_class=get_tokenizer(), data_collator=collator)
+    install_sampler(trainer, sampler)
     totals = manifest.get("totals") or {}
     log(f"data: {len(ds)} rows, {totals.get('tokens', '?')} tokens ({totals.get('trained_tokens', '?')} trained) "
         f"from {data_dir}; audit {audit}")
     log(f"tokenizer: {tok_source}; fingerprint matches the manifest")
     log(f"model: {opts.model}, {sum(p.numel() for p in model.parameters()):,} parameters, vocabulary {vocab}, "
         f"{attn or '?'} attention, {'padding-free' if collator.padding_free else 'padded'} batches")
-    return PreparedRun(trainer, manifest, data_dir, Path(opts.output_dir), collator.padding_free, settings)
+    return PreparedRun(trainer, manifest, data_dir, Path(opts.output_dir), collator.padding_free, settings, decision)
 
 
 def loss_history(trainer: Any) -> list[dict]:

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 # Settings this launcher owns: any other value would make TRL prepare, truncate or re-mask the data.
 _FIXED: dict[str, tuple[Any, ...]] = {
@@ -47,8 +47,13 @@ class TrainOptions:
     max_steps: int | None = None
     epochs: float | None = None
     learning_rate: float | None = None
-    batch_size: int | None = None
+    batch_size: int | Literal["auto"] | None = None  # rows per micro-batch per process
     grad_accum: int | None = None
+    batch_tokens: int | Literal["auto"] | None = None  # a token budget per micro-batch instead of rows
+    global_batch_size: int | None = None  # rows per optimizer step over all processes (raises grad_accum)
+    global_batch_tokens: int | None = None  # token budget per optimizer step over all processes
+    memory_limit: int | None = None  # bytes the process may use on CPU (auto sizing)
+    memory_margin: float = 0.10  # share of the device's memory kept free by auto sizing
     seed: int | None = None
     bf16: bool | None = None
     gradient_checkpointing: bool | None = None
@@ -126,8 +131,10 @@ def resolve_settings(opts: TrainOptions) -> tuple[dict[str, Any], bool | None]:
                              f"masked and are trained on untouched ({key} must be {allowed[0]!r})")
     if opts.max_steps is not None and opts.epochs is not None:
         raise TrainError("give either --max-steps or --epochs, not both")
+    check_batch_options(opts)
     flags = {"output_dir": str(opts.output_dir), "max_steps": opts.max_steps, "learning_rate": opts.learning_rate,
-             "per_device_train_batch_size": opts.batch_size, "gradient_accumulation_steps": opts.grad_accum,
+             "per_device_train_batch_size": opts.batch_size if isinstance(opts.batch_size, int) else None,
+             "gradient_accumulation_steps": opts.grad_accum,
              "seed": opts.seed, "bf16": opts.bf16, ckpt: opts.gradient_checkpointing,
              "padding_free": opts.padding_free}
     if opts.epochs is not None:
@@ -136,6 +143,20 @@ def resolve_settings(opts: TrainOptions) -> tuple[dict[str, Any], bool | None]:
     settings = {k: _coerce(fields[k], v) for k, v in settings.items()}
     padding_free = settings.pop("padding_free", None)
     return settings, (None if padding_free is None else bool(padding_free))
+
+
+def check_batch_options(opts: TrainOptions) -> None:
+    """Batch flags that contradict each other are refused before anything is loaded."""
+    if opts.batch_size is not None and opts.batch_tokens is not None:
+        raise TrainError("give --batch-size (rows) or --batch-tokens (a token budget), not both")
+    if opts.global_batch_tokens is not None and opts.batch_tokens is None:
+        raise TrainError("--global-batch-tokens goes with --batch-tokens (N or auto)")
+    if opts.global_batch_size is not None and opts.batch_tokens is not None:
+        raise TrainError("--global-batch-size counts rows; with --batch-tokens give --global-batch-tokens")
+    if opts.grad_accum is not None and (opts.global_batch_size or opts.global_batch_tokens):
+        raise TrainError("give --grad-accum or a global batch (--global-batch-size/--global-batch-tokens), not both")
+    if not 0 <= opts.memory_margin < 1:
+        raise TrainError(f"the memory margin is a share of the device's memory in [0, 1), not {opts.memory_margin}")
 
 
 def build_sft_config(settings: dict[str, Any]) -> Any:
