@@ -80,6 +80,8 @@ SIZE_OR_AUTO, MEMORY = SizeOrAuto(), Memory()
               help="Token budget per optimizer step over all processes (with --batch-tokens); sets the accumulation.")
 @click.option("--memory-limit", type=MEMORY, metavar="SIZE",
               help="Memory the process may use on CPU for auto sizing, e.g. 24GiB (CUDA asks the device).")
+@click.option("--memory-margin", type=click.FloatRange(0, 1, max_open=True), default=0.10, show_default=True,
+              help="Share of the device's memory auto sizing keeps free.")
 @click.option("--seed", type=int, help="Seed for model init (builtin model), data order and dropout.")
 @click.option("--bf16/--no-bf16", default=None, help="bf16 mixed precision (default: off).")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
@@ -95,7 +97,7 @@ SIZE_OR_AUTO, MEMORY = SizeOrAuto(), Memory()
 def train_cmd(data_dir: Path, model: str, output_dir: Path, max_steps: int | None, epochs: float | None,
               lr: float | None, batch_size: int | str | None, batch_tokens: int | str | None,
               grad_accum: int | None, global_batch_size: int | None, global_batch_tokens: int | None,
-              memory_limit: int | None, seed: int | None,
+              memory_limit: int | None, memory_margin: float, seed: int | None,
               bf16: bool | None, gradient_checkpointing: bool | None, padding_free: bool | None,
               config_file: Path | None, overrides: tuple[str, ...], skip_audit: bool) -> None:
     """Fine-tune MODEL on the prepared shards in DATA_DIR with TRL's SFTTrainer.
@@ -110,7 +112,7 @@ def train_cmd(data_dir: Path, model: str, output_dir: Path, max_steps: int | Non
         data_dir=data_dir, model=model, output_dir=output_dir, max_steps=max_steps, epochs=epochs,
         learning_rate=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed, bf16=bf16,
         batch_tokens=batch_tokens, global_batch_size=global_batch_size, global_batch_tokens=global_batch_tokens,
-        memory_limit=memory_limit,
+        memory_limit=memory_limit, memory_margin=memory_margin,
         gradient_checkpointing=gradient_checkpointing, padding_free=padding_free,
         config_file=config_file, overrides=overrides, skip_audit=skip_audit,
     )

@@ -93,7 +93,8 @@ def fixed_decision(unit: str, size: int, requested: int | None, world_size: int,
 
 def probe_decision(unit: str, model: Any, args: Any, lengths: Sequence[int], rows_by_length: Sequence[dict],
                    collator: ShardCollator, *, requested: int | None, grad_accum: int | None,
-                   memory_limit: int | None, margin: float = DEFAULT_MARGIN, meter: Any = None) -> BatchDecision:
+                   memory_limit: int | None, margin: float = DEFAULT_MARGIN, meter: Any = None,
+                   device: Any = None) -> BatchDecision:
     """Probe ``model`` on ``args.device`` with the worst-case batches and decide the batch.
 
     ``rows_by_length`` are the longest rows, longest first, as the collator takes them; the search
@@ -103,7 +104,7 @@ def probe_decision(unit: str, model: Any, args: Any, lengths: Sequence[int], row
     from transformers import Trainer
 
     world = max(1, int(args.world_size))
-    device = args.device
+    device = device if device is not None else args.device
     cap = None if requested is None else -(-requested // world)
     space = search_space(unit, lengths, collator.padding_free, collator.pad_to_multiple_of, cap)
     meter = meter or meter_for(device, memory_limit)
