@@ -19,11 +19,13 @@ from .token_batches import ShardBatchSampler
 
 def sampled_dataloader(trainer: Any, sampler: ShardBatchSampler) -> Any:
     """A prepared DataLoader that yields this rank's micro-batches from ``sampler``."""
+    import torch
     from torch.utils.data import DataLoader
 
     args = trainer.args
+    pin = bool(args.dataloader_pin_memory) and torch.cuda.is_available()  # pinning needs an accelerator
     params: dict[str, Any] = {"batch_sampler": sampler, "collate_fn": trainer.data_collator,
-                              "num_workers": args.dataloader_num_workers, "pin_memory": args.dataloader_pin_memory}
+                              "num_workers": args.dataloader_num_workers, "pin_memory": pin}
     if args.dataloader_num_workers > 0:
         params.update(persistent_workers=args.dataloader_persistent_workers,
                       prefetch_factor=args.dataloader_prefetch_factor)

@@ -49,7 +49,6 @@ from .token_batches import (
     check_rows_fit,
     dataset_ids,
     dataset_lengths,
-    epoch_batches,
 )
 
 __all__ = ["DATA_MANIFEST_NAME", "LOSS_HISTORY_NAME", "PreparedRun", "ShardCollator", "TrainError", "TrainOptions",
@@ -116,13 +115,14 @@ def build_trainer(opts: TrainOptions, log: Callable[[str], None] = _log_default)
     collator = ShardCollator(pad_id, packed or bool(padding_free_asked), args.pad_to_multiple_of, "flash" in attn)
     decision = decide_batches(opts, args, settings, model, ds, lengths, collator)
     log(decision.summary())
-    rows_hint = decision.size if decision.unit == "rows" else max(1, round(len(ds) / max(1, len(
-        epoch_batches(lengths, decision.spec(collator.padding_free, args.pad_to_multiple_of), 0)))))
-    args = build_sft_config({**settings, "per_device_train_batch_size": rows_hint,
-                             "gradient_accumulation_steps": decision.grad_accum})
+    world = max(1, args.world_size)
     sampler = ShardBatchSampler(lengths, decision.spec(collator.padding_free, args.pad_to_multiple_of),
                                 seed=args.data_seed if args.data_seed is not None else args.seed,
-                                rank=args.process_index, world_size=max(1, args.world_size), ids=row_ids)
+                                rank=args.process_index, world_size=world, ids=row_ids)
+    # per_device_train_batch_size only labels the Trainer's logs now: the mean rows per micro-batch.
+    rows_hint = decision.size if decision.unit == "rows" else max(1, round(len(ds) / (len(sampler) * world)))
+    args = build_sft_config({**settings, "per_device_train_batch_size": rows_hint,
+                             "gradient_accumulation_steps": decision.grad_accum})
     from trl import SFTTrainer
 
     keep = [c for c in ("input_ids", "labels", "position_ids", "seq_lengths") if c in ds.column_names]
