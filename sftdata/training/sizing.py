@@ -17,7 +17,7 @@ from .collator import ShardCollator
 from .memory import DEFAULT_MARGIN, format_bytes, meter_for
 from .probe import Prober, Trial, agree_across_ranks, search_largest, search_space
 from .settings import TrainError, TrainOptions, sft_fields
-from .token_batches import BatchSpec
+from .token_batches import BatchSpec, padded_width
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,11 @@ class BatchDecision:
     device: str | None = None
     memory_total: int | None = None
     memory_limit: int | None = None  # budget less the margin: what a trial's peak had to stay under
-    peak: int | None = None  # measured at the chosen size
+    peak: int | None = None  # measured at ``peak_size``: the chosen size, or the largest fit if it was not tried
+    peak_size: int | None = None
     largest_fit: int | None = None
     trials: tuple[Trial, ...] = field(default_factory=tuple)
+    longest: int | None = None  # the longest row as batched, for the tokens a row-count step can reach
 
     @property
     def effective(self) -> int:
@@ -46,6 +48,8 @@ class BatchDecision:
 
     def summary(self) -> str:
         per_step = f"{self.effective} {self.unit} per optimizer step"
+        if self.unit == "rows" and self.longest:
+            per_step += f" (up to {self.effective * self.longest} tokens as batched)"
         if self.unit == "tokens":
             per_step = f"at most {self.effective} tokens per optimizer step (budget; batches are rarely full)"
         asked = "" if self.requested is None else f", {self.requested} asked for"
@@ -53,8 +57,9 @@ class BatchDecision:
                 f"{self.world_size} process(es) = {per_step}{asked}")
         if self.device is None:
             return head
+        at = f"{self.peak_size} {self.unit}" + ("" if self.peak_size == self.size else " (the chosen size was not tried)")
         return (f"{head}\nbatch probe on {self.device}: memory {format_bytes(self.memory_total)}, peak "
-                f"{format_bytes(self.peak)} at {self.size} {self.unit} (must stay under {format_bytes(self.memory_limit)}); "
+                f"{format_bytes(self.peak)} at {at} (must stay under {format_bytes(self.memory_limit)}); "
                 f"largest that fits {self.largest_fit} {self.unit}; {len(self.trials)} trial(s): "
                 + ", ".join(f"{t.size}:{format_bytes(t.peak) if t.peak else t.note}" for t in self.trials))
 
@@ -81,14 +86,14 @@ def accumulate(unit: str, fit: int, requested: int | None, world_size: int, grad
 
 
 def fixed_decision(unit: str, size: int, requested: int | None, world_size: int,
-                   grad_accum: int | None) -> BatchDecision:
+                   grad_accum: int | None, longest: int | None = None) -> BatchDecision:
     """The decision for a size given on the command line (no probe)."""
     if requested is not None:
         accum = max(1, -(-requested // (world_size * size)))
         if grad_accum is not None:
             raise TrainError("give --grad-accum or a global batch (--global-batch-size/--global-batch-tokens), not both")
-        return BatchDecision(unit, size, accum, world_size, requested)
-    return BatchDecision(unit, size, grad_accum or 1, world_size, None)
+        return BatchDecision(unit, size, accum, world_size, requested, longest=longest)
+    return BatchDecision(unit, size, grad_accum or 1, world_size, None, longest=longest)
 
 
 def probe_decision(unit: str, model: Any, args: Any, lengths: Sequence[int], rows_by_length: Sequence[dict],
@@ -126,7 +131,12 @@ def probe_decision(unit: str, model: Any, args: Any, lengths: Sequence[int], row
     by_size = {t.size: t for t in prober.trials if t.fits}
     chosen = by_size.get(size) or by_size.get(fit)
     return BatchDecision(unit, size, accum, world, requested, meter.name, meter.total(), prober.limit,
-                         chosen.peak if chosen else None, fit, tuple(prober.trials))
+                         chosen.peak if chosen else None, chosen.size if chosen else None, fit, tuple(prober.trials),
+                         space_longest(lengths, collator))
+
+
+def space_longest(lengths: Sequence[int], collator: ShardCollator) -> int:
+    return padded_width(max(lengths), collator.pad_to_multiple_of)
 
 
 def longest_rows(ds: Any, lengths: Sequence[int], unit: str, padding_free: bool, cap_rows: int,
@@ -150,8 +160,10 @@ def decide_batches(opts: TrainOptions, args: Any, settings: dict[str, Any], mode
     given_accum = settings.get("gradient_accumulation_steps")
     if opts.batch_tokens is None and opts.batch_size != "auto":
         if opts.global_batch_size is None:
-            return fixed_decision("rows", args.per_device_train_batch_size, None, world, args.gradient_accumulation_steps)
-        return fixed_decision("rows", args.per_device_train_batch_size, opts.global_batch_size, world, given_accum)
+            return fixed_decision("rows", args.per_device_train_batch_size, None, world,
+                                  args.gradient_accumulation_steps, space_longest(lengths, collator))
+        return fixed_decision("rows", args.per_device_train_batch_size, opts.global_batch_size, world, given_accum,
+                              space_longest(lengths, collator))
     if isinstance(opts.batch_tokens, int):
         return fixed_decision("tokens", opts.batch_tokens, opts.global_batch_tokens, world, given_accum)
     if opts.batch_tokens == "auto":
