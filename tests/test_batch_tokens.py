@@ -153,6 +153,10 @@ def test_trainer_draws_token_budget_batches_and_trains(tmp_path):
                                                            strict=True))
     assert seen == Counter(row_key(r["input_ids"], r["labels"]) for r in ds)
     assert int(batches[0]["attention_mask"].sum(1).max()) == max(lengths)  # longest first, through accelerate
+    loader.set_epoch(1)  # what the Trainer calls each epoch: reshuffled, same count, longest first again
+    again = list(loader)
+    assert len(again) == len(batches) and int(again[0]["attention_mask"].sum(1).max()) == max(lengths)
+    assert [b["input_ids"].shape for b in again] != [b["input_ids"].shape for b in batches]
     result = run.trainer.train()
     assert result.global_step == 2
     history = [e for e in run.trainer.state.log_history if "loss" in e]
