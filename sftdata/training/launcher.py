@@ -13,6 +13,10 @@ whose ``position_ids`` restart at 0 per conversation, without ``attention_mask``
 builds a block-diagonal causal mask (sdpa, eager) or varlen calls (flash attention), and the label
 at each conversation start is ignored, so nothing is attended to or predicted across conversations.
 
+Batches: every run draws its micro-batches from :class:`~sftdata.training.token_batches.ShardBatchSampler`
+(a row count, or ``--batch-tokens``; the longest row first each epoch), sized by
+:func:`~sftdata.training.sizing.decide_batches` (fixed sizes as given, ``auto`` by the worst-case probe).
+
 Multi-GPU: ``accelerate launch -m sftdata.cli train DIR --model M --output-dir OUT`` (or
 ``torchrun --nproc-per-node 8 -m sftdata.cli train ...``) runs one process per device;
 ``--batch-size`` is per device and only rank 0 writes the outputs.
