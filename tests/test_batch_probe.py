@@ -61,6 +61,18 @@ def oom_above(model, threshold: int) -> list[int]:
     return seen
 
 
+def guard_loaded_models(monkeypatch, threshold: int) -> None:
+    """Every model `sftdata train` loads raises OutOfMemoryError above ``threshold`` tokens."""
+    real_load = launcher_module.load_model
+
+    def load_guarded(spec, seed, init_kwargs):
+        model = real_load(spec, seed, init_kwargs)
+        oom_above(model, threshold)
+        return model
+
+    monkeypatch.setattr(launcher_module, "load_model", load_guarded)
+
+
 def sft_args(tmp_path: Path, **kw):
     settings, _ = resolve_settings(TrainOptions(data_dir=tmp_path, model=TINY_SPEC, output_dir=tmp_path / "o", **kw))
     return build_sft_config(settings)
@@ -102,14 +114,7 @@ def test_auto_decision_is_printed_and_used_by_the_trainer(folders, tmp_path, mon
     ds = load(folders["short"])
     longest = max(dataset_lengths(ds))
     threshold = int(2.5 * longest)
-    real_load = launcher_module.load_model
-
-    def load_guarded(spec, seed, init_kwargs):
-        model = real_load(spec, seed, init_kwargs)
-        oom_above(model, threshold)
-        return model
-
-    monkeypatch.setattr(launcher_module, "load_model", load_guarded)
+    guard_loaded_models(monkeypatch, threshold)
     lines: list[str] = []
     run = build_trainer(TrainOptions(data_dir=folders["short"], model=TINY_SPEC, output_dir=tmp_path / "out",
                                      max_steps=1, batch_size="auto", global_batch_size=8, memory_limit=HUGE,
@@ -120,6 +125,26 @@ def test_auto_decision_is_printed_and_used_by_the_trainer(folders, tmp_path, mon
     assert run.trainer.args.gradient_accumulation_steps == 4 and run.decision.largest_fit == 2
     batches = list(run.trainer.get_train_dataloader())
     assert max(len(b["input_ids"]) for b in batches) == 2 and len(batches) == math.ceil(len(ds) / 2)
+
+
+def test_auto_token_budget_through_the_trainer(folders, tmp_path, monkeypatch):
+    ds = load(folders["short"])
+    lengths = dataset_lengths(ds)
+    threshold = int(4.5 * max(lengths))
+    guard_loaded_models(monkeypatch, threshold)
+    lines: list[str] = []
+    requested = 10 * max(lengths)
+    run = build_trainer(TrainOptions(data_dir=folders["short"], model=TINY_SPEC, output_dir=tmp_path / "out",
+                                     max_steps=1, batch_tokens="auto", global_batch_tokens=requested,
+                                     memory_limit=HUGE, skip_audit=True), log=lines.append)
+    decision = run.decision
+    assert decision.unit == "tokens" and decision.largest_fit <= threshold
+    assert decision.size * decision.grad_accum >= requested
+    assert run.trainer.args.gradient_accumulation_steps == decision.grad_accum > 1
+    assert f"{decision.size} tokens per micro-batch x {decision.grad_accum} accumulation" in "\n".join(lines)
+    batches = list(run.trainer.get_train_dataloader())
+    assert max(b["input_ids"].numel() for b in batches) <= decision.size
+    assert sum(len(b["input_ids"]) for b in batches) == len(ds)
 
 
 def peak_rss_of(fn) -> int:

@@ -87,6 +87,17 @@ def test_order_is_deterministic_per_seed_and_changes_per_epoch(folders):
     assert list(a) != list(b) and len(list(a)) == len(list(b))  # reshuffled, same count (steps per epoch)
 
 
+def test_row_count_batches_also_start_with_the_longest_row(folders):
+    lengths = dataset_lengths(load(folders["plain"]))
+    sampler = ShardBatchSampler(lengths, BatchSpec(rows=4), seed=0)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert lengths.index(max(lengths)) in batches[0]
+        assert all(len(b) == 4 for b in batches[:-1]) and sorted(i for b in batches for i in b) == list(
+            range(len(lengths)))
+
+
 @pytest.mark.parametrize("spec", [BatchSpec(tokens=2500), BatchSpec(tokens=2500, padding_free=True),
                                   BatchSpec(rows=5)])
 def test_several_processes_get_equal_shares_of_every_row(folders, spec):
