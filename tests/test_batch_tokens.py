@@ -115,6 +115,28 @@ def test_several_processes_get_equal_shares_of_every_row(folders, spec):
         assert all(len(b) <= spec.rows for s in shares for b in s)
 
 
+def test_two_processes_share_the_rows_through_accelerate(tmp_path):
+    """`torchrun --nproc-per-node 2` on CPU (gloo): each rank's dataloader, as the Trainer prepares it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = prepare(tmp_path, skewed_records(25, seed=1), "data", "--truncation", "truncate", "--max-length", "128")
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                           str(repo / "tests" / "ddp_ranks.py"), str(data), str(tmp_path), "300"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert ranks[0]["len"] == ranks[1]["len"] == len(ranks[0]["batches"]) == len(ranks[1]["batches"])
+    got = Counter(tuple(row) for r in ranks for b in r["batches"] for row in b)
+    assert got == Counter(tuple(r["input_ids"]) for r in load(data))
+    assert all(len(b) * max(map(len, b)) <= 300 for r in ranks for b in r["batches"])
+
+
 def test_a_row_longer_than_the_budget_is_refused_with_its_id(folders, tmp_path):
     ds = load(folders["plain"])
     lengths, ids = dataset_lengths(ds), dataset_ids(ds)
