@@ -181,5 +181,7 @@ def test_cpu_memory_limit_holds_and_longer_rows_pick_fewer(folders, tmp_path):
         # One real step on the epoch's first (longest) batch of the chosen size, measured by us.
         peak = peak_rss_of(functools.partial(one_step, run.trainer))
         assert peak < limit, (name, decision.summary(), peak)
+        print(f"\n{name} rows (longest {max(dataset_lengths(load(folders[name])))} tokens), limit {limit}: "
+              f"{decision.summary()}\nmeasured peak of one step at the chosen size: {peak}")
         del run
     assert picked["long"] < picked["short"], picked
