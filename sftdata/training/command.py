@@ -15,6 +15,40 @@ import click
 from .launcher import TrainError, TrainOptions, train
 
 
+class SizeOrAuto(click.ParamType):
+    """A positive integer, or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or str(value).lower() == "auto":
+            return value if isinstance(value, int) else "auto"
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            self.fail(f"{value!r} is neither a positive integer nor auto", param, ctx)
+        return n
+
+
+class Memory(click.ParamType):
+    """A byte size: ``24GiB``, ``512MB``, ``1000000``."""
+
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        from ..config import parse_size
+
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE_OR_AUTO, MEMORY = SizeOrAuto(), Memory()
+
+
 @click.command(
     "train",
     epilog=(
@@ -22,6 +56,8 @@ from .launcher import TrainError, TrainOptions, train
         "  sftdata train out/demo --model builtin:tiny-llama3 --output-dir out/demo-model --max-steps 8\n"
         "  sftdata train out/data --model ./Llama-3.2-1B-Instruct --output-dir out/m \\\n"
         "      --config pipelines/train-tiny.yaml --set lr_scheduler_type=cosine --bf16\n"
+        "  sftdata train out/data --model ./Llama-3.2-1B-Instruct --output-dir out/m \\\n"
+        "      --batch-tokens auto --global-batch-tokens 262144 --bf16\n"
         "  accelerate launch -m sftdata.cli train out/data --model ./Llama-3.1-8B --output-dir out/m --epochs 2"
     ),
 )
@@ -32,8 +68,20 @@ from .launcher import TrainError, TrainOptions, train
 @click.option("--max-steps", type=click.IntRange(min=1), help="Optimizer steps (instead of --epochs).")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Passes over the shards.")
 @click.option("--lr", type=float, help="Peak learning rate (SFTConfig.learning_rate).")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Rows per device per micro-batch.")
+@click.option("--batch-size", type=SIZE_OR_AUTO, metavar="N|auto",
+              help="Rows per device per micro-batch; auto: the largest that fits, probed before step 1.")
+@click.option("--batch-tokens", type=SIZE_OR_AUTO, metavar="N|auto",
+              help="Micro-batches by a token budget (as batched: padded length x rows, or the concatenated "
+                   "length) instead of a row count; auto: the largest that fits.")
 @click.option("--grad-accum", type=click.IntRange(min=1), help="Micro-batches per optimizer step.")
+@click.option("--global-batch-size", type=click.IntRange(min=1),
+              help="Rows per optimizer step over all processes; sets the accumulation.")
+@click.option("--global-batch-tokens", type=click.IntRange(min=1),
+              help="Token budget per optimizer step over all processes (with --batch-tokens); sets the accumulation.")
+@click.option("--memory-limit", type=MEMORY, metavar="SIZE",
+              help="Memory the process may use on CPU for auto sizing, e.g. 24GiB (CUDA asks the device).")
+@click.option("--memory-margin", type=click.FloatRange(0, 1, max_open=True), default=0.10, show_default=True,
+              help="Share of the device's memory auto sizing keeps free.")
 @click.option("--seed", type=int, help="Seed for model init (builtin model), data order and dropout.")
 @click.option("--bf16/--no-bf16", default=None, help="bf16 mixed precision (default: off).")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
@@ -47,7 +95,9 @@ from .launcher import TrainError, TrainOptions, train
               help="Set any SFTConfig field; VALUE is parsed as YAML. Repeatable; wins over --config.")
 @click.option("--skip-audit", is_flag=True, help="Train even if the mask audit fails or is unavailable.")
 def train_cmd(data_dir: Path, model: str, output_dir: Path, max_steps: int | None, epochs: float | None,
-              lr: float | None, batch_size: int | None, grad_accum: int | None, seed: int | None,
+              lr: float | None, batch_size: int | str | None, batch_tokens: int | str | None,
+              grad_accum: int | None, global_batch_size: int | None, global_batch_tokens: int | None,
+              memory_limit: int | None, memory_margin: float, seed: int | None,
               bf16: bool | None, gradient_checkpointing: bool | None, padding_free: bool | None,
               config_file: Path | None, overrides: tuple[str, ...], skip_audit: bool) -> None:
     """Fine-tune MODEL on the prepared shards in DATA_DIR with TRL's SFTTrainer.
@@ -61,6 +111,8 @@ def train_cmd(data_dir: Path, model: str, output_dir: Path, max_steps: int | Non
     opts = TrainOptions(
         data_dir=data_dir, model=model, output_dir=output_dir, max_steps=max_steps, epochs=epochs,
         learning_rate=lr, batch_size=batch_size, grad_accum=grad_accum, seed=seed, bf16=bf16,
+        batch_tokens=batch_tokens, global_batch_size=global_batch_size, global_batch_tokens=global_batch_tokens,
+        memory_limit=memory_limit, memory_margin=memory_margin,
         gradient_checkpointing=gradient_checkpointing, padding_free=padding_free,
         config_file=config_file, overrides=overrides, skip_audit=skip_audit,
     )

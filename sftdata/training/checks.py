@@ -1,0 +1,127 @@
+"""Pre-flight checks: refuse, before any step, data or a model that cannot be trained on as written.
+
+Why: a wrong mask or a mismatched tokenizer does not crash training, it trains a subtly wrong model.
+Each check here turns one such mistake into a ``TrainError`` naming it: a folder without a
+finished manifest, shards failing the mask audit, a tokenizer whose fingerprint differs from the
+manifest's, token ids beyond the model's vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..constants import IGNORE_INDEX
+from .settings import TrainError
+from .tiny_model import TINY_SPEC
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def read_manifest(data_dir: Path) -> dict:
+    """The folder's manifest (through ``sftdata.manifest.read_manifest``: format and version
+    checked); refuses folders that are not a finished ``sftdata run`` output."""
+    from sftdata.errors import ManifestError
+    from sftdata.manifest import read_manifest as read
+
+    try:
+        return read(str(data_dir)).to_json()
+    except ManifestError as exc:
+        raise TrainError(f"{data_dir} is not a prepared sftdata output: {exc} (`sftdata run` writes the manifest "
+                         "last, so a folder without it is unfinished or was not written by sftdata)") from None
+
+
+def check_audit(data_dir: Path, skip: bool) -> str:
+    """Run the mask audit (``sftdata.audit.run_audit``); refuse on failure unless skipped."""
+    if skip:
+        return "skipped (--skip-audit)"
+    try:
+        from sftdata.audit import run_audit
+    except ImportError as exc:
+        raise TrainError(f"cannot audit {data_dir}: the audit module is unavailable ({exc}); "
+                         "pass --skip-audit to train without the audit") from exc
+    try:
+        report = run_audit(data_dir)
+    except Exception as exc:  # AuditError: the folder cannot be audited at all
+        raise TrainError(f"the mask audit of {data_dir} could not run: {exc} (--skip-audit overrides)") from exc
+    if not report.ok:
+        raise TrainError(f"the shards in {data_dir} fail the mask audit; not training on them "
+                         f"(--skip-audit overrides):\n{report.summary_text()}")
+    return "passed"
+
+
+def load_shards(data_dir: Path) -> Any:
+    """The shards as a memory-mapped ``datasets.Dataset`` (nothing is read into memory)."""
+    from datasets import Dataset, load_from_disk
+
+    try:
+        ds = load_from_disk(str(data_dir))
+    except Exception as exc:  # datasets raises several types for a malformed folder
+        raise TrainError(f"cannot load the shards in {data_dir}: {exc}") from exc
+    missing = [c for c in ("input_ids", "labels") if c not in getattr(ds, "column_names", ())]
+    if not isinstance(ds, Dataset) or missing or len(ds) == 0:
+        raise TrainError(f"{data_dir} does not hold one non-empty Dataset with input_ids and labels")
+    return ds
+
+
+def token_id_range(ds: Any, column: str) -> tuple[int, int]:
+    """(min, max) of a list column, computed by Arrow over the mapped shards; labels skip -100.
+
+    One Arrow kernel per record batch, so memory stays bounded by a batch, not the dataset.
+    """
+    import pyarrow.compute as pc
+
+    lows, highs = [0], [-1]
+    for chunk in ds.data.column(column).chunks:
+        flat = pc.list_flatten(chunk)
+        if column == "labels":
+            flat = pc.filter(flat, pc.not_equal(flat, IGNORE_INDEX))
+        low, high = pc.min_max(flat).as_py().values()
+        if low is not None:
+            lows.append(low)
+            highs.append(high)
+    return min(lows[1:] or lows), max(highs)
+
+
+def resolve_tokenizer(model_spec: str, manifest: dict) -> tuple[Callable[[], Any], str]:
+    """The tokenizer to train and save with, once its fingerprint matches the manifest's.
+
+    The model's own tokenizer wins when one is saved with it, else the manifest's spec is used;
+    either way its ids must be the shards' ids. Returns a loader (built-in tokenizers load lazily)
+    and where the tokenizer came from.
+    """
+    from ..tokenizer import BUILTIN_LLAMA3, TokenizerError, fingerprint_of, load_tokenizer
+
+    info, own = manifest.get("tokenizer") or {}, None
+    local = Path(model_spec).is_dir()
+    if model_spec != TINY_SPEC and (not local or any((Path(model_spec) / f).is_file() for f in _TOKENIZER_FILES)):
+        from transformers import AutoTokenizer
+
+        try:
+            own = AutoTokenizer.from_pretrained(model_spec)
+        except Exception:  # a hub id without a tokenizer, or none reachable: use the manifest's
+            own = None
+    if own is not None:
+        fingerprint, source, loader = fingerprint_of(own), f"the tokenizer saved with {model_spec}", lambda: own
+    else:
+        spec = BUILTIN_LLAMA3 if model_spec == TINY_SPEC else info.get("spec") or BUILTIN_LLAMA3
+        try:
+            tok = load_tokenizer(spec)
+        except TokenizerError as exc:
+            raise TrainError(f"{model_spec} has no tokenizer and the manifest's cannot be loaded: {exc}") from exc
+        source = f"{TINY_SPEC}'s {spec}" if model_spec == TINY_SPEC else f"the manifest's {spec!r}"
+        fingerprint, source, loader = tok.fingerprint, f"{source} tokenizer", lambda: tok.hf
+    if fingerprint != info.get("fingerprint"):
+        raise TrainError(f"tokenizer fingerprint mismatch: the shards were tokenized with {info.get('spec')!r} "
+                         f"({info.get('fingerprint')}), but {source} has {fingerprint}: its ids mean other text")
+    return loader, source
+
+
+def check_vocabulary(vocab: int, ids: tuple[int, int], labels: tuple[int, int], pad_id: int, what: str) -> None:
+    """Every id in the shards, and the pad id, must index a row of the model's embedding."""
+    low, high = min(ids[0], labels[0], pad_id), max(ids[1], labels[1], pad_id)
+    if low < 0 or high >= vocab:
+        raise TrainError(f"the vocabulary of {what} has {vocab} entries but the shards use token ids {low}..{high}; "
+                         "use a model whose vocabulary holds the shards' tokenizer (or resize its embeddings)")
+
