@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from sftdata.stages import RecordProcessor
 
 from sftdata.adapters import ADAPTERS, Adapter, adapt, looks_like
 from sftdata.cli_options import INPUT_FORMATS
 from sftdata.config import settings_from_dict
+from sftdata.process.record import RecordProcessor
 from sftdata.records import Conversation, Message, Reject
 from sftdata.templates import Llama3Renderer
 

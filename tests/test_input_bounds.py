@@ -18,8 +18,7 @@ import zstandard
 from sftdata.config import ConfigError, load_pipeline, settings_from_dict
 from sftdata.readers.jsonl import InputError, read_lines
 from sftdata.records import Reject
-from sftdata.runner import run_pipeline
-from tests.conftest import ROOT, write_jsonl
+from tests.conftest import ROOT, run_committed, write_jsonl
 
 
 def settings(**kw):
@@ -92,14 +91,14 @@ def test_blank_lines_are_skipped_in_runs_not_one_by_one(tmp_path):
     assert [r.line for r in record] == [3_000_001]
     gz = tmp_path / "blank.jsonl.gz"
     gz.write_bytes(gzip.compress(data))
-    m = run_pipeline(settings(), [str(gz)], tmp_path / "o").manifest
+    m = run_committed(settings(), [str(gz)], tmp_path / "o")
     assert m["counts"]["blank_lines"] == 3_000_015 and m["counts"]["records_written"] == 1
 
 
 def test_blank_runs_respect_chunk_boundaries(tmp_path):
     src = tmp_path / "b.jsonl"
     src.write_bytes((b"\n" * 50_000 + json.dumps(GOOD).encode() + b"\n") * 20)
-    m = run_pipeline(settings(chunk_size=100_000), [str(src)], tmp_path / "o").manifest
+    m = run_committed(settings(chunk_size=100_000), [str(src)], tmp_path / "o")
     assert m["counts"]["records_written"] == 20 and m["counts"]["blank_lines"] == 1_000_000
 
 
@@ -140,8 +139,8 @@ def test_corrupt_and_truncated_parquet_fail_per_file_and_the_run_goes_on(tmp_pat
     for i in range(100, 1500):
         bad[i] ^= 0x55
     (tmp_path / "corrupt.parquet").write_bytes(bytes(bad))
-    m = run_pipeline(settings(), [str(good), str(tmp_path / "trunc.parquet"), str(tmp_path / "corrupt.parquet")],
-                     tmp_path / "o").manifest
+    m = run_committed(settings(), [str(good), str(tmp_path / "trunc.parquet"), str(tmp_path / "corrupt.parquet")],
+                     tmp_path / "o")
     assert m["counts"]["records_written"] >= 3
     q = {e["source"]: e for e in quarantine(tmp_path / "o") if e["reason"] == "corrupt_input"}
     assert "trunc.parquet" in q and "corrupt.parquet" in q
@@ -167,7 +166,7 @@ def test_malformed_state_json_is_a_clean_error_naming_the_file(tmp_path, edit, w
     state = d / "state.json"
     state.write_text(edit(json.loads(state.read_text())))
     with pytest.raises(InputError, match=words) as exc:
-        run_pipeline(settings(), [str(d)], tmp_path / "o")
+        run_committed(settings(), [str(d)], tmp_path / "o")
     assert str(state) in str(exc.value)
 
 
@@ -175,7 +174,7 @@ def test_a_corrupt_arrow_file_of_a_dataset_folder_is_quarantined(tmp_path):
     d = _dataset(tmp_path)
     arrow = next(d.glob("*.arrow"))
     arrow.write_bytes(arrow.read_bytes()[:40])
-    m = run_pipeline(settings(), [str(d)], tmp_path / "o").manifest
+    m = run_committed(settings(), [str(d)], tmp_path / "o")
     assert m["counts"]["rejected"] == {"corrupt_input": 1}
     assert arrow.name in quarantine(tmp_path / "o")[0]["message"]
 
@@ -185,12 +184,12 @@ def test_duplicate_keys_are_rejected_lines_and_arrays(tmp_path):
     escaped = {"messages": [{"role": "user", "content": 'say {"a": 1, "a": 2}'},
                             {"role": "assistant", "content": "ok"}]}
     src = write_jsonl(tmp_path / "d.jsonl", [dup, escaped])
-    m = run_pipeline(settings(), [str(src)], tmp_path / "o").manifest
+    m = run_committed(settings(), [str(src)], tmp_path / "o")
     assert m["counts"]["rejected"] == {"duplicate_key": 1} and m["counts"]["records_written"] == 1
     assert "'role' appears twice" in quarantine(tmp_path / "o")[0]["message"]
     arr = tmp_path / "a.json"
     arr.write_text("[" + dup + "," + json.dumps(escaped) + "]")
-    m = run_pipeline(settings(), [str(arr)], tmp_path / "o2").manifest
+    m = run_committed(settings(), [str(arr)], tmp_path / "o2")
     assert m["counts"]["rejected"] == {"duplicate_key": 1} and m["counts"]["records_written"] == 1
     assert quarantine(tmp_path / "o2")[0]["line"] == 1
 
@@ -199,16 +198,16 @@ def test_bom_in_the_middle_and_cr_only_line_ends_get_a_hint(tmp_path):
     line = json.dumps(GOOD).encode()
     src = tmp_path / "cat.jsonl"
     src.write_bytes(b"\xef\xbb\xbf" + line + b"\n\xef\xbb\xbf" + line + b"\n")
-    run_pipeline(settings(), [str(src)], tmp_path / "o")
+    run_committed(settings(), [str(src)], tmp_path / "o")
     (q,) = quarantine(tmp_path / "o")
     assert q["line"] == 2 and "byte-order mark" in q["message"]
     cr = tmp_path / "mac.jsonl"
     cr.write_bytes(line + b"\r" + line + b"\r")
-    run_pipeline(settings(), [str(cr)], tmp_path / "o2")
+    run_committed(settings(), [str(cr)], tmp_path / "o2")
     assert "CR-only" in quarantine(tmp_path / "o2")[0]["message"]
     big = tmp_path / "macbig.jsonl"
     big.write_bytes((line + b"\r") * 2000)
-    run_pipeline(settings(max_record_bytes=4096), [str(big)], tmp_path / "o3")
+    run_committed(settings(max_record_bytes=4096), [str(big)], tmp_path / "o3")
     (q,) = quarantine(tmp_path / "o3")
     assert q["reason"] == "record_too_large" and "CR-only" in q["message"]
 
@@ -221,7 +220,7 @@ def test_bom_in_the_middle_and_cr_only_line_ends_get_a_hint(tmp_path):
 ])
 def test_empty_and_boolean_ids_are_refused(tmp_path, fmt, rec):
     src = write_jsonl(tmp_path / "i.jsonl", [{**rec, "id": ""}, {**rec, "id": True}, {**rec, "id": 7}])
-    m = run_pipeline(settings(input_format=fmt), [str(src)], tmp_path / "o").manifest
+    m = run_committed(settings(input_format=fmt), [str(src)], tmp_path / "o")
     assert m["counts"]["records_written"] == 1
     assert m["counts"]["rejected"] == {"wrong_value": 1, "wrong_type": 1}
     q = quarantine(tmp_path / "o")

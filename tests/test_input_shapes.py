@@ -18,8 +18,7 @@ from click.testing import CliRunner
 
 from sftdata.cli import main
 from sftdata.config import load_pipeline, settings_from_dict
-from sftdata.runner import run_pipeline
-from tests.conftest import write_jsonl
+from tests.conftest import run_committed, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +64,7 @@ def cli(*args: str):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     d = tmp_path_factory.mktemp("ref")
-    run_pipeline(settings(), [str(write_jsonl(d / "m.jsonl", chats(6)))], d / "out")
+    run_committed(settings(), [str(write_jsonl(d / "m.jsonl", chats(6)))], d / "out")
     return rows(d / "out")
 
 
@@ -101,7 +100,7 @@ def test_unknown_format_names_the_keys_it_saw(tmp_path):
 
 def test_alpaca_response_variant_is_detected_and_read(tmp_path, reference):
     src = write_jsonl(tmp_path / "alp.jsonl", alpaca_response(6))
-    m = run_pipeline(settings(input_format="auto"), [str(src)], tmp_path / "o").manifest
+    m = run_committed(settings(input_format="auto"), [str(src)], tmp_path / "o")
     assert m["inputs"][0]["format"] == "alpaca"
     assert rows(tmp_path / "o") == reference
 
@@ -137,7 +136,7 @@ def test_json_arrays_compressed_or_not_are_arrays(tmp_path, reference, suffix):
     data = {".json.gz": gzip.compress, ".json.zst": zstandard.ZstdCompressor().compress}.get(suffix, bytes)(body)
     src = tmp_path / f"chats{suffix}"
     src.write_bytes(data)
-    m = run_pipeline(settings(), [str(src)], tmp_path / "o").manifest
+    m = run_committed(settings(), [str(src)], tmp_path / "o")
     assert m["counts"]["records_read"] == 6 and m["counts"]["rejected"] == {}
     assert rows(tmp_path / "o") == reference
 
@@ -147,14 +146,14 @@ def test_a_pretty_printed_json_object_is_one_record(tmp_path):
     del rec["id"]
     src = tmp_path / "case.json"
     src.write_text(json.dumps(rec, indent=4))
-    m = run_pipeline(settings(), [str(src)], tmp_path / "o").manifest
+    m = run_committed(settings(), [str(src)], tmp_path / "o")
     assert m["counts"]["records_read"] == 1 and m["counts"]["records_written"] == 1
     assert rows(tmp_path / "o")[0][0] == "case.json:1"
 
 
 def test_json_lines_under_a_json_name_stay_lines(tmp_path):
     src = write_jsonl(tmp_path / "export.json", chats(4))
-    m = run_pipeline(settings(), [str(src)], tmp_path / "o").manifest
+    m = run_committed(settings(), [str(src)], tmp_path / "o")
     assert m["counts"]["records_read"] == 4 and m["counts"]["records_written"] == 4
 
 
@@ -165,12 +164,12 @@ def test_array_row_ids_are_element_indices_and_quarantine_ids_are_never_null(tmp
     recs[1]["messages"][0]["role"] = "bot"
     src = tmp_path / "arr.json"
     src.write_text(json.dumps(recs))
-    run_pipeline(settings(), [str(src)], tmp_path / "o")
+    run_committed(settings(), [str(src)], tmp_path / "o")
     assert [r[0] for r in rows(tmp_path / "o")] == ["arr.json:1", "arr.json:3"]
     (q,) = quarantine(tmp_path / "o")
     assert q["id"] == "arr.json:2" and q["line"] == 2
     lines = write_jsonl(tmp_path / "l.jsonl", ["not json", {"messages": []}])
-    run_pipeline(settings(), [str(lines)], tmp_path / "o2")
+    run_committed(settings(), [str(lines)], tmp_path / "o2")
     assert [q["id"] for q in quarantine(tmp_path / "o2")] == ["l.jsonl:1", "l.jsonl:2"]
     doc = (ROOT / "docs" / "output-format.md").read_text()
     assert "element index" in doc
@@ -187,7 +186,7 @@ def test_empty_assistant_turn_with_weight_0_is_kept_untrained_as_the_official_te
     src = write_jsonl(tmp_path / "w.jsonl", [rec])
     for template in ("llama3", "llama3.1", "llama3.2"):
         out = tmp_path / f"o-{template}"
-        m = run_pipeline(settings(template=template), [str(src)], out).manifest
+        m = run_committed(settings(template=template), [str(src)], out)
         assert m["counts"]["rejected"] == {}, m["counts"]
         ((_, ids, labels),) = rows(out)
         assert ids == reference_ids(hf_reference, rec, template)
@@ -197,7 +196,7 @@ def test_empty_assistant_turn_with_weight_0_is_kept_untrained_as_the_official_te
 
 def test_empty_trained_assistant_turn_is_still_rejected(tmp_path):
     rec = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]}
-    m = run_pipeline(settings(), [str(write_jsonl(tmp_path / "e.jsonl", [rec]))], tmp_path / "o").manifest
+    m = run_committed(settings(), [str(write_jsonl(tmp_path / "e.jsonl", [rec]))], tmp_path / "o")
     assert m["counts"]["rejected"] == {"empty_assistant": 1}
 
 
@@ -216,7 +215,7 @@ def tool_record_with_four_problems() -> dict:
 
 def test_every_problem_of_a_record_in_one_quarantine_line(tmp_path):
     src = write_jsonl(tmp_path / "t.jsonl", [tool_record_with_four_problems()])
-    m = run_pipeline(settings(), [str(src)], tmp_path / "o").manifest
+    m = run_committed(settings(), [str(src)], tmp_path / "o")
     assert m["counts"]["rejected"] == {"content_with_tool_calls": 1}
     (q,) = quarantine(tmp_path / "o")
     assert q["reason"] == "content_with_tool_calls" and q["message"] == q["problems"][0]["message"]
@@ -233,7 +232,7 @@ def test_every_problem_of_a_record_in_one_quarantine_line(tmp_path):
 def test_every_schema_problem_at_once(tmp_path):
     rec = {"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": 3}]}
     src = write_jsonl(tmp_path / "s.jsonl", [rec])
-    run_pipeline(settings(), [str(src)], tmp_path / "o")
+    run_committed(settings(), [str(src)], tmp_path / "o")
     (q,) = quarantine(tmp_path / "o")
     assert {(p["reason"], p["pointer"]) for p in q["problems"]} == {
         ("unknown_role", "/messages/0/role"), ("wrong_type", "/messages/1/content")}
@@ -241,8 +240,7 @@ def test_every_schema_problem_at_once(tmp_path):
 
 
 def test_problems_of_a_hostile_record_are_bounded():
-    from sftdata.stages import RecordProcessor
-
+    from sftdata.process.record import RecordProcessor
     from sftdata.records import MAX_PROBLEMS, Reject
 
     proc = RecordProcessor(settings())
@@ -262,7 +260,7 @@ def test_prompt_completion_reports_every_problem_pointing_at_prompt_or_completio
     bad = {"id": "p2", "prompt": [{"role": "bot", "content": "x"}],
            "completion": [{"role": "assistant", "content": 5}]}
     src = write_jsonl(tmp_path / "pc.jsonl", [ok, bad])
-    m = run_pipeline(settings(input_format="prompt_completion"), [str(src)], tmp_path / "o").manifest
+    m = run_committed(settings(input_format="prompt_completion"), [str(src)], tmp_path / "o")
     assert m["counts"]["records_written"] == 1
     (q,) = quarantine(tmp_path / "o")
     assert {p["pointer"] for p in q["problems"]} == {"/prompt/0/role", "/completion/0/content"}
