@@ -17,7 +17,7 @@ mkdir -p "$ROOT"
 
 packages_for() {
   case "$1" in
-    torchtune) echo "torch==2.13.0 | torchtune==0.6.1 torchao datasets" ;;
+    torchtune) echo "torch==2.13.0 | torchtune==0.6.1 torchao==0.11.0 datasets" ;;
     streaming) echo "torch==2.13.0 | mosaicml-streaming==0.13.0" ;;
     llamafactory) echo "torch==2.13.0 | llamafactory==0.9.5" ;;
     axolotl) echo "torch==2.13.0 | axolotl==0.21.0" ;;
