@@ -7,8 +7,14 @@ import json
 import pytest
 
 from sftdata.export import export_folder
-from tests.interop.harness import as_pairs, conversation_starts, expected_pairs, read_prepared, run_in_venv, \
-    venv_python
+from tests.interop.harness import (
+    as_pairs,
+    conversation_starts,
+    expected_pairs,
+    read_prepared,
+    run_in_venv,
+    venv_python,
+)
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["plain", "packed"])
