@@ -67,11 +67,17 @@ def test_llama_factory_packed_rows_have_segment_ids_and_restarting_positions(pac
     export_folder(packed_run, "llama-factory", tmp_path / "o")
     ds = load(tmp_path / "o")
     assert ds.column_names == ["input_ids", "attention_mask", "labels", "position_ids"]
-    for row, starts in zip(ds, conversation_starts(packed_run), strict=True):
+    manifest = json.loads((packed_run / "manifest.json").read_text())
+    width, pad = manifest["pipeline"]["max_length"] + 1, manifest["tokenizer"]["pad_id"]
+    for row, starts, src in zip(ds, conversation_starts(packed_run), read_prepared(packed_run), strict=True):
+        n = len(src["input_ids"])
         mask, pos = np.array(row["attention_mask"]), np.array(row["position_ids"])
-        assert list(np.flatnonzero(pos == 0)) == starts
-        assert list(np.flatnonzero(np.diff(mask, prepend=0))) == starts
-        assert list(np.unique(mask)) == list(range(1, len(starts) + 1))
+        assert len(mask) == len(pos) == len(row["input_ids"]) == width  # padded to cutoff_len + 1
+        assert row["input_ids"][:n] == list(src["input_ids"]) and set(row["input_ids"][n:]) == {pad}
+        assert set(mask[n:]) == {0} and set(pos[n:]) == {0} and set(row["labels"][n:]) == {-100}
+        assert list(np.flatnonzero(pos[:n] == 0)) == starts
+        assert list(np.flatnonzero(np.diff(mask[:n], prepend=0))) == starts
+        assert list(np.unique(mask[:n])) == list(range(1, len(starts) + 1))
     assert hf_pairs(ds) == expected_pairs(packed_run, per_conversation=False)
 
 
