@@ -8,6 +8,7 @@
 # torch wins, and `pip list` in the log records what it pulled.
 #
 # Usage: tests/interop/build_venvs.sh [NAME...]   (default: the fast ones)
+# axolotl 0.20+ needs Python >= 3.12; 0.19.0 is the newest for 3.11.
 # Names: torchtune streaming llamafactory axolotl llmfoundry olmocore
 #        megatronbridge litgpt
 set -u
@@ -20,7 +21,7 @@ packages_for() {
     torchtune) echo "torch==2.13.0 | torchtune==0.6.1 torchao==0.11.0 datasets" ;;
     streaming) echo "torch==2.13.0 | mosaicml-streaming==0.13.0" ;;
     llamafactory) echo "torch==2.13.0 | llamafactory==0.9.5" ;;
-    axolotl) echo "torch==2.13.0 | axolotl==0.21.0" ;;
+    axolotl) echo "torch==2.13.0 | axolotl==0.19.0" ;;
     llmfoundry) echo "torch==2.13.0 | llm-foundry==0.22.0" ;;
     olmocore) echo "torch==2.13.0 | ai2-olmo-core==3.0.0" ;;
     megatronbridge) echo "torch==2.13.0 | megatron-bridge==0.6.2" ;;
