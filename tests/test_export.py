@@ -225,3 +225,39 @@ def test_failed_write_leaves_no_output(plain_run, tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["export", str(plain_run), "--to", "hf", "--output", str(tmp_path / "o")])
     assert res.exit_code == 2 and "No space left" in res.output
     assert list(tmp_path.iterdir()) == []
+
+
+def read_mds(folder) -> list[list[dict]]:
+    """Decode MDS shards by streaming's layout: uint32 n, uint32 offsets[n+1], config, samples."""
+    index = json.loads((folder / "index.json").read_text())
+    samples = []
+    for shard in index["shards"]:
+        data = (folder / shard["raw_data"]["basename"]).read_bytes()
+        n = int(np.frombuffer(data[:4], np.uint32)[0])
+        offsets = np.frombuffer(data[4:4 * (n + 2)], np.uint32)
+        assert n == shard["samples"] and shard["column_encodings"] == ["json"]
+        for a, b in zip(offsets[:-1], offsets[1:], strict=True):
+            size = int(np.frombuffer(data[a:a + 4], np.uint32)[0])
+            assert size == b - a - 4
+            samples.append(json.loads(data[a + 4:b]))
+    return samples
+
+
+def test_mds_turns_split_each_conversation_at_its_trained_runs(plain_run, tmp_path):
+    manifest = export_folder(plain_run, "mds", tmp_path / "o")
+    samples = read_mds(tmp_path / "o")
+    convs = conversations(plain_run)
+    assert len(samples) == len(convs)
+    pairs, tail = set(), 0
+    for r, (turns, conv) in enumerate(zip(samples, convs, strict=True)):
+        # LLM Foundry stitches context + response per turn and, with target_responses: all, trains every response
+        ids = []
+        for t in turns:
+            assert t["labels"]  # every turn has a response
+            ids += t["input_ids"]
+            pairs |= {(r, len(ids) + k, tok) for k, tok in enumerate(t["labels"])}
+            ids += t["labels"]
+        assert ids == list(conv["input_ids"][:len(ids)])
+        tail += len(conv["input_ids"]) - len(ids)
+    assert pairs == expected_pairs(plain_run, per_conversation=True)
+    assert manifest["counts"]["train"]["left_out_tail_tokens"] == tail
