@@ -155,7 +155,11 @@ def test_megatron_bridge_mask_is_rolled_to_the_label_position(plain_run, packed_
     assert table.schema.field("loss_mask").type == pa.list_(pa.int8())
     assert megatron_pairs(table) == expected_pairs(src, per_conversation=False)
     meta = json.loads((tmp_path / "o" / "packing_metadata.json").read_text())
-    assert meta[0]["max_samples_per_bin"] == max(len(r["seq_lengths"]) for r in read_prepared(src))
+    rows = read_prepared(src)
+    if packed:
+        assert meta[0]["max_samples_per_bin"] == max(len(r["seq_lengths"]) for r in rows)
+        assert meta[0]["min_packed_seqlen"] == min(len(r["input_ids"]) for r in rows)
+    assert meta[0]["dataset_max_seqlen"] == max(max(r["seq_lengths"]) for r in rows)
 
 
 def test_parquet_keeps_every_prepared_column(packed_run, tmp_path):

@@ -76,7 +76,7 @@ def write_megatron(source: Source, folder: Path, opts: ExportOptions) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     keep = opts.keep_packing(source.packed)
     counts = {"rows": 0, "conversations": 0, "tokens": 0, "trained_tokens": 0, "files": []}
-    max_samples, max_len = 0, 0
+    max_samples, max_len, min_packed = 0, 0, None
     for name, rows in iter_rows(source):
         file = name.rsplit(".", 1)[0] + ".idx.parquet"
         table = megatron_table(rows, keep)
@@ -85,11 +85,15 @@ def write_megatron(source: Source, folder: Path, opts: ExportOptions) -> dict:
         per_row = np.diff(np.searchsorted(rows.segments, offsets))
         max_samples = max(max_samples, int(per_row.max()) if len(per_row) else 0)
         max_len = max(max_len, int(np.diff(rows.segments).max()) if len(rows.segments) > 1 else 0)
+        if len(offsets) > 1:
+            shortest = int(np.diff(offsets).min())
+            min_packed = shortest if min_packed is None else min(min_packed, shortest)
         counts["files"].append(file)
         counts["rows"] += table.num_rows
         counts["conversations"] += len(rows.segments) - 1
         counts["tokens"] += len(rows.input_ids)
         counts["trained_tokens"] += int(rolled_loss_mask(rows).sum())
-    write_json(folder / "packing_metadata.json", [{"max_samples_per_bin": max_samples,
-                                                   "dataset_max_seqlen": max_len}])
+    # read by GPTSFTPackedDataset.collate_fn when pad_cu_seqlens is on (CUDA graphs)
+    write_json(folder / "packing_metadata.json", [{"max_samples_per_bin": max_samples, "dataset_max_seqlen": max_len,
+                                                   "min_packed_seqlen": min_packed or 0}])
     return counts
