@@ -8,7 +8,11 @@
 # torch wins, and `pip list` in the log records what it pulled.
 #
 # Usage: tests/interop/build_venvs.sh [NAME...]   (default: the fast ones)
-# axolotl 0.20+ needs Python >= 3.12; 0.19.0 is the newest for 3.11.
+# Measured here (2 shared cores): torchtune 132 s, streaming 255 s, olmocore 388 s, litgpt 523 s,
+# llamafactory 738 s (pip pulls torch 2.14.1 over the CPU build), axolotl 1,347 s.
+# axolotl 0.20+ needs Python >= 3.12; 0.19.0 is the newest for 3.11. llmfoundry: pip's resolver
+# backtracked for 27 min and was stopped. megatronbridge: 0.4+ need Python 3.12, and the package
+# imports transformer_engine (a CUDA build), so it does not import on a CPU machine.
 # Names: torchtune streaming llamafactory axolotl llmfoundry olmocore
 #        megatronbridge litgpt
 set -u
