@@ -72,7 +72,8 @@ class LazyGroup(click.Group):
     LAZY = {"audit": ("sftdata.audit.command", "audit_cmd"), "verify": ("sftdata.audit.command", "verify_cmd"),
             "inspect": ("sftdata.audit.command", "inspect_cmd"), "train": ("sftdata.training.command", "train_cmd"),
             "overlap": ("sftdata.overlap", "overlap_cmd"),
-            "plan": ("sftdata.training.plan_command", "plan_cmd")}
+            "plan": ("sftdata.training.plan_command", "plan_cmd"),
+            "export": ("sftdata.export.command", "export_cmd")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))

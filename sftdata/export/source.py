@@ -1,0 +1,148 @@
+"""Reading a prepared folder for export: the audit gate, the manifest, and shards as flat arrays.
+
+Why flat numpy arrays: every target is a relabelling of the same token stream (unpacking is new
+offsets over the same values, torchtune's shift is one slice, Megatron's rolled mask another), so
+converting offsets + values once per shard keeps export a small fraction of ``run``'s cost and its
+memory bounded by one shard, never by the data size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from sftdata.constants import IGNORE_INDEX
+
+
+class ExportError(Exception):
+    """The export cannot be made as asked (bad input, failed audit, unrepresentable rows): exit 2."""
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    manifest: dict
+    manifest_sha256: str
+    packed: bool
+    max_length: int | None
+    pad_id: int
+
+    @property
+    def shards(self) -> list[str]:
+        return [entry["file"] for entry in self.manifest["shards"]]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One shard's rows: ``offsets`` (rows + 1) into the flat ``input_ids``/``labels``, and the
+    conversation boundaries ``segments`` (conversations + 1, a superset of ``offsets``)."""
+
+    input_ids: np.ndarray
+    labels: np.ndarray
+    offsets: np.ndarray
+    segments: np.ndarray
+    table: pa.Table
+
+    @property
+    def rows(self) -> int:
+        return len(self.offsets) - 1
+
+    def positions(self) -> np.ndarray:
+        """Position of every token within its conversation (restarting at 0 per segment)."""
+        lens = np.diff(self.segments)
+        return np.arange(len(self.input_ids), dtype=np.int64) - np.repeat(self.segments[:-1], lens)
+
+    def segment_ids(self) -> np.ndarray:
+        """1..k within each row, numbering that row's conversations (LLaMA-Factory's neat packing)."""
+        seg_of_token = np.repeat(np.arange(len(self.segments) - 1), np.diff(self.segments))
+        first_seg_of_row = np.searchsorted(self.segments, self.offsets[:-1])
+        row_of_token = np.repeat(np.arange(self.rows), np.diff(self.offsets))
+        return (seg_of_token - first_seg_of_row[row_of_token] + 1).astype(np.int32)
+
+
+def _audit_gate(path: Path) -> None:
+    from sftdata.audit import run_audit
+    from sftdata.audit.integrity import AuditError
+
+    try:
+        report = run_audit(path)
+    except AuditError as exc:
+        raise ExportError(str(exc)) from None
+    if not report.ok:
+        raise ExportError(f"{path} fails the audit (rules: {', '.join(report.failed_rules())}); "
+                          "run `sftdata audit` on it, or pass --skip-audit to export anyway")
+
+
+def open_source(path: str | Path, *, skip_audit: bool = False) -> Source:
+    """The prepared folder at ``path``, after it passes the audit unless ``skip_audit``."""
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not path.is_dir():
+        raise ExportError(f"{path}: no such folder")
+    if not manifest_path.is_file():
+        raise ExportError(f"{path}: no manifest.json (not a finished `sftdata run` output folder)")
+    raw = manifest_path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{manifest_path}: cannot read the manifest: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "sftdata-shards" \
+            or not isinstance(manifest.get("shards"), list):
+        raise ExportError(f"{manifest_path}: not an sftdata-shards manifest")
+    if not skip_audit:
+        _audit_gate(path)
+    pipeline = manifest.get("pipeline") or {}
+    max_length = pipeline.get("max_length") if isinstance(pipeline.get("max_length"), int) else None
+    packed = bool(manifest.get("packing")) or "seq_lengths" in (manifest.get("columns") or [])
+    pad_id = (manifest.get("tokenizer") or {}).get("pad_id")
+    return Source(path=path, manifest=manifest, manifest_sha256=hashlib.sha256(raw).hexdigest(), packed=packed,
+                  max_length=max_length, pad_id=int(pad_id) if isinstance(pad_id, int) else 0)
+
+
+def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = np.asarray(arr.offsets, dtype=np.int64)
+    values = np.asarray(arr.values.to_numpy(zero_copy_only=False))[offsets[0]:offsets[-1]]
+    return values, offsets - offsets[0]
+
+
+def read_rows(source: Source, name: str) -> Rows:
+    with pa.memory_map(str(source.path / name)) as f:
+        table = pa.ipc.open_stream(f).read_all()
+    ids, offsets = _flat(table.column("input_ids"))
+    labels, label_offsets = _flat(table.column("labels"))
+    if not np.array_equal(offsets, label_offsets):
+        raise ExportError(f"{source.path / name}: input_ids and labels differ in length")
+    if "seq_lengths" in table.column_names:
+        lens, _ = _flat(table.column("seq_lengths"))
+        segments = np.concatenate([[0], np.cumsum(lens, dtype=np.int64)])
+        if segments[-1] != offsets[-1] or not np.isin(offsets, segments).all():
+            raise ExportError(f"{source.path / name}: seq_lengths do not add up to the rows' lengths")
+    else:
+        segments = offsets
+    return Rows(input_ids=ids.astype(np.int32, copy=False), labels=labels.astype(np.int32, copy=False),
+                offsets=offsets, segments=segments, table=table)
+
+
+def iter_rows(source: Source) -> Iterator[tuple[str, Rows]]:
+    for name in source.shards:
+        yield name, read_rows(source, name)
+
+
+def list_array(values: np.ndarray, offsets: np.ndarray, dtype: pa.DataType = pa.int32()) -> pa.ListArray:
+    """A list<dtype> array straight from numpy buffers (no Python lists)."""
+    np_type = {pa.int32(): np.int32, pa.int8(): np.int8, pa.int64(): np.int64}[dtype]
+    vals = np.ascontiguousarray(values, dtype=np_type)
+    flat = pa.Array.from_buffers(dtype, len(vals), [None, pa.py_buffer(vals)])
+    offs = np.ascontiguousarray(offsets, dtype=np.int32)
+    return pa.ListArray.from_arrays(pa.Array.from_buffers(pa.int32(), len(offs), [None, pa.py_buffer(offs)]), flat)
+
+
+def trained_count(labels: np.ndarray) -> int:
+    return int(np.count_nonzero(labels != IGNORE_INDEX))

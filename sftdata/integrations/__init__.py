@@ -1,0 +1,1 @@
+"""Small adapters that let trainers load sftdata exports through their own extension points."""
