@@ -596,7 +596,7 @@ def test_html_is_self_contained(clean, tmp_path, tok):
     assert CliRunner().invoke(audit_cmd, [str(folder), "--html", str(page)]).exit_code == 1
     html = page.read_text()
     assert "<script" not in html and "https://" not in html and "<link" not in html
-    assert html.count("<svg") == 4 and 'id="length-histogram"' in html
+    assert html.count("<svg") - html.count('id="plan-padding"') == 4 and 'id="length-histogram"' in html
     assert 'data-id="conv-long"' in html and 'data-id="conv-basic"' in html
     assert "&lt;|start_header_id|&gt;" in html and 'class="t1 tr"' in html
     # named categories are horizontal bars, one line each: every reason and role labelled in full

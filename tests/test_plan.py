@@ -103,3 +103,30 @@ def test_gpu_check_script_says_it_needs_cuda():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.main([]) == 2
+
+
+def test_the_html_audit_report_carries_the_plan_chart(tmp_path):
+    """The padding-waste figures of `sftdata plan` appear in the audit page, one bar per size."""
+    import json
+
+    from click.testing import CliRunner
+
+    from sftdata.audit.command import audit_cmd
+    from sftdata.cli import main
+    from sftdata.synth import generate_records
+    from sftdata.training.plan import plan_figures
+    from tests.conftest import write_jsonl
+
+    src = write_jsonl(tmp_path / "in.jsonl", generate_records(40, seed=8))
+    out = tmp_path / "o"
+    assert CliRunner().invoke(main, ["run", "--input", str(src), "--output", str(out), "--workers", "1",
+                                     "--no-audit"]).exit_code == 0
+    page = tmp_path / "a.html"
+    assert CliRunner().invoke(audit_cmd, [str(out), "--html", str(page)]).exit_code == 0
+    html = page.read_text()
+    chart = html[html.index('id="plan-padding"'):]
+    chart = chart[:chart.index("</svg>")]
+    sizes = plan_figures(out)["sizes"]
+    assert sizes and chart.count('class="bar"') == len(sizes)
+    for f in sizes:
+        assert f">{100 * f['padding_waste']:,.0f}</text>" in chart, json.dumps(f)

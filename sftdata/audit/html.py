@@ -8,7 +8,6 @@ Every piece of text from the data (ids, decoded tokens, messages) is HTML-escape
 from __future__ import annotations
 
 from html import escape
-from pathlib import Path
 from typing import Any
 
 from sftdata.audit.report import RULES, AuditReport, violation_line
@@ -111,6 +110,22 @@ def _sample(report: AuditReport, sample: dict[str, Any], tokenizer: Any) -> str:
             f'<div class="toks">{"".join(spans)}{escape(more)}</div></div>')
 
 
+def _plan_chart(report: AuditReport) -> str | None:
+    """Padding waste per micro-batch size, from ``sftdata plan``'s figures (prepared local folders only:
+    the plan needs the manifest's row lengths)."""
+    if report.input or "://" in (report.location or report.path):
+        return None
+    try:
+        from sftdata.training.plan import plan_figures
+
+        figures = plan_figures(report.location or report.path)
+    except Exception:  # noqa: BLE001 - the chart is an extra; the audit verdict does not depend on it
+        return None
+    waste = {f"{'rows' if f['unit'] == 'rows' else 'tokens'} {f['size']:,}": 100.0 * f["padding_waste"]
+             for f in figures["sizes"]}
+    return _hbars("padding waste % per micro-batch (sftdata plan)", waste, svg_id="plan-padding", color="#bf8700")
+
+
 def render_html(report: AuditReport, tokenizer: Any | None = None) -> str:
     """The whole page as a string."""
     if tokenizer is None:
@@ -142,6 +157,9 @@ def render_html(report: AuditReport, tokenizer: Any | None = None) -> str:
         _hbars("rejected records by reason", {k: float(v) for k, v in rejected.items()}, svg_id="rejections",
                color="#cf222e"),
     ]
+    plan = _plan_chart(report)
+    if plan is not None:
+        charts.append(plan)
     listed = "".join(f"<li><code>{escape(violation_line(v))}</code></li>" for v in report.violations[:200])
     rest = sum(report.violation_counts.values()) - min(200, len(report.violations))
     samples = "".join(_sample(report, smp, tokenizer) for smp in report.samples)
@@ -159,9 +177,3 @@ def render_html(report: AuditReport, tokenizer: Any | None = None) -> str:
 <div id="samples">{samples}</div>
 </body></html>
 """
-
-
-def write_html(report: AuditReport, path: str | Path, tokenizer: Any | None = None) -> Path:
-    path = Path(path)
-    path.write_text(render_html(report, tokenizer), encoding="utf-8")
-    return path

@@ -32,7 +32,6 @@ from sftdata.constants import IGNORE_INDEX
 OTHER, ASSISTANT, UNKNOWN = 0, 3, 6
 KNOWN_ROLES = {name: code for code, name in enumerate(ROLE_NAMES) if 0 < code < UNKNOWN}
 MAX_ROLE_TOKENS = 8
-_PAD = np.iinfo(np.int64).min
 _TURN_PROBLEMS = (
     "tokens outside any turn",
     "header has no <|end_header_id|>",
