@@ -63,7 +63,9 @@ def _prompt_completion(obj: Any, ctx: AdaptContext) -> Conversation:
     s = ctx.settings
     conv, pieces = prompt_completion_record(_object(obj), template=ctx.renderer.template, date_string=s.date_string,
                                             completion_eos=s.completion_eos, train_on=s.train_on,
-                                            source=ctx.source, line=ctx.line, parts_policy=s.parts)
+                                            source=ctx.source, line=ctx.line, parts_policy=s.parts,
+                                            builtin_default=tuple(s.builtin_tools),
+                                            tools_in_user_message=s.tools_in_user_message)
     conv.pieces = pieces
     return conv
 

@@ -46,8 +46,8 @@ _MESSAGE_POINTER = re.compile(r"/messages/(\d+)")
 
 
 @lru_cache(maxsize=16)
-def _renderer(template: str, date_string: str, train_on: str) -> Llama3Renderer:
-    return Llama3Renderer(template, date_string, train_on)
+def _renderer(template: str, date_string: str, train_on: str, tools_in_user_message: bool = True) -> Llama3Renderer:
+    return Llama3Renderer(template, date_string, train_on, tools_in_user_message)
 
 
 def _remap(r: Reject, n_prompt: int) -> Reject:
@@ -67,18 +67,20 @@ def _remap(r: Reject, n_prompt: int) -> Reject:
 
 
 def _conversational(obj: dict, prompt: list, completion: list, template: str, date_string: str, train_on: str,
-                    source: str, line: int, parts_policy: dict[str, str] | None) -> tuple[Conversation, list[Piece]]:
+                    source: str, line: int, parts_policy: dict[str, str] | None, builtin_default: tuple[str, ...] = (),
+                    tools_in_user_message: bool = True) -> tuple[Conversation, list[Piece]]:
     rec: dict[str, Any] = {"messages": prompt + completion}
-    for key in ("id", "tools"):
+    for key in ("id", "tools", "custom_tools", "builtin_tools"):  # what a messages record may carry beside them
         if key in obj:
             rec[key] = obj[key]
-    renderer = _renderer(Template.parse(template).value, date_string, train_on)
+    renderer = _renderer(Template.parse(template).value, date_string, train_on, tools_in_user_message)
     try:
         check_schema(rec)
         if not any(m.get("role") == "assistant" for m in completion):
             raise Reject("no_assistant", "/completion: the completion has no assistant message", "/completion")
         conv = to_conversation(rec, source=source, line=line, template=renderer.template.value,
-                               parts_policy=parts_policy)
+                               parts_policy=parts_policy, builtin_default=builtin_default,
+                               tools_in_user_message=tools_in_user_message)
     except Reject as r:
         raise _remap(r, len(prompt)) from None
     n = len(prompt)
@@ -134,7 +136,8 @@ def _plain(prompt: str, completion: str, completion_eos: bool, tokenizer_eos: st
 def prompt_completion_record(obj: dict, *, template: Template | str, date_string: str = DEFAULT_DATE,
                              completion_eos: bool = False, tokenizer_eos: str = EOT,
                              train_on: str = "all_assistant", source: str = "", line: int = 0,
-                             parts_policy: dict[str, str] | None = None) -> tuple[Conversation, list[Piece]]:
+                             parts_policy: dict[str, str] | None = None, builtin_default: tuple[str, ...] = (),
+                             tools_in_user_message: bool = True) -> tuple[Conversation, list[Piece]]:
     """A prompt/completion record as (Conversation, pieces); raises ``Reject``.
 
     ``template``/``date_string`` matter for conversational records only; ``completion_eos`` and
@@ -151,7 +154,8 @@ def prompt_completion_record(obj: dict, *, template: Template | str, date_string
     rid = str(obj["id"]) if obj.get("id") is not None else f"{source}:{line}"
     tpl = template.value if isinstance(template, Template) else template
     if isinstance(prompt, list) and isinstance(completion, list):
-        return _conversational(obj, prompt, completion, tpl, date_string, train_on, source, line, parts_policy)
+        return _conversational(obj, prompt, completion, tpl, date_string, train_on, source, line, parts_policy,
+                               builtin_default, tools_in_user_message)
     if not (isinstance(prompt, str) and isinstance(completion, str)):
         raise Reject("wrong_type", f"/completion: prompt is {type(prompt).__name__} and completion is "
                      f"{type(completion).__name__}; expected both strings or both lists of messages", "/completion")
