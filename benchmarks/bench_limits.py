@@ -6,8 +6,10 @@ its part with single-threaded tiktoken over the same Llama-3 ranks, timed over t
 alone. Nothing the run does can be faster than that, so the run's ratio to (L) is what is left to
 win. The stage profile times one worker's stages (read+parse, validate, render, encode, labels,
 hash, write) as separate passes over the same chunk with ``perf_counter`` around whole passes,
-so the timer costs nothing per record (a sampling profiler inflates Python-heavy lines); its total
-is printed beside one real in-process ``process_chunk`` of the same chunk.
+so the timer costs nothing per record (a sampling profiler inflates Python-heavy lines). Each stage
+is timed in CPU seconds of this process (``process_time``): on a shared machine wall time counts
+the other jobs too. The total is printed beside one real in-process ``process_chunk`` of the same
+chunk (CPU seconds too).
 """
 
 from __future__ import annotations
@@ -99,9 +101,9 @@ def stage_profile(corpus: Path, template: str, date_string: str) -> dict[str, An
     t: dict[str, float] = {}
 
     def timed(name: str, fn: Any) -> Any:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         out = fn()
-        t[name] = time.perf_counter() - t0
+        t[name] = time.process_time() - t0
         return out
 
     recs = timed("read+parse", lambda: [r for r in iter_records(chunk, settings.max_record_bytes,
@@ -144,8 +146,8 @@ def stage_profile(corpus: Path, template: str, date_string: str) -> dict[str, An
 
         timed("write", write)
     with tempfile.TemporaryDirectory(prefix="bench-chunk-") as d:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         result = process_chunk(chunk, settings, d, proc)
-        whole = time.perf_counter() - t0
+        whole = time.process_time() - t0
     return {"stages": {k: t[k] for k in STAGES}, "process_chunk": whole, "tokens": tokens,
             "chunk_tokens": result.tokens, "records": len(convs), "pid": os.getpid()}

@@ -378,12 +378,12 @@ def stage_rows(m: Measure) -> Iterator[str]:
         return
     st = m.extra["stages"]
     total = sum(st.values()) or 1.0
-    yield (f"per-stage profile of one worker (stages as separate passes over {m.records:,} records, "
+    yield (f"per-stage profile of one worker (CPU seconds; stages as separate passes over {m.records:,} records, "
            f"{m.tokens:,} tokens, one process):")
     for k, v in st.items():
         yield f"    {k:<14} {v:>7.3f} s {100 * v / total:>5.1f} %"
-    yield (f"    {'sum':<14} {total:>7.3f} s; one process_chunk of the same chunk {m.seconds:.3f} s "
-           f"({m.tokens / m.seconds:,.0f} tokens/s in one worker)")
+    yield (f"    {'sum':<14} {total:>7.3f} s; one process_chunk of the same chunk {m.seconds:.3f} cpu s "
+           f"({m.tokens / m.seconds:,.0f} tokens per cpu s in one worker)")
 
 
 def contender_encode_batch(corpus: Path) -> Measure:
