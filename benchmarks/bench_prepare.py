@@ -52,10 +52,12 @@ RESULT_TAG = "BENCH_RESULT "
 QUICK_RECORDS = 100
 SYNTH_RECORDS = 3000
 ENCODE_BLOCK = 1000
+STARTUP_RECORDS = 50
 SAMPLE_EVERY_S = 0.02
 
 # Targets: (label, measured key, comparison, threshold).
 TARGETS: list[tuple[str, str, str, float]] = [
+    ("run >= 0.85x the limit (L) tokens/s", "run_vs_limit", ">=", 0.85),
     ("run >= 6x TRL prep tokens/s", "run_vs_trl", ">=", 6.0),
     ("run >= 1.0x encode_batch tokens/s", "run_vs_encode_batch", ">=", 1.0),
     ("memory growth at {scale}x input <= 1.25x", "memory_growth", "<=", 1.25),
@@ -115,14 +117,17 @@ def write_copies(records: list[dict], copies: int, dest: Path) -> Path:
     return dest
 
 
-def base_records(corpus: Path | None, quick: bool, tmp: Path) -> tuple[list[dict], str]:
+def base_records(corpus: Path | None, quick: bool, tmp: Path, tool_free: bool = False) -> tuple[list[dict], str]:
     """The records one copy is made of, and a description of where they came from."""
     limit = QUICK_RECORDS if quick else None
     if corpus is None and DEFAULT_CORPUS.is_file():
         corpus = DEFAULT_CORPUS
     if corpus is not None:
-        recs = read_records(corpus, limit)
-        return recs, f"{corpus}" + (f" (first {len(recs)} records)" if quick else "")
+        recs = read_records(corpus, None if tool_free else limit)
+        if tool_free:  # what the issue's limit was first measured on: records (a) can render too
+            recs = [r for r in recs if renderable_by_llama3_training(r) is not None][:limit]
+        return recs, f"{corpus}" + (" (tool-free records)" if tool_free else "") + (
+            f" (first {len(recs)} records)" if quick else "")
     from sftdata.synth import generate_records, write_jsonl
 
     n = limit or SYNTH_RECORDS
@@ -336,17 +341,54 @@ def template_messages(messages: list[dict]) -> list[dict]:
     return out
 
 
-def contender_encode_batch(corpus: Path) -> Measure:
-    """(b): the Rust tokenizer alone on pre-rendered text: the ceiling of "just tokenize it"."""
+def rendered_texts(corpus: Path) -> tuple[Any, list[str]]:
+    """The corpus rendered with the official ``llama3_2.jinja`` (what (b) and (L) encode)."""
     from importlib import resources
 
     from sftdata.tokenizer import load_tokenizer
 
     hf = load_tokenizer(encoder="hf").hf
     template = resources.files("trl").joinpath("chat_templates", "llama3_2.jinja").read_text()
-    texts = [hf.apply_chat_template(template_messages(r["messages"]), tools=r.get("tools"),
-                                    chat_template=template, tokenize=False, date_string=DATE_STRING)
-             for r in read_records(corpus)]
+    return hf, [hf.apply_chat_template(template_messages(r["messages"]), tools=r.get("tools"),
+                                       chat_template=template, tokenize=False, date_string=DATE_STRING)
+                for r in read_records(corpus)]
+
+
+def contender_limit(corpus: Path, workers: int) -> Measure:
+    """(L): single-threaded tiktoken over the same ranks, one process per worker, on the rendered text."""
+    from bench_limits import run_limit
+
+    _, texts = rendered_texts(corpus)
+    r = run_limit(texts, workers)
+    return Measure("limit", len(texts), r["tokens"], r["seconds"], r["cpu_seconds"], extra={"parts_s": r["parts"]})
+
+
+def contender_stages(corpus: Path) -> Measure:
+    """Per-stage seconds of one worker (``bench_limits.stage_profile``), in this process."""
+    from bench_limits import stage_profile
+
+    r = stage_profile(corpus, "llama3.2", DATE_STRING)
+    return Measure("stages", r["records"], r["tokens"], r["process_chunk"], sum(r["stages"].values()), extra=r)
+
+
+def stage_rows(m: Measure) -> Iterator[str]:
+    """The per-stage table: seconds and share of the stages' sum, and one real ``process_chunk``."""
+    if m.error:
+        yield f"per-stage profile: error: {m.error}"
+        return
+    st = m.extra["stages"]
+    total = sum(st.values()) or 1.0
+    yield (f"per-stage profile of one worker (CPU seconds; stages as separate passes over {m.records:,} records, "
+           f"{m.tokens:,} tokens, one process):")
+    for k, v in st.items():
+        yield f"    {k:<14} {v:>7.3f} s {100 * v / total:>5.1f} %"
+    yield (f"    {'sum':<14} {total:>7.3f} s; one process_chunk of the same chunk {m.seconds:.3f} cpu s "
+           f"({m.tokens / m.seconds:,.0f} tokens per cpu s in one worker)")
+
+
+def contender_encode_batch(corpus: Path) -> Measure:
+    """(b): the Rust tokenizer alone on pre-rendered text: the ceiling of "just tokenize it"."""
+    hf, texts = rendered_texts(corpus)
     backend = hf.backend_tokenizer
     cpu0 = self_and_children_cpu()
     t0 = time.perf_counter()
@@ -367,6 +409,7 @@ def run_contender(kind: str, corpus: Path, workers: int, log: Path) -> Measure:
         env["TOKENIZERS_PARALLELISM"] = "true"  # the backend's Rust thread pool, every core
     cmd = [sys.executable, str(Path(__file__).resolve()), "--contender", kind, "--corpus", str(corpus),
            "--workers", str(workers)]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     with open(log, "wb") as errf:
         res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=errf, env=env, cwd=ROOT)
     for line in res.stdout.decode(errors="replace").splitlines():
@@ -431,7 +474,7 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
     tmp_ctx = tempfile.TemporaryDirectory(prefix="bench-prepare-")
     tmp = Path(tmp_ctx.name)
     try:
-        records, source = base_records(a.corpus, a.quick, tmp)
+        records, source = base_records(a.corpus, a.quick, tmp, a.tool_free)
         if not records:
             print(f"no records in {source}", file=sys.stderr)
             return 2
@@ -443,14 +486,22 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
         # any drift in the machine's load over all contenders alike.
         repeats = 1 if a.quick else a.repeats
         has_audit = audit_available()
-        trls, encs, runs, audits = [], [], [], []
+        trls, encs, lims, runs, audits, starts = [], [], [], [], [], []
+        write_copies(records[:STARTUP_RECORDS], 1, tmp / "startup.jsonl")
         for i in range(repeats):
             tag = f" [round {i + 1}/{repeats}]" if repeats > 1 else ""
-            done = step(f"(a) TRL SFTTrainer dataset preparation{tag}")
-            trls.append(run_contender("trl", corpus, a.workers, tmp / "trl.log"))
-            done()
+            if not a.skip_trl:
+                done = step(f"(a) TRL SFTTrainer dataset preparation{tag}")
+                trls.append(run_contender("trl", corpus, a.workers, tmp / "trl.log"))
+                done()
             done = step(f"(b) HF tokenizers encode_batch{tag}")
             encs.append(run_contender("encode_batch", corpus, a.workers, tmp / "encode_batch.log"))
+            done()
+            done = step(f"(L) the limit: tiktoken, one process per worker{tag}")
+            lims.append(run_contender("limit", corpus, a.workers, tmp / "limit.log"))
+            done()
+            done = step(f"start-up: sftdata run on {STARTUP_RECORDS} records{tag}")
+            starts.append(run_sftdata(tmp / "startup.jsonl", tmp / "out-startup", a.workers))
             done()
             done = step(f"(c) sftdata run --workers {a.workers}{tag}")
             # --quick times the sampled 1x memory run as (c): one run fewer, and its numbers are only
@@ -461,9 +512,14 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
                 done = step(f"sftdata audit{tag}")
                 audits.append(run_audit(tmp / "out-1x"))
                 done()
-        trl, enc, run = median_measure(trls), median_measure(encs), median_measure(runs)
-        audit = median_measure(audits)
-        timings = {"trl": trls, "encode_batch": encs, "run": runs, "audit": audits}
+        trl = median_measure(trls) or Measure("TRL SFTTrainer prep", error="skipped (--skip-trl)")
+        enc, lim, run = median_measure(encs), median_measure(lims), median_measure(runs)
+        audit, startup = median_measure(audits), median_measure(starts)
+        timings = {"trl": trls, "encode_batch": encs, "limit": lims, "run": runs, "audit": audits,
+                   "startup": starts}
+        done = step("per-stage profile of one worker")
+        stages = run_contender("stages", corpus, 1, tmp / "stages.log")
+        done()
 
         fixed: Measure | None = None
         if not a.quick:  # with --quick the whole run is little more than its fixed cost
@@ -492,6 +548,7 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
 
     run_tps = run.tokens_per_s
     measured: dict[str, float | None] = {
+        "run_vs_limit": ratio(run_tps, lim.tokens_per_s),
         "run_vs_trl": ratio(run_tps, trl.tokens_per_s),
         "run_vs_encode_batch": ratio(run_tps, enc.tokens_per_s),
         "memory_growth": None if mem1.error or memn.error else ratio(memn.extra.get("peak_rss", 0),
@@ -499,6 +556,7 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
         "run_vs_audit": ratio(run.seconds, audit.seconds) if audit and not audit.error and not run.error else None,
     }
     tokens_match = enc.error is None and run.error is None and enc.tokens == run.tokens
+    limit_match = lim.error is None and run.error is None and lim.tokens == run.tokens
 
     cores = os.cpu_count() or 0
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
@@ -517,9 +575,16 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
     for line in contender_rows([
         (f"(a) TRL SFTTrainer prep (num_proc={a.workers})", trl),
         ("(b) HF encode_batch (rendered, all cores)", enc),
+        (f"(L) limit: tiktoken x {a.workers} processes", lim),
         (f"(c) sftdata run --workers {a.workers}", run),
     ], run):
         print(line)
+    if not lim.error:
+        print(f"    (L) timed over the encode calls only; slowest part {max(lim.extra['parts_s']):.2f} s "
+              f"(parts: {', '.join(f'{x:.2f}' for x in lim.extra['parts_s'])} s)")
+    if startup is not None and not startup.error:
+        print(f"    start-up of (c): sftdata run on {STARTUP_RECORDS} records (process start to exit, audit off): "
+              f"{startup.seconds:.2f} s wall, {startup.cpu_seconds:.2f} cpu s")
     if fixed is not None and not fixed.error:
         print(f"    fixed cost of (c) (one record, same flags): {fixed.seconds:.2f} s wall, {fixed.cpu_seconds:.2f} "
               f"cpu s; (c) without it: {fmt_rate(ratio(run.tokens, run.seconds - fixed.seconds))}")
@@ -532,6 +597,9 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
     else:
         verdict = "OK" if tokens_match else "MISMATCH"
         print(f"token check: encode_batch {enc.tokens:,} vs sftdata run {run.tokens:,} -> {verdict}")
+        if not lim.error:
+            print(f"token check: limit {lim.tokens:,} vs sftdata run {run.tokens:,} -> "
+                  f"{'OK' if limit_match else 'MISMATCH'}")
         if not tokens_match:
             print(f"    sftdata counts: {json.dumps(run.extra.get('counts', {}), sort_keys=True)}")
     if audit is None:
@@ -555,6 +623,9 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
                   f"{m.extra.get('rss_samples', 0)} samples)")
     print(f"memory growth {scale}x input: {fmt_ratio(measured['memory_growth'])}")
     print()
+    for line in stage_rows(stages):
+        print(line)
+    print()
     print(f"{'target':<40} {'measured':>9}  result")
     for label, value, verdict in judge(measured, scale):
         print(f"{label:<40} {value:>9}  {verdict}")
@@ -564,15 +635,17 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
             "argv": argv, "code": code, "cores": cores, "copies": copies, "records": n_records, "source": source,
             "contenders": {k: {**asdict(m), "tokens_per_s": m.tokens_per_s, "tokens_per_cpu_s": m.tokens_per_cpu_s}
                            for k, m in
-                           (("trl", trl), ("encode_batch", enc), ("run", run), ("mem_1x", mem1),
+                           (("trl", trl), ("encode_batch", enc), ("limit", lim), ("run", run),
+                            ("startup", startup or Measure("startup", error="n/a")), ("stages", stages), ("mem_1x", mem1),
                             (f"mem_{scale}x", memn), *((("audit", audit),) if audit else ()),
                             *((("run_one_record", fixed),) if fixed else ()),
                             *(((f"audit_{scale}x", audit_big),) if audit_big else ()))},
             "measured": measured, "tokens_match": tokens_match,
             "repeats": repeats, "timings": {k: [m.seconds for m in v] for k, v in timings.items()},
         }, indent=2))
-    failed = [m for m in (trl, enc, run, fixed, mem1, memn) if m is not None and m.error]
-    if failed or not tokens_match:
+    failed = [m for m in (trl if not a.skip_trl else None, enc, lim, run, fixed, mem1, memn)
+              if m is not None and m.error]
+    if failed or not tokens_match or (not lim.error and not limit_match):
         return 1
     if a.check and any(v == "FAIL" for _, _, v in judge(measured, scale)):
         return 3
@@ -610,7 +683,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--check", action="store_true", help="exit 3 when a target fails")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (corpus, outputs, logs)")
-    p.add_argument("--contender", choices=["trl", "encode_batch"], help=argparse.SUPPRESS)
+    p.add_argument("--tool-free", action="store_true", help="only the records without tools (as the issue's "
+                   "first limit measurement)")
+    p.add_argument("--skip-trl", action="store_true", help="leave out (a), the slowest contender")
+    p.add_argument("--contender", choices=["trl", "encode_batch", "limit", "stages"], help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -620,7 +696,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.contender:  # child-process mode: one contender, one result line on stdout
         if a.corpus is None:
             raise SystemExit("--contender needs --corpus")
-        m = contender_trl(a.corpus, a.workers) if a.contender == "trl" else contender_encode_batch(a.corpus)
+        m = {"trl": lambda: contender_trl(a.corpus, a.workers), "encode_batch": lambda: contender_encode_batch(a.corpus),
+             "limit": lambda: contender_limit(a.corpus, a.workers), "stages": lambda: contender_stages(a.corpus)
+             }[a.contender]()
         print(RESULT_TAG + json.dumps(asdict(m)), flush=True)
         return 0
     script = sys.argv[0] if sys.argv[0].endswith(".py") else "benchmarks/bench_prepare.py"

@@ -191,8 +191,24 @@ class Llama3Renderer:
         return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
 
+_TOOL_TEXT: dict[str, str] = {}  # repr(tool) -> its indented JSON; tool schemas repeat across records
+
+
+def _tool_text(tool: object) -> str:
+    """``json.dumps(tool, indent=4)`` runs the pure-Python encoder (most of rendering a record with
+    tools), so each distinct tool is rendered once per process. The key is ``repr``: it tells apart
+    everything the JSON text does (key order, 1 / 1.0 / True, NaN / None) and is built in C."""
+    key = repr(tool)
+    text = _TOOL_TEXT.get(key)
+    if text is None:
+        if len(_TOOL_TEXT) >= 4096:  # bounded: a corpus of ever-new tools must not grow memory
+            _TOOL_TEXT.clear()
+        text = _TOOL_TEXT[key] = _dumps(tool, indent=4)
+    return text
+
+
 def _tool_definitions(tools: list[dict]) -> str:
-    return "".join(_dumps(t, indent=4) + "\n\n" for t in tools)
+    return "".join(_tool_text(t) + "\n\n" for t in tools)
 
 
 def official_template_text(template: Template | str) -> str:

@@ -17,7 +17,12 @@ SCRIPT = ROOT / "benchmarks" / "bench_prepare.py"
 ROWS = (
     "(a) TRL SFTTrainer prep",
     "(b) HF encode_batch",
+    "(L) limit: tiktoken x 2 processes",
     "(c) sftdata run --workers 2",
+    "start-up of (c): sftdata run on 50 records",
+    "token check: limit",
+    "per-stage profile of one worker",
+    "run >= 0.85x the limit (L) tokens/s",
     "token check: encode_batch",
     "memory growth 4x input",
     "run >= 6x TRL prep tokens/s",
@@ -38,4 +43,7 @@ def test_quick_benchmark_prints_every_row() -> None:
         assert row in out, f"missing {row!r} in:\n{out}"
     assert "error:" not in out, out
     assert "token check: encode_batch" in out and "-> OK" in out, out
-    assert out.count("PASS") + out.count("FAIL") + out.count("SKIP") == 4, out
+    assert "token check: limit" in out and out.count("-> OK") == 2, out
+    for stage in ("read+parse", "validate", "render", "encode (BPE)", "labels", "hash", "write"):
+        assert f"    {stage} " in out, out
+    assert out.count("PASS") + out.count("FAIL") + out.count("SKIP") == 5, out

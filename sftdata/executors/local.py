@@ -1,6 +1,7 @@
 """Tasks on this machine: in this process (one worker or one chunk), else on a process pool.
 
-The pool forks (where the platform can) so workers start with the driver's imports; each worker
+The pool forks (where the platform can) so workers start with the driver's imports and with the
+task's per-process state already built (``task.warm()``: the tokenizer's encoder); each worker
 asks the kernel to kill it when the driver dies, so an orphan never keeps writing into a folder
 that a resumed run now owns. A worker that dies (SIGKILL, the OOM killer) breaks the pool: that
 is reported as an ``ExecutorFailure`` at once instead of hanging, and the pool is shut down.
@@ -57,6 +58,9 @@ class LocalExecutor(Executor):
                 yield task(chunk)
             return
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        warm = getattr(task, "warm", None)
+        if warm is not None and ctx.get_start_method() == "fork":
+            warm()  # the workers inherit the built encoder instead of each building its own
         pool = ProcessPoolExecutor(min(self.workers, len(chunks)), mp_context=ctx, initializer=_worker_init,
                                    initargs=(task, os.getpid()))
         try:

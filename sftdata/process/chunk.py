@@ -225,6 +225,10 @@ class ChunkTask:
         """Undo what an earlier, dead attempt of ``chunk`` may have left behind; executors that
         retry a unit (Ray) call it before every attempt."""
 
+    def warm(self) -> None:
+        """Build what every record of the task needs, once, in this process; a pool that forks
+        after this hands it to every worker (nothing by default: hashing never loads the tokenizer)."""
+
 
 class ProcessChunk(ChunkTask):
     """The main pass: a chunk to committed shards; returns its ``ChunkResult``."""
@@ -242,6 +246,11 @@ class ProcessChunk(ChunkTask):
 
     def prepare(self, chunk: Chunk) -> None:
         clean_chunk_leftovers(self.location, chunk.index)
+
+    def warm(self) -> None:
+        # tiktoken's encoder over 128k ranks: read, decoded and built once in the driver, not once
+        # per worker (the forked workers share its pages)
+        self.processor.encoder.tok.encode_text("")
 
 
 class HashChunk(ChunkTask):

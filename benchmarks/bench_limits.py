@@ -1,0 +1,164 @@
+"""Contender (L), the limit, and the per-stage profile of one worker, for ``bench_prepare.py``.
+
+Why a module of its own: these two measure *where the run stands*, not who it beats. (L) is the BPE
+itself: the text the official template renders, split over one process per core, each encoding
+its part with single-threaded tiktoken over the same Llama-3 ranks, timed over the ``encode`` calls
+alone. Nothing the run does can be faster than that, so the run's ratio to (L) is what is left to
+win. The stage profile times one worker's stages (read+parse, validate, render, encode, labels,
+hash, write) as separate passes over the same chunk with ``perf_counter`` around whole passes,
+so the timer costs nothing per record (a sampling profiler inflates Python-heavy lines). Each stage
+is timed in CPU seconds of this process (``process_time``): on a shared machine wall time counts
+the other jobs too. The total is printed beside one real in-process ``process_chunk`` of the same
+chunk (CPU seconds too).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+STAGES = ("read+parse", "validate", "render", "encode (BPE)", "labels", "hash", "write")
+
+
+def split_balanced(texts: list[str], parts: int) -> list[list[str]]:
+    """``texts`` cut into ``parts`` contiguous runs of about equal character count."""
+    total = sum(map(len, texts)) or 1
+    out: list[list[str]] = [[] for _ in range(parts)]
+    acc = 0
+    for t in texts:
+        out[min(parts - 1, acc * parts // total)].append(t)
+        acc += len(t)
+    return out
+
+
+def limit_encoding() -> Any:
+    """tiktoken over the built-in tokenizer's ranks, with the Llama-3 control tokens as specials
+    (they appear as text in the rendering)."""
+    import tiktoken
+
+    from sftdata.tokenizer import LLAMA3_PATTERN, load_tokenizer
+
+    tok = load_tokenizer()
+    specials = {name: int(i) for i, name in tok.meta["special_tokens"].items()}
+    return tiktoken.Encoding(name="bench-limit", pat_str=LLAMA3_PATTERN, mergeable_ranks=tok._tiktoken.ranks,
+                             special_tokens=specials)
+
+
+def _limit_worker(enc: Any, texts: list[str], barrier: Any, results: Any) -> None:
+    barrier.wait()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    tokens = 0
+    encode = enc.encode
+    for t in texts:
+        tokens += len(encode(t, allowed_special="all"))
+    results.put((tokens, time.perf_counter() - t0, time.process_time() - cpu0))
+
+
+def run_limit(texts: list[str], processes: int) -> dict[str, Any]:
+    """(L): each part in its own forked process (the encoder is built before the fork, outside the
+    timing); all start together at a barrier. Wall seconds: the slowest part's encode time."""
+    enc = limit_encoding()
+    enc.encode("warm up", allowed_special="all")
+    ctx = mp.get_context("fork")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_limit_worker, args=(enc, part, barrier, results))
+             for part in split_balanced(texts, processes)]
+    for p in procs:
+        p.start()
+    got = [results.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return {"tokens": sum(g[0] for g in got), "seconds": max(g[1] for g in got),
+            "cpu_seconds": sum(g[2] for g in got), "parts": [round(g[1], 3) for g in got]}
+
+
+def stage_profile(corpus: Path, template: str, date_string: str) -> dict[str, Any]:
+    """Seconds per stage of one worker over the whole ``corpus`` as one chunk, each stage a pass.
+
+    ``encode (BPE)`` is the tokenizer's text encoder called on every text piece the encoder would
+    send it (constant pieces are cached by the encoder and left out); ``labels`` is the piece
+    encoder with that BPE answered from a dict (dispatch, id arrays, label arrays, length checks).
+    """
+    from sftdata.config import Settings
+    from sftdata.encode import PieceEncoder
+    from sftdata.process.chunk import process_chunk
+    from sftdata.process.record import RecordProcessor, conversation_hashes
+    from sftdata.readers.jsonl import Chunk
+    from sftdata.readers.sources import iter_records
+    from sftdata.records import Conversation
+    from sftdata.templates import TEXT, TRAINED
+    from sftdata.writers.arrow import BASE_SCHEMA, ShardWriter
+
+    settings = Settings(template=template, date_string=date_string)
+    chunk = Chunk(0, str(corpus.resolve()), corpus.name, 0, corpus.stat().st_size, 1)
+    proc = RecordProcessor(settings)
+    encode_text = proc.tokenizer.encode_text
+    encode_text("warm up")
+    t: dict[str, float] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        t0 = time.process_time()
+        out = fn()
+        t[name] = time.process_time() - t0
+        return out
+
+    recs = timed("read+parse", lambda: [r for r in iter_records(chunk, settings.max_record_bytes,
+                                                                 settings.max_decompressed_bytes) if r[3] is None])
+
+    def validate() -> list[Conversation]:
+        out = []
+        for line, obj, _raw, _rej in recs:
+            try:
+                out.append(proc.conversation(obj, chunk.name, line, chunk.format))
+            except Exception:  # noqa: BLE001 - a rejected record is not part of the profile
+                pass
+        return out
+
+    convs = timed("validate", validate)
+    rendered = timed("render", lambda: [proc.renderer.render(c) for c in convs])
+    texts = [v for pieces in rendered for k, v in pieces if k in (TEXT, TRAINED)]
+    bpe = timed("encode (BPE)", lambda: {x: encode_text(x) for x in texts})
+    # the piece encoder again, its BPE answered from the pass above: one dict lookup per text piece
+    # in a Python function, like the real encoder's closure (constant pieces and roles are encoded
+    # once and cached by the piece encoder, as in a run)
+
+    def answered(text: str) -> list[int]:
+        ids = bpe.get(text)
+        return ids if ids is not None else encode_text(text)
+
+    labeller = PieceEncoder(SimpleNamespace(encode_text=answered, token_id=proc.tokenizer.token_id),
+                            settings.max_length, settings.truncation)
+    labeller.encode(rendered[0]) if rendered else None
+
+    def labels() -> list[Any]:
+        out = []
+        for pieces in rendered:
+            try:
+                out.append(labeller.encode(pieces))
+            except Exception:  # noqa: BLE001 - too long / nothing trained: rejected, not written
+                out.append(None)
+        return out
+
+    encoded = timed("labels", labels)
+    hashes = timed("hash", lambda: [conversation_hashes(c) for c in convs])
+    tokens = sum(len(e.input_ids) for e in encoded if e is not None)
+    with tempfile.TemporaryDirectory(prefix="bench-stages-") as d:
+        def write() -> None:
+            with ShardWriter(Path(d), 0, settings.shard_size, BASE_SCHEMA) as w:
+                for c, e, (h, ph) in zip(convs, encoded, hashes, strict=True):
+                    if e is not None:
+                        w.add(c.id, e.input_ids, e.labels, h, ph)
+                w.finish()
+
+        timed("write", write)
+    with tempfile.TemporaryDirectory(prefix="bench-chunk-") as d:
+        t0 = time.process_time()
+        result = process_chunk(chunk, settings, d, proc)
+        whole = time.process_time() - t0
+    return {"stages": {k: t[k] for k in STAGES}, "process_chunk": whole, "tokens": tokens,
+            "chunk_tokens": result.tokens, "records": len(convs), "pid": os.getpid()}
