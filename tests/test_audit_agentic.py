@@ -76,16 +76,18 @@ def _untrained_call(tok, ids, labs) -> int:
 
 # name: (rules that must fail, change(tok, ids, labels, python_tag position, eom position)); all on that row
 TAMPERING: dict[str, tuple[set[str], Callable]] = {
-    "untrain_eom": ({"assistant_turn_whole"}, lambda tok, ids, lab, tag, eom: lab.__setitem__(eom, IGNORE_INDEX)),
+    # the closing token's own rule (sftdata/audit/pitfalls.py)
+    "untrain_eom": ({"eot_trained"}, lambda tok, ids, lab, tag, eom: lab.__setitem__(eom, IGNORE_INDEX)),
     "untrain_python_tag": ({"assistant_turn_whole"},
                            lambda tok, ids, lab, tag, eom: lab.__setitem__(tag, IGNORE_INDEX)),
     "untrain_call_text": ({"assistant_turn_whole"},
                           lambda tok, ids, lab, tag, eom: lab.__setitem__(tag + 1, IGNORE_INDEX)),
-    "train_result_after_eom": ({"trained_outside_assistant"}, lambda tok, ids, lab, tag, eom: lab.__setitem__(
+    # tool-result content is prompt content: its own rule
+    "train_result_after_eom": ({"prompt_trained"}, lambda tok, ids, lab, tag, eom: lab.__setitem__(
         ids.index(tok.end_header_id, eom) + 2, ids[ids.index(tok.end_header_id, eom) + 2])),
     "train_header_after_eom": ({"trained_outside_assistant"},
                                lambda tok, ids, lab, tag, eom: lab.__setitem__(eom + 1, ids[eom + 1])),
-    "train_system_header": ({"trained_outside_assistant"},
+    "train_system_header": ({"prompt_trained"},
                             lambda tok, ids, lab, tag, eom: lab.__setitem__(5, ids[5])),
     "eom_label_says_eot": ({"label_matches_input"},
                            lambda tok, ids, lab, tag, eom: lab.__setitem__(eom, tok.eot_id)),

@@ -73,7 +73,7 @@ def make_prepared(path: Path, tok, convs=CONVS, *, packs: list[list[int]] | None
     Dataset.from_dict(cols, features=Features(feats)).save_to_disk(str(path))
     tokenizer = {"spec": "builtin:llama3", "fingerprint": tok.fingerprint, "vocab_size": tok.vocab_size,
                  "bos_id": tok.bos_id, "eot_id": tok.eot_id, "pad_id": tok.pad_id, **manifest_tokenizer}
-    manifest = {"format": "sftdata-shards", "format_version": 1, "tokenizer": tokenizer,
+    manifest = {"format": "sftdata-shards", "format_version": 1, "tokenizer": tokenizer, "shards": [],
                 "totals": {"rows": len(groups), "tokens": sum(len(x) for x in cols["input_ids"])}}
     (path / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return path
