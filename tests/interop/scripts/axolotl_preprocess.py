@@ -1,0 +1,60 @@
+"""Runs inside the Axolotl venv: Axolotl's own dataset preprocessing of a messages JSONL with
+``type: chat_template``, ``chat_template: llama3`` and ``roles_to_train: ["assistant"]``, no
+packing, as ``axolotl preprocess`` would; each processed train dataset is saved with
+``save_to_disk`` for ``sftdata audit`` to read.
+
+Usage: python axolotl_preprocess.py RECORDS.jsonl TOKENIZER_DIR WORK_DIR OUT.json NAME=TRAIN_ON_EOS ...
+
+Each ``NAME=VALUE`` is one run: VALUE is the dataset's ``train_on_eos`` (``default`` leaves it out of
+the config, so Axolotl's own default applies). The datasets land in ``WORK_DIR/<NAME>``; OUT holds
+the columns, row counts and versions. Merged datasets are not shuffled, so row k is record k.
+Axolotl's dataset filters run in spawned worker processes that re-import this file, hence the
+``__main__`` guard.
+"""
+
+import json
+import os
+import shutil
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+from transformers import LlamaConfig
+
+os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")  # its telemetry retries against an unreachable host
+
+from axolotl.cli.config import load_cfg  # noqa: E402
+from axolotl.common.datasets import load_datasets  # noqa: E402
+from axolotl.utils.dict import DictDefault  # noqa: E402
+
+
+def main() -> None:
+    records, tok_dir, work, out = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4]
+    runs = [arg.split("=", 1) for arg in sys.argv[5:]]
+    model_dir = work / "tiny-llama3"
+    shutil.copytree(tok_dir, model_dir, dirs_exist_ok=True)
+    LlamaConfig(vocab_size=128256, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                num_key_value_heads=1, bos_token_id=128000, eos_token_id=128009).save_pretrained(model_dir)
+    result = {"axolotl": version("axolotl"), "runs": {}}
+    for name, train_on_eos in runs:
+        dataset = {"path": records, "ds_type": "json", "type": "chat_template", "chat_template": "llama3",
+                   "field_messages": "messages", "roles_to_train": ["assistant"]}
+        if train_on_eos != "default":
+            dataset["train_on_eos"] = train_on_eos
+        config = {
+            "base_model": str(model_dir), "datasets": [dataset], "chat_template": "llama3", "sequence_len": 2048,
+            "sample_packing": False, "micro_batch_size": 2, "gradient_accumulation_steps": 1, "num_epochs": 1,
+            "learning_rate": 1e-4, "optimizer": "adamw_torch", "output_dir": str(work / f"out-{name}"),
+            "dataset_prepared_path": str(work / f"prepared-{name}"), "shuffle_merged_datasets": False, "dataset_num_proc": 1,
+            "special_tokens": {"pad_token": "<|finetune_right_pad_id|>"}, "val_set_size": 0.0,
+        }
+        cfg = load_cfg(DictDefault(config))
+        ds = load_datasets(cfg=cfg).train_dataset
+        ds.save_to_disk(str(work / name))
+        result["runs"][name] = {"rows": len(ds), "columns": sorted(ds.column_names),
+                                "train_on_eos": cfg.datasets[0].get("train_on_eos")}
+    Path(out).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
