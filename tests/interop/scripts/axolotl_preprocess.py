@@ -5,9 +5,12 @@ packing, as ``axolotl preprocess`` would; each processed train dataset is saved 
 
 Usage: python axolotl_preprocess.py RECORDS.jsonl TOKENIZER_DIR WORK_DIR OUT.json NAME=TRAIN_ON_EOS ...
 
-Each ``NAME=VALUE`` is one run: VALUE is the dataset's ``train_on_eos`` (``default`` leaves it out of
-the config, so Axolotl's own default applies). The datasets land in ``WORK_DIR/<NAME>``; OUT holds
-the columns, row counts and versions. Merged datasets are not shuffled, so row k is record k.
+Each ``NAME=VALUE`` is one entry of the config's ``datasets`` (the same records each time): VALUE is
+its ``train_on_eos`` (``default`` leaves it out, so Axolotl's own default applies). One
+``load_datasets`` call prepares them all (Axolotl's start-up and worker spawns are most of the
+time); merged datasets are not shuffled, so entry k is rows k*n .. k*n+n-1 and row k*n+i is record
+i. Each entry's rows are saved to ``WORK_DIR/<NAME>``; OUT holds the columns, the row count, the
+``train_on_eos`` each entry ended with and the version.
 Axolotl's dataset filters run in spawned worker processes that re-import this file, hence the
 ``__main__`` guard.
 """
@@ -35,24 +38,28 @@ def main() -> None:
     shutil.copytree(tok_dir, model_dir, dirs_exist_ok=True)
     LlamaConfig(vocab_size=128256, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                 num_key_value_heads=1, bos_token_id=128000, eos_token_id=128009).save_pretrained(model_dir)
-    result = {"axolotl": version("axolotl"), "runs": {}}
-    for name, train_on_eos in runs:
+    datasets = []
+    for _, train_on_eos in runs:
         dataset = {"path": records, "ds_type": "json", "type": "chat_template", "chat_template": "llama3",
                    "field_messages": "messages", "roles_to_train": ["assistant"]}
         if train_on_eos != "default":
             dataset["train_on_eos"] = train_on_eos
-        config = {
-            "base_model": str(model_dir), "datasets": [dataset], "chat_template": "llama3", "sequence_len": 2048,
-            "sample_packing": False, "micro_batch_size": 2, "gradient_accumulation_steps": 1, "num_epochs": 1,
-            "learning_rate": 1e-4, "optimizer": "adamw_torch", "output_dir": str(work / f"out-{name}"),
-            "dataset_prepared_path": str(work / f"prepared-{name}"), "shuffle_merged_datasets": False, "dataset_num_proc": 1,
-            "special_tokens": {"pad_token": "<|finetune_right_pad_id|>"}, "val_set_size": 0.0,
-        }
-        cfg = load_cfg(DictDefault(config))
-        ds = load_datasets(cfg=cfg).train_dataset
-        ds.save_to_disk(str(work / name))
-        result["runs"][name] = {"rows": len(ds), "columns": sorted(ds.column_names),
-                                "train_on_eos": cfg.datasets[0].get("train_on_eos")}
+        datasets.append(dataset)
+    config = {
+        "base_model": str(model_dir), "datasets": datasets, "chat_template": "llama3", "sequence_len": 2048,
+        "sample_packing": False, "micro_batch_size": 2, "gradient_accumulation_steps": 1, "num_epochs": 1,
+        "learning_rate": 1e-4, "optimizer": "adamw_torch", "output_dir": str(work / "out"),
+        "dataset_prepared_path": str(work / "prepared"), "shuffle_merged_datasets": False, "dataset_num_proc": 1,
+        "special_tokens": {"pad_token": "<|finetune_right_pad_id|>"}, "val_set_size": 0.0,
+    }
+    cfg = load_cfg(DictDefault(config))
+    ds = load_datasets(cfg=cfg).train_dataset
+    n = sum(1 for line in open(records, encoding="utf-8") if line.strip())
+    assert len(ds) == n * len(runs), (len(ds), n, len(runs))  # nothing filtered: each run is one block of n rows
+    result = {"axolotl": version("axolotl"), "columns": sorted(ds.column_names), "rows": n, "runs": {}}
+    for k, (name, _) in enumerate(runs):
+        ds.select(range(k * n, (k + 1) * n)).save_to_disk(str(work / name))
+        result["runs"][name] = cfg.datasets[k].get("train_on_eos")
     Path(out).write_text(json.dumps(result))
 
 
