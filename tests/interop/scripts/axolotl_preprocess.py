@@ -3,9 +3,9 @@
 packing, as ``axolotl preprocess`` would; each processed train dataset is saved with
 ``save_to_disk`` for ``sftdata audit`` to read.
 
-Usage: python axolotl_preprocess.py RECORDS.jsonl TOKENIZER_DIR WORK_DIR OUT.json NAME=TRAIN_ON_EOS ...
+Usage: python axolotl_preprocess.py RECORDS.jsonl TOKENIZER_DIR WORK_DIR NAME=TRAIN_ON_EOS,... OUT.json
 
-Each ``NAME=VALUE`` is one entry of the config's ``datasets`` (the same records each time): VALUE is
+Each ``NAME=VALUE`` (comma-separated) is one entry of the config's ``datasets`` (the same records each time): VALUE is
 its ``train_on_eos`` (``default`` leaves it out, so Axolotl's own default applies). One
 ``load_datasets`` call prepares them all (Axolotl's start-up and worker spawns are most of the
 time); merged datasets are not shuffled, so entry k is rows k*n .. k*n+n-1 and row k*n+i is record
@@ -32,8 +32,8 @@ from axolotl.utils.dict import DictDefault  # noqa: E402
 
 
 def main() -> None:
-    records, tok_dir, work, out = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4]
-    runs = [arg.split("=", 1) for arg in sys.argv[5:]]
+    records, tok_dir, work, out = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[5]
+    runs = [arg.split("=", 1) for arg in sys.argv[4].split(",")]
     model_dir = work / "tiny-llama3"
     shutil.copytree(tok_dir, model_dir, dirs_exist_ok=True)
     LlamaConfig(vocab_size=128256, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
