@@ -43,7 +43,7 @@ def axolotl(tmp_path_factory):
     assert got["axolotl"] == "0.19.0" and got["rows"] == len(_records())
     assert got["columns"] == ["attention_mask", "input_ids", "labels"]
     assert got["runs"] == {"default": None, **{r: r for r in RUNS[1:]}}
-    return {name: work / name for name in RUNS}
+    return {**{name: work / name for name in RUNS}, "prepared": work / "prepared"}
 
 
 def _rules(report, status: str) -> set[str]:
@@ -98,3 +98,18 @@ def test_axolotl_train_on_eos_all_trains_prompt_closers(axolotl):
     assert sorted(v["row"] for v in hits) == list(range(len(_records())))
     assert all("first '<|eot_id|>' in the" in v["message"] and "turn's closing token" in v["message"] for v in hits)
 
+
+def test_axolotl_dataset_prepared_path_audits_as_written(axolotl):
+    """What Axolotl itself cached under ``dataset_prepared_path`` (all five entries merged, 5 x 24
+    rows) audits from that folder: the blocks of ``last`` and ``none`` fail ``eot_trained``, the
+    block of ``all`` fails ``prompt_trained``, the default and ``turn`` blocks are clean. The folder
+    also holds Axolotl's ``datasets_prep.lock``, so a glob ``prepared/*`` is not data (exit 2)."""
+    n = len(_records())
+    report = run_audit(axolotl["prepared"])
+    assert report.stats["rows"] == len(RUNS) * n
+    assert _rules(report, "fail") == {"eot_trained", "prompt_trained"}
+    block = {name: range(k * n, (k + 1) * n) for k, name in enumerate(RUNS)}
+    assert set(_rows(report, "prompt_trained")) == set(block["all"])
+    assert set(_rows(report, "eot_trained")) <= set(block["last"]) | set(block["none"])
+    assert set(block["none"]) <= set(_rows(report, "eot_trained"))
+    assert (axolotl["prepared"] / "datasets_prep.lock").exists()
