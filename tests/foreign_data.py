@@ -60,10 +60,11 @@ def write(path: Path, rows: list[dict]) -> Path:
 
 
 def audit(path: Path | str, *args: str) -> tuple[int, dict, str]:
-    out = Path(tempfile.mkdtemp(prefix="audit-report-")) / "report.json"  # outside the audited data
-    result = CliRunner().invoke(audit_cmd, [str(path), "--json", str(out), *args])
-    assert result.exit_code in (0, 1), result.output + repr(result.exception)
-    report = json.loads(out.read_text())
+    with tempfile.TemporaryDirectory(prefix="audit-report-") as tmp:  # outside the audited data, removed after
+        out = Path(tmp) / "report.json"
+        result = CliRunner().invoke(audit_cmd, [str(path), "--json", str(out), *args])
+        assert result.exit_code in (0, 1), result.output + repr(result.exception)
+        report = json.loads(out.read_text())
     jsonschema.validate(report, SCHEMA)
     return result.exit_code, report, result.output
 
