@@ -63,3 +63,19 @@ def run_committed(*args, **kwargs) -> dict:
         assert exc.summary is not None and exc.summary.manifest["totals"]["rows"] == 0 or \
             exc.summary.manifest["counts"]["rejected"].get("internal_error", 0) > 5
         return exc.summary.manifest
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """The built-in tokenizer under the short name the audit tests use."""
+    from sftdata.tokenizer import load_tokenizer
+
+    return load_tokenizer("builtin:llama3")
+
+
+@pytest.fixture(scope="module")
+def ours(tmp_path_factory):
+    """(records file, rows) of our own rendering, for the foreign-audit tests (tests/foreign_data.py)."""
+    from tests.foreign_data import our_rows
+
+    return our_rows(tmp_path_factory.mktemp("src"))

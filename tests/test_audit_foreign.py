@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -18,20 +17,8 @@ from sftdata.audit import run_audit
 from sftdata.audit.command import audit_cmd
 from sftdata.audit.integrity import AuditError
 from sftdata.constants import IGNORE_INDEX
-from sftdata.tokenizer import load_tokenizer
 from tests.conftest import write_jsonl
-from tests.foreign_data import ROOT, audit, failed, hits, our_rows, records, write
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("builtin:llama3")
-
-
-@pytest.fixture(scope="module")
-def ours(tmp_path_factory) -> tuple[Path, list[dict]]:
-    return our_rows(tmp_path_factory.mktemp("src"))
-
+from tests.foreign_data import ROOT, audit, failed, hits, records, write
 
 # ------------------------------------------------------------------------------- errors, options
 

@@ -18,20 +18,8 @@ from click.testing import CliRunner
 from sftdata.audit.command import audit_cmd
 from sftdata.constants import IGNORE_INDEX
 from sftdata.pipeline import render_source_rows
-from sftdata.tokenizer import load_tokenizer
 from tests.conftest import write_jsonl
-from tests.foreign_data import audit, failed, hits, our_rows, records, write
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("builtin:llama3")
-
-
-@pytest.fixture(scope="module")
-def ours(tmp_path_factory) -> tuple[Path, list[dict]]:
-    return our_rows(tmp_path_factory.mktemp("src"))
-
+from tests.foreign_data import audit, failed, hits, records, write
 
 # -------------------------------------------------------------------------- our rendering, varied
 

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from sftdata.constants import IGNORE_INDEX
 from sftdata.export.commit import write_json
 from sftdata.export.options import ExportOptions
-from sftdata.export.source import Rows, Source, iter_rows, list_array, trained_count
+from sftdata.export.source import Rows, Source, iter_rows, list_array, tally
 from sftdata.writers.arrow import fsync_file
 
 MEGATRON_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("loss_mask", pa.list_(pa.int8())),
@@ -44,10 +44,7 @@ def write_parquet(source: Source, folder: Path, opts: ExportOptions) -> dict:
                               "labels": list_array(rows.labels, rows.segments)})
         _write_parquet(table, folder / file)
         counts["files"].append(file)
-        counts["rows"] += table.num_rows
-        counts["conversations"] += len(rows.segments) - 1
-        counts["tokens"] += len(rows.input_ids)
-        counts["trained_tokens"] += trained_count(rows.labels)
+        tally(counts, table.num_rows, rows)
     return counts
 
 
@@ -89,10 +86,7 @@ def write_megatron(source: Source, folder: Path, opts: ExportOptions) -> dict:
             shortest = int(np.diff(offsets).min())
             min_packed = shortest if min_packed is None else min(min_packed, shortest)
         counts["files"].append(file)
-        counts["rows"] += table.num_rows
-        counts["conversations"] += len(rows.segments) - 1
-        counts["tokens"] += len(rows.input_ids)
-        counts["trained_tokens"] += int(rolled_loss_mask(rows).sum())
+        tally(counts, table.num_rows, rows, int(rolled_loss_mask(rows).sum()))
     # read by GPTSFTPackedDataset.collate_fn when pad_cu_seqlens is on (CUDA graphs)
     write_json(folder / "packing_metadata.json", [{"max_samples_per_bin": max_samples, "dataset_max_seqlen": max_len,
                                                    "min_packed_seqlen": min_packed or 0}])

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from sftdata.constants import IGNORE_INDEX
 from sftdata.export.commit import DatasetWriter
 from sftdata.export.options import ExportOptions
-from sftdata.export.source import ExportError, Rows, Source, iter_rows, list_array, trained_count
+from sftdata.export.source import ExportError, Rows, Source, iter_rows, list_array, tally
 from sftdata.export.targets import Target
 
 INT_LIST = pa.list_(pa.int32())
@@ -78,9 +78,6 @@ def write_hf(source: Source, folder: Path, opts: ExportOptions) -> dict:
         if padded:
             table = pad_packed(table, padded, source.pad_id)
         writer.write(table)
-        counts["rows"] += table.num_rows
-        counts["conversations"] += len(rows.segments) - 1
-        counts["tokens"] += len(rows.input_ids)
-        counts["trained_tokens"] += trained_count(rows.labels)
+        tally(counts, table.num_rows, rows)
     writer.finish()
     return counts

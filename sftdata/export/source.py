@@ -146,3 +146,12 @@ def list_array(values: np.ndarray, offsets: np.ndarray, dtype: pa.DataType = pa.
 
 def trained_count(labels: np.ndarray) -> int:
     return int(np.count_nonzero(labels != IGNORE_INDEX))
+
+
+def tally(counts: dict, rows_written: int, rows: Rows, trained: int | None = None) -> None:
+    """Add one written batch to an export's counts (the export manifest's rows, conversations,
+    tokens, trained tokens); ``trained`` when the target counts trained positions its own way."""
+    counts["rows"] += rows_written
+    counts["conversations"] += len(rows.segments) - 1
+    counts["tokens"] += len(rows.input_ids)
+    counts["trained_tokens"] += trained_count(rows.labels) if trained is None else trained

@@ -21,7 +21,7 @@ import pyarrow as pa
 from sftdata.constants import IGNORE_INDEX
 from sftdata.export.commit import DatasetWriter
 from sftdata.export.options import ExportOptions
-from sftdata.export.source import ExportError, Rows, Source, iter_rows, list_array, trained_count
+from sftdata.export.source import ExportError, Rows, Source, iter_rows, list_array, tally
 
 INT_LIST = pa.list_(pa.int32())
 PLAIN_SCHEMA = pa.schema([("tokens", INT_LIST), ("labels", INT_LIST)])
@@ -88,10 +88,7 @@ def write_torchtune(source: Source, folder: Path, opts: ExportOptions) -> dict:
     for _, rows in iter_rows(source):
         table = packed_table(rows, length, source.pad_id) if keep else plain_table(rows)
         writer.write(table)
-        counts["rows"] += table.num_rows
-        counts["conversations"] += len(rows.segments) - 1
-        counts["tokens"] += len(rows.input_ids)
-        counts["trained_tokens"] += trained_count(rows.labels)
+        tally(counts, table.num_rows, rows)
     writer.finish()
     if keep:
         counts["max_seq_len"] = length
