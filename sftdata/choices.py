@@ -52,6 +52,7 @@ class Encoder(str, Enum):
     AUTO = "auto"
     HF = "hf"
     TIKTOKEN = "tiktoken"
+    SPLINTR = "splintr"
 
 
 class ExecutorName(str, Enum):

@@ -17,8 +17,6 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sftdata.constants import DEFAULT_DATE, DEFAULT_MAX_DECOMPRESSED, DEFAULT_MAX_LENGTH
 from sftdata.errors import UsageError
 
@@ -227,17 +225,23 @@ def _render_errors(values: dict[str, Any]) -> list[str]:
     return errors
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """``safe_load`` that refuses alias bombs: at most ``MAX_ALIASES`` aliases per document."""
+@lru_cache(maxsize=1)
+def _bounded_loader() -> type:
+    """``safe_load`` that refuses alias bombs: at most ``MAX_ALIASES`` aliases per document. Made
+    on first use: a run without a pipeline file never imports PyYAML (25 ms of its start)."""
+    import yaml
 
-    aliases = 0
+    class BoundedLoader(yaml.SafeLoader):
+        aliases = 0
 
-    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
-        if self.check_event(yaml.AliasEvent):
-            self.aliases += 1
-            if self.aliases > MAX_ALIASES:
-                raise ConfigError([f"more than {MAX_ALIASES} YAML aliases (*name): a pipeline needs few, if any"])
-        return super().compose_node(parent, index)
+        def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_ALIASES:
+                    raise ConfigError([f"more than {MAX_ALIASES} YAML aliases (*name): a pipeline needs few, if any"])
+            return super().compose_node(parent, index)
+
+    return BoundedLoader
 
 
 def _expanded_size(doc: Any) -> int:
@@ -277,8 +281,10 @@ def load_pipeline(path: str | os.PathLike | None, overrides: dict[str, Any] | No
         raise ConfigError([f"cannot read {p}: {exc.strerror}"], str(p)) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([f"not UTF-8 text (byte {exc.start})"], str(p)) from None
+    import yaml
+
     try:
-        loader = _BoundedLoader(text)
+        loader = _bounded_loader()(text)
         try:
             doc = loader.get_single_data()
         finally:

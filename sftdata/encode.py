@@ -147,7 +147,8 @@ def _max_token_chars(tok: Tokenizer) -> int | None:
     tiktoken = getattr(tok, "_tiktoken", None)
     try:
         if tiktoken is not None:
-            return max(len(b) for b in tiktoken.ranks)
+            known = tok.meta.get("max_token_bytes")  # in the cached description; older caches lack it
+            return known if known is not None else max(len(b) for b in tiktoken.ranks)
         import json
 
         if json.loads(tok.backend.to_str()).get("normalizer") is not None:

@@ -25,17 +25,18 @@ ROWS = (
     "run >= 0.85x the limit (L) tokens/s",
     "token check: encode_batch",
     "memory growth 4x input",
-    "run >= 6x TRL prep tokens/s",
-    "run >= 1.0x encode_batch tokens/s",
+    "run >= 10x TRL prep tokens/s",
+    "run >= 2.5x encode_batch tokens/s",
     "memory growth at 4x input <= 1.25x",
-    "audit >= 5x faster than run",
+    "audit >= 10x faster than run",
+    "run 1 -> 2 workers >= 1.8x faster",
 )
 
 
 @pytest.mark.slow
 def test_quick_benchmark_prints_every_row() -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    res = subprocess.run([sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True, cwd=ROOT,
+    res = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--scaling"], capture_output=True, text=True, cwd=ROOT,
                          env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout
@@ -46,4 +47,5 @@ def test_quick_benchmark_prints_every_row() -> None:
     assert "token check: limit" in out and out.count("-> OK") == 2, out
     for stage in ("read+parse", "validate", "render", "encode (BPE)", "labels", "hash", "write"):
         assert f"    {stage} " in out, out
-    assert out.count("PASS") + out.count("FAIL") + out.count("SKIP") == 5, out
+    assert out.count("PASS") + out.count("FAIL") + out.count("SKIP") == 6, out
+    assert "1 -> 2 workers: (c)" in out, out

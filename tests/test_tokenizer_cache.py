@@ -119,7 +119,7 @@ def test_a_malicious_pickle_in_the_cache_is_never_run(tmp_path, tokenizer):
     evil = pickle.dumps(_CreatesAFile(marker))
     (folder / "sftdata-ranks.pkl").write_bytes(evil)  # the name the pickle cache had
     (folder / RANKS_FILE).write_bytes(evil)  # and the name of today's ranks file
-    code = ("import json; from sftdata.tokenizer import load_tokenizer; t = load_tokenizer(); "
+    code = ("import json; from sftdata.tokenizer import load_tokenizer; t = load_tokenizer(encoder=\"tiktoken\"); "
             f"ids = t.encode_text({SAMPLE!r}); print(json.dumps([t.encoder, ids, t.decode(ids)]))")
     proc = python(code, cache)
     assert not marker.exists(), "the cached pickle was unpickled"

@@ -248,8 +248,8 @@ class ProcessChunk(ChunkTask):
         clean_chunk_leftovers(self.location, chunk.index)
 
     def warm(self) -> None:
-        # tiktoken's encoder over 128k ranks: read, decoded and built once in the driver, not once
-        # per worker (the forked workers share its pages)
+        # the BPE engine over 128k ranks (splintr's merge tables or tiktoken's decoded ranks): built
+        # once in the driver, not once per worker (the forked workers share its pages)
         self.processor.encoder.tok.encode_text("")
 
 

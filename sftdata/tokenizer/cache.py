@@ -5,7 +5,7 @@ describing it (hashing 128k tokens and 280k merges for the fingerprint) a second
 are done once per machine and kept under ``~/.cache/sftdata`` (``$SFTDATA_CACHE``). The folder
 is named after the sha256 of the model file, so a new ``llama-models`` release gets a new
 folder and a stale conversion is never used. Layout of ``tokenizers/llama3-<sha256[:16]>/``:
-``tokenizer.json`` and ``tokenizer_config.json`` (the conversion), ``sftdata-meta-v3.json``
+``tokenizer.json`` and ``tokenizer_config.json`` (the conversion), ``sftdata-meta-v4.json``
 (the description) and ``sftdata-ranks-v1.bin`` (the decoded ranks, see ``ranks_file``).
 """
 
@@ -20,7 +20,7 @@ from sftdata.tokenizer.fingerprint import describe_backend
 from sftdata.tokenizer.llama3 import LLAMA3_PATTERN, LLAMA3_SPECIAL_TOKENS, ROLE_WORDS, llama3_model_file
 from sftdata.tokenizer.tiktoken_backend import TiktokenBackend
 
-META_FILE = "sftdata-meta-v3.json"
+META_FILE = "sftdata-meta-v4.json"
 
 
 def cache_dir() -> Path:
@@ -77,14 +77,16 @@ def read_meta(folder: Path) -> dict | None:
 
 
 def build_meta(backend: object, tiktoken_enc: TiktokenBackend) -> dict:
-    """The description of the built-in tokenizer (see ``describe_backend``), plus two things the
-    run and the audit need without encoding: the ids of the header's ``\n\n``, and the bytes of
-    the role names' ids. Made with tiktoken whichever encoder asked, so the file is the same."""
+    """The description of the built-in tokenizer (see ``describe_backend``), plus what the run and
+    the audit need without the ranks: the ids of the header's ``\n\n``, the bytes of the role
+    names' ids and the longest token's byte length (the ``too_long`` pre-check). Made with
+    tiktoken whichever encoder asked, so the file is the same."""
     meta = describe_backend(backend)
     encode = tiktoken_enc.encoding.encode_ordinary
     meta["header_newline_ids"] = encode("\n\n")
     meta["common_tokens"] = {str(i): tiktoken_enc.decode_bytes([i]).hex()
                              for role in ROLE_WORDS for i in encode(role)}
+    meta["max_token_bytes"] = max(len(b) for b in tiktoken_enc.ranks)
     return meta
 
 

@@ -34,6 +34,7 @@ class TiktokenBackend:
         self._ranks: dict[bytes, int] | None = None
         self._encoding: Any = None
         self._bytes_of: dict[int, bytes] | None = None
+        self._splintr: Any = None
 
     @property
     def ranks(self) -> dict[bytes, int]:
@@ -59,6 +60,15 @@ class TiktokenBackend:
             self._encoding = tiktoken.Encoding(name="sftdata-llama3", pat_str=LLAMA3_PATTERN,
                                                mergeable_ranks=self.ranks, special_tokens={})
         return self._encoding
+
+    @property
+    def splintr(self) -> Any:
+        """The same ranks as a ``splintr.Tokenizer`` (built from the checked file on first use)."""
+        if self._splintr is None:
+            from sftdata.tokenizer.splintr_backend import build_splintr
+
+            self._splintr = build_splintr(self.model_file, self.model_sha256)
+        return self._splintr
 
     def decode_bytes(self, ids: list[int]) -> bytes:
         if self._bytes_of is None:
