@@ -110,11 +110,10 @@ def _validator():
     return Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
 
 
-@lru_cache(maxsize=1)
 def _fast_validator():
-    import fastjsonschema
+    from sftdata.schema_check import pipeline_validator  # the schema compiled ahead of time
 
-    return fastjsonschema.compile(json.loads(SCHEMA_PATH.read_text()))
+    return pipeline_validator()
 
 
 def _is_valid(doc: dict) -> bool:

@@ -122,16 +122,22 @@ def collect_dates(v: SliceView) -> None:
     sysu = np.flatnonzero(v.u_turn & (v.u_role == 1) & (v.u_ce > v.u_cs))
     if not sysu.size or len(nl) != 1:
         return
-    _, first_of_seg = np.unique(v.u_seg[sysu], return_index=True)
-    sysu = sysu[first_of_seg]
+    segs = v.u_seg[sysu]
+    if segs.size > 1 and bool((segs[1:] >= segs[:-1]).all()):  # units in row order: first of each run
+        sysu = sysu[np.concatenate([[True], segs[1:] != segs[:-1]])]
+    else:
+        sysu = sysu[np.unique(segs, return_index=True)[1]]
     cs, ce = v.u_cs[sysu], v.u_ce[sysu]
     grid = cs[:, None] + np.arange(DATE_WINDOW)
     inside = grid < ce[:, None]
     win = np.where(inside, ids[np.minimum(grid, v.n - 1)].astype(np.int64), -1)
     stop = np.where(inside & (win == nl[0]), np.arange(DATE_WINDOW), DATE_WINDOW).min(axis=1)
     win = np.where(np.arange(DATE_WINDOW) < stop[:, None], win, -1)
-    keys, first, inverse = np.unique(win, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    if bool((win == win[0]).all()):  # the usual case, one header for every conversation: no row sort
+        keys, inverse = win[:1], np.zeros(len(win), dtype=np.intp)
+    else:
+        keys, inverse = np.unique(win, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
     for k, key in enumerate(keys):
         entry = ctx.dates.setdefault(tuple(int(x) for x in key if x >= 0), [0, []])
         members = np.flatnonzero(inverse == k)

@@ -4,7 +4,8 @@ Why a package: loading a tokenizer for the pipeline is several jobs, one module 
 ``llama3`` fixes what decides ids in the Llama-3 format; ``cache`` converts Meta's
 ``tokenizer.model`` to a Hugging Face tokenizer once per machine and keeps its description;
 ``ranks_file`` stores the decoded BPE ranks as checked plain data; ``fingerprint`` hashes what
-decides ids; ``tiktoken_backend`` is the fast encoder over Meta's ranks; ``wrapper`` is the
+decides ids; ``tiktoken_backend`` and ``splintr_backend`` are the two fast engines over Meta's
+ranks (same ids; splintr is faster per token, tiktoken starts faster); ``wrapper`` is the
 ``Tokenizer`` the pipeline uses (text-only encoding, control-token ids); ``loader`` turns a
 spec into one, cached per process. Import the public names from here.
 """

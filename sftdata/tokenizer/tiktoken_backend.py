@@ -87,12 +87,17 @@ def make_encoder(backend: TiktokenBackend, fallback: Encode) -> Encode:
     """
     core = backend.encoding._core_bpe.encode_ordinary
     careful = backend.encoding.encode_ordinary
-    import regex  # only encoding needs it; the audit and inspect load tokenizers too
+    long_run: list[Callable[[str], object]] = []  # the pattern, compiled on the first long text
 
-    long_run = regex.compile(_LONG_RUN).search
+    def has_long_run(text: str) -> bool:
+        if not long_run:
+            import regex  # 25 ms to import: only runs with a text of LONG_PIECE characters pay it
+
+            long_run.append(regex.compile(_LONG_RUN).search)
+        return long_run[0](text) is not None
 
     def tiktoken_encode(text: str) -> list[int]:
-        if len(text) >= LONG_PIECE and long_run(text):
+        if len(text) >= LONG_PIECE and has_long_run(text):
             return fallback(text)
         try:
             return core(text)
