@@ -61,8 +61,10 @@ class PieceEncoder:
         ``max_token_chars * max_length`` can only be ``too_long``. Encoding a 60 MB record just to
         learn that cost gigabytes. Only with ``truncation: drop``: truncation needs the ids.
         """
+        if sum([len(v) for _, v in pieces]) <= self.max_length:  # an upper bound (control-token names
+            return  # counted too); a token holds at least one character: nothing to decide
         chars = sum(len(v) for k, v in pieces if k in (TEXT, TRAINED, CONST, HEADER))
-        if chars <= self.max_length:  # a token holds at least one character: nothing to decide
+        if chars <= self.max_length:
             return
         per_token = max_token_chars(self.tok)
         if per_token is not None and chars > per_token * self.max_length:
