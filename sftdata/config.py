@@ -19,6 +19,7 @@ from typing import Any
 
 from sftdata.constants import DEFAULT_DATE, DEFAULT_MAX_DECOMPRESSED, DEFAULT_MAX_LENGTH
 from sftdata.errors import UsageError
+from sftdata.schema_check import pipeline_validator  # the schema compiled ahead of time
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "pipeline.schema.json"
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -110,16 +111,10 @@ def _validator():
     return Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
 
 
-def _fast_validator():
-    from sftdata.schema_check import pipeline_validator  # the schema compiled ahead of time
-
-    return pipeline_validator()
-
-
 def _is_valid(doc: dict) -> bool:
     """Compiled check first (importing jsonschema costs a noticeable part of a short run)."""
     try:
-        _fast_validator()(copy.deepcopy(doc))
+        pipeline_validator()(copy.deepcopy(doc))
         return True
     except Exception:  # noqa: BLE001 - any failure: let the reference validator explain
         return False

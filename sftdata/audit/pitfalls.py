@@ -122,11 +122,7 @@ def collect_dates(v: SliceView) -> None:
     sysu = np.flatnonzero(v.u_turn & (v.u_role == 1) & (v.u_ce > v.u_cs))
     if not sysu.size or len(nl) != 1:
         return
-    segs = v.u_seg[sysu]
-    if segs.size > 1 and bool((segs[1:] >= segs[:-1]).all()):  # units in row order: first of each run
-        sysu = sysu[np.concatenate([[True], segs[1:] != segs[:-1]])]
-    else:
-        sysu = sysu[np.unique(segs, return_index=True)[1]]
+    _, sysu = _first_unit_per_seg(v, sysu)  # each conversation's first system turn
     cs, ce = v.u_cs[sysu], v.u_ce[sysu]
     grid = cs[:, None] + np.arange(DATE_WINDOW)
     inside = grid < ce[:, None]

@@ -10,6 +10,7 @@ rebuilt from ``tokenizer.model``, never trusted.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,15 @@ class TiktokenBackend:
 Encode = Callable[[str], list[int]]
 
 
+@lru_cache(maxsize=1)
+def _long_run() -> Callable[[str], object]:
+    """The long-run search, compiled on the first text of ``LONG_PIECE`` characters: importing
+    ``regex`` costs 25 ms, which short runs never pay."""
+    import regex
+
+    return regex.compile(_LONG_RUN).search
+
+
 def make_encoder(backend: TiktokenBackend, fallback: Encode) -> Encode:
     """``encode(text) -> ids``: text only, no special-token parsing, no BOS.
 
@@ -87,17 +97,9 @@ def make_encoder(backend: TiktokenBackend, fallback: Encode) -> Encode:
     """
     core = backend.encoding._core_bpe.encode_ordinary
     careful = backend.encoding.encode_ordinary
-    long_run: list[Callable[[str], object]] = []  # the pattern, compiled on the first long text
-
-    def has_long_run(text: str) -> bool:
-        if not long_run:
-            import regex  # 25 ms to import: only runs with a text of LONG_PIECE characters pay it
-
-            long_run.append(regex.compile(_LONG_RUN).search)
-        return long_run[0](text) is not None
 
     def tiktoken_encode(text: str) -> list[int]:
-        if len(text) >= LONG_PIECE and has_long_run(text):
+        if len(text) >= LONG_PIECE and _long_run()(text):
             return fallback(text)
         try:
             return core(text)
