@@ -18,6 +18,7 @@ from sftdata.faults import fault_point
 from sftdata.manifest import Manifest, RunCounts, build_manifest
 from sftdata.process.chunk import ChunkResult
 from sftdata.storage import Folder
+from sftdata.storage.atomic import sync_folder
 from sftdata.storage.layout import (
     DATASET_INFO_NAME,
     MANIFEST_NAME,
@@ -95,6 +96,8 @@ def finalize(out: Folder, settings: Settings, tokenizer: Tokenizer, plan: dict,
     out.publish_staged([DATASET_INFO_NAME, STATE_NAME] + ([] if had_shards else [s.file for s in shards]))
     manifest = build_manifest(settings, tokenizer, plan, shards, run_counts(results), schema)
     manifest.files = dict(sorted(files.items()))
+    if not out.remote:  # the chunks' files may still be on their way to the disk: the manifest vouches
+        sync_folder(staging)  # for them, so they are made durable before it is written
     fault_point("before_manifest")
     out.write_bytes(MANIFEST_NAME, manifest.to_bytes())
     out.delete_tree(WORK_DIR)

@@ -30,7 +30,7 @@ from sftdata.process.record import RecordProcessor
 from sftdata.readers.jsonl import Chunk, auto_chunk_size, expand_inputs
 from sftdata.readers.sources import plan_chunks
 from sftdata.storage import Folder, display
-from sftdata.storage.layout import MANIFEST_NAME, PLAN_NAME, WORK_DIR, chunk_marker, leftovers_of
+from sftdata.storage.layout import MANIFEST_NAME, PLAN_NAME, WORK_DIR, chunk_marker, chunk_quarantine, leftovers_of
 from sftdata.tokenizer import BUILTIN_LLAMA3, load_tokenizer
 
 __all__ = ["RunError", "RunSummary", "run_pipeline"]
@@ -139,8 +139,9 @@ def _check_inputs_unchanged(plan: dict, files: list[Path]) -> None:
 
 
 def _load_done(out: Folder, chunks: list[Chunk], run_id: str) -> dict[int, ChunkResult]:
-    """Done-markers of this run whose shards are all present with their recorded size, and whose
-    input bytes are still the ones they were made from."""
+    """Done-markers of this run whose shards are all present with their recorded size (in a local
+    folder: their recorded SHA-256, and the quarantine part's), and whose input bytes are still
+    the ones they were made from."""
     done = {}
     files = out.listing()
     for c in chunks:
@@ -152,12 +153,26 @@ def _load_done(out: Folder, chunks: list[Chunk], run_id: str) -> dict[int, Chunk
             continue
         if res.run_id != run_id or not all(files.get(s.file) == s.bytes for s in res.shards):
             continue
+        if not out.remote and not _content_matches(out, c, res):
+            continue
         if res.input_digest != chunk_digest(c):
             raise InputChanged(f"input {display(c.path)} changed since chunk {c.index} (bytes {c.start}-{c.end}) was "
                                f"committed into {out}: the same name, size and modification time, other bytes. "
                                "Resuming would mix old and new rows; rerun with --overwrite")
         done[c.index] = res
     return done
+
+
+def _content_matches(out: Folder, chunk: Chunk, res: ChunkResult) -> bool:
+    """The bytes a local done-marker vouches for are the ones it recorded (sha256 of every shard
+    and of the quarantine part). A run on the local pool renames its chunk files into place
+    without waiting for the disk and syncs them all at its commit, so after a power cut a marker
+    can outlive its shards' bytes; this check makes such a chunk be redone. A remote folder's
+    files are durable once uploaded, and their sizes are checked above."""
+    part = chunk_quarantine(chunk.index)
+    if res.quarantine_sha256 and (out.size(part) is None or out.sha256(part) != res.quarantine_sha256):
+        return False
+    return all(out.sha256(s.file) == s.sha256 for s in res.shards)
 
 
 def _clean_partial(out: Folder, pending: list[Chunk]) -> None:
@@ -253,7 +268,9 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
     proc = RecordProcessor(settings, tokenizer)  # the driver's own, for the serial path
     try:
         drops = _find_duplicates(chunks, settings, runner, proc) if settings.dedupe == "exact" and pending else {}
-        for res in runner.map(ProcessChunk(settings, out.location, drops, proc, run_id), pending):
+        # the local pool's workers share this machine's page cache: the commit syncs their files
+        task = ProcessChunk(settings, out.location, drops, proc, run_id, sync=executor != "local")
+        for res in runner.map(task, pending):
             results[res.index] = res
             if progress:
                 progress(res, len(results), len(chunks))

@@ -10,6 +10,7 @@ trusts. The executors in ``sftdata.executors`` only decide *where* a task runs.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class ChunkResult:
     shards: list[ShardRecord] = field(default_factory=list)
     run_id: str = ""  # the run that committed this chunk (a foreign writer's markers are refused)
     input_digest: str = ""  # of the chunk's input bytes (sftdata.process.identity)
+    quarantine_sha256: str = ""  # of the chunk's quarantine part, checked on --resume ("" in older markers)
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
@@ -92,12 +94,14 @@ class _Quarantine:
 
 
 def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: RecordProcessor | None = None,
-                  drop: dict[int, str] | None = None, run_id: str = "") -> ChunkResult:
+                  drop: dict[int, str] | None = None, run_id: str = "", sync: bool = True) -> ChunkResult:
     """Run every stage over one chunk; commit its shards, quarantine part and done-marker into the
     output ``location`` (a folder, or a pyarrow filesystem URI: then they are written on this
     machine's staging folder and uploaded, the done-marker last).
 
     ``drop`` maps line numbers of this chunk to the id they duplicate (``dedupe: exact``).
+    ``sync=False``: the files are renamed into place without waiting for the disk; the run's
+    commit syncs them all at once and ``--resume`` checks them by content (``storage.atomic``).
     """
     proc = processor or RecordProcessor(settings)
     folder = Folder(location)
@@ -107,7 +111,8 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
     blanks = BlankCounter()
     quarantine = _Quarantine(chunk, result)
     packer = Packer(settings.max_length) if settings.packing == "bfd" else None
-    with ShardWriter(out, chunk.index, settings.shard_size, PACKED_SCHEMA if packer else BASE_SCHEMA) as writer:
+    with ShardWriter(out, chunk.index, settings.shard_size, PACKED_SCHEMA if packer else BASE_SCHEMA,
+                     sync=sync) as writer:
         for line, raw, rid, outcome in validated(chunk, settings, proc, blanks):
             result.records_read += 1
             if isinstance(outcome, Rejection):
@@ -141,9 +146,11 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
         result.shards = writer.finish()
     result.blank_lines = blanks.value
     fault_point("worker_chunk")
-    atomic_write_bytes(out / chunk_quarantine(chunk.index), quarantine.to_bytes())
+    part = quarantine.to_bytes()
+    result.quarantine_sha256 = hashlib.sha256(part).hexdigest()
+    atomic_write_bytes(out / chunk_quarantine(chunk.index), part, sync=sync)
     # The done-marker is written last: its presence is what --resume trusts.
-    atomic_write_bytes(out / chunk_marker(chunk.index), orjson.dumps(result.to_json()))
+    atomic_write_bytes(out / chunk_marker(chunk.index), orjson.dumps(result.to_json()), sync=sync)
     folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(chunk.index), chunk_marker(chunk.index)])
     return result
 
@@ -231,18 +238,23 @@ class ChunkTask:
 
 
 class ProcessChunk(ChunkTask):
-    """The main pass: a chunk to committed shards; returns its ``ChunkResult``."""
+    """The main pass: a chunk to committed shards; returns its ``ChunkResult``.
+
+    ``sync``: fsync each chunk's files before its result is returned (the default, for executors
+    whose workers may be on other machines); ``False`` where the runner's commit, on the same
+    machine, syncs them all at once."""
 
     def __init__(self, settings: Settings, location: str, drops: dict[int, dict[int, str]] | None = None,
-                 processor: RecordProcessor | None = None, run_id: str = "") -> None:
+                 processor: RecordProcessor | None = None, run_id: str = "", *, sync: bool = True) -> None:
         super().__init__(settings, processor)
         self.location = location
         self.drops = drops or {}
         self.run_id = run_id
+        self.sync = sync
 
     def __call__(self, chunk: Chunk) -> ChunkResult:
         return process_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index),
-                             self.run_id)
+                             self.run_id, self.sync)
 
     def prepare(self, chunk: Chunk) -> None:
         clean_chunk_leftovers(self.location, chunk.index)

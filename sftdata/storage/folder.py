@@ -2,7 +2,8 @@
 ``gs://``, ``hdfs://``, ``file://``), behind one ``Folder`` interface.
 
 Why two classes behind one name: the local folder keeps its exact commit protocol (temp name,
-fsync, rename, fsync of the folder), which is what the kill/resume tests prove, while a remote
+fsync, rename, fsync of the folder; see ``storage.atomic`` for the chunk files a local pool
+syncs once at the commit), which is what the kill/resume tests prove, while a remote
 folder gets the protocol object stores can give: every file is written whole on this machine's
 *staging* folder first and then uploaded as one object (a PUT is all-or-nothing), the chunk's
 done-marker after its shards, the manifest after everything. Callers write into ``staging()``

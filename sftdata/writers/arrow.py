@@ -1,7 +1,8 @@
 """Arrow shard writing with an atomic commit.
 
 A shard is written under a temporary name in the output folder, flushed, fsynced and renamed into
-place, so a reader never sees a file that looks complete but is not. Rows are buffered as flat
+place, so a reader never sees a file that looks complete but is not (``sync=False``: renamed
+without the fsync, which the run's commit does for every file at once; see ``storage.atomic``). Rows are buffered as flat
 numpy arrays (values + offsets), not Python lists of lists, and a shard is closed once it
 reaches ``shard_size`` bytes, so memory stays bounded by the batch size, not the input size.
 """
@@ -68,8 +69,10 @@ class ShardWriter:
     Leaving the ``with`` block on an exception removes the temporary file of an open shard.
     """
 
-    def __init__(self, out_dir: Path, chunk_index: int, shard_size: int, schema: pa.Schema = BASE_SCHEMA) -> None:
+    def __init__(self, out_dir: Path, chunk_index: int, shard_size: int, schema: pa.Schema = BASE_SCHEMA,
+                 *, sync: bool = True) -> None:
         self.out_dir = out_dir
+        self.sync = sync
         self.chunk_index = chunk_index
         self.shard_size = shard_size
         self.schema = schema
@@ -163,7 +166,7 @@ class ShardWriter:
         self._sink.close()
         name = self.shard_name(self._part)
         final = self.out_dir / name
-        atomic_replace(self._tmp, final, sync_dir=False)  # the folder is fsynced once, in finish()
+        atomic_replace(self._tmp, final, sync_dir=False, sync=self.sync)  # the folder: once, in finish()
         self.records.append(ShardRecord(name, self._shard_rows, self._shard_tokens, self._shard_trained,
                                         final.stat().st_size, file_sha256(final)))
         self._writer = self._sink = self._tmp = None
@@ -173,7 +176,8 @@ class ShardWriter:
     def finish(self) -> list[ShardRecord]:
         self._flush()
         self._close_shard()
-        fsync_dir(self.out_dir)
+        if self.sync:
+            fsync_dir(self.out_dir)
         return self.records
 
     def abort(self) -> None:
