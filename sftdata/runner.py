@@ -239,9 +239,15 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
 
         if importlib.util.find_spec("ray") is None:  # before touching the output folder
             raise RunError("--executor ray needs Ray: pip install 'sftdata[ray]'")
-    prepare_output(out, resume=resume, overwrite=overwrite)
+    emptying = prepare_output(out, resume=resume, overwrite=overwrite, background=True)
     settings = _with_engine(settings, sum(i["bytes"] for i in plan["inputs"]))
-    tokenizer = load_tokenizer(settings.tokenizer, settings.encoder)  # fail fast, and share with forks
+    try:
+        tokenizer = load_tokenizer(settings.tokenizer, settings.encoder)  # fail fast, and share with forks
+        if emptying is not None and chunks:  # --overwrite: every chunk is to be done, so the BPE engine
+            tokenizer.encode_text("")  # the main pass needs is built while the old files are deleted
+    finally:
+        if emptying is not None:
+            emptying.wait()  # before anything is written into the folder
     plan["tokenizer_fingerprint"] = tokenizer.fingerprint
     (out.staging() / WORK_DIR).mkdir(parents=True, exist_ok=True)
     run_id = new_run_id()
