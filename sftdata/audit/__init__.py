@@ -11,6 +11,7 @@ the labels against it, checks the manifest against the shards, and fails loudly.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,12 +27,12 @@ from sftdata.audit.integrity import (
     iter_slices,
     load_manifest,
     open_output,
-    read_shard,
     verify_folder,
 )
 from sftdata.audit.pitfalls import finish_dates
 from sftdata.audit.report import ROLE_NAMES, RULES, AuditReport, RowStats, Violations
 from sftdata.audit.rules import RuleContext, check_slice
+from sftdata.audit.shards import audit_workers, check_shards, count_check, merge_outcome
 from sftdata.constants import MANIFEST_NAME
 from sftdata.storage import Folder, is_uri, local_path_of
 
@@ -116,12 +117,6 @@ def _stats(total: RowStats, manifest: dict, max_length: int | None, packed: bool
                     "rejected": rejected, "rejected_total": sum(rejected.values()),
                     "rejected_fraction": sum(rejected.values()) / read if read else 0.0},
     }
-
-
-def _count_check(sink: Violations, what: str, want: dict, found: dict, shard: str | None) -> None:
-    diffs = [f"{k} {found[k]} (manifest says {want.get(k)})" for k in found if want.get(k) != found[k]]
-    if diffs:
-        sink.add("manifest_counts", f"{what}: " + "; ".join(diffs), shard=shard)
 
 
 def _number(value: Any) -> float | None:
@@ -212,11 +207,18 @@ def _has_manifest(path: str | Path | Folder) -> bool:
     return (local / MANIFEST_NAME).exists() or not local.exists() or (local.is_dir() and not any(local.iterdir()))
 
 
+def _integrity(folder: Folder, manifest: dict) -> IntegrityReport | BaseException:
+    try:
+        return verify_folder(folder, counts=False, manifest=manifest)
+    except BaseException as exc:  # noqa: BLE001 - raised again in the auditing thread
+        return exc
+
+
 def run_audit(path: str | Path | Folder, *, min_trained_fraction: float | None = None,
               max_rejected_fraction: float | None = None, check_integrity: bool = True,
               sources: Sequence[str | Path] | None = None, max_per_rule: int = 1000,
               labels_column: str | None = None, mask_column: str | None = None, shifted: bool | None = None,
-              tokenizer: str | None = None, template: str | None = None) -> AuditReport:
+              tokenizer: str | None = None, template: str | None = None, workers: int | None = None) -> AuditReport:
     """Audit a prepared folder, or (no manifest.json) token data that another tool prepared: a
     ``datasets`` folder, Parquet / Arrow / JSON Lines files or a glob (see `sftdata.audit.foreign`).
     Raises `AuditError` when it cannot be audited at all (exit 2); otherwise every finding is in
@@ -224,7 +226,8 @@ def run_audit(path: str | Path | Folder, *, min_trained_fraction: float | None =
 
     Thresholds left as None are read from the manifest's ``pipeline.audit`` settings, if any.
     ``labels_column``, ``mask_column``, ``shifted``, ``tokenizer`` and ``template`` are for data
-    without a manifest (the manifest says all of that for a prepared folder).
+    without a manifest (the manifest says all of that for a prepared folder). ``workers``: processes
+    for a local folder's row pass (default: one per CPU; the report is the same for any number).
     """
     if not _has_manifest(path):
         from sftdata.audit.foreign import audit_foreign
@@ -254,34 +257,42 @@ def run_audit(path: str | Path | Folder, *, min_trained_fraction: float | None =
     thresholds = {k: _number(given[k] if given[k] is not None else settings.get(k)) for k in THRESHOLDS}
     ctx = rule_context(tok, truncated_ids=frozenset(str(i) for i in manifest.get("truncated_ids") or []),
                        max_length=max_length, allow_plain=_plain_rows_allowed(pipeline))
-    integrity = verify_folder(folder, counts=False, manifest=manifest) if check_integrity else None
-    for problem in integrity.problems if integrity else []:
-        sink.add("shard_integrity", f"{problem.kind}: {problem.message}", shard=problem.file)
+    entries = manifest["shards"]
+    n_workers = audit_workers(folder, len(entries), workers)
+    # With worker processes the integrity check (SHA-256 of every file: hashlib and file reads let
+    # go of the GIL) runs on a thread of this idle process meanwhile; alone it would only contend
+    # with the row pass for the GIL. Its findings come first in the report either way.
+    integrity_box: list[Any] = []
+    integrity_thread = threading.Thread(target=lambda: integrity_box.append(_integrity(folder, manifest)),
+                                        name="sftdata-integrity", daemon=True) if check_integrity else None
+    if integrity_thread is not None and n_workers == 1:
+        integrity_thread.run()  # here, before the rows, as a plain call
     total, packed_any, all_read, samples = RowStats(), False, True, []
     rows_started = time.perf_counter()
-    for entry in manifest["shards"]:
-        name = entry["file"]
-        try:
-            table = read_shard(folder, name)
-        except (OSError, pa.ArrowException) as exc:
-            all_read = False
-            if not check_integrity:
-                sink.add("shard_integrity", f"unreadable: {exc}", shard=name)
-            continue
-        checked = check_table(table, name, ctx, sink)
-        if checked is None:
-            all_read = False
-            continue
-        shard, packed = checked
-        packed_any |= packed
-        _count_check(sink, f"shard {name}", entry,
-                     {"rows": shard.rows, "tokens": shard.tokens, "trained_tokens": shard.trained_tokens}, name)
-        wanted = max(0, 3 - len(samples))  # the HTML page shows the folder's first three rows
-        samples += [{"shard": name, "row": r, "why": "first rows"} for r in range(min(wanted, shard.rows))]
-        total.merge(shard)
+    outcomes = list(check_shards(folder, entries, ctx, max_per_rule, check_integrity, check_table, n_workers,
+                                 started=integrity_thread.start if integrity_thread and n_workers > 1 else None))
     rows_seconds = time.perf_counter() - rows_started
+    integrity = None
+    if integrity_thread is not None:
+        if n_workers > 1:
+            integrity_thread.join()
+        integrity = integrity_box[0]
+        if isinstance(integrity, BaseException):
+            raise integrity
+    for problem in integrity.problems if integrity else []:
+        sink.add("shard_integrity", f"{problem.kind}: {problem.message}", shard=problem.file)
+    for outcome in outcomes:
+        merge_outcome(sink, ctx, outcome)
+        if outcome.stats is None:
+            all_read = False
+            continue
+        shard = outcome.stats
+        packed_any |= outcome.packed
+        wanted = max(0, 3 - len(samples))  # the HTML page shows the folder's first three rows
+        samples += [{"shard": outcome.name, "row": r, "why": "first rows"} for r in range(min(wanted, shard.rows))]
+        total.merge(shard)
     if all_read:
-        _count_check(sink, "totals", manifest.get("totals") or {},
+        count_check(sink, "totals", manifest.get("totals") or {},
                      {"rows": total.rows, "tokens": total.tokens, "trained_tokens": total.trained_tokens}, None)
     if sources:
         from sftdata.audit.inspect import compare_sources

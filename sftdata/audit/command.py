@@ -62,10 +62,14 @@ Exit codes: 0 every rule holds, 1 a rule is violated or a threshold crossed, 2 u
 @click.option("--no-integrity", is_flag=True, help="Skip the size and sha256 check of the shard files.")
 @click.option("--max-listed", type=click.IntRange(0), default=50, show_default=True,
               help="Violations listed on the terminal.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Processes for a local prepared folder's row checks (default: one per CPU); the report "
+                   "is the same for any number.")
 def audit_cmd(folder: str, json_path: Path | None, html_path: Path | None, junit_path: Path | None,
               min_trained_fraction: float | None, max_rejected_fraction: float | None,
               sources: tuple[Path, ...], template: str | None, tokenizer: str | None, labels_column: str | None,
-              mask_column: str | None, shifted: bool | None, no_integrity: bool, max_listed: int) -> None:
+              mask_column: str | None, shifted: bool | None, no_integrity: bool, max_listed: int,
+              workers: int | None) -> None:
     """Check every row of a prepared folder PATH: labels train only assistant answers, whole turns, no
     shifted labels, well-formed Llama-3 turns, and a manifest that matches the shards.
 
@@ -79,7 +83,8 @@ def audit_cmd(folder: str, json_path: Path | None, html_path: Path | None, junit
         report = run_audit(folder, min_trained_fraction=min_trained_fraction,
                            max_rejected_fraction=max_rejected_fraction, check_integrity=not no_integrity,
                            sources=list(sources) or None, template=template, tokenizer=tokenizer,
-                           labels_column=labels_column, mask_column=mask_column, shifted=shifted)
+                           labels_column=labels_column, mask_column=mask_column, shifted=shifted,
+                           workers=workers)
     except (AuditError, OSError) as exc:  # OSError: an unreachable or refusing filesystem
         raise UsageOrIOError(str(exc)) from exc
     click.echo(report.summary_text(color=sys.stdout.isatty(), max_listed=max_listed), nl=False)
