@@ -97,7 +97,7 @@ def stage_profile(corpus: Path, template: str, date_string: str) -> dict[str, An
     settings = Settings(template=template, date_string=date_string)
     chunk = Chunk(0, str(corpus.resolve()), corpus.name, 0, corpus.stat().st_size, 1)
     proc = RecordProcessor(settings)
-    encode_text = proc.tokenizer.encode_text
+    encode_text = proc.tokenizer.encode_text_bytes  # what the piece encoder calls: ids as int32 bytes
     encode_text("warm up")
     t: dict[str, float] = {}
 
@@ -127,11 +127,11 @@ def stage_profile(corpus: Path, template: str, date_string: str) -> dict[str, An
     # in a Python function, like the real encoder's closure (constant pieces and roles are encoded
     # once and cached by the piece encoder, as in a run)
 
-    def answered(text: str) -> list[int]:
+    def answered(text: str) -> bytes:
         ids = bpe.get(text)
         return ids if ids is not None else encode_text(text)
 
-    labeller = PieceEncoder(SimpleNamespace(encode_text=answered, token_id=proc.tokenizer.token_id),
+    labeller = PieceEncoder(SimpleNamespace(encode_text_bytes=answered, token_id=proc.tokenizer.token_id),
                             settings.max_length, settings.truncation)
     labeller.encode(rendered[0]) if rendered else None
 

@@ -28,10 +28,11 @@ class Encoded:
 class PieceEncoder:
     """Turns pieces into ids and labels. ``truncation``: ``drop`` or ``truncate``.
 
-    This loop runs once per piece (about 11 per record), around the BPE: the ids grow in a plain
-    list (``list +=`` of the tokenizer's list copies pointers; an ``array`` converts every int),
-    control-token ids, headers and constant pieces are looked up in one dict each, and the trained
-    count comes from the spans instead of a pass over the labels.
+    This loop runs once per piece (about 11 per record), around the BPE. The ids grow as int32
+    bytes in one ``bytearray`` (the tokenizer's ``encode_text_bytes``: splintr writes them without
+    making a Python int per token) and become the ``input_ids`` array without a conversion;
+    control-token ids, headers and constant pieces are looked up as bytes in one dict each, and
+    the trained count comes from the spans instead of a pass over the labels.
     """
 
     def __init__(self, tokenizer: Tokenizer, max_length: int, truncation: str = "drop") -> None:
@@ -40,18 +41,16 @@ class PieceEncoder:
         self.tok = tokenizer
         self.max_length = max_length
         self.truncation = truncation
-        self._special: dict[str, int] = {}
-        self._header: dict[object, list[int]] = {}
-        self._const: dict[object, list[int]] = {}
+        self._special: dict[str, bytes] = {}
+        self._header: dict[object, bytes] = {}
+        self._const: dict[object, bytes] = {}
 
-    def _special_id(self, name: str) -> int:
-        sid = self._special.get(name)
-        if sid is None:
-            sid = self.tok.token_id(name)
-            if sid is None:  # the error an int array gave for a missing control token (its rejection message)
-                raise TypeError("'NoneType' object cannot be interpreted as an integer")
-            self._special[name] = sid
-        return sid
+    def _special_bytes(self, name: str) -> bytes:
+        sid = self.tok.token_id(name)
+        if sid is None:  # the error an int array gave for a missing control token (its rejection message)
+            raise TypeError("'NoneType' object cannot be interpreted as an integer")
+        b = self._special[name] = _int32_bytes([sid])
+        return b
 
     def _too_long_to_encode(self, pieces: list[Piece]) -> None:
         """Refuse, before tokenizing, text that cannot fit in ``max_length`` tokens.
@@ -71,62 +70,72 @@ class PieceEncoder:
             raise Reject("too_long", f"{chars:,} characters of text: more than max_length {self.max_length} "
                          f"tokens can hold (at most {per_token} characters per token); refused before tokenizing")
 
-    def _header_ids(self, role: object) -> list[int]:
-        encode = self.tok.encode_text
-        toks = self._header[role] = [self._special_id("<|start_header_id|>"), *encode(role),
-                                     self._special_id("<|end_header_id|>"), *encode(HEADER_NEWLINE)]
-        return toks
+    def _header_bytes(self, role: object) -> bytes:
+        encode = self.tok.encode_text_bytes
+        special = self._special
+        b = self._header[role] = (special.get("<|start_header_id|>") or self._special_bytes("<|start_header_id|>")) \
+            + encode(role) + (special.get("<|end_header_id|>") or self._special_bytes("<|end_header_id|>")) \
+            + encode(HEADER_NEWLINE)
+        return b
 
     def encode(self, pieces: list[Piece]) -> Encoded:
         if self.truncation == "drop":
             self._too_long_to_encode(pieces)
-        ids: list[int] = []
-        spans: list[tuple[int, int]] = []
-        encode = self.tok.encode_text  # looked up per record: the tokenizer swaps in its fast encoder on first use
+        buf = bytearray()
+        spans: list[tuple[int, int]] = []  # byte offsets of the trained ids in buf
+        encode = self.tok.encode_text_bytes  # looked up per record: the tokenizer builds its engine on first use
         special, header, const = self._special, self._header, self._const
         for kind, value in pieces:
             if kind == TEXT:
-                ids += encode(value)
+                buf += encode(value)
             elif kind == HEADER:
-                toks = header.get(value)
-                ids += toks if toks is not None else self._header_ids(value)
+                b = header.get(value)
+                buf += b if b is not None else self._header_bytes(value)
             elif kind == SPECIAL:
-                sid = special.get(value)
-                ids.append(sid if sid is not None else self._special_id(value))
+                b = special.get(value)
+                buf += b if b is not None else self._special_bytes(value)
             elif kind == TRAINED:
-                start = len(ids)
-                ids += encode(value)
-                spans.append((start, len(ids)))
+                start = len(buf)
+                buf += encode(value)
+                spans.append((start, len(buf)))
             elif kind == TRAINED_SPECIAL:
-                sid = special.get(value)
-                ids.append(sid if sid is not None else self._special_id(value))
-                spans.append((len(ids) - 1, len(ids)))
+                b = special.get(value)
+                start = len(buf)
+                buf += b if b is not None else self._special_bytes(value)
+                spans.append((start, len(buf)))
             elif kind == CONST:
-                toks = const.get(value)
-                if toks is None:
-                    toks = const[value] = encode(value)
-                ids += toks
-        n = len(ids)
+                b = const.get(value)
+                if b is None:
+                    b = const[value] = encode(value)
+                buf += b
+        n = len(buf) >> 2
         truncated = False
         if n > self.max_length:
             if self.truncation == "drop":
                 raise Reject("too_long", f"{n} tokens, over max_length {self.max_length}")
-            del ids[self.max_length:]
+            del buf[self.max_length * 4:]
             n = self.max_length
             truncated = True
-        input_ids = np.array(ids, dtype=np.int32)
-        labels = np.full(n, IGNORE_INDEX, dtype=np.int32)
+        input_ids = np.frombuffer(buf, dtype=np.int32)
+        labels = np.empty(n, dtype=np.int32)
+        labels.fill(IGNORE_INDEX)
         trained = 0
         for s, e in spans:
+            s >>= 2
             if s >= n:
                 break
-            e = min(e, n)
+            e = min(e >> 2, n)
             labels[s:e] = input_ids[s:e]
             trained += e - s
         if trained == 0:
             reason = "no_trained_tokens_after_truncation" if truncated else "no_trained_tokens"
             raise Reject(reason, "no token of the row would be trained")
         return Encoded(input_ids, labels, trained, truncated)
+
+
+def _int32_bytes(ids: list[int]) -> bytes:
+    """``ids`` as machine-order int32 bytes, the layout of ``Tokenizer.encode_text_bytes``."""
+    return np.asarray(ids, dtype=np.int32).tobytes()
 
 
 _MAX_TOKEN_CHARS: dict[str, int | None] = {}

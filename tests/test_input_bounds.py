@@ -240,6 +240,7 @@ def test_text_too_long_for_max_length_is_refused_before_tokenizing(tokenizer, mo
         raise AssertionError("tokenized a record that cannot fit")
 
     monkeypatch.setattr(tokenizer, "encode_text", never)
+    monkeypatch.setattr(tokenizer, "encode_text_bytes", never)  # what the piece encoder calls
     with pytest.raises(Reject) as exc:
         enc.encode(pieces)
     assert exc.value.reason == "too_long" and "before tokenizing" in exc.value.message

@@ -63,6 +63,24 @@ def repair_surrogates(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+def make_splintr_bytes_encoder(engine: Any) -> Callable[[str], bytes]:
+    """``encode(text) -> bytes``: the same ids as ``make_splintr_encoder``, as machine int32s.
+
+    splintr's ``encode_flat`` hands back the ids as one bytes object (u32 in this machine's byte
+    order; every id is below 2**31, so the bytes are also the int32s) instead of a list of Python
+    ints: measured on the shared corpus's 10,432 assistant texts, 0.22 s against 0.37 s, and
+    0.30 s against 0.52 s once the ids are a numpy array. ``PieceEncoder`` joins these bytes."""
+    encode = engine.encode_flat
+
+    def splintr_encode_bytes(text: str) -> bytes:
+        try:
+            return encode(text)
+        except UnicodeEncodeError:
+            return encode(repair_surrogates(text))
+
+    return splintr_encode_bytes
+
+
 def make_splintr_encoder(engine: Any) -> Encode:
     """``encode(text) -> ids``: text only, no special-token matching, no BOS; the hot path is one
     call into Rust."""

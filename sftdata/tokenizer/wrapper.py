@@ -10,6 +10,7 @@ nor, for the built-in tokenizer, the 17 MB ``tokenizer.json``; those load only w
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 from sftdata.tokenizer.fingerprint import describe_backend
 from sftdata.tokenizer.llama3 import CONTROL_TOKENS, TokenizerError
 from sftdata.tokenizer.tiktoken_backend import TiktokenBackend, make_encoder
+
+_I32 = next(code for code in "ilq" if array(code).itemsize == 4)  # the array code of a C int32
 
 
 class Tokenizer:
@@ -79,6 +82,24 @@ class Tokenizer:
 
             return make_splintr_encoder(self._tiktoken.splintr)
         return make_encoder(self._tiktoken, self._hf_encode)
+
+    @cached_property
+    def encode_text_bytes(self) -> Callable[[str], bytes]:
+        """``encode_text`` with the ids as machine-order int32 bytes (``numpy.frombuffer(b, int32)``).
+
+        The splintr engine makes these bytes itself (no Python int per token); the other engines'
+        lists are packed with ``array``, which costs what ``numpy.array`` of the list cost before.
+        """
+        if self._tiktoken is not None and self.encoder == "splintr":
+            from sftdata.tokenizer.splintr_backend import make_splintr_bytes_encoder
+
+            return make_splintr_bytes_encoder(self._tiktoken.splintr)
+        encode = self.encode_text
+
+        def packed(text: str) -> bytes:
+            return array(_I32, encode(text)).tobytes()
+
+        return packed
 
     def _hf_encode(self, text: str) -> list[int]:
         return self._text_backend.encode(text, add_special_tokens=False).ids
