@@ -43,6 +43,53 @@ def library_errors(fn):
     return wrapper
 
 
+_FAST_EXIT: list[str] = []  # the command that ran, when it may end the process without the teardown
+
+
+def fast_exit(fn):
+    """Mark a command whose process may end without the interpreter's teardown (``LazyGroup.main``)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        _FAST_EXIT.append(fn.__name__)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _end_process(code: object) -> None:
+    """Exit now with ``code``, as ``sys.exit`` would, minus freeing every object one by one.
+
+    Why: tearing down the interpreter (128k-entry rank tables, the BPE engine's maps and its 128
+    per-thread regex copies, numpy and pyarrow) took 0.2 s of a 1.0 s ``sftdata run`` on 50 records
+    and 0.09 s of a 0.95 s ``sftdata audit``, after the work was done and every file closed. What
+    a normal exit does that matters still happens: non-daemon threads are joined, the ``atexit``
+    handlers run (weakref finalizers, multiprocessing, logging, Ray's shutdown) and stdout and
+    stderr are flushed. ``SFTDATA_FULL_EXIT=1`` keeps the ordinary exit.
+    """
+    import atexit
+    import os
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): printed, status 1
+        print(code, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: what Python's own exit reports as status 120
+            status = status or 120
+    os._exit(status & 0xFF)
+
+
 def pipeline_options(fn):
     """Options shared by commands that take pipeline settings; each overrides the YAML."""
     opts = [
@@ -74,6 +121,18 @@ class LazyGroup(click.Group):
             "overlap": ("sftdata.overlap", "overlap_cmd"),
             "plan": ("sftdata.training.plan_command", "plan_cmd"),
             "export": ("sftdata.export.command", "export_cmd")}
+
+    def main(self, args=None, *rest, **kwargs):  # noqa: ANN001, ANN201 - click's signature
+        """click's ``main``; a process started as ``sftdata ...`` (no ``args`` given: not a test's
+        ``CliRunner``) that ran a ``fast_exit`` command ends through ``_end_process``."""
+        import os
+
+        try:
+            return super().main(args, *rest, **kwargs)
+        except SystemExit as exc:
+            if args is None and _FAST_EXIT and os.environ.get("SFTDATA_FULL_EXIT") != "1":
+                _end_process(exc.code)
+            raise
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self.LAZY))
@@ -113,6 +172,7 @@ def main() -> None:
 @click.option("--dedupe", type=click.Choice(values(Dedupe)), help="Quarantine exact duplicates (first kept).")
 @pipeline_options
 @library_errors
+@fast_exit
 def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_address, no_audit, input_format,
         fields, packing, dedupe, **opts) -> None:
     """Run PIPELINE (a YAML file; defaults when omitted) over the inputs into OUTPUT."""
@@ -172,6 +232,7 @@ Example:
 @click.option("--max-errors", type=int, default=1000, show_default=True, help="Stop printing after this many.")
 @reading_options
 @library_errors
+@fast_exit
 def validate(paths, pipeline, template, max_errors, input_format, fields) -> None:
     """Schema and semantic checks only; exits 1 if any record is invalid."""
     from sftdata.config import load_pipeline
