@@ -65,7 +65,8 @@ def _end_process(code: object) -> None:
     and 0.09 s of a 0.95 s ``sftdata audit``, after the work was done and every file closed. What
     a normal exit does that matters still happens: non-daemon threads are joined, the ``atexit``
     handlers run (weakref finalizers, multiprocessing, logging, Ray's shutdown) and stdout and
-    stderr are flushed. ``SFTDATA_FULL_EXIT=1`` keeps the ordinary exit.
+    stderr are flushed. ``SFTDATA_FULL_EXIT=1`` keeps the ordinary exit, and so does a process
+    under a profiler or tracer (cProfile, pyinstrument, coverage write their results at exit).
     """
     import atexit
     import os
@@ -130,7 +131,8 @@ class LazyGroup(click.Group):
         try:
             return super().main(args, *rest, **kwargs)
         except SystemExit as exc:
-            if args is None and _FAST_EXIT and os.environ.get("SFTDATA_FULL_EXIT") != "1":
+            if (args is None and _FAST_EXIT and os.environ.get("SFTDATA_FULL_EXIT") != "1"
+                    and sys.getprofile() is None and sys.gettrace() is None):  # profilers write at exit
                 _end_process(exc.code)
             raise
 

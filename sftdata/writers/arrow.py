@@ -117,11 +117,12 @@ class ShardWriter:
             self._flush()
 
     @staticmethod
-    def _list_array(parts: list[np.ndarray], dtype=np.int32) -> pa.ListArray:
+    def _list_array(parts: list[np.ndarray], dtype=np.int32, values: np.ndarray | None = None) -> pa.ListArray:
         lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
         offsets = np.zeros(len(parts) + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
-        values = np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+        if values is None:
+            values = np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
         return pa.ListArray.from_arrays(_int32_array(offsets), _int32_array(values))
 
     def _flush(self) -> None:
@@ -129,10 +130,12 @@ class ShardWriter:
             return
         if self._writer is None:
             self._open()
+        # the labels' values once: the column and the trained count (one pass, not one per row)
+        labels = np.concatenate(self._lab).astype(np.int32, copy=False)
         columns = {
             "id": _string_array(self._ids),
             "input_ids": self._list_array(self._tok),
-            "labels": self._list_array(self._lab),
+            "labels": self._list_array(self._lab, values=labels),
             "content_hash": _string_array(self._hashes),
             "prompt_hash": _string_array(self._prompt_hashes),
         }
@@ -144,10 +147,9 @@ class ShardWriter:
                 columns[key] = self._list_array(parts)
         batch = pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
         self._writer.write_batch(batch)
-        tokens = int(sum(len(t) for t in self._tok))
         self._shard_rows += len(self._ids)
-        self._shard_tokens += tokens
-        self._shard_trained += int(sum(int(np.count_nonzero(lab != IGNORE_INDEX)) for lab in self._lab))
+        self._shard_tokens += int(sum(len(t) for t in self._tok))
+        self._shard_trained += int(np.count_nonzero(labels != IGNORE_INDEX))
         self._shard_bytes += batch.nbytes
         self._reset_buffer()
         if self._shard_bytes >= self.shard_size:
