@@ -127,9 +127,9 @@ def check_shards(folder: Folder, entries: list[dict], ctx: RuleContext, max_per_
     # first check builds (the role names' decoding loads the tokenizer, 0.1 s), once for all.
     first = check_shard(folder, entries[0], ctx, max_per_rule, check_integrity, check_table)
     _JOB[:] = [(folder, entries, ctx, max_per_rule, check_integrity, check_table)]
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"))
+    rest = range(1, len(entries))
+    pool = ProcessPoolExecutor(min(workers, len(rest)), mp_context=mp.get_context("fork"))
     try:
-        rest = range(1, len(entries))
         results = pool.map(_check_index, rest, chunksize=max(1, len(rest) // (4 * workers)))
         if started:
             started()
