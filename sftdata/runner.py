@@ -243,8 +243,8 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
     settings = _with_engine(settings, sum(i["bytes"] for i in plan["inputs"]))
     try:
         tokenizer = load_tokenizer(settings.tokenizer, settings.encoder)  # fail fast, and share with forks
-        if emptying is not None and chunks:  # --overwrite: every chunk is to be done, so the BPE engine
-            tokenizer.encode_text("")  # the main pass needs is built while the old files are deleted
+        if emptying is not None and chunks and executor == "local":  # --overwrite: every chunk is to be
+            tokenizer.encode_text("")  # done here, so its BPE engine is built while the old files go
     finally:
         if emptying is not None:
             emptying.wait()  # before anything is written into the folder
