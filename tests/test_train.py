@@ -92,7 +92,8 @@ def fake_audit(monkeypatch, ok: bool, summary: str = "") -> list:
     """Install a stand-in `sftdata.audit` module; returns the list of paths it was called with."""
     calls: list = []
 
-    def run_audit(path):
+    def run_audit(path, workers=None):
+        assert workers == 1, "the trainer's process audits without forking"
         calls.append(Path(path))
         return types.SimpleNamespace(ok=ok, summary_text=lambda: summary)
 

@@ -42,7 +42,8 @@ def check_audit(data_dir: Path, skip: bool) -> str:
         raise TrainError(f"cannot audit {data_dir}: the audit module is unavailable ({exc}); "
                          "pass --skip-audit to train without the audit") from exc
     try:
-        report = run_audit(data_dir)
+        # one process: the trainer's process may already hold torch's threads, which a fork must not copy
+        report = run_audit(data_dir, workers=1)
     except Exception as exc:  # AuditError: the folder cannot be audited at all
         raise TrainError(f"the mask audit of {data_dir} could not run: {exc} (--skip-audit overrides)") from exc
     if not report.ok:
