@@ -239,15 +239,9 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
 
         if importlib.util.find_spec("ray") is None:  # before touching the output folder
             raise RunError("--executor ray needs Ray: pip install 'sftdata[ray]'")
-    emptying = prepare_output(out, resume=resume, overwrite=overwrite, background=True)
+    prepare_output(out, resume=resume, overwrite=overwrite)
     settings = _with_engine(settings, sum(i["bytes"] for i in plan["inputs"]))
-    try:
-        tokenizer = load_tokenizer(settings.tokenizer, settings.encoder)  # fail fast, and share with forks
-        if emptying is not None and chunks and executor == "local":  # --overwrite: every chunk is to be
-            tokenizer.encode_text("")  # done here, so its BPE engine is built while the old files go
-    finally:
-        if emptying is not None:
-            emptying.wait()  # before anything is written into the folder
+    tokenizer = load_tokenizer(settings.tokenizer, settings.encoder)  # fail fast, and share with forks
     plan["tokenizer_fingerprint"] = tokenizer.fingerprint
     (out.staging() / WORK_DIR).mkdir(parents=True, exist_ok=True)
     run_id = new_run_id()
