@@ -46,10 +46,12 @@ class PieceEncoder:
         self._const: dict[object, bytes] = {}
 
     def _special_bytes(self, name: str) -> bytes:
-        sid = self.tok.token_id(name)
-        if sid is None:  # the error an int array gave for a missing control token (its rejection message)
-            raise TypeError("'NoneType' object cannot be interpreted as an integer")
-        b = self._special[name] = _int32_bytes([sid])
+        b = self._special.get(name)
+        if b is None:
+            sid = self.tok.token_id(name)
+            if sid is None:  # the error an int array gave for a missing control token (its rejection message)
+                raise TypeError("'NoneType' object cannot be interpreted as an integer")
+            b = self._special[name] = _int32_bytes([sid])
         return b
 
     def _too_long_to_encode(self, pieces: list[Piece]) -> None:
@@ -72,10 +74,8 @@ class PieceEncoder:
 
     def _header_bytes(self, role: object) -> bytes:
         encode = self.tok.encode_text_bytes
-        special = self._special
-        b = self._header[role] = (special.get("<|start_header_id|>") or self._special_bytes("<|start_header_id|>")) \
-            + encode(role) + (special.get("<|end_header_id|>") or self._special_bytes("<|end_header_id|>")) \
-            + encode(HEADER_NEWLINE)
+        b = self._header[role] = (self._special_bytes("<|start_header_id|>") + encode(role)
+                                  + self._special_bytes("<|end_header_id|>") + encode(HEADER_NEWLINE))
         return b
 
     def encode(self, pieces: list[Piece]) -> Encoded:

@@ -162,7 +162,7 @@ class Manifest:
         return self.packing is not None
 
 
-def _loads(raw: bytes) -> Any:
+def loads_json(raw: bytes) -> Any:
     """orjson first (a manifest of a big run is megabytes: 4x faster than ``json``); anything it
     refuses (NaN, integers beyond 64 bits) goes to ``json``, which decides what is an error."""
     import orjson
@@ -188,7 +188,7 @@ def read_manifest(folder: Folder | str) -> Manifest:
     if not folder.is_regular(MANIFEST_NAME):
         raise ManifestError(f"{where}: not a regular file")
     try:
-        data = _loads(folder.read_bytes(MANIFEST_NAME))
+        data = loads_json(folder.read_bytes(MANIFEST_NAME))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{where}: cannot read the manifest: {exc}") from exc
     return Manifest.from_json(data, where)

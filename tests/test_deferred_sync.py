@@ -51,41 +51,31 @@ def _resume(src, out):
     return r
 
 
-@pytest.mark.slow
-def test_a_done_chunk_whose_shard_bytes_changed_is_redone(corpus, tmp_path):
-    """Same size, other bytes (what a power cut can leave of a shard renamed before it reached the
-    disk): the size check alone would commit it; the content check redoes that one chunk."""
-    src, reference = corpus
-    out = tmp_path / "out"
-    done = _killed_run(src, out)
-    victim = done[1]
-    shard = next(out.glob(f"shard-{victim:06d}-*.arrow"))
-    _flip_middle_byte(shard)
-    r = _resume(src, out)
-    assert f"({len(done) - 1} resumed from a previous run)" in r.stdout
-    assert folder_bytes(out) == reference
+def _a_shard(out, done: list[int]):
+    return next(out.glob(f"shard-{done[1]:06d}-*.arrow"))
+
+
+def _a_quarantine_part(out, done: list[int]):
+    parts = [out / WORK_DIR / f"chunk-{i:06d}.quarantine.jsonl" for i in done]
+    parts = [p for p in parts if p.stat().st_size > 0]
+    assert parts, "the corpus's broken lines give some done chunk a quarantine part"
+    return parts[0]
 
 
 @pytest.mark.slow
-def test_a_done_chunk_whose_quarantine_part_changed_is_redone(corpus, tmp_path):
+@pytest.mark.parametrize("damaged", [_a_shard, _a_quarantine_part, None], ids=["shard", "quarantine", "intact"])
+def test_resume_redoes_exactly_the_done_chunks_whose_bytes_changed(corpus, tmp_path, damaged):
+    """Same size, other bytes (what a power cut can leave of a file renamed before it reached the
+    disk): the size check alone would commit it; the content check redoes that one chunk, and an
+    intact folder keeps every done chunk."""
     src, reference = corpus
     out = tmp_path / "out"
     done = _killed_run(src, out)
-    parts = [i for i in done if (out / WORK_DIR / f"chunk-{i:06d}.quarantine.jsonl").stat().st_size > 0]
-    assert parts, "the corpus's broken lines give some chunk a quarantine part"
-    _flip_middle_byte(out / WORK_DIR / f"chunk-{parts[0]:06d}.quarantine.jsonl")
+    if damaged is not None:
+        _flip_middle_byte(damaged(out, done))
     r = _resume(src, out)
-    assert f"({len(done) - 1} resumed from a previous run)" in r.stdout
-    assert folder_bytes(out) == reference
-
-
-@pytest.mark.slow
-def test_an_intact_resume_hashes_and_keeps_every_done_chunk(corpus, tmp_path):
-    src, reference = corpus
-    out = tmp_path / "out"
-    done = _killed_run(src, out)
-    r = _resume(src, out)
-    assert f"({len(done)} resumed from a previous run)" in r.stdout
+    kept = len(done) - (damaged is not None)
+    assert f"({kept} resumed from a previous run)" in r.stdout
     assert folder_bytes(out) == reference
 
 

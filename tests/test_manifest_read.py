@@ -30,8 +30,8 @@ def test_a_library_not_on_the_dist_info_path_is_asked_of_metadata(monkeypatch):
 
 
 def test_json_orjson_refuses_still_reads_and_broken_json_is_an_error(tmp_path):
-    assert mf._loads(b'{"a": NaN, "b": 123456789012345678901234567890}')["b"] == 123456789012345678901234567890
-    assert mf._loads(b'{"a": [1, 2.5, "x"]}') == json.loads('{"a": [1, 2.5, "x"]}')
+    assert mf.loads_json(b'{"a": NaN, "b": 123456789012345678901234567890}')["b"] == 123456789012345678901234567890
+    assert mf.loads_json(b'{"a": [1, 2.5, "x"]}') == json.loads('{"a": [1, 2.5, "x"]}')
     (tmp_path / "manifest.json").write_text('{"format": ')
     with pytest.raises(ManifestError, match="cannot read the manifest"):
         mf.read_manifest(str(tmp_path))

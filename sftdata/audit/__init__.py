@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from sftdata.audit.integrity import (
     AuditError,
@@ -32,11 +31,11 @@ from sftdata.audit.integrity import (
 from sftdata.audit.pitfalls import finish_dates
 from sftdata.audit.report import ROLE_NAMES, RULES, AuditReport, RowStats, Violations
 from sftdata.audit.rules import RuleContext, check_slice
-from sftdata.audit.shards import audit_workers, check_shards, count_check, merge_outcome
+from sftdata.audit.shards import audit_workers, check_shards, check_table, count_check, merge_outcome
 from sftdata.constants import MANIFEST_NAME
 from sftdata.storage import Folder, is_uri, local_path_of
 
-__all__ = ["RULES", "AuditError", "AuditReport", "IntegrityReport", "run_audit", "verify_folder"]
+__all__ = ["RULES", "AuditError", "AuditReport", "IntegrityReport", "check_table", "run_audit", "verify_folder", "column_problems", "iter_slices", "check_slice"]
 
 _ROLE_CACHE: dict[str, dict] = {}  # tokenizer fingerprint -> role-token tuple -> role code
 THRESHOLDS = ("min_trained_fraction", "max_rejected_fraction")
@@ -161,24 +160,6 @@ def rule_context(tok: Any, *, truncated_ids: frozenset[str] = frozenset(), max_l
                        pad_ids=frozenset(i for i in pads if i is not None and i not in closers))
 
 
-def check_table(table: pa.Table, name: str, ctx: RuleContext, sink: Violations,
-                prepared: bool = True) -> tuple[RowStats, bool] | None:
-    """Every row rule over one shard or part; None when its columns cannot be checked at all.
-    Data without a manifest (``prepared=False``) is not expected to carry sftdata's content_hash."""
-    problems, fatal, packed = column_problems(table.schema)
-    for message in problems if prepared else [p for p in problems if p != "no column content_hash"]:
-        sink.add("columns", message, shard=name)
-    if fatal:
-        return None
-    shard = RowStats()
-    for first, cols in iter_slices(table, packed):
-        shard.merge(check_slice(cols, first, name, ctx, sink, packed))
-    if shard.rows and not shard.trained_tokens:
-        sink.add("all_labels_masked", f"not one of the {shard.rows} rows trains a token: every label is -100 "
-                 "(a response template that never matched?)", shard=name)
-    return shard, packed
-
-
 def finish_report(*, path: str, location: str, sink: Violations, total: RowStats, stats: dict, skip: dict[str, str],
                   samples: list[dict], thresholds: dict, ctx: RuleContext, started: float, rows_seconds: float,
                   **fields: Any) -> AuditReport:
@@ -269,7 +250,7 @@ def run_audit(path: str | Path | Folder, *, min_trained_fraction: float | None =
         integrity_thread.run()  # here, before the rows, as a plain call
     total, packed_any, all_read, samples = RowStats(), False, True, []
     rows_started = time.perf_counter()
-    outcomes = list(check_shards(folder, entries, ctx, max_per_rule, check_integrity, check_table, n_workers,
+    outcomes = list(check_shards(folder, entries, ctx, max_per_rule, check_integrity, n_workers,
                                  started=integrity_thread.start if integrity_thread and n_workers > 1 else None))
     rows_seconds = time.perf_counter() - rows_started
     integrity = None

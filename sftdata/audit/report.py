@@ -76,6 +76,15 @@ class Violations:
             self.items.append({"rule": rule, "id": id, "shard": shard, "row": row,
                                "position": position, "message": message})
 
+    def extend(self, other: Violations) -> None:
+        """Add what ``other`` found after what this sink holds, as if it had been found here: the
+        counts add up and the items are cut at this sink's ``max_per_rule``."""
+        self.counts.update(other.counts)
+        for item in other.items:
+            if self._listed[item["rule"]] < self.max_per_rule:
+                self._listed[item["rule"]] += 1
+                self.items.append(item)
+
 
 @dataclass
 class RowStats:

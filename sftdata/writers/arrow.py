@@ -2,9 +2,10 @@
 
 A shard is written under a temporary name in the output folder, flushed, fsynced and renamed into
 place, so a reader never sees a file that looks complete but is not (``sync=False``: renamed
-without the fsync, which the run's commit does for every file at once; see ``storage.atomic``). Rows are buffered as flat
-numpy arrays (values + offsets), not Python lists of lists, and a shard is closed once it
-reaches ``shard_size`` bytes, so memory stays bounded by the batch size, not the input size.
+without the fsync, which the run's commit does for every file at once; see ``storage.atomic``).
+Rows are buffered as flat numpy arrays (values + offsets), not Python lists of lists, and a shard
+is closed once it reaches ``shard_size`` bytes, so memory stays bounded by the batch size, not the
+input size.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class ShardWriter:
 
     @staticmethod
     def _list_array(parts: list[np.ndarray], dtype=np.int32, values: np.ndarray | None = None) -> pa.ListArray:
+        """``parts`` as one list column; ``values``: their concatenation, when the caller has it."""
         lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
         offsets = np.zeros(len(parts) + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
@@ -130,7 +132,8 @@ class ShardWriter:
             return
         if self._writer is None:
             self._open()
-        # the labels' values once: the column and the trained count (one pass, not one per row)
+        # the labels' values once, for the column and the trained count (not a numpy call per row;
+        # the column's own values would do, but pyarrow's to_numpy imports pandas)
         labels = np.concatenate(self._lab).astype(np.int32, copy=False)
         columns = {
             "id": _string_array(self._ids),
