@@ -60,9 +60,9 @@ def fast_exit(fn):
 def _end_process(code: object) -> None:
     """Exit now with ``code``, as ``sys.exit`` would, minus freeing every object one by one.
 
-    Why: tearing down the interpreter (128k-entry rank tables, the BPE engine's maps and its 128
-    per-thread regex copies, numpy and pyarrow) took 0.2 s of a 1.0 s ``sftdata run`` on 50 records
-    and 0.09 s of a 0.95 s ``sftdata audit``, after the work was done and every file closed. What
+    Why: tearing down the interpreter (freeing the BPE engine, the rank tables, numpy and pyarrow
+    objects one by one) took 0.25 s of a 1.05 s ``sftdata run`` on 50 records and 0.09 s of a
+    0.95 s ``sftdata audit`` (measured), after the work was done and every file closed. What
     a normal exit does that matters still happens: non-daemon threads are joined, the ``atexit``
     handlers run (weakref finalizers, multiprocessing, logging, Ray's shutdown) and stdout and
     stderr are flushed. ``SFTDATA_FULL_EXIT=1`` keeps the ordinary exit, and so does a process
