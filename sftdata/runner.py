@@ -223,6 +223,15 @@ def run_pipeline(settings: Settings, inputs: list[str], output: str | os.PathLik
     return summary
 
 
+def _primes(settings: Settings, plan: dict) -> bool:
+    """A small run on the tiktoken engine: each chunk gets a BPE core over only the ranks its texts
+    reach (``Tokenizer.primed``), instead of the core over all ranks (same ids, see ``rank_subset``)."""
+    from sftdata.tokenizer.rank_subset import PRIME_MAX_BYTES
+
+    return (settings.encoder == "tiktoken" and settings.tokenizer == BUILTIN_LLAMA3
+            and sum(i["bytes"] for i in plan["inputs"]) <= PRIME_MAX_BYTES)
+
+
 def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: int | None, resume: bool,
                 overwrite: bool, executor: str, ray_address: str | None,
                 progress: Callable[[ChunkResult, int, int], None] | None) -> RunSummary:
@@ -269,7 +278,8 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
     try:
         drops = _find_duplicates(chunks, settings, runner, proc) if settings.dedupe == "exact" and pending else {}
         # the local pool's workers share this machine's page cache: the commit syncs their files
-        task = ProcessChunk(settings, out.location, drops, proc, run_id, sync=executor != "local")
+        task = ProcessChunk(settings, out.location, drops, proc, run_id, sync=executor != "local",
+                            prime=_primes(settings, plan))
         for res in runner.map(task, pending):
             results[res.index] = res
             if progress:

@@ -98,6 +98,27 @@ def decode_ranks(data: bytes, source_sha256: str) -> dict[bytes, int]:
     return out
 
 
+def pair_max_lengths(data: bytes) -> list[int]:
+    """For each two-byte prefix ``a * 256 + b``, the length of the longest token starting with it
+    (0: no token of two or more bytes does). ``data`` must have passed ``decode_ranks``: the bound
+    decides which ranks ``rank_subset`` looks up, so it comes from the same checked bytes."""
+    import numpy as np
+
+    _, _, count, n_groups, _, _ = _HEADER.unpack_from(data)
+    table = _unpack(memoryview(data)[_HEADER.size:_HEADER.size + 8 * n_groups])
+    out = np.zeros(1 << 16, dtype=np.int64)
+    pos = _HEADER.size + 8 * n_groups + 4 * count
+    groups = []
+    for length, n in zip(table[0::2], table[1::2], strict=True):
+        groups.append((length, n, pos))
+        pos += length * n
+    for length, n, start in sorted(groups):  # longest last: each prefix keeps its longest token
+        if length >= 2:
+            tokens = np.frombuffer(data, dtype=np.uint8, count=length * n, offset=start).reshape(n, length)
+            out[(tokens[:, 0].astype(np.int64) << 8) | tokens[:, 1]] = length
+    return out.tolist()
+
+
 def read_ranks_file(path: Path, source_sha256: str) -> dict[bytes, int]:
     """The ranks stored at ``path``; ``RanksFileError`` if it is missing, unreadable or fails a check."""
     try:
@@ -107,8 +128,11 @@ def read_ranks_file(path: Path, source_sha256: str) -> dict[bytes, int]:
     return decode_ranks(data, source_sha256)
 
 
-def write_ranks_file(path: Path, ranks: dict[bytes, int], source_sha256: str) -> None:
-    """Write atomically (a temp file renamed over ``path``): readers see the old file or the new one."""
+def write_ranks_file(path: Path, ranks: dict[bytes, int], source_sha256: str) -> bytes:
+    """Write atomically (a temp file renamed over ``path``): readers see the old file or the new one.
+    Returns the bytes written."""
+    data = encode_ranks(ranks, source_sha256)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(encode_ranks(ranks, source_sha256))
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+    return data

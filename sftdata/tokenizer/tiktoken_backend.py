@@ -9,7 +9,7 @@ rebuilt from ``tokenizer.model``, never trusted.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ class TiktokenBackend:
         self._encoding: Any = None
         self._bytes_of: dict[int, bytes] | None = None
         self._splintr: Any = None
+        self._data: bytes | None = None  # the checked ranks file the ranks were decoded from
+        self._pair_max: list[int] | None = None
 
     @property
     def ranks(self) -> dict[bytes, int]:
@@ -45,13 +47,24 @@ class TiktokenBackend:
 
             path = self.cache_folder / ranks_file.RANKS_FILE
             try:
-                self._ranks = ranks_file.read_ranks_file(path, self.model_sha256)
-            except ranks_file.RanksFileError:  # missing, damaged, foreign or stale: rebuilt from the model
+                self._data = path.read_bytes()
+                self._ranks = ranks_file.decode_ranks(self._data, self.model_sha256)
+            except (OSError, ranks_file.RanksFileError):  # missing, damaged, foreign or stale: rebuilt
                 from tiktoken.load import load_tiktoken_bpe
 
                 self._ranks = load_tiktoken_bpe(str(self.model_file))
-                ranks_file.write_ranks_file(path, self._ranks, self.model_sha256)
+                self._data = ranks_file.write_ranks_file(path, self._ranks, self.model_sha256)
         return self._ranks
+
+    @property
+    def pair_max(self) -> list[int]:
+        """The longest rank per two-byte prefix (``ranks_file.pair_max_lengths``), for ``rank_subset``."""
+        if self._pair_max is None:
+            from sftdata.tokenizer import ranks_file
+
+            self.ranks  # noqa: B018 - decodes and checks the file the bound is read from
+            self._pair_max = ranks_file.pair_max_lengths(self._data)
+        return self._pair_max
 
     @property
     def encoding(self) -> Any:
@@ -63,6 +76,11 @@ class TiktokenBackend:
         return self._encoding
 
     @property
+    def built(self) -> bool:
+        """Whether the core over all ranks exists (in a forked worker: inherited from the driver)."""
+        return self._encoding is not None
+
+    @property
     def splintr(self) -> Any:
         """The same ranks as a ``splintr.Tokenizer`` (built from the checked file on first use)."""
         if self._splintr is None:
@@ -70,6 +88,17 @@ class TiktokenBackend:
 
             self._splintr = build_splintr(self.model_file, self.model_sha256)
         return self._splintr
+
+    def subset_encode(self, texts: Iterable[str]) -> Encode:
+        """tiktoken's core over only the ranks ``texts`` can reach (``rank_subset``): the same ids,
+        built in milliseconds instead of 0.18 s. Other texts are checked and handled too (see
+        ``make_subset_encode``); the full core is built only if they keep needing more ranks."""
+        from sftdata.tokenizer.rank_subset import RankSubset, make_subset_encode
+
+        primed = set(texts)
+        subset = RankSubset(self.ranks, self.pair_max, LLAMA3_PATTERN)
+        subset.add(primed)
+        return make_subset_encode(subset, primed, lambda: self.encoding._core_bpe)
 
     def decode_bytes(self, ids: list[int]) -> bytes:
         if self._bytes_of is None:
@@ -89,21 +118,22 @@ def _long_run() -> Callable[[str], object]:
     return regex.compile(_LONG_RUN).search
 
 
-def make_encoder(backend: TiktokenBackend, fallback: Encode) -> Encode:
+def make_encoder(backend: TiktokenBackend, fallback: Encode, core: Encode | None = None) -> Encode:
     """``encode(text) -> ids``: text only, no special-token parsing, no BOS.
 
-    A closure because this is the per-piece hot path: it calls tiktoken's core directly and looks
-    for long runs (which go to ``fallback``, the Hugging Face encoder) only in long texts.
+    A closure because this is the per-piece hot path: it calls tiktoken's core directly (``core``:
+    the one over all ranks unless given, e.g. ``backend.subset_encode``) and looks for long runs
+    (which go to ``fallback``, the Hugging Face encoder) only in long texts.
     """
-    core = backend.encoding._core_bpe.encode_ordinary
-    careful = backend.encoding.encode_ordinary
+    if core is None:
+        core = backend.encoding._core_bpe.encode_ordinary
 
     def tiktoken_encode(text: str) -> list[int]:
         if len(text) >= LONG_PIECE and _long_run()(text):
             return fallback(text)
         try:
             return core(text)
-        except UnicodeEncodeError:  # lone surrogates: tiktoken's own wrapper repairs them
-            return careful(text)
+        except UnicodeEncodeError:  # lone surrogates: repaired as tiktoken's own encode_ordinary does
+            return core(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
 
     return tiktoken_encode

@@ -11,7 +11,7 @@ nor, for the built-in tokenizer, the 17 MB ``tokenizer.json``; those load only w
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import Any
 
@@ -100,6 +100,24 @@ class Tokenizer:
             return array(_I32, encode(text)).tobytes()
 
         return packed
+
+    @property
+    def primable(self) -> bool:
+        """Whether ``primed`` makes a copy (the tiktoken engine, its full core not built)."""
+        return self._tiktoken is not None and self.encoder == "tiktoken" and not self._tiktoken.built
+
+    def primed(self, texts: Iterable[str]) -> Tokenizer:
+        """This tokenizer for ``texts`` only: a copy whose tiktoken engine is built over just the ranks
+        they can reach (``rank_subset``: milliseconds, against 0.18 s for the core over all 128k
+        ranks), with the same ids for them and for any other text. ``self`` itself when there is
+        nothing to gain: another engine, or the full core already built (a forked worker's)."""
+        if not self.primable:
+            return self
+        copy = object.__new__(Tokenizer)
+        copy.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("encode_text", "encode_text_bytes")})
+        copy.__dict__["encode_text"] = make_encoder(self._tiktoken, self._hf_encode,
+                                                    self._tiktoken.subset_encode(texts))
+        return copy
 
     def _hf_encode(self, text: str) -> list[int]:
         return self._text_backend.encode(text, add_special_tokens=False).ids

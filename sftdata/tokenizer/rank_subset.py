@@ -1,0 +1,164 @@
+"""tiktoken's own BPE core over only the ranks a known set of texts can reach.
+
+Why: building tiktoken's core over Meta's 128k ranks costs about 0.18 s of every run (measured on
+the 2-core machine; the decoded ranks another 0.03-0.07 s), which is a quarter of a 50-record run.
+A core built over a few thousand ranks costs a few milliseconds, and gives the same ids for a text
+as long as it holds every rank the full core would look up for that text. This module finds a
+superset of those ranks without tiktoken's regex, and checks it before every text it encodes.
+
+Which ranks the core looks up: it cuts the text into pre-tokens with the Llama-3 pattern, and for
+each pre-token looks up the pre-token itself, then (when it is not one token) only byte strings
+inside it. So every rank substring of every pre-token is enough.
+
+Finding the pre-tokens without the engine's Unicode tables: some places are pre-token boundaries
+in every Unicode version, because of ASCII characters alone (``_CUT``): an ASCII letter followed
+by an ASCII non-letter, an ASCII digit followed by an ASCII non-digit, a printable ASCII character
+followed by a space. No alternative of the pattern can match across one (a letter is followed only
+by letters inside a match, a digit only by digits, a space only by whitespace). The text between
+such cuts (a *region*) therefore holds whole pre-tokens:
+
+- a region of tab, line feed, carriage return and printable ASCII only (a whole text of them is
+  one region: its two ends are boundaries too) is split with the pattern
+  written for ASCII (``_ASCII_PIECES``, stdlib ``re``; on ASCII, ``\\p{L}`` is ``[A-Za-z]``,
+  ``\\p{N}`` is ``[0-9]`` and ``\\s`` is the same six characters in both engines). A region never
+  ends in whitespace (except at the end of the text), so the pattern's one lookahead sees the
+  same character as it does in the whole text. A pre-token that is a rank is all the core needs;
+  otherwise every rank substring of it;
+- any other region: every rank substring of the region, bounded by the longest rank that starts
+  with each two-byte prefix (``pair_max``).
+
+``tests/test_rank_subset.py`` compares the ids with the full core's on the shared corpus, varied
+and random Unicode text, and every short ASCII string over the pattern's character classes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+_CUT = re.compile(r"(?<=[A-Za-z])(?=[\x00-\x40\x5b-\x60\x7b-\x7f])|(?<=[0-9])(?=[\x00-\x2f\x3a-\x7f])"
+                  r"|(?<=[!-~])(?= )")
+_NOT_PLAIN_ASCII = re.compile(r"[^\t\n\r -~]")
+_ASCII_PIECES = re.compile(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\nA-Za-z0-9]?[A-Za-z]+|[0-9]{1,3}"
+                           r"| ?[^\sA-Za-z0-9]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+", re.ASCII)
+
+# A run of at most this many input bytes builds, for each chunk, tiktoken's core over only the ranks
+# the chunk's texts reach (``Tokenizer.primed``) instead of the core over all ranks: below it that is
+# the cheaper of the two (measured, see benchmarks/RESULTS.md). ``PRIME_MAX_CHARS`` bounds the text
+# itself (a small input may be compressed).
+PRIME_MAX_BYTES = 256 << 10
+PRIME_MAX_CHARS = 1 << 20
+
+# After this many texts that needed ranks beyond the primed ones, the full core is built instead:
+# each such text rebuilds the small core, and a run that keeps missing is not the small run this is for.
+MAX_REBUILDS = 8
+
+
+def regions(text: str) -> list[str]:
+    """``text`` cut at the pre-token boundaries that ASCII characters alone decide."""
+    return _CUT.split(text)
+
+
+class RankSubset:
+    """The ranks the texts added so far can reach, and tiktoken's core over them.
+
+    ``ranks``: Meta's full ranks (bytes -> id); ``pair_max``: for each two-byte prefix ``a * 256 + b``,
+    the length of the longest rank starting with it (0: none); ``pattern``: the Llama-3 pattern."""
+
+    def __init__(self, ranks: dict[bytes, int], pair_max: list[int], pattern: str) -> None:
+        self._ranks = ranks
+        self._pair_max = pair_max
+        self._pattern = pattern
+        self._subset = {b: r for b in (bytes((i,)) for i in range(256)) if (r := ranks.get(b)) is not None}
+        self._covered: set[str] = set()
+        self._pieces: set[str] = set()
+        self._core: Any = None
+
+    def __len__(self) -> int:
+        return len(self._subset)
+
+    def covers(self, text: str) -> bool:
+        """Whether every pre-token (plain ASCII) or region of ``text`` has been added: then the core
+        gives ``text`` the ids the full core would."""
+        if _NOT_PLAIN_ASCII.search(text) is None:
+            return self._pieces.issuperset(_ASCII_PIECES.findall(text))
+        return all(region in self._covered if _NOT_PLAIN_ASCII.search(region) is not None
+                   else self._pieces.issuperset(_ASCII_PIECES.findall(region)) for region in regions(text))
+
+    def add(self, texts: Iterable[str]) -> None:
+        """Add the ranks every region of ``texts`` can reach. A plain-ASCII text is one region (its
+        ends are pre-token boundaries). A region that is not valid UTF-8 (lone surrogates) adds
+        nothing: the encoder repairs such a text first, as tiktoken does."""
+        before = len(self._subset)
+        for text in texts:
+            if _NOT_PLAIN_ASCII.search(text) is None:
+                self._add_ascii(text)
+                continue
+            for region in regions(text):
+                if _NOT_PLAIN_ASCII.search(region) is None:
+                    self._add_ascii(region)
+                elif region not in self._covered:
+                    try:
+                        self._add_substrings(region.encode("utf-8"))
+                    except UnicodeEncodeError:
+                        continue
+                    self._covered.add(region)
+        if len(self._subset) != before:
+            self._core = None
+
+    def _add_ascii(self, region: str) -> None:
+        pieces, ranks = self._pieces, self._ranks
+        for piece in _ASCII_PIECES.findall(region):
+            if piece in pieces:
+                continue
+            pieces.add(piece)
+            data = piece.encode("ascii")
+            rank = ranks.get(data)
+            if rank is not None:
+                self._subset[data] = rank  # the core looks a whole-rank pre-token up and nothing else
+            else:
+                self._add_substrings(data)
+
+    def _add_substrings(self, data: bytes) -> None:
+        get, pair_max, subset = self._ranks.get, self._pair_max, self._subset
+        n = len(data)
+        for i in range(n - 1):
+            longest = pair_max[(data[i] << 8) | data[i + 1]]
+            for j in range(i + 2, min(n, i + longest) + 1):
+                token = data[i:j]
+                rank = get(token)
+                if rank is not None:
+                    subset[token] = rank
+
+    @property
+    def core(self) -> Any:
+        """tiktoken's ``CoreBPE`` over the ranks added so far (rebuilt after ``add`` grew them)."""
+        if self._core is None:
+            from tiktoken import _tiktoken
+
+            self._core = _tiktoken.CoreBPE(self._subset, {}, self._pattern)
+        return self._core
+
+
+def make_subset_encode(subset: RankSubset, primed: set[str], full: Callable[[], Any]) -> Callable[[str], list[int]]:
+    """``encode(text) -> ids`` over ``subset``: texts in ``primed`` (the ones ``subset`` was built from)
+    go straight to the core; any other text is checked region by region and, when it needs more
+    ranks, added (the core is rebuilt). After ``MAX_REBUILDS`` such texts every text goes to
+    ``full()``, the core over all ranks. Raises ``UnicodeEncodeError`` on lone surrogates, like the
+    core it stands for."""
+    state: dict[str, Any] = {"full": None, "rebuilds": 0}
+
+    def encode(text: str) -> list[int]:
+        if state["full"] is not None:
+            return state["full"](text)
+        if text not in primed and not subset.covers(text):
+            if state["rebuilds"] >= MAX_REBUILDS:
+                state["full"] = full().encode_ordinary
+                return state["full"](text)
+            text.encode("utf-8")  # lone surrogates raise here, before anything is added, as in the core
+            subset.add((text,))
+            state["rebuilds"] += 1
+        return subset.core.encode_ordinary(text)
+
+    return encode
