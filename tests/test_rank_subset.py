@@ -168,3 +168,10 @@ def test_a_small_run_primes_and_writes_what_the_full_core_writes(tmp_path, monke
     assert any(f.startswith("shard-") for f in files) and "quarantine.jsonl" in files
     for name in files:
         assert (outs["tiktoken"] / name).read_bytes() == (outs["splintr"] / name).read_bytes(), name
+
+
+def test_priming_is_skipped_where_finding_the_ranks_costs_more():
+    assert rs.priming_pays(["an English sentence of plain words. "] * 100)
+    assert rs.priming_pays(["你好，世界。" * 50])
+    assert not rs.priming_pays(["你好，世界。" * 5000])  # 90,000 bytes of Chinese: the full core is cheaper
+    assert not rs.priming_pays(["word " * 200_000])

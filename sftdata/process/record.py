@@ -26,7 +26,7 @@ from sftdata.readers.sources import iter_records
 from sftdata.records import Conversation, Reject, Rejection
 from sftdata.templates import CONST, HEADER, HEADER_NEWLINE, TEXT, TRAINED, Llama3Renderer
 from sftdata.tokenizer import Tokenizer, load_tokenizer
-from sftdata.tokenizer.rank_subset import PRIME_MAX_CHARS
+from sftdata.tokenizer.rank_subset import priming_pays
 
 RUN_FAULTS = (OSError, MemoryError)  # not about the record: stop the run, keep it resumable
 _TEXT_KINDS = (TEXT, TRAINED, CONST, HEADER)  # the pieces whose text goes through the BPE (a header: its role)
@@ -100,14 +100,14 @@ class RecordProcessor:
     def primed_encoder(self, convs: Iterable[Conversation]) -> PieceEncoder:
         """An encoder for these conversations alone, over ``Tokenizer.primed`` (the tiktoken engine
         built over only the ranks their texts can reach; any other text still gets the right ids).
-        For the chunks of a small run, where rendering them twice costs far less than the full core.
-        Over ``PRIME_MAX_CHARS`` of text (a small but compressed input) the usual encoder."""
+        For the chunks of a small run, where rendering them twice costs far less than the full core;
+        the usual encoder where finding the ranks would cost more (``priming_pays``)."""
         texts = {HEADER_NEWLINE}
         for conv in convs:
             for kind, value in conv.pieces if conv.pieces is not None else self.renderer.render(conv):
                 if kind in _TEXT_KINDS:
                     texts.add(value)
-        if sum(map(len, texts)) > PRIME_MAX_CHARS:
+        if not priming_pays(texts):
             return self.encoder
         tok = self.tokenizer.primed(texts)
         if tok is self.tokenizer:

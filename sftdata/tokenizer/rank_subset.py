@@ -43,12 +43,31 @@ _NOT_PLAIN_ASCII = re.compile(r"[^\t\n\r -~]")
 _ASCII_PIECES = re.compile(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\nA-Za-z0-9]?[A-Za-z]+|[0-9]{1,3}"
                            r"| ?[^\sA-Za-z0-9]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+", re.ASCII)
 
-# A run of at most this many input bytes builds, for each chunk, tiktoken's core over only the ranks
-# the chunk's texts reach (``Tokenizer.primed``) instead of the core over all ranks: below it that is
-# the cheaper of the two (measured, see benchmarks/RESULTS.md). ``PRIME_MAX_CHARS`` bounds the text
-# itself (a small input may be compressed).
-PRIME_MAX_BYTES = 256 << 10
-PRIME_MAX_CHARS = 1 << 20
+# A run of at most this many input bytes (on the tiktoken engine, which ``auto`` picks below 1 MiB)
+# may build, for each chunk, tiktoken's core over only the ranks the chunk's texts reach
+# (``Tokenizer.primed``) instead of the core over all ranks; ``priming_pays`` decides per chunk.
+PRIME_MAX_BYTES = 1 << 20
+# Finding the ranks costs roughly 0.2 us per character of plain-ASCII text and ten times as much per
+# extra byte of a multi-byte character (every substring is looked up there). So a chunk's work is
+# counted in characters, each extra byte weighing NON_ASCII_WEIGHT. Measured on the 2-core machine
+# (whole runs of 50-1,000 English, Chinese and tool-call records, benchmarks/RESULTS.md), priming
+# and the full core take the same time at about 800,000 (English 786k, Chinese 1.0M: 0.03 s
+# slower); a chunk primes up to PRIME_MAX_WORK, where it still gains about 0.05 s.
+NON_ASCII_WEIGHT = 15
+PRIME_MAX_WORK = 600_000
+
+
+def priming_pays(texts: Iterable[str]) -> bool:
+    """Whether building the small core for ``texts`` costs clearly less than the full core."""
+    work = 0
+    for text in texts:
+        work += len(text)
+        if not text.isascii():
+            work += NON_ASCII_WEIGHT * (len(text.encode("utf-8", "surrogatepass")) - len(text))
+        if work > PRIME_MAX_WORK:
+            return False
+    return True
+
 
 # After this many texts that needed ranks beyond the primed ones, the full core is built instead:
 # each such text rebuilds the small core, and a run that keeps missing is not the small run this is for.
