@@ -39,7 +39,7 @@ def full(backend):
 
 
 def subset_of(backend, texts) -> rs.RankSubset:
-    subset = rs.RankSubset(backend.ranks, backend.pair_max, LLAMA3_PATTERN)
+    subset = rs.RankSubset(backend.index, backend.pair_max, LLAMA3_PATTERN)
     subset.add(texts)
     return subset
 
@@ -130,6 +130,16 @@ def test_a_primed_tokenizer_is_a_copy(full):
         assert primed.encode_text(text) == tok._tiktoken.encoding.encode_ordinary(text)
     assert tok.primed(["x"]) is tok  # the reference above built the full core: nothing to gain now
     assert load_tokenizer("builtin:llama3", "splintr").primed(["x"]).encoder == "splintr"
+
+
+def test_the_index_finds_exactly_the_ranks_of_the_dict(backend):
+    ranks, rng = backend.ranks, random.Random(9)
+    tokens = list(ranks)
+    candidates = rng.sample(tokens, 20_000) + [t for t in tokens if 0 in t]  # NUL bytes inside and at the end
+    candidates += [t + b"\x00" for t in rng.sample(tokens, 3000)] + [t[:-1] for t in rng.sample(tokens, 3000)]
+    candidates += [bytes(rng.randrange(256) for _ in range(rng.randint(1, 140))) for _ in range(3000)]
+    assert backend.index.find(candidates) == {c: ranks[c] for c in candidates if c in ranks}
+    assert backend.index.find([]) == {}
 
 
 def test_pair_bounds_are_the_longest_rank_per_prefix(backend):

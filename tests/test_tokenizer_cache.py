@@ -22,6 +22,7 @@ from sftdata.tokenizer.cache import META_FILE
 from sftdata.tokenizer.ranks_file import (
     _HEADER,
     RANKS_FILE,
+    RankIndex,
     RanksFileError,
     decode_ranks,
     encode_ranks,
@@ -63,9 +64,10 @@ def test_ranks_file_round_trips_meta_ranks_exactly(meta_ranks):
 
 @pytest.mark.parametrize("damage", [
     "empty", "header_only", "truncated", "one_byte_flipped", "appended", "wrong_magic", "other_model",
-    "a_pickle", "duplicate_rank", "table_lies",
+    "a_pickle", "duplicate_rank", "table_lies", "unsorted",
 ])
-def test_damaged_ranks_files_are_refused(damage):
+@pytest.mark.parametrize("reader", ["dict", "index"])
+def test_damaged_ranks_files_are_refused(damage, reader):
     good = encode_ranks(SMALL, SHA)
     header, payload = good[:_HEADER.size], good[_HEADER.size:]
     ranks_at = 8 * _HEADER.unpack_from(good)[3]  # the ranks follow the (length, count) table
@@ -83,10 +85,30 @@ def test_damaged_ranks_files_are_refused(damage):
                                    + payload[ranks_at + 8:]),
         # the first group (length 1) claims 255 tokens, the sha256 recomputed
         "table_lies": resealed(good, payload[:4] + (255).to_bytes(4, "little") + payload[8:]),
+        # the first two one-byte tokens swapped, ranks with them: the same dict, out of order
+        "unsorted": resealed(good, swapped_pair(good)),
     }[damage]
-    assert decode_ranks(good, SHA) == SMALL
-    with pytest.raises(RanksFileError):
-        decode_ranks(bad, SHA)
+    if reader == "dict":
+        assert decode_ranks(good, SHA) == SMALL
+        if damage == "unsorted":  # the dict does not need the order; only the index does
+            assert decode_ranks(bad, SHA) == SMALL
+            return
+        with pytest.raises(RanksFileError):
+            decode_ranks(bad, SHA)
+    else:
+        assert RankIndex(good, SHA).find(list(SMALL) + [b"abd", b"\x00\x00"]) == SMALL
+        with pytest.raises(RanksFileError):
+            RankIndex(bad, SHA)
+
+
+def swapped_pair(data: bytes) -> bytes:
+    """The payload of ``data`` with its first two tokens (one byte each) and their ranks swapped."""
+    count, groups = _HEADER.unpack_from(data)[2:4]
+    payload = bytearray(data[_HEADER.size:])
+    ranks_at, tokens_at = 8 * groups, 8 * groups + 4 * count
+    payload[ranks_at:ranks_at + 8] = payload[ranks_at + 4:ranks_at + 8] + payload[ranks_at:ranks_at + 4]
+    payload[tokens_at:tokens_at + 2] = payload[tokens_at + 1:tokens_at + 2] + payload[tokens_at:tokens_at + 1]
+    return bytes(payload)
 
 
 def test_a_damaged_ranks_cache_is_rebuilt(tmp_path, meta_ranks):

@@ -82,14 +82,15 @@ def regions(text: str) -> list[str]:
 class RankSubset:
     """The ranks the texts added so far can reach, and tiktoken's core over them.
 
-    ``ranks``: Meta's full ranks (bytes -> id); ``pair_max``: for each two-byte prefix ``a * 256 + b``,
-    the length of the longest rank starting with it (0: none); ``pattern``: the Llama-3 pattern."""
+    ``index``: Meta's ranks (``ranks_file.RankIndex``, looked up in batches); ``pair_max``: for each
+    two-byte prefix ``a * 256 + b``, the length of the longest rank starting with it (0: none);
+    ``pattern``: the Llama-3 pattern."""
 
-    def __init__(self, ranks: dict[bytes, int], pair_max: list[int], pattern: str) -> None:
-        self._ranks = ranks
+    def __init__(self, index: Any, pair_max: list[int], pattern: str) -> None:
+        self._index = index
         self._pair_max = pair_max
         self._pattern = pattern
-        self._subset = {b: r for b in (bytes((i,)) for i in range(256)) if (r := ranks.get(b)) is not None}
+        self._subset: dict[bytes, int] = index.find([bytes((i,)) for i in range(256)])
         self._covered: set[str] = set()
         self._pieces: set[str] = set()
         self._core: Any = None
@@ -109,46 +110,45 @@ class RankSubset:
         """Add the ranks every region of ``texts`` can reach. A plain-ASCII text is one region (its
         ends are pre-token boundaries). A region that is not valid UTF-8 (lone surrogates) adds
         nothing: the encoder repairs such a text first, as tiktoken does."""
-        before = len(self._subset)
+        whole: list[bytes] = []  # new plain-ASCII pre-tokens: a rank, or else their substrings
+        wanted: list[set[bytes]] = [set() for _ in range(self._index.max_length + 1)]  # by length
         for text in texts:
             if _NOT_PLAIN_ASCII.search(text) is None:
-                self._add_ascii(text)
+                self._pretokens(text, whole)
                 continue
             for region in regions(text):
                 if _NOT_PLAIN_ASCII.search(region) is None:
-                    self._add_ascii(region)
+                    self._pretokens(region, whole)
                 elif region not in self._covered:
                     try:
-                        self._add_substrings(region.encode("utf-8"))
+                        self._substrings(region.encode("utf-8"), wanted)
                     except UnicodeEncodeError:
                         continue
                     self._covered.add(region)
+        found = self._index.find(whole)  # the core looks a whole-rank pre-token up and nothing else
+        for data in whole:
+            if data not in found:
+                self._substrings(data, wanted)
+        found.update(self._index.find_by_length(enumerate(wanted)))
+        before = len(self._subset)
+        self._subset.update(found)
         if len(self._subset) != before:
             self._core = None
 
-    def _add_ascii(self, region: str) -> None:
-        pieces, ranks = self._pieces, self._ranks
+    def _pretokens(self, region: str, out: list[bytes]) -> None:
+        pieces = self._pieces
         for piece in _ASCII_PIECES.findall(region):
-            if piece in pieces:
-                continue
-            pieces.add(piece)
-            data = piece.encode("ascii")
-            rank = ranks.get(data)
-            if rank is not None:
-                self._subset[data] = rank  # the core looks a whole-rank pre-token up and nothing else
-            else:
-                self._add_substrings(data)
+            if piece not in pieces:
+                pieces.add(piece)
+                out.append(piece.encode("ascii"))
 
-    def _add_substrings(self, data: bytes) -> None:
-        get, pair_max, subset = self._ranks.get, self._pair_max, self._subset
+    def _substrings(self, data: bytes, out: list[set[bytes]]) -> None:
+        """Every substring of two bytes or more that may be a rank, into ``out`` by length."""
+        pair_max = self._pair_max
         n = len(data)
         for i in range(n - 1):
-            longest = pair_max[(data[i] << 8) | data[i + 1]]
-            for j in range(i + 2, min(n, i + longest) + 1):
-                token = data[i:j]
-                rank = get(token)
-                if rank is not None:
-                    subset[token] = rank
+            for j in range(i + 2, min(n, i + pair_max[(data[i] << 8) | data[i + 1]]) + 1):
+                out[j - i].add(data[i:j])
 
     @property
     def core(self) -> Any:

@@ -36,34 +36,50 @@ class TiktokenBackend:
         self._encoding: Any = None
         self._bytes_of: dict[int, bytes] | None = None
         self._splintr: Any = None
-        self._data: bytes | None = None  # the checked ranks file the ranks were decoded from
+        self._index: Any = None
         self._pair_max: list[int] | None = None
+
+    def _file(self) -> Any:
+        """(the ranks file's module, its path)."""
+        # imported here: loading a tokenizer for the audit never needs the ranks
+        from sftdata.tokenizer import ranks_file
+
+        return ranks_file, self.cache_folder / ranks_file.RANKS_FILE
+
+    def _rebuild(self) -> bytes:
+        """The ranks decoded from the model file and the cache file rewritten; returns its bytes."""
+        from tiktoken.load import load_tiktoken_bpe
+
+        ranks_file, path = self._file()
+        self._ranks = load_tiktoken_bpe(str(self.model_file))
+        return ranks_file.write_ranks_file(path, self._ranks, self.model_sha256)
 
     @property
     def ranks(self) -> dict[bytes, int]:
         if self._ranks is None:
-            # imported here: loading a tokenizer for the audit never needs the ranks
-            from sftdata.tokenizer import ranks_file
-
-            path = self.cache_folder / ranks_file.RANKS_FILE
+            ranks_file, path = self._file()
             try:
-                self._data = path.read_bytes()
-                self._ranks = ranks_file.decode_ranks(self._data, self.model_sha256)
+                self._ranks = ranks_file.decode_ranks(path.read_bytes(), self.model_sha256)
             except (OSError, ranks_file.RanksFileError):  # missing, damaged, foreign or stale: rebuilt
-                from tiktoken.load import load_tiktoken_bpe
-
-                self._ranks = load_tiktoken_bpe(str(self.model_file))
-                self._data = ranks_file.write_ranks_file(path, self._ranks, self.model_sha256)
+                self._rebuild()
         return self._ranks
 
     @property
-    def pair_max(self) -> list[int]:
-        """The longest rank per two-byte prefix (``ranks_file.pair_max_lengths``), for ``rank_subset``."""
-        if self._pair_max is None:
-            from sftdata.tokenizer import ranks_file
+    def index(self) -> Any:
+        """The ranks as a ``ranks_file.RankIndex`` (the checked file, not decoded into a dict)."""
+        if self._index is None:
+            ranks_file, path = self._file()
+            try:
+                self._index = ranks_file.RankIndex(path.read_bytes(), self.model_sha256)
+            except (OSError, ranks_file.RanksFileError):
+                self._index = ranks_file.RankIndex(self._rebuild(), self.model_sha256)
+        return self._index
 
-            self.ranks  # noqa: B018 - decodes and checks the file the bound is read from
-            self._pair_max = ranks_file.pair_max_lengths(self._data)
+    @property
+    def pair_max(self) -> list[int]:
+        """The longest rank per two-byte prefix (``RankIndex.pair_max``), for ``rank_subset``."""
+        if self._pair_max is None:
+            self._pair_max = self.index.pair_max()
         return self._pair_max
 
     @property
@@ -96,7 +112,7 @@ class TiktokenBackend:
         from sftdata.tokenizer.rank_subset import RankSubset, make_subset_encode
 
         primed = set(texts)
-        subset = RankSubset(self.ranks, self.pair_max, LLAMA3_PATTERN)
+        subset = RankSubset(self.index, self.pair_max, LLAMA3_PATTERN)
         subset.add(primed)
         return make_subset_encode(subset, primed, lambda: self.encoding._core_bpe)
 
