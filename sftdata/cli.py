@@ -117,11 +117,26 @@ class LazyGroup(click.Group):
     """Subcommands in other packages are imported only when used: `sftdata run` does not pay
     for the audit's, the trainer's or the overlap tool's imports."""
 
-    LAZY = {"audit": ("sftdata.audit.command", "audit_cmd"), "verify": ("sftdata.audit.command", "verify_cmd"),
-            "inspect": ("sftdata.audit.command", "inspect_cmd"), "train": ("sftdata.training.command", "train_cmd"),
-            "overlap": ("sftdata.overlap", "overlap_cmd"),
-            "plan": ("sftdata.training.plan_command", "plan_cmd"),
-            "export": ("sftdata.export.command", "export_cmd")}
+    # name -> (module, attribute, the command's first help paragraph: what `sftdata --help` lists,
+    # so listing the commands imports none of them; tests/test_cli_help.py holds it to the real one)
+    LAZY = {
+        "audit": ("sftdata.audit.command", "audit_cmd",
+                  "Check every row of a prepared folder PATH: labels train only assistant answers, whole turns, no "
+                  "shifted labels, well-formed Llama-3 turns, and a manifest that matches the shards."),
+        "verify": ("sftdata.audit.command", "verify_cmd",
+                   "Check that every shard the manifest of FOLDER lists is present, whole and unchanged (size, "
+                   "sha256, readable Arrow, row and token counts), and that no unlisted shard is there."),
+        "inspect": ("sftdata.audit.command", "inspect_cmd",
+                    "Print one row of FOLDER token by token: boundaries visible, trained tokens highlighted."),
+        "train": ("sftdata.training.command", "train_cmd",
+                  "Fine-tune MODEL on the prepared shards in DATA_DIR with TRL's SFTTrainer."),
+        "overlap": ("sftdata.overlap", "overlap_cmd",
+                    "Records of DIR_A whose content (or prompt) also occurs in DIR_B, with ids on both sides."),
+        "plan": ("sftdata.training.plan_command", "plan_cmd",
+                 "Report how the prepared shards in DATA_DIR will batch, before anyone rents a GPU."),
+        "export": ("sftdata.export.command", "export_cmd",
+                   "Export the prepared FOLDER in the layout a trainer reads as it is, with the same tokens trained."),
+    }
 
     def main(self, args=None, *rest, **kwargs):  # noqa: ANN001, ANN201 - click's signature
         """click's ``main``; a process started as ``sftdata ...`` (no ``args`` given: not a test's
@@ -143,9 +158,19 @@ class LazyGroup(click.Group):
         if name in self.LAZY and name not in self.commands:
             import importlib
 
-            module, attr = self.LAZY[name]
+            module, attr, _ = self.LAZY[name]
             self.add_command(getattr(importlib.import_module(module), attr), name)
         return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's listing, with each command not imported yet standing in as its help paragraph."""
+        commands = [(name, self.commands.get(name) or click.Command(name, help=self.LAZY[name][2]))
+                    for name in self.list_commands(ctx)]
+        commands = [(name, cmd) for name, cmd in commands if not cmd.hidden]
+        if commands:
+            limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in commands])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog="""\b

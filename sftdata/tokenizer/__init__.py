@@ -3,9 +3,11 @@
 Why a package: loading a tokenizer for the pipeline is several jobs, one module each.
 ``llama3`` fixes what decides ids in the Llama-3 format; ``cache`` converts Meta's
 ``tokenizer.model`` to a Hugging Face tokenizer once per machine and keeps its description;
-``ranks_file`` stores the decoded BPE ranks as checked plain data; ``fingerprint`` hashes what
-decides ids; ``tiktoken_backend`` and ``splintr_backend`` are the two fast engines over Meta's
-ranks (same ids; splintr is faster per token, tiktoken starts faster); ``wrapper`` is the
+``ranks_file`` stores the decoded BPE ranks as checked plain data (and looks tokens up in it
+without decoding: ``RankIndex``); ``fingerprint`` hashes what decides ids; ``tiktoken_backend``
+and ``splintr_backend`` are the two fast engines over Meta's ranks (same ids; splintr is faster
+per token, tiktoken starts faster); ``rank_subset`` builds tiktoken's core over only the ranks a
+small chunk's texts reach (same ids again, in milliseconds); ``wrapper`` is the
 ``Tokenizer`` the pipeline uses (text-only encoding, control-token ids); ``loader`` turns a
 spec into one, cached per process. Import the public names from here.
 """
