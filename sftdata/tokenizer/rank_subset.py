@@ -27,6 +27,9 @@ such cuts (a *region*) therefore holds whole pre-tokens:
 - any other region: every rank substring of the region, bounded by the longest rank that starts
   with each two-byte prefix (``pair_max``).
 
+The candidates are looked up in batches in the ranks file's own bytes (``ranks_file.RankIndex``),
+so a small run never decodes the 128k ranks into a dict.
+
 ``tests/test_rank_subset.py`` compares the ids with the full core's on the shared corpus, varied
 and random Unicode text, and every short ASCII string over the pattern's character classes.
 """
@@ -47,12 +50,13 @@ _ASCII_PIECES = re.compile(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\nA-Za-z0-9]?[A-Za
 # may build, for each chunk, tiktoken's core over only the ranks the chunk's texts reach
 # (``Tokenizer.primed``) instead of the core over all ranks; ``priming_pays`` decides per chunk.
 PRIME_MAX_BYTES = 1 << 20
-# Finding the ranks costs roughly 0.2 us per character of plain-ASCII text and ten times as much per
-# extra byte of a multi-byte character (every substring is looked up there). So a chunk's work is
-# counted in characters, each extra byte weighing NON_ASCII_WEIGHT. Measured on the 2-core machine
-# (whole runs of 50-1,000 English, Chinese and tool-call records, benchmarks/RESULTS.md), priming
-# and the full core take the same time at about 800,000 (English 786k, Chinese 1.0M: 0.03 s
-# slower); a chunk primes up to PRIME_MAX_WORK, where it still gains about 0.05 s.
+# Finding the ranks costs per character of plain-ASCII text (mostly one look-up per pre-token) and
+# far more per byte of other text (every substring is looked up there). So a chunk's work is counted
+# in characters, each extra UTF-8 byte of a character weighing NON_ASCII_WEIGHT: with 15, priming and
+# the full core took the same time at about the same work in English and Chinese (whole runs of
+# 50-1,000 records on the 2-core machine, benchmarks/RESULTS.md: English 785,664 equal, Chinese
+# 1,005,680 priming 0.03 s slower). A chunk primes up to PRIME_MAX_WORK (tool calls at 432,753: 0.15 s
+# faster; English at 381,928: 0.07 s).
 NON_ASCII_WEIGHT = 15
 PRIME_MAX_WORK = 600_000
 
