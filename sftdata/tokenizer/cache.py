@@ -6,7 +6,7 @@ are done once per machine and kept under ``~/.cache/sftdata`` (``$SFTDATA_CACHE`
 is named after the sha256 of the model file, so a new ``llama-models`` release gets a new
 folder and a stale conversion is never used. Layout of ``tokenizers/llama3-<sha256[:16]>/``:
 ``tokenizer.json`` and ``tokenizer_config.json`` (the conversion), ``sftdata-meta-v4.json``
-(the description) and ``sftdata-ranks-v1.bin`` (the decoded ranks, see ``ranks_file``).
+(the description) and ``sftdata-ranks-v2.bin`` (the decoded ranks, see ``ranks_file``).
 """
 
 from __future__ import annotations
