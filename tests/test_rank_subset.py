@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from sftdata.config import Settings
 from sftdata.process.record import RecordProcessor
 from sftdata.synth import generate_records
+from sftdata.templates import CONST, HEADER, TEXT, TRAINED
 from sftdata.tokenizer import load_tokenizer
 from sftdata.tokenizer import rank_subset as rs
 from sftdata.tokenizer.llama3 import LLAMA3_PATTERN
@@ -78,7 +79,7 @@ def test_the_rendered_texts_of_the_shared_corpus(backend, full, shared_corpus):
             conv = proc.conversation(record, "sft-mix.jsonl", i + 1)
         except Exception:  # noqa: BLE001 - rejected records render nothing
             continue
-        texts += [value for kind, value in proc.renderer.render(conv) if kind in (1, 2, 3, 5)]
+        texts += [value for kind, value in proc.renderer.render(conv) if kind in (TEXT, TRAINED, CONST, HEADER)]
     assert len(texts) > 15_000
     assert_same(backend, full, texts, group=300)
 

@@ -59,8 +59,8 @@ class TiktokenBackend:
         if self._ranks is None:
             ranks_file, path = self._file()
             try:
-                self._ranks = ranks_file.decode_ranks(path.read_bytes(), self.model_sha256)
-            except (OSError, ranks_file.RanksFileError):  # missing, damaged, foreign or stale: rebuilt
+                self._ranks = ranks_file.read_ranks_file(path, self.model_sha256)
+            except ranks_file.RanksFileError:  # missing, damaged, foreign or stale: rebuilt
                 self._rebuild()
         return self._ranks
 
