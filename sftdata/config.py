@@ -203,7 +203,7 @@ def settings_from_dict(doc: Any, source: str = "pipeline", overrides: dict[str, 
 
 def _render_errors(values: dict[str, Any]) -> list[str]:
     """Render settings the chosen template cannot honour: refused before any record is read."""
-    from sftdata.builtin_tools import template_error, valid_name
+    from sftdata.stages.builtin_tools import template_error, valid_name
 
     template = values.get("template", Settings.template)
     errors = []

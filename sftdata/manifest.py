@@ -27,9 +27,9 @@ if TYPE_CHECKING:  # import-time cost: the manifest is read by `sftdata audit`, 
     import pyarrow as pa
 
     from sftdata.config import Settings
+    from sftdata.stages.write.arrow import ShardRecord
     from sftdata.storage import Folder
     from sftdata.tokenizer import Tokenizer
-    from sftdata.writers.arrow import ShardRecord
 
 FORMAT = "sftdata-shards"
 _LIBS = ("transformers", "tokenizers", "tiktoken", "splintr-rs", "pyarrow", "datasets", "numpy", "orjson",
@@ -197,8 +197,8 @@ def read_manifest(folder: Folder | str) -> Manifest:
 def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, shards: list[ShardRecord],
                    counts: RunCounts, schema: pa.Schema) -> Manifest:
     """The manifest of a finished run, from its plan, its committed shards and its counts."""
-    from sftdata.templates import Llama3Renderer
-    from sftdata.validate import schema_path
+    from sftdata.stages.render import Llama3Renderer
+    from sftdata.stages.validate import schema_path
 
     renderer = Llama3Renderer.for_settings(settings)
     tok = tokenizer.describe()

@@ -27,8 +27,8 @@ from sftdata.output import prepare as prepare_output
 from sftdata.process.chunk import ChunkResult, HashChunk, ProcessChunk
 from sftdata.process.identity import InputChanged, chunk_digest, input_digests
 from sftdata.process.record import RecordProcessor
-from sftdata.readers.jsonl import Chunk, auto_chunk_size, expand_inputs
-from sftdata.readers.sources import plan_chunks
+from sftdata.stages.read.jsonl import Chunk, auto_chunk_size, expand_inputs
+from sftdata.stages.read.sources import plan_chunks
 from sftdata.storage import Folder, display
 from sftdata.storage.layout import MANIFEST_NAME, PLAN_NAME, WORK_DIR, chunk_marker, chunk_quarantine, leftovers_of
 from sftdata.tokenizer import BUILTIN_LLAMA3, load_tokenizer

@@ -9,8 +9,8 @@ import zstandard
 
 from sftdata.config import ConfigError, settings_from_dict
 from sftdata.runner import RunError, run_pipeline
-from sftdata.synth import generate_records
 from tests.conftest import run_committed, write_jsonl
+from tests.synth import generate_records
 
 
 def settings(**kw):

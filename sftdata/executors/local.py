@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sftdata.executors.base import Executor, ExecutorFailure, Task
-from sftdata.readers.jsonl import Chunk
+from sftdata.stages.read.jsonl import Chunk
 
 _TASK: list[Task] = []  # the task of this worker process, set once by the pool initializer
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from sftdata.export.source import ExportError
-from sftdata.writers.arrow import atomic_write_bytes, fsync_dir, fsync_file
+from sftdata.stages.write.arrow import atomic_write_bytes, fsync_dir, fsync_file
 
 EXPORT_MANIFEST = "export_manifest.json"
 EXPORT_FORMAT = "sftdata-export"

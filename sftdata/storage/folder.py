@@ -25,8 +25,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from sftdata.hashing import file_sha256
 from sftdata.storage.atomic import atomic_write_bytes
+from sftdata.storage.hashing import file_sha256
 from sftdata.storage.layout import WORK_DIR
 from sftdata.storage.uri import display, filesystem, is_uri, local_path_of
 

@@ -6,7 +6,7 @@ batches can be cut to hold at most N tokens *as the collator materialises them* 
 rows for padded batches, the concatenated length for padding-free and packed rows, both rounded
 up as ``pad_to_multiple_of`` rounds them), with rows grouped by length to cut padding.
 
-Properties (tested on the real collator's tensors in ``tests/test_batch_tokens.py``):
+Properties (tested on the real collator's tensors in ``tests/training/test_batch_tokens.py``):
 
 - every row exactly once per epoch; a row longer than N is refused before step 1, with its id;
 - deterministic for a seed: rows are sorted by length, rows of equal length are shuffled among
