@@ -48,3 +48,7 @@ class UnusableRunError(RunError):
     def __init__(self, message: str, summary: object = None) -> None:
         super().__init__(message)
         self.summary = summary
+
+
+class TrainError(SftdataError):
+    """Settings or data that cannot be trained on (or planned for); raised before any training step."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .launcher import TrainError, TrainOptions, train
+from sftdata.training.launcher import TrainError, TrainOptions, train
 
 
 class SizeOrAuto(click.ParamType):
@@ -38,7 +38,7 @@ class Memory(click.ParamType):
     name = "SIZE"
 
     def convert(self, value, param, ctx):
-        from ..config import parse_size
+        from sftdata.config import parse_size
 
         try:
             return parse_size(value)

@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from sftdata.training import TINY_SPEC, ShardCollator, TrainOptions, build_trainer
+from sftdata.planning.collator import ShardCollator
+from sftdata.planning.memory import CpuMeter
+from sftdata.planning.sizing import longest_rows, probe_decision
+from sftdata.planning.token_batches import dataset_lengths
+from sftdata.training import TINY_SPEC, TrainOptions, build_trainer
 from sftdata.training import launcher as launcher_module
-from sftdata.training.memory import CpuMeter
 from sftdata.training.settings import build_sft_config, resolve_settings
-from sftdata.training.sizing import longest_rows, probe_decision
 from sftdata.training.tiny_model import build_tiny_llama3
-from sftdata.training.token_batches import dataset_lengths
 from tests.batching_data import prepare, skewed_records
 
 PAD = 128004

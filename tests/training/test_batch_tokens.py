@@ -14,9 +14,10 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from sftdata.training import TINY_SPEC, ShardCollator, TrainOptions, build_trainer
+from sftdata.planning.collator import ShardCollator
+from sftdata.planning.token_batches import BatchSpec, ShardBatchSampler, dataset_ids, dataset_lengths
+from sftdata.training import TINY_SPEC, TrainOptions, build_trainer
 from sftdata.training.command import train_cmd
-from sftdata.training.token_batches import BatchSpec, ShardBatchSampler, dataset_ids, dataset_lengths
 from tests.batching_data import prepare, skewed_records
 
 PAD = 128004

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from sftdata.cli import main
-from sftdata.training import ShardCollator
-from sftdata.training.memory import CpuMeter
-from sftdata.training.plan import make_plan, plan_figures
-from sftdata.training.token_batches import BatchSpec, ShardBatchSampler, dataset_ids, dataset_lengths
+from sftdata.planning.collator import ShardCollator
+from sftdata.planning.memory import CpuMeter
+from sftdata.planning.plan import make_plan, plan_figures
+from sftdata.planning.token_batches import BatchSpec, ShardBatchSampler, dataset_ids, dataset_lengths
 from tests.batching_data import prepare, skewed_records
 
 
@@ -113,7 +113,7 @@ def test_the_html_audit_report_carries_the_plan_chart(tmp_path):
 
     from sftdata.audit.command import audit_cmd
     from sftdata.cli import main
-    from sftdata.training.plan import plan_figures
+    from sftdata.planning.plan import plan_figures
     from tests.conftest import write_jsonl
     from tests.synth import generate_records
 

@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from sftdata.constants import IGNORE_INDEX
+from sftdata.planning.collator import ShardCollator
 from sftdata.tokenizer import load_tokenizer
-from sftdata.training import DATA_MANIFEST_NAME, LOSS_HISTORY_NAME, TINY_SPEC, ShardCollator, TrainOptions
+from sftdata.training import DATA_MANIFEST_NAME, LOSS_HISTORY_NAME, TINY_SPEC, TrainOptions
 from sftdata.training.command import train_cmd
 from sftdata.training.launcher import build_trainer, resolve_settings, resolve_tokenizer
 

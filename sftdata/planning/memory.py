@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .settings import TrainError
+from sftdata.errors import TrainError
 
 DEFAULT_MARGIN = 0.10
 _STATUS, _CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .settings import TrainError
+from sftdata.errors import TrainError
 
 
 def padded_width(n: int, multiple: int | None) -> int:

@@ -18,10 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .collator import ShardCollator
-from .memory import DEFAULT_MARGIN, MemoryMeter, format_bytes, is_out_of_memory
-from .settings import TrainError
-from .token_batches import BatchSpec, padded_width
+from sftdata.errors import TrainError
+from sftdata.planning.collator import ShardCollator
+from sftdata.planning.memory import DEFAULT_MARGIN, MemoryMeter, format_bytes, is_out_of_memory
+from sftdata.planning.token_batches import BatchSpec, padded_width
 
 MAX_PROBE_ROWS = 4096
 

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checks import load_shards, read_manifest
-from .memory import format_bytes
-from .sizing import BatchDecision
-from .token_batches import BatchSpec, dataset_ids, dataset_lengths, epoch_batches, padded_width
+from sftdata.planning.folder import load_shards, read_manifest
+from sftdata.planning.memory import format_bytes
+from sftdata.planning.sizing import BatchDecision
+from sftdata.planning.token_batches import BatchSpec, dataset_ids, dataset_lengths, epoch_batches, padded_width
 
 DEFAULT_ROWS = (1, 2, 4, 8, 16, 32)
 TOKEN_MULTIPLES = (1, 2, 4, 8, 16)
@@ -139,46 +139,3 @@ def render_text(plan: Plan, width: int = 40) -> str:
         lines.append(f"  largest that fits: {p.largest_fit:,} {p.unit}")
     lines += [f"note: {n}" for n in plan.notes]
     return "\n".join(lines)
-
-
-def probe_plan(plan: Plan, model_spec: str, device: str, *, unit: str = "rows", memory_limit: int | None = None,
-               margin: float = 0.10, bf16: bool = False, pad_to_multiple_of: int | None = None,
-               seed: int = 42) -> Plan:
-    """``plan`` with the worst-case probe of ``model_spec`` on ``device`` run once (no cap on the size)."""
-    import tempfile
-
-    import torch
-
-    from .checks import check_vocabulary, token_id_range
-    from .collator import ShardCollator
-    from .settings import TrainError, build_sft_config, resolve_settings
-    from .settings import TrainOptions as Opts
-    from .sizing import longest_rows, probe_decision
-    from .tiny_model import load_model, model_vocab_size
-    from .token_batches import dataset_lengths as lengths_of
-
-    folder = Path(plan.folder)
-    manifest, ds = read_manifest(folder), load_shards(folder)
-    pad_id = (manifest.get("tokenizer") or {}).get("pad_id")
-    if pad_id is None:
-        raise TrainError(f"{folder}/manifest.json names no pad id; the probe needs one to batch rows")
-    check_vocabulary(model_vocab_size(model_spec), token_id_range(ds, "input_ids"), token_id_range(ds, "labels"),
-                     pad_id, model_spec)
-    with tempfile.TemporaryDirectory() as tmp:
-        settings, _ = resolve_settings(Opts(data_dir=folder, model=model_spec, output_dir=Path(tmp), bf16=bf16,
-                                            overrides=[f"use_cpu={str(device == 'cpu').lower()}"]))
-        args = build_sft_config(settings)
-    try:
-        model = load_model(model_spec, seed, {})
-    except (OSError, ValueError) as exc:
-        raise TrainError(f"cannot load the model {model_spec!r}: {exc}") from exc
-    lengths = lengths_of(ds)
-    collator = ShardCollator(pad_id, plan.padding_free, pad_to_multiple_of)
-    from .probe import search_space
-
-    space = search_space(unit, lengths, plan.padding_free, pad_to_multiple_of)
-    rows = longest_rows(ds, lengths, unit, plan.padding_free, space.k_max, space.size(space.k_max))
-    decision = probe_decision(unit, model, args, lengths, rows, collator, requested=None, grad_accum=None,
-                              memory_limit=memory_limit, margin=margin, device=torch.device(device))
-    del model
-    return Plan(**{**plan.__dict__, "probe": decision})

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .collator import ShardCollator
-from .memory import DEFAULT_MARGIN, format_bytes, meter_for
-from .probe import Prober, Trial, agree_across_ranks, search_largest, search_space
-from .settings import TrainError, TrainOptions, sft_fields
-from .token_batches import BatchSpec, padded_width
+from sftdata.errors import TrainError
+from sftdata.planning.collator import ShardCollator
+from sftdata.planning.memory import DEFAULT_MARGIN, format_bytes, meter_for
+from sftdata.planning.probe import Prober, Trial, agree_across_ranks, search_largest, search_space
+from sftdata.planning.token_batches import BatchSpec, padded_width
 
 
 @dataclass(frozen=True)
@@ -151,30 +151,3 @@ def longest_rows(ds: Any, lengths: Sequence[int], unit: str, padding_free: bool,
     else:
         take = min(len(order), cap_rows)
     return [dict(r) for r in ds.select(order[:take])]
-
-
-def decide_batches(opts: TrainOptions, args: Any, settings: dict[str, Any], model: Any, ds: Any,
-                   lengths: Sequence[int], collator: ShardCollator) -> BatchDecision:
-    """The batch decision for ``sftdata train``: fixed sizes as given, ``auto`` by probing ``model``."""
-    world = max(1, int(args.world_size))
-    given_accum = settings.get("gradient_accumulation_steps")
-    if opts.batch_tokens is None and opts.batch_size != "auto":
-        if opts.global_batch_size is None:
-            return fixed_decision("rows", args.per_device_train_batch_size, None, world,
-                                  args.gradient_accumulation_steps, space_longest(lengths, collator))
-        return fixed_decision("rows", args.per_device_train_batch_size, opts.global_batch_size, world, given_accum,
-                              space_longest(lengths, collator))
-    if isinstance(opts.batch_tokens, int):
-        return fixed_decision("tokens", opts.batch_tokens, opts.global_batch_tokens, world, given_accum)
-    if opts.batch_tokens == "auto":
-        unit, requested = "tokens", opts.global_batch_tokens
-    else:  # --batch-size auto keeps the effective batch the settings give (or --global-batch-size)
-        unit, requested = "rows", opts.global_batch_size
-        if requested is None:
-            base = settings.get("per_device_train_batch_size") or sft_fields()["per_device_train_batch_size"].default
-            requested, given_accum = int(base) * int(given_accum or 1) * world, None
-    space = search_space(unit, lengths, collator.padding_free, collator.pad_to_multiple_of,
-                         None if requested is None else -(-requested // world))
-    rows = longest_rows(ds, lengths, unit, collator.padding_free, space.k_max, space.size(space.k_max))
-    return probe_decision(unit, model, args, lengths, rows, collator, requested=requested, grad_accum=given_accum,
-                          memory_limit=opts.memory_limit, margin=opts.memory_margin)

@@ -3,7 +3,7 @@
 Why our own: TRL's collators rebuild labels or drop ``position_ids``; this one only pads
 (``input_ids`` with the pad id, ``labels`` with ``IGNORE_INDEX``) or concatenates rows into one
 padding-free row whose ``position_ids`` restart per conversation. The token-budget sampler
-(:mod:`sftdata.training.token_batches`) counts a batch's size the way this collator materialises it.
+(:mod:`sftdata.planning.token_batches`) counts a batch's size the way this collator materialises it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..constants import IGNORE_INDEX
+from sftdata.constants import IGNORE_INDEX
 
 
 @dataclass
