@@ -1,5 +1,5 @@
 """The local pool defers its chunk fsyncs to the commit; what a deferred marker vouches for is
-checked by content on --resume (``storage.atomic``, ``runner._content_matches``)."""
+checked by content on --resume (``storage.atomic``, ``process.ledger.Ledger._content_matches``)."""
 
 from __future__ import annotations
 
