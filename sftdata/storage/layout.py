@@ -94,3 +94,59 @@ def leftovers_of(names: Iterable[str], chunks: Iterable[int]) -> list[str]:
         if (chunk is not None and chunk in redo) or (target is not None and is_ours(target)):
             out.append(name)
     return out
+
+
+# Names read back from a folder's own index files (a manifest's shards, a datasets ``state.json``'s
+# ``_data_files``, an MDS ``index.json``) are followed only when each is a plain name inside that
+# folder and none repeats: ``/etc/passwd`` or ``../x`` would read (and an export write) outside it,
+# and one file listed 100,000 times is read 100,000 times. Checked before anything is opened.
+_PATH_CHARS = ("/", "\\", "\0")
+
+
+def name_problem(name: object, pattern: re.Pattern[str] | None = None) -> str | None:
+    """Why ``name`` is not a plain file name inside its folder (matching ``pattern`` if given), else None."""
+    if not isinstance(name, str) or not name:
+        return "not a file name"
+    if name in (".", "..") or any(c in name for c in _PATH_CHARS):
+        return "not a plain file name inside the folder (a path)"
+    if pattern is not None and not pattern.match(name):
+        return f"not a file name this folder's writer produces ({pattern.pattern})"
+    return None
+
+
+def check_names(names: Iterable[object], where: str, pattern: re.Pattern[str] | None = None) -> list[str]:
+    """``names`` as a list when every one is a plain name (see ``name_problem``) listed once; else an
+    ``UnsafeFileError`` naming ``where``, the entry and the problem, before anything is read."""
+    from sftdata.errors import UnsafeFileError
+
+    out: list[str] = []
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        problem = name_problem(name, pattern)
+        if problem is None and name in seen:
+            problem = "listed twice (its rows would be read twice)"
+        if problem is not None:
+            shown = repr(name)[:120]
+            raise UnsafeFileError(f"{where}: entry {i} {shown} is {problem}; nothing was read")
+        seen.add(name)  # type: ignore[arg-type]
+        out.append(name)  # type: ignore[arg-type]
+    return out
+
+
+def manifest_shard_names(shards: object, where: str = MANIFEST_NAME) -> list[str]:
+    """The ``file`` of every ``shards`` entry of a manifest, checked (shard names, each once)."""
+    from sftdata.errors import UnsafeFileError
+
+    if not isinstance(shards, list) or not all(isinstance(e, dict) for e in shards):
+        raise UnsafeFileError(f"{where}: `shards` is not a list of entries")
+    return check_names((e.get("file") for e in shards), f"{where} shards", SHARD_FILE)
+
+
+def state_file_names(state: object, where: str = STATE_NAME) -> list[str]:
+    """The ``_data_files`` of a ``datasets`` ``state.json`` (already parsed), checked: plain names, each once."""
+    from sftdata.errors import UnsafeFileError
+
+    entries = state.get("_data_files") if isinstance(state, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise UnsafeFileError(f"{where}: `_data_files` is not a list of {{\"filename\": ...}} entries")
+    return check_names((e.get("filename") for e in entries), f"{where} _data_files")
