@@ -96,6 +96,39 @@ def leftovers_of(names: Iterable[str], chunks: Iterable[int]) -> list[str]:
     return out
 
 
+# An export folder (``sftdata export``): what each target writes, the export manifest last. A
+# DatasetDict export holds the same names under ``train/`` and ``validation/``. Staging happens in a
+# folder beside OUT, ``.OUT.export-tmp`` (``export_staging``); ``.OUT.export-tmpPID`` and
+# ``.OUT.export-oldPID`` are the names earlier versions left behind, recognised and cleaned too.
+EXPORT_MANIFEST_NAME = "export_manifest.json"
+EXPORT_SPLITS = ("train", "validation")
+_EXPORT_FILE = re.compile(
+    r"^(?:data-\d{5,}\.arrow|state\.json|dataset_info\.json|dataset_dict\.json|index\.json|shard\.\d{5,}\.mds"
+    r"|packing_metadata\.json|token_ids_part_\d{4,}\.(?:npy|csv\.gz)|labels_mask_part_\d{4,}\.npy"
+    r"|shard-\d{6,}-\d{2,}(?:\.idx)?\.parquet|export_manifest\.json|\.sftdata\.lock)$")
+
+
+def is_export_name(name: str) -> bool:
+    """True for every file name an export writes (finished or temporary), at the top or in a split folder.
+
+    ``export --overwrite`` deletes nothing else: a user's files in an export folder stop it instead.
+    """
+    head, sep, base = name.rpartition("/")
+    if sep and head not in EXPORT_SPLITS:
+        return False
+    return _EXPORT_FILE.match(temp_target(base) or base) is not None
+
+
+def export_staging(out_name: str) -> str:
+    """The staging folder an export of OUT writes into, beside OUT (one name, so a rerun finds it)."""
+    return f".{out_name}.export-tmp"
+
+
+def is_export_staging(entry: str, out_name: str) -> bool:
+    """True for the staging folder of an export of ``out_name``, or one an earlier version left."""
+    return re.fullmatch(rf"\.{re.escape(out_name)}\.export-(?:tmp|old)\d*", entry) is not None
+
+
 # Names read back from a folder's own index files (a manifest's shards, a datasets ``state.json``'s
 # ``_data_files``, an MDS ``index.json``) are followed only when each is a plain name inside that
 # folder and none repeats: ``/etc/passwd`` or ``../x`` would read (and an export write) outside it,
