@@ -34,6 +34,7 @@ from sftdata.storage.layout import (
     LOCK_NAME,
     MANIFEST_NAME,
     PLAN_NAME,
+    TRAIN_MARKER_NAME,
     is_export_name,
     is_ours,
 )
@@ -54,11 +55,19 @@ class OutputKind:
     option: str
     markers: tuple[tuple[str, str, str | None], ...]  # (file, key that must be there, its value or None)
     ours: Callable[[str], bool]
+    replacing: str = "--overwrite"  # what a refusal of a non-empty folder names as the call that tried
+
+
+def _any_name(name: str) -> bool:
+    return True
 
 
 RUN = OutputKind("run", "--output", ((MANIFEST_NAME, "format", "sftdata-shards"), (PLAN_NAME, "settings", None)),
                  is_ours)
 EXPORT = OutputKind("export", "--output", ((EXPORT_MANIFEST_NAME, "format", "sftdata-export"),), is_export_name)
+# train deletes nothing (the trainer rewrites its own files): its folder needs only train's marker
+TRAIN = OutputKind("train", "--output-dir", ((TRAIN_MARKER_NAME, "format", "sftdata-shards"),), _any_name,
+                   "--output-dir")
 
 
 def check_location(output: str, inputs: Iterable[Path], folders: Iterable[str] = (), *,
@@ -135,7 +144,7 @@ def check_folder(out: Folder, *, resume: bool, overwrite: bool, kind: OutputKind
         hint = "pass --resume to continue a run there or --overwrite to replace it" if kind is RUN else \
             f"pass --overwrite to replace an earlier {kind.command}"
         raise OutputFolderError(f"output folder {out} is not empty; {hint} (nothing was changed)")
-    what = "--overwrite" if overwrite else "--resume"
+    what = kind.replacing if overwrite else "--resume"
     foreign = _foreign(names, kind)
     if _marker(out, kind) is None:
         marks = " or ".join(name for name, _, _ in kind.markers)

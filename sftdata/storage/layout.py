@@ -129,6 +129,10 @@ def is_export_staging(entry: str, out_name: str) -> bool:
     return re.fullmatch(rf"\.{re.escape(out_name)}\.export-(?:tmp|old)\d*", entry) is not None
 
 
+# A training run's output folder (``sftdata train --output-dir``): the trainer names its own files;
+# the copy of the data's manifest marks the folder as train's (written before the first step).
+TRAIN_MARKER_NAME = "data_manifest.json"
+
 # Names read back from a folder's own index files (a manifest's shards, a datasets ``state.json``'s
 # ``_data_files``, an MDS ``index.json``) are followed only when each is a plain name inside that
 # folder and none repeats: ``/etc/passwd`` or ``../x`` would read (and an export write) outside it,
