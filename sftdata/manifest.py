@@ -173,9 +173,17 @@ def loads_json(raw: bytes) -> Any:
         return json.loads(raw.decode("utf-8"))
 
 
-def read_manifest(folder: Folder | str) -> Manifest:
-    """The manifest of a finished folder; any reason it cannot be used is a ``ManifestError``."""
+def read_manifest(folder: Folder | str, *, check_names: bool = True) -> Manifest:
+    """The manifest of a finished folder; any reason it cannot be used is a ``ManifestError``.
+
+    Read through the one opener (a regular file, at most the metadata limit), and with
+    ``check_names`` every shard entry must be a shard name of this folder, listed once
+    (``storage.layout.manifest_shard_names``): the refusal comes before any shard is opened.
+    ``verify`` passes False to report such entries one by one instead.
+    """
+    from sftdata.errors import UnsafeFileError
     from sftdata.storage import Folder
+    from sftdata.storage.layout import manifest_shard_names
 
     folder = folder if isinstance(folder, Folder) else Folder(folder)
     if not folder.remote and folder.local().exists() and not folder.local().is_dir():
@@ -189,9 +197,17 @@ def read_manifest(folder: Folder | str) -> Manifest:
         raise ManifestError(f"{where}: not a regular file")
     try:
         data = loads_json(folder.read_bytes(MANIFEST_NAME))
+    except UnsafeFileError as exc:
+        raise ManifestError(str(exc)) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{where}: cannot read the manifest: {exc}") from exc
-    return Manifest.from_json(data, where)
+    manifest = Manifest.from_json(data, where)
+    if check_names:
+        try:
+            manifest_shard_names(manifest.shards, where)
+        except UnsafeFileError as exc:
+            raise ManifestError(str(exc)) from None
+    return manifest
 
 
 def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, shards: list[ShardRecord],

@@ -21,10 +21,29 @@ def read_manifest(data_dir: Path) -> dict:
                          "last, so a folder without it is unfinished or was not written by sftdata)") from None
 
 
+def check_dataset_files(data_dir: Path) -> list[str]:
+    """What ``load_from_disk`` will open, checked first through the one opener and the one name check:
+    ``state.json`` and ``dataset_info.json`` regular files within the metadata limit, every listed
+    file a plain name, listed once, and a regular file (a FIFO shard hung ``plan`` before)."""
+    from sftdata.storage.layout import DATASET_INFO_NAME, STATE_NAME, state_file_names
+    from sftdata.storage.opener import read_json, regular_size
+
+    try:
+        read_json(data_dir / DATASET_INFO_NAME)
+        names = state_file_names(read_json(data_dir / STATE_NAME), str(data_dir / STATE_NAME))
+        for name in names:
+            regular_size(data_dir / name, what=f"{data_dir}/{name}")
+    except OSError as exc:  # UnsafeFileError included
+        raise TrainError(f"cannot load the shards in {data_dir}: {exc.strerror or exc}"
+                         + (f": {exc.filename}" if exc.filename else "")) from None
+    return names
+
+
 def load_shards(data_dir: Path) -> Any:
     """The shards as a memory-mapped ``datasets.Dataset`` (nothing is read into memory)."""
     from datasets import Dataset, load_from_disk
 
+    check_dataset_files(data_dir)
     try:
         ds = load_from_disk(str(data_dir))
     except Exception as exc:  # datasets raises several types for a malformed folder

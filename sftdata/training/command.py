@@ -119,4 +119,6 @@ def train_cmd(data_dir: Path, model: str, output_dir: Path, max_steps: int | Non
     try:
         train(opts)  # progress and loss go to stderr, from rank 0 only
     except TrainError as exc:
-        raise click.ClickException(str(exc)) from exc
+        err = click.ClickException(str(exc))
+        err.exit_code = exc.exit_code  # 2 for a refused --output-dir, 1 for data or settings
+        raise err from exc

@@ -44,7 +44,8 @@ from sftdata.planning.token_batches import (
     dataset_ids,
     dataset_lengths,
 )
-from sftdata.training.checks import check_audit, check_vocabulary, resolve_tokenizer, token_id_range
+from sftdata.storage.layout import TRAIN_MARKER_NAME
+from sftdata.training.checks import check_audit, check_output_dir, check_vocabulary, resolve_tokenizer, token_id_range
 from sftdata.training.dataloader import install_sampler
 from sftdata.training.probing import decide_batches
 from sftdata.training.settings import TrainError, TrainOptions, build_sft_config, resolve_settings
@@ -54,7 +55,7 @@ __all__ = ["DATA_MANIFEST_NAME", "LOSS_HISTORY_NAME", "PreparedRun", "ShardColla
            "build_trainer", "check_audit", "check_vocabulary", "load_shards", "loss_history", "read_manifest",
            "resolve_settings", "resolve_tokenizer", "save_outputs", "token_id_range", "train"]
 
-DATA_MANIFEST_NAME = "data_manifest.json"
+DATA_MANIFEST_NAME = TRAIN_MARKER_NAME  # the data's manifest, copied: marks the folder as train's
 LOSS_HISTORY_NAME = "loss_history.json"
 
 
@@ -80,6 +81,7 @@ def _log_default(message: str) -> None:
 def build_trainer(opts: TrainOptions, log: Callable[[str], None] = _log_default) -> PreparedRun:
     """Check settings and data, load the model, build the ``SFTTrainer``; nothing is trained."""
     settings, padding_free_asked = resolve_settings(opts)
+    check_output_dir(Path(opts.output_dir), Path(opts.data_dir))  # before the data is read or a model built
     args = build_sft_config(settings)
     init_kwargs = dict(settings.get("model_init_kwargs") or {})
     if opts.model != TINY_SPEC:
@@ -156,6 +158,9 @@ def save_outputs(run: PreparedRun) -> None:
 def train(opts: TrainOptions, log: Callable[[str], None] = _log_default) -> PreparedRun:
     """Refuse or train, then write everything to ``opts.output_dir``; returns the finished run."""
     run = build_trainer(opts, log)
+    if run.trainer.is_world_process_zero():  # the marker first: a folder a failed run leaves is train's
+        run.output_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run.data_dir / MANIFEST_NAME, run.output_dir / DATA_MANIFEST_NAME)
     result = run.trainer.train()
     save_outputs(run)
     history = loss_history(run.trainer)

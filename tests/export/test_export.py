@@ -191,8 +191,16 @@ def test_non_empty_output_is_refused_unless_overwrite(plain_run, tmp_path):
     with pytest.raises(ExportError, match="not empty"):
         export_folder(plain_run, "hf", out)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    export_folder(plain_run, "hf", out, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "export_manifest.json").is_file()
+    with pytest.raises(ExportError, match="did not write"):  # --overwrite replaces only an earlier export
+        export_folder(plain_run, "hf", out, overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    export_folder(plain_run, "hf", out)
+    with pytest.raises(ExportError, match="not empty"):
+        export_folder(plain_run, "parquet", out)
+    export_folder(plain_run, "parquet", out, overwrite=True)
+    assert json.loads((out / "export_manifest.json").read_text())["target"] == "parquet"
+    assert not list(out.glob("*.arrow"))  # the hf export's files went with it
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
 
 
