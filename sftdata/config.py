@@ -221,8 +221,7 @@ def _render_errors(values: dict[str, Any]) -> list[str]:
 
 @lru_cache(maxsize=1)
 def _bounded_loader() -> type:
-    """``safe_load`` that refuses alias bombs: at most ``MAX_ALIASES`` aliases per document. Made
-    on first use: a run without a pipeline file never imports PyYAML (25 ms of its start)."""
+    """``safe_load`` that refuses alias bombs: at most ``MAX_ALIASES`` aliases per document."""
     import yaml
 
     class BoundedLoader(yaml.SafeLoader):
