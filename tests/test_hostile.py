@@ -9,14 +9,8 @@ import zstandard
 
 from sftdata.config import ConfigError, settings_from_dict
 from sftdata.runner import RunError, run_pipeline
-from tests.conftest import run_committed, write_jsonl
+from tests.conftest import run_committed, settings, write_jsonl
 from tests.synth import generate_records
-
-
-def settings(**kw):
-    s = settings_from_dict({}, overrides=kw)
-    s.audit_enabled = False
-    return s
 
 
 def call(args: str) -> dict:

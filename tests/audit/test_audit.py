@@ -31,7 +31,6 @@ from sftdata.audit.integrity import AuditError, iter_slices
 from sftdata.audit.report import Violations
 from sftdata.audit.rules import RuleContext, check_slice
 from sftdata.constants import IGNORE_INDEX
-from sftdata.tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "schemas" / "audit-report.schema.json").read_text())
@@ -51,11 +50,6 @@ CONVERSATIONS = {
 }
 TRUNCATE_AT = 6  # conv-trunc loses its last 6 tokens (the tail of the answer and its <|eot_id|>)
 SHARDS = [["conv-basic", "conv-multi", "conv-tool"], ["conv-unicode", "conv-long", "conv-trunc"]]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("builtin:llama3")
 
 
 def render(tok, turns) -> tuple[list[int], list[int]]:

@@ -11,16 +11,10 @@ import pytest
 from sftdata.audit import run_audit
 from sftdata.audit.shards import audit_workers
 from sftdata.storage import Folder
-from sftdata.tokenizer import load_tokenizer
 from tests.audit.test_audit import _variant, make_rows, render, write_folder
 
 VARIANTS = ["labels_length", "token_range", "extra_bos", "no_bos", "unknown_role", "no_newline",
             "tail_after_eot", "train_bos", "train_newline"]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("builtin:llama3")
 
 
 def _dated(tok, i: int, date: str) -> dict:

@@ -15,14 +15,7 @@ from pathlib import Path
 import pytest
 
 from sftdata.constants import IGNORE_INDEX
-from sftdata.tokenizer import load_tokenizer
 from tests.foreign_data import MANIFEST_ONLY, audit, failed, hits, records, write
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("builtin:llama3")
-
 
 # ------------------------------------------------------------------------------------------- TRL
 

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from sftdata.cli import main
+from tests.conftest import sftdata_cli as run_cli
 from tests.conftest import write_jsonl
 from tests.synth import generate_records
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sftdata.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=300, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
 
 
 def test_every_command_has_help_with_an_example():

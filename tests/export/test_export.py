@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from sftdata.cli import main
 from sftdata.export import ExportError, export_folder
+from tests.conftest import load
 from tests.interop.harness import (
     conversation_starts,
     conversations,
@@ -29,12 +30,6 @@ def plain_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def packed_run(tmp_path_factory):
     return make_prepared(tmp_path_factory.mktemp("exp"), "packed", packed=True, n=60)
-
-
-def load(path):
-    import datasets
-
-    return datasets.load_from_disk(str(path))
 
 
 def hf_pairs(ds) -> set:

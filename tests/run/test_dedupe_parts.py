@@ -8,18 +8,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from sftdata.config import settings_from_dict
 from sftdata.errors import UnusableRunError
 from sftdata.overlap import find_overlap, overlap_cmd
 from sftdata.runner import run_pipeline
-from tests.conftest import SHARED_CORPUS, write_jsonl
+from tests.conftest import SHARED_CORPUS, settings, write_jsonl
 from tests.synth import generate_records
-
-
-def settings(**kw):
-    s = settings_from_dict({}, overrides=kw)
-    s.audit_enabled = False
-    return s
 
 
 def rows(out):

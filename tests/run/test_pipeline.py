@@ -8,20 +8,14 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from sftdata.config import load_pipeline, settings_from_dict
+from sftdata.config import load_pipeline
 from sftdata.constants import IGNORE_INDEX
 from sftdata.errors import OutputFolderError
 from sftdata.runner import run_pipeline
-from tests.conftest import write_jsonl
+from tests.conftest import settings, write_jsonl
 from tests.synth import generate_broken_lines, generate_records
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def settings(**kw):
-    s = settings_from_dict({}, overrides=kw)
-    s.audit_enabled = False
-    return s
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,12 @@ import pytest
 from sftdata.config import Settings
 from sftdata.errors import RunError, UnusableRunError
 from sftdata.runner import run_pipeline
+from tests.conftest import sftdata_cli as cli
 from tests.conftest import write_jsonl
 from tests.synth import generate_records
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = ("--no-audit", "--chunk-size", "4KB", "--workers", "1")
-
-
-def cli(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sftdata.cli", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300, env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})})
 
 
 def same_size_edit(path: Path) -> None:

@@ -11,18 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sftdata.config import settings_from_dict
 from sftdata.constants import IGNORE_INDEX
 from sftdata.runner import run_pipeline
 from sftdata.stages.adapt.detect import detect_format
 from sftdata.stages.pack import bfd_bins
-from tests.conftest import run_committed, write_jsonl
-
-
-def settings(**kw):
-    s = settings_from_dict({}, overrides=kw)
-    s.audit_enabled = False
-    return s
+from tests.conftest import run_committed, settings, write_jsonl
 
 
 def alpaca_like(n: int) -> list[dict]:

@@ -18,13 +18,7 @@ import zstandard
 from sftdata.config import ConfigError, load_pipeline, settings_from_dict
 from sftdata.stages.read.jsonl import InputError, read_lines
 from sftdata.stages.records import Reject
-from tests.conftest import ROOT, run_committed, write_jsonl
-
-
-def settings(**kw):
-    s = settings_from_dict({}, overrides=kw)
-    s.audit_enabled = False
-    return s
+from tests.conftest import ROOT, run_committed, settings, write_jsonl
 
 
 def quarantine(out: Path) -> list[dict]:

@@ -17,16 +17,10 @@ import zstandard
 from click.testing import CliRunner
 
 from sftdata.cli import main
-from sftdata.config import load_pipeline, settings_from_dict
-from tests.conftest import run_committed, write_jsonl
+from sftdata.config import load_pipeline
+from tests.conftest import run_committed, settings, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def settings(**kw):
-    s = settings_from_dict({}, overrides=kw)
-    s.audit_enabled = False
-    return s
 
 
 def chats(n: int) -> list[dict]:

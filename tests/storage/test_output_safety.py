@@ -16,16 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import sftdata_cli as cli
 from tests.conftest import write_jsonl
 from tests.synth import generate_records
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def cli(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sftdata.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, timeout=timeout,
-                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})})
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -26,6 +26,7 @@ from sftdata.training import launcher as launcher_module
 from sftdata.training.settings import build_sft_config, resolve_settings
 from sftdata.training.tiny_model import build_tiny_llama3
 from tests.batching_data import prepare, skewed_records
+from tests.conftest import load
 
 PAD = 128004
 HUGE = 2**40  # a CPU "memory limit" no trial reaches: only the out-of-memory errors decide
@@ -39,12 +40,6 @@ def folders(tmp_path_factory):
     cut = ("--truncation", "truncate", "--max-length")
     return {"short": prepare(root, skewed_records(40, seed=8, long_every=1000), "short", *cut, "128"),
             "long": prepare(root, skewed_records(40, seed=8, long_every=1, repeat=3), "long", *cut, "320")}
-
-
-def load(folder):
-    from datasets import load_from_disk
-
-    return load_from_disk(str(folder))
 
 
 def oom_above(model, threshold: int) -> list[int]:

@@ -19,6 +19,7 @@ from sftdata.planning.token_batches import BatchSpec, ShardBatchSampler, dataset
 from sftdata.training import TINY_SPEC, TrainOptions, build_trainer
 from sftdata.training.command import train_cmd
 from tests.batching_data import prepare, skewed_records
+from tests.conftest import load
 
 PAD = 128004
 
@@ -29,12 +30,6 @@ def folders(tmp_path_factory):
     records = skewed_records(160, seed=3)
     return {"plain": prepare(root, records, "plain"),
             "packed": prepare(root, records, "packed", "--packing", "bfd", "--max-length", "1024")}
-
-
-def load(folder):
-    from datasets import load_from_disk
-
-    return load_from_disk(str(folder))
 
 
 def row_key(ids, labels) -> tuple:

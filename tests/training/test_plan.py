@@ -15,17 +15,12 @@ from sftdata.planning.memory import CpuMeter
 from sftdata.planning.plan import make_plan, plan_figures
 from sftdata.planning.token_batches import BatchSpec, ShardBatchSampler, dataset_ids, dataset_lengths
 from tests.batching_data import prepare, skewed_records
+from tests.conftest import load
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return prepare(tmp_path_factory.mktemp("plan"), skewed_records(90, seed=11), "data")
-
-
-def load(path):
-    from datasets import load_from_disk
-
-    return load_from_disk(str(path))
 
 
 def plan_cli(*args: str):

@@ -20,7 +20,6 @@ from click.testing import CliRunner
 
 from sftdata.constants import IGNORE_INDEX
 from sftdata.planning.collator import ShardCollator
-from sftdata.tokenizer import load_tokenizer
 from sftdata.training import DATA_MANIFEST_NAME, LOSS_HISTORY_NAME, TINY_SPEC, TrainOptions
 from sftdata.training.command import train_cmd
 from sftdata.training.launcher import build_trainer, resolve_settings, resolve_tokenizer
@@ -36,11 +35,6 @@ CONVS = [
 
 
 # ------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("builtin:llama3")  # the same cache entry the launcher and the audit use
-
-
 def encode_conversation(tok, user: str, reply: str) -> tuple[list[int], list[int]]:
     """A Llama-3-rendered user/assistant exchange; only the reply and its <|eot_id|> are trained."""
     enc = tok.encode_text
