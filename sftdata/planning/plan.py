@@ -17,10 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sftdata.planning.folder import load_shards, read_manifest
 from sftdata.planning.memory import format_bytes
 from sftdata.planning.sizing import BatchDecision
-from sftdata.planning.token_batches import BatchSpec, dataset_ids, dataset_lengths, epoch_batches, padded_width
+from sftdata.planning.token_batches import BatchSpec, dataset_lengths, epoch_plan, padded_width
 
 DEFAULT_ROWS = (1, 2, 4, 8, 16, 32)
 TOKEN_MULTIPLES = (1, 2, 4, 8, 16)
@@ -60,25 +62,25 @@ class Plan:
         return out
 
 
-def length_histogram(lengths: Sequence[int]) -> list[tuple[int, int, int]]:
+def length_histogram(lengths: Sequence[int] | np.ndarray) -> list[tuple[int, int, int]]:
     """Rows per power-of-two length bin: 1-64, 65-128, 129-256, ..."""
-    top, edges = max(lengths), [0, 64]
+    lens = np.asarray(lengths, dtype=np.int64)
+    top, edges = int(lens.max()), [0, 64]
     while edges[-1] < top:
         edges.append(edges[-1] * 2)
-    return [(lo + 1, hi, sum(lo < n <= hi for n in lengths)) for lo, hi in zip(edges, edges[1:], strict=False)]
+    counts = np.histogram(lens, bins=np.array(edges) + 0.5)[0]
+    return [(lo + 1, hi, int(n)) for lo, hi, n in zip(edges[:-1], edges[1:], counts, strict=True)]
 
 
-def size_figures(lengths: Sequence[int], spec: BatchSpec, grad_accum: int, world_size: int,
+def size_figures(lengths: Sequence[int] | np.ndarray, spec: BatchSpec, grad_accum: int, world_size: int,
                  seed: int) -> SizeFigures:
     """Cut one epoch with the training sampler and measure it."""
-    batches = epoch_batches(lengths, spec, seed, 0, world_size)
-    real = [sum(lengths[i] for i in b) for b in batches]
-    batched = [spec.size_of([lengths[i] for i in b]) for b in batches]
+    ep = epoch_plan(lengths, spec, seed, 0, world_size)
+    batches, real, batched = len(ep.starts), int(ep.real.sum()), int(ep.batched.sum())
     unit, size = ("tokens", spec.tokens) if spec.tokens else ("rows", spec.rows)
-    per_rank = len(batches) // world_size
-    mean_real = sum(real) / len(batches)
-    return SizeFigures(unit, int(size or 0), per_rank, 1 - sum(real) / sum(batched), len(lengths) / len(batches),
-                       mean_real, max(batched), mean_real * grad_accum * world_size)
+    mean_real = real / batches
+    return SizeFigures(unit, int(size or 0), batches // world_size, 1 - real / batched, len(ep.order) / batches,
+                       mean_real, int(ep.batched.max()), mean_real * grad_accum * world_size)
 
 
 def make_plan(folder: Path, *, batch_sizes: Sequence[int] | None = None, batch_tokens: Sequence[int] | None = None,
@@ -87,10 +89,10 @@ def make_plan(folder: Path, *, batch_sizes: Sequence[int] | None = None, batch_t
     """The plan for ``folder``; sizes default to 1..32 rows and 1..16 times the longest row in tokens."""
     read_manifest(Path(folder))
     ds = load_shards(Path(folder))
-    lengths, ids = dataset_lengths(ds), dataset_ids(ds)
+    lengths = dataset_lengths(ds)
     packed = bool({"position_ids", "seq_lengths"} & set(ds.column_names))
     free = packed if padding_free is None else (padding_free or packed)
-    longest = padded_width(max(lengths), pad_to_multiple_of)
+    longest = padded_width(int(lengths.max()), pad_to_multiple_of)
     notes = ["packed shards: batches are padding-free"] if packed else []
     rows = [n for n in (batch_sizes or DEFAULT_ROWS) if batch_sizes or n <= len(lengths)]
     budgets = list(batch_tokens or [longest * m for m in TOKEN_MULTIPLES])
@@ -102,9 +104,10 @@ def make_plan(folder: Path, *, batch_sizes: Sequence[int] | None = None, batch_t
                           grad_accum, world_size, seed) for n in rows]
     sizes += [size_figures(lengths, BatchSpec(tokens=n, padding_free=free, pad_to_multiple_of=pad_to_multiple_of),
                            grad_accum, world_size, seed) for n in budgets if n >= longest]
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))[:top]
-    return Plan(str(folder), len(lengths), sum(lengths), free, grad_accum, world_size, length_histogram(lengths),
-                [(ids[i] if ids else f"index {i}", lengths[i]) for i in order], sizes, None, notes)
+    order = np.lexsort((np.arange(len(lengths)), -lengths))[:top].tolist()
+    ids = ds.data.column("id").take(order).to_pylist() if "id" in ds.column_names else None
+    return Plan(str(folder), len(lengths), int(lengths.sum()), free, grad_accum, world_size, length_histogram(lengths),
+                [(str(ids[k]) if ids else f"index {i}", int(lengths[i])) for k, i in enumerate(order)], sizes, None, notes)
 
 
 def plan_figures(folder: Path) -> dict[str, Any]:

@@ -57,10 +57,10 @@ class SearchSpace:
 def search_space(unit: str, lengths: Sequence[int], padding_free: bool, pad_to_multiple_of: int | None,
                  cap: int | None = None) -> SearchSpace:
     """Where to search: whole rows of the longest width (padded tokens), or finer steps (padding-free)."""
-    longest = padded_width(max(lengths), pad_to_multiple_of)
+    longest = padded_width(int(max(lengths)), pad_to_multiple_of)
     if unit == "rows":
         return SearchSpace("rows", 1, 1, max(1, min(len(lengths), MAX_PROBE_ROWS, cap or len(lengths))))
-    total = sum(lengths) if padding_free else longest * len(lengths)
+    total = int(sum(lengths)) if padding_free else longest * len(lengths)
     if padding_free:
         quantum = max(64, longest // 8)
         quantum = padded_width(quantum, pad_to_multiple_of)

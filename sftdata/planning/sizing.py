@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from sftdata.errors import TrainError
 from sftdata.planning.collator import ShardCollator
 from sftdata.planning.memory import DEFAULT_MARGIN, format_bytes, meter_for
@@ -136,17 +138,18 @@ def probe_decision(unit: str, model: Any, args: Any, lengths: Sequence[int], row
 
 
 def space_longest(lengths: Sequence[int], collator: ShardCollator) -> int:
-    return padded_width(max(lengths), collator.pad_to_multiple_of)
+    return padded_width(int(max(lengths)), collator.pad_to_multiple_of)
 
 
 def longest_rows(ds: Any, lengths: Sequence[int], unit: str, padding_free: bool, cap_rows: int,
                  cap_tokens: int) -> list[dict]:
     """The rows a worst-case batch can need, longest first (read from the mapped shards)."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    lens = np.asarray(lengths, dtype=np.int64)
+    order = np.lexsort((np.arange(len(lens)), -lens)).tolist()
     if unit == "tokens" and padding_free:
         take, total = 0, 0
         while take < len(order) and total < cap_tokens:
-            total += lengths[order[take]]
+            total += int(lens[order[take]])
             take += 1
     else:
         take = min(len(order), cap_rows)

@@ -22,10 +22,12 @@ Properties (tested on the real collator's tensors in ``tests/training/test_batch
 
 from __future__ import annotations
 
-import random
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from sftdata.errors import TrainError
 
@@ -67,77 +69,115 @@ class BatchSpec:
         return f"{self.tokens} tokens per micro-batch ({kind})" if self.tokens else f"{self.rows} rows per micro-batch"
 
 
-def check_rows_fit(lengths: Sequence[int], ids: Sequence[str] | None, spec: BatchSpec) -> None:
+def check_rows_fit(lengths: Sequence[int] | np.ndarray, ids: Sequence[str] | None, spec: BatchSpec) -> None:
     """Refuse a token budget that the longest row alone exceeds, naming that row."""
-    if spec.tokens is None or not lengths:
+    lens = np.asarray(lengths, dtype=np.int64)
+    if spec.tokens is None or not len(lens):
         return
-    worst = max(range(len(lengths)), key=lambda i: (lengths[i], -i))
-    need = spec.size_of([lengths[worst]])
+    worst = int(np.argmax(lens))  # the first of the longest
+    need = spec.size_of([int(lens[worst])])
     if need > spec.tokens:
         name = ids[worst] if ids is not None else f"index {worst}"
-        over = sum(spec.size_of([n]) > spec.tokens for n in lengths)
-        raise TrainError(f"--batch-tokens {spec.tokens} is smaller than row {name!r} ({lengths[worst]} tokens, "
+        multiple = spec.pad_to_multiple_of
+        over = int(np.count_nonzero((-(-lens // multiple) * multiple if multiple else lens) > spec.tokens))
+        raise TrainError(f"--batch-tokens {spec.tokens} is smaller than row {name!r} ({int(lens[worst])} tokens, "
                          f"{need} as batched); {over} row(s) do not fit: raise --batch-tokens to at least {need}")
 
 
-def _cut(order: list[int], lengths: Sequence[int], spec: BatchSpec) -> list[list[int]]:
-    """Greedy cut of ``order``: a batch takes the next row while the materialised size stays in budget."""
-    batches: list[list[int]] = []
-    current: list[int] = []
+def _rng(seed: int, epoch: int) -> np.random.Generator:
+    """The epoch's random generator: a pure function of (seed, epoch), the same on every rank and run."""
+    digest = hashlib.sha256(f"{seed}:{epoch}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def _cut(lens: np.ndarray, spec: BatchSpec) -> np.ndarray:
+    """Greedy cut of rows in order (``lens`` their lengths): the start of each batch. A batch
+    takes the next row while its materialised size stays in budget. Token budgets see the rows
+    sorted longest first, so a padded batch's width is its first row's: it holds
+    ``budget // width`` rows; a padding-free batch runs while its concatenated length fits."""
+    n = len(lens)
     if spec.rows is not None:
-        return [order[i:i + spec.rows] for i in range(0, len(order), spec.rows)]
-    longest = total = 0
-    for i in order:
-        n = lengths[i]
-        grown = (padded_width(total + n, spec.pad_to_multiple_of) if spec.padding_free
-                 else padded_width(max(longest, n), spec.pad_to_multiple_of) * (len(current) + 1))
-        if current and grown > spec.tokens:  # type: ignore[operator]
-            batches.append(current)
-            current, longest, total = [], 0, 0
-        current.append(i)
-        longest, total = max(longest, n), total + n
-    if current:
-        batches.append(current)
-    return batches
+        return np.arange(0, n, spec.rows, dtype=np.int64)
+    budget, multiple = int(spec.tokens or 0), spec.pad_to_multiple_of
+    starts: list[int] = []
+    i = 0
+    if spec.padding_free:
+        cap = budget // multiple * multiple if multiple else budget  # padded(x) <= budget  <=>  x <= cap
+        ends = np.concatenate(([0], np.cumsum(lens, dtype=np.int64)))
+        while i < n:
+            starts.append(i)
+            i = max(int(np.searchsorted(ends, ends[i] + cap, side="right")) - 1, i + 1)
+    else:
+        while i < n:
+            starts.append(i)
+            i += max(1, budget // padded_width(int(lens[i]), multiple))
+    return np.array(starts, dtype=np.int64)
 
 
-def _equalise(batches: list[list[int]], world_size: int) -> list[list[int]]:
+def _equalise(starts: np.ndarray, n: int, world_size: int) -> np.ndarray:
     """Split the batches with the most rows until the count is a multiple of ``world_size``."""
-    while len(batches) % world_size:
-        widest = max(range(len(batches)), key=lambda b: (len(batches[b]), -b))
-        rows = batches[widest]
-        if len(rows) < 2:
-            raise TrainError(f"{len(batches)} micro-batches of one row each cannot be shared equally by "
+    while len(starts) % world_size:
+        sizes = np.diff(np.append(starts, n))
+        widest = int(np.argmax(sizes))  # the first of the widest
+        if sizes[widest] < 2:
+            raise TrainError(f"{len(starts)} micro-batches of one row each cannot be shared equally by "
                              f"{world_size} processes; use a smaller token budget, fewer processes or more rows")
-        half = (len(rows) + 1) // 2
-        batches[widest:widest + 1] = [rows[:half], rows[half:]]
-    return batches
+        starts = np.insert(starts, widest + 1, starts[widest] + (sizes[widest] + 1) // 2)
+    return starts
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """One epoch's micro-batches, in the order the ranks take them (rank r: r, r+W, ...): batch ``b``
+    is ``order[starts[b]:ends[b]]``, ``real[b]`` its tokens and ``batched[b]`` its size as collated."""
+
+    order: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    real: np.ndarray
+    batched: np.ndarray
+
+    def batches(self) -> list[list[int]]:
+        return [self.order[s:e].tolist() for s, e in zip(self.starts.tolist(), self.ends.tolist(), strict=True)]
+
+
+def epoch_plan(lengths: Sequence[int] | np.ndarray, spec: BatchSpec, seed: int, epoch: int = 0,
+               world_size: int = 1) -> Epoch:
+    """Cut one epoch: token budgets sort rows longest first (equal lengths in a shuffled order),
+    row counts shuffle them; the heaviest ``world_size`` batches go first, the rest shuffled."""
+    rng = _rng(seed, epoch)
+    lens_all = np.asarray(lengths, dtype=np.int64)
+    if spec.tokens is not None:
+        n = len(lens_all)  # one int64 key per row: length descending, then a random rank (all distinct)
+        order = np.argsort((lens_all.max(initial=0) - lens_all) * n + rng.permutation(n))
+    else:
+        order = rng.permutation(len(lens_all))
+    lens = lens_all[order]
+    starts = _equalise(_cut(lens, spec), len(lens), world_size)
+    ends = np.append(starts[1:], len(lens))
+    widest = np.maximum.reduceat(lens, starts) if len(lens) else np.zeros(0, np.int64)
+    real = np.add.reduceat(lens, starts) if len(lens) else np.zeros(0, np.int64)
+    multiple = spec.pad_to_multiple_of
+    rounded = (lambda x: -(-x // multiple) * multiple) if multiple else (lambda x: x)
+    batched = rounded(real) if spec.padding_free else rounded(widest) * (ends - starts)
+    by_weight = np.lexsort((np.arange(len(starts)), -batched, -widest))  # heaviest first, ties in cut order
+    first, rest = by_weight[:world_size], by_weight[world_size:]
+    pick = np.concatenate((first, rest[rng.permutation(len(rest))]))
+    return Epoch(order, starts[pick], ends[pick], real[pick], batched[pick])
 
 
 def epoch_batches(lengths: Sequence[int], spec: BatchSpec, seed: int, epoch: int = 0,
                   world_size: int = 1) -> list[list[int]]:
-    """All micro-batches of one epoch, in the order the ranks take them (rank r: r, r+W, ...)."""
-    rng = random.Random(f"{seed}:{epoch}")  # a string seed hashes deterministically across runs
-    if spec.tokens is not None:  # sorted by length, longest first; equal lengths in a shuffled order
-        keys = [rng.random() for _ in lengths]
-        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], keys[i]))
-    else:  # row-count batches: the usual random batches
-        order = list(range(len(lengths)))
-        rng.shuffle(order)
-    batches = _equalise(_cut(order, lengths, spec), world_size)
-    rank_key = [(max(lengths[i] for i in b), spec.size_of([lengths[i] for i in b])) for b in batches]
-    by_weight = sorted(range(len(batches)), key=lambda b: rank_key[b], reverse=True)
-    first = by_weight[:world_size]  # each rank's first batch is among the heaviest
-    rest = by_weight[world_size:]
-    rng.shuffle(rest)
-    return [batches[b] for b in first + rest]
+    """All micro-batches of one epoch as row indices, in the order the ranks take them."""
+    return epoch_plan(lengths, spec, seed, epoch, world_size).batches()
 
 
-def dataset_lengths(ds: Any) -> list[int]:
+def dataset_lengths(ds: Any) -> np.ndarray:
     """Every row's token count, read by Arrow from the mapped shards (no row is decoded)."""
     import pyarrow.compute as pc
 
-    return [int(n) for chunk in ds.data.column("input_ids").chunks for n in pc.list_value_length(chunk).to_pylist()]
+    chunks = [pc.list_value_length(c).to_numpy(zero_copy_only=False) for c in ds.data.column("input_ids").chunks]
+    return np.concatenate(chunks).astype(np.int64) if chunks else np.zeros(0, np.int64)
 
 
 def dataset_ids(ds: Any) -> list[str] | None:
@@ -148,14 +188,14 @@ def dataset_ids(ds: Any) -> list[str] | None:
 class ShardBatchSampler:
     """A batch sampler (``DataLoader(batch_sampler=...)``) for one rank, reshuffled by ``set_epoch``."""
 
-    def __init__(self, lengths: Sequence[int], spec: BatchSpec, *, seed: int = 42, rank: int = 0,
+    def __init__(self, lengths: Sequence[int] | np.ndarray, spec: BatchSpec, *, seed: int = 42, rank: int = 0,
                  world_size: int = 1, ids: Sequence[str] | None = None) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in a world of {world_size}")
         check_rows_fit(lengths, ids, spec)
-        self.lengths, self.spec, self.seed = list(lengths), spec, seed
+        self.lengths, self.spec, self.seed = np.asarray(lengths, dtype=np.int64), spec, seed
         self.rank, self.world_size, self.epoch = rank, world_size, 0
-        self._count = len(epoch_batches(self.lengths, spec, seed, 0, world_size)) // world_size
+        self._count = len(epoch_plan(self.lengths, spec, seed, 0, world_size).starts) // world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

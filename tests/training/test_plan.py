@@ -57,7 +57,7 @@ def test_figures_match_the_collator_and_the_data(folder):
 def test_cli_text_and_json(folder):
     ds = load(folder)
     lengths, ids = dataset_lengths(ds), dataset_ids(ds)
-    longest_id = ids[lengths.index(max(lengths))]
+    longest_id = ids[int(lengths.argmax())]  # the first of the longest
     text = plan_cli(folder, "--batch-tokens", f"{max(lengths) - 1},{4 * max(lengths)}")
     assert longest_id in text and "--batch-tokens" in text and "padding" in text
     assert f"{max(lengths) - 1} are below the longest row" in text
