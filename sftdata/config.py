@@ -19,7 +19,6 @@ from typing import Any
 
 from sftdata.constants import DEFAULT_DATE, DEFAULT_MAX_DECOMPRESSED, DEFAULT_MAX_LENGTH
 from sftdata.errors import UsageError
-from sftdata.schema_check import pipeline_validator  # the schema compiled ahead of time
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "pipeline.schema.json"
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -111,15 +110,6 @@ def _validator():
     return Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
 
 
-def _is_valid(doc: dict) -> bool:
-    """Compiled check first (importing jsonschema costs a noticeable part of a short run)."""
-    try:
-        pipeline_validator()(copy.deepcopy(doc))
-        return True
-    except Exception:  # noqa: BLE001 - any failure: let the reference validator explain
-        return False
-
-
 _STAGE_OF = {name: path for path, name in _STAGE_KEYS.items()}
 MAX_PIPELINE_BYTES = 1 << 20
 MAX_ALIASES = 100
@@ -160,7 +150,7 @@ def settings_from_dict(doc: Any, source: str = "pipeline", overrides: dict[str, 
         raise ConfigError([f"the pipeline must be a mapping, found {type(doc).__name__}"], source)
     doc = _with_overrides(doc, overrides or {})
     errors = []
-    found = [] if _is_valid(doc) else list(islice(_validator().iter_errors(doc), MAX_REPORTED + 1))
+    found = list(islice(_validator().iter_errors(doc), MAX_REPORTED + 1))
     for err in sorted(found[:MAX_REPORTED], key=lambda e: [str(p) for p in e.absolute_path]):
         where = _cut("/".join(str(p) for p in err.absolute_path) or "(top level)")
         key = str(err.absolute_path[-1]) if err.absolute_path else ""

@@ -35,6 +35,10 @@ class ManifestError(UsageError):
     """A folder whose ``manifest.json`` is missing, unreadable, or of another format version."""
 
 
+class AuditError(UsageError):
+    """A folder the audit cannot check at all (not a folder, no or unreadable manifest). Exit 2."""
+
+
 class InterruptedRun(RunError):
     """SIGINT or SIGTERM: what was committed stays, ``--resume`` continues. Exit 130."""
 

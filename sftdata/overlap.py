@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
-import pyarrow as pa
 
 from sftdata.errors import ManifestError, SftdataError
 
@@ -24,6 +23,8 @@ class OverlapError(SftdataError):
 
 def _hashes(folder: Path, prompts: bool) -> dict[str, list[str]]:
     """hash -> ids, for every conversation of a prepared folder (packed rows included)."""
+    import pyarrow as pa
+
     from sftdata.manifest import read_manifest
 
     try:

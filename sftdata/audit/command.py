@@ -13,8 +13,7 @@ from pathlib import Path
 
 import click
 
-from sftdata.audit.integrity import AuditError
-from sftdata.cli import fast_exit
+from sftdata.errors import AuditError
 
 
 class UsageOrIOError(click.ClickException):
@@ -66,7 +65,6 @@ Exit codes: 0 every rule holds, 1 a rule is violated or a threshold crossed, 2 u
 @click.option("--workers", type=click.IntRange(1), default=None,
               help="Processes for a local prepared folder's row checks (default: one per CPU); the report "
                    "is the same for any number.")
-@fast_exit
 def audit_cmd(folder: str, json_path: Path | None, html_path: Path | None, junit_path: Path | None,
               min_trained_fraction: float | None, max_rejected_fraction: float | None,
               sources: tuple[Path, ...], template: str | None, tokenizer: str | None, labels_column: str | None,
@@ -109,7 +107,6 @@ Exit codes: 0 all shards match the manifest, 1 a shard is missing, extra, trunca
 2 usage or I/O error.""")
 @click.argument("folder", type=_FOLDER)
 @click.option("--json", "json_path", type=_OUT, help="Write the findings as JSON.")
-@fast_exit
 def verify_cmd(folder: str, json_path: Path | None) -> None:
     """Check that every shard the manifest of FOLDER lists is present, whole and unchanged
     (size, sha256, readable Arrow, row and token counts), and that no unlisted shard is there."""

@@ -24,15 +24,11 @@ import numpy as np
 import pyarrow as pa
 
 from sftdata.constants import IGNORE_INDEX
-from sftdata.errors import ManifestError, UsageError
+from sftdata.errors import AuditError, ManifestError
 from sftdata.storage import Folder
 from sftdata.storage.layout import MANIFEST_NAME, QUARANTINE_NAME
 
 SHARD_FILE = re.compile(r"^shard-\d{6}-\d{2}\.arrow$")
-
-
-class AuditError(UsageError):
-    """The folder cannot be checked at all (not a folder, no or unreadable manifest): exit code 2."""
 
 
 @dataclass

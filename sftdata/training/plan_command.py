@@ -2,7 +2,7 @@
 
 Kept thin: the figures come from :func:`sftdata.training.plan.make_plan` (and ``probe_plan`` with
 ``--model``), so reports and CI read the same numbers. Library refusals become one clear line and
-exit status 1. Registered lazily in ``sftdata.cli.LazyGroup.LAZY``.
+exit status 1. Registered in ``sftdata.cli``.
 """
 
 from __future__ import annotations
