@@ -1,19 +1,19 @@
 """The `sftdata` command line: a thin click layer over the library.
 
-Library exceptions become ``click.ClickException`` (exit 1) or usage errors (exit 2); the work
-itself lives in ``sftdata.runner``, ``sftdata.audit`` and ``sftdata.training``.
+Every command is a ``sftdata.cli_errors.SftdataCommand``: its errors become exit codes in one
+place, by the policy of ``sftdata.errors.exit_status``. The work itself lives in ``sftdata.runner``, ``sftdata.audit``, ``sftdata.export``
+and ``sftdata.training``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import sys
 
 import click
 
 from sftdata import __version__
 from sftdata.choices import Dedupe, ExecutorName, Packing, TemplateName, TrainOn, Truncation, values
+from sftdata.cli_errors import SftdataGroup
 from sftdata.cli_options import reading_options
 
 EPILOG_RUN = """\b
@@ -21,26 +21,6 @@ Example:
   sftdata run pipelines/llama3.2.yaml --input 'data/*.jsonl' --output out/llama32 --workers 2
   sftdata run pipelines/llama3.1.yaml --input chats.jsonl --output out/x --max-length 4096 --resume
 """
-
-
-def library_errors(fn):
-    """Turn the library's expected failures (the ``SftdataError`` family) into clean CLI errors."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        # Imported here, not at the top: `sftdata --help` should not pay for any library import.
-        from sftdata.errors import SftdataError
-
-        try:
-            return fn(*args, **kwargs)
-        except SftdataError as exc:
-            err = click.ClickException(str(exc))
-            err.exit_code = exc.exit_code
-            raise err from None
-        except OSError as exc:
-            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
-
-    return wrapper
 
 
 def pipeline_options(fn):
@@ -65,7 +45,7 @@ def _overrides(**kw) -> dict:
     return {k: v for k, v in kw.items() if v is not None}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog="""\b
+@click.group(cls=SftdataGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog="""\b
 Example:
   sftdata run pipelines/demo.yaml --input examples/demo.jsonl --output out/demo
   sftdata audit out/demo --html report.html
@@ -90,7 +70,6 @@ def main() -> None:
 @click.option("--packing", type=click.Choice(values(Packing)), help="Pack conversations into rows of max-length.")
 @click.option("--dedupe", type=click.Choice(values(Dedupe)), help="Quarantine exact duplicates (first kept).")
 @pipeline_options
-@library_errors
 def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_address, no_audit, input_format,
         fields, packing, dedupe, **opts) -> None:
     """Run PIPELINE (a YAML file; defaults when omitted) over the inputs into OUTPUT."""
@@ -103,7 +82,7 @@ def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_addr
     settings = load_pipeline(pipeline, _overrides(input_format=input_format, fields=fields or None, packing=packing,
                                                   dedupe=dedupe, **opts))
     try:
-        with RunProgress(enabled=sys.stderr.isatty()) as progress, _interrupts_as_keyboard():
+        with RunProgress(enabled=sys.stderr.isatty()) as progress:
             summary = run_pipeline(settings, list(inputs), output, workers=workers, resume=resume,
                                    overwrite=overwrite, executor=executor, ray_address=ray_address,
                                    progress=progress.update)
@@ -124,21 +103,6 @@ def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_addr
             raise SystemExit(1)
 
 
-@contextlib.contextmanager
-def _interrupts_as_keyboard():
-    """SIGTERM (a scheduler's stop, ``kill``) ends a run like Ctrl-C: cleanly, with the resume hint."""
-    import signal
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 @main.command(epilog="""\b
 Example:
   sftdata validate data/train.jsonl 'more/*.jsonl'
@@ -149,7 +113,6 @@ Example:
 @click.option("--template", type=click.Choice(values(TemplateName)), help="Template rules to apply.")
 @click.option("--max-errors", type=int, default=1000, show_default=True, help="Stop printing after this many.")
 @reading_options
-@library_errors
 def validate(paths, pipeline, template, max_errors, input_format, fields) -> None:
     """Schema and semantic checks only; exits 1 if any record is invalid."""
     from sftdata.config import load_pipeline

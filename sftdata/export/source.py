@@ -18,10 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from sftdata.constants import IGNORE_INDEX
-
-
-class ExportError(Exception):
-    """The export cannot be made as asked (bad input, failed audit, unrepresentable rows): exit 2."""
+from sftdata.errors import ExportError  # noqa: F401 - its home was here; export modules import it from here
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,9 @@ import io
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from sftdata.errors import DecompressedTooLarge
 from sftdata.readers.jsonl import Chunk, RawLine, read_lines
 from sftdata.readers.remote import open_input
-
-
-class DecompressedTooLarge(Exception):
-    pass
 
 
 class _Limited(io.RawIOBase):

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import click
 
+from sftdata.cli_errors import SftdataCommand
+
 from .command import MEMORY
-from .settings import TrainError
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -30,6 +31,7 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 @click.command(
     "plan",
+    cls=SftdataCommand,
     epilog=(
         "\b\nExamples:\n"
         "  sftdata plan out/demo\n"
@@ -68,13 +70,9 @@ def plan_cmd(data_dir: Path, batch_sizes: list[int] | None, batch_tokens: list[i
     """
     from .plan import make_plan, probe_plan, render_text
 
-    try:
-        plan = make_plan(data_dir, batch_sizes=batch_sizes, batch_tokens=batch_tokens, padding_free=padding_free,
-                         pad_to_multiple_of=pad_to_multiple_of, grad_accum=grad_accum, world_size=world_size,
-                         seed=seed)
-        if model is not None:
-            plan = probe_plan(plan, model, device, unit=probe_unit, memory_limit=memory_limit, bf16=bf16,
-                              pad_to_multiple_of=pad_to_multiple_of, seed=seed)
-    except TrainError as exc:
-        raise click.ClickException(str(exc)) from exc
+    plan = make_plan(data_dir, batch_sizes=batch_sizes, batch_tokens=batch_tokens, padding_free=padding_free,
+                     pad_to_multiple_of=pad_to_multiple_of, grad_accum=grad_accum, world_size=world_size, seed=seed)
+    if model is not None:
+        plan = probe_plan(plan, model, device, unit=probe_unit, memory_limit=memory_limit, bf16=bf16,
+                          pad_to_multiple_of=pad_to_multiple_of, seed=seed)
     click.echo(json.dumps(plan.to_dict(), indent=1) if as_json else render_text(plan))
