@@ -64,6 +64,10 @@ class DecompressedTooLarge(UsageError):
     """A compressed input that decompresses past its limit (``max_decompressed_bytes``)."""
 
 
+class TooManyBlankBytes(UsageError):
+    """An input with more blank (whitespace-only) lines than ``max_blank_bytes``: a newline bomb."""
+
+
 # OS errors: the environment failed the work (exit 1), or the call named a path sftdata cannot use (exit 2)
 WORK_FAILED = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EIO: "I/O error",
                errno.ENOMEM: "out of memory"}

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from sftdata.adapters.detect import Detection, detect
 from sftdata.constants import DEFAULT_MAX_DECOMPRESSED
+from sftdata.errors import TooManyBlankBytes
 from sftdata.parse import parse_json
 from sftdata.readers.columnar import (
     columnar_error,
@@ -29,12 +30,15 @@ from sftdata.readers.compressed import DecompressedTooLarge, iter_compressed_lin
 from sftdata.readers.jsonl import (
     Chunk,
     InputError,
+    JsonTooLarge,
     RawLine,
     is_json_array,
     iter_lines,
     json_layout,
+    json_value_cap,
     plan_jsonl,
     read_json_array,
+    too_large_json,
 )
 from sftdata.records import Reject
 from sftdata.storage import is_uri
@@ -90,6 +94,8 @@ def plan_chunks(files: list[Path], chunk_size: int, input_format: str = "message
             planned = plan_jsonl(path, len(chunks), chunk_size)
         else:
             size = path.stat().st_size
+            if kind == "json_array" and size > json_value_cap(max_record_bytes):
+                raise InputError(too_large_json(path.name, size, max_record_bytes))
             planned = [Chunk(len(chunks), str(path.resolve()), path.name, 0, size, 1, kind)]
         fmt = input_format
         if input_format == "auto" and planned:
@@ -120,16 +126,19 @@ def sniff(path: Path, settings: Settings) -> Detection | None:
 
 
 def iter_records(chunk: Chunk, max_record_bytes: int, max_decompressed_bytes: int,
-                 blank: list[int] | None = None) -> Iterator[tuple[int, Any, bytes, Reject | None]]:
+                 blank: list[int] | None = None, max_blank_bytes: int | None = None,
+                 ) -> Iterator[tuple[int, Any, bytes, Reject | None]]:
     """Stage `read`: (line, parsed object or None, original bytes, rejection or None).
 
-    Blank lines are not records: they are counted into ``blank[0]`` and skipped.
+    Blank lines are not records: they are counted into ``blank[0]`` and skipped. Past
+    ``max_blank_bytes`` bytes of them in one chunk (a compressed input is one chunk), the rest of
+    the chunk is not read: one ``too_many_blank_bytes`` rejection says so.
     """
     if chunk.kind in ("parquet", "hf_dataset"):
         row = chunk.first_line
         try:
             for row, obj, raw in iter_columnar(chunk):
-                yield row, obj, raw, None
+                yield (row, None, raw, obj) if isinstance(obj, Reject) else (row, obj, raw, None)
                 row += 1
         except MemoryError:
             raise
@@ -143,6 +152,9 @@ def iter_records(chunk: Chunk, max_record_bytes: int, max_decompressed_bytes: in
             elements = list(read_json_array(chunk, max_record_bytes, max_decompressed_bytes))
         except DecompressedTooLarge as exc:
             yield 1, None, b"", Reject("decompressed_too_large", f"{exc}; {chunk.name} was not read")
+            return
+        except JsonTooLarge as exc:  # known only once decompressed; a plain .json is refused by the plan
+            yield 1, None, b"", Reject("json_too_large", str(exc))
             return
         except (InputError, MemoryError):
             raise
@@ -164,9 +176,10 @@ def iter_records(chunk: Chunk, max_record_bytes: int, max_decompressed_bytes: in
                 yield line, None, raw, rej
         return
     if chunk.kind in ("jsonl_gz", "jsonl_zst"):
-        lines: Iterator[RawLine] = iter_compressed_lines(chunk, max_record_bytes, max_decompressed_bytes)
+        lines: Iterator[RawLine] = iter_compressed_lines(chunk, max_record_bytes, max_decompressed_bytes,
+                                                         max_blank_bytes)
     else:
-        lines = iter_lines(chunk, max_record_bytes)
+        lines = iter_lines(chunk, max_record_bytes, max_blank_bytes)
     last = chunk.first_line - 1
     try:
         for raw in lines:
@@ -186,6 +199,10 @@ def iter_records(chunk: Chunk, max_record_bytes: int, max_decompressed_bytes: in
                 yield raw.line, None, raw.data, rej
     except DecompressedTooLarge as exc:
         yield last + 1, None, b"", Reject("decompressed_too_large", f"{exc}; the rest of {chunk.name} was not read")
+    except TooManyBlankBytes as exc:
+        part = f"bytes {chunk.start}-{chunk.end} of " if chunk.kind == "jsonl" else ""
+        yield last + 1, None, b"", Reject("too_many_blank_bytes", f"{exc} after line {last}; the rest of "
+                                          f"{part}{chunk.name} was not read")
     except Exception as exc:  # noqa: BLE001 - a truncated or corrupt compressed stream (gzip, zstd errors)
         if chunk.kind == "jsonl" or isinstance(exc, MemoryError):
             raise
