@@ -44,6 +44,7 @@ from .checks import (
 )
 from .collator import ShardCollator
 from .dataloader import install_sampler
+from .model_check import check_model_folder
 from .settings import TrainError, TrainOptions, build_sft_config, resolve_settings
 from .sizing import BatchDecision, decide_batches
 from .tiny_model import TINY_SPEC, load_model, model_vocab_size
@@ -89,6 +90,8 @@ def build_trainer(opts: TrainOptions, log: Callable[[str], None] = _log_default)
     init_kwargs = dict(settings.get("model_init_kwargs") or {})
     if opts.model != TINY_SPEC:
         init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+    check_model_folder(opts.model, trust_remote_code=bool(init_kwargs.get("trust_remote_code")),
+                       dtype=init_kwargs.get("dtype", init_kwargs.get("torch_dtype")))  # before anything is built
     data_dir = Path(opts.data_dir)
     manifest = read_manifest(data_dir)
     audit = check_audit(data_dir, opts.skip_audit)
@@ -111,7 +114,7 @@ def build_trainer(opts: TrainOptions, log: Callable[[str], None] = _log_default)
         check_vocabulary(vocab, ids, label_ids, pad_id, f"{opts.model} (config)")
         model = load_model(opts.model, args.seed, init_kwargs)
     except (OSError, ValueError) as exc:  # a missing or malformed model, bad model_init_kwargs
-        raise TrainError(f"cannot load the model {opts.model!r}: {exc}") from exc
+        raise TrainError(f"cannot load the model {opts.model!r}: {' '.join(str(exc).split())[:300]}") from exc
     out_emb = model.get_output_embeddings()
     vocab = min([model.get_input_embeddings().num_embeddings, *([out_emb.weight.shape[0]] if out_emb is not None else [])])
     check_vocabulary(vocab, ids, label_ids, pad_id, f"{opts.model} (embeddings)")
