@@ -67,6 +67,15 @@ def test_the_memory_check_uses_what_is_available(tmp_path):
     check_model_folder(str(folder), dtype="bfloat16", available=20 << 20)  # half the bytes fit
 
 
+def test_a_path_that_is_no_folder_is_refused_and_a_hub_id_left_to_transformers(tmp_path):
+    for spec, words in ((str(tmp_path / "nope"), "no such model folder"), (str(tmp_path / "f"), "not a folder")):
+        (tmp_path / "f").touch()
+        with pytest.raises(ModelRefused, match=words):
+            check_model_folder(spec)
+    check_model_folder("meta-llama/Llama-3.2-1B")  # nothing read, nothing refused here
+    check_model_folder("builtin:tiny-llama3")
+
+
 def test_remote_code_is_allowed_when_asked_for(tmp_path):
     folder = model_folder(tmp_path, "m", {**TINY, "auto_map": {"AutoConfig": "x.Y"}})
     check_model_folder(str(folder), trust_remote_code=True, available=1 << 30)

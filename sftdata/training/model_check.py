@@ -88,8 +88,10 @@ def check_model_folder(spec: str, *, trust_remote_code: bool = False, dtype: Any
                        available: int | None = None) -> None:
     """Refuse (``ModelRefused``) a local model folder that is unsafe or too large to build here.
     ``available``: bytes of memory to compare with (default: what ``psutil`` says is available)."""
-    folder = Path(spec)
+    folder = Path(spec).expanduser()
     if not folder.is_dir():
+        if spec.startswith(("/", "./", "../", "~")) or folder.exists():  # a path, not a hub id
+            raise ModelRefused(f"{spec}: {'not a folder' if folder.exists() else 'no such model folder'}")
         return
     where = str(folder / "config.json")
     config = read_config(folder)
