@@ -28,7 +28,8 @@ def test_wrong_vocabulary_is_one_clear_error(ours, tmp_path):
     far = [{"input_ids": [x + 130000 for x in r["input_ids"]], "labels": r["labels"]} for r in rows]
     result = CliRunner().invoke(audit_cmd, [str(write(tmp_path / "far.parquet", far))])
     assert result.exit_code == 2 and "outside the vocabulary" in result.output and "--tokenizer" in result.output
-    plain = [{"input_ids": [x for x in r["input_ids"] if x < 128000], "labels": r["labels"]} for r in rows]
+    plain = [{"input_ids": [x for x in r["input_ids"] if x < 128000],
+              "labels": [y for x, y in zip(r["input_ids"], r["labels"], strict=True) if x < 128000]} for r in rows]
     result = CliRunner().invoke(audit_cmd, [str(write(tmp_path / "q.parquet", plain))])
     assert result.exit_code == 2 and "no Llama-3 header token" in result.output
     with pytest.raises(AuditError, match="no input_ids"):

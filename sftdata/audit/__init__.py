@@ -11,7 +11,6 @@ the labels against it, checks the manifest against the shards, and fails loudly.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ from sftdata.audit.shards import audit_workers, check_shards, check_table, count
 from sftdata.constants import MANIFEST_NAME
 from sftdata.storage import Folder, is_uri, local_path_of
 
-__all__ = ["RULES", "AuditError", "AuditReport", "IntegrityReport", "check_table", "run_audit", "verify_folder", "column_problems", "iter_slices", "check_slice"]
+__all__ = ["RULES", "AuditError", "AuditReport", "IntegrityReport", "check_table", "run_audit", "verify_folder", "column_problems", "iter_slices", "check_slice", "load_manifest", "open_output", "audit_workers", "check_shards", "count_check", "merge_outcome"]
 
 _ROLE_CACHE: dict[str, dict] = {}  # tokenizer fingerprint -> role-token tuple -> role code
 THRESHOLDS = ("min_trained_fraction", "max_rejected_fraction")
@@ -141,13 +140,6 @@ def _check_records(sink: Violations, stats: dict, counts: dict, conversations: i
                  f"({rec['rejected_total']} of {rec['records_read']}) is above {high}")
 
 
-def _plain_rows_allowed(pipeline: dict) -> bool:
-    """Rows with no chat structure (BOS + text) are legitimate only where the pipeline makes them:
-    `text` records under ``text_without_chat: train_all`` and string prompt/completion records."""
-    fmt = pipeline.get("input_format")
-    return (fmt == "text" and pipeline.get("text_without_chat") == "train_all") or fmt == "prompt_completion"
-
-
 def rule_context(tok: Any, *, truncated_ids: frozenset[str] = frozenset(), max_length: int | None = None,
                  allow_plain: bool = False) -> RuleContext:
     """The token ids and settings the row rules need, from a loaded tokenizer."""
@@ -163,9 +155,10 @@ def rule_context(tok: Any, *, truncated_ids: frozenset[str] = frozenset(), max_l
 def finish_report(*, path: str, location: str, sink: Violations, total: RowStats, stats: dict, skip: dict[str, str],
                   samples: list[dict], thresholds: dict, ctx: RuleContext, started: float, rows_seconds: float,
                   **fields: Any) -> AuditReport:
-    """Statuses (fail, skip with its reason, pass), sample rows with violations, timing: the report."""
+    """Statuses (fail, skip with its reason, pass), sample rows with violations, timing: the report.
+    ``fields["rules"]``: the rules to list, in order (default: `RULES`)."""
     finish_dates(ctx, sink)
-    statuses = {r: "fail" if sink.counts[r] else "skip" if r in skip else "pass" for r in RULES}
+    statuses = {r: "fail" if sink.counts[r] else "skip" if r in skip else "pass" for r in fields.pop("rules", RULES)}
     seen = {(s["shard"], s["row"]) for s in samples}
     for v in sink.items:  # and up to three rows with violations
         if v["row"] is not None and (v["shard"], v["row"]) not in seen and len(seen) < len(samples) + 3:
@@ -188,107 +181,41 @@ def _has_manifest(path: str | Path | Folder) -> bool:
     return (local / MANIFEST_NAME).exists() or not local.exists() or (local.is_dir() and not any(local.iterdir()))
 
 
-def _integrity(folder: Folder, manifest: dict) -> IntegrityReport | BaseException:
-    try:
-        return verify_folder(folder, counts=False, manifest=manifest)
-    except BaseException as exc:  # noqa: BLE001 - raised again in the auditing thread
-        return exc
-
-
 def run_audit(path: str | Path | Folder, *, min_trained_fraction: float | None = None,
               max_rejected_fraction: float | None = None, check_integrity: bool = True,
               sources: Sequence[str | Path] | None = None, max_per_rule: int = 1000,
               labels_column: str | None = None, mask_column: str | None = None, shifted: bool | None = None,
-              tokenizer: str | None = None, template: str | None = None, workers: int | None = None) -> AuditReport:
+              tokenizer: str | None = None, template: str | None = None, workers: int | None = None,
+              labels: str | None = None, trainer: str | None = None) -> AuditReport:
     """Audit a prepared folder, or (no manifest.json) token data that another tool prepared: a
-    ``datasets`` folder, Parquet / Arrow / JSON Lines files or a glob (see `sftdata.audit.foreign`).
-    Raises `AuditError` when it cannot be audited at all (exit 2); otherwise every finding is in
-    the report and ``report.ok`` says whether all rules hold.
+    ``datasets`` folder, Parquet / Arrow / JSON Lines files or a glob (see `sftdata.audit.external`).
+    Raises `AuditError` when it cannot be audited at all (exit 2; `MalformedDataError` for data
+    the rules cannot be applied to); otherwise every finding is in the report and ``report.ok``
+    says whether all rules hold.
 
     Thresholds left as None are read from the manifest's ``pipeline.audit`` settings, if any.
-    ``labels_column``, ``mask_column``, ``shifted``, ``tokenizer`` and ``template`` are for data
-    without a manifest (the manifest says all of that for a prepared folder). ``workers``: processes
-    for a local folder's row pass (default: one per CPU; the report is the same for any number).
+    ``labels_column``, ``mask_column``, ``labels`` (the convention: unshifted or shifted),
+    ``trainer`` (whose convention to read the labels in), ``shifted`` (the older spelling of
+    ``labels``), ``tokenizer`` and ``template`` are for data without a manifest (the manifest says
+    all of that for a prepared folder). ``workers``: processes for a local folder's row pass
+    (default: one per CPU; the report is the same for any number).
     """
-    if not _has_manifest(path):
-        from sftdata.audit.foreign import audit_foreign
+    from sftdata.audit.driver import drive
 
-        return audit_foreign(local_path_of(str(path)) or str(path), min_trained_fraction=min_trained_fraction, sources=sources,
-                             max_per_rule=max_per_rule, labels_column=labels_column, mask_column=mask_column,
-                             shifted=shifted, tokenizer=tokenizer, template=template)
+    if not _has_manifest(path):
+        from sftdata.audit.external import ForeignSource
+
+        return drive(ForeignSource(local_path_of(str(path)) or str(path), min_trained_fraction=min_trained_fraction,
+                                   sources=sources, labels_column=labels_column, mask_column=mask_column,
+                                   tokenizer=tokenizer, template=template, labels=labels, trainer=trainer,
+                                   shifted=shifted), max_per_rule)
     given = {"--labels-column": labels_column, "--mask-column": mask_column, "--shifted": shifted,
-             "--tokenizer": tokenizer, "--template": template}
+             "--labels": labels, "--trainer": trainer, "--tokenizer": tokenizer, "--template": template}
     if any(v is not None for v in given.values()):
         raise AuditError(f"{', '.join(k for k, v in given.items() if v is not None)}: only for data without a "
                          "manifest (a prepared folder's manifest says how it was made)")
-    started = time.perf_counter()
-    folder = open_output(path)
-    manifest = load_manifest(folder)
-    spec = (manifest.get("tokenizer") or {}).get("spec")
-    if not isinstance(spec, str) or not spec:
-        raise AuditError(f"{folder}: the manifest names no tokenizer (tokenizer.spec)")
-    tok = _tokenizer(spec)
-    newline = list(tok.header_newline_ids)
-    sink = Violations(max_per_rule)
-    _check_tokenizer(manifest, tok, newline, sink)
-    pipeline = manifest.get("pipeline") or {}
-    max_length = pipeline.get("max_length") if isinstance(pipeline.get("max_length"), int) else None
-    settings = pipeline.get("audit") if isinstance(pipeline.get("audit"), dict) else {}
-    given = {"min_trained_fraction": min_trained_fraction, "max_rejected_fraction": max_rejected_fraction}
-    thresholds = {k: _number(given[k] if given[k] is not None else settings.get(k)) for k in THRESHOLDS}
-    ctx = rule_context(tok, truncated_ids=frozenset(str(i) for i in manifest.get("truncated_ids") or []),
-                       max_length=max_length, allow_plain=_plain_rows_allowed(pipeline))
-    entries = manifest["shards"]
-    n_workers = audit_workers(folder, len(entries), workers)
-    # With worker processes the integrity check (SHA-256 of every file: hashlib and file reads let
-    # go of the GIL) runs on a thread of this idle process meanwhile; alone it would only contend
-    # with the row pass for the GIL. Its findings come first in the report either way.
-    integrity_box: list[Any] = []
-    integrity_thread = threading.Thread(target=lambda: integrity_box.append(_integrity(folder, manifest)),
-                                        name="sftdata-integrity", daemon=True) if check_integrity else None
-    if integrity_thread is not None and n_workers == 1:
-        integrity_thread.run()  # here, before the rows, as a plain call
-    total, packed_any, all_read, samples = RowStats(), False, True, []
-    rows_started = time.perf_counter()
-    outcomes = list(check_shards(folder, entries, ctx, max_per_rule, check_integrity, n_workers,
-                                 started=integrity_thread.start if integrity_thread and n_workers > 1 else None))
-    rows_seconds = time.perf_counter() - rows_started
-    integrity = None
-    if integrity_thread is not None:
-        if n_workers > 1:
-            integrity_thread.join()
-        integrity = integrity_box[0]
-        if isinstance(integrity, BaseException):
-            raise integrity
-    for problem in integrity.problems if integrity else []:
-        sink.add("shard_integrity", f"{problem.kind}: {problem.message}", shard=problem.file)
-    for outcome in outcomes:
-        merge_outcome(sink, ctx, outcome)
-        if outcome.stats is None:
-            all_read = False
-            continue
-        shard = outcome.stats
-        packed_any |= outcome.packed
-        wanted = max(0, 3 - len(samples))  # the HTML page shows the folder's first three rows
-        samples += [{"shard": outcome.name, "row": r, "why": "first rows"} for r in range(min(wanted, shard.rows))]
-        total.merge(shard)
-    if all_read:
-        count_check(sink, "totals", manifest.get("totals") or {},
-                     {"rows": total.rows, "tokens": total.tokens, "trained_tokens": total.trained_tokens}, None)
-    if sources:
-        from sftdata.audit.inspect import compare_sources
+    from sftdata.audit.prepared import PreparedSource
 
-        compare_sources(folder, manifest, [str(s) for s in sources], sink, tok)
-    stats = _stats(total, manifest, max_length, packed_any, len(manifest["shards"]))
-    _check_records(sink, stats, manifest.get("counts") or {}, total.conversations if all_read else None, thresholds)
-    reasons = {"packing": (not packed_any, "not packed"), "source_match": (not sources, "no --source"),
-               "max_length": (max_length is None, "no pipeline.max_length"),
-               "shard_integrity": (not check_integrity, "--no-integrity"),
-               **{k: (thresholds[k] is None, "no threshold set") for k in THRESHOLDS}}
-    return finish_report(
-        path=str(folder), location=folder.location, sink=sink, total=total, stats=stats,
-        skip={r: why for r, (skipped, why) in reasons.items() if skipped}, samples=samples, thresholds=thresholds,
-        ctx=ctx, started=started, rows_seconds=rows_seconds,
-        integrity=integrity.to_json() if integrity else None,
-        tokenizer={"spec": spec, "fingerprint": tok.fingerprint,
-                   "manifest_fingerprint": (manifest.get("tokenizer") or {}).get("fingerprint")})
+    thresholds = {"min_trained_fraction": min_trained_fraction, "max_rejected_fraction": max_rejected_fraction}
+    return drive(PreparedSource(path, thresholds=thresholds, check_integrity=check_integrity, sources=sources,
+                                max_per_rule=max_per_rule, workers=workers), max_per_rule)

@@ -13,22 +13,17 @@ from pathlib import Path
 
 import click
 
+from sftdata.audit.conventions import CONVENTIONS, TRAINERS
 from sftdata.audit.integrity import AuditError
+from sftdata.audit.outputs import ReportFiles
 from sftdata.cli import fast_exit
+from sftdata.errors import SftdataError
 
 
 class UsageOrIOError(click.ClickException):
     """Anything that stops the check from running at all: exit code 2, like click's usage errors."""
 
     exit_code = 2
-
-
-def _write(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageOrIOError(f"cannot write {path}: {exc}") from exc
 
 
 _FOLDER = click.Path()  # a str: also a pyarrow filesystem URI such as s3://bucket/prefix
@@ -58,8 +53,13 @@ Exit codes: 0 every rule holds, 1 a rule is violated or a threshold crossed, 2 u
 @click.option("--tokenizer", help="No manifest: the tokenizer of the ids (default builtin:llama3).")
 @click.option("--labels-column", help="No manifest: the column of labels (-100 = not trained).")
 @click.option("--mask-column", help="No manifest: the 0/1 or bool loss-mask column (1 = trained).")
+@click.option("--labels", "labels_convention", type=click.Choice(CONVENTIONS),
+              help="No manifest: the labels convention. unshifted (the default): labels[i] is input_ids[i] or "
+                   "-100 and the trainer shifts; shifted: labels[i] is the target of position i.")
+@click.option("--trainer", type=click.Choice(sorted(TRAINERS)),
+              help="No manifest: the trainer that will load the data; its labels convention is checked.")
 @click.option("--shifted/--unshifted", default=None,
-              help="No manifest: labels are (not) shifted by one position; default: detected.")
+              help="No manifest: the older spelling of --labels shifted / --labels unshifted.")
 @click.option("--no-integrity", is_flag=True, help="Skip the size and sha256 check of the shard files.")
 @click.option("--max-listed", type=click.IntRange(0), default=50, show_default=True,
               help="Violations listed on the terminal.")
@@ -70,35 +70,47 @@ Exit codes: 0 every rule holds, 1 a rule is violated or a threshold crossed, 2 u
 def audit_cmd(folder: str, json_path: Path | None, html_path: Path | None, junit_path: Path | None,
               min_trained_fraction: float | None, max_rejected_fraction: float | None,
               sources: tuple[Path, ...], template: str | None, tokenizer: str | None, labels_column: str | None,
-              mask_column: str | None, shifted: bool | None, no_integrity: bool, max_listed: int,
-              workers: int | None) -> None:
+              mask_column: str | None, labels_convention: str | None, trainer: str | None, shifted: bool | None,
+              no_integrity: bool, max_listed: int, workers: int | None) -> None:
     """Check every row of a prepared folder PATH: labels train only assistant answers, whole turns, no
     shifted labels, well-formed Llama-3 turns, and a manifest that matches the shards.
 
     PATH may also be Llama-3 token data another tool prepared, without a manifest: a datasets
     folder (save_to_disk), Parquet / Arrow / JSON Lines files or a glob of them, an MDS or an
     OLMo-core folder, with input_ids and labels or a loss mask (assistant_masks, completion_mask,
-    loss_mask, labels_mask)."""
+    loss_mask, labels_mask). Its labels are read unshifted unless --labels or --trainer (or the
+    data itself) says otherwise; the report states the convention it assumed."""
     from sftdata.audit import run_audit
 
+    files = ReportFiles(json_path, junit_path, html_path)
     try:
-        report = run_audit(folder, min_trained_fraction=min_trained_fraction,
-                           max_rejected_fraction=max_rejected_fraction, check_integrity=not no_integrity,
-                           sources=list(sources) or None, template=template, tokenizer=tokenizer,
-                           labels_column=labels_column, mask_column=mask_column, shifted=shifted,
-                           workers=workers)
-    except (AuditError, OSError) as exc:  # OSError: an unreachable or refusing filesystem
-        raise UsageOrIOError(str(exc)) from exc
-    click.echo(report.summary_text(color=sys.stdout.isatty(), max_listed=max_listed), nl=False)
-    if json_path:
-        _write(json_path, json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
-    if junit_path:
-        _write(junit_path, report.to_junit())
-    if html_path:
-        from sftdata.audit.html import render_html
-
-        _write(html_path, render_html(report))
+        try:
+            report = run_audit(folder, min_trained_fraction=min_trained_fraction,
+                               max_rejected_fraction=max_rejected_fraction, check_integrity=not no_integrity,
+                               sources=list(sources) or None, template=template, tokenizer=tokenizer,
+                               labels_column=labels_column, mask_column=mask_column, shifted=shifted,
+                               labels=labels_convention, trainer=trainer, workers=workers)
+        except (SftdataError, OSError) as exc:  # OSError: an unreachable or refusing filesystem
+            raise UsageOrIOError(str(exc)) from None
+        click.echo(report.summary_text(color=sys.stdout.isatty(), max_listed=max_listed), nl=False)
+        _write_reports(files, report, json_path, junit_path, html_path)
+    except BaseException:
+        files.drop_stale()
+        raise
     sys.exit(report.exit_code)
+
+
+def _write_reports(files: ReportFiles, report: object, json_path: Path | None, junit_path: Path | None,
+                   html_path: Path | None) -> None:
+    try:
+        files.write(json_path, json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
+        files.write(junit_path, report.to_junit())
+        if html_path:
+            from sftdata.audit.html import render_html
+
+            files.write(html_path, render_html(report))
+    except SftdataError as exc:
+        raise UsageOrIOError(str(exc)) from None
 
 
 @click.command("verify", epilog="""\b
@@ -118,10 +130,15 @@ def verify_cmd(folder: str, json_path: Path | None) -> None:
     try:
         report = verify_folder(folder)
     except (AuditError, OSError) as exc:  # OSError: an unreachable or refusing filesystem
+        ReportFiles(json_path).drop_stale()
         raise UsageOrIOError(str(exc)) from exc
     click.echo(report.summary_text())
-    if json_path:
-        _write(json_path, json.dumps(report.to_json(), indent=2) + "\n")
+    files = ReportFiles(json_path)
+    try:
+        files.write(json_path, json.dumps(report.to_json(), indent=2) + "\n")
+    except SftdataError as exc:
+        files.drop_stale()
+        raise UsageOrIOError(str(exc)) from None
     sys.exit(0 if report.ok else 1)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from sftdata.audit.report import RULES, AuditReport, violation_line
+from sftdata.audit.report import ALL_RULES, AuditReport, violation_line
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1100px;color:#1b1f24}
@@ -145,7 +145,7 @@ def render_html(report: AuditReport, tokenizer: Any | None = None) -> str:
     if s.get("packed") and s.get("packing_efficiency") is not None:
         overview.append(("packing efficiency", f"{s['packing_efficiency']:.1%}"))
     rules = "".join(f'<tr><td><code>{r}</code></td><td class="{"ok" if st == "pass" else st}">{escape(report.status_text(r))}</td>'
-                    f'<td class="n">{report.violation_counts.get(r, 0):,}</td><td>{escape(RULES[r])}</td></tr>'
+                    f'<td class="n">{report.violation_counts.get(r, 0):,}</td><td>{escape(ALL_RULES[r])}</td></tr>'
                     for r, st in report.statuses.items())
     roles = [r for r, n in s["tokens_per_role"].items() if n]
     rejected = s["records"]["rejected"]

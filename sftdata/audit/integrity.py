@@ -14,7 +14,6 @@ helpers over offsets and sorted position arrays that the rules share.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +23,18 @@ import numpy as np
 import pyarrow as pa
 
 from sftdata.constants import IGNORE_INDEX
-from sftdata.errors import ManifestError, UsageError
+from sftdata.errors import MalformedInputError, ManifestError, UsageError
 from sftdata.storage import Folder
-from sftdata.storage.layout import MANIFEST_NAME, QUARANTINE_NAME
-
-SHARD_FILE = re.compile(r"^shard-\d{6}-\d{2}\.arrow$")
+from sftdata.storage.layout import MANIFEST_NAME, QUARANTINE_NAME, SHARD_FILE
 
 
 class AuditError(UsageError):
     """The folder cannot be checked at all (not a folder, no or unreadable manifest): exit code 2."""
+
+
+class MalformedDataError(AuditError, MalformedInputError):
+    """Data the rules cannot be applied to (a row whose labels do not line up with its ids, ids
+    that are strings, a file cut short): one line naming the file, the row and the problem."""
 
 
 @dataclass
