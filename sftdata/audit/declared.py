@@ -55,6 +55,20 @@ def feature_type(feature: Any) -> pa.DataType | None:
     return None
 
 
+def feature_text(feature: Any) -> str:
+    """A feature as ``datasets`` spells it: ``Sequence(Value('float32'))``."""
+    if isinstance(feature, list) and len(feature) == 1:
+        return f"[{feature_text(feature[0])}]"
+    if not isinstance(feature, dict):
+        return repr(feature)
+    kind = feature.get("_type")
+    if kind == "Value":
+        return f"Value({feature.get('dtype')!r})"
+    if kind in ("Sequence", "List", "LargeList"):
+        return f"{kind}({feature_text(feature.get('feature'))})"
+    return str(kind or "a dict of features")
+
+
 def _shape(t: pa.DataType) -> str:
     """A type without its list field names (``datasets`` writes ``item``, Parquet ``element``)."""
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
@@ -76,7 +90,8 @@ def features_problems(features: Any, schema: pa.Schema, declared_by: str) -> lis
             continue
         want, have = feature_type(feature), schema.field(name).type
         if want is not None and _shape(want) != _shape(have):
-            out.append(f"{declared_by} declares {name!r} as {_shape(want)}, the data holds {_shape(have)}")
+            out.append(f"{declared_by} declares {name!r} as {feature_text(feature)} ({_shape(want)}), the data "
+                       f"holds {_shape(have)}")
     return out
 
 
