@@ -228,3 +228,53 @@ def test_an_oversized_row_is_refused_with_its_size(tmp_path):
     assert (tmp_path / "big.parquet").stat().st_size < 100_000
     line = _refused(tmp_path / "big.parquet")
     assert f"row 0: {n:,} tokens in one row" in line
+
+
+# -------------------------------------------------------------------------------- bounded slices
+
+
+def _stream(path: Path, rows: list[dict]) -> Path:
+    """An Arrow IPC *stream* (what ``datasets`` writes), two rows per record batch."""
+    table = pa.Table.from_pylist(rows)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as w:
+        for batch in table.to_batches(max_chunksize=2):
+            w.write_batch(batch)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["arrow-file", "arrow-stream", "parquet", "jsonl", "mds", "olmo"])
+def test_slices_of_a_few_rows_give_the_same_report(ours, tmp_path, monkeypatch, fmt):
+    """Read one or two rows at a time (the Arrow map reopened after every slice), a part gives
+    the very report it gives read whole: violations name the same rows and positions."""
+    from sftdata.audit import slices
+
+    _, rows = ours
+    bad = [dict(r, labels=list(r["labels"])) for r in rows]
+    last = max(i for i, x in enumerate(bad[4]["labels"]) if x != IGNORE_INDEX)
+    bad[4]["labels"][last] = IGNORE_INDEX  # row 4's last <|eot_id|> untrained
+    path = tmp_path / "data"
+    if fmt == "arrow-stream":
+        path = _stream(tmp_path / "s.arrow", bad)
+    elif fmt in ("mds", "olmo"):
+        (write_mds(path, bad) if fmt == "mds" else write_olmo(path, bad, bounds=True))
+    else:
+        path = write(tmp_path / f"d.{ {'arrow-file': 'arrow'}.get(fmt, fmt)}", bad)
+        if fmt == "parquet":
+            pq.write_table(pa.Table.from_pylist(bad), path, row_group_size=3)
+    whole = audit(path)
+    seen: list[int] = []
+    real_cuts = slices.cuts
+
+    def small_cuts(lens, where, first_row):
+        out = real_cuts(lens, where, first_row)
+        seen.extend(b - a for a, b in out)
+        return out
+
+    monkeypatch.setattr(slices, "SLICE_TOKENS", 100)
+    monkeypatch.setattr(slices, "MAP_WINDOW", 1)
+    monkeypatch.setattr(slices, "cuts", small_cuts)
+    sliced = audit(path)
+    assert whole[0] == sliced[0] == 1 and whole[1]["violations"] == sliced[1]["violations"]
+    assert {v["row"] for v in sliced[1]["violations"]} == {4} and whole[1]["stats"] == sliced[1]["stats"]
+    if fmt not in ("jsonl", "mds"):  # these two cut per row as they read
+        assert seen and max(seen) <= 2

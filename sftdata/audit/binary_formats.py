@@ -13,7 +13,7 @@ time that CI pays), and both layouts are small and fixed. Each part becomes a ta
   ``.npy`` header) of the ids and a bool mask aligned with them; ``token_ids_part_NNNN.csv.gz``
   holds ``start,end`` per document. Without it, documents start at every ``<|begin_of_text|>``.
 
-Both are read in slices of about ``SLICE_TOKENS`` tokens, and every malformed piece (a sample
+Both are read in slices of about ``slices.SLICE_TOKENS`` tokens, and every malformed piece (a sample
 that is not a list of turns, a string or 10^30 id, JSON nested 200,000 deep, junk in a bounds
 file) is refused naming the file, the sample or line, and the problem.
 """
@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from sftdata.audit import slices
 from sftdata.audit.integrity import AuditError, MalformedDataError
-from sftdata.audit.slices import SLICE_TOKENS, cuts
 
 MDS_INDEX = "index.json"
 OLMO_TOKENS = "token_ids_part_*.npy"
@@ -109,11 +109,11 @@ def mds_slices(path: str, where: str) -> Iterator[tuple[int, pa.Table]]:
         for k in range(n):
             f.seek(int(offs[k]))
             row_ids, row_mask = _sample(f.read(int(offs[k + 1] - offs[k])), f"{where}: sample {k}")
-            cuts(np.asarray([len(row_ids)]), where, k)
+            slices.cuts(np.asarray([len(row_ids)]), where, k)
             ids.append(row_ids)
             mask.append(row_mask)
             tokens += len(row_ids)
-            if tokens >= SLICE_TOKENS or k == n - 1:
+            if tokens >= slices.SLICE_TOKENS or k == n - 1:
                 yield first, pa.table({"input_ids": _int_lists(ids, np.int64), "labels_mask": _int_lists(mask, np.int8)})
                 ids, mask, first, tokens = [], [], k + 1, 0
 
@@ -151,7 +151,7 @@ def _olmo_starts(bounds_file: Path, n: int) -> np.ndarray:
 def _bos_starts(token_file: Path, dtype: type, n: int, bos_id: int | None) -> np.ndarray:
     if bos_id is None:
         return np.zeros(0, np.int64)
-    found, step = [], SLICE_TOKENS
+    found, step = [], slices.SLICE_TOKENS
     for a in range(0, n, step):
         block = np.fromfile(token_file, dtype, min(step, n - a), offset=a * np.dtype(dtype).itemsize)
         found.append(np.flatnonzero(block == bos_id) + a)
@@ -173,7 +173,7 @@ def olmo_slices(path: str, where: str, bos_id: int | None) -> Iterator[tuple[int
     bounds_file = token_file.with_name(token_file.name[: -len(".npy")] + ".csv.gz")
     starts = _olmo_starts(bounds_file, n) if bounds_file.is_file() else _bos_starts(token_file, dtype, n, bos_id)
     edges = np.unique(np.concatenate([[0], starts, [n]]).astype(np.int64))
-    for a, b in cuts(np.diff(edges), where, 0):
+    for a, b in slices.cuts(np.diff(edges), where, 0):
         lo, hi = int(edges[a]), int(edges[b])
         ids = np.fromfile(token_file, dtype, hi - lo, offset=lo * width).astype(np.int64)
         mask = np.fromfile(mask_file, np.uint8, hi - lo, offset=lo).astype(np.int16)

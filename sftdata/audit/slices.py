@@ -27,9 +27,9 @@ import pyarrow as pa
 
 from sftdata.audit.integrity import MalformedDataError
 
-SLICE_TOKENS = 1 << 21  # tokens per slice read from a part
+SLICE_TOKENS = 1 << 20  # tokens per slice read from a part
 MAX_ROW_TOKENS = 1 << 22  # a longer row is refused: no Llama-3 model trains on it, no slice holds it
-MAP_WINDOW = 1 << 28  # bytes of a memory-mapped Arrow file read before the map is reopened
+MAP_WINDOW = 1 << 26  # bytes of a memory-mapped Arrow file read before the map is reopened
 JSONL_ROWS = 4096  # at most this many JSON Lines rows per slice
 
 
@@ -59,12 +59,12 @@ def cuts(lens: np.ndarray, where: str, first_row: int) -> list[tuple[int, int]]:
 
 
 def _open_ipc(source: pa.NativeFile) -> tuple[Any, bool]:
-    """(reader, is the random-access file format); ``datasets`` writes streams, others files."""
-    try:
-        return pa.ipc.open_stream(source), False
-    except pa.ArrowInvalid:
-        source.seek(0)
-        return pa.ipc.open_file(source), True
+    """(reader, is the random-access file format), told by the file format's magic bytes:
+    ``datasets`` writes streams, others files. (Opening a file as a stream can read a size from
+    its magic and touch gigabytes of the map before it fails.)"""
+    is_file = source.read(6) == b"ARROW1"
+    source.seek(0)
+    return (pa.ipc.open_file(source), True) if is_file else (pa.ipc.open_stream(source), False)
 
 
 def _batch_at(reader: Any, is_file: bool, index: int, skip: int) -> pa.RecordBatch | None:
