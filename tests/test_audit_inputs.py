@@ -278,3 +278,13 @@ def test_slices_of_a_few_rows_give_the_same_report(ours, tmp_path, monkeypatch, 
     assert {v["row"] for v in sliced[1]["violations"]} == {4} and whole[1]["stats"] == sliced[1]["stats"]
     if fmt not in ("jsonl", "mds"):  # these two cut per row as they read
         assert seen and max(seen) <= 2
+
+
+def test_shard_names_come_from_the_storage_layout(ours, tmp_path):
+    """A folder of sftdata shards without its manifest is an unfinished run, for every shard name
+    `storage/layout.py` gives (chunk indexes past 999,999 have seven digits)."""
+    from sftdata.storage.layout import shard_name
+
+    _, rows = ours
+    write(tmp_path / "run" / shard_name(1_000_000, 0), rows)
+    assert "not a finished `sftdata run` output" in _refused(tmp_path / "run")
