@@ -288,3 +288,13 @@ def test_shard_names_come_from_the_storage_layout(ours, tmp_path):
     _, rows = ours
     write(tmp_path / "run" / shard_name(1_000_000, 0), rows)
     assert "not a finished `sftdata run` output" in _refused(tmp_path / "run")
+
+
+def test_unsigned_ids_with_a_mask_are_read_as_ids(ours, tmp_path):
+    """uint32 ids (OLMo-style) beside a loss mask: the untrained positions stay -100, not 2**32 - 100."""
+    _, rows = ours
+    table = pa.table({"input_ids": pa.array([r["input_ids"] for r in rows], pa.list_(pa.uint32())),
+                      "loss_mask": pa.array([[x != IGNORE_INDEX for x in r["labels"]] for r in rows])})
+    pq.write_table(table, tmp_path / "u.parquet")
+    code, report, output = audit(tmp_path / "u.parquet")
+    assert code == 0, output

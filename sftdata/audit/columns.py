@@ -253,6 +253,8 @@ def normalise(table: pa.Table, lay: Layout, first_row: int, pad_ids: frozenset[i
     import pyarrow.compute as pc
 
     ids, lens = column_parts(table.column(lay.ids))
+    if ids.dtype.kind == "u" and (ids.dtype.itemsize < 8 or not ids.size or int(ids.max()) < 2**63):
+        ids = ids.astype(np.int64)  # unsigned ids cannot sit beside -100 labels
     if lay.labels:
         values, vlens = column_parts(table.column(lay.labels))
         labels = _unshift(values, vlens, IGNORE_INDEX) if lay.shifted else values
