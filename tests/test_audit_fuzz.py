@@ -78,3 +78,43 @@ def test_generated_columns_never_end_in_a_traceback(rows):
             return  # Arrow cannot hold these values: only JSON Lines can carry them
         pq.write_table(table, Path(tmp) / "data.parquet")
         _run(Path(tmp) / "data.parquet")
+
+
+ARROW_TYPES = [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint32(), pa.uint64(), pa.float32(),
+               pa.bool_(), pa.string()]
+
+
+@st.composite
+def typed_tables(draw):
+    """Our rows with each list column cast to a drawn Arrow type (or a large list), where it fits."""
+    rows = _BASE[:draw(st.integers(1, len(_BASE)))]
+    cols = {}
+    for name in draw(st.sampled_from([("input_ids", "labels"), ("input_ids", "loss_mask"), ("tokens", "labels"),
+                                      ("input_ids", "labels", "position_ids")])):
+        source = "labels" if name == "loss_mask" else "input_ids" if name in ("tokens", "position_ids") else name
+        values = [r[source] for r in rows]
+        if name == "loss_mask":
+            values = [[int(x != -100) * draw(st.sampled_from([1, 1, 1, -1, 2])) for x in v] for v in values]
+        if name == "position_ids":
+            values = [list(range(len(v) - draw(st.integers(0, 1)))) for v in values]
+        inner = draw(st.sampled_from(ARROW_TYPES))
+        outer = pa.large_list(inner) if draw(st.booleans()) else pa.list_(inner)
+        try:
+            cols[name] = pa.array(values, pa.list_(pa.int64())).cast(outer, safe=False)
+        except (pa.ArrowException, ValueError, TypeError):
+            cols[name] = pa.array(values, pa.list_(pa.int64()))
+    return pa.table(cols)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(table=typed_tables(), stream=st.booleans())
+def test_typed_columns_never_end_in_a_traceback(table, stream):
+    with tempfile.TemporaryDirectory(prefix="audit-fuzz-") as tmp:
+        path = Path(tmp) / "data.arrow"
+        with pa.OSFile(str(path), "wb") as sink:
+            with (pa.ipc.new_stream if stream else pa.ipc.new_file)(sink, table.schema) as w:
+                w.write_table(table, max_chunksize=2)
+        _run(path)
+        pq.write_table(table, Path(tmp) / "data.parquet")
+        _run(Path(tmp) / "data.parquet")
