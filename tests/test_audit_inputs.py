@@ -298,3 +298,15 @@ def test_unsigned_ids_with_a_mask_are_read_as_ids(ours, tmp_path):
     pq.write_table(table, tmp_path / "u.parquet")
     code, report, output = audit(tmp_path / "u.parquet")
     assert code == 0, output
+
+
+@pytest.mark.parametrize("junk", ["[" * 100_000 + "]" * 100_000, '{"features": ' + '{"_type": "Sequence", "feature": ' * 900
+                                  + '{"_type": "Value", "dtype": "int64"}' + "}" * 901, "[]", "null"])
+def test_junk_metadata_beside_datasets_never_crashes(ours, tmp_path, junk):
+    """dataset_info.json and export_manifest.json of any content: a finding or a refusal, never a crash."""
+    _, rows = ours
+    folder = _dataset(tmp_path / "ds", rows)
+    (folder / "dataset_info.json").write_text(junk)
+    (folder / "export_manifest.json").write_text(junk)
+    code, report, _ = audit(folder)
+    assert code == 1 and failed(report) == {"declared_features"}

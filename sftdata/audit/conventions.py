@@ -100,7 +100,7 @@ def declared_convention(location: str, parts: list[tuple[str, list[str]]]) -> tu
         if path.is_file():
             try:
                 target = json.loads(path.read_text(encoding="utf-8")).get("target")
-            except (OSError, ValueError, AttributeError):
+            except (OSError, ValueError, AttributeError, RecursionError):
                 target = None
             if target in EXPORT_TARGETS:
                 return EXPORT_TARGETS[target], f"{EXPORT_MANIFEST} (sftdata export --to {target})"

@@ -102,11 +102,12 @@ def dataset_info_problems(info_path: str, schema: pa.Schema) -> list[str]:
         return [f"no {INFO_NAME} in {path.parent}: datasets.load_from_disk refuses the folder"]
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return [f"{path}: not readable JSON ({exc}): datasets.load_from_disk refuses the folder"]
-    if not isinstance(info, dict) or "features" not in info:
-        return [f"{path}: no features: datasets.load_from_disk cannot type the columns"]
-    return features_problems(info["features"], schema, INFO_NAME)
+        if not isinstance(info, dict) or "features" not in info:
+            return [f"{path}: no features: datasets.load_from_disk cannot type the columns"]
+        return features_problems(info["features"], schema, INFO_NAME)
+    except (OSError, ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        return [f"{path}: not readable JSON ({why}): datasets.load_from_disk refuses the folder"]
 
 
 def parquet_metadata_problems(schema: pa.Schema) -> list[str]:
@@ -114,12 +115,11 @@ def parquet_metadata_problems(schema: pa.Schema) -> list[str]:
     raw = (schema.metadata or {}).get(b"huggingface")
     if raw is None:
         return []
-    try:
-        features = json.loads(raw)["info"]["features"]
-    except (ValueError, KeyError, TypeError) as exc:
-        return [f"the Parquet huggingface metadata is not readable ({exc})"]
     plain = pa.schema([schema.field(n) for n in schema.names])
-    return features_problems(features, plain, "the Parquet huggingface metadata")
+    try:
+        return features_problems(json.loads(raw)["info"]["features"], plain, "the Parquet huggingface metadata")
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        return [f"the Parquet huggingface metadata is not readable ({type(exc).__name__}: {exc})"]
 
 
 def column_type_problem(t: pa.DataType, role: str) -> str | None:
