@@ -103,6 +103,12 @@ def typed_tables(draw):
             cols[name] = pa.array(values, pa.list_(pa.int64())).cast(outer, safe=False)
         except (pa.ArrowException, ValueError, TypeError):
             cols[name] = pa.array(values, pa.list_(pa.int64()))
+    n = len(rows)
+    ids = draw(st.sampled_from([None, pa.array([f"r{k}" for k in range(n)]), pa.array(range(n)),
+                                pa.array([{"a": k} for k in range(n)]), pa.array([[k] for k in range(n)]),
+                                pa.array([b"x"] * n), pa.array([0.5] * n), pa.array([None] * n, pa.string())]))
+    if ids is not None:
+        cols[draw(st.sampled_from(["id", "conversation_id", "uid"]))] = ids
     return pa.table(cols)
 
 

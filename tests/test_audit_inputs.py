@@ -310,3 +310,16 @@ def test_junk_metadata_beside_datasets_never_crashes(ours, tmp_path, junk):
     (folder / "export_manifest.json").write_text(junk)
     code, report, _ = audit(folder)
     assert code == 1 and failed(report) == {"declared_features"}
+
+
+@pytest.mark.parametrize("kind", ["struct", "list", "binary", "float", "null"])
+def test_an_id_column_of_another_type_is_not_used_as_the_row_id(ours, tmp_path, kind):
+    _, rows = ours
+    n = len(rows)
+    ids = {"struct": pa.array([{"a": k} for k in range(n)]), "list": pa.array([[k] for k in range(n)]),
+           "binary": pa.array([b"x"] * n), "float": pa.array([0.5] * n), "null": pa.array([None] * n)}[kind]
+    table = pa.table({"id": ids, "input_ids": pa.array([r["input_ids"] for r in rows]),
+                      "labels": pa.array([r["labels"] for r in rows])})
+    pq.write_table(table, tmp_path / "i.parquet")
+    code, report, output = audit(tmp_path / "i.parquet")
+    assert code == 0, output

@@ -50,6 +50,11 @@ def _is_list(t: pa.DataType) -> bool:
     return pa.types.is_list(t) or pa.types.is_large_list(t)
 
 
+def _id_like(t: pa.DataType) -> bool:
+    """A column that can name rows (as text): strings and integers; anything else is not used."""
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)
+
+
 def layout(schema: pa.Schema, labels_column: str | None, mask_column: str | None, part: str) -> Layout:
     """The columns to use (explicit names first, then ``labels``, then the first mask column).
     A chosen column whose type cannot hold what it should is refused (`MalformedDataError`)."""
@@ -80,7 +85,7 @@ def layout(schema: pa.Schema, labels_column: str | None, mask_column: str | None
         if mask is None:
             raise AuditError(f"{part}: no labels or loss-mask column ({', '.join(('labels', *MASK_COLUMNS))}); "
                              f"name one with --labels-column or --mask-column (columns: {', '.join(names)})")
-    row_id = next((c for c in ROW_ID_COLUMNS if c in names and not _is_list(schema.field(c).type)), None)
+    row_id = next((c for c in ROW_ID_COLUMNS if c in names and _id_like(schema.field(c).type)), None)
     seq = next((need(c, "lengths") for c in SEQ_COLUMNS if c in names and _is_list(schema.field(c).type)), None)
     pos = next((need(c, "lengths") for c in POSITION_COLUMNS if c in names and _is_list(schema.field(c).type)), None)
     return Layout(ids, labels, mask, False, False, row_id, seq, pos)
