@@ -53,7 +53,7 @@ def test_shifted_labels_fail_unless_the_convention_is_named(ours, tmp_path, tok)
     assert code == 1 and {"label_convention", "label_matches_input"} <= failed(report)
     assert report["input"]["label_convention"]["assumed"] == "unshifted"
     assert report["input"]["label_convention"]["source"].startswith("default")
-    assert "look shifted by one, but are read as unshifted" in hits(report, "label_convention")[0]["message"]
+    assert "look shifted by one, but the data is read as unshifted" in hits(report, "label_convention")[0]["message"]
     assert "labels convention" in output and "unshifted (default" in output
     for named in (("--labels", "shifted"), ("--shifted",), ("--trainer", "megatron-bridge")):
         code, report, output = audit(path, *named)

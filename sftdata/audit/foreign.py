@@ -196,8 +196,8 @@ def check_part(part: Part, where: str, *, columns: tuple[str | None, str | None]
                  "(a response template that never matched?)", shard=part.name)
     check.detected = shift_verdict(evidence, lay.mask is not None)
     if check.detected is not None and check.detected != convention.assumed:
-        what = "labels" if lay.labels else f"loss mask {lay.mask!r}"
-        sink.add("label_convention", f"the {what} look {check.detected} by one, but are read as {convention.assumed} "
+        what = "labels look" if lay.labels else f"loss mask {lay.mask!r} looks"
+        sink.add("label_convention", f"the {what} {check.detected} by one, but the data is read as {convention.assumed} "
                  f"({convention.source}): a trainer expecting {convention.assumed} labels would learn the wrong "
                  "next token; name the trainer with --trainer or the convention with --labels", shard=part.name)
     return check
