@@ -323,3 +323,18 @@ def test_an_id_column_of_another_type_is_not_used_as_the_row_id(ours, tmp_path, 
     pq.write_table(table, tmp_path / "i.parquet")
     code, report, output = audit(tmp_path / "i.parquet")
     assert code == 0, output
+
+
+def test_bounds_and_lines_that_would_grow_without_end_are_refused(ours, tmp_path, monkeypatch):
+    """A bounds file repeating one document (a gzip bomb of "0,1" lines) and a JSON Lines line
+    longer than any row are refused, not accumulated."""
+    from sftdata.audit import slices
+
+    _, rows = ours
+    write_olmo(tmp_path / "olmo", rows, bounds=False)
+    with gzip.open(tmp_path / "olmo" / "token_ids_part_0000.csv.gz", "wt") as f:
+        f.write("0,1\n" * 1000)
+    assert "line 2: document 0,1" in _refused(tmp_path / "olmo")
+    monkeypatch.setattr(slices, "MAX_LINE_CHARS", 1000)
+    path = write(tmp_path / "long.jsonl", [{"input_ids": r["input_ids"] * 20, "labels": r["labels"] * 20} for r in rows])
+    assert "row 0 (line 1): longer than 1,000 characters" in _refused(path)

@@ -127,7 +127,7 @@ def _int_lists(rows: list[list[int]], dtype: type) -> pa.Array:
 
 def _olmo_starts(bounds_file: Path, n: int) -> np.ndarray:
     """Document starts from OLMo-core's ``start,end`` lines, each checked (0 <= start < end <= n)."""
-    starts = array("q")
+    starts, end = array("q"), 0  # documents do not overlap, so there are at most n of them
     try:
         with gzip.open(bounds_file, "rt", encoding="utf-8") as f:
             for line_no, line in enumerate(f, 1):
@@ -139,10 +139,11 @@ def _olmo_starts(bounds_file: Path, n: int) -> np.ndarray:
                 except (ValueError, IndexError):
                     raise MalformedDataError(f"{bounds_file}: line {line_no}: {line.strip()[:60]!r} is not "
                                              "start,end") from None
-                if not 0 <= a < b <= n or (starts and a < starts[-1]):
+                if not end <= a < b <= n:
                     raise MalformedDataError(f"{bounds_file}: line {line_no}: document {a},{b} is not inside the "
-                                             f"{n} tokens after the previous one")
+                                             f"{n} tokens after the previous one (which ends at {end})")
                 starts.append(a)
+                end = b
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         raise MalformedDataError(f"{bounds_file}: not a gzip of start,end lines: {exc}") from None
     return np.frombuffer(starts, np.int64) if len(starts) else np.zeros(0, np.int64)

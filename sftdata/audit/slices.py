@@ -18,6 +18,7 @@ with its size, since no slice could hold it:
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -31,6 +32,7 @@ SLICE_TOKENS = 1 << 20  # tokens per slice read from a part
 MAX_ROW_TOKENS = 1 << 22  # a longer row is refused: no Llama-3 model trains on it, no slice holds it
 MAP_WINDOW = 1 << 26  # bytes of a memory-mapped Arrow file read before the map is reopened
 JSONL_ROWS = 4096  # at most this many JSON Lines rows per slice
+MAX_LINE_CHARS = MAX_ROW_TOKENS * 32  # ids and labels of the longest row, written as JSON numbers
 
 
 def row_lengths(column: Any) -> np.ndarray:
@@ -184,10 +186,17 @@ def _problem(value: Any, role: str) -> str | None:
 
 
 def _jsonl_rows(path: str, where: str) -> Iterator[tuple[int, int, dict]]:
-    """(row, line, record) per non-blank line; a line that is not a JSON object is refused."""
+    """(row, line, record) per non-blank line; a line that is not a JSON object, or longer than
+    ``MAX_LINE_CHARS`` (read no further than that), is refused."""
     row = 0
     with open(path, encoding="utf-8", errors="strict") as f:
-        for line_no, line in enumerate(f, 1):
+        for line_no in itertools.count(1):
+            line = f.readline(MAX_LINE_CHARS + 1)
+            if not line:
+                return
+            if len(line) > MAX_LINE_CHARS:
+                raise MalformedDataError(f"{where}: row {row} (line {line_no}): longer than {MAX_LINE_CHARS:,} "
+                                         "characters, more than a row of the longest the audit reads")
             if not line.strip():
                 continue
             try:
