@@ -107,6 +107,9 @@ def mds_slices(path: str, where: str) -> Iterator[tuple[int, pa.Table]]:
         mask: list[list[int]] = []
         first, tokens = 0, 0
         for k in range(n):
+            if offs[k + 1] - offs[k] > slices.MAX_LINE_CHARS:
+                raise MalformedDataError(f"{where}: sample {k}: {int(offs[k + 1] - offs[k]):,} bytes, more than a row "
+                                         "of the longest the audit reads")
             f.seek(int(offs[k]))
             row_ids, row_mask = _sample(f.read(int(offs[k + 1] - offs[k])), f"{where}: sample {k}")
             slices.cuts(np.asarray([len(row_ids)]), where, k)
