@@ -338,3 +338,16 @@ def test_bounds_and_lines_that_would_grow_without_end_are_refused(ours, tmp_path
     monkeypatch.setattr(slices, "MAX_LINE_CHARS", 1000)
     path = write(tmp_path / "long.jsonl", [{"input_ids": r["input_ids"] * 20, "labels": r["labels"] * 20} for r in rows])
     assert "row 0 (line 1): longer than 1,000 characters" in _refused(path)
+
+
+def test_dataset_info_without_features_loads_and_an_image_label_does_not(ours, tmp_path):
+    """What datasets.load_from_disk does: features null or absent are taken from the Arrow schema
+    (pass); a feature it cannot cast to, on a column the audit reads, is refused (fail)."""
+    _, rows = ours
+    folder = _dataset(tmp_path / "ds", rows)
+    info_path = folder / "dataset_info.json"
+    info = json.loads(info_path.read_text())
+    for features, code in ((None, 0), ({**info["features"], "labels": {"_type": "Image"}}, 1)):
+        info_path.write_text(json.dumps(dict(info, features=features)))
+        got, report, _ = audit(folder)
+        assert got == code and failed(report) <= {"declared_features"}, report["violations"][:2]

@@ -76,8 +76,10 @@ def _shape(t: pa.DataType) -> str:
     return str(t)
 
 
-def features_problems(features: Any, schema: pa.Schema, declared_by: str) -> list[str]:
-    """How the declared features differ from ``schema`` (what ``datasets`` would refuse)."""
+def features_problems(features: Any, schema: pa.Schema, declared_by: str, used: frozenset[str] = frozenset()) -> list[str]:
+    """How the declared features differ from ``schema`` (what ``datasets`` would refuse). A
+    feature this check cannot map to an Arrow type is let be, unless the audit reads its column
+    (``used``): an Image or Audio feature cannot be token ids."""
     if not isinstance(features, dict):
         return [f"{declared_by} has no features object"]
     out = []
@@ -89,35 +91,39 @@ def features_problems(features: Any, schema: pa.Schema, declared_by: str) -> lis
             out.append(f"{declared_by} declares column {name!r}, which the data does not have")
             continue
         want, have = feature_type(feature), schema.field(name).type
-        if want is not None and _shape(want) != _shape(have):
+        if want is None and name in used:
+            out.append(f"{declared_by} declares {name!r} as {feature_text(feature)}, not a list of integers")
+        elif want is not None and _shape(want) != _shape(have):
             out.append(f"{declared_by} declares {name!r} as {feature_text(feature)} ({_shape(want)}), the data "
                        f"holds {_shape(have)}")
     return out
 
 
-def dataset_info_problems(info_path: str, schema: pa.Schema) -> list[str]:
+def dataset_info_problems(info_path: str, schema: pa.Schema, used: frozenset[str] = frozenset()) -> list[str]:
     """``dataset_info.json`` of a datasets folder against one of its Arrow files' schema."""
     path = Path(info_path)
     if not path.is_file():
         return [f"no {INFO_NAME} in {path.parent}: datasets.load_from_disk refuses the folder"]
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(info, dict) or "features" not in info:
-            return [f"{path}: no features: datasets.load_from_disk cannot type the columns"]
-        return features_problems(info["features"], schema, INFO_NAME)
+        if not isinstance(info, dict):
+            return [f"{path}: a JSON {type(info).__name__}, not an object: datasets.load_from_disk refuses it"]
+        if info.get("features") is None:  # datasets then takes the features from the Arrow schema
+            return []
+        return features_problems(info["features"], schema, INFO_NAME, used)
     except (OSError, ValueError, RecursionError) as exc:
         why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         return [f"{path}: not readable JSON ({why}): datasets.load_from_disk refuses the folder"]
 
 
-def parquet_metadata_problems(schema: pa.Schema) -> list[str]:
+def parquet_metadata_problems(schema: pa.Schema, used: frozenset[str] = frozenset()) -> list[str]:
     """The features a Parquet file written by ``datasets`` declares in its ``huggingface`` metadata."""
     raw = (schema.metadata or {}).get(b"huggingface")
     if raw is None:
         return []
     plain = pa.schema([schema.field(n) for n in schema.names])
     try:
-        return features_problems(json.loads(raw)["info"]["features"], plain, "the Parquet huggingface metadata")
+        return features_problems(json.loads(raw)["info"]["features"], plain, "the Parquet huggingface metadata", used)
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         return [f"the Parquet huggingface metadata is not readable ({type(exc).__name__}: {exc})"]
 

@@ -132,13 +132,14 @@ class PartCheck:
                 "shift_detected": self.detected == "shifted", "padding_stripped": self.padding_stripped}
 
 
-def declared(part: Part, schema: pa.Schema | None, sink: Violations) -> None:
+def declared(part: Part, schema: pa.Schema, lay: Layout, sink: Violations) -> None:
     """``declared_features``: dataset_info.json (datasets folders) and Parquet metadata against the columns."""
+    used = frozenset(c for c in (lay.ids, lay.labels, lay.mask, lay.seq_lengths, lay.position_ids) if c)
     problems = []
-    if part.info is not None and schema is not None:
-        problems = dataset_info_problems(part.info, schema)
-    elif part.kind == "parquet" and schema is not None:
-        problems = parquet_metadata_problems(schema)
+    if part.info is not None:
+        problems = dataset_info_problems(part.info, schema, used)
+    elif part.kind == "parquet":
+        problems = parquet_metadata_problems(schema, used)
     for message in problems:
         sink.add("declared_features", message, shard=part.name)
 
@@ -174,12 +175,12 @@ def check_part(part: Part, where: str, *, columns: tuple[str | None, str | None]
                ctx: RuleContext, tok: Any, sink: Violations, keep: bool) -> PartCheck:
     """Every rule over one part, slice by slice; what it adds to the report."""
     schema = part_schema(part, where)
-    declared(part, schema, sink)
     if schema is None:
         sink.add("has_rows", "no rows: " + ("the datasets folder lists no data files" if part.kind == "none"
                                             else "the file holds no records"), shard=part.name)
         return PartCheck(part, None, RowStats())
     lay = dataclasses.replace(layout(schema, columns[0], columns[1], where), shifted=convention.shifted)
+    declared(part, schema, lay, sink)
     check = PartCheck(part, lay, RowStats())
     evidence, vocab = np.zeros(3, np.int64), Vocabulary()
     for first, table in part_slices(part, lay, where, tok.bos_id):
