@@ -38,9 +38,8 @@ class ForeignSource:
         self.spec = tokenizer or DEFAULT_TOKENIZER
         self.columns = (labels_column, mask_column)
         self.min_trained_fraction, self.sources, self.template = min_trained_fraction, sources, template
-        schemas = [(p.name, part_schema(p, self._where(p.name))) for p in self.parts]
-        self._schemas = dict(schemas)
-        columns = [(name, schema.names if schema is not None else []) for name, schema in schemas]
+        self.schemas = {p.name: part_schema(p, self._where(p.name)) for p in self.parts}
+        columns = [(name, schema.names if schema is not None else []) for name, schema in self.schemas.items()]
         self.convention = resolve(named, declared_convention(location, columns))
         self.checks: list[PartCheck] = []
 
@@ -61,8 +60,8 @@ class ForeignSource:
         if not self.parts:
             sink.add("has_rows", f"no rows: the {self.kind} lists no splits")
         for part in self.parts:
-            check = check_part(part, self._where(part.name), columns=self.columns, convention=self.convention,
-                               ctx=ctx, tok=tok, sink=sink, keep=bool(self.sources))
+            check = check_part(part, self._where(part.name), self.schemas[part.name], columns=self.columns,
+                               convention=self.convention, ctx=ctx, tok=tok, sink=sink, keep=bool(self.sources))
             self.checks.append(check)
             rows.total.merge(check.stats)
             rows.packed |= check.packed

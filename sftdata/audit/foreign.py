@@ -171,10 +171,9 @@ def _slice(check: PartCheck, table: pa.Table, first: int, where: str, ctx: RuleC
         check.kept.append(norm.table)
 
 
-def check_part(part: Part, where: str, *, columns: tuple[str | None, str | None], convention: Convention,
-               ctx: RuleContext, tok: Any, sink: Violations, keep: bool) -> PartCheck:
-    """Every rule over one part, slice by slice; what it adds to the report."""
-    schema = part_schema(part, where)
+def check_part(part: Part, where: str, schema: pa.Schema | None, *, columns: tuple[str | None, str | None],
+               convention: Convention, ctx: RuleContext, tok: Any, sink: Violations, keep: bool) -> PartCheck:
+    """Every rule over one part (``schema``: from `part_schema`), slice by slice; what it adds to the report."""
     if schema is None:
         sink.add("has_rows", "no rows: " + ("the datasets folder lists no data files" if part.kind == "none"
                                             else "the file holds no records"), shard=part.name)
