@@ -34,7 +34,7 @@ _OUT = click.Path(dir_okay=False, path_type=Path)
 Examples:
   sftdata audit out/run1 --json out/run1/audit.json --junit audit.xml --html audit.html \\
       --min-trained-fraction 0.2 --max-rejected-fraction 0.05
-  sftdata audit trl_train_dataset/                 # a datasets folder another tool saved
+  sftdata audit trl_train_dataset/ --trainer trl   # a datasets folder another tool saved
   sftdata audit 'data/*.parquet' --mask-column loss_mask --source data.jsonl --template llama3.1
 \b
 Exit codes: 0 every rule holds, 1 a rule is violated or a threshold crossed, 2 usage or I/O error.""")
