@@ -47,6 +47,11 @@ class AuditError(UsageError):
     """A folder the audit cannot check at all (not a folder, no or unreadable manifest). Exit 2."""
 
 
+class MalformedInputError(UsageError):
+    """An input that cannot be read as what it claims to be (a wrong type, a row that does not
+    line up, a file cut short): the message names the file, the row and the problem. Exit 2."""
+
+
 class InterruptedRun(RunError):
     """SIGINT or SIGTERM: what was committed stays, ``--resume`` continues. Exit 130."""
 

@@ -130,7 +130,7 @@ def run_audit_after(summary, settings) -> bool:
     """Audit the finished folder, write audit.json beside the manifest, print the verdict."""
     import json
 
-    from sftdata.audit import run_audit
+    from sftdata.audit.run import run_audit
 
     report = run_audit(summary.output, min_trained_fraction=settings.min_trained_fraction,
                        max_rejected_fraction=settings.max_rejected_fraction)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from sftdata.audit.integrity import AuditError, align, list_parts, offsets
+from sftdata.audit.declared import column_type_problem
+from sftdata.audit.integrity import AuditError, MalformedDataError, align, list_parts, offsets
 from sftdata.constants import IGNORE_INDEX
 
 ID_COLUMNS = ("input_ids", "tokens")
@@ -40,7 +41,7 @@ class Layout:
 
     def describe(self) -> str:
         src = f"labels column {self.labels!r}" if self.labels else f"mask column {self.mask!r}"
-        shift = ", shifted by one (" + ("detected" if self.shift_detected else "--shifted") + ")" if self.shifted else ""
+        shift = ", read as shifted by one" if self.shifted else ""
         packed = f", packed by {self.seq_lengths or self.position_ids!r}" if self.seq_lengths or self.position_ids else ""
         return f"{self.ids!r} with {src}{shift}{packed}"
 
@@ -49,37 +50,44 @@ def _is_list(t: pa.DataType) -> bool:
     return pa.types.is_list(t) or pa.types.is_large_list(t)
 
 
+def _id_like(t: pa.DataType) -> bool:
+    """A column that can name rows (as text): strings and integers; anything else is not used."""
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)
+
+
 def layout(schema: pa.Schema, labels_column: str | None, mask_column: str | None, part: str) -> Layout:
-    """The columns to use (explicit names first, then ``labels``, then the first mask column)."""
+    """The columns to use (explicit names first, then ``labels``, then the first mask column).
+    A chosen column whose type cannot hold what it should is refused (`MalformedDataError`)."""
     names = schema.names
 
-    def need(name: str) -> str:
+    def need(name: str, role: str) -> str:
         if name not in names:
             raise AuditError(f"{part}: no column {name!r} (columns: {', '.join(names)})")
-        if not _is_list(schema.field(name).type):
-            raise AuditError(f"{part}: column {name!r} has type {schema.field(name).type}, not a list of ids")
+        problem = column_type_problem(schema.field(name).type, role)
+        if problem:
+            raise MalformedDataError(f"{part}: column {name!r} {problem}")
         return name
 
     ids = next((c for c in ID_COLUMNS if c in names), None)
     if ids is None:
         raise AuditError(f"{part}: no input_ids (or tokens) column (columns: {', '.join(names)})")
-    need(ids)
+    need(ids, "ids")
     if labels_column and mask_column:
         raise AuditError("give --labels-column or --mask-column, not both")
     if labels_column:
-        labels, mask = need(labels_column), None
+        labels, mask = need(labels_column, "labels"), None
     elif mask_column:
-        labels, mask = None, need(mask_column)
+        labels, mask = None, need(mask_column, "mask")
     elif "labels" in names:
-        labels, mask = need("labels"), None
+        labels, mask = need("labels", "labels"), None
     else:
-        labels, mask = None, next((need(c) for c in MASK_COLUMNS if c in names), None)
+        labels, mask = None, next((need(c, "mask") for c in MASK_COLUMNS if c in names), None)
         if mask is None:
             raise AuditError(f"{part}: no labels or loss-mask column ({', '.join(('labels', *MASK_COLUMNS))}); "
                              f"name one with --labels-column or --mask-column (columns: {', '.join(names)})")
-    row_id = next((c for c in ROW_ID_COLUMNS if c in names and not _is_list(schema.field(c).type)), None)
-    seq = next((c for c in SEQ_COLUMNS if c in names and _is_list(schema.field(c).type)), None)
-    pos = next((c for c in POSITION_COLUMNS if c in names and _is_list(schema.field(c).type)), None)
+    row_id = next((c for c in ROW_ID_COLUMNS if c in names and _id_like(schema.field(c).type)), None)
+    seq = next((need(c, "lengths") for c in SEQ_COLUMNS if c in names and _is_list(schema.field(c).type)), None)
+    pos = next((need(c, "lengths") for c in POSITION_COLUMNS if c in names and _is_list(schema.field(c).type)), None)
     return Layout(ids, labels, mask, False, False, row_id, seq, pos)
 
 
@@ -94,14 +102,15 @@ def column_parts(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return list_parts(column.cast(t) if t != column.type else column)
 
 
-def looks_shifted(ids: np.ndarray, lens: np.ndarray, values: np.ndarray, vlens: np.ndarray, is_mask: bool,
-                  closers: tuple[int, ...], end_header_id: int, header_newline: int | None) -> bool:
-    """Labels that equal the *next* input id far more often than the same one are shifted; a mask
-    (no values to compare) is shifted when it marks the header newline before answers and not the
-    closing tokens, as a mask rolled by one does."""
+def shift_evidence(ids: np.ndarray, lens: np.ndarray, values: np.ndarray, vlens: np.ndarray, is_mask: bool,
+                   closers: tuple[int, ...], end_header_id: int, header_newline: int | None) -> np.ndarray:
+    """Counts (unshifted, shifted, of) that `shift_verdict` weighs, summed over slices. Labels: how
+    many trained labels equal the input id at the same position and how many the *next* one. A
+    mask (no values to compare): how many marks fall on closing tokens (unshifted masks train
+    them) and how many on the header newline before answers (a mask rolled by one marks it)."""
     same = np.repeat(lens == vlens, lens)
     if not same.any():
-        return False
+        return np.zeros(3, np.int64)
     last = np.zeros(len(ids), bool)
     last[np.maximum(offsets(lens)[1:] - 1, 0)[lens > 0]] = True
     ids_s, vals_s, last_s = ids[same], values[same], last[same]
@@ -109,13 +118,23 @@ def looks_shifted(ids: np.ndarray, lens: np.ndarray, values: np.ndarray, vlens: 
         marked = np.flatnonzero(vals_s != 0)
         at_close = np.count_nonzero(np.isin(ids_s[marked], closers))
         at_nl = np.count_nonzero((ids_s[marked] == header_newline) & (ids_s[np.maximum(marked - 1, 0)] == end_header_id))
-        return at_nl > at_close
+        return np.asarray([at_close, at_nl, at_close + at_nl], np.int64)
     trained = np.flatnonzero((vals_s != IGNORE_INDEX) & ~last_s)
-    if not trained.size:
-        return False
     here = np.count_nonzero(vals_s[trained] == ids_s[trained])
     ahead = np.count_nonzero(vals_s[trained] == ids_s[trained + 1])
-    return ahead > here and ahead >= 0.9 * trained.size
+    return np.asarray([here, ahead, trained.size], np.int64)
+
+
+def shift_verdict(evidence: np.ndarray, is_mask: bool) -> str | None:
+    """"shifted", "unshifted", or None when the data does not tell."""
+    here, ahead, of = (int(x) for x in evidence)
+    if is_mask:
+        return None if here == ahead else "shifted" if ahead > here else "unshifted"
+    if ahead > here and ahead >= 0.9 * of > 0:
+        return "shifted"
+    if here > ahead and here >= 0.9 * of > 0:
+        return "unshifted"
+    return None
 
 
 def _unshift(values: np.ndarray, vlens: np.ndarray, fill: int) -> np.ndarray:
@@ -239,6 +258,8 @@ def normalise(table: pa.Table, lay: Layout, first_row: int, pad_ids: frozenset[i
     import pyarrow.compute as pc
 
     ids, lens = column_parts(table.column(lay.ids))
+    if ids.dtype.kind == "u" and (ids.dtype.itemsize < 8 or not ids.size or int(ids.max()) < 2**63):
+        ids = ids.astype(np.int64)  # unsigned ids cannot sit beside -100 labels
     if lay.labels:
         values, vlens = column_parts(table.column(lay.labels))
         labels = _unshift(values, vlens, IGNORE_INDEX) if lay.shifted else values

@@ -14,14 +14,10 @@ from pathlib import Path
 
 import click
 
+from sftdata.audit.conventions import CONVENTIONS, TRAINERS
+from sftdata.audit.outputs import ReportFiles
 from sftdata.cli_errors import SftdataCommand
 from sftdata.errors import AuditError
-
-
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
 
 _FOLDER = click.Path()  # a str: also a pyarrow filesystem URI such as s3://bucket/prefix
 _OUT = click.Path(dir_okay=False, path_type=Path)
@@ -31,7 +27,7 @@ _OUT = click.Path(dir_okay=False, path_type=Path)
 Examples:
   sftdata audit out/run1 --json out/run1/audit.json --junit audit.xml --html audit.html \\
       --min-trained-fraction 0.2 --max-rejected-fraction 0.05
-  sftdata audit trl_train_dataset/                 # a datasets folder another tool saved
+  sftdata audit trl_train_dataset/ --trainer trl   # a datasets folder another tool saved
   sftdata audit 'data/*.parquet' --mask-column loss_mask --source data.jsonl --template llama3.1
 \b
 Exit codes: 0 every rule holds, 1 a rule is violated or a threshold crossed, 2 usage or I/O error.""")
@@ -50,8 +46,13 @@ Exit codes: 0 every rule holds, 1 a rule is violated or a threshold crossed, 2 u
 @click.option("--tokenizer", help="No manifest: the tokenizer of the ids (default builtin:llama3).")
 @click.option("--labels-column", help="No manifest: the column of labels (-100 = not trained).")
 @click.option("--mask-column", help="No manifest: the 0/1 or bool loss-mask column (1 = trained).")
+@click.option("--labels", "labels_convention", type=click.Choice(CONVENTIONS),
+              help="No manifest: the labels convention. unshifted (the default): labels[i] is input_ids[i] or "
+                   "-100 and the trainer shifts; shifted: labels[i] is the target of position i.")
+@click.option("--trainer", type=click.Choice(sorted(TRAINERS)),
+              help="No manifest: the trainer that will load the data; its labels convention is checked.")
 @click.option("--shifted/--unshifted", default=None,
-              help="No manifest: labels are (not) shifted by one position; default: detected.")
+              help="No manifest: the older spelling of --labels shifted / --labels unshifted.")
 @click.option("--no-integrity", is_flag=True, help="Skip the size and sha256 check of the shard files.")
 @click.option("--max-listed", type=click.IntRange(0), default=50, show_default=True,
               help="Violations listed on the terminal.")
@@ -61,31 +62,35 @@ Exit codes: 0 every rule holds, 1 a rule is violated or a threshold crossed, 2 u
 def audit_cmd(folder: str, json_path: Path | None, html_path: Path | None, junit_path: Path | None,
               min_trained_fraction: float | None, max_rejected_fraction: float | None,
               sources: tuple[Path, ...], template: str | None, tokenizer: str | None, labels_column: str | None,
-              mask_column: str | None, shifted: bool | None, no_integrity: bool, max_listed: int,
-              workers: int | None) -> None:
+              mask_column: str | None, labels_convention: str | None, trainer: str | None, shifted: bool | None,
+              no_integrity: bool, max_listed: int, workers: int | None) -> None:
     """Check every row of a prepared folder PATH: labels train only assistant answers, whole turns, no
     shifted labels, well-formed Llama-3 turns, and a manifest that matches the shards.
 
     PATH may also be Llama-3 token data another tool prepared, without a manifest: a datasets
     folder (save_to_disk), Parquet / Arrow / JSON Lines files or a glob of them, an MDS or an
     OLMo-core folder, with input_ids and labels or a loss mask (assistant_masks, completion_mask,
-    loss_mask, labels_mask)."""
-    from sftdata.audit import run_audit
+    loss_mask, labels_mask). Its labels are read unshifted unless --labels or --trainer (or the
+    data itself) says otherwise; the report states the convention it assumed."""
+    from sftdata.audit.run import run_audit
 
-    report = run_audit(folder, min_trained_fraction=min_trained_fraction,
-                       max_rejected_fraction=max_rejected_fraction, check_integrity=not no_integrity,
-                       sources=list(sources) or None, template=template, tokenizer=tokenizer,
-                       labels_column=labels_column, mask_column=mask_column, shifted=shifted,
-                       workers=workers)
-    click.echo(report.summary_text(color=sys.stdout.isatty(), max_listed=max_listed), nl=False)
-    if json_path:
-        _write(json_path, json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
-    if junit_path:
-        _write(junit_path, report.to_junit())
-    if html_path:
-        from sftdata.audit.html import render_html
+    files = ReportFiles(json_path, junit_path, html_path)
+    try:
+        report = run_audit(folder, min_trained_fraction=min_trained_fraction,
+                           max_rejected_fraction=max_rejected_fraction, check_integrity=not no_integrity,
+                           sources=list(sources) or None, template=template, tokenizer=tokenizer,
+                           labels_column=labels_column, mask_column=mask_column, shifted=shifted,
+                           labels=labels_convention, trainer=trainer, workers=workers)
+        click.echo(report.summary_text(color=sys.stdout.isatty(), max_listed=max_listed), nl=False)
+        files.write(json_path, json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
+        files.write(junit_path, report.to_junit())
+        if html_path:
+            from sftdata.audit.html import render_html
 
-        _write(html_path, render_html(report))
+            files.write(html_path, render_html(report))
+    except BaseException:  # refused, interrupted or failed: no earlier passing report stays at these paths
+        files.drop_stale()
+        raise
     sys.exit(report.exit_code)
 
 
@@ -102,10 +107,14 @@ def verify_cmd(folder: str, json_path: Path | None) -> None:
     (size, sha256, readable Arrow, row and token counts), and that no unlisted shard is there."""
     from sftdata.audit.integrity import verify_folder
 
-    report = verify_folder(folder)
-    click.echo(report.summary_text())
-    if json_path:
-        _write(json_path, json.dumps(report.to_json(), indent=2) + "\n")
+    files = ReportFiles(json_path)
+    try:
+        report = verify_folder(folder)
+        click.echo(report.summary_text())
+        files.write(json_path, json.dumps(report.to_json(), indent=2) + "\n")
+    except BaseException:  # refused or failed: no earlier report stays at the path
+        files.drop_stale()
+        raise
     sys.exit(0 if report.ok else 1)
 
 

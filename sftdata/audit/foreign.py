@@ -4,158 +4,215 @@ Why the same rules and not a lighter check: the failure modes are the same (and 
 outside sftdata), and the rules already work from the tokens alone. What changes is what can be
 known: there is no manifest to recount, no recorded tokenizer fingerprint and no list of rows that
 were truncated on purpose, so those rules say ``skip (no manifest)`` rather than pass, and a row
-cut inside its last answer is a violation (``turn_cut_off``) rather than an allowance.
+cut inside its last answer is a violation (``turn_cut_off``) rather than an allowance. What the
+trainer loads is checked too: the declared features, that there are rows at all, that a loss
+mask is 0/1, and the labels convention (`sftdata.audit.conventions`).
 
-A tokenizer that does not fit the ids at all is an error (exit 2), not a wall of violations.
+Each part is read in bounded slices (`sftdata.audit.slices`); a row that cannot be lined up is
+refused (exit 2, `sftdata.audit.wellformed`). A tokenizer that does not fit the ids at all is an
+error (exit 2), not a wall of violations.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from sftdata.audit import (
-    THRESHOLDS,
-    _check_records,
-    _number,
-    _stats,
-    _tokenizer,
-    check_table,
-    finish_report,
-    rule_context,
-)
-from sftdata.audit.columns import Layout, column_parts, layout, looks_shifted, normalise
-from sftdata.audit.integrity import AuditError, list_parts
-from sftdata.audit.reader import Part, discover, read_part
-from sftdata.audit.report import MANIFEST_RULES, AuditReport, RowStats, Violations
+from sftdata.audit.columns import Layout, column_parts, layout, normalise, shift_evidence, shift_verdict
+from sftdata.audit.conventions import Convention
+from sftdata.audit.declared import dataset_info_problems, parquet_metadata_problems
+from sftdata.audit.integrity import AuditError, MalformedDataError, list_parts
+from sftdata.audit.reader import Part
+from sftdata.audit.report import RowStats, Violations
+from sftdata.audit.rules import RuleContext
+from sftdata.audit.shards import check_table
+from sftdata.audit.wellformed import check_rows, mask_values
 
-DEFAULT_TOKENIZER = "builtin:llama3"
 MAX_OUT_OF_VOCAB = 0.01  # more ids outside the vocabulary than this share: the wrong tokenizer
+FIXED_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int64())), ("labels_mask", pa.list_(pa.int16()))])
 
 
-def resolve_layout(table: pa.Table, lay: Layout, tok: Any, shifted: bool | None) -> Layout:
-    """Decide whether the labels (or mask) are shifted by one: as told, or detected."""
-    if shifted is not None:
-        return dataclasses.replace(lay, shifted=bool(shifted))
+def part_schema(part: Part, where: str) -> pa.Schema | None:
+    """The columns of a part without reading its rows (None: a part that holds no records)."""
+    from sftdata.audit.slices import arrow_schema, jsonl_schema
+    from sftdata.storage.opener import regular_size
+
+    if part.kind == "none":
+        return None
+    regular_size(part.path, what=where)  # a regular file (a FIFO would block), or one line
+    path = part.path
+    try:
+        if part.kind == "arrow":
+            return arrow_schema(path)
+        if part.kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).schema_arrow
+        if part.kind == "jsonl":
+            return jsonl_schema(path, where)
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
+        raise MalformedDataError(f"{where}: cannot read it as {part.kind}: {exc}") from None
+    return FIXED_SCHEMA
+
+
+def part_slices(part: Part, lay: Layout, where: str, bos_id: int | None) -> Iterator[tuple[int, pa.Table]]:
+    """(first row, table of the columns ``lay`` uses) per bounded slice of the part."""
+    from sftdata.audit import binary_formats, slices
+
+    roles = {lay.ids: "ids", lay.labels or lay.mask: "labels" if lay.labels else "mask"}
+    for name, role in ((lay.seq_lengths, "lengths"), (lay.position_ids, "lengths"), (lay.row_id, "id")):
+        if name:
+            roles.setdefault(name, role)
+    try:
+        if part.kind == "arrow":
+            yield from slices.arrow_slices(part.path, where, list(roles))
+        elif part.kind == "parquet":
+            yield from slices.parquet_slices(part.path, where, list(roles))
+        elif part.kind == "jsonl":
+            yield from slices.jsonl_slices(part.path, where, roles)
+        elif part.kind == "mds":
+            yield from binary_formats.mds_slices(part.path, where)
+        elif part.kind == "olmo":
+            yield from binary_formats.olmo_slices(part.path, where, bos_id)
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
+        raise MalformedDataError(f"{where}: cannot read it as {part.kind}: {exc}") from None
+
+
+@dataclasses.dataclass
+class Vocabulary:
+    """Ids outside the tokenizer's vocabulary and header tokens seen, over a part's slices."""
+
+    ids: int = 0
+    outside: int = 0
+    largest: int = 0
+    headers: bool = False
+
+    def add(self, table: pa.Table, tok: Any) -> None:
+        ids, _ = list_parts(table.column("input_ids"))
+        if ids.size:
+            self.ids += ids.size
+            self.outside += int(np.count_nonzero((ids < 0) | (ids >= tok.vocab_size)))
+            self.largest = max(self.largest, int(ids.max()))
+            self.headers = self.headers or bool(np.any(ids == tok.start_header_id))
+
+    def verdict(self, tok: Any, where: str, rows: int) -> None:
+        """One clear error when this tokenizer cannot have made the ids."""
+        if not self.ids:
+            return
+        if self.outside > MAX_OUT_OF_VOCAB * self.ids:
+            raise AuditError(f"{where}: {self.outside:,} of {self.ids:,} ids lie outside the vocabulary of "
+                             f"{tok.spec!r} ({tok.vocab_size:,} ids; largest id {self.largest:,}): the data was "
+                             "tokenized with another tokenizer (name it with --tokenizer)")
+        if not self.headers:
+            raise AuditError(f"{where}: no Llama-3 header token (<|start_header_id|>, id {tok.start_header_id}) "
+                             f"in any of its {rows:,} rows: not Llama-3 chat data for {tok.spec!r} (another "
+                             "tokenizer's ids, or a template without Llama-3 headers)")
+
+
+@dataclasses.dataclass
+class PartCheck:
+    """What checking one part found, beyond its violations."""
+
+    part: Part
+    lay: Layout | None
+    stats: RowStats
+    packed: bool = False
+    padding_stripped: int = 0
+    detected: str | None = None
+    kept: list[pa.Table] = dataclasses.field(default_factory=list)  # for --source only
+
+    def describe(self) -> dict[str, Any]:
+        lay = self.lay
+        return {"name": self.part.name, "format": self.part.kind, "rows": self.stats.rows,
+                "columns": lay.describe() if lay else "no rows", "labels_column": lay.labels if lay else None,
+                "mask_column": lay.mask if lay else None, "shifted": bool(lay and lay.shifted),
+                "shift_detected": self.detected == "shifted", "padding_stripped": self.padding_stripped}
+
+
+def declared(part: Part, schema: pa.Schema, lay: Layout, sink: Violations) -> None:
+    """``declared_features``: dataset_info.json (datasets folders) and Parquet metadata against the columns."""
+    used = frozenset(c for c in (lay.ids, lay.labels, lay.mask, lay.seq_lengths, lay.position_ids) if c)
+    problems = []
+    if part.info is not None:
+        problems = dataset_info_problems(part.info, schema, used)
+    elif part.kind == "parquet":
+        problems = parquet_metadata_problems(schema, used)
+    for message in problems:
+        sink.add("declared_features", message, shard=part.name)
+
+
+def _slice(check: PartCheck, table: pa.Table, first: int, where: str, ctx: RuleContext, tok: Any,
+           sink: Violations, evidence: np.ndarray, vocab: Vocabulary, keep: bool) -> None:
+    lay, name = check.lay, check.part.name
+    check_rows(table, lay, where, first)
+    mask_values(table, lay, name, first, sink)
     ids, lens = column_parts(table.column(lay.ids))
     values, vlens = column_parts(table.column(lay.labels or lay.mask))
     newline = tok.header_newline_ids
-    found = looks_shifted(ids, lens, values, vlens, lay.mask is not None,
-                          tuple(i for i in (tok.eot_id, tok.eom_id) if i is not None), tok.end_header_id,
-                          newline[-1] if newline else None)
-    return dataclasses.replace(lay, shifted=bool(found), shift_detected=bool(found))
+    evidence += shift_evidence(ids, lens, values, vlens, lay.mask is not None, ctx.closer_ids, tok.end_header_id,
+                               newline[-1] if newline else None)
+    norm = normalise(table, lay, first, ctx.pad_ids)
+    vocab.add(norm.table, tok)
+    rid = norm.table.column("id")
+    for row, pos, count, first_id in norm.trained_padding:
+        sink.add("pad_trained", f"{count} trailing padding token(s) trained, first {ctx.text(first_id)} (labels "
+                 "copied from input_ids before padding, or an end-of-text appended after the last turn?)",
+                 id=rid[row].as_py(), shard=name, row=first + row, position=pos)
+    checked = check_table(norm.table, name, ctx, sink, prepared=False, first_row=first, whole=False)
+    if checked is None:  # cannot happen for a normalised table, but never pass what was not checked
+        raise AuditError(f"{where}: columns cannot be checked")
+    check.stats.merge(checked[0])
+    check.packed |= checked[1]
+    check.padding_stripped += norm.padding_stripped
+    if keep:
+        check.kept.append(norm.table)
 
 
-def check_vocabulary(table: pa.Table, tok: Any, where: str) -> None:
-    """Ids that this tokenizer cannot have made: one clear error instead of a violation per row."""
-    ids, _ = list_parts(table.column("input_ids"))
-    if not ids.size:
-        return
-    bad = int(np.count_nonzero((ids < 0) | (ids >= tok.vocab_size)))
-    if bad > MAX_OUT_OF_VOCAB * ids.size:
-        raise AuditError(f"{where}: {bad:,} of {ids.size:,} ids lie outside the vocabulary of {tok.spec!r} "
-                         f"({tok.vocab_size:,} ids; largest id {int(ids.max()):,}): the data was tokenized with "
-                         "another tokenizer (name it with --tokenizer)")
-    if not np.any(ids == tok.start_header_id):
-        raise AuditError(f"{where}: no Llama-3 header token (<|start_header_id|>, id {tok.start_header_id}) in "
-                         f"any of its {table.num_rows:,} rows: not Llama-3 chat data for {tok.spec!r} (another "
-                         "tokenizer's ids, or a template without Llama-3 headers)")
+def check_part(part: Part, where: str, schema: pa.Schema | None, *, columns: tuple[str | None, str | None],
+               convention: Convention, ctx: RuleContext, tok: Any, sink: Violations, keep: bool) -> PartCheck:
+    """Every rule over one part (``schema``: from `part_schema`), slice by slice; what it adds to the report."""
+    if schema is None:
+        sink.add("has_rows", "no rows: " + ("the datasets folder lists no data files" if part.kind == "none"
+                                            else "the file holds no records"), shard=part.name)
+        return PartCheck(part, None, RowStats())
+    lay = dataclasses.replace(layout(schema, columns[0], columns[1], where), shifted=convention.shifted)
+    declared(part, schema, lay, sink)
+    check = PartCheck(part, lay, RowStats())
+    evidence, vocab = np.zeros(3, np.int64), Vocabulary()
+    for first, table in part_slices(part, lay, where, tok.bos_id):
+        _slice(check, table, first, where, ctx, tok, sink, evidence, vocab, keep)
+    stats = check.stats
+    if not stats.rows:
+        sink.add("has_rows", "no rows: the trainer would load an empty dataset", shard=part.name)
+        return check
+    if not stats.tokens:
+        raise MalformedDataError(f"{where}: all {stats.rows:,} rows are empty (no input_ids)")
+    vocab.verdict(tok, where, stats.rows)
+    if not stats.trained_tokens:
+        sink.add("all_labels_masked", f"not one of the {stats.rows} rows trains a token: every label is -100 "
+                 "(a response template that never matched?)", shard=part.name)
+    check.detected = shift_verdict(evidence, lay.mask is not None)
+    if check.detected is not None and check.detected != convention.assumed:
+        what = "labels look" if lay.labels else f"loss mask {lay.mask!r} looks"
+        sink.add("label_convention", f"the {what} {check.detected} by one, but the data is read as {convention.assumed} "
+                 f"({convention.source}): a trainer expecting {convention.assumed} labels would learn the wrong "
+                 "next token; name the trainer with --trainer or the convention with --labels", shard=part.name)
+    return check
 
 
-def _parts_and_tables(parts: list[Part], labels_column: str | None, mask_column: str | None,
-                      shifted: bool | None, tok: Any, location: str, pad_ids: frozenset[int]):
-    for part in parts:
-        table = read_part(part, tok.bos_id)
-        where = f"{location}: {part.name}" if part.name != location else location
-        lay = resolve_layout(table, layout(table.schema, labels_column, mask_column, where), tok, shifted)
-        norm = normalise(table, lay, 0, pad_ids)
-        check_vocabulary(norm.table, tok, where)
-        yield part, lay, norm
-
-
-def audit_foreign(location: str, *, min_trained_fraction: float | None = None,
-                  sources: Sequence[str | Path] | None = None, max_per_rule: int = 1000,
-                  labels_column: str | None = None, mask_column: str | None = None, shifted: bool | None = None,
-                  tokenizer: str | None = None, template: str | None = None) -> AuditReport:
-    """Audit every part of ``location`` (see `sftdata.audit.reader.discover`) with every row rule."""
-    started = time.perf_counter()
-    if sources and not template:
-        raise AuditError("--source on data without a manifest needs --template (llama3, llama3.1 or llama3.2): "
-                         "the template to render the source records with")
-    kind, parts = discover(location)
-    spec = tokenizer or DEFAULT_TOKENIZER
-    tok = _tokenizer(spec)
-    ctx = rule_context(tok)
-    sink = Violations(max_per_rule)
-    total, packed_any, samples, described = RowStats(), False, [], []
-    layouts: dict[str, Layout] = {}
-    kept: list[tuple[str, Layout, pa.Table]] = []  # for --source
-    rows_started = time.perf_counter()
-    for part, lay, norm in _parts_and_tables(parts, labels_column, mask_column, shifted, tok, location, ctx.pad_ids):
-        table = norm.table
-        ids = table.column("id")
-        for row, pos, count, first in norm.trained_padding:
-            sink.add("pad_trained", f"{count} trailing padding token(s) trained, first {ctx.text(first)} (labels "
-                     "copied from input_ids before padding, or an end-of-text appended after the last turn?)",
-                     id=ids[row].as_py(), shard=part.name, row=row, position=pos)
-        checked = check_table(table, part.name, ctx, sink, prepared=False)
-        if checked is None:  # cannot happen for a normalised table, but never pass what was not checked
-            raise AuditError(f"{location}: {part.name}: columns cannot be checked")
-        stats, packed = checked
-        packed_any |= packed
-        total.merge(stats)
-        layouts[part.name] = lay
-        described.append({"name": part.name, "format": part.kind, "rows": stats.rows, "columns": lay.describe(),
-                          "labels_column": lay.labels, "mask_column": lay.mask, "shifted": lay.shifted,
-                          "shift_detected": lay.shift_detected, "padding_stripped": norm.padding_stripped})
-        wanted = max(0, 3 - len(samples))
-        samples += [{"shard": part.name, "row": r, "why": "first rows"} for r in range(min(wanted, stats.rows))]
-        if sources:
-            kept.append((part.name, lay, table))
-    rows_seconds = time.perf_counter() - rows_started
-    if sources:
-        from sftdata.audit.source_compare import compare_foreign
-
-        compare_foreign(kept, [str(s) for s in sources], template, spec, tok, sink)
-    thresholds = {k: None for k in THRESHOLDS}
-    thresholds["min_trained_fraction"] = _number(min_trained_fraction)
-    stats = _stats(total, {}, None, packed_any, len(parts))
-    _check_records(sink, stats, {}, None, thresholds)
-    skip = {r: "no manifest" for r in MANIFEST_RULES}
-    if not packed_any:
-        skip["packing"] = "not packed"
-    if not sources:
-        skip["source_match"] = "no --source"
-    if thresholds["min_trained_fraction"] is None:
-        skip["min_trained_fraction"] = "no threshold set"
-    kinds = sorted({d["columns"] for d in described})
-    info = {"kind": kind, "manifest": False, "tokenizer": spec, "parts": described,
-            "description": f"{kind} without a manifest, {len(parts)} part(s): {'; '.join(kinds)}"}
-
-    def row_reader(shard: str, row: int) -> Any:
-        return read_row(parts, layouts, shard, row, ctx.pad_ids, tok.bos_id)
-
-    return finish_report(
-        path=location, location=location, sink=sink, total=total, stats=stats, skip=skip, samples=samples,
-        thresholds=thresholds, ctx=ctx, started=started, rows_seconds=rows_seconds, integrity=None,
-        tokenizer={"spec": spec, "fingerprint": tok.fingerprint, "manifest_fingerprint": None},
-        input=info, row_reader=row_reader)
-
-
-def read_row(parts: list[Part], layouts: dict[str, Layout], shard: str, row: int, pad_ids: frozenset[int],
-             bos_id: int) -> Any:
-    """One normalised row as an ``inspect.Row`` (for the HTML samples)."""
+def read_row(part: Part, lay: Layout, row: int, pad_ids: frozenset[int], bos_id: int) -> Any:
+    """One normalised row as an ``inspect.Row`` (for the HTML samples), read from its slice."""
     from sftdata.audit.inspect import Row
 
-    part = next(p for p in parts if p.name == shard)
-    table = normalise(read_part(part, bos_id), layouts[shard], 0, pad_ids).table.slice(row, 1)
-    ids, labels = list_parts(table.column("input_ids"))[0], list_parts(table.column("labels"))[0]
-    seq = table.column("seq_lengths")[0].as_py() if "seq_lengths" in table.column_names else None
-    return Row(id=table.column("id")[0].as_py(), shard=shard, row=row, index=row, input_ids=ids, labels=labels,
-               seq_lengths=seq)
+    for first, table in part_slices(part, lay, part.name, bos_id):
+        if first <= row < first + table.num_rows:
+            one = normalise(table, lay, first, pad_ids).table.slice(row - first, 1)
+            ids, labels = list_parts(one.column("input_ids"))[0], list_parts(one.column("labels"))[0]
+            seq = one.column("seq_lengths")[0].as_py() if "seq_lengths" in one.column_names else None
+            return Row(id=one.column("id")[0].as_py(), shard=part.name, row=row, index=row, input_ids=ids,
+                       labels=labels, seq_lengths=seq)
+    raise AuditError(f"{part.name}: no row {row}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from sftdata.audit.report import RULES, AuditReport, violation_line
+from sftdata.audit.report import ALL_RULES, AuditReport, violation_line
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1100px;color:#1b1f24}
@@ -76,7 +76,7 @@ def _hbars(title: str, counts: dict[str, float], *, svg_id: str, color: str, wid
     return "".join(out)
 
 
-def _histogram(title: str, hist: dict[str, list], svg_id: str, color: str, pct: bool = False) -> str:
+def histogram(title: str, hist: dict[str, list], svg_id: str, color: str, pct: bool = False) -> str:
     edges, counts = hist["edges"], hist["counts"]
     show = (lambda e: f"{e:.0%}") if pct else (lambda e: f"{e:,.0f}")
     labels = [f"{show(lo)}–{show(hi)}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
@@ -145,13 +145,13 @@ def render_html(report: AuditReport, tokenizer: Any | None = None) -> str:
     if s.get("packed") and s.get("packing_efficiency") is not None:
         overview.append(("packing efficiency", f"{s['packing_efficiency']:.1%}"))
     rules = "".join(f'<tr><td><code>{r}</code></td><td class="{"ok" if st == "pass" else st}">{escape(report.status_text(r))}</td>'
-                    f'<td class="n">{report.violation_counts.get(r, 0):,}</td><td>{escape(RULES[r])}</td></tr>'
+                    f'<td class="n">{report.violation_counts.get(r, 0):,}</td><td>{escape(ALL_RULES[r])}</td></tr>'
                     for r, st in report.statuses.items())
     roles = [r for r, n in s["tokens_per_role"].items() if n]
     rejected = s["records"]["rejected"]
     charts = [
-        _histogram("row length (tokens)", s["length_histogram"], "length-histogram", "#0969da"),
-        _histogram("trained fraction per row", s["trained_fraction_histogram"], "trained-histogram", "#1a7f37", True),
+        histogram("row length (tokens)", s["length_histogram"], "length-histogram", "#0969da"),
+        histogram("trained fraction per row", s["trained_fraction_histogram"], "trained-histogram", "#1a7f37", True),
         _hbars("tokens per role", {r: float(s["tokens_per_role"][r]) for r in roles}, svg_id="role-tokens",
                color="#8250df"),
         _hbars("rejected records by reason", {k: float(v) for k, v in rejected.items()}, svg_id="rejections",

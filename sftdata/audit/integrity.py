@@ -14,7 +14,6 @@ helpers over offsets and sorted position arrays that the rules share.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +23,15 @@ import numpy as np
 import pyarrow as pa
 
 from sftdata.constants import IGNORE_INDEX
-from sftdata.errors import AuditError, ManifestError, UnsafeFileError
+from sftdata.errors import AuditError, MalformedInputError, ManifestError, UnsafeFileError
 from sftdata.storage import Folder
-from sftdata.storage.layout import MANIFEST_NAME, QUARANTINE_NAME, name_problem
+from sftdata.storage.layout import MANIFEST_NAME, QUARANTINE_NAME, SHARD_FILE, name_problem
 from sftdata.storage.opener import map_regular
 
-SHARD_FILE = re.compile(r"^shard-\d{6}-\d{2}\.arrow$")
+
+class MalformedDataError(AuditError, MalformedInputError):
+    """Data the rules cannot be applied to (a row whose labels do not line up with its ids, ids
+    that are strings, a file cut short): one line naming the file, the row and the problem."""
 
 
 @dataclass
@@ -286,6 +288,11 @@ def _int_buffer(arr: pa.Array, count: int, start: int = 0) -> np.ndarray | None:
     return np.frombuffer(arr.buffers()[1], dtype=dtype, count=count, offset=(arr.offset + start) * np.dtype(dtype).itemsize)
 
 
+def _wide(values: np.ndarray) -> np.ndarray:
+    """Integers narrower than 32 bits widened: token ids (up to 128,256) and -100 must fit."""
+    return values.astype(np.int32) if values.dtype.kind in "iu" and values.dtype.itemsize < 4 else values
+
+
 def list_parts(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """A list column as (flat values, per-row lengths) numpy arrays; a null list is an empty one."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -293,14 +300,14 @@ def list_parts(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarr
         offs = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
         values = _int_buffer(arr.values, int(offs[-1] - offs[0]), int(offs[0]))
         if values is not None:
-            return values, np.diff(offs).astype(np.int64)
+            return _wide(values), np.diff(offs).astype(np.int64)
     import pyarrow.compute as pc  # imported where needed: 0.1 s of every audit's start-up
 
     lens = _no_nulls(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
     flat = pc.list_flatten(arr)
     if flat.null_count:
         flat = _no_nulls(flat, IGNORE_INDEX if pa.types.is_integer(flat.type) else "")
-    return flat.to_numpy(zero_copy_only=False), lens
+    return _wide(flat.to_numpy(zero_copy_only=False)), lens
 
 
 def iter_slices(table: pa.Table, packed: bool, chunk_tokens: int | None = None) -> Iterator[tuple[int, dict]]:

@@ -13,17 +13,11 @@ forever (issue 14).
 from __future__ import annotations
 
 import glob
-import json
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-
-from sftdata.audit.integrity import SHARD_FILE, AuditError
-from sftdata.errors import UnsafeFileError
-from sftdata.storage.layout import state_file_names
+from sftdata.errors import AuditError, UnsafeFileError
+from sftdata.storage.layout import DATASET_INFO_NAME, SHARD_FILE, STATE_NAME, WORK_DIR, state_file_names
 from sftdata.storage.opener import read_json
 
 EXTENSIONS = {".arrow": "arrow", ".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
@@ -35,29 +29,23 @@ class Part:
 
     name: str
     path: str
-    kind: str  # arrow | parquet | jsonl | mds | olmo
-
-
-def regular_file(path: str | Path) -> Path:
-    """``path`` if it is a regular file; anything else (a FIFO would block ``open``) is an AuditError."""
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        raise AuditError(f"{path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(mode):
-        raise AuditError(f"{path}: not a regular file")
-    return Path(path)
+    kind: str  # arrow | parquet | jsonl | mds | olmo | none (a datasets folder that lists no data file)
+    info: str | None = None  # the dataset_info.json that declares this part's features (datasets folders)
 
 
 def _dataset_parts(folder: Path, prefix: str) -> list[Part]:
-    """A ``save_to_disk`` Dataset folder: its Arrow files in ``state.json`` order."""
+    """A ``save_to_disk`` Dataset folder: its Arrow files in ``state.json`` order (one part of kind
+    ``none`` when it lists none: the audit fails it as empty, it does not skip it)."""
     try:  # the one opener and the one name check (sftdata.storage): plain names, each once
-        files = state_file_names(read_json(folder / "state.json"), str(folder / "state.json"))
+        files = state_file_names(read_json(folder / STATE_NAME), str(folder / STATE_NAME))
     except UnsafeFileError as exc:
         raise AuditError(str(exc)) from None
-    except OSError as exc:
-        raise AuditError(f"{folder}: unreadable datasets state.json: {exc}") from exc
-    return [Part(f"{prefix}{f}", str(folder / f), "arrow") for f in files]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise AuditError(f"{folder}: unreadable datasets state.json: {exc}") from None
+    info = str(folder / DATASET_INFO_NAME)
+    if not files:
+        return [Part(f"{prefix}{STATE_NAME}", str(folder), "none", info)]
+    return [Part(f"{prefix}{f}", str(folder / f), "arrow", info) for f in files]
 
 
 def discover(location: str) -> tuple[str, list[Part]]:
@@ -76,16 +64,18 @@ def discover(location: str) -> tuple[str, list[Part]]:
         raise AuditError(f"{location}: no such folder or file")
     if not path.is_dir():
         return "file", [_file_part(path, path.name)]
-    if (path / "_chunks").is_dir() or any(SHARD_FILE.match(p.name) for p in path.iterdir()):
+    if (path / WORK_DIR).is_dir() or any(SHARD_FILE.match(p.name) for p in path.iterdir()):
         raise AuditError(f"{path}: no manifest.json beside sftdata shards: not a finished `sftdata run` output "
                          "folder (it is written last)")
     if (path / "dataset_dict.json").exists():
         try:
-            splits = json.loads(regular_file(path / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise AuditError(f"{path}: unreadable dataset_dict.json: {exc}") from exc
+            splits = read_json(path / "dataset_dict.json")["splits"]
+            if not isinstance(splits, list) or not all(isinstance(s, str) and s and Path(s).name == s for s in splits):
+                raise ValueError("splits is not a list of plain folder names")
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise AuditError(f"{path}: unreadable dataset_dict.json: {exc}") from None
         return "datasets DatasetDict", [p for s in splits for p in _dataset_parts(path / s, f"{s}/")]
-    if (path / "state.json").exists():
+    if (path / STATE_NAME).exists():
         return "datasets Dataset", _dataset_parts(path, "")
     from sftdata.audit.binary_formats import OLMO_TOKENS, mds_shards
 
@@ -96,7 +86,7 @@ def discover(location: str) -> tuple[str, list[Part]]:
     if olmo:
         return "OLMo-core memmaps", [Part(p.name, str(p), "olmo") for p in olmo]
     files = sorted(p for p in path.rglob("*") if p.suffix in EXTENSIONS and not p.name.startswith(".")
-                   and p.name not in ("dataset_info.json", "export_manifest.json", "index.json"))
+                   and p.name not in (DATASET_INFO_NAME, "export_manifest.json", "index.json"))
     columnar = [p for p in files if EXTENSIONS[p.suffix] != "jsonl"]
     files = columnar or files  # beside Parquet/Arrow data, JSON files are metadata (Megatron-Bridge's)
     if not files:
@@ -110,31 +100,3 @@ def _file_part(path: Path, name: str) -> Part:
     if kind is None:
         raise AuditError(f"{path}: not a .parquet, .arrow, .jsonl or .json file")
     return Part(name, str(path), kind)
-
-
-def read_part(part: Part, bos_id: int | None = None) -> pa.Table:
-    """The whole file as a table; Arrow is memory-mapped (datasets writes IPC streams, others files).
-    ``bos_id`` splits OLMo-core memmaps into documents when they come without boundaries."""
-    path = str(regular_file(part.path))
-    try:
-        if part.kind in ("mds", "olmo"):
-            from sftdata.audit.binary_formats import read_mds, read_olmo
-
-            return read_mds(path) if part.kind == "mds" else read_olmo(path, bos_id)
-        if part.kind == "arrow":
-            with pa.memory_map(path) as source:
-                try:
-                    return pa.ipc.open_stream(source).read_all()
-                except pa.ArrowInvalid:
-                    source.seek(0)
-                    return pa.ipc.open_file(source).read_all()
-        if part.kind == "parquet":
-            import pyarrow.parquet as pq
-
-            return pq.ParquetFile(path).read()  # read_table imports pyarrow.dataset, and so pandas (2 s)
-        import pyarrow.json as pj
-
-        return pj.read_json(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise AuditError(f"{part.path}: cannot read it as {part.kind}: {exc}") from exc
-

@@ -48,6 +48,22 @@ RULES: dict[str, str] = {
     "min_trained_fraction": "trained tokens / tokens is at least the threshold",
     "max_rejected_fraction": "rejected records / records read is at most the threshold",
 }
+# Rules about what a trainer loads from data without a manifest (a prepared folder's manifest and
+# `sftdata run` already guarantee them, so its report does not list them).
+INPUT_RULES: dict[str, str] = {
+    "has_rows": "every file, datasets folder and split holds rows (a 0-row file, a datasets folder "
+    "whose state.json lists no data file, or a DatasetDict without splits fails)",
+    "declared_features": "what the data declares about its columns (dataset_info.json, a Parquet file's "
+    "huggingface metadata) matches them, as datasets.load_from_disk requires",
+    "label_convention": "the labels are read in the convention named (--labels, --trainer), else declared by "
+    "the data, else unshifted; data that looks shifted the other way, or a named convention that "
+    "contradicts the declared one, fails",
+    "mask_values": "a loss-mask column holds only 0 and 1 (false and true): -1 ascends the gradient of "
+    "a trainer that multiplies the loss by the mask, other values are weights",
+}
+ALL_RULES: dict[str, str] = {**RULES, **INPUT_RULES}
+# the rule order of a report on data without a manifest: the input rules after `columns`
+FOREIGN_ORDER: tuple[str, ...] = tuple(r for k in RULES for r in ((k, *INPUT_RULES) if k == "columns" else (k,)))
 ROLE_NAMES = ("other", "system", "user", "assistant", "ipython", "tool", "unknown")
 # rules that only a manifest can feed: without one they are "skip (no manifest)", never pass
 MANIFEST_RULES = ("shard_integrity", "manifest_counts", "tokenizer_fingerprint", "max_length", "max_rejected_fraction")
@@ -166,7 +182,7 @@ class AuditReport:
             "path": self.path,
             "ok": self.ok,
             "exit_code": self.exit_code,
-            "rules": [{"name": r, "description": RULES[r], "status": s,
+            "rules": [{"name": r, "description": ALL_RULES[r], "status": s,
                        "violations": int(self.violation_counts.get(r, 0)),
                        "skip_reason": self.skip_reasons.get(r) if s == "skip" else None}
                       for r, s in self.statuses.items()],
@@ -208,6 +224,9 @@ class AuditReport:
                              f"{self.timing['tokens_per_second'] / 1e6:,.2f} M tokens/s"))
         if self.input:
             overview.insert(0, ("read as", self.input["description"]))
+            conv = self.input.get("label_convention")
+            if conv:
+                overview.insert(1, ("labels convention", f"{conv['assumed']} ({conv['source']})"))
         out = [_table(f"sftdata audit: {self.path}", None, overview, "<>")]
         style = {"pass": "green", "fail": "red", "skip": "dim"}
         out.append(_table("rules", ("rule", "status", "violations"),
@@ -248,7 +267,7 @@ class AuditReport:
                 count = self.violation_counts.get(rule, 0)
                 ids = sorted({str(v["id"] if v["id"] is not None else v["shard"]) for v in listed})
                 failure = ET.SubElement(case, "failure", type=rule,
-                                        message=f"{count} violation(s): {RULES[rule]}; ids: {', '.join(ids[:20])}")
+                                        message=f"{count} violation(s): {ALL_RULES[rule]}; ids: {', '.join(ids[:20])}")
                 lines = [violation_line(v) for v in listed]
                 if count > len(listed):
                     lines.append(f"... and {count - len(listed)} more")

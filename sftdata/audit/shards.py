@@ -48,10 +48,12 @@ def count_check(sink: Violations, what: str, want: dict, found: dict, shard: str
         sink.add("manifest_counts", f"{what}: " + "; ".join(diffs), shard=shard)
 
 
-def check_table(table: pa.Table, name: str, ctx: RuleContext, sink: Violations,
-                prepared: bool = True) -> tuple[RowStats, bool] | None:
+def check_table(table: pa.Table, name: str, ctx: RuleContext, sink: Violations, prepared: bool = True,
+                first_row: int = 0, whole: bool = True) -> tuple[RowStats, bool] | None:
     """Every row rule over one shard or part; None when its columns cannot be checked at all.
-    Data without a manifest (``prepared=False``) is not expected to carry sftdata's content_hash."""
+    Data without a manifest (``prepared=False``) is not expected to carry sftdata's content_hash.
+    ``first_row``: the table's first row within its part; ``whole=False``: the table is one slice
+    of its part, so the caller judges whether the part trains anything."""
     problems, fatal, packed = column_problems(table.schema)
     for message in problems if prepared else [p for p in problems if p != "no column content_hash"]:
         sink.add("columns", message, shard=name)
@@ -59,8 +61,8 @@ def check_table(table: pa.Table, name: str, ctx: RuleContext, sink: Violations,
         return None
     shard = RowStats()
     for first, cols in iter_slices(table, packed):
-        shard.merge(check_slice(cols, first, name, ctx, sink, packed))
-    if shard.rows and not shard.trained_tokens:
+        shard.merge(check_slice(cols, first_row + first, name, ctx, sink, packed))
+    if whole and shard.rows and not shard.trained_tokens:
         sink.add("all_labels_masked", f"not one of the {shard.rows} rows trains a token: every label is -100 "
                  "(a response template that never matched?)", shard=name)
     return shard, packed

@@ -67,8 +67,8 @@ class Rows:
 
 
 def _audit_gate(path: Path) -> None:
-    from sftdata.audit import run_audit
     from sftdata.audit.integrity import AuditError
+    from sftdata.audit.run import run_audit
 
     try:
         report = run_audit(path)

@@ -46,7 +46,7 @@ def check_audit(data_dir: Path, skip: bool) -> str:
     if skip:
         return "skipped (--skip-audit)"
     try:
-        from sftdata.audit import run_audit
+        from sftdata.audit.run import run_audit
     except ImportError as exc:
         raise TrainError(f"cannot audit {data_dir}: the audit module is unavailable ({exc}); "
                          "pass --skip-audit to train without the audit") from exc

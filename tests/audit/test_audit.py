@@ -25,11 +25,11 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sftdata.audit import RULES, run_audit, verify_folder
 from sftdata.audit.command import audit_cmd, inspect_cmd, verify_cmd
-from sftdata.audit.integrity import AuditError, iter_slices
-from sftdata.audit.report import Violations
+from sftdata.audit.integrity import AuditError, iter_slices, verify_folder
+from sftdata.audit.report import RULES, Violations
 from sftdata.audit.rules import RuleContext, check_slice
+from sftdata.audit.run import run_audit
 from sftdata.constants import IGNORE_INDEX
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -650,12 +650,3 @@ def test_audit_of_real_pipeline_output(tmp_path):
         assert report["stats"]["truncated_rows"] == len(manifest["truncated_ids"])
         assert verify_folder(out).ok
     assert report["stats"]["turns_per_role"]["unknown"] == 0
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(0, 1 << 20), min_size=1, max_size=300), st.sampled_from([0, 5, 50, 95, 100]))
-def test_percentile_equals_numpy(values, q):
-    from sftdata.audit import _percentile
-
-    ordered = np.sort(np.array(values, dtype=np.int64))
-    assert _percentile(ordered, q) == pytest.approx(float(np.percentile(ordered, q)), rel=1e-12, abs=1e-9)

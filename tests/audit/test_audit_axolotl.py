@@ -15,7 +15,7 @@ from __future__ import annotations
 import datasets
 import pytest
 
-from sftdata.audit import run_audit
+from sftdata.audit.run import run_audit
 from sftdata.constants import IGNORE_INDEX
 from sftdata.tokenizer import _convert_builtin, load_tokenizer
 from tests.foreign_data import MANIFEST_ONLY

@@ -13,9 +13,9 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from sftdata.audit import run_audit
 from sftdata.audit.command import audit_cmd
 from sftdata.audit.integrity import AuditError
+from sftdata.audit.run import run_audit
 from sftdata.constants import IGNORE_INDEX
 from tests.conftest import write_jsonl
 from tests.foreign_data import ROOT, audit, failed, hits, records, write
@@ -28,7 +28,8 @@ def test_wrong_vocabulary_is_one_clear_error(ours, tmp_path):
     far = [{"input_ids": [x + 130000 for x in r["input_ids"]], "labels": r["labels"]} for r in rows]
     result = CliRunner().invoke(audit_cmd, [str(write(tmp_path / "far.parquet", far))])
     assert result.exit_code == 2 and "outside the vocabulary" in result.output and "--tokenizer" in result.output
-    plain = [{"input_ids": [x for x in r["input_ids"] if x < 128000], "labels": r["labels"]} for r in rows]
+    plain = [{"input_ids": [x for x in r["input_ids"] if x < 128000],
+              "labels": [y for x, y in zip(r["input_ids"], r["labels"], strict=True) if x < 128000]} for r in rows]
     result = CliRunner().invoke(audit_cmd, [str(write(tmp_path / "q.parquet", plain))])
     assert result.exit_code == 2 and "no Llama-3 header token" in result.output
     with pytest.raises(AuditError, match="no input_ids"):
@@ -137,8 +138,9 @@ def test_source_in_another_input_format(ours, tmp_path):
 
 def test_plain_rows_end_token_is_a_target_not_padding(tok):
     """A prepared prompt/completion row may train an end token after its completion: not padding."""
-    from sftdata.audit import check_table, rule_context
+    from sftdata.audit.findings import rule_context
     from sftdata.audit.report import Violations
+    from sftdata.audit.shards import check_table
 
     eot_text = tok.token_id("<|end_of_text|>")
     text = tok.encode_text("The capital of France is Paris.")
@@ -153,8 +155,9 @@ def test_plain_rows_end_token_is_a_target_not_padding(tok):
 
 def test_pad_id_below_the_control_tokens_is_still_found(tok, ours):
     """A --tokenizer whose pad id sorts below its control tokens: trained padding is still named."""
-    from sftdata.audit import check_table, rule_context
+    from sftdata.audit.findings import rule_context
     from sftdata.audit.report import Violations
+    from sftdata.audit.shards import check_table
 
     _, rows = ours
     low_pad = tok.encode_text("~")[0]

@@ -43,20 +43,47 @@ def shift(rows: list[dict]) -> list[dict]:
     return [dict(r, labels=r["labels"][1:] + [IGNORE_INDEX]) for r in rows]
 
 
-def test_shifted_labels_detected_and_checked_unshifted(ours, tmp_path, tok):
+def test_shifted_labels_fail_unless_the_convention_is_named(ours, tmp_path, tok):
+    """Issue 28: labels already shifted left are the most common real mistake for a trainer that
+    shifts again; the audit reads the strict (unshifted) convention unless told otherwise, says
+    which it assumed, and never detects-and-passes a shift."""
     _, rows = ours
     path = write(tmp_path / "tt.parquet", shift(rows))
     code, report, output = audit(path)
-    assert code == 0, output
-    part = report["input"]["parts"][0]
-    assert part["shifted"] and part["shift_detected"] and "shifted by one (detected)" in output
-    assert failed(audit(path, "--unshifted")[1]) >= {"label_matches_input"}
+    assert code == 1 and {"label_convention", "label_matches_input"} <= failed(report)
+    assert report["input"]["label_convention"]["assumed"] == "unshifted"
+    assert report["input"]["label_convention"]["source"].startswith("default")
+    assert "look shifted by one, but the data is read as unshifted" in hits(report, "label_convention")[0]["message"]
+    assert "labels convention" in output and "unshifted (default" in output
+    for named in (("--labels", "shifted"), ("--shifted",), ("--trainer", "megatron-bridge")):
+        code, report, output = audit(path, *named)
+        part = report["input"]["parts"][0]
+        assert code == 0 and part["shifted"] and part["shift_detected"], (named, output)
+        assert report["input"]["label_convention"]["assumed"] == "shifted"
+    for named in (("--unshifted",), ("--labels", "unshifted"), ("--trainer", "trl"), ("--trainer", "axolotl")):
+        assert {"label_convention", "label_matches_input"} <= failed(audit(path, *named)[1]), named
+    result = CliRunner().invoke(audit_cmd, [str(path), "--labels", "shifted", "--trainer", "trl"])
+    assert result.exit_code == 2 and "name different label conventions" in result.output
+    code, report, _ = audit(write(tmp_path / "plain.parquet", rows), "--unshifted")  # unchanged meaning
+    assert code == 0 and report["input"]["label_convention"]["source"] == "--unshifted"
     moved = shift(rows)
     lab = moved[2]["labels"]
     first = next(i for i, x in enumerate(lab) if x != IGNORE_INDEX)
     lab[first - 1], lab[first] = lab[first], IGNORE_INDEX  # the answer starts one token early
-    code, report, _ = audit(write(tmp_path / "moved.parquet", moved))
+    code, report, _ = audit(write(tmp_path / "moved.parquet", moved), "--labels", "shifted")
     assert code == 1 and {v["row"] for v in report["violations"]} == {2}
+
+
+def test_declared_convention_contradicted_by_the_named_one_fails(ours, tmp_path):
+    """An export_manifest.json of `sftdata export` declares its target's convention."""
+    _, rows = ours
+    write(tmp_path / "exp" / "data.parquet", rows)
+    (tmp_path / "exp" / "export_manifest.json").write_text(json.dumps({"target": "parquet"}))
+    code, report, _ = audit(tmp_path / "exp")
+    assert code == 0 and report["input"]["label_convention"]["declared"] == "unshifted"
+    code, report, _ = audit(tmp_path / "exp", "--trainer", "megatron-bridge")
+    messages = [v["message"] for v in hits(report, "label_convention")]
+    assert code == 1 and any("declares them unshifted" in m for m in messages)
 
 
 @pytest.mark.parametrize("suffix,column,kind", [(".parquet", "loss_mask", bool), (".jsonl", "assistant_masks", int),
@@ -79,7 +106,9 @@ def test_rolled_mask_detected_and_explicit_columns(ours, tmp_path):
              "loss_mask": [int(x != IGNORE_INDEX) for x in r["labels"][1:]] + [0]} for r in rows]
     path = write(tmp_path / "both.parquet", both)
     assert "all_labels_masked" in failed(audit(path)[1])  # labels first by default
-    code, report, _ = audit(path, "--mask-column", "loss_mask")
+    code, report, _ = audit(path, "--mask-column", "loss_mask")  # rolled, read as unshifted: named
+    assert code == 1 and "label_convention" in failed(report)
+    code, report, _ = audit(path, "--mask-column", "loss_mask", "--trainer", "megatron-bridge")
     assert code == 0 and report["input"]["parts"][0]["shift_detected"]
     result = CliRunner().invoke(audit_cmd, [str(path), "--mask-column", "nope"])
     assert result.exit_code == 2 and "no column 'nope'" in result.output

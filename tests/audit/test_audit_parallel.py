@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from sftdata.audit import run_audit
+from sftdata.audit.run import run_audit
 from sftdata.audit.shards import audit_workers
 from sftdata.storage import Folder
 from tests.audit.test_audit import _variant, make_rows, render, write_folder

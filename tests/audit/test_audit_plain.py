@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sftdata.audit import run_audit
+from sftdata.audit.run import run_audit
 from sftdata.config import settings_from_dict
 from sftdata.runner import run_pipeline
 from tests.conftest import write_jsonl

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sftdata.audit import verify_folder
+from sftdata.audit.integrity import verify_folder
 from sftdata.config import Settings
 from sftdata.runner import run_pipeline
 from tests.conftest import write_jsonl

@@ -28,7 +28,7 @@ def _commands(tmp_path) -> dict[str, tuple[str, list[str]]]:
     return {
         "run": ("sftdata.runner.run_pipeline", ["--input", str(data), "--output", out]),
         "validate": ("sftdata.config.load_pipeline", [str(data)]),
-        "audit": ("sftdata.audit.run_audit", [str(folder)]),
+        "audit": ("sftdata.audit.run.run_audit", [str(folder)]),
         "verify": ("sftdata.audit.integrity.verify_folder", [str(folder)]),
         "inspect": ("sftdata.audit.integrity.load_manifest", [str(folder)]),
         "train": ("sftdata.training.launcher.train", [str(folder), "--model", "m", "--output-dir", out]),
@@ -94,7 +94,7 @@ def test_every_command_maps_errors_the_same_way(tmp_path, monkeypatch, command, 
 
 
 def test_a_bug_still_shows_its_traceback(tmp_path, monkeypatch):
-    monkeypatch.setattr("sftdata.audit.run_audit", lambda *a, **k: {}["missing"])
+    monkeypatch.setattr("sftdata.audit.run.run_audit", lambda *a, **k: {}["missing"])
     res = CliRunner().invoke(main, ["audit", str(tmp_path)])
     assert isinstance(res.exception, KeyError)
 

@@ -91,7 +91,7 @@ def invoke(*args: str):
 
 
 def fake_audit(monkeypatch, ok: bool, summary: str = "") -> list:
-    """Install a stand-in `sftdata.audit` module; returns the list of paths it was called with."""
+    """Stand in for `sftdata.audit.run.run_audit`; returns the list of paths it was called with."""
     calls: list = []
 
     def run_audit(path, workers=None):
@@ -99,7 +99,7 @@ def fake_audit(monkeypatch, ok: bool, summary: str = "") -> list:
         calls.append(Path(path))
         return types.SimpleNamespace(ok=ok, summary_text=lambda: summary)
 
-    monkeypatch.setitem(sys.modules, "sftdata.audit", types.SimpleNamespace(run_audit=run_audit))
+    monkeypatch.setattr("sftdata.audit.run.run_audit", run_audit)
     return calls
 
 
