@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sftdata.audit import run_audit, verify_folder
+from sftdata.audit.integrity import verify_folder
+from sftdata.audit.run import run_audit
 from sftdata.config import settings_from_dict
 from sftdata.runner import run_pipeline
 from sftdata.stages.read.jsonl import InputError, expand_inputs
