@@ -39,7 +39,11 @@ def parse_fields(_ctx: click.Context | None, _param: click.Parameter | None, val
 
 
 def reading_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--input-format`` and ``--field`` (repeatable); the command receives ``input_format`` and ``fields``."""
+    """``--input-format``, ``--field`` (repeatable) and ``--strict-keys``; the command receives
+    ``input_format``, ``fields`` and ``strict_keys`` (True or None)."""
+    fn = click.option("--strict-keys", "strict_keys", is_flag=True, flag_value=True, default=None,
+                      help="Reject records carrying a key sftdata does not read (default: count them per name "
+                           "in the summary and the manifest).")(fn)
     fn = click.option("--field", "fields", multiple=True, metavar="NAME=SOURCE", callback=parse_fields,
                       help="Read field NAME from SOURCE, e.g. --field output=response --field role=speaker "
                            "(the same mapping as read.fields; repeatable).")(fn)

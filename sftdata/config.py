@@ -58,6 +58,7 @@ class Settings:
     text_without_chat: str = "reject"
     completion_eos: bool = False
     parts: dict[str, str] = field(default_factory=dict)
+    strict_keys: bool = False  # reject records carrying a key sftdata does not read (else: counted)
     dedupe: str = "none"
     template: str = "llama3.2"
     tokenizer: str = "builtin:llama3"
@@ -92,7 +93,7 @@ _STAGE_KEYS = {
     ("read", "format"): "input_format", ("read", "max_record_bytes"): "max_record_bytes",
     ("read", "chunk_size"): "chunk_size", ("read", "fields"): "fields",
     ("read", "text_without_chat"): "text_without_chat", ("label", "completion_eos"): "completion_eos", ("read", "max_decompressed_bytes"): "max_decompressed_bytes",
-    ("validate", "parts"): "parts", ("validate", "dedupe"): "dedupe",
+    ("validate", "parts"): "parts", ("validate", "dedupe"): "dedupe", ("validate", "strict_keys"): "strict_keys",
     ("render", "template"): "template", ("render", "tokenizer"): "tokenizer",
     ("render", "encoder"): "encoder", ("render", "date_string"): "date_string",
     ("render", "builtin_tools"): "builtin_tools", ("render", "tools_in_user_message"): "tools_in_user_message",

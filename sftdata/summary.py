@@ -18,6 +18,12 @@ def format_run_summary(manifest: dict) -> str:
     ]
     for reason, n in sorted(c["rejected"].items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  {reason:<26}{n:>8,}")
+    unknown = c.get("unknown_keys") or {}
+    if unknown:
+        lines.append(f"unknown keys      {len(unknown):>12,}   name(s), not rendered (records per name; "
+                     "--strict-keys rejects them)")
+        for name, n in sorted(unknown.items(), key=lambda kv: (-kv[1], kv[0]))[:10]:
+            lines.append(f"  {name[:40]:<40}{n:>8,}")
     lines += [
         f"tokens            {t['tokens']:>12,}",
         f"trained tokens    {t['trained_tokens']:>12,}   ({frac:.1%} of tokens)",
