@@ -26,19 +26,25 @@ from sftdata.stages.records import Reject
 
 MAX_NAME = 64  # characters of a key name kept in a counter (hostile keys can be megabytes)
 
-_REASONING = ("reasoning_not_rendered", "the Llama-3 templates have no place for reasoning text, so training on "
-              "the reply without it would teach answers without their reasoning; fold it into `content` or "
-              "remove the key")
-_CALLS = ("unmapped_tool_calls", "tool calls under another name would be dropped; map them with --field "
-          "tool_calls={key} (OpenAI's shape) or convert them")
-_TOOLS = ("unmapped_tools", "tool definitions under a name this format does not read would be dropped; map them "
-          "with --field tools={key} or read the file as messages/openai_functions")
-# key -> (reason, why); at the turn level and at the record level.
-TURN_MEANING: dict[str, tuple[str, str]] = {
-    "reasoning_content": _REASONING, "reasoning": _REASONING, "thinking": _REASONING, "thoughts": _REASONING,
-    "tool_call": _CALLS, "function_calls": _CALLS, "toolCalls": _CALLS, "function_call": _CALLS,
+REASONING_KEYS = frozenset({"reasoning_content", "reasoning", "thinking", "thoughts"})
+CALL_KEYS = frozenset({"tool_call", "function_calls", "toolCalls", "function_call"})
+TURN_MEANING = REASONING_KEYS | CALL_KEYS  # keys of a message (turn) that carry training meaning
+RECORD_MEANING = frozenset({"functions", "tool_definitions"})  # keys of a record that do
+_WHY = {
+    "reasoning_not_rendered": "the Llama-3 templates have no place for reasoning text, so training on the reply "
+                              "without it would teach answers without their reasoning; fold it into `content` or "
+                              "remove the key",
+    "unmapped_tool_calls": "tool calls under another name would be dropped; map them with --field tool_calls={key} "
+                           "(OpenAI's shape) or convert them",
+    "unmapped_tools": "tool definitions under a name this format does not read would be dropped; map them with "
+                      "--field tools={key} or read the file as messages / openai_functions",
 }
-RECORD_MEANING: dict[str, tuple[str, str]] = {"functions": _TOOLS, "tool_definitions": _TOOLS}
+
+
+def _meaning_reject(key: str, pointer: str) -> Reject:
+    reason = ("reasoning_not_rendered" if key in REASONING_KEYS
+              else "unmapped_tool_calls" if key in CALL_KEYS else "unmapped_tools")
+    return Reject(reason, f"{pointer}: {_WHY[reason].format(key=key)}", pointer)
 
 
 Walk = Callable[[Any], Iterator[tuple[str, dict, bool, str]]]
@@ -91,9 +97,7 @@ def unknown_keys(obj: Any, spec: KeySpec) -> tuple[str, ...]:
             if key in known:
                 continue
             if key in meaning and not empty(item[key]):
-                reason, why = meaning[key]
-                where = f"{pointer}/{key}"
-                raise Reject(reason, f"{where}: {why.format(key=key)}", where)
+                raise _meaning_reject(key, f"{pointer}/{key}")
             names[f"{path}/{key[:MAX_NAME]}"] = None
     return tuple(names)
 

@@ -29,7 +29,7 @@ def is_legacy(obj: Any) -> bool:
     """True for a record in the legacy shape (what ``auto`` reads as ``openai_functions``)."""
     if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list):
         return False
-    if obj.get("functions"):
+    if "functions" in obj:
         return True
     return any(isinstance(m, dict) and (m.get("function_call") is not None or m.get("role") == "function")
                for m in obj["messages"])
