@@ -29,7 +29,8 @@ MAX_NAME = 64  # characters of a key name kept in a counter (hostile keys can be
 REASONING_KEYS = frozenset({"reasoning_content", "reasoning", "thinking", "thoughts"})
 CALL_KEYS = frozenset({"tool_call", "function_calls", "toolCalls", "function_call"})
 TURN_MEANING = REASONING_KEYS | CALL_KEYS  # keys of a message (turn) that carry training meaning
-RECORD_MEANING = frozenset({"functions", "tool_definitions"})  # keys of a record that do
+TOOL_KEYS = frozenset({"functions", "tool_definitions"})
+RECORD_MEANING = TOOL_KEYS | REASONING_KEYS  # keys of a record that do (a one-turn record's reasoning)
 _WHY = {
     "reasoning_not_rendered": "the Llama-3 templates have no place for reasoning text, so training on the reply "
                               "without it would teach answers without their reasoning; fold it into `content` or "
