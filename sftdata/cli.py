@@ -273,15 +273,23 @@ def validate(paths, pipeline, template, max_errors, input_format, fields, strict
     n = bad = 0
     formats: dict[str, str] = {}
     reasons: set[str] = set()
+    unknown: dict[str, int] = {}
     for checked in validate_files(list(paths), settings, formats):
         n += 1
         if checked.ok:
+            for name in checked.unknown_keys:
+                unknown[name] = unknown.get(name, 0) + 1
             continue
         bad += 1
         reasons.add(checked.rejection.reason)
         if bad <= max_errors:
             click.echo(checked.describe())
     click.echo(f"{n} records checked, {n - bad} valid, {bad} invalid", err=True)
+    if unknown:
+        from sftdata.stages.adapt.keys import top_names
+
+        shown = ", ".join(f"{name} ({k})" for name, k in top_names(unknown, 10).items())
+        click.echo(f"unknown keys, not rendered (records per name; --strict-keys rejects them): {shown}", err=True)
     for hint in validate_hints([p.resolve() for p in files], settings, formats, reasons):
         click.echo(hint, err=True)
     if bad:

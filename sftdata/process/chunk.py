@@ -178,12 +178,15 @@ def hash_chunk(chunk: Chunk, settings: Settings, processor: RecordProcessor | No
             for line, _raw, _rid, conv in validated(chunk, settings, proc) if isinstance(conv, Conversation)]
 
 
-def validate_chunk(chunk: Chunk, settings: Settings) -> Iterator[tuple[int, Rejection | None]]:
+def validate_chunk(chunk: Chunk, settings: Settings) -> Iterator[tuple[int, Rejection | None, tuple[str, ...]]]:
     """Stages read + parse + adapt + validate only (the tokenizer is never loaded): what
-    `sftdata validate` runs. Yields (line, rejection or None) for every record of the chunk."""
+    `sftdata validate` runs. Yields (line, rejection or None, unknown-key names) for every record."""
     proc = RecordProcessor(settings)
     for line, _raw, _rid, outcome in validated(chunk, settings, proc):
-        yield line, outcome if isinstance(outcome, Rejection) else None
+        if isinstance(outcome, Rejection):
+            yield line, outcome, ()
+        else:
+            yield line, None, outcome.unknown_keys
 
 
 def clean_chunk_leftovers(location: str, index: int) -> None:

@@ -67,7 +67,8 @@ def test_strict_keys_flag_on_validate_and_run(tmp_path):
     src = write_jsonl(tmp_path / "a.jsonl", [{"messages": [{"role": "user", "content": "q"},
                                                            {"role": "assistant", "content": "a"}], "meta": 1}])
     runner = CliRunner()
-    assert runner.invoke(main, ["validate", str(src)]).exit_code == 0
+    res = runner.invoke(main, ["validate", str(src)])
+    assert res.exit_code == 0 and "unknown keys, not rendered" in res.output and "/meta (1)" in res.output
     res = runner.invoke(main, ["validate", str(src), "--strict-keys"])
     assert res.exit_code == 1 and "[unknown_key] /meta" in res.output
     res = runner.invoke(main, ["run", "--input", str(src), "--output", str(tmp_path / "o"), "--strict-keys",
