@@ -135,3 +135,25 @@ def test_a_legacy_record_under_llama3_is_template_unsupported(tmp_path):
     src = write_jsonl(tmp_path / "a.jsonl", [rec, {"messages": rec["messages"][:1] + rec["messages"][3:]}])
     manifest = run_pipeline(settings(template="llama3"), [str(src)], tmp_path / "o").manifest
     assert manifest["counts"]["rejected"] == {"template_unsupported": 1}
+
+
+def test_text_beside_a_function_call_is_refused_not_written_without_the_call(tmp_path):
+    """The issue's file: "Sure, I will search..." beside a function_call, read as messages. It used to
+    be written with the call and the tool list gone; the official template drops text beside a call,
+    so the record is refused with that reason, as its modern equivalent is."""
+    rec = {"functions": [{"name": "search", "parameters": {"type": "object"}}], "messages": [
+        {"role": "user", "content": "find cats"},
+        {"role": "assistant", "content": "Sure, I will search for cats.",
+         "function_call": {"name": "search", "arguments": '{"q": "cats"}'}},
+        {"role": "tool", "content": '{"results": ["cat"]}'},
+        {"role": "assistant", "content": "Here are cats."}]}
+    src = write_jsonl(tmp_path / "a.jsonl", [rec])
+    for fmt in ("messages", "auto"):
+        manifest = run_committed_manifest(settings(input_format=fmt), src, tmp_path / fmt)
+        assert manifest["counts"]["rejected"] == {"content_with_tool_calls": 1}, fmt
+
+
+def run_committed_manifest(s, src, out) -> dict:
+    from tests.conftest import run_committed
+
+    return run_committed(s, [str(src)], out)

@@ -167,3 +167,13 @@ def test_a_legacy_result_keeps_its_name_and_arguments_may_be_objects(tokenizer, 
         legacy["messages"][1]["function_call"]["arguments"] = arguments
         assert ours(legacy, "openai_functions", "llama3.1", tokenizer) == \
             reference_row(hf_reference, rec, "llama3.1", True, ())
+
+
+def test_a_function_call_beside_tool_results_is_never_rendered_away(tool_records, tokenizer, hf_reference):
+    """The issue's case: `function_call` on the assistant message, results already as role tool,
+    read as plain `messages`: the call used to vanish from the row (83 tokens instead of 263)."""
+    for rec in tool_records[:30]:
+        legacy = legacy_of(rec)
+        for m, orig in zip(legacy["messages"], rec["messages"], strict=True):
+            m["role"] = orig["role"]  # results stay tool / ipython
+        assert ours(legacy, "messages", "llama3.2", tokenizer) == reference_row(hf_reference, rec, "llama3.2", True, ())

@@ -99,6 +99,8 @@ def test_pairs_and_query_response():
         {"role": "system", "content": "S"}, USER, ASSISTANT]
     assert pairs_to_messages({"user": "q", "assistant": "a"})["messages"] == [USER, ASSISTANT]
     assert looks_like({"input": "q", "output": "a", "instruction": "i"}) == "alpaca"  # not a pair
+    assert looks_like({"conversations": [{"human": "q", "assistant": "a"}]}) == "pairs"  # not ShareGPT
+    assert looks_like({"conversations": [{"from": "human", "value": "q"}]}) == "sharegpt"
     with pytest.raises(Reject) as exc:
         pairs_to_messages({"conversation": [{"input": 1, "output": "a"}]})
     assert exc.value.reason == "adapter_pairs"

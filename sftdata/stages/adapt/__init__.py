@@ -122,7 +122,8 @@ ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
             "messages: [{role, content}, ...]", MESSAGES),
     Adapter("message_list", _message_list, looks_like_message_list,
             "a line that is a list of messages: [{role, content}, ...]", MESSAGE_LIST_KEYS),
-    Adapter("sharegpt", _sharegpt, lambda o: "conversations" in o or _turns_are_sharegpt(o.get("messages")),
+    Adapter("sharegpt", _sharegpt, lambda o: ("conversations" in o and not looks_like_pairs(o))
+            or _turns_are_sharegpt(o.get("messages")),
             "conversations: [{from, value}, ...]",
             KeySpec(frozenset({"id", "conversations", "messages", "system", "tools"}), _SHAREGPT_TURN,
                     ("conversations", "messages"))),

@@ -88,6 +88,8 @@ def empty(value: Any) -> bool:
 def unknown_keys(obj: Any, spec: KeySpec) -> tuple[str, ...]:
     """The path-like names of the keys ``spec`` does not read, each once, in first-seen order.
     Raises Reject for a key that carries training meaning (see ``TURN_MEANING``)."""
+    if spec.walk is None and _all_known(obj, spec):  # the common case, without the walk
+        return ()
     names: dict[str, None] = {}
     for path, item, is_turn, pointer in spec.objects(obj):
         known = spec.turn if is_turn else spec.record
@@ -101,6 +103,19 @@ def unknown_keys(obj: Any, spec: KeySpec) -> tuple[str, ...]:
                 raise _meaning_reject(key, f"{pointer}/{key}")
             names[f"{path}/{key[:MAX_NAME]}"] = None
     return tuple(names)
+
+
+def _all_known(obj: Any, spec: KeySpec) -> bool:
+    if type(obj) is not dict or not spec.record.issuperset(obj):
+        return False
+    turn = spec.turn
+    for key in spec.lists:
+        turns = obj.get(key)
+        if type(turns) is list:
+            for t in turns:
+                if type(t) is dict and not turn.issuperset(t):
+                    return False
+    return True
 
 
 def check_strict(names: tuple[str, ...]) -> None:
