@@ -165,3 +165,48 @@ def test_counters_cap_their_names_and_merge_in_any_order():
         merged_ba[k] = merged_ba.get(k, 0) + v
     assert list(top_names(merged_ab, 2).items()) == list(top_names(merged_ba, 2).items()) == \
         [("(other)", 5), ("/x", 3), ("/z", 5)]  # /x and /y tie at 3: by name
+
+
+# one valid record per format, and where its turns are (the path-like name and how to reach them)
+SHAPES = {
+    "sharegpt": ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+                 "/conversations/*", lambda o: o["conversations"]),
+    "alpaca": ({"instruction": "q", "output": "a"}, None, None),
+    "query_response": ({"query": "q", "response": "a", "history": [["q0", "a0"]]}, None, None),
+    "pairs": ({"system": "s", "conversation": [{"human": "q", "assistant": "a"}]}, "/conversation/*",
+              lambda o: o["conversation"]),
+    "oasst_tree": ({"message_tree_id": "t", "prompt": {"role": "prompter", "text": "q", "replies": [
+        {"role": "assistant", "text": "a"}]}}, "/**", lambda o: [o["prompt"], o["prompt"]["replies"][0]]),
+    "message_list": ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "/*", lambda o: o),
+    "prompt_completion": ({"prompt": [{"role": "user", "content": "q"}],
+                           "completion": [{"role": "assistant", "content": "a"}]}, "/prompt/*", lambda o: o["prompt"]),
+    "text": ({"text": "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nq<|eot_id|>"
+                      "<|start_header_id|>assistant<|end_header_id|>\n\na<|eot_id|>"}, None, None),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(top=st.dictionaries(_NAME, _VALUE, max_size=2), turn=st.dictionaries(_NAME, _VALUE, max_size=2))
+@pytest.mark.parametrize("fmt", sorted(SHAPES))
+def test_no_key_is_lost_in_any_format(fmt, top, turn):
+    base, turn_path, turns_of = SHAPES[fmt]
+    spec = ADAPTERS[fmt].keys
+    rec = copy.deepcopy(base)
+    added = []
+    if isinstance(rec, dict):
+        for k, v in top.items():
+            if k not in spec.record and k not in rec:
+                rec[k] = v
+                added.append(("", k, v))
+    if turn_path is not None:
+        for k, v in turn.items():
+            if k not in spec.turn and all(k not in t for t in turns_of(rec)):
+                turns_of(rec)[-1][k] = v
+                added.append((turn_path, k, v))
+    result = outcome(rec, _proc(template="llama3"), fmt)
+    meaning = [k for lvl, k, v in added if not empty(v) and k in (RECORD_MEANING if lvl == "" else TURN_MEANING)]
+    if meaning:
+        assert isinstance(result, Reject) and result.reason in MEANING_REASONS, (meaning, result)
+    else:
+        assert isinstance(result, Conversation), result
+        assert set(result.unknown_keys) == {f"{lvl}/{k[:64]}" for lvl, k, _ in added}
