@@ -26,6 +26,13 @@ class InputFormat(str, Enum):
     OASST_TREE = "oasst_tree"  # Open-Assistant message trees
 
 
+class TreePaths(str, Enum):
+    """Conversations of a message tree (``oasst_tree``): the best-ranked path, or every path."""
+
+    BEST = "best"
+    ALL = "all"
+
+
 class TemplateName(str, Enum):
     LLAMA3 = "llama3"
     LLAMA3_1 = "llama3.1"

@@ -201,7 +201,7 @@ def main() -> None:
 @library_errors
 @fast_exit
 def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_address, no_audit, input_format,
-        fields, strict_keys, packing, dedupe, **opts) -> None:
+        fields, strict_keys, tree_paths, packing, dedupe, **opts) -> None:
     """Run PIPELINE (a YAML file; defaults when omitted) over the inputs into OUTPUT."""
     from sftdata.config import load_pipeline
     from sftdata.errors import UnusableRunError
@@ -210,7 +210,8 @@ def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_addr
     from sftdata.summary import print_run_summary, run_audit_after
 
     settings = load_pipeline(pipeline, _overrides(input_format=input_format, fields=fields or None, packing=packing,
-                                                  dedupe=dedupe, strict_keys=strict_keys, **opts))
+                                                  dedupe=dedupe, strict_keys=strict_keys, tree_paths=tree_paths,
+                                                  **opts))
     try:
         with RunProgress(enabled=sys.stderr.isatty()) as progress, _interrupts_as_keyboard():
             summary = run_pipeline(settings, list(inputs), output, workers=workers, resume=resume,
@@ -260,7 +261,7 @@ Example:
 @reading_options
 @library_errors
 @fast_exit
-def validate(paths, pipeline, template, max_errors, input_format, fields, strict_keys) -> None:
+def validate(paths, pipeline, template, max_errors, input_format, fields, strict_keys, tree_paths) -> None:
     """Schema and semantic checks only; exits 1 if any record is invalid."""
     from sftdata.config import load_pipeline
     from sftdata.process.validation import validate_files
@@ -268,7 +269,7 @@ def validate(paths, pipeline, template, max_errors, input_format, fields, strict
     from sftdata.summary import validate_hints
 
     settings = load_pipeline(pipeline, _overrides(template=template, input_format=input_format, fields=fields or None,
-                                                  strict_keys=strict_keys))
+                                                  strict_keys=strict_keys, tree_paths=tree_paths))
     files = expand_inputs(list(paths))
     n = bad = 0
     formats: dict[str, str] = {}

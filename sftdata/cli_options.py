@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from sftdata.choices import InputFormat, values
+from sftdata.choices import InputFormat, TreePaths, values
 
 INPUT_FORMATS = tuple(values(InputFormat))
 
@@ -40,7 +40,10 @@ def parse_fields(_ctx: click.Context | None, _param: click.Parameter | None, val
 
 def reading_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--input-format``, ``--field`` (repeatable) and ``--strict-keys``; the command receives
-    ``input_format``, ``fields`` and ``strict_keys`` (True or None)."""
+    ``input_format``, ``fields``, ``strict_keys`` (True or None) and ``tree_paths``."""
+    fn = click.option("--tree-paths", type=click.Choice(values(TreePaths)),
+                      help="Open-Assistant trees (oasst_tree): the best-ranked path (default) or every "
+                           "root-to-leaf path, one row each.")(fn)
     fn = click.option("--strict-keys", "strict_keys", is_flag=True, flag_value=True, default=None,
                       help="Reject records carrying a key sftdata does not read (default: count them per name "
                            "in the summary and the manifest).")(fn)

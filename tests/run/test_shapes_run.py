@@ -157,3 +157,38 @@ def run_committed_manifest(s, src, out) -> dict:
     from tests.conftest import run_committed
 
     return run_committed(s, [str(src)], out)
+
+
+def _tree() -> dict:
+    def node(text, role, *replies, **kw):
+        return {"role": role, "text": text, "replies": list(replies), **kw}
+
+    return {"message_tree_id": "t", "prompt": node("q", "prompter",
+        node("a1", "assistant", node("q2", "prompter", node("a2", "assistant")), rank=1),
+        node("a3", "assistant", rank=0),
+        node("gone", "assistant", deleted=True),
+        node("a4", "assistant", node("q4", "moderator")))}
+
+
+def test_tree_paths_all_gives_a_row_per_path_and_keeps_the_accounting(tmp_path):
+    from sftdata.audit import run_audit
+    from sftdata.config import ConfigError
+    from sftdata.process.rerender import render_source_rows
+
+    src = write_jsonl(tmp_path / "trees.jsonl", [_tree()])
+    best = run_pipeline(settings(input_format="oasst_tree"), [str(src)], tmp_path / "best").manifest
+    assert (best["counts"]["records_read"], best["totals"]["rows"]) == (1, 1)
+    out = tmp_path / "all"
+    manifest = run_pipeline(settings(input_format="oasst_tree", tree_paths="all"), [str(src)], out).manifest
+    assert manifest["counts"]["records_read"] == 3 and manifest["totals"]["rows"] == 2  # a path is a record
+    assert manifest["counts"]["rejected"] == {"unknown_role": 1}
+    quarantined = [json.loads(line) for line in (out / "quarantine.jsonl").read_text().splitlines()]
+    assert [(q["id"], q["line"], q["pointer"]) for q in quarantined] == [("t/2", 1, "/prompt/replies/3/replies/0/role")]
+    import datasets
+
+    rows = datasets.load_from_disk(str(out))
+    assert rows["id"] == ["t/0", "t/1"]
+    assert run_audit(str(out)).ok
+    assert [r[0] for r in render_source_rows([str(src)], manifest)] == ["t/0", "t/1"]
+    with pytest.raises(ConfigError, match="tree_paths"):
+        settings(tree_paths="all", dedupe="exact")

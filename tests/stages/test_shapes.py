@@ -123,3 +123,31 @@ def test_suggestions_are_checked_by_detecting_again():
     assert seen.format is None and seen.suggestion == "--input-format sharegpt --field conversations=chat " \
                                                       "--field value=val"
     assert detect([{"a": 1}]).suggestion is None
+
+
+def test_every_root_to_leaf_path_in_order():
+    from sftdata.stages.adapt.tree import tree_paths_of
+
+    tree = _node("q", "prompter", message_id="r", replies=[
+        _node("a1", "assistant", rank=1, replies=[_node("q2", "prompter", replies=[_node("a2", "assistant")])]),
+        _node("gone", "assistant", rank=0, deleted=True),
+        _node("a3", "assistant", rank=0)])
+    own, parts = tree_paths_of(tree)
+    assert own == "r"
+    assert [[m["content"] for m in p["messages"]] for p in parts] == [["q", "a1", "q2", "a2"], ["q", "a3"]]
+
+
+def test_tree_paths_flag(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from sftdata.cli import main
+
+    src = tmp_path / "t.jsonl"
+    tree = _node("q", "prompter", replies=[_node("a1", "assistant"), _node("a2", "assistant")])
+    src.write_text(json.dumps(tree) + "\n")
+    res = CliRunner().invoke(main, ["validate", str(src), "--input-format", "oasst_tree", "--tree-paths", "all"])
+    assert res.exit_code == 0 and "2 records checked, 2 valid" in res.output
+    res = CliRunner().invoke(main, ["validate", str(src), "--input-format", "oasst_tree"])
+    assert res.exit_code == 0 and "1 records checked, 1 valid" in res.output

@@ -33,7 +33,7 @@ from sftdata.stages.adapt.legacy import check_tool_results, is_legacy, modernise
 from sftdata.stages.adapt.prompt_completion import prompt_completion_pieces, prompt_completion_record
 from sftdata.stages.adapt.sharegpt import sharegpt_to_messages
 from sftdata.stages.adapt.text import ChatTurn, parse_chat_text, text_record, text_to_pieces
-from sftdata.stages.adapt.tree import TREE_KEYS, looks_like_tree, tree_to_messages
+from sftdata.stages.adapt.tree import TREE_KEYS, looks_like_tree, tree_paths_of, tree_to_messages
 from sftdata.stages.parse import check_id
 from sftdata.stages.records import Conversation, Reject
 from sftdata.stages.validate import check_schema, to_conversation
@@ -136,7 +136,8 @@ ADAPTERS: dict[str, Adapter] = {a.name: a for a in (
             "a list of exchanges {human, assistant} / {user, assistant} / {input, output} under conversation",
             PAIRS_KEYS),
     Adapter("oasst_tree", _tree, looks_like_tree,
-            "an Open-Assistant message tree: {message_id, role: prompter|assistant, text, replies}", TREE_KEYS),
+            "an Open-Assistant message tree: {message_id, role: prompter|assistant, text, replies}", TREE_KEYS,
+            tree_paths_of),
     Adapter("prompt_completion", _prompt_completion, lambda o: "prompt" in o and "completion" in o,
             "prompt + completion",
             KeySpec(_TOOLS_KEYS | {"prompt", "completion"}, MESSAGE_KEYS, ("prompt", "completion"))),
@@ -169,6 +170,37 @@ def adapt(obj: Any, fmt: str, settings: Settings, renderer: Llama3Renderer, sour
     return conv
 
 
+def adapt_expanded(obj: Any, fmt: str, settings: Settings, renderer: Llama3Renderer, source: str,
+                   line: int) -> list[tuple[str, Conversation | Reject]] | None:
+    """``tree_paths: all``: (id, conversation or rejection) per conversation of a record that holds
+    several (ids ``<record id>/<k>``); None when this format and these settings give one. Raises
+    Reject when the record as a whole cannot be read (its keys are accounted once, for all)."""
+    adapter = ADAPTERS.get(fmt)
+    if adapter is None or adapter.expand is None or settings.tree_paths != "all":
+        return None
+    obj = apply_field_map(obj, settings.fields)
+    own, parts = adapter.expand(obj)
+    names = unknown_keys(obj, adapter.keys) if adapter.keys is not None else ()
+    if settings.strict_keys:
+        check_strict(names)
+    ctx = AdaptContext(settings, renderer, source, line)
+    base = str(own) if own is not None else f"{source}:{line}"
+    out: list[tuple[str, Conversation | Reject]] = []
+    for k, part in enumerate(parts):
+        rid = f"{base}/{k}"
+        if isinstance(part, Reject):
+            out.append((rid, part))
+            continue
+        try:
+            conv = _messages({**part, "id": rid}, ctx)
+        except Reject as r:
+            out.append((rid, r))
+            continue
+        conv.unknown_keys = names
+        out.append((rid, conv))
+    return out
+
+
 __all__ = [
     "ADAPTERS",
     "FORMATS",
@@ -176,6 +208,7 @@ __all__ = [
     "Adapter",
     "ChatTurn",
     "adapt",
+    "adapt_expanded",
     "looks_like",
     "parse_chat_text",
     "prompt_completion_pieces",

@@ -42,3 +42,6 @@ class Adapter:
     looks_like: Callable[[dict], bool]
     needs: str  # the fields it reads, for hints ("instruction + output (or response)")
     keys: KeySpec | None = None  # the keys it reads (sftdata.stages.adapt.keys); None: not accounted
+    # a format whose record may hold several conversations (a tree under tree_paths: all): obj ->
+    # (the record's own id or None, one messages record or Reject per conversation)
+    expand: Callable[[Any], tuple[Any, list[Any]]] | None = None

@@ -8,6 +8,9 @@ the one with the lowest ``rank`` (replies without a rank come after ranked ones;
 earlier reply; replies marked ``deleted: true`` are never taken), until a node has no replies.
 ``prompter`` turns become ``user`` messages, ``assistant`` turns ``assistant`` messages. The
 record's id is the tree's ``message_tree_id`` (else the root's ``message_id``).
+
+``tree_paths: all`` instead gives one conversation per root-to-leaf path (depth first, replies in
+their order, deleted ones skipped), each its own record with the id ``<tree id>/<k>``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from sftdata.stages.records import Reject
 
 ROLES = {"prompter": "user", "assistant": "assistant"}
 MAX_NODES = 100_000  # a tree is one record: bounded walk, never a recursion
+MAX_PATHS = 10_000  # tree_paths: all
 
 
 def root_of(obj: Any) -> dict | None:
@@ -43,38 +47,61 @@ def _rank_key(item: tuple[int, Any]) -> tuple:
     return (not ranked, rank if ranked else 0, i)
 
 
+def _live_replies(node: dict, ptr: str) -> list[tuple[int, dict]]:
+    """(index, reply) of a node's replies that may be taken: not ``deleted: true``."""
+    replies = node.get("replies")
+    if replies is None:
+        return []
+    if not isinstance(replies, list):
+        raise Reject("adapter_tree", f"{ptr}/replies: expected a list of reply nodes", f"{ptr}/replies")
+    live = []
+    for i, r in enumerate(replies):
+        if not isinstance(r, dict):
+            raise Reject("adapter_tree", f"{ptr}/replies/{i}: expected a reply node", f"{ptr}/replies/{i}")
+        if r.get("deleted") is not True:
+            live.append((i, r))
+    return live
+
+
 def best_path(root: dict) -> list[tuple[str, dict]]:
     """(pointer, node) along the best-ranked reply at each level, root first."""
     path = [("", root)]
-    node = root
     while True:
-        replies = node.get("replies")
-        if replies is None:
-            break
-        ptr = path[-1][0] + "/replies"
-        if not isinstance(replies, list):
-            raise Reject("adapter_tree", f"{ptr}: expected a list of reply nodes", ptr)
-        live = [(i, r) for i, r in enumerate(replies) if not (isinstance(r, dict) and r.get("deleted") is True)]
+        ptr, node = path[-1]
+        live = _live_replies(node, ptr)
         if not live:
-            break
+            return path
         i, node = min(live, key=_rank_key)
-        if not isinstance(node, dict):
-            raise Reject("adapter_tree", f"{ptr}/{i}: expected a reply node", f"{ptr}/{i}")
-        path.append((f"{ptr}/{i}", node))
+        path.append((f"{ptr}/replies/{i}", node))
         if len(path) > MAX_NODES:
             raise Reject("too_deep", f"{ptr}: more than {MAX_NODES} levels", ptr)
-    return path
 
 
-def tree_to_messages(obj: Any) -> dict:
-    """The best-ranked conversation of one tree; raises Reject (``adapter_tree``, ``unknown_role``)."""
-    root = root_of(obj)
-    if root is None:
-        raise Reject("adapter_tree", "not a message tree: expected {message_id, role, text, replies} "
-                     "(or {prompt: node})", "")
+def all_paths(root: dict) -> list[list[tuple[str, dict]]]:
+    """Every root-to-leaf path ((pointer, node) lists), depth first, replies in their order."""
+    paths: list[list[tuple[str, dict]]] = []
+    stack = [[("", root)]]
+    while stack:
+        path = stack.pop()
+        ptr, node = path[-1]
+        live = _live_replies(node, ptr)
+        if not live:
+            paths.append(path)
+        stack.extend(path + [(f"{ptr}/replies/{i}", r)] for i, r in reversed(live))
+        if len(paths) + len(stack) > MAX_PATHS:
+            raise Reject("adapter_tree", f"more than {MAX_PATHS} root-to-leaf paths in one tree", "")
+    return paths
+
+
+def tree_id(obj: dict, root: dict) -> Any:
+    return obj.get("message_tree_id", root.get("message_id"))
+
+
+def path_messages(obj: dict, root: dict, path: list[tuple[str, dict]]) -> list[dict]:
+    """The messages of one path; raises Reject (``unknown_role``, ``adapter_tree``)."""
     at_root = "" if root is obj else "/prompt"
     messages = []
-    for ptr, node in best_path(root):
+    for ptr, node in path:
         ptr = at_root + ptr
         role = ROLES.get(node.get("role")) if isinstance(node.get("role"), str) else None
         if role is None:
@@ -83,8 +110,36 @@ def tree_to_messages(obj: Any) -> dict:
         if not isinstance(node.get("text"), str):
             raise Reject("adapter_tree", f"{ptr}/text: expected a string", f"{ptr}/text")
         messages.append({"role": role, "content": node["text"]})
-    rid = obj.get("message_tree_id", root.get("message_id"))
-    return {"messages": messages, **({"id": rid} if rid is not None else {})}
+    return messages
+
+
+def _root(obj: Any) -> dict:
+    root = root_of(obj)
+    if root is None:
+        raise Reject("adapter_tree", "not a message tree: expected {message_id, role, text, replies} "
+                     "(or {prompt: node})", "")
+    return root
+
+
+def tree_to_messages(obj: Any) -> dict:
+    """The best-ranked conversation of one tree; raises Reject (``adapter_tree``, ``unknown_role``)."""
+    root = _root(obj)
+    rid = tree_id(obj, root)
+    return {"messages": path_messages(obj, root, best_path(root)), **({"id": rid} if rid is not None else {})}
+
+
+def tree_paths_of(obj: Any) -> tuple[Any, list[Any]]:
+    """``tree_paths: all``: (the tree's id or None, one messages record per root-to-leaf path, no
+    ids: the caller numbers them); a path that cannot be converted is its ``Reject``. Raises
+    Reject when the tree cannot be walked at all."""
+    root = _root(obj)
+    out: list[Any] = []
+    for path in all_paths(root):
+        try:
+            out.append({"messages": path_messages(obj, root, path)})
+        except Reject as r:
+            out.append(r)
+    return tree_id(obj, root), out
 
 
 def _walk_tree(obj: Any) -> Iterator[tuple[str, dict, bool, str]]:
