@@ -151,3 +151,16 @@ def test_tree_paths_flag(tmp_path):
     assert res.exit_code == 0 and "2 records checked, 2 valid" in res.output
     res = CliRunner().invoke(main, ["validate", str(src), "--input-format", "oasst_tree"])
     assert res.exit_code == 0 and "1 records checked, 1 valid" in res.output
+
+
+def test_a_second_source_of_the_same_text_is_never_ignored():
+    from sftdata.stages.adapt import ADAPTERS
+    from sftdata.stages.adapt.alpaca import alpaca_to_messages
+    from sftdata.stages.adapt.keys import unknown_keys
+
+    with pytest.raises(Reject) as exc:
+        alpaca_to_messages({"instruction": "q", "output": "a", "response": "b"})
+    assert exc.value.reason == "adapter_alpaca" and exc.value.pointer == "/response"
+    assert alpaca_to_messages({"instruction": "q", "output": "a", "response": "a"})["messages"][-1]["content"] == "a"
+    two = {"conversation": [{"input": "q", "output": "a"}], "pairs": [{"user": "q", "assistant": "b"}]}
+    assert unknown_keys(two, ADAPTERS["pairs"].keys) == ("/pairs",)

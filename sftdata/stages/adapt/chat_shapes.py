@@ -136,9 +136,9 @@ def _walk_pairs(obj: Any) -> Iterator[tuple[str, dict, bool, str]]:
     if key == "":  # the record is the exchange: its keys are read at the record level
         yield "", obj, True, ""
         return
-    yield "", obj, False, ""
+    yield "", {k: v for k, v in obj.items() if k != key}, False, ""  # another list of exchanges is counted
     for i, turn in enumerate(obj.get(key) or () if key else ()):
         yield f"/{key}/*", turn, True, f"/{key}/{i}"
 
 
-PAIRS_KEYS = KeySpec(frozenset({"id", "system", *PAIR_LISTS}), _PAIR_TURN | {"id", "system"}, walk=_walk_pairs)
+PAIRS_KEYS = KeySpec(frozenset({"id", "system"}), _PAIR_TURN | {"id", "system"}, walk=_walk_pairs)
