@@ -55,7 +55,7 @@ REASONS: dict[str, str] = {
     "content_with_tool_calls": "text beside tool_calls, which the official template drops",
     "multiple_tool_calls": "more than one tool call in a message; the official templates render one",
     "invalid_tool_arguments": "tool-call arguments are not a JSON object",
-    "tool_result_mismatch": "a tool result's tool_call_id names another call than the one before it",
+    "tool_result_mismatch": "a tool result's tool_call_id (or name) names another call than the one before it",
     "tools_without_user": "tools given, but the first non-system message is not a user message",
     "template_unsupported": "the record asks for what its template cannot render (tools under Llama-3.0, "
                             "built-in tools under Llama-3.2)",

@@ -164,3 +164,12 @@ def test_a_second_source_of_the_same_text_is_never_ignored():
     assert alpaca_to_messages({"instruction": "q", "output": "a", "response": "a"})["messages"][-1]["content"] == "a"
     two = {"conversation": [{"input": "q", "output": "a"}], "pairs": [{"user": "q", "assistant": "b"}]}
     assert unknown_keys(two, ADAPTERS["pairs"].keys) == ("/pairs",)
+
+
+def test_a_legacy_result_named_for_another_function_is_rejected():
+    rec = {"messages": [USER, dict(CALL), {"role": "function", "name": "g", "content": "r"}, ASSISTANT]}
+    with pytest.raises(Reject) as exc:
+        check_tool_results(modernise(rec))
+    assert exc.value.reason == "tool_result_mismatch" and exc.value.pointer == "/messages/2/name"
+    rec["messages"][2]["name"] = "f"
+    check_tool_results(modernise(rec))

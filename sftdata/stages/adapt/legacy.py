@@ -118,21 +118,24 @@ def modernise(obj: Any) -> Any:
 
 
 def check_tool_results(rec: Any) -> None:
-    """A tool result that names the call it answers (``tool_call_id``) must answer the call before
-    it: the Llama-3 templates pair a result with the preceding call by position alone, so a result
-    for another call would be rendered as this one's. Without ids, position is the pairing."""
+    """A tool result that names the call it answers (``tool_call_id``, or the function's ``name``
+    as legacy results do) must answer the call before it: the Llama-3 templates pair a result with
+    the preceding call by position alone, so a result for another call would be rendered as this
+    one's. Without either, position is the pairing."""
     if not isinstance(rec, dict) or not isinstance(rec.get("messages"), list):
         return
-    last_id = None
+    last: dict = {}
     for i, m in enumerate(rec["messages"]):
         if not isinstance(m, dict):
             continue
         calls = m.get("tool_calls")
         if m.get("role") == "assistant" and isinstance(calls, list) and calls and isinstance(calls[0], dict):
-            last_id = calls[0].get("id")
+            fn = calls[0].get("function")
+            last = {"tool_call_id": calls[0].get("id"), "name": fn.get("name") if isinstance(fn, dict) else None}
         elif m.get("role") in ("tool", "ipython"):
-            answers = m.get("tool_call_id")
-            if isinstance(answers, str) and isinstance(last_id, str) and answers != last_id:
-                ptr = f"/messages/{i}/tool_call_id"
-                raise Reject("tool_result_mismatch", f"{ptr}: answers call {answers!r}, but the call before it is "
-                             f"{last_id!r}; the template pairs a result with the call before it", ptr)
+            for key in ("tool_call_id", "name"):
+                answers, call = m.get(key), last.get(key)
+                if isinstance(answers, str) and isinstance(call, str) and answers != call:
+                    ptr = f"/messages/{i}/{key}"
+                    raise Reject("tool_result_mismatch", f"{ptr}: answers {answers!r}, but the call before it is "
+                                 f"{call!r}; the template pairs a result with the call before it", ptr)
