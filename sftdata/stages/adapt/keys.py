@@ -4,10 +4,10 @@ counted or the reason the record is rejected.
 Each adapter names the keys it reads (``KeySpec``): at the record level and in each turn (a
 message, a ShareGPT turn, a pair, a tree node). What is left after that is either
 
-* a key known to carry training meaning that the format cannot render (``MEANING``): reasoning
-  text, tool calls under another name, a ``functions`` list where no conversion exists. The record
-  is rejected with that key's own reason, because rendering it without the key would train the
-  model on a conversation that did not happen; or
+* a key known to carry training meaning that the format cannot render (``TURN_MEANING``,
+  ``RECORD_MEANING``): reasoning text, tool calls under another name, a ``functions`` list where
+  no conversion exists. The record is rejected with that key's own reason, because rendering it
+  without the key would train the model on a conversation that did not happen; or
 * any other key: its path-like name (``/source``, ``/messages/*/annotation``) is returned, to be
   counted per name in the summary and the manifest (``counts.unknown_keys``), or, with
   ``strict_keys``, the record is rejected (``unknown_key``).
