@@ -19,6 +19,18 @@ class InputFormat(str, Enum):
     ALPACA = "alpaca"
     TEXT = "text"
     PROMPT_COMPLETION = "prompt_completion"
+    OPENAI_FUNCTIONS = "openai_functions"  # OpenAI's legacy function calling
+    MESSAGE_LIST = "message_list"  # a line that is a list of messages
+    QUERY_RESPONSE = "query_response"  # ms-swift
+    PAIRS = "pairs"  # {human, assistant} / {input, output} exchanges
+    OASST_TREE = "oasst_tree"  # Open-Assistant message trees
+
+
+class TreePaths(str, Enum):
+    """Conversations of a message tree (``oasst_tree``): the best-ranked path, or every path."""
+
+    BEST = "best"
+    ALL = "all"
 
 
 class TemplateName(str, Enum):

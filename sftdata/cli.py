@@ -71,7 +71,7 @@ def main() -> None:
 @click.option("--dedupe", type=click.Choice(values(Dedupe)), help="Quarantine exact duplicates (first kept).")
 @pipeline_options
 def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_address, no_audit, input_format,
-        fields, packing, dedupe, **opts) -> None:
+        fields, strict_keys, tree_paths, packing, dedupe, **opts) -> None:
     """Run PIPELINE (a YAML file; defaults when omitted) over the inputs into OUTPUT."""
     from sftdata.config import load_pipeline
     from sftdata.errors import UnusableRunError
@@ -80,7 +80,8 @@ def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_addr
     from sftdata.summary import print_run_summary, run_audit_after
 
     settings = load_pipeline(pipeline, _overrides(input_format=input_format, fields=fields or None, packing=packing,
-                                                  dedupe=dedupe, **opts))
+                                                  dedupe=dedupe, strict_keys=strict_keys, tree_paths=tree_paths,
+                                                  **opts))
     try:
         with RunProgress(enabled=sys.stderr.isatty()) as progress:
             summary = run_pipeline(settings, list(inputs), output, workers=workers, resume=resume,
@@ -113,27 +114,36 @@ Example:
 @click.option("--template", type=click.Choice(values(TemplateName)), help="Template rules to apply.")
 @click.option("--max-errors", type=int, default=1000, show_default=True, help="Stop printing after this many.")
 @reading_options
-def validate(paths, pipeline, template, max_errors, input_format, fields) -> None:
+def validate(paths, pipeline, template, max_errors, input_format, fields, strict_keys, tree_paths) -> None:
     """Schema and semantic checks only; exits 1 if any record is invalid."""
     from sftdata.config import load_pipeline
     from sftdata.process.validation import validate_files
     from sftdata.stages.read.jsonl import expand_inputs
     from sftdata.summary import validate_hints
 
-    settings = load_pipeline(pipeline, _overrides(template=template, input_format=input_format, fields=fields or None))
+    settings = load_pipeline(pipeline, _overrides(template=template, input_format=input_format, fields=fields or None,
+                                                  strict_keys=strict_keys, tree_paths=tree_paths))
     files = expand_inputs(list(paths))
     n = bad = 0
     formats: dict[str, str] = {}
     reasons: set[str] = set()
+    unknown: dict[str, int] = {}
     for checked in validate_files(list(paths), settings, formats):
         n += 1
         if checked.ok:
+            for name in checked.unknown_keys:
+                unknown[name] = unknown.get(name, 0) + 1
             continue
         bad += 1
         reasons.add(checked.rejection.reason)
         if bad <= max_errors:
             click.echo(checked.describe())
     click.echo(f"{n} records checked, {n - bad} valid, {bad} invalid", err=True)
+    if unknown:
+        from sftdata.stages.adapt.keys import top_names
+
+        shown = ", ".join(f"{name} ({k})" for name, k in top_names(unknown, 10).items())
+        click.echo(f"unknown keys, not rendered (records per name; --strict-keys rejects them): {shown}", err=True)
     for hint in validate_hints([p.resolve() for p in files], settings, formats, reasons):
         click.echo(hint, err=True)
     if bad:

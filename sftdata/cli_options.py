@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from sftdata.choices import InputFormat, values
+from sftdata.choices import InputFormat, TreePaths, values
 
 INPUT_FORMATS = tuple(values(InputFormat))
 
@@ -39,7 +39,14 @@ def parse_fields(_ctx: click.Context | None, _param: click.Parameter | None, val
 
 
 def reading_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--input-format`` and ``--field`` (repeatable); the command receives ``input_format`` and ``fields``."""
+    """``--input-format``, ``--field`` (repeatable) and ``--strict-keys``; the command receives
+    ``input_format``, ``fields``, ``strict_keys`` (True or None) and ``tree_paths``."""
+    fn = click.option("--tree-paths", type=click.Choice(values(TreePaths)),
+                      help="Open-Assistant trees (oasst_tree): the best-ranked path (default) or every "
+                           "root-to-leaf path, one row each.")(fn)
+    fn = click.option("--strict-keys", "strict_keys", is_flag=True, flag_value=True, default=None,
+                      help="Reject records carrying a key sftdata does not read (default: count them per name "
+                           "in the summary and the manifest).")(fn)
     fn = click.option("--field", "fields", multiple=True, metavar="NAME=SOURCE", callback=parse_fields,
                       help="Read field NAME from SOURCE, e.g. --field output=response --field role=speaker "
                            "(the same mapping as read.fields; repeatable).")(fn)

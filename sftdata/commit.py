@@ -78,6 +78,7 @@ def run_counts(results: list[ChunkResult]) -> RunCounts:
         counts.blank_lines += res.blank_lines
         counts.special_text_records += res.special_text_records
         counts.rejected.update(res.rejected)
+        counts.unknown_keys.update(res.unknown_keys)
         counts.truncated_ids.extend(res.truncated_ids)
     return counts
 

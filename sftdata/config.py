@@ -56,8 +56,10 @@ class Settings:
     chunk_size: int | str = "auto"
     fields: dict[str, str] = field(default_factory=dict)
     text_without_chat: str = "reject"
+    tree_paths: str = "best"  # oasst_tree: the best-ranked path, or every root-to-leaf path
     completion_eos: bool = False
     parts: dict[str, str] = field(default_factory=dict)
+    strict_keys: bool = False  # reject records carrying a key sftdata does not read (else: counted)
     dedupe: str = "none"
     template: str = "llama3.2"
     tokenizer: str = "builtin:llama3"
@@ -91,9 +93,9 @@ class Settings:
 _STAGE_KEYS = {
     ("read", "format"): "input_format", ("read", "max_record_bytes"): "max_record_bytes",
     ("read", "chunk_size"): "chunk_size", ("read", "fields"): "fields",
-    ("read", "text_without_chat"): "text_without_chat", ("label", "completion_eos"): "completion_eos", ("read", "max_decompressed_bytes"): "max_decompressed_bytes",
+    ("read", "text_without_chat"): "text_without_chat", ("read", "tree_paths"): "tree_paths", ("label", "completion_eos"): "completion_eos", ("read", "max_decompressed_bytes"): "max_decompressed_bytes",
     ("read", "max_blank_bytes"): "max_blank_bytes",
-    ("validate", "parts"): "parts", ("validate", "dedupe"): "dedupe",
+    ("validate", "parts"): "parts", ("validate", "dedupe"): "dedupe", ("validate", "strict_keys"): "strict_keys",
     ("render", "template"): "template", ("render", "tokenizer"): "tokenizer",
     ("render", "encoder"): "encoder", ("render", "date_string"): "date_string",
     ("render", "builtin_tools"): "builtin_tools", ("render", "tools_in_user_message"): "tools_in_user_message",
@@ -209,6 +211,9 @@ def _render_errors(values: dict[str, Any]) -> list[str]:
         why = template_error(template, "stages/render/builtin_tools")
         if why:
             errors.append(why)
+    if values.get("tree_paths") == "all" and values.get("dedupe") == "exact":
+        errors.append("stages/read/tree_paths: all gives several rows per tree, and dedupe: exact finds duplicates "
+                      "per input record; use one of them")
     if template == "llama3" and values.get("tools_in_user_message") is False:
         errors.append("stages/render/tools_in_user_message: the llama3 template renders no tools, so where "
                       "they go cannot be chosen; use llama3.1, llama3.2 or llama3.3")

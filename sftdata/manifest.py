@@ -64,6 +64,7 @@ class RunCounts:
     blank_lines: int = 0
     special_text_records: int = 0
     rejected: Counter = field(default_factory=Counter)
+    unknown_keys: Counter = field(default_factory=Counter)  # records per key name no stage read
     truncated_ids: list[str] = field(default_factory=list)
     duplicates: list[dict] = field(default_factory=list)
     repeated_ids: list[str] = field(default_factory=list)
@@ -180,6 +181,7 @@ def read_manifest(folder: Folder | str, *, check_names: bool = True) -> Manifest
 def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, shards: list[ShardRecord],
                    counts: RunCounts, schema: pa.Schema) -> Manifest:
     """The manifest of a finished run, from its plan, its committed shards and its counts."""
+    from sftdata.stages.adapt.keys import top_names
     from sftdata.stages.render import Llama3Renderer
     from sftdata.stages.validate import schema_path
 
@@ -215,6 +217,7 @@ def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, shards:
             "records_written": counts.records_written,
             "blank_lines": counts.blank_lines,
             "rejected": dict(sorted(counts.rejected.items())),
+            "unknown_keys": top_names(counts.unknown_keys),
             "special_text_records": counts.special_text_records,
             "truncated_records": len(counts.truncated_ids),
             "duplicate_records": len(counts.duplicates),

@@ -107,7 +107,7 @@ def run_pipeline(settings: Settings, inputs: list[str], output: str | os.PathLik
     with RunLock(out):
         summary = _run_locked(settings, inputs, out, workers=workers, resume=resume, overwrite=overwrite,
                               executor=executor, ray_address=ray_address, progress=progress)
-    check_usable(summary)
+    check_usable(summary, inputs)
     return summary
 
 
@@ -184,8 +184,22 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
 MAX_INTERNAL_ERRORS = 5  # "a handful": more than this many records failing for a bug of ours stops the run
 
 
-def check_usable(summary: RunSummary) -> None:
-    """A committed run whose folder holds nothing usable is a failure, with its cause."""
+def _shape_hints(summary: RunSummary, inputs: list[str] | None) -> str:
+    """" Hint: ..." naming the shape rejected inputs look like and the flags that read them ("" if none)."""
+    if not inputs:
+        return ""
+    from sftdata.summary import input_lines
+
+    try:
+        hints = input_lines(summary.manifest, inputs)[1]
+    except Exception:  # noqa: BLE001 - a hint is never worth a failure
+        return ""
+    return "".join(" " + h.replace("hint: ", "Hint: ", 1) for h in hints)
+
+
+def check_usable(summary: RunSummary, inputs: list[str] | None = None) -> None:
+    """A committed run whose folder holds nothing usable is a failure, with its cause (and, when
+    the records were of another shape, what would read them)."""
     counts = summary.manifest["counts"]
     rejected = counts["rejected"]
     top = ", ".join(f"{r} {n}" for r, n in sorted(rejected.items(), key=lambda kv: (-kv[1], kv[0]))[:3])
@@ -197,4 +211,5 @@ def check_usable(summary: RunSummary) -> None:
         why = (f"every one of {counts['records_read']} record(s) was rejected ({top})" if counts["records_read"]
                else "the input holds no records")
         raise UnusableRunError(f"the run wrote no rows: {why}. See quarantine.jsonl; `sftdata validate` prints "
-                               "each problem, and --input-format / --field read other shapes", summary)
+                               "each problem, and --input-format / --field read other shapes."
+                               f"{_shape_hints(summary, inputs)}", summary)

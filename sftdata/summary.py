@@ -18,6 +18,12 @@ def format_run_summary(manifest: dict) -> str:
     ]
     for reason, n in sorted(c["rejected"].items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  {reason:<26}{n:>8,}")
+    unknown = c.get("unknown_keys") or {}
+    if unknown:
+        lines.append(f"unknown keys      {len(unknown):>12,}   name(s), not rendered (records per name; "
+                     "--strict-keys rejects them)")
+        for name, n in sorted(unknown.items(), key=lambda kv: (-kv[1], kv[0]))[:10]:
+            lines.append(f"  {name[:40]:<40}{n:>8,}")
     lines += [
         f"tokens            {t['tokens']:>12,}",
         f"trained tokens    {t['trained_tokens']:>12,}   ({frac:.1%} of tokens)",
@@ -31,7 +37,26 @@ def format_run_summary(manifest: dict) -> str:
 
 # Reasons that mean "this record is not in the format it was read as".
 SHAPE_REASONS = frozenset({"missing_field", "adapter_alpaca", "adapter_sharegpt", "no_chat_structure",
-                           "wrong_type"})
+                           "wrong_type", "not_an_object", "unknown_role", "not_a_message_list",
+                           "adapter_query_response", "adapter_pairs", "adapter_tree"})
+
+
+def shape_hint(name: str, seen, read_as: str) -> str | None:
+    """What to pass for a file whose records were read as ``read_as`` (``seen``: its ``Detection``):
+    the format it looks like, the flags that would read it, or that no adapter reads it."""
+    from sftdata.stages.adapt import FORMATS
+    from sftdata.stages.adapt.detect import describe_keys
+
+    if seen.format is None and seen.suggestion:
+        return (f"hint: {name}: records look like a known shape under other names (keys seen: "
+                f"{describe_keys(seen.keys)}); pass {seen.suggestion}")
+    if seen.format is None:
+        return (f"hint: {name}: no adapter reads this shape (keys seen: {describe_keys(seen.keys)}); the formats "
+                f"are {', '.join(FORMATS)} (README, Input), with --field NAME=SOURCE for other key names")
+    if seen.format != read_as:
+        return (f"hint: {name}: records look like {seen.format}, read as {read_as}; pass --input-format "
+                f"{seen.format} (or --input-format auto)")
+    return None
 
 
 def _local_files(inputs: list[str] | None, n: int) -> list:
@@ -80,13 +105,9 @@ def input_lines(manifest: dict, inputs: list[str] | None = None) -> tuple[list[s
         lines.append(f"input {item['name']}: {how}, {item['bytes']:,} bytes")
         if not shape_rejects or seen is None or seen.sampled == 0:
             continue
-        if unknown:
-            hints.append(f"hint: {item['name']}: no known format (keys seen: {describe_keys(seen.keys)}); pass "
-                         "--input-format (messages, sharegpt, alpaca, text, prompt_completion) or map names "
-                         "with --field NAME=SOURCE, e.g. --field output=response")
-        elif seen.format != item["format"]:
-            hints.append(f"hint: {item['name']}: records look like {seen.format}, read as {item['format']}; "
-                         f"pass --input-format {seen.format} (or --input-format auto)")
+        hint = shape_hint(item["name"], seen, item["format"])
+        if hint:
+            hints.append(hint)
     return lines, hints
 
 
@@ -95,20 +116,14 @@ def validate_hints(files: list, settings, formats: dict[str, str], reasons: set[
     the format it was read as, ``reasons`` are the rejection reasons seen."""
     if not reasons & SHAPE_REASONS:
         return []
-    from sftdata.stages.adapt.detect import describe_keys
-
     hints = []
     for path in files:
         seen = _sniff(path, settings)
-        fmt = formats.get(str(path), settings.input_format)
         if seen is None or seen.sampled == 0:
             continue
-        if seen.format is None:
-            hints.append(f"hint: {path.name}: no known format (keys seen: {describe_keys(seen.keys)}); pass "
-                         "--input-format or map names with --field NAME=SOURCE, e.g. --field output=response")
-        elif seen.format != fmt:
-            hints.append(f"hint: {path.name}: records look like {seen.format}, read as {fmt}; "
-                         f"pass --input-format {seen.format} (or --input-format auto)")
+        hint = shape_hint(path.name, seen, formats.get(str(path), settings.input_format))
+        if hint:
+            hints.append(hint)
     return hints
 
 

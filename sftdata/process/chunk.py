@@ -30,6 +30,7 @@ from sftdata.process.record import (
     reject_of,
     validated,
 )
+from sftdata.stages.adapt.keys import count_names
 from sftdata.stages.pack import PACKED_SCHEMA, Packer
 from sftdata.stages.read.jsonl import Chunk
 from sftdata.stages.records import Conversation, Reject, Rejection
@@ -56,10 +57,12 @@ class ChunkResult:
     run_id: str = ""  # the run that committed this chunk (a foreign writer's markers are refused)
     input_digest: str = ""  # of the chunk's input bytes (sftdata.process.identity)
     quarantine_sha256: str = ""  # of the chunk's quarantine part, checked on --resume ("" in older markers)
+    unknown_keys: Counter = field(default_factory=Counter)  # records per key name no stage read
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
         d["rejected"] = dict(sorted(self.rejected.items()))
+        d["unknown_keys"] = dict(sorted(self.unknown_keys.items()))
         d["shards"] = [s.to_json() for s in self.shards]
         return d
 
@@ -67,6 +70,7 @@ class ChunkResult:
     def from_json(cls, d: dict) -> ChunkResult:
         d = dict(d)
         d["rejected"] = Counter(d["rejected"])
+        d["unknown_keys"] = Counter(d.get("unknown_keys") or {})
         d["shards"] = [ShardRecord(**s) for s in d["shards"]]
         d["hashes"] = [tuple(h) for h in d["hashes"]]
         d["dropped_duplicates"] = [tuple(h) for h in d["dropped_duplicates"]]
@@ -128,6 +132,8 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
                 quarantine.add(outcome)
                 continue
             conv, stage = outcome, "dedupe"
+            if conv.unknown_keys:
+                count_names(result.unknown_keys, conv.unknown_keys)
             try:
                 if drop and line in drop:
                     rid = conv.id
@@ -172,12 +178,15 @@ def hash_chunk(chunk: Chunk, settings: Settings, processor: RecordProcessor | No
             for line, _raw, _rid, conv in validated(chunk, settings, proc) if isinstance(conv, Conversation)]
 
 
-def validate_chunk(chunk: Chunk, settings: Settings) -> Iterator[tuple[int, Rejection | None]]:
+def validate_chunk(chunk: Chunk, settings: Settings) -> Iterator[tuple[int, Rejection | None, tuple[str, ...]]]:
     """Stages read + parse + adapt + validate only (the tokenizer is never loaded): what
-    `sftdata validate` runs. Yields (line, rejection or None) for every record of the chunk."""
+    `sftdata validate` runs. Yields (line, rejection or None, unknown-key names) for every record."""
     proc = RecordProcessor(settings)
     for line, _raw, _rid, outcome in validated(chunk, settings, proc):
-        yield line, outcome if isinstance(outcome, Rejection) else None
+        if isinstance(outcome, Rejection):
+            yield line, outcome, ()
+        else:
+            yield line, None, outcome.unknown_keys
 
 
 def clean_chunk_leftovers(location: str, index: int) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from sftdata.config import Settings
-from sftdata.stages.adapt import adapt
+from sftdata.stages.adapt import adapt, adapt_expanded
 from sftdata.stages.encode import PieceEncoder
 from sftdata.stages.parse import record_id
 from sftdata.stages.read.jsonl import Chunk
@@ -94,6 +94,15 @@ class RecordProcessor:
         """Stages adapt and validate: the format's adapter (``sftdata.stages.adapt.adapt``)."""
         return adapt(obj, fmt, self.settings, self.renderer, source, line)
 
+    def conversations(self, obj: Any, source: str, line: int, fmt: str = "messages"
+                      ) -> list[tuple[str | None, Conversation | Reject]]:
+        """(id, conversation or rejection) of every conversation a record holds: one, except for a
+        tree read with ``tree_paths: all`` (one per path). Raises Reject for the record as a whole."""
+        many = adapt_expanded(obj, fmt, self.settings, self.renderer, source, line)
+        if many is not None:
+            return list(many)
+        return [(record_id(obj), self.conversation(obj, source, line, fmt))]
+
     def encode(self, conv: Conversation, encoder: PieceEncoder | None = None):
         return (encoder or self.encoder).encode(conv.pieces if conv.pieces is not None else self.renderer.render(conv))
 
@@ -128,7 +137,8 @@ class BlankCounter:
 
 def validated(chunk: Chunk, settings: Settings, proc: RecordProcessor, blanks: BlankCounter | None = None
               ) -> Iterator[tuple[int, bytes, str | None, Conversation | Rejection]]:
-    """Stages read, parse, adapt and validate: (line, original, id if known, conversation or rejection)."""
+    """Stages read, parse, adapt and validate: (line, original, id if known, conversation or rejection),
+    once per conversation (a tree under ``tree_paths: all`` gives one per path, on its line)."""
     sink = blanks.count if blanks is not None else None
     for line, obj, raw, rej in iter_records(chunk, settings.max_record_bytes, settings.max_decompressed_bytes, sink,
                                             settings.max_blank_bytes):
@@ -138,11 +148,15 @@ def validated(chunk: Chunk, settings: Settings, proc: RecordProcessor, blanks: B
                 raise rej
             rid = record_id(obj)
             stage = "validate"
-            outcome: Conversation | Rejection = proc.conversation(obj, chunk.name, line, chunk.format)
+            outcomes: list[tuple[str | None, Conversation | Exception]] = proc.conversations(
+                obj, chunk.name, line, chunk.format)
         except RUN_FAULTS:
             raise
         except Exception as exc:  # noqa: BLE001 - no record may stop a run; keep it with a reason
-            r = reject_of(exc)
-            outcome = Rejection(r.reason, r.message, stage, chunk.name, line, rid, r.pointer, original_text(raw),
-                                problems=r.problems)
-        yield line, raw, rid, outcome
+            outcomes = [(rid, exc)]
+        for rid_k, outcome in outcomes:
+            if not isinstance(outcome, Conversation):
+                r = reject_of(outcome)
+                outcome = Rejection(r.reason, r.message, stage, chunk.name, line, rid_k, r.pointer,
+                                    original_text(raw), problems=r.problems)
+            yield line, raw, rid_k, outcome

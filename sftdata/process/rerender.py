@@ -11,7 +11,7 @@ from sftdata.config import Settings
 from sftdata.process.record import RecordProcessor, conversation_hashes
 from sftdata.stages.read.jsonl import expand_inputs
 from sftdata.stages.read.sources import iter_records, plan_chunks
-from sftdata.stages.records import Reject
+from sftdata.stages.records import Conversation, Reject
 
 
 def settings_from_manifest(manifest: dict) -> Settings:
@@ -31,13 +31,18 @@ def render_source_rows(paths: list[str], manifest: dict) -> Iterator[tuple[str, 
             if rej is not None:
                 continue
             try:
-                conv = proc.conversation(obj, chunk.name, line, chunk.format)
-                if settings.dedupe == "exact":
-                    h = conversation_hashes(conv)[0]
-                    if h in seen:
-                        continue
-                    seen.add(h)
-                enc = proc.encode(conv)
+                convs = [c for _, c in proc.conversations(obj, chunk.name, line, chunk.format)
+                         if isinstance(c, Conversation)]
             except Reject:
                 continue
-            yield conv.id, enc.input_ids, enc.labels
+            for conv in convs:
+                try:
+                    if settings.dedupe == "exact":
+                        h = conversation_hashes(conv)[0]
+                        if h in seen:
+                            continue
+                        seen.add(h)
+                    enc = proc.encode(conv)
+                except Reject:
+                    continue
+                yield conv.id, enc.input_ids, enc.labels

@@ -27,6 +27,7 @@ class Checked:
     path: str  # as reports may show it
     line: int
     rejection: Rejection | None
+    unknown_keys: tuple[str, ...] = ()  # of a valid record: keys no stage reads (counted, not rendered)
 
     @property
     def ok(self) -> bool:
@@ -54,5 +55,5 @@ def validate_files(paths: list[str], settings: Settings, formats: dict[str, str]
         if formats is not None:
             formats[str(chunk.path)] = chunk.format
         where = display(chunk.path)
-        for line, rej in validate_chunk(chunk, settings):
-            yield Checked(where, line, rej)
+        for line, rej, unknown in validate_chunk(chunk, settings):
+            yield Checked(where, line, rej, unknown)

@@ -28,6 +28,20 @@ REASONS: dict[str, str] = {
     "unsupported_format": "the record format is not one sftdata can read here",
     "adapter_sharegpt": "a ShareGPT record whose turns cannot be mapped to messages",
     "adapter_alpaca": "an Alpaca record whose fields cannot be mapped to messages",
+    "adapter_query_response": "a query/response (ms-swift) record whose fields cannot be mapped to messages",
+    "adapter_pairs": "a record of exchanges ({human, assistant}, {input, output}, ...) that cannot be mapped",
+    "adapter_tree": "an Open-Assistant message tree that cannot be walked (replies not a list of nodes, text "
+                    "not a string)",
+    "not_a_message_list": "input format message_list, but the line is not a JSON list of messages",
+    "invalid_function_call": "a legacy function_call that is not {name, arguments}, or not on an assistant message",
+    "conflicting_system": "a top-level system prompt beside a different system message (one would be lost)",
+    # keys sftdata does not read (never dropped silently)
+    "reasoning_not_rendered": "a message carries reasoning (reasoning_content, reasoning, thinking), which the "
+                              "Llama-3 templates cannot render",
+    "unmapped_tool_calls": "tool calls under a name the format does not read (tool_call, function_calls, ...): "
+                           "map them with --field tool_calls=NAME",
+    "unmapped_tools": "tool definitions under a name the format does not read (functions, tool_definitions)",
+    "unknown_key": "strict_keys: the record carries a key sftdata does not read",
     # validate (schema)
     "schema": "the record does not match schemas/record.schema.json",
     "missing_field": "a required field is missing",
@@ -43,6 +57,7 @@ REASONS: dict[str, str] = {
     "content_with_tool_calls": "text beside tool_calls, which the official template drops",
     "multiple_tool_calls": "more than one tool call in a message; the official templates render one",
     "invalid_tool_arguments": "tool-call arguments are not a JSON object",
+    "tool_result_mismatch": "a tool result's tool_call_id (or name) names another call than the one before it",
     "tools_without_user": "tools given, but the first non-system message is not a user message",
     "template_unsupported": "the record asks for what its template cannot render (tools under Llama-3.0, "
                             "built-in tools under Llama-3.2)",

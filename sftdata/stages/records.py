@@ -40,6 +40,7 @@ class Conversation:
     has_special_text: bool = False
     pieces: list | None = None  # set by adapters that render themselves (text, prompt/completion)
     builtin_tools: tuple[str, ...] = ()  # Llama-3.1 built-in tools in effect (record's, else the pipeline's)
+    unknown_keys: tuple[str, ...] = ()  # path-like names of keys no stage read (counted per run)
 
 
 @dataclass(slots=True)

@@ -8,7 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sftdata.choices import Dedupe, Encoder, InputFormat, Packing, TemplateName, TrainOn, Truncation, values
+from sftdata.choices import (
+    Dedupe,
+    Encoder,
+    InputFormat,
+    Packing,
+    TemplateName,
+    TrainOn,
+    TreePaths,
+    Truncation,
+    values,
+)
 
 PKG = Path(__file__).resolve().parents[2] / "sftdata"
 
@@ -136,6 +146,7 @@ def test_schema_choices_are_the_enums():
         return stages[stage]["properties"][key]["enum"]
 
     assert enum("read", "format") == values(InputFormat)
+    assert enum("read", "tree_paths") == values(TreePaths)
     assert enum("validate", "dedupe") == values(Dedupe)
     assert enum("render", "template") == values(TemplateName)
     assert enum("render", "encoder") == values(Encoder)

@@ -19,6 +19,12 @@ SAMPLES = {
                           "completion": [{"role": "assistant", "content": "a"}]},
     "text": {"text": "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nq<|eot_id|>"
                      "<|start_header_id|>assistant<|end_header_id|>\n\na<|eot_id|>"},
+    "openai_functions": {"functions": [], "messages": [{"role": "user", "content": "q"},
+                                                       {"role": "assistant", "content": "a", "function_call": None}]},
+    "message_list": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+    "query_response": {"query": "q", "response": "a"},
+    "pairs": {"conversation": [{"input": "q", "output": "a"}]},
+    "oasst_tree": {"prompt": {"role": "prompter", "text": "q", "replies": [{"role": "assistant", "text": "a"}]}},
 }
 
 

@@ -21,6 +21,10 @@ def alpaca_to_messages(obj: Any, *, instruction_key: str = "instruction", input_
         output_key = "response"
     if input_key not in obj and "context" in obj:
         input_key = "context"
+    for key, other in ((output_key, "response"), (input_key, "context")):
+        if key != other and other in obj and obj[other] is not None and obj[other] != obj.get(key):
+            raise Reject("adapter_alpaca", f"/{other}: both {key!r} and {other!r} given, and they differ; one would "
+                         "be lost", f"/{other}")
     instruction, output = obj.get(instruction_key), obj.get(output_key)
     if not isinstance(instruction, str):
         raise Reject("adapter_alpaca", f"/{instruction_key}: expected a string", f"/{instruction_key}")

@@ -3,7 +3,7 @@
 Why one shape: the per-record code should not know which formats exist. Each format is an
 ``Adapter`` in the registry (``sftdata.stages.adapt.ADAPTERS``): a name, a test that says whether a
 record looks like it (used by ``--input-format auto`` and by the summary's hints), the fields it
-needs, and ``convert``. Formats that map onto ``messages`` (ShareGPT, Alpaca) validate through the
+needs, the keys it reads (every other key is counted or rejected) and ``convert``. Formats that map onto ``messages`` (ShareGPT, Alpaca) validate through the
 same schema and rules; formats that render themselves (``text``, ``prompt_completion``) return a
 Conversation whose ``pieces`` are the rendering. Adding a format is one module and one registry
 entry.
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sftdata.stages.adapt.keys import KeySpec
 from sftdata.stages.records import Conversation
 
 if TYPE_CHECKING:
@@ -40,3 +41,7 @@ class Adapter:
     convert: Callable[[Any, AdaptContext], Conversation]
     looks_like: Callable[[dict], bool]
     needs: str  # the fields it reads, for hints ("instruction + output (or response)")
+    keys: KeySpec | None = None  # the keys it reads (sftdata.stages.adapt.keys); None: not accounted
+    # a format whose record may hold several conversations (a tree under tree_paths: all): obj ->
+    # (the record's own id or None, one messages record or Reject per conversation)
+    expand: Callable[[Any], tuple[Any, list[Any]]] | None = None

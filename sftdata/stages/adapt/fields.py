@@ -17,8 +17,14 @@ LIST_KEYS = ("messages", "conversations", "prompt", "completion")
 
 
 def apply_field_map(obj: Any, fields: dict[str, str]) -> Any:
-    """Rename source keys to canonical ones. Records that are not objects pass through untouched."""
-    if not fields or not isinstance(obj, dict):
+    """Rename source keys to canonical ones. A record that is a list (``message_list``) is a list of
+    messages; records of other types pass through untouched."""
+    if not fields:
+        return obj
+    if isinstance(obj, list):
+        msg_map = {src: canon for canon, src in fields.items() if canon in MESSAGE_LEVEL}
+        return [_rename(t, msg_map) if isinstance(t, dict) else t for t in obj] if msg_map else obj
+    if not isinstance(obj, dict):
         return obj
     out = dict(obj)
     for canon, src in fields.items():

@@ -126,20 +126,22 @@ def json_layout(head: bytes) -> str:
     in a file named ``.json``, which many exports are): judged from the first 64 KiB.
 
     A first line that parses on its own is JSON Lines; a document's first line (``[`` or ``{``)
-    does not. A head without a line end is read as lines (one line or one record: the same).
+    does not. A head without a line end is read as lines (one line or one record: the same). A
+    first line that is a whole array is one document unless more lines follow it (JSON Lines of
+    message lists, ``message_list``).
     """
     import orjson
 
     head = head.lstrip(BOM).lstrip(_WHITESPACE)
-    if head.startswith(b"["):
-        return "value"
     nl = head.find(b"\n")
     if nl < 0:
-        return "lines"
+        return "value" if head.startswith(b"[") else "lines"
     try:
         orjson.loads(head[:nl])
     except orjson.JSONDecodeError:
         return "value"
+    if head.startswith(b"["):
+        return "lines" if head[nl:].strip(_WHITESPACE) else "value"
     return "lines"
 
 
