@@ -28,8 +28,9 @@ from hypothesis import strategies as st
 from sftdata.audit.command import audit_cmd, inspect_cmd, verify_cmd
 from sftdata.audit.integrity import AuditError, iter_slices, verify_folder
 from sftdata.audit.report import RULES, Violations
-from sftdata.audit.rules import RuleContext, check_slice
+from sftdata.audit.rules import check_slice
 from sftdata.audit.run import run_audit
+from sftdata.audit.slice_view import RuleContext
 from sftdata.constants import IGNORE_INDEX
 
 ROOT = Path(__file__).resolve().parents[2]
