@@ -41,6 +41,17 @@ with open(sys.argv[1], "w", encoding="utf-8") as f:
     f.write(json.dumps({"id": "huge", "messages": [{"role": "user", "content": "hi"},
                                                    {"role": "assistant", "content": big}]}) + "\n")
 EOF
+  "$PY" - "$in/cut.jsonl" <<'EOF'
+import json, random, sys
+r = random.Random(9)  # short prompts, long answers: `truncate` cuts inside the trained text
+alphabet = ["a", "Z", "é", "中", "文", "。", "😀", "\u0301", " ", "  ", "\n", "\t", "7", "42", "!", "'s", "word", "12345"]
+with open(sys.argv[1], "w", encoding="utf-8") as f:
+    for i in range(150):
+        answer = "".join(r.choice(alphabet) for _ in range(r.randrange(2000, 20000)))
+        msgs = [{"role": "user", "content": "".join(r.choice(alphabet) for _ in range(r.randrange(1, 20)))},
+                {"role": "assistant", "content": answer}]
+        f.write(json.dumps({"id": f"cut-{i}", "messages": msgs}) + "\n")
+EOF
   if [ -f "$CORPUS" ]; then
     head -n 500 "$CORPUS" > "$in/mix-en.jsonl"
     sed -n '1000,1400p' "$CORPUS" > "$in/mix-zh.jsonl"
@@ -71,7 +82,7 @@ run_all() {
   local in=${INPUTS:?set INPUTS to a folder for the generated inputs, the same for both runs}
   mkdir -p "$DIR"
   : > "$DIR/exits.txt"
-  [ -f "$in/long.jsonl" ] || make_inputs "$in"
+  [ -f "$in/cut.jsonl" ] || make_inputs "$in"
   run_case demo-32 -i examples/demo.jsonl -w 1
   run_case demo-auto-31 -i examples/demo.jsonl --input-format auto --template llama3.1 -w 2
   run_case synth-31-dedupe -i "$in/synth.jsonl" --template llama3.1 --dedupe exact -w 2
@@ -80,6 +91,8 @@ run_all() {
   run_case long-trunc-300 -i "$in/long.jsonl" --truncation truncate --max-length 300 -w 2
   run_case long-trunc-4096 -i "$in/long.jsonl" --truncation truncate --max-length 4096 --template llama3.1
   run_case long-drop-300 -i "$in/long.jsonl" --max-length 300
+  run_case cut-24 -i "$in/cut.jsonl" --truncation truncate --max-length 24
+  run_case cut-64-packed -i "$in/cut.jsonl" --truncation truncate --max-length 64 --packing bfd --template llama3.1 -w 2
   run_case long-hf-trunc -i "$in/long.jsonl" --truncation truncate --max-length 500 --tokenizer "$in/hf-tok"
   run_case synth-hf -i "$in/synth.jsonl" --tokenizer "$in/hf-tok" --template llama3.3
   run_case enc-hf -i "$in/synth.jsonl" "$in/enc-hf.yaml"
@@ -100,10 +113,8 @@ import json, pathlib, sys
 a, b = map(pathlib.Path, sys.argv[1:3])
 def norm(path, root):
     data = path.read_bytes()
-    if path.name == "audit.json":  # holds the folder's own path
-        d = json.loads(data)
-        d["path"] = d["path"].replace(str(root), "ROOT")
-        return json.dumps(d, sort_keys=True).encode()
+    if path.name == "audit.json":  # names the folder itself
+        return data.replace(json.dumps(str(root)).encode(), b'"ROOT"')
     return data
 bad, n = [], 0
 cases = sorted(p.name for p in a.iterdir() if p.is_dir())
