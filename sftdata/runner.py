@@ -228,8 +228,8 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
 
         if importlib.util.find_spec("ray") is None:  # before touching the output folder
             raise RunError("--executor ray needs Ray: pip install 'sftdata[ray]'")
+    tokenizer = load_tokenizer(settings.tokenizer)  # fail fast (before the output is touched), share with forks
     prepare_output(out, resume=resume, overwrite=overwrite)
-    tokenizer = load_tokenizer(settings.tokenizer)  # fail fast, and share with forks
     plan["tokenizer_fingerprint"] = tokenizer.fingerprint
     (out.staging() / WORK_DIR).mkdir(parents=True, exist_ok=True)
     run_id = new_run_id()

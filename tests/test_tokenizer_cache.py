@@ -20,12 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from sftdata.tokenizer import convert_builtin, llama3_model_file, load_tokenizer
+from sftdata.tokenizer import cache_dir, convert_builtin, llama3_model_file, load_tokenizer
 from sftdata.tokenizer import loader as _loader
+from sftdata.tokenizer.cache import META_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = "Hello, world! 你好 🎉 <|eot_id|> 12345\n\n  tabs\tand 'll the and"
 KNOWN = "sha256:13e3b0f4a48f32b67d897579619eaaad165b98eca7c49177a562d85c70fddb03"
+UNTOUCHED: dict[str, str] = {}  # the cache the tests copy, for reference runs
 
 
 @pytest.fixture
@@ -33,6 +35,7 @@ def cache(tmp_path, monkeypatch, tokenizer):
     """A private copy of the built-in tokenizer's cache folder, in use for this test."""
     folder = tmp_path / "cache" / "tokenizers" / convert_builtin().name
     shutil.copytree(convert_builtin(), folder)
+    UNTOUCHED["cache"] = str(cache_dir())
     monkeypatch.setenv("SFTDATA_CACHE", str(tmp_path / "cache"))
     _loader._load_tokenizer.cache_clear()
     load_tokenizer()  # the copy's description made (or checked) as this version keeps it
@@ -42,8 +45,7 @@ def cache(tmp_path, monkeypatch, tokenizer):
 
 
 def meta_file(folder: Path) -> Path:
-    (path,) = sorted(folder.glob("sftdata-meta-v*.json"))[-1:]
-    return path
+    return folder / META_FILE
 
 
 def edit_meta(folder: Path, **changes) -> None:
@@ -155,6 +157,7 @@ def _ranks_v2(ranks: dict[bytes, int], sha256: str) -> bytes:
 def _small_run(cache_root: Path, tmp_path: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     from sftdata.synth import generate_records, write_jsonl
 
+    tmp_path.mkdir(exist_ok=True)
     write_jsonl(tmp_path / "in.jsonl", generate_records(20, seed=4))
     args = ["run", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out"), "--no-audit", "-w", "1"]
     code = f"from sftdata.cli import main; main({args!r})"
@@ -186,12 +189,9 @@ def test_swapped_ranks_with_a_recomputed_hash_change_no_id(cache, tmp_path, toke
 
 
 def _expected_rows(tmp_path: Path, tokenizer) -> list[list[int]]:
-    """The rows of the same run on an untouched cache, made in this process."""
-    from sftdata.config import Settings
-    from tests.conftest import run_committed
-
-    run_committed(Settings(audit_enabled=False), [str(tmp_path / "in.jsonl")], tmp_path / "expected", workers=1)
-    return _shard_ids(tmp_path / "expected")
+    """The rows of the same run on the untouched cache the test copied."""
+    return _shard_ids(_small_run(Path(UNTOUCHED["cache"]), tmp_path / "reference").check_returncode()
+                      or tmp_path / "reference" / "out")
 
 
 @pytest.mark.parametrize("odd", ["fifo", "dev_zero"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sftdata.errors import SftdataError
+from sftdata.errors import UsageError
 
 BUILTIN_LLAMA3 = "builtin:llama3"
 
@@ -54,8 +54,9 @@ def special_layout(n_ranks: int) -> dict[int, str]:
     return {n_ranks + i: name for i, name in enumerate(LLAMA3_SPECIAL_TOKENS)}
 
 
-class TokenizerError(SftdataError):
-    """A tokenizer could not be loaded or lacks what the Llama-3 format needs."""
+class TokenizerError(UsageError):
+    """A tokenizer could not be loaded or lacks what the Llama-3 format needs: the call names a
+    tokenizer that cannot be used (exit 2)."""
 
 
 def llama3_model_file() -> Path:
