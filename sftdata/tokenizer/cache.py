@@ -50,13 +50,17 @@ def cache_dir() -> Path:
     return Path(base)
 
 
-def _convert(model_file: Path, out: Path) -> None:
+def _convert(source: ModelSource, out: Path) -> None:
     from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    backend = TikTokenConverter(
-        vocab_file=str(model_file), pattern=LLAMA3_PATTERN, extra_special_tokens=LLAMA3_SPECIAL_TOKENS
+    class Converter(TikTokenConverter):
+        def load_tiktoken_bpe(self, _url: str) -> dict[bytes, int]:  # the checked bytes, not the path again
+            return source.ranks()
+
+    backend = Converter(
+        vocab_file=str(source.path), pattern=LLAMA3_PATTERN, extra_special_tokens=LLAMA3_SPECIAL_TOKENS
     ).converted()
     # Like Meta's checkpoints: BOS is added by `add_special_tokens=True`, never by our pipeline.
     backend.post_processor = processors.TemplateProcessing(
@@ -74,16 +78,15 @@ def _convert(model_file: Path, out: Path) -> None:
     ).save_pretrained(out)
 
 
-def convert_builtin(model_file: Path | None = None, model_sha256: str | None = None) -> Path:
+def convert_builtin(model_file: Path | None = None) -> Path:
     """The cached Hugging Face conversion of Meta's BPE file (made on first use)."""
-    model_file = model_file or llama3_model_file()
-    return _conversion(model_file, model_sha256 or ModelSource(model_file).sha256)[0]
+    return _conversion(ModelSource(model_file or llama3_model_file()))[0]
 
 
-def _conversion(model_file: Path, model_sha256: str, force: bool = False) -> tuple[Path, bool]:
+def _conversion(source: ModelSource, force: bool = False) -> tuple[Path, bool]:
     """(the conversion's folder, whether it was made now). ``force``: made again, its files replaced
     one by one, each atomically, and the description removed."""
-    target = cache_dir() / "tokenizers" / f"llama3-{model_sha256[:16]}"
+    target = cache_dir() / "tokenizers" / f"llama3-{source.sha256[:16]}"
     try:
         mode = os.lstat(target).st_mode
     except FileNotFoundError:
@@ -93,7 +96,7 @@ def _conversion(model_file: Path, model_sha256: str, force: bool = False) -> tup
     if mode is not None and not force and os.path.lexists(target / "tokenizer.json"):
         return target, False
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    _convert(model_file, tmp)
+    _convert(source, tmp)
     import shutil  # here only: it imports bz2, lzma and zlib on every start
 
     if mode is None:
@@ -172,10 +175,10 @@ def checked_cache(source: ModelSource) -> tuple[Path, dict]:
     Anything that fails a check (a damaged, foreign or edited file, or one that is not a regular
     file) is made again from the model file, once; a fresh conversion that still fails is refused.
     """
-    folder, made = _conversion(source.path, source.sha256)
+    folder, made = _conversion(source)
     meta, problem = _attempt(folder, source, made)
     if meta is None:
-        folder, _ = _conversion(source.path, source.sha256, force=True)
+        folder, _ = _conversion(source, force=True)
         meta, again = _attempt(folder, source, True)
         if meta is None:
             raise TokenizerError(f"the built-in tokenizer's cache in {folder} was damaged ({problem}) and made "

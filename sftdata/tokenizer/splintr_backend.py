@@ -53,6 +53,11 @@ class ModelSource:
         longest = max(map(len, tokens))
         return max(len(base64.b64decode(t)) for t in tokens if len(t) == longest)
 
+    def ranks(self) -> dict[bytes, int]:
+        """Every rank, decoded as tiktoken's loader decodes the file (for the one-time conversion)."""
+        return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in self.data.splitlines()
+                                                                         if line)}
+
     def rank_of(self, token: bytes) -> int | None:
         """The rank of ``token`` as the file states it; None when it is not a token."""
         if token not in self._ranks_seen:
