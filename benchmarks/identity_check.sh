@@ -4,8 +4,9 @@
 #   INPUTS=/tmp/x-inputs benchmarks/identity_check.sh run DIR   # every case below into DIR/<case>/
 #   benchmarks/identity_check.sh compare A B    # shards, quarantine, manifests, audit byte for byte
 #
-# Run it once on the old tree (PYTHONPATH=old) and once on the new one, with the same INPUTS (the
-# manifests name the input paths; made on first use), then compare. The cases
+# It runs the tree it lies in (it changes to that tree's root, so `python -m sftdata.cli` imports
+# that tree's package): run the old tree's copy, then the new tree's, with the same absolute INPUTS
+# and DIRs (the manifests name the input paths; INPUTS is made on first use), then compare. The cases
 # cover every template, both truncation modes (the cut of `truncate` at many places inside
 # multibyte text and long pre-tokens), packing, dedupe, input formats, one and two workers,
 # inputs below and above 1 MiB, a Hugging Face tokenizer folder and the pipeline's `encoder` key.
@@ -14,11 +15,14 @@
 set -euo pipefail
 
 PY=${PYTHON:-python}
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD
 CORPUS=${CORPUS:-/work/shared/corpora/sft-mix.jsonl}
 
 make_inputs() {
   local in=$1
   mkdir -p "$in"
+  cp examples/demo.jsonl "$in/demo.jsonl"
   "$PY" -m sftdata.synth 300 "$in/synth.jsonl" --seed 7 --broken 20
   "$PY" -m sftdata.synth 200 "$in/hostile.jsonl" --seed 3 --hostile
   "$PY" - "$in/long.jsonl" <<'EOF'
@@ -82,9 +86,9 @@ run_all() {
   local in=${INPUTS:?set INPUTS to a folder for the generated inputs, the same for both runs}
   mkdir -p "$DIR"
   : > "$DIR/exits.txt"
-  [ -f "$in/cut.jsonl" ] || make_inputs "$in"
-  run_case demo-32 -i examples/demo.jsonl -w 1
-  run_case demo-auto-31 -i examples/demo.jsonl --input-format auto --template llama3.1 -w 2
+  [ -f "$in/demo.jsonl" ] || make_inputs "$in"
+  run_case demo-32 -i "$in/demo.jsonl" -w 1
+  run_case demo-auto-31 -i "$in/demo.jsonl" --input-format auto --template llama3.1 -w 2
   run_case synth-31-dedupe -i "$in/synth.jsonl" --template llama3.1 --dedupe exact -w 2
   run_case synth-3-packed -i "$in/synth.jsonl" --template llama3 --packing bfd --max-length 2048 -w 1
   run_case hostile-33 -i "$in/hostile.jsonl" --template llama3.3 --tools-in-system

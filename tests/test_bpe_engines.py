@@ -109,3 +109,11 @@ def test_the_bytes_encoder_gives_the_list_encoders_ids(kind):
 @given(st.text(st.characters(codec="utf-8"), max_size=200))
 def test_splintr_bytes_equal_tiktoken_ids_on_any_text(text):
     assert _ids(load_tokenizer("builtin:llama3").encode_text_bytes(text)) == tiktoken_ids(text)
+
+
+@pytest.mark.parametrize("value", ["auto", "hf", "tiktoken", "splintr"])
+def test_the_pipelines_encoder_key_still_loads_and_changes_nothing(value):
+    from sftdata.config import settings_from_dict
+
+    got = settings_from_dict({"version": 1, "stages": {"render": {"encoder": value, "template": "llama3.1"}}})
+    assert got == Settings(template="llama3.1")

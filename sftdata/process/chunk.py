@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,13 +96,10 @@ class _Quarantine:
 def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: RecordProcessor | None = None,
                   drop: dict[int, str] | None = None, run_id: str = "", sync: bool = True) -> ChunkResult:
     """Run every stage over one chunk; commit its shards, quarantine part and done-marker into the
-    output ``location`` (a folder, or a pyarrow filesystem URI: then they are written on this
-    machine's staging folder and uploaded, the done-marker last).
-
-    ``drop`` maps line numbers of this chunk to the id they duplicate (``dedupe: exact``).
-    ``sync=False``: the files are renamed into place without waiting for the disk; the run's
-    commit syncs them all at once and ``--resume`` checks them by content (``storage.atomic``).
-    """
+    output ``location`` (a folder, or a pyarrow filesystem URI: written on this machine's staging
+    folder and uploaded, the done-marker last). ``drop``: line numbers of this chunk -> the id they
+    duplicate (``dedupe: exact``). ``sync=False``: renamed into place without waiting for the disk;
+    the run's commit syncs them all at once and ``--resume`` checks them by content."""
     proc = processor or RecordProcessor(settings)
     folder = Folder(location)
     out = folder.staging()
@@ -113,9 +110,7 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
     packer = Packer(settings.max_length) if settings.packing == "bfd" else None
     with ShardWriter(out, chunk.index, settings.shard_size, PACKED_SCHEMA if packer else BASE_SCHEMA,
                      sync=sync) as writer:
-        records: Iterable[tuple[int, bytes, str | None, Conversation | Rejection]] = validated(
-            chunk, settings, proc, blanks)
-        for line, raw, rid, outcome in records:
+        for line, raw, rid, outcome in validated(chunk, settings, proc, blanks):
             result.records_read += 1
             if isinstance(outcome, Rejection):
                 quarantine.add(outcome)
