@@ -131,10 +131,18 @@ def _read_meta(folder: Path) -> Any:
 
 
 def _write_meta(folder: Path, meta: dict) -> None:
-    meta_file = folder / META_FILE
-    tmp = meta_file.with_name(meta_file.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, meta_file)
+    """Atomically, through a new file (never through a link or a FIFO left under the temp name). A
+    cache that cannot be written is no error: the checked description is used, and made next time."""
+    tmp = folder / f"{META_FILE}.tmp{os.getpid()}"
+    try:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(meta))
+        os.replace(tmp, folder / META_FILE)
+    except OSError:
+        pass
 
 
 def _backend(data: bytes) -> Any:

@@ -17,7 +17,12 @@ from typing import Any
 
 from sftdata.tokenizer.fingerprint import describe_backend
 from sftdata.tokenizer.llama3 import CONTROL_TOKENS, TokenizerError
-from sftdata.tokenizer.splintr_backend import ModelSource
+from sftdata.tokenizer.splintr_backend import (
+    ModelSource,
+    build_splintr,
+    make_splintr_bytes_encoder,
+    make_splintr_encoder,
+)
 
 _I32 = next(code for code in "ilq" if array(code).itemsize == 4)  # the array code of a C int32
 
@@ -72,15 +77,13 @@ class Tokenizer:
     def engine(self) -> Any:
         """The splintr engine of the built-in tokenizer (built on first use); None for others."""
         if self._engine_obj is None and self._model is not None:
-            from sftdata.tokenizer.splintr_backend import build_splintr
-
             self._engine_obj = build_splintr(self._model)
         return self._engine_obj
 
     @property
     def cuts_at_boundaries(self) -> bool:
-        """Whether ``safe_prefix`` applies: the Llama-3 pattern is the engine's (not true of an
-        arbitrary Hugging Face pre-tokenizer)."""
+        """Whether ``boundaries.safe_cut`` applies: the Llama-3 pattern is the engine's (not true of
+        an arbitrary Hugging Face pre-tokenizer)."""
         return self._model is not None
 
     @property
@@ -98,8 +101,6 @@ class Tokenizer:
         """
         if self._model is None:
             return self._hf_encode
-        from sftdata.tokenizer.splintr_backend import make_splintr_encoder
-
         return make_splintr_encoder(self.engine)
 
     @cached_property
@@ -110,8 +111,6 @@ class Tokenizer:
         packed with ``array``.
         """
         if self._model is not None:
-            from sftdata.tokenizer.splintr_backend import make_splintr_bytes_encoder
-
             return make_splintr_bytes_encoder(self.engine)
         encode = self.encode_text
 
