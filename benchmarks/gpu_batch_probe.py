@@ -22,9 +22,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.synth
+
 
 def skewed_jsonl(path: Path, n: int, seed: int) -> Path:
-    from sftdata.synth import generate_records
+    from tests.synth import generate_records
 
     with open(path, "w", encoding="utf-8") as f:
         for i, rec in enumerate(generate_records(n, seed=seed, tools=False)):

@@ -22,9 +22,11 @@ CORPUS=${CORPUS:-/work/shared/corpora/sft-mix.jsonl}
 make_inputs() {
   local in=$1
   mkdir -p "$in"
+  local synth=tests.synth
+  [ -f tests/synth.py ] || synth=sftdata.synth  # where the generator lived before issue 29
   cp examples/demo.jsonl "$in/demo.jsonl"
-  "$PY" -m sftdata.synth 300 "$in/synth.jsonl" --seed 7 --broken 20
-  "$PY" -m sftdata.synth 200 "$in/hostile.jsonl" --seed 3 --hostile
+  "$PY" -m $synth 300 "$in/synth.jsonl" --seed 7 --broken 20
+  "$PY" -m $synth 200 "$in/hostile.jsonl" --seed 3 --hostile
   "$PY" - "$in/long.jsonl" <<'EOF'
 import json, random, sys
 r = random.Random(5)

@@ -118,7 +118,7 @@ class LazyGroup(click.Group):
     for the audit's, the trainer's or the overlap tool's imports."""
 
     # name -> (module, attribute, the command's first help paragraph: what `sftdata --help` lists,
-    # so listing the commands imports none of them; tests/test_cli_help.py holds it to the real one)
+    # so listing the commands imports none of them; tests/cli/test_cli_help.py holds it to the real one)
     LAZY = {
         "audit": ("sftdata.audit.command", "audit_cmd",
                   "Check every row of a prepared folder PATH: labels train only assistant answers, whole turns, no "
@@ -264,7 +264,7 @@ def validate(paths, pipeline, template, max_errors, input_format, fields) -> Non
     """Schema and semantic checks only; exits 1 if any record is invalid."""
     from sftdata.config import load_pipeline
     from sftdata.process.validation import validate_files
-    from sftdata.readers.jsonl import expand_inputs
+    from sftdata.stages.read.jsonl import expand_inputs
     from sftdata.summary import validate_hints
 
     settings = load_pipeline(pipeline, _overrides(template=template, input_format=input_format, fields=fields or None))

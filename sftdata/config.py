@@ -208,7 +208,7 @@ def settings_from_dict(doc: Any, source: str = "pipeline", overrides: dict[str, 
 
 def _render_errors(values: dict[str, Any]) -> list[str]:
     """Render settings the chosen template cannot honour: refused before any record is read."""
-    from sftdata.builtin_tools import template_error, valid_name
+    from sftdata.stages.builtin_tools import template_error, valid_name
 
     template = values.get("template", Settings.template)
     errors = []
@@ -226,8 +226,7 @@ def _render_errors(values: dict[str, Any]) -> list[str]:
 
 @lru_cache(maxsize=1)
 def _bounded_loader() -> type:
-    """``safe_load`` that refuses alias bombs: at most ``MAX_ALIASES`` aliases per document. Made
-    on first use: a run without a pipeline file never imports PyYAML (25 ms of its start)."""
+    """``safe_load`` that refuses alias bombs: at most ``MAX_ALIASES`` aliases per document."""
     import yaml
 
     class BoundedLoader(yaml.SafeLoader):

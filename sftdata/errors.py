@@ -31,6 +31,12 @@ class OutputFolderError(UsageError):
     """An output location sftdata refuses to write into or delete from (not ours, unsafe, locked)."""
 
 
+class UnsafeFileError(UsageError, OSError):
+    """A file sftdata refuses to open (a FIFO, a device, oversized metadata) or a name it refuses to
+    follow (a manifest or ``state.json`` entry that is a path, not a plain name, or is listed twice).
+    Also an ``OSError``, so every reader that already turns I/O errors into one line handles it."""
+
+
 class ManifestError(UsageError):
     """A folder whose ``manifest.json`` is missing, unreadable, or of another format version."""
 
@@ -48,3 +54,7 @@ class UnusableRunError(RunError):
     def __init__(self, message: str, summary: object = None) -> None:
         super().__init__(message)
         self.summary = summary
+
+
+class TrainError(SftdataError):
+    """Settings or data that cannot be trained on (or planned for); raised before any training step."""

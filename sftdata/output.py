@@ -22,13 +22,22 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from sftdata.errors import OutputFolderError
 from sftdata.manifest import loads_json
 from sftdata.storage import Folder
-from sftdata.storage.layout import LOCK_NAME, MANIFEST_NAME, PLAN_NAME, is_ours
+from sftdata.storage.layout import (
+    EXPORT_MANIFEST_NAME,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    PLAN_NAME,
+    TRAIN_MARKER_NAME,
+    is_export_name,
+    is_ours,
+)
 
 _SHOW = 5  # foreign names listed in a refusal
 
@@ -37,18 +46,50 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
-def check_location(output: str, inputs: Iterable[Path], folders: Iterable[str] = ()) -> None:
-    """Refuse output locations no run should write into (usage errors, before anything is touched)."""
+@dataclass(frozen=True)
+class OutputKind:
+    """What one command's output folder looks like: the file that marks it as that command's
+    (``marker``, with the JSON key and value it must hold), and which names it writes (``ours``)."""
+
+    command: str
+    option: str
+    markers: tuple[tuple[str, str, str | None], ...]  # (file, key that must be there, its value or None)
+    ours: Callable[[str], bool]
+    replacing: str = "--overwrite"  # what a refusal of a non-empty folder names as the call that tried
+
+
+def _any_name(name: str) -> bool:
+    return True
+
+
+RUN = OutputKind("run", "--output", ((MANIFEST_NAME, "format", "sftdata-shards"), (PLAN_NAME, "settings", None)),
+                 is_ours)
+EXPORT = OutputKind("export", "--output", ((EXPORT_MANIFEST_NAME, "format", "sftdata-export"),), is_export_name)
+# train deletes nothing (the trainer rewrites its own files): its folder needs only train's marker
+TRAIN = OutputKind("train", "--output-dir", ((TRAIN_MARKER_NAME, "format", "sftdata-shards"),), _any_name,
+                   "--output-dir")
+
+
+def check_location(output: str, inputs: Iterable[Path], folders: Iterable[str] = (), *,
+                   option: str = "--output") -> None:
+    """Refuse output locations no command should write into (usage errors, before anything is touched):
+    empty, ``/``, the home folder, the current folder (or a folder holding either), a folder that
+    holds an input, a folder inside an input folder. ``folders``: input folders (a run's globs'
+    folders, export's source folders); ``option`` names the flag in the messages."""
     if not str(output).strip():
-        raise OutputFolderError("--output is empty (an unset variable?); name the folder to write into")
+        raise OutputFolderError(f"{option} is empty (an unset variable?); name the folder to write into")
     out = Folder(output)
     if out.remote:
         return
     root = out.local().expanduser().resolve()
     if root == Path(root.anchor):
-        raise OutputFolderError(f"--output {output!r} is the filesystem root; name a folder of its own")
-    if root == Path.home().resolve():
-        raise OutputFolderError(f"--output {output!r} is the home folder; name a folder of its own")
+        raise OutputFolderError(f"{option} {output!r} is the filesystem root; name a folder of its own")
+    for what, place in (("home folder", Path.home()), ("current folder", Path.cwd())):
+        place = place.resolve()
+        if root == place:
+            raise OutputFolderError(f"{option} {output!r} is the {what}; name a folder of its own")
+        if root in place.parents:
+            raise OutputFolderError(f"{option} {output!r} holds the {what}; name a folder of its own")
     for path in inputs:
         if "://" in str(path):
             continue
@@ -63,22 +104,22 @@ def check_location(output: str, inputs: Iterable[Path], folders: Iterable[str] =
                                     "would be read as input by the next run")
 
 
-def _marker(out: Folder) -> str | None:
-    """Which sftdata marker the folder carries (``manifest`` or ``plan``), else None."""
-    for name, kind, key in ((MANIFEST_NAME, "manifest", "format"), (PLAN_NAME, "plan", "settings")):
+def _marker(out: Folder, kind: OutputKind = RUN) -> str | None:
+    """Which of ``kind``'s marker files the folder carries, else None."""
+    for name, key, value in kind.markers:
         if out.size(name) is None:
             continue
         try:
-            data = loads_json(out.read_bytes(name))  # orjson; json for what orjson refuses
+            data = loads_json(out.read_bytes(name))  # the one opener; orjson, json for what it refuses
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and key in data and (kind != "manifest" or data[key] == "sftdata-shards"):
-            return kind
+        if isinstance(data, dict) and key in data and (value is None or data[key] == value):
+            return name
     return None
 
 
-def _foreign(names: Iterable[str]) -> list[str]:
-    return sorted(n for n in names if not is_ours(n))
+def _foreign(names: Iterable[str], kind: OutputKind = RUN) -> list[str]:
+    return sorted(n for n in names if not kind.ours(n))
 
 
 def _refusal(out: Folder, foreign: list[str], what: str) -> OutputFolderError:
@@ -87,31 +128,41 @@ def _refusal(out: Folder, foreign: list[str], what: str) -> OutputFolderError:
                              "Choose an empty or new folder, or move those files away")
 
 
-def prepare(out: Folder, *, resume: bool, overwrite: bool) -> None:
-    """Check (and for ``overwrite`` empty) the output folder before a run writes into it."""
+def check_folder(out: Folder, *, resume: bool, overwrite: bool, kind: OutputKind = RUN) -> list[str]:
+    """Refuse an output folder this command may not write into; returns the names in it (all ours).
+
+    Non-empty needs ``--resume`` or ``--overwrite`` (export has only the latter), and either needs the
+    command's own marker and no name the command does not write."""
     if resume and overwrite:
         raise OutputFolderError("--resume and --overwrite contradict each other; pass one of them")
     if not out.remote and out.local().exists() and not out.local().is_dir():
         raise OutputFolderError(f"output {out} exists and is not a folder")
-    names = {n: s for n, s in out.listing().items() if n != LOCK_NAME} if out.exists() else {}
-    if names:
-        marker = _marker(out)
-        foreign = _foreign(names)
-        if overwrite or resume:
-            if marker is None:
-                what = "--overwrite" if overwrite else "--resume"
-                raise _refusal(out, sorted(names), f"{what} refused: {out} is not an sftdata output folder "
-                               f"(no {MANIFEST_NAME} or {PLAN_NAME})") if not foreign else \
-                    _refusal(out, foreign, f"{what} refused: not an sftdata output folder")
-            if foreign:
-                raise _refusal(out, foreign, "--overwrite refused" if overwrite else "--resume refused")
-            if overwrite:
-                # the markers go last, so an interrupted --overwrite can be repeated
-                for name in sorted(names, key=lambda n: (n in (PLAN_NAME, MANIFEST_NAME), n == MANIFEST_NAME)):
-                    out.delete(name)
-        else:
-            raise OutputFolderError(f"output folder {out} is not empty; pass --resume to continue a run there "
-                                    "or --overwrite to replace it (nothing was changed)")
+    names = [n for n in out.listing() if n != LOCK_NAME] if out.exists() else []
+    if not names:
+        return []
+    if not (overwrite or resume):
+        hint = "pass --resume to continue a run there or --overwrite to replace it" if kind is RUN else \
+            f"pass --overwrite to replace an earlier {kind.command}"
+        raise OutputFolderError(f"output folder {out} is not empty; {hint} (nothing was changed)")
+    what = kind.replacing if overwrite else "--resume"
+    foreign = _foreign(names, kind)
+    if _marker(out, kind) is None:
+        marks = " or ".join(name for name, _, _ in kind.markers)
+        raise _refusal(out, foreign or sorted(names), f"{what} refused: {out} is not an sftdata output folder "
+                       f"({kind.command}: no {marks})" if not foreign else f"{what} refused: not an sftdata "
+                       f"output folder ({kind.command})")
+    if foreign:
+        raise _refusal(out, foreign, f"{what} refused")
+    return names
+
+
+def prepare(out: Folder, *, resume: bool, overwrite: bool) -> None:
+    """Check (and for ``overwrite`` empty) a run's output folder before the run writes into it."""
+    names = check_folder(out, resume=resume, overwrite=overwrite)
+    if overwrite:
+        # the markers go last, so an interrupted --overwrite can be repeated
+        for name in sorted(names, key=lambda n: (n in (PLAN_NAME, MANIFEST_NAME), n == MANIFEST_NAME)):
+            out.delete(name)
     probe = f".write-probe{os.getpid()}"
     try:
         out.make()

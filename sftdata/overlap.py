@@ -15,11 +15,12 @@ from pathlib import Path
 import click
 import pyarrow as pa
 
-from sftdata.errors import ManifestError, SftdataError
+from sftdata.errors import ManifestError, UsageError
+from sftdata.storage.opener import map_regular
 
 
-class OverlapError(SftdataError):
-    pass
+class OverlapError(UsageError):
+    """A folder overlap cannot read (not prepared, a file that is not a regular file): exit 2."""
 
 
 def _hashes(folder: Path, prompts: bool) -> dict[str, list[str]]:
@@ -32,11 +33,9 @@ def _hashes(folder: Path, prompts: bool) -> dict[str, list[str]]:
         raise OverlapError(f"{folder} is not a prepared folder: {exc}") from None
     out: dict[str, list[str]] = defaultdict(list)
     single, packed = ("prompt_hash", "prompt_hashes") if prompts else ("content_hash", "content_hashes")
-    for name in manifest.shard_files:
-        if Path(name).name != name:
-            raise OverlapError(f"{folder}: the manifest lists {name!r}, which is not a plain file name")
-        with pa.memory_map(str(folder / name)) as src:
-            table = pa.ipc.open_stream(src).read_all()
+    for name in manifest.shard_files:  # plain shard names, each once: read_manifest checked them
+        mapped = map_regular(folder / name, what=f"{folder}/{name}")
+        table = pa.ipc.open_stream(pa.py_buffer(mapped)).read_all()
         if "packed_ids" in table.column_names:
             for ids, hashes in zip(table["packed_ids"].to_pylist(), table[packed].to_pylist(), strict=True):
                 for rid, h in zip(ids, hashes, strict=True):
@@ -90,7 +89,11 @@ def overlap_cmd(dir_a, dir_b, prompts, json_path, fail_on_overlap, limit) -> Non
     """Records of DIR_A whose content (or prompt) also occurs in DIR_B, with ids on both sides."""
     try:
         report = find_overlap(dir_a, dir_b, prompts)
-    except (OverlapError, OSError, KeyError) as exc:
+    except UsageError as exc:  # OverlapError, UnsafeFileError: the folders as given cannot be read
+        err = click.ClickException(str(exc))
+        err.exit_code = exc.exit_code
+        raise err from None
+    except (OSError, KeyError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{report.kind} overlap: {len(report.matches)} shared hash(es); "
                f"{report.a_records} record(s) in {dir_a}, {report.b_records} in {dir_b}")

@@ -5,7 +5,7 @@ call, 40-60 ms of every ``sftdata run`` start for one small dict. The same sourc
 once, by ``python -m sftdata.schema_check``, into ``sftdata/_pipeline_check.py``, which names the
 SHA-256 of the schema text it was made from. ``pipeline_validator()`` uses that module only while
 the hash matches the schema file, and compiles the schema as before otherwise, so an edited schema
-can never be checked by a stale validator; ``tests/test_schema_check.py`` fails until the module
+can never be checked by a stale validator; ``tests/stages/test_schema_check.py`` fails until the module
 is regenerated. The module is plain generated code in the package, never read from a cache.
 """
 

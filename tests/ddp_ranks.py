@@ -1,6 +1,6 @@
 """Run under `torchrun --nproc-per-node N`: each rank writes the rows of its training micro-batches.
 
-Used by tests/test_batch_tokens.py to check, through the Trainer's accelerate-prepared dataloader in
+Used by tests/training/test_batch_tokens.py to check, through the Trainer's accelerate-prepared dataloader in
 real processes, that the ranks share every row once and get equal numbers of micro-batches.
 """
 

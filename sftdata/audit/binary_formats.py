@@ -24,6 +24,9 @@ import numpy as np
 import pyarrow as pa
 
 from sftdata.audit.integrity import AuditError
+from sftdata.errors import UnsafeFileError
+from sftdata.storage.layout import check_names
+from sftdata.storage.opener import read_json
 
 MDS_INDEX = "index.json"
 OLMO_TOKENS = "token_ids_part_*.npy"
@@ -31,18 +34,25 @@ OLMO_TOKENS = "token_ids_part_*.npy"
 
 def mds_shards(folder: Path) -> list[str] | None:
     """The shard files an MDS ``index.json`` lists, or None when the folder is not MDS."""
+    if not (folder / MDS_INDEX).exists():
+        return None
     try:
-        index = json.loads((folder / MDS_INDEX).read_text(encoding="utf-8"))
+        index = read_json(folder / MDS_INDEX)  # the one opener: a FIFO or /dev/zero is refused
         shards = index["shards"]
         if not all(s.get("format") == "mds" for s in shards):
             return None
+    except UnsafeFileError as exc:
+        raise AuditError(str(exc)) from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     for s in shards:
         if s.get("compression") or s.get("column_names") != ["turns"] or s.get("column_encodings") != ["json"]:
             raise AuditError(f"{folder}: MDS shard {s.get('raw_data', {}).get('basename')}: only uncompressed "
                              "LLM Foundry shards with one json `turns` column can be audited")
-    return [s["raw_data"]["basename"] for s in shards]
+    try:
+        return check_names([(s.get("raw_data") or {}).get("basename") for s in shards], str(folder / MDS_INDEX))
+    except UnsafeFileError as exc:
+        raise AuditError(str(exc)) from None
 
 
 def _int_lists(rows: list[list[int]], dtype: type) -> pa.Array:

@@ -24,9 +24,10 @@ import numpy as np
 import pyarrow as pa
 
 from sftdata.constants import IGNORE_INDEX
-from sftdata.errors import ManifestError, UsageError
+from sftdata.errors import ManifestError, UnsafeFileError, UsageError
 from sftdata.storage import Folder
-from sftdata.storage.layout import MANIFEST_NAME, QUARANTINE_NAME
+from sftdata.storage.layout import MANIFEST_NAME, QUARANTINE_NAME, name_problem
+from sftdata.storage.opener import map_regular
 
 SHARD_FILE = re.compile(r"^shard-\d{6}-\d{2}\.arrow$")
 
@@ -104,13 +105,13 @@ def open_output(location: str | Path | Folder) -> Folder:
         raise AuditError(str(exc)) from None
 
 
-def load_manifest(location: str | Path | Folder) -> dict[str, Any]:
+def load_manifest(location: str | Path | Folder, check_names: bool = True) -> dict[str, Any]:
     """Read ``manifest.json`` through ``sftdata.manifest.read_manifest``; any reason it cannot be
-    used is an `AuditError` (usage/I/O, exit 2)."""
+    used is an `AuditError` (usage/I/O, exit 2). ``check_names``: see ``read_manifest``."""
     from sftdata.manifest import read_manifest
 
     try:
-        return read_manifest(open_output(location)).to_json()
+        return read_manifest(open_output(location), check_names=check_names).to_json()
     except ManifestError as exc:
         raise AuditError(str(exc)) from None
 
@@ -118,11 +119,12 @@ def load_manifest(location: str | Path | Folder) -> dict[str, Any]:
 def read_shard(folder: Folder, name: str) -> pa.Table:
     """The whole shard; memory-mapped when local, so the list columns' values stay on disk until
     touched, and read straight from the filesystem (no local copy) when remote."""
-    if not folder.remote:
-        if not folder.local(name).is_file():  # a FIFO would block open() forever (issue 14)
-            raise OSError(f"{name}: not a regular file")
-        with pa.memory_map(str(folder.local(name))) as source:
-            return pa.ipc.open_stream(source).read_all()
+    if not folder.remote:  # the one opener: a FIFO would block open() forever (issue 14)
+        try:
+            mapped = map_regular(folder.local(name), what=f"{folder}/{name}")
+        except UnsafeFileError as exc:
+            raise OSError(str(exc)) from None
+        return pa.ipc.open_stream(pa.py_buffer(mapped)).read_all()
     with folder.open_read(name) as source:
         return pa.ipc.open_stream(source).read_all()
 
@@ -145,7 +147,7 @@ def _state_files(folder: Folder) -> list[str] | None:
     try:
         state = json.loads(folder.read_bytes("state.json").decode("utf-8"))
         return [d["filename"] for d in state["_data_files"]]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, UnsafeFileError):
         return None
 
 
@@ -156,15 +158,16 @@ def verify_folder(path: str | Path | Folder, *, counts: bool = True, manifest: d
     ``sftdata audit`` passes ``counts=False`` because its row pass recounts anyway.
     """
     folder = open_output(path)
-    manifest = manifest if manifest is not None else load_manifest(folder)
+    manifest = manifest if manifest is not None else load_manifest(folder, check_names=False)
     on_disk = folder.listing()
     report = IntegrityReport(path=str(folder), shards_listed=len(manifest["shards"]))
     problems = report.problems
     listed: set[str] = set()
     for entry in manifest["shards"]:
         name = entry["file"]
-        if name in listed or Path(name).name != name or name in ("", ".", ".."):
-            problems.append(ShardProblem(name, "bad_entry", "listed twice or not a plain file name"))
+        problem = "listed twice" if name in listed else name_problem(name)
+        if problem is not None:  # the one check of names (storage.layout), reported here one by one
+            problems.append(ShardProblem(name, "bad_entry", problem))
             continue
         listed.add(name)
         size, want = on_disk.get(name), entry.get("bytes")
@@ -204,7 +207,7 @@ def _other_files(folder: Folder, manifest: dict, on_disk: dict[str, int]) -> lis
     a deleted or edited quarantine, or a dataset_info.json whose features were changed, is named."""
     out = []
     for name, entry in sorted((manifest.get("files") or {}).items()):
-        if not isinstance(entry, dict) or Path(name).name != name:
+        if not isinstance(entry, dict) or name_problem(name) is not None:
             out.append(ShardProblem(name, "bad_entry", "a `files` entry that is not a plain file name"))
             continue
         size = on_disk.get(name)

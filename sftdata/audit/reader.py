@@ -22,6 +22,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from sftdata.audit.integrity import SHARD_FILE, AuditError
+from sftdata.errors import UnsafeFileError
+from sftdata.storage.layout import state_file_names
+from sftdata.storage.opener import read_json
 
 EXTENSIONS = {".arrow": "arrow", ".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 
@@ -48,10 +51,11 @@ def regular_file(path: str | Path) -> Path:
 
 def _dataset_parts(folder: Path, prefix: str) -> list[Part]:
     """A ``save_to_disk`` Dataset folder: its Arrow files in ``state.json`` order."""
-    try:
-        state = json.loads(regular_file(folder / "state.json").read_text(encoding="utf-8"))
-        files = [d["filename"] for d in state["_data_files"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    try:  # the one opener and the one name check (sftdata.storage): plain names, each once
+        files = state_file_names(read_json(folder / "state.json"), str(folder / "state.json"))
+    except UnsafeFileError as exc:
+        raise AuditError(str(exc)) from None
+    except OSError as exc:
         raise AuditError(f"{folder}: unreadable datasets state.json: {exc}") from exc
     return [Part(f"{prefix}{f}", str(folder / f), "arrow") for f in files]
 

@@ -15,6 +15,10 @@ class ExportRefused(click.ClickException):
     exit_code = 2
 
 
+class ExportInterrupted(click.ClickException):
+    exit_code = 130
+
+
 _TARGETS = "\n".join(f"  {t.value:<16} {INFO[t].summary}" for t in Target)
 
 
@@ -28,26 +32,35 @@ Example:
   sftdata export out/packed --to torchtune --output out/tt --max-seq-len 8192
 \b
 Exit codes: 0 exported, 2 refused (not a prepared folder, failed audit, rows the target
-cannot represent, non-empty OUT) or an I/O error; nothing is left half-written.""")
+cannot represent, an OUT that is not empty or not an earlier export, /, home, the current
+folder, the source) or an I/O error, 130 interrupted (SIGINT/SIGTERM); nothing is left
+half-written, and OUT is never missing.""")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--to", "target", required=True, type=click.Choice([t.value for t in Target]), help="Trainer layout.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Export folder.")
 @click.option("--validation", type=click.Path(file_okay=False),
               help="A second prepared folder, exported as the validation split (a DatasetDict).")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty OUTPUT folder.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in OUTPUT (only its own files).")
 @click.option("--skip-audit", is_flag=True, help="Export without auditing the prepared folder first.")
 @click.option("--unpack", is_flag=True, help="Write packed rows as one conversation per row.")
 @click.option("--max-seq-len", type=click.IntRange(1), help="torchtune packed row length (default: max_length).")
 def export_cmd(folder: str, target: str, output: str, validation: str | None, overwrite: bool,
                skip_audit: bool, unpack: bool, max_seq_len: int | None) -> None:
     """Export the prepared FOLDER in the layout a trainer reads as it is, with the same tokens trained."""
+    from sftdata.errors import SftdataError
     from sftdata.export.core import export_folder
     from sftdata.export.source import ExportError
+    from sftdata.interrupts import interrupts_as_keyboard
 
     try:
-        manifest = export_folder(folder, target, output, validation=validation, overwrite=overwrite,
-                                 skip_audit=skip_audit, unpack=unpack, max_seq_len=max_seq_len)
-    except ExportError as exc:
+        with interrupts_as_keyboard():  # SIGTERM like Ctrl-C: the staging folder is removed on the way out
+            manifest = export_folder(folder, target, output, validation=validation, overwrite=overwrite,
+                                     skip_audit=skip_audit, unpack=unpack, max_seq_len=max_seq_len)
+    except KeyboardInterrupt:
+        raise ExportInterrupted(f"interrupted; {output} is as it was before this export (or, if the export "
+                                "had just finished, the new export); rerun the same command to export again") \
+            from None
+    except (ExportError, SftdataError) as exc:
         raise ExportRefused(str(exc)) from None
     except OSError as exc:
         raise ExportRefused(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None

@@ -1,61 +1,25 @@
-"""Writing an export atomically: a staging folder beside OUT, the export manifest last, one rename.
+"""Writing an export's files: ``datasets`` folders, JSON files, and the export manifest (written last).
 
 Why a staging folder rather than temp names inside OUT: a target writes several kinds of files
 (Arrow shards, ``state.json``, Parquet, MDS ``index.json``, a DatasetDict's split folders), and
-none of them may be seen half-written. Everything goes to ``.OUT.export-tmpPID`` and the folder is
-renamed into place at the end, so OUT either holds a finished export (its ``export_manifest.json``
-written last) or is left as it was; a failed export removes its staging folder.
+none of them may be seen half-written. Everything is written into the staging folder that
+``sftdata.export.publish`` hands out and puts in place of OUT when the export is finished.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
 
-from sftdata.export.source import ExportError
-from sftdata.writers.arrow import atomic_write_bytes, fsync_dir, fsync_file
+from sftdata.stages.write.arrow import atomic_write_bytes, fsync_file
+from sftdata.storage.layout import EXPORT_MANIFEST_NAME
 
-EXPORT_MANIFEST = "export_manifest.json"
+EXPORT_MANIFEST = EXPORT_MANIFEST_NAME
 EXPORT_FORMAT = "sftdata-export"
 EXPORT_FORMAT_VERSION = 1
-
-
-def check_output(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty OUT (unless ``overwrite``) before any work is done."""
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"{out} is not empty; choose an empty folder or pass --overwrite (nothing was changed)")
-
-
-@contextmanager
-def staging(out: Path, overwrite: bool) -> Iterator[Path]:
-    """A fresh folder to write into; renamed to ``out`` when the block ends without an exception."""
-    check_output(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.export-tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.export-old{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path: Path, obj: object) -> None:

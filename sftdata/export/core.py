@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from sftdata.export.commit import EXPORT_MANIFEST, export_manifest, staging, write_dataset_dict, write_json
+from sftdata.errors import OutputFolderError
+from sftdata.export.commit import EXPORT_MANIFEST, export_manifest, write_dataset_dict, write_json
 from sftdata.export.options import ExportOptions
+from sftdata.export.publish import publishing
 from sftdata.export.source import ExportError, Source, open_source
 from sftdata.export.targets import INFO, Target
+from sftdata.output import check_location
 
 Writer = Callable[[Source, Path, ExportOptions], dict]
 
@@ -62,23 +65,30 @@ def export_folder(src: str | Path, target: Target | str, out: str | Path, *, val
     """Export the prepared folder ``src`` for ``target`` into ``out``; returns the export manifest.
 
     Raises `ExportError` (nothing written) for a folder that is not a finished run, fails the audit
-    (unless ``skip_audit``), holds rows the target cannot represent, or an OUT that is not empty.
+    (unless ``skip_audit``), holds rows the target cannot represent, or an OUT that ``run``'s folder
+    rules refuse (`sftdata.output`; with ``overwrite`` OUT must be an earlier export holding only
+    export files). The export replaces OUT in one step (`sftdata.export.publish`).
     """
     opts = ExportOptions(target=Target(target), unpack=unpack, max_seq_len=max_seq_len)
     info = INFO[opts.target]
     out = Path(out)
     if validation is not None and not info.validation:
         raise ExportError(f"{opts.target.value} exports have no validation split; export the folder on its own")
+    # run's refusals (sftdata.output): not /, home, the current folder, nor a folder that holds a
+    # source or lies in one; publishing() then refuses an OUT that is not an earlier export
+    given = [Path(p) for p in (src, validation) if p is not None]
+    try:
+        check_location(str(out), given, [str(p) for p in given])
+    except OutputFolderError as exc:
+        raise ExportError(str(exc)) from None
     sources = {"train": open_source(src, skip_audit=skip_audit)}
     if validation is not None:
         sources["validation"] = open_source(validation, skip_audit=skip_audit)
     for source in sources.values():
         _check_representable(source, opts)
-        if source.path.resolve() == out.resolve():
-            raise ExportError(f"{out} is the prepared folder itself; choose another --output")
     writer = _writer(opts.target)
     counts: dict[str, dict] = {}
-    with staging(out, overwrite) as tmp:
+    with publishing(out, overwrite) as tmp:
         for split, source in sources.items():
             counts[split] = writer(source, tmp / split if validation is not None else tmp, opts)
         if validation is not None:

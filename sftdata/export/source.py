@@ -18,6 +18,9 @@ import numpy as np
 import pyarrow as pa
 
 from sftdata.constants import IGNORE_INDEX
+from sftdata.errors import UnsafeFileError
+from sftdata.storage.layout import MANIFEST_NAME, manifest_shard_names
+from sftdata.storage.opener import map_regular, read_regular
 
 
 class ExportError(Exception):
@@ -35,7 +38,8 @@ class Source:
 
     @property
     def shards(self) -> list[str]:
-        return [entry["file"] for entry in self.manifest["shards"]]
+        """The shard names, each a plain shard name listed once (checked when the source was opened)."""
+        return manifest_shard_names(self.manifest["shards"], str(self.path / MANIFEST_NAME))
 
 
 @dataclass(frozen=True)
@@ -82,19 +86,25 @@ def _audit_gate(path: Path) -> None:
 def open_source(path: str | Path, *, skip_audit: bool = False) -> Source:
     """The prepared folder at ``path``, after it passes the audit unless ``skip_audit``."""
     path = Path(path)
-    manifest_path = path / "manifest.json"
+    manifest_path = path / MANIFEST_NAME
     if not path.is_dir():
         raise ExportError(f"{path}: no such folder")
-    if not manifest_path.is_file():
+    if not manifest_path.exists():
         raise ExportError(f"{path}: no manifest.json (not a finished `sftdata run` output folder)")
-    raw = manifest_path.read_bytes()
     try:
+        raw = read_regular(manifest_path)  # the one opener: a regular file, at most the metadata limit
         manifest = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ExportError(f"{manifest_path}: cannot read the manifest: {exc}") from None
+    except UnsafeFileError as exc:
+        raise ExportError(str(exc)) from None
     if not isinstance(manifest, dict) or manifest.get("format") != "sftdata-shards" \
             or not isinstance(manifest.get("shards"), list):
         raise ExportError(f"{manifest_path}: not an sftdata-shards manifest")
+    try:  # before the audit and before any shard is opened (--skip-audit included)
+        manifest_shard_names(manifest["shards"], str(manifest_path))
+    except UnsafeFileError as exc:
+        raise ExportError(str(exc)) from None
     if not skip_audit:
         _audit_gate(path)
     pipeline = manifest.get("pipeline") or {}
@@ -113,8 +123,11 @@ def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_rows(source: Source, name: str) -> Rows:
-    with pa.memory_map(str(source.path / name)) as f:
-        table = pa.ipc.open_stream(f).read_all()
+    try:
+        mapped = map_regular(source.path / name)
+    except UnsafeFileError as exc:
+        raise ExportError(str(exc)) from None
+    table = pa.ipc.open_stream(pa.py_buffer(mapped)).read_all()
     ids, offsets = _flat(table.column("input_ids"))
     labels, label_offsets = _flat(table.column("labels"))
     if not np.array_equal(offsets, label_offsets):

@@ -17,14 +17,14 @@ from typing import Any
 
 import orjson
 
-from sftdata.adapters import adapt
 from sftdata.config import Settings
-from sftdata.encode import PieceEncoder
-from sftdata.parse import record_id
-from sftdata.readers.jsonl import Chunk
-from sftdata.readers.sources import iter_records
-from sftdata.records import Conversation, Reject, Rejection
-from sftdata.templates import Llama3Renderer
+from sftdata.stages.adapt import adapt
+from sftdata.stages.encode import PieceEncoder
+from sftdata.stages.parse import record_id
+from sftdata.stages.read.jsonl import Chunk
+from sftdata.stages.read.sources import iter_records
+from sftdata.stages.records import Conversation, Reject, Rejection
+from sftdata.stages.render import Llama3Renderer
 from sftdata.tokenizer import Tokenizer, load_tokenizer
 
 RUN_FAULTS = (OSError, MemoryError)  # not about the record: stop the run, keep it resumable
@@ -89,7 +89,7 @@ class RecordProcessor:
         return self._encoder
 
     def conversation(self, obj: Any, source: str, line: int, fmt: str = "messages") -> Conversation:
-        """Stages adapt and validate: the format's adapter (``sftdata.adapters.adapt``)."""
+        """Stages adapt and validate: the format's adapter (``sftdata.stages.adapt.adapt``)."""
         return adapt(obj, fmt, self.settings, self.renderer, source, line)
 
     def encode(self, conv: Conversation):

@@ -25,9 +25,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from sftdata.hashing import file_sha256
+from sftdata.errors import UnsafeFileError
 from sftdata.storage.atomic import atomic_write_bytes
 from sftdata.storage.layout import WORK_DIR
+from sftdata.storage.opener import metadata_limit, open_regular, read_regular
 from sftdata.storage.uri import display, filesystem, is_uri, local_path_of
 
 # Object stores publish a PUT atomically; other filesystems get a temp name and a move.
@@ -123,13 +124,18 @@ class LocalFolder(Folder):
             return False
 
     def read_bytes(self, name: str) -> bytes:
-        return Path(self.root, name).read_bytes()
+        """A metadata file whole, through the one opener (regular files only, size-capped)."""
+        return read_regular(Path(self.root, name), what=f"{display(self.location)}/{name}")
 
     def open_read(self, name: str) -> BinaryIO:
-        return open(Path(self.root, name), "rb")
+        return open_regular(Path(self.root, name), what=f"{display(self.location)}/{name}")
 
     def sha256(self, name: str, block: int = 1 << 22) -> str:
-        return file_sha256(Path(self.root, name), block)
+        h = hashlib.sha256()
+        with self.open_read(name) as f:
+            for chunk in iter(lambda: f.read(block), b""):
+                h.update(chunk)
+        return h.hexdigest()
 
     def make(self) -> None:
         Path(self.root).mkdir(parents=True, exist_ok=True)
@@ -195,8 +201,16 @@ class RemoteFolder(Folder):
         return self.size(name) is not None
 
     def read_bytes(self, name: str) -> bytes:
+        """A metadata file whole; refused above the metadata limit before it is downloaded."""
+        size, limit = self.size(name), metadata_limit()
+        if size is not None and size > limit:
+            raise UnsafeFileError(f"{self}/{name}: {size} bytes, more than the {limit} bytes a metadata file may "
+                                  "have (SFTDATA_MAX_METADATA_BYTES); nothing was read")
         with self.fs.open_input_stream(self._path(name), compression=None) as f:
-            return f.read()
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise UnsafeFileError(f"{self}/{name}: more than the {limit} bytes a metadata file may have")
+        return data
 
     def open_read(self, name: str) -> BinaryIO:
         """A seekable binary file; pyarrow reads Arrow IPC from it without a local copy."""

@@ -94,3 +94,96 @@ def leftovers_of(names: Iterable[str], chunks: Iterable[int]) -> list[str]:
         if (chunk is not None and chunk in redo) or (target is not None and is_ours(target)):
             out.append(name)
     return out
+
+
+# An export folder (``sftdata export``): what each target writes, the export manifest last. A
+# DatasetDict export holds the same names under ``train/`` and ``validation/``. Staging happens in a
+# folder beside OUT, ``.OUT.export-tmp`` (``export_staging``); ``.OUT.export-tmpPID`` and
+# ``.OUT.export-oldPID`` are the names earlier versions left behind, recognised and cleaned too.
+EXPORT_MANIFEST_NAME = "export_manifest.json"
+EXPORT_SPLITS = ("train", "validation")
+_EXPORT_FILE = re.compile(
+    r"^(?:data-\d{5,}\.arrow|state\.json|dataset_info\.json|dataset_dict\.json|index\.json|shard\.\d{5,}\.mds"
+    r"|packing_metadata\.json|token_ids_part_\d{4,}\.(?:npy|csv\.gz)|labels_mask_part_\d{4,}\.npy"
+    r"|shard-\d{6,}-\d{2,}(?:\.idx)?\.parquet|export_manifest\.json|\.sftdata\.lock)$")
+
+
+def is_export_name(name: str) -> bool:
+    """True for every file name an export writes (finished or temporary), at the top or in a split folder.
+
+    ``export --overwrite`` deletes nothing else: a user's files in an export folder stop it instead.
+    """
+    head, sep, base = name.rpartition("/")
+    if sep and head not in EXPORT_SPLITS:
+        return False
+    return _EXPORT_FILE.match(temp_target(base) or base) is not None
+
+
+def export_staging(out_name: str) -> str:
+    """The staging folder an export of OUT writes into, beside OUT (one name, so a rerun finds it)."""
+    return f".{out_name}.export-tmp"
+
+
+def is_export_staging(entry: str, out_name: str) -> bool:
+    """True for the staging folder of an export of ``out_name``, or one an earlier version left."""
+    return re.fullmatch(rf"\.{re.escape(out_name)}\.export-(?:tmp|old)\d*", entry) is not None
+
+
+# A training run's output folder (``sftdata train --output-dir``): the trainer names its own files;
+# the copy of the data's manifest marks the folder as train's (written before the first step).
+TRAIN_MARKER_NAME = "data_manifest.json"
+
+# Names read back from a folder's own index files (a manifest's shards, a datasets ``state.json``'s
+# ``_data_files``, an MDS ``index.json``) are followed only when each is a plain name inside that
+# folder and none repeats: ``/etc/passwd`` or ``../x`` would read (and an export write) outside it,
+# and one file listed 100,000 times is read 100,000 times. Checked before anything is opened.
+_PATH_CHARS = ("/", "\\", "\0")
+
+
+def name_problem(name: object, pattern: re.Pattern[str] | None = None) -> str | None:
+    """Why ``name`` is not a plain file name inside its folder (matching ``pattern`` if given), else None."""
+    if not isinstance(name, str) or not name:
+        return "not a file name"
+    if name in (".", "..") or any(c in name for c in _PATH_CHARS):
+        return "not a plain file name inside the folder (a path)"
+    if pattern is not None and not pattern.match(name):
+        return f"not a file name this folder's writer produces ({pattern.pattern})"
+    return None
+
+
+def check_names(names: Iterable[object], where: str, pattern: re.Pattern[str] | None = None) -> list[str]:
+    """``names`` as a list when every one is a plain name (see ``name_problem``) listed once; else an
+    ``UnsafeFileError`` naming ``where``, the entry and the problem, before anything is read."""
+    from sftdata.errors import UnsafeFileError
+
+    out: list[str] = []
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        problem = name_problem(name, pattern)
+        if problem is None and name in seen:
+            problem = "listed twice (its rows would be read twice)"
+        if problem is not None:
+            shown = repr(name)[:120]
+            raise UnsafeFileError(f"{where}: entry {i} {shown} is {problem}; nothing was read")
+        seen.add(name)  # type: ignore[arg-type]
+        out.append(name)  # type: ignore[arg-type]
+    return out
+
+
+def manifest_shard_names(shards: object, where: str = MANIFEST_NAME) -> list[str]:
+    """The ``file`` of every ``shards`` entry of a manifest, checked (shard names, each once)."""
+    from sftdata.errors import UnsafeFileError
+
+    if not isinstance(shards, list) or not all(isinstance(e, dict) for e in shards):
+        raise UnsafeFileError(f"{where}: `shards` is not a list of entries")
+    return check_names((e.get("file") for e in shards), f"{where} shards", SHARD_FILE)
+
+
+def state_file_names(state: object, where: str = STATE_NAME) -> list[str]:
+    """The ``_data_files`` of a ``datasets`` ``state.json`` (already parsed), checked: plain names, each once."""
+    from sftdata.errors import UnsafeFileError
+
+    entries = state.get("_data_files") if isinstance(state, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise UnsafeFileError(f"{where}: `_data_files` is not a list of {{\"filename\": ...}} entries")
+    return check_names((e.get("filename") for e in entries), f"{where} _data_files")

@@ -12,24 +12,33 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..constants import IGNORE_INDEX
-from .settings import TrainError
-from .tiny_model import TINY_SPEC
+from sftdata.constants import IGNORE_INDEX
+from sftdata.training.settings import TrainError
+from sftdata.training.tiny_model import TINY_SPEC
+
+
+class OutputDirRefused(TrainError):
+    """An ``--output-dir`` train may not write into: a usage error, exit 2, nothing touched."""
+
+    exit_code = 2
+
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
-def read_manifest(data_dir: Path) -> dict:
-    """The folder's manifest (through ``sftdata.manifest.read_manifest``: format and version
-    checked); refuses folders that are not a finished ``sftdata run`` output."""
-    from sftdata.errors import ManifestError
-    from sftdata.manifest import read_manifest as read
+def check_output_dir(output_dir: Path, data_dir: Path) -> None:
+    """``run``'s folder rules for ``--output-dir`` (``sftdata.output``): not empty, ``/``, home, the
+    current folder, nor a folder holding or inside the data; a non-empty folder must be an earlier
+    training run's (its ``data_manifest.json``). Train deletes nothing; the trainer rewrites its files."""
+    from sftdata.errors import OutputFolderError
+    from sftdata.output import TRAIN, check_folder, check_location
+    from sftdata.storage import Folder
 
     try:
-        return read(str(data_dir)).to_json()
-    except ManifestError as exc:
-        raise TrainError(f"{data_dir} is not a prepared sftdata output: {exc} (`sftdata run` writes the manifest "
-                         "last, so a folder without it is unfinished or was not written by sftdata)") from None
+        check_location(str(output_dir), [data_dir], [str(data_dir)], option="--output-dir")
+        check_folder(Folder(output_dir), resume=False, overwrite=True, kind=TRAIN)
+    except OutputFolderError as exc:
+        raise OutputDirRefused(str(exc)) from None
 
 
 def check_audit(data_dir: Path, skip: bool) -> str:
@@ -50,20 +59,6 @@ def check_audit(data_dir: Path, skip: bool) -> str:
         raise TrainError(f"the shards in {data_dir} fail the mask audit; not training on them "
                          f"(--skip-audit overrides):\n{report.summary_text()}")
     return "passed"
-
-
-def load_shards(data_dir: Path) -> Any:
-    """The shards as a memory-mapped ``datasets.Dataset`` (nothing is read into memory)."""
-    from datasets import Dataset, load_from_disk
-
-    try:
-        ds = load_from_disk(str(data_dir))
-    except Exception as exc:  # datasets raises several types for a malformed folder
-        raise TrainError(f"cannot load the shards in {data_dir}: {exc}") from exc
-    missing = [c for c in ("input_ids", "labels") if c not in getattr(ds, "column_names", ())]
-    if not isinstance(ds, Dataset) or missing or len(ds) == 0:
-        raise TrainError(f"{data_dir} does not hold one non-empty Dataset with input_ids and labels")
-    return ds
 
 
 def token_id_range(ds: Any, column: str) -> tuple[int, int]:
@@ -92,7 +87,7 @@ def resolve_tokenizer(model_spec: str, manifest: dict) -> tuple[Callable[[], Any
     either way its ids must be the shards' ids. Returns a loader (built-in tokenizers load lazily)
     and where the tokenizer came from.
     """
-    from ..tokenizer import BUILTIN_LLAMA3, TokenizerError, fingerprint_of, load_tokenizer
+    from sftdata.tokenizer import BUILTIN_LLAMA3, TokenizerError, fingerprint_of, load_tokenizer
 
     info, own = manifest.get("tokenizer") or {}, None
     local = Path(model_spec).is_dir()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .launcher import TrainError, TrainOptions, train
+from sftdata.training.launcher import TrainError, TrainOptions, train
 
 
 class SizeOrAuto(click.ParamType):
@@ -38,7 +38,7 @@ class Memory(click.ParamType):
     name = "SIZE"
 
     def convert(self, value, param, ctx):
-        from ..config import parse_size
+        from sftdata.config import parse_size
 
         try:
             return parse_size(value)
@@ -119,4 +119,6 @@ def train_cmd(data_dir: Path, model: str, output_dir: Path, max_steps: int | Non
     try:
         train(opts)  # progress and loss go to stderr, from rank 0 only
     except TrainError as exc:
-        raise click.ClickException(str(exc)) from exc
+        err = click.ClickException(str(exc))
+        err.exit_code = exc.exit_code  # 2 for a refused --output-dir, 1 for data or settings
+        raise err from exc

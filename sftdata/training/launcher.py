@@ -13,9 +13,9 @@ whose ``position_ids`` restart at 0 per conversation, without ``attention_mask``
 builds a block-diagonal causal mask (sdpa, eager) or varlen calls (flash attention), and the label
 at each conversation start is ignored, so nothing is attended to or predicted across conversations.
 
-Batches: every run draws its micro-batches from :class:`~sftdata.training.token_batches.ShardBatchSampler`
+Batches: every run draws its micro-batches from :class:`~sftdata.planning.token_batches.ShardBatchSampler`
 (a row count, or ``--batch-tokens``; the longest row first each epoch), sized by
-:func:`~sftdata.training.sizing.decide_batches` (fixed sizes as given, ``auto`` by the worst-case probe).
+:func:`~sftdata.training.probing.decide_batches` (fixed sizes as given, ``auto`` by the worst-case probe).
 
 Multi-GPU: ``accelerate launch -m sftdata.cli train DIR --model M --output-dir OUT`` (or
 ``torchrun --nproc-per-node 8 -m sftdata.cli train ...``) runs one process per device;
@@ -33,33 +33,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..constants import MANIFEST_NAME
-from .checks import (
-    check_audit,
-    check_vocabulary,
-    load_shards,
-    read_manifest,
-    resolve_tokenizer,
-    token_id_range,
-)
-from .collator import ShardCollator
-from .dataloader import install_sampler
-from .settings import TrainError, TrainOptions, build_sft_config, resolve_settings
-from .sizing import BatchDecision, decide_batches
-from .tiny_model import TINY_SPEC, load_model, model_vocab_size
-from .token_batches import (
+from sftdata.constants import MANIFEST_NAME
+from sftdata.planning.collator import ShardCollator
+from sftdata.planning.folder import load_shards, read_manifest
+from sftdata.planning.sizing import BatchDecision
+from sftdata.planning.token_batches import (
     BatchSpec,
     ShardBatchSampler,
     check_rows_fit,
     dataset_ids,
     dataset_lengths,
 )
+from sftdata.storage.layout import TRAIN_MARKER_NAME
+from sftdata.training.checks import check_audit, check_output_dir, check_vocabulary, resolve_tokenizer, token_id_range
+from sftdata.training.dataloader import install_sampler
+from sftdata.training.probing import decide_batches
+from sftdata.training.settings import TrainError, TrainOptions, build_sft_config, resolve_settings
+from sftdata.training.tiny_model import TINY_SPEC, load_model, model_vocab_size
 
 __all__ = ["DATA_MANIFEST_NAME", "LOSS_HISTORY_NAME", "PreparedRun", "ShardCollator", "TrainError", "TrainOptions",
            "build_trainer", "check_audit", "check_vocabulary", "load_shards", "loss_history", "read_manifest",
            "resolve_settings", "resolve_tokenizer", "save_outputs", "token_id_range", "train"]
 
-DATA_MANIFEST_NAME = "data_manifest.json"
+DATA_MANIFEST_NAME = TRAIN_MARKER_NAME  # the data's manifest, copied: marks the folder as train's
 LOSS_HISTORY_NAME = "loss_history.json"
 
 
@@ -85,6 +81,7 @@ def _log_default(message: str) -> None:
 def build_trainer(opts: TrainOptions, log: Callable[[str], None] = _log_default) -> PreparedRun:
     """Check settings and data, load the model, build the ``SFTTrainer``; nothing is trained."""
     settings, padding_free_asked = resolve_settings(opts)
+    check_output_dir(Path(opts.output_dir), Path(opts.data_dir))  # before the data is read or a model built
     args = build_sft_config(settings)
     init_kwargs = dict(settings.get("model_init_kwargs") or {})
     if opts.model != TINY_SPEC:
@@ -161,6 +158,9 @@ def save_outputs(run: PreparedRun) -> None:
 def train(opts: TrainOptions, log: Callable[[str], None] = _log_default) -> PreparedRun:
     """Refuse or train, then write everything to ``opts.output_dir``; returns the finished run."""
     run = build_trainer(opts, log)
+    if run.trainer.is_world_process_zero():  # the marker first: a folder a failed run leaves is train's
+        run.output_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run.data_dir / MANIFEST_NAME, run.output_dir / DATA_MANIFEST_NAME)
     result = run.trainer.train()
     save_outputs(run)
     history = loss_history(run.trainer)

@@ -1,6 +1,6 @@
-"""The ``sftdata plan`` click command: options in, :mod:`sftdata.training.plan` out, text or JSON.
+"""The ``sftdata plan`` click command: options in, :mod:`sftdata.planning.plan` out, text or JSON.
 
-Kept thin: the figures come from :func:`sftdata.training.plan.make_plan` (and ``probe_plan`` with
+Kept thin: the figures come from :func:`sftdata.planning.plan.make_plan` (and ``sftdata.training.probing.probe_plan`` with
 ``--model``), so reports and CI read the same numbers. Library refusals become one clear line and
 exit status 1. Registered lazily in ``sftdata.cli.LazyGroup.LAZY``.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from .command import MEMORY
-from .settings import TrainError
+from sftdata.training.command import MEMORY
+from sftdata.training.settings import TrainError
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -66,7 +66,8 @@ def plan_cmd(data_dir: Path, batch_sizes: list[int] | None, batch_tokens: list[i
     per optimizer step, cut by the sampler `sftdata train` uses; the longest rows; and with --model,
     the worst-case memory probe of `--batch-size auto` as a table of size -> peak memory.
     """
-    from .plan import make_plan, probe_plan, render_text
+    from sftdata.planning.plan import make_plan, render_text
+    from sftdata.training.probing import probe_plan
 
     try:
         plan = make_plan(data_dir, batch_sizes=batch_sizes, batch_tokens=batch_tokens, padding_free=padding_free,

@@ -1,0 +1,126 @@
+"""Parquet files and Hugging Face ``datasets`` folders (``save_to_disk``) as record streams.
+
+Nested ``messages`` columns arrive as Arrow structs and lists; they are turned into plain Python
+objects one record batch at a time, so memory is bounded by a batch, not the file. A Parquet row
+group or a dataset's Arrow file is one unit of work, which keeps the plan deterministic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+
+from sftdata.stages.read.jsonl import Chunk, InputError
+from sftdata.stages.read.remote import open_parquet
+
+BATCH_ROWS = 1024
+
+
+def is_hf_dataset_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+
+
+def hf_dataset_files(path: Path) -> list[Path]:
+    """The Arrow files a ``datasets`` folder lists in its ``state.json``.
+
+    Refused with an ``InputError`` naming the folder: a ``state.json`` that is not JSON or not the
+    ``datasets`` shape, and entries that are not plain file names inside the folder (``../x``,
+    absolute paths, sub-folders) or that are listed twice (which would double their rows).
+    """
+    where = path / "state.json"
+    try:
+        state = json.loads(where.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{where}: not a valid `datasets` state.json ({exc})") from None
+    entries = state.get("_data_files", []) if isinstance(state, dict) else None
+    if not isinstance(entries, list):
+        raise InputError(f"{where}: `_data_files` must be a list of {{\"filename\": ...}} entries")
+    files, seen = [], set()
+    for i, entry in enumerate(entries):
+        name = entry.get("filename") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
+                or "\0" in name:
+            raise InputError(f"{where}: _data_files[{i}] must name a plain file inside the folder, "
+                             f"found {json.dumps(name)[:100]}")
+        if name in seen:
+            raise InputError(f"{where}: {name!r} is listed twice in _data_files (its rows would be read twice)")
+        seen.add(name)
+        files.append(path / name)
+    return files
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    return f"{path.name}: {type(exc).__name__}: {str(exc).strip()[:300]}"
+
+
+def plan_parquet(path: Path, start_index: int, name: str) -> list[Chunk]:
+    """One chunk per row group. A file whose footer cannot be read (truncated, not Parquet) is one
+    chunk all the same: reading it gives one ``corrupt_input`` rejection naming the file and the
+    cause, and the other files of the run go on."""
+    try:
+        with open_parquet(str(path.resolve())) as f:
+            meta = f.metadata
+    except (MemoryError, InputError):
+        raise
+    except Exception:  # noqa: BLE001 - reported per file when the chunk is read
+        return [Chunk(start_index, str(path.resolve()), name, 0, 1, 1, "parquet")]
+    chunks, row = [], 1
+    for rg in range(meta.num_row_groups):
+        chunks.append(Chunk(start_index + len(chunks), str(path.resolve()), name, rg, rg + 1, row, "parquet"))
+        row += meta.row_group(rg).num_rows
+    return chunks
+
+
+def plan_hf_dataset(path: Path, start_index: int) -> list[Chunk]:
+    chunks, row = [], 1
+    for f in hf_dataset_files(path):
+        try:
+            rows = _arrow_rows(f)
+        except (MemoryError, InputError):
+            raise
+        except Exception:  # noqa: BLE001 - missing or corrupt: reported per file when the chunk is read
+            rows = 1
+        chunks.append(Chunk(start_index + len(chunks), str(f.resolve()), f"{path.name}/{f.name}", 0, rows, row,
+                            "hf_dataset"))
+        row += rows
+    return chunks
+
+
+def _arrow_rows(path: Path) -> int:
+    with pa.memory_map(str(path)) as src:
+        return sum(b.num_rows for b in pa.ipc.open_stream(src))
+
+
+def _clean(value):
+    """Arrow fills absent struct fields with nulls; drop them so they look like the JSON source."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items() if v is not None or k == "content"}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def columnar_error(chunk: Chunk, exc: Exception) -> str:
+    """The quarantine message for a Parquet or Arrow file that cannot be read."""
+    return f"{_unreadable(Path(chunk.name), exc)}; the rest of this {chunk.kind} chunk was not read"
+
+
+def iter_columnar(chunk: Chunk) -> Iterator[tuple[int, object, bytes]]:
+    """(row number, record object, original as JSON bytes) for each row of the chunk."""
+    row = chunk.first_line
+    with contextlib.ExitStack() as stack:
+        if chunk.kind == "parquet":
+            f = stack.enter_context(open_parquet(chunk.path))
+            batches = f.iter_batches(batch_size=BATCH_ROWS, row_groups=[chunk.start])
+        else:
+            batches = pa.ipc.open_stream(stack.enter_context(pa.memory_map(chunk.path)))
+        for batch in batches:
+            for rec in batch.to_pylist():
+                obj = _clean(rec)
+                yield row, obj, orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS, default=str)
+                row += 1
