@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from click.testing import CliRunner
 
     from sftdata.cli import main as cli
-    from sftdata.training import TrainOptions, build_trainer
+    from sftdata.training.launcher import TrainOptions, build_trainer
 
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu-batch-probe-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from sftdata.training import TINY_SPEC, TrainOptions, build_trainer
+from sftdata.training.launcher import TrainOptions, build_trainer
+from sftdata.training.tiny_model import TINY_SPEC
 
 
 def main(data: Path, out: Path, budget: int) -> None:

@@ -111,7 +111,8 @@ def validated(chunk: Chunk, settings: Settings, proc: RecordProcessor, blanks: B
               ) -> Iterator[tuple[int, bytes, str | None, Conversation | Rejection]]:
     """Stages read, parse, adapt and validate: (line, original, id if known, conversation or rejection)."""
     sink = blanks.count if blanks is not None else None
-    for line, obj, raw, rej in iter_records(chunk, settings.max_record_bytes, settings.max_decompressed_bytes, sink):
+    for line, obj, raw, rej in iter_records(chunk, settings.max_record_bytes, settings.max_decompressed_bytes, sink,
+                                            settings.max_blank_bytes):
         rid, stage = None, "parse"
         try:
             if rej is not None:

@@ -20,6 +20,8 @@ REASONS: dict[str, str] = {
     "duplicate_key": "an object repeats a key (JSON parsers disagree on which value wins)",
     "record_too_large": "the line is longer than max_record_bytes; it was skipped without being held",
     "decompressed_too_large": "a compressed input grew past max_decompressed_bytes; the rest was not read",
+    "too_many_blank_bytes": "an input (or chunk) held more blank lines than max_blank_bytes; the rest was not read",
+    "json_too_large": "a compressed .json file (one JSON value) decompressed past 16 x max_record_bytes; it was not read",
     "corrupt_input": "a compressed or columnar input is truncated or corrupt; the rest was not read",
     # adapt
     "not_an_object": "a record must be a JSON object",

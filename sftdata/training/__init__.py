@@ -6,29 +6,6 @@ The library: :mod:`~sftdata.training.settings` (options -> SFTConfig), :mod:`~sf
 :mod:`sftdata.training.command` and :mod:`sftdata.training.plan_command` are the thin click commands;
 :mod:`sftdata.training.tiny_model` builds ``builtin:tiny-llama3`` for CPU runs and tests. Batches,
 lengths, the collator and memory meters are :mod:`sftdata.planning`'s, used here as data.
-Heavy imports (torch, transformers, trl) happen only when a function needs them, so importing this
-package is cheap.
+The package exports nothing itself: import from the module that defines a name (``launcher`` for
+``train``, ``build_trainer``, ``TrainOptions``; ``tiny_model`` for ``TINY_SPEC``).
 """
-
-from sftdata.training.launcher import (
-    DATA_MANIFEST_NAME,
-    LOSS_HISTORY_NAME,
-    PreparedRun,
-    TrainError,
-    TrainOptions,
-    build_trainer,
-    train,
-)
-from sftdata.training.tiny_model import TINY_SPEC, build_tiny_llama3
-
-__all__ = [
-    "DATA_MANIFEST_NAME",
-    "LOSS_HISTORY_NAME",
-    "TINY_SPEC",
-    "PreparedRun",
-    "TrainError",
-    "TrainOptions",
-    "build_tiny_llama3",
-    "build_trainer",
-    "train",
-]

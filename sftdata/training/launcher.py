@@ -47,6 +47,7 @@ from sftdata.planning.token_batches import (
 from sftdata.storage.layout import TRAIN_MARKER_NAME
 from sftdata.training.checks import check_audit, check_output_dir, check_vocabulary, resolve_tokenizer, token_id_range
 from sftdata.training.dataloader import install_sampler
+from sftdata.training.model_check import check_model_folder
 from sftdata.training.probing import decide_batches
 from sftdata.training.settings import TrainError, TrainOptions, build_sft_config, resolve_settings
 from sftdata.training.tiny_model import TINY_SPEC, load_model, model_vocab_size
@@ -86,6 +87,8 @@ def build_trainer(opts: TrainOptions, log: Callable[[str], None] = _log_default)
     init_kwargs = dict(settings.get("model_init_kwargs") or {})
     if opts.model != TINY_SPEC:
         init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+    check_model_folder(opts.model, trust_remote_code=bool(init_kwargs.get("trust_remote_code")),
+                       dtype=init_kwargs.get("dtype", init_kwargs.get("torch_dtype")))  # before anything is built
     data_dir = Path(opts.data_dir)
     manifest = read_manifest(data_dir)
     audit = check_audit(data_dir, opts.skip_audit)
@@ -103,15 +106,7 @@ def build_trainer(opts: TrainOptions, log: Callable[[str], None] = _log_default)
     if isinstance(opts.batch_tokens, int):  # a row longer than the budget is refused before the model loads
         check_rows_fit(lengths, row_ids, BatchSpec(tokens=opts.batch_tokens, padding_free=packed or bool(
             padding_free_asked), pad_to_multiple_of=args.pad_to_multiple_of))
-    try:
-        vocab = model_vocab_size(opts.model, bool(init_kwargs.get("trust_remote_code")))
-        check_vocabulary(vocab, ids, label_ids, pad_id, f"{opts.model} (config)")
-        model = load_model(opts.model, args.seed, init_kwargs)
-    except (OSError, ValueError) as exc:  # a missing or malformed model, bad model_init_kwargs
-        raise TrainError(f"cannot load the model {opts.model!r}: {exc}") from exc
-    out_emb = model.get_output_embeddings()
-    vocab = min([model.get_input_embeddings().num_embeddings, *([out_emb.weight.shape[0]] if out_emb is not None else [])])
-    check_vocabulary(vocab, ids, label_ids, pad_id, f"{opts.model} (embeddings)")
+    model, vocab = _checked_model(opts.model, args.seed, init_kwargs, ids, label_ids, pad_id)
     attn = str(getattr(model.config, "_attn_implementation", ""))
     collator = ShardCollator(pad_id, packed or bool(padding_free_asked), args.pad_to_multiple_of, "flash" in attn)
     decision = decide_batches(opts, args, settings, model, ds, lengths, collator)
@@ -137,6 +132,21 @@ def build_trainer(opts: TrainOptions, log: Callable[[str], None] = _log_default)
     log(f"model: {opts.model}, {sum(p.numel() for p in model.parameters()):,} parameters, vocabulary {vocab}, "
         f"{attn or '?'} attention, {'padding-free' if collator.padding_free else 'padded'} batches")
     return PreparedRun(trainer, manifest, data_dir, Path(opts.output_dir), collator.padding_free, settings, decision)
+
+
+def _checked_model(spec: str, seed: int, init_kwargs: dict, ids: tuple[int, int], label_ids: tuple[int, int],
+                   pad_id: int) -> tuple[Any, int]:
+    """The model, with every id of the data inside its vocabulary (by its config, then its embeddings)."""
+    try:
+        vocab = model_vocab_size(spec, bool(init_kwargs.get("trust_remote_code")))
+        check_vocabulary(vocab, ids, label_ids, pad_id, f"{spec} (config)")
+        model = load_model(spec, seed, init_kwargs)
+    except (OSError, ValueError) as exc:  # a missing or malformed model, bad model_init_kwargs
+        raise TrainError(f"cannot load the model {spec!r}: {' '.join(str(exc).split())[:300]}") from exc
+    out_emb = model.get_output_embeddings()
+    vocab = min([model.get_input_embeddings().num_embeddings, *([out_emb.weight.shape[0]] if out_emb is not None else [])])
+    check_vocabulary(vocab, ids, label_ids, pad_id, f"{spec} (embeddings)")
+    return model, vocab
 
 
 def loss_history(trainer: Any) -> list[dict]:

@@ -2,7 +2,7 @@
 
 Kept thin: the figures come from :func:`sftdata.planning.plan.make_plan` (and ``sftdata.training.probing.probe_plan`` with
 ``--model``), so reports and CI read the same numbers. Library refusals become one clear line and
-exit status 1. Registered lazily in ``sftdata.cli.LazyGroup.LAZY``.
+exit status 1. Registered in ``sftdata.cli``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
+from sftdata.cli_errors import SftdataCommand
 from sftdata.training.command import MEMORY
-from sftdata.training.settings import TrainError
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -30,6 +30,7 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 @click.command(
     "plan",
+    cls=SftdataCommand,
     epilog=(
         "\b\nExamples:\n"
         "  sftdata plan out/demo\n"
@@ -69,13 +70,9 @@ def plan_cmd(data_dir: Path, batch_sizes: list[int] | None, batch_tokens: list[i
     from sftdata.planning.plan import make_plan, render_text
     from sftdata.training.probing import probe_plan
 
-    try:
-        plan = make_plan(data_dir, batch_sizes=batch_sizes, batch_tokens=batch_tokens, padding_free=padding_free,
-                         pad_to_multiple_of=pad_to_multiple_of, grad_accum=grad_accum, world_size=world_size,
-                         seed=seed)
-        if model is not None:
-            plan = probe_plan(plan, model, device, unit=probe_unit, memory_limit=memory_limit, bf16=bf16,
-                              pad_to_multiple_of=pad_to_multiple_of, seed=seed)
-    except TrainError as exc:
-        raise click.ClickException(str(exc)) from exc
+    plan = make_plan(data_dir, batch_sizes=batch_sizes, batch_tokens=batch_tokens, padding_free=padding_free,
+                     pad_to_multiple_of=pad_to_multiple_of, grad_accum=grad_accum, world_size=world_size, seed=seed)
+    if model is not None:
+        plan = probe_plan(plan, model, device, unit=probe_unit, memory_limit=memory_limit, bf16=bf16,
+                          pad_to_multiple_of=pad_to_multiple_of, seed=seed)
     click.echo(json.dumps(plan.to_dict(), indent=1) if as_json else render_text(plan))

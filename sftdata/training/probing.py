@@ -20,6 +20,7 @@ from sftdata.planning.probe import search_space
 from sftdata.planning.sizing import BatchDecision, fixed_decision, longest_rows, probe_decision, space_longest
 from sftdata.planning.token_batches import dataset_lengths
 from sftdata.training.checks import check_vocabulary, token_id_range
+from sftdata.training.model_check import check_model_folder
 from sftdata.training.settings import TrainOptions, build_sft_config, resolve_settings, sft_fields
 from sftdata.training.tiny_model import load_model, model_vocab_size
 
@@ -62,8 +63,12 @@ def probe_plan(plan: Plan, model_spec: str, device: str, *, unit: str = "rows", 
     pad_id = (manifest.get("tokenizer") or {}).get("pad_id")
     if pad_id is None:
         raise TrainError(f"{folder}/manifest.json names no pad id; the probe needs one to batch rows")
-    check_vocabulary(model_vocab_size(model_spec), token_id_range(ds, "input_ids"), token_id_range(ds, "labels"),
-                     pad_id, model_spec)
+    check_model_folder(model_spec)  # before anything is built: a hostile or oversized config, pickled weights
+    try:
+        vocab = model_vocab_size(model_spec)
+    except (OSError, ValueError) as exc:  # a missing or malformed model
+        raise TrainError(f"cannot load the model {model_spec!r}: {' '.join(str(exc).split())[:300]}") from None
+    check_vocabulary(vocab, token_id_range(ds, "input_ids"), token_id_range(ds, "labels"), pad_id, model_spec)
     with tempfile.TemporaryDirectory() as tmp:
         settings, _ = resolve_settings(TrainOptions(data_dir=folder, model=model_spec, output_dir=Path(tmp), bf16=bf16,
                                                     overrides=[f"use_cpu={str(device == 'cpu').lower()}"]))

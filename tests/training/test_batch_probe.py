@@ -21,10 +21,10 @@ from sftdata.planning.collator import ShardCollator
 from sftdata.planning.memory import CpuMeter
 from sftdata.planning.sizing import longest_rows, probe_decision
 from sftdata.planning.token_batches import dataset_lengths
-from sftdata.training import TINY_SPEC, TrainOptions, build_trainer
 from sftdata.training import launcher as launcher_module
+from sftdata.training.launcher import TrainOptions, build_trainer
 from sftdata.training.settings import build_sft_config, resolve_settings
-from sftdata.training.tiny_model import build_tiny_llama3
+from sftdata.training.tiny_model import TINY_SPEC, build_tiny_llama3
 from tests.batching_data import prepare, skewed_records
 from tests.conftest import load
 

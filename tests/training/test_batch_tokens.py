@@ -16,8 +16,9 @@ from click.testing import CliRunner
 
 from sftdata.planning.collator import ShardCollator
 from sftdata.planning.token_batches import BatchSpec, ShardBatchSampler, dataset_ids, dataset_lengths
-from sftdata.training import TINY_SPEC, TrainOptions, build_trainer
 from sftdata.training.command import train_cmd
+from sftdata.training.launcher import TrainOptions, build_trainer
+from sftdata.training.tiny_model import TINY_SPEC
 from tests.batching_data import prepare, skewed_records
 from tests.conftest import load
 

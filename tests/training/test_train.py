@@ -20,9 +20,16 @@ from click.testing import CliRunner
 
 from sftdata.constants import IGNORE_INDEX
 from sftdata.planning.collator import ShardCollator
-from sftdata.training import DATA_MANIFEST_NAME, LOSS_HISTORY_NAME, TINY_SPEC, TrainOptions
 from sftdata.training.command import train_cmd
-from sftdata.training.launcher import build_trainer, resolve_settings, resolve_tokenizer
+from sftdata.training.launcher import (
+    DATA_MANIFEST_NAME,
+    LOSS_HISTORY_NAME,
+    TrainOptions,
+    build_trainer,
+    resolve_settings,
+    resolve_tokenizer,
+)
+from sftdata.training.tiny_model import TINY_SPEC
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 16  # enough for the loss of a random model to fall from ~11.8 to ~2.5 at lr 1e-2

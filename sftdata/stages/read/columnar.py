@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from sftdata.stages.read.jsonl import Chunk, InputError
 from sftdata.stages.read.remote import open_parquet
+from sftdata.stages.records import Reject
 
 BATCH_ROWS = 1024
 
@@ -79,6 +80,10 @@ def plan_parquet(path: Path, start_index: int, name: str) -> list[Chunk]:
 def plan_hf_dataset(path: Path, start_index: int) -> list[Chunk]:
     chunks, row = [], 1
     for f in hf_dataset_files(path):
+        if not f.is_file():  # refused here, before the output folder is touched
+            what = "is missing" if not f.exists() else "is not a regular file"
+            raise InputError(f"{path}: its state.json lists {f.name}, which {what}: save the dataset again "
+                             "(save_to_disk) or restore the file")
         try:
             rows = _arrow_rows(f)
         except (MemoryError, InputError):
@@ -96,13 +101,29 @@ def _arrow_rows(path: Path) -> int:
         return sum(b.num_rows for b in pa.ipc.open_stream(src))
 
 
-def _clean(value):
-    """Arrow fills absent struct fields with nulls; drop them so they look like the JSON source."""
+def _clean(value, where: str = ""):
+    """Arrow fills absent struct fields with nulls; drop them so they look like the JSON source.
+    ``binary`` values are text stored as bytes: decoded as UTF-8 (``NotText`` when they are not)."""
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items() if v is not None or k == "content"}
+        return {k: _clean(v, f"{where}/{k}") for k, v in value.items() if v is not None or k == "content"}
     if isinstance(value, list):
-        return [_clean(v) for v in value]
+        return [_clean(v, f"{where}/{i}") for i, v in enumerate(value)]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise NotText(f"{where or '/'}: a binary value that is not UTF-8 text (byte {exc.start}); "
+                          "sftdata reads text only") from None
     return value
+
+
+class NotText(ValueError):
+    """A binary column value that does not decode as UTF-8."""
+
+
+def _shown(value):
+    """A binary value as it goes into the quarantine's ``original``: its bytes, escaped."""
+    return bytes(value).decode("utf-8", "backslashreplace")
 
 
 def columnar_error(chunk: Chunk, exc: Exception) -> str:
@@ -111,7 +132,8 @@ def columnar_error(chunk: Chunk, exc: Exception) -> str:
 
 
 def iter_columnar(chunk: Chunk) -> Iterator[tuple[int, object, bytes]]:
-    """(row number, record object, original as JSON bytes) for each row of the chunk."""
+    """(row number, record object, original as JSON bytes) for each row of the chunk; the object is
+    a ``Reject`` for a row whose binary values are not UTF-8 text."""
     row = chunk.first_line
     with contextlib.ExitStack() as stack:
         if chunk.kind == "parquet":
@@ -121,6 +143,11 @@ def iter_columnar(chunk: Chunk) -> Iterator[tuple[int, object, bytes]]:
             batches = pa.ipc.open_stream(stack.enter_context(pa.memory_map(chunk.path)))
         for batch in batches:
             for rec in batch.to_pylist():
-                obj = _clean(rec)
-                yield row, obj, orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS, default=str)
+                try:
+                    obj = _clean(rec)
+                except NotText as exc:
+                    yield row, Reject("invalid_utf8", str(exc)), orjson.dumps(rec, option=orjson.OPT_NON_STR_KEYS,
+                                                                              default=_shown)
+                else:
+                    yield row, obj, orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS, default=str)
                 row += 1

@@ -12,12 +12,9 @@ import io
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from sftdata.errors import DecompressedTooLarge
 from sftdata.stages.read.jsonl import Chunk, RawLine, read_lines
 from sftdata.stages.read.remote import open_input
-
-
-class DecompressedTooLarge(Exception):
-    pass
 
 
 class _Limited(io.RawIOBase):
@@ -111,6 +108,7 @@ def open_decompressed(path: str, kind: str, limit: int) -> io.BufferedReader:
     return io.BufferedReader(_Limited(inner, limit, raw), buffer_size=1 << 20)
 
 
-def iter_compressed_lines(chunk: Chunk, max_record_bytes: int, limit: int) -> Iterator[RawLine]:
+def iter_compressed_lines(chunk: Chunk, max_record_bytes: int, limit: int,
+                          max_blank_bytes: int | None = None) -> Iterator[RawLine]:
     with open_decompressed(chunk.path, chunk.kind, limit) as f:
-        yield from read_lines(f, chunk.first_line, None, max_record_bytes)
+        yield from read_lines(f, chunk.first_line, None, max_record_bytes, max_blank_bytes)

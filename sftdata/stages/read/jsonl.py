@@ -11,14 +11,12 @@ Hostile input is expected: a BOM, CRLF line ends, blank lines and lines larger t
 from __future__ import annotations
 
 import glob
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sftdata.constants import DEFAULT_MAX_DECOMPRESSED
-from sftdata.errors import UsageError
-from sftdata.stages.read.remote import input_size, open_input
+from sftdata.errors import TooManyBlankBytes, UsageError
+from sftdata.stages.read.remote import open_input
 
 BOM = b"\xef\xbb\xbf"
 INPUT_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst", ".parquet")
@@ -27,6 +25,21 @@ _SCAN_BLOCK = 1 << 20
 
 class InputError(UsageError):
     """An input path that cannot be read (missing, unreadable, matched nothing)."""
+
+
+class JsonTooLarge(InputError):
+    """A ``.json`` file (one JSON value, loaded whole) over ``json_value_cap``."""
+
+
+def json_value_cap(max_record_bytes: int) -> int:
+    """The largest ``.json`` file (one JSON value) read whole: 16 records' worth."""
+    return max_record_bytes * 16
+
+
+def too_large_json(name: str, size: int | None, max_record_bytes: int) -> str:
+    found = f"{size:,} bytes" if size is not None else f"more than {json_value_cap(max_record_bytes):,} bytes decompressed"
+    return (f"{name}: a .json file is one JSON value, loaded whole; this one is {found}, over "
+            f"{json_value_cap(max_record_bytes):,} (16 x max_record_bytes): convert it to JSON Lines (one record a line)")
 
 
 @dataclass(frozen=True)
@@ -159,21 +172,27 @@ def plan_jsonl(path: Path, start_index: int, chunk_size: int) -> list[Chunk]:
     return chunks
 
 
-def iter_lines(chunk: Chunk, max_record_bytes: int) -> Iterator[RawLine]:
+def iter_lines(chunk: Chunk, max_record_bytes: int, max_blank_bytes: int | None = None) -> Iterator[RawLine]:
     """Yield the chunk's lines, without line ends; lines over the limit come back with data=None."""
     with open_input(chunk.path) as f:
         f.seek(chunk.start)
-        yield from read_lines(f, chunk.first_line, chunk.end - chunk.start, max_record_bytes)
+        yield from read_lines(f, chunk.first_line, chunk.end - chunk.start, max_record_bytes, max_blank_bytes)
 
 
-def read_lines(f, first_line: int, length: int | None, max_record_bytes: int) -> Iterator[RawLine]:
-    """Lines of a binary stream (``length`` bytes of it, or all), holding at most one bounded line."""
-    pos, line = 0, first_line
+def read_lines(f, first_line: int, length: int | None, max_record_bytes: int,
+               max_blank_bytes: int | None = None) -> Iterator[RawLine]:
+    """Lines of a binary stream (``length`` bytes of it, or all), holding at most one bounded line.
+
+    Raises ``TooManyBlankBytes`` once more than ``max_blank_bytes`` bytes of blank (whitespace-only)
+    lines were read, without reading further: a compressed newline bomb costs that much, not its
+    decompressed size.
+    """
+    pos, line, blank = 0, first_line, 0
     while length is None or pos < length:
         data = f.readline(max_record_bytes + 2)
         if not data:
             break
-        pos += len(data)
+        begin, pos = pos, pos + len(data)
         if not data.endswith(b"\n") and len(data) > max_record_bytes:
             size = len(data)
             while True:  # skip the rest of an oversized line without keeping it
@@ -190,8 +209,13 @@ def read_lines(f, first_line: int, length: int | None, max_record_bytes: int) ->
             data = data[3:]
         data = data.rstrip(b"\r\n")
         if not data.strip(_WHITESPACE):
-            run, skipped = _blank_run(f, None if length is None else length - pos)
+            left = None if length is None else length - pos
+            budget = None if max_blank_bytes is None else max_blank_bytes - blank + 1
+            run, skipped = _blank_run(f, left if budget is None else budget if left is None else min(left, budget))
             pos += skipped
+            blank += pos - begin
+            if max_blank_bytes is not None and blank > max_blank_bytes:
+                raise TooManyBlankBytes(f"more than max_blank_bytes {max_blank_bytes} bytes of blank lines")
             yield RawLine(line, b"", len(data), 1 + run)
             line += 1 + run
             continue
@@ -223,52 +247,3 @@ def _blank_run(f, left: int | None) -> tuple[int, int]:
         if ws < len(buf):
             break
     return lines, size
-
-
-def read_json_array(chunk: Chunk, max_record_bytes: int,
-                    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED) -> Iterator[tuple[int, object | None, bytes]]:
-    """Records of a file holding one JSON value: (1-based element index, value or None, raw).
-    An element with a key twice comes back as its ``Reject`` (``duplicate_key``) instead of a value.
-
-    An array gives its elements; one object is one record (index 1). Anything else, or JSON that
-    does not parse, comes back once with value None. Compressed files (``json_gz``/``json_zst``)
-    are decompressed under the usual limit first.
-    """
-    import orjson
-
-    cap = max_record_bytes * 16
-    if chunk.kind == "json_array":
-        size = input_size(chunk.path)
-        if size > cap:
-            raise InputError(f"{chunk.name}: a JSON file of {size} bytes is too large to load; use JSON Lines")
-        with open_input(chunk.path) as f:
-            raw = f.read()
-    else:
-        from sftdata.stages.read.compressed import open_decompressed
-
-        with open_decompressed(chunk.path, chunk.kind, max_decompressed_bytes) as f:
-            raw = f.read(cap + 1)
-        if len(raw) > cap:
-            raise InputError(f"{chunk.name}: a JSON file of more than {cap} bytes (decompressed) is too large "
-                             "to load; use JSON Lines")
-    raw = raw.lstrip(BOM)
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        try:  # the stdlib accepts what orjson refuses (lone surrogates, huge integers): judge per element
-            doc = json.loads(raw.decode("utf-8", errors="strict"))
-        except (ValueError, RecursionError):
-            yield 1, None, raw
-            return
-    if isinstance(doc, dict):
-        yield 1, doc, raw  # one record; the caller parses ``raw`` with the line rules
-        return
-    if not isinstance(doc, list):
-        yield 1, None, raw
-        return
-    from sftdata.stages.parse import duplicate_keys_by_element
-
-    dups = duplicate_keys_by_element(doc, raw)
-    for i, item in enumerate(doc, start=1):
-        # ASCII escapes survive lone surrogates; the element is then parsed like a line
-        yield i, dups.get(i, item), json.dumps(item, ensure_ascii=True).encode()
