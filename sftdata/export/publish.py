@@ -36,6 +36,7 @@ from pathlib import Path
 from sftdata.errors import OutputFolderError
 from sftdata.export.source import ExportError
 from sftdata.faults import fault_point
+from sftdata.interrupts import check_interrupted
 from sftdata.output import EXPORT, RunLock, check_folder
 from sftdata.storage import Folder
 from sftdata.storage.atomic import fsync_dir
@@ -195,6 +196,7 @@ def publishing(out: Path, overwrite: bool) -> Iterator[Path]:
             for part in [tmp, *(p for p in tmp.iterdir() if p.is_dir())]:
                 fsync_dir(part)
             fault_point("export-before-exchange")
+            check_interrupted()  # a stop asked for while a C extension held the exception: do not publish
             replace_folder(tmp, out)
             fsync_dir(out.parent)
             outer.out, inner.out = Folder(tmp), Folder(out)  # each lock file moved with its folder
