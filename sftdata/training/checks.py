@@ -17,8 +17,9 @@ from .settings import TrainError
 from .tiny_model import TINY_SPEC
 
 
-class OutputDirRefused(TrainError):
-    """An ``--output-dir`` train may not write into: a usage error, exit 2, nothing touched."""
+class TrainRefused(TrainError):
+    """The call is refused before anything is read or written: an ``--output-dir`` train may not
+    write into, a folder that is not prepared data, a file sftdata will not open. Exit 2."""
 
     exit_code = 2
 
@@ -35,7 +36,7 @@ def read_manifest(data_dir: Path) -> dict:
     try:
         return read(str(data_dir)).to_json()
     except ManifestError as exc:
-        raise TrainError(f"{data_dir} is not a prepared sftdata output: {exc} (`sftdata run` writes the manifest "
+        raise TrainRefused(f"{data_dir} is not a prepared sftdata output: {exc} (`sftdata run` writes the manifest "
                          "last, so a folder without it is unfinished or was not written by sftdata)") from None
 
 
@@ -51,7 +52,7 @@ def check_output_dir(output_dir: Path, data_dir: Path) -> None:
         check_location(str(output_dir), [data_dir], [str(data_dir)], option="--output-dir")
         check_folder(Folder(output_dir), resume=False, overwrite=True, kind=TRAIN)
     except OutputFolderError as exc:
-        raise OutputDirRefused(str(exc)) from None
+        raise TrainRefused(str(exc)) from None
 
 
 def check_audit(data_dir: Path, skip: bool) -> str:
@@ -87,7 +88,7 @@ def check_dataset_files(data_dir: Path) -> list[str]:
         for name in names:
             regular_size(data_dir / name, what=f"{data_dir}/{name}")
     except OSError as exc:  # UnsafeFileError included
-        raise TrainError(f"cannot load the shards in {data_dir}: {exc.strerror or exc}"
+        raise TrainRefused(f"cannot load the shards in {data_dir}: {exc.strerror or exc}"
                          + (f": {exc.filename}" if exc.filename else "")) from None
     return names
 

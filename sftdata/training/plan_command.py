@@ -2,7 +2,7 @@
 
 Kept thin: the figures come from :func:`sftdata.training.plan.make_plan` (and ``probe_plan`` with
 ``--model``), so reports and CI read the same numbers. Library refusals become one clear line and
-exit status 1. Registered lazily in ``sftdata.cli.LazyGroup.LAZY``.
+exit status 2 (a refused folder or file) or 1. Registered lazily in ``sftdata.cli.LazyGroup.LAZY``.
 """
 
 from __future__ import annotations
@@ -76,5 +76,7 @@ def plan_cmd(data_dir: Path, batch_sizes: list[int] | None, batch_tokens: list[i
             plan = probe_plan(plan, model, device, unit=probe_unit, memory_limit=memory_limit, bf16=bf16,
                               pad_to_multiple_of=pad_to_multiple_of, seed=seed)
     except TrainError as exc:
-        raise click.ClickException(str(exc)) from exc
+        err = click.ClickException(str(exc))
+        err.exit_code = exc.exit_code  # 2 for a refused folder or file, 1 otherwise
+        raise err from exc
     click.echo(json.dumps(plan.to_dict(), indent=1) if as_json else render_text(plan))
