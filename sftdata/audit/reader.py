@@ -13,7 +13,6 @@ forever (issue 14).
 from __future__ import annotations
 
 import glob
-import json
 import os
 import stat
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import pyarrow as pa
 
 from sftdata.audit.integrity import SHARD_FILE, AuditError
 from sftdata.errors import UnsafeFileError
-from sftdata.storage.layout import state_file_names
+from sftdata.storage.layout import check_names, state_file_names
 from sftdata.storage.opener import read_json
 
 EXTENSIONS = {".arrow": "arrow", ".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
@@ -80,8 +79,10 @@ def discover(location: str) -> tuple[str, list[Part]]:
         raise AuditError(f"{path}: no manifest.json beside sftdata shards: not a finished `sftdata run` output "
                          "folder (it is written last)")
     if (path / "dataset_dict.json").exists():
-        try:
-            splits = json.loads(regular_file(path / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
+        try:  # split names are folder names: plain names inside this folder, each once
+            splits = check_names(read_json(path / "dataset_dict.json")["splits"], str(path / "dataset_dict.json"))
+        except UnsafeFileError as exc:
+            raise AuditError(str(exc)) from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise AuditError(f"{path}: unreadable dataset_dict.json: {exc}") from exc
         return "datasets DatasetDict", [p for s in splits for p in _dataset_parts(path / s, f"{s}/")]
