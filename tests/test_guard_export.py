@@ -209,3 +209,13 @@ def test_train_output_dir_refusals(prepared, tmp_path, monkeypatch, where):
     assert res.exit_code == 2, res.output
     assert "--output-dir" in res.output or "output folder" in res.output
     assert snapshot(tmp_path) == before and not (prepared / "model").exists()
+
+
+def test_an_out_that_is_a_symlink_is_refused(src, tmp_path):
+    real = tmp_path / "real"
+    assert export(src, "--to", "hf", "--output", real).exit_code == 0
+    (tmp_path / "link").symlink_to(real)
+    before = snapshot(real)
+    res = export(src, "--to", "parquet", "--output", tmp_path / "link", "--overwrite")
+    assert res.exit_code == 2 and "symbolic link" in res.output
+    assert snapshot(real) == before and (tmp_path / "link").is_symlink()
