@@ -26,7 +26,7 @@ import pyarrow as pa
 from sftdata.audit.integrity import AuditError
 from sftdata.errors import UnsafeFileError
 from sftdata.storage.layout import check_names
-from sftdata.storage.opener import read_json
+from sftdata.storage.opener import open_regular, read_json, read_regular
 
 MDS_INDEX = "index.json"
 OLMO_TOKENS = "token_ids_part_*.npy"
@@ -63,7 +63,7 @@ def _int_lists(rows: list[list[int]], dtype: type) -> pa.Array:
 
 
 def read_mds(path: str) -> pa.Table:
-    data = Path(path).read_bytes()
+    data = read_regular(path, limit=None)  # a data file: no metadata cap, but a regular file only
     try:
         n = int(np.frombuffer(data, np.uint32, 1)[0])
         offs = np.frombuffer(data, np.uint32, n + 1, 4)
@@ -91,7 +91,7 @@ def read_olmo(path: str, bos_id: int | None) -> pa.Table:
     ids = np.fromfile(token_file, dtype).astype(np.int64)
     bounds_file = token_file.with_name(token_file.name[: -len(".npy")] + ".csv.gz")
     if bounds_file.is_file():
-        with gzip.open(bounds_file, "rt") as f:
+        with open_regular(bounds_file) as raw, gzip.open(raw, "rt") as f:  # the one opener: regular files only
             starts = [int(line.split(",")[0]) for line in f if line.strip()]
     else:
         starts = np.flatnonzero(ids == bos_id).tolist() if bos_id is not None else []
