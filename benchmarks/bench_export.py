@@ -43,11 +43,11 @@ def corpus(tmp: Path, records: int | None, copies: int) -> tuple[Path, str]:
         out.write_text(text * copies, encoding="utf-8")
         return out, f"{DEFAULT_CORPUS} x {copies}"
     sys.path.insert(0, str(ROOT))
-    from sftdata.synth import generate_records, write_jsonl
+    from tests.synth import generate_records, write_jsonl
 
     n = records or 3000
     write_jsonl(out, generate_records(n, seed=1))
-    return out, f"{n} sftdata.synth records (seed 1)"
+    return out, f"{n} tests.synth records (seed 1)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,14 +85,14 @@ def stage_profile(corpus: Path, template: str, date_string: str) -> dict[str, An
     encoder with that BPE answered from a dict (dispatch, id arrays, label arrays, length checks).
     """
     from sftdata.config import Settings
-    from sftdata.encode import PieceEncoder
     from sftdata.process.chunk import process_chunk
     from sftdata.process.record import RecordProcessor, conversation_hashes
-    from sftdata.readers.jsonl import Chunk
-    from sftdata.readers.sources import iter_records
-    from sftdata.records import Conversation
-    from sftdata.templates import TEXT, TRAINED
-    from sftdata.writers.arrow import BASE_SCHEMA, ShardWriter
+    from sftdata.stages.encode import PieceEncoder
+    from sftdata.stages.read.jsonl import Chunk
+    from sftdata.stages.read.sources import iter_records
+    from sftdata.stages.records import Conversation
+    from sftdata.stages.render import TEXT, TRAINED
+    from sftdata.stages.write.arrow import BASE_SCHEMA, ShardWriter
 
     settings = Settings(template=template, date_string=date_string)
     chunk = Chunk(0, str(corpus.resolve()), corpus.name, 0, corpus.stat().st_size, 1)

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.synth: the generated corpus the tests use too
 # The shared corpus sits beside the checkout (/work/shared next to /work/main), as in tests/conftest.py.
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "sft-mix.jsonl"
 DATE_STRING = "26 Jul 2024"
@@ -129,12 +130,12 @@ def base_records(corpus: Path | None, quick: bool, tmp: Path, tool_free: bool = 
             recs = [r for r in recs if renderable_by_llama3_training(r) is not None][:limit]
         return recs, f"{corpus}" + (" (tool-free records)" if tool_free else "") + (
             f" (first {len(recs)} records)" if quick else "")
-    from sftdata.synth import generate_records, write_jsonl
+    from tests.synth import generate_records, write_jsonl
 
     n = limit or SYNTH_RECORDS
     path = tmp / "synth.jsonl"
     write_jsonl(path, generate_records(n, 1))
-    return read_records(path), f"sftdata.synth {n} records, seed 1"
+    return read_records(path), f"tests.synth {n} records, seed 1"
 
 
 # -- process-tree accounting ----------------------------------------------------------------------
@@ -698,7 +699,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--corpus", type=Path, help=f"messages JSONL (default: {DEFAULT_CORPUS} when present, "
-                   f"else {SYNTH_RECORDS} sftdata.synth records)")
+                   f"else {SYNTH_RECORDS} tests.synth records)")
     p.add_argument("--copies", type=int, help="repeat the corpus N times (default 4; 1 with --quick)")
     p.add_argument("--workers", type=int, default=2, help="sftdata workers and TRL dataset_num_proc")
     p.add_argument("--memory-scale", type=int, default=4, help="input multiple for the memory-growth run")

@@ -22,9 +22,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.synth
+
 
 def skewed_jsonl(path: Path, n: int, seed: int) -> Path:
-    from sftdata.synth import generate_records
+    from tests.synth import generate_records
 
     with open(path, "w", encoding="utf-8") as f:
         for i, rec in enumerate(generate_records(n, seed=seed, tools=False)):
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from click.testing import CliRunner
 
     from sftdata.cli import main as cli
-    from sftdata.training import TrainOptions, build_trainer
+    from sftdata.training.launcher import TrainOptions, build_trainer
 
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu-batch-probe-"))
     work.mkdir(parents=True, exist_ok=True)

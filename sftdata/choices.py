@@ -3,7 +3,7 @@
 Why here: the command line's ``click.Choice`` lists, the pipeline schema's ``enum`` lists and the
 code that branches on a value used to spell each list separately (``train_on`` in six places).
 This module imports nothing heavy, so the CLI builds its options from it without slowing
-``sftdata --help``; ``tests/test_architecture.py`` holds the schema's lists and the templates'
+``sftdata --help``; ``tests/cli/test_architecture.py`` holds the schema's lists and the templates'
 names to these.
 """
 

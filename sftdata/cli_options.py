@@ -22,7 +22,7 @@ def parse_fields(_ctx: click.Context | None, _param: click.Parameter | None, val
     """``("output=response", "role=speaker")`` -> ``{"output": "response", "role": "speaker"}``."""
     if not values:
         return {}
-    from sftdata.adapters.fields import MESSAGE_LEVEL, TOP_LEVEL
+    from sftdata.stages.adapt.fields import MESSAGE_LEVEL, TOP_LEVEL
 
     known = TOP_LEVEL | MESSAGE_LEVEL
     out: dict[str, str] = {}

@@ -85,9 +85,9 @@ def run_counts(results: list[ChunkResult]) -> RunCounts:
 def finalize(out: Folder, settings: Settings, tokenizer: Tokenizer, plan: dict,
              results: list[ChunkResult]) -> Manifest:
     """Write the folder's final files from the chunks' results (in chunk order); manifest last."""
-    from sftdata.packing import PACKED_SCHEMA
-    from sftdata.writers.arrow import BASE_SCHEMA
-    from sftdata.writers.dataset_meta import write_dataset_metadata
+    from sftdata.stages.pack import PACKED_SCHEMA
+    from sftdata.stages.write.arrow import BASE_SCHEMA
+    from sftdata.stages.write.dataset_meta import write_dataset_metadata
 
     files = {QUARANTINE_NAME: merge_quarantine(out, results)}
     staging = out.staging()

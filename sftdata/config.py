@@ -17,9 +17,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from sftdata.constants import DEFAULT_DATE, DEFAULT_MAX_DECOMPRESSED, DEFAULT_MAX_LENGTH
+from sftdata.constants import DEFAULT_DATE, DEFAULT_MAX_BLANK, DEFAULT_MAX_DECOMPRESSED, DEFAULT_MAX_LENGTH
 from sftdata.errors import UsageError
-from sftdata.schema_check import pipeline_validator  # the schema compiled ahead of time
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "pipeline.schema.json"
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -53,6 +52,7 @@ class Settings:
     input_format: str = "messages"
     max_record_bytes: int = 64 * 2**20
     max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED
+    max_blank_bytes: int = DEFAULT_MAX_BLANK
     chunk_size: int | str = "auto"
     fields: dict[str, str] = field(default_factory=dict)
     text_without_chat: str = "reject"
@@ -92,6 +92,7 @@ _STAGE_KEYS = {
     ("read", "format"): "input_format", ("read", "max_record_bytes"): "max_record_bytes",
     ("read", "chunk_size"): "chunk_size", ("read", "fields"): "fields",
     ("read", "text_without_chat"): "text_without_chat", ("label", "completion_eos"): "completion_eos", ("read", "max_decompressed_bytes"): "max_decompressed_bytes",
+    ("read", "max_blank_bytes"): "max_blank_bytes",
     ("validate", "parts"): "parts", ("validate", "dedupe"): "dedupe",
     ("render", "template"): "template", ("render", "tokenizer"): "tokenizer",
     ("render", "encoder"): "encoder", ("render", "date_string"): "date_string",
@@ -101,7 +102,7 @@ _STAGE_KEYS = {
     ("audit", "enabled"): "audit_enabled", ("audit", "min_trained_fraction"): "min_trained_fraction",
     ("audit", "max_rejected_fraction"): "max_rejected_fraction",
 }
-_SIZES = ("max_record_bytes", "max_decompressed_bytes", "shard_size")
+_SIZES = ("max_record_bytes", "max_decompressed_bytes", "max_blank_bytes", "shard_size")
 
 
 @lru_cache(maxsize=1)
@@ -111,17 +112,9 @@ def _validator():
     return Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
 
 
-def _is_valid(doc: dict) -> bool:
-    """Compiled check first (importing jsonschema costs a noticeable part of a short run)."""
-    try:
-        pipeline_validator()(copy.deepcopy(doc))
-        return True
-    except Exception:  # noqa: BLE001 - any failure: let the reference validator explain
-        return False
-
-
 _STAGE_OF = {name: path for path, name in _STAGE_KEYS.items()}
 MAX_PIPELINE_BYTES = 1 << 20
+MIN_CHUNK_BYTES = 1 << 10  # smaller chunks only multiply the files and markers of a run
 MAX_ALIASES = 100
 MAX_NODES = 100_000
 MAX_REPORTED = 50  # problems listed; the rest are counted
@@ -160,7 +153,7 @@ def settings_from_dict(doc: Any, source: str = "pipeline", overrides: dict[str, 
         raise ConfigError([f"the pipeline must be a mapping, found {type(doc).__name__}"], source)
     doc = _with_overrides(doc, overrides or {})
     errors = []
-    found = [] if _is_valid(doc) else list(islice(_validator().iter_errors(doc), MAX_REPORTED + 1))
+    found = list(islice(_validator().iter_errors(doc), MAX_REPORTED + 1))
     for err in sorted(found[:MAX_REPORTED], key=lambda e: [str(p) for p in e.absolute_path]):
         where = _cut("/".join(str(p) for p in err.absolute_path) or "(top level)")
         key = str(err.absolute_path[-1]) if err.absolute_path else ""
@@ -195,6 +188,9 @@ def settings_from_dict(doc: Any, source: str = "pipeline", overrides: dict[str, 
     for key in (*_SIZES, "chunk_size"):  # a zero size breaks the shard name pattern and the chunk plan
         if isinstance(values.get(key), int) and values[key] < 1:
             errors.append(f"{key}: must be at least 1 byte, got {values[key]}")
+        elif key == "chunk_size" and isinstance(values.get(key), int) and values[key] < MIN_CHUNK_BYTES:
+            errors.append(f"chunk_size: at least {MIN_CHUNK_BYTES} bytes (1KiB), got {values[key]}: a chunk is a "
+                          "unit of work with its own files, a few MB to 64MB suits most runs (or auto)")
     errors += _render_errors(values)
     if errors:
         raise ConfigError(errors, source)
@@ -203,7 +199,7 @@ def settings_from_dict(doc: Any, source: str = "pipeline", overrides: dict[str, 
 
 def _render_errors(values: dict[str, Any]) -> list[str]:
     """Render settings the chosen template cannot honour: refused before any record is read."""
-    from sftdata.builtin_tools import template_error, valid_name
+    from sftdata.stages.builtin_tools import template_error, valid_name
 
     template = values.get("template", Settings.template)
     errors = []
@@ -221,8 +217,7 @@ def _render_errors(values: dict[str, Any]) -> list[str]:
 
 @lru_cache(maxsize=1)
 def _bounded_loader() -> type:
-    """``safe_load`` that refuses alias bombs: at most ``MAX_ALIASES`` aliases per document. Made
-    on first use: a run without a pipeline file never imports PyYAML (25 ms of its start)."""
+    """``safe_load`` that refuses alias bombs: at most ``MAX_ALIASES`` aliases per document."""
     import yaml
 
     class BoundedLoader(yaml.SafeLoader):

@@ -9,9 +9,12 @@ FORMAT_VERSION = 1
 # Decompressed bytes read from one .gz/.zst input at most: memory is bounded by the reader's buffers
 # whatever this is; the limit bounds the time a bomb costs (16 GiB: a few minutes on 2 cores).
 DEFAULT_MAX_DECOMPRESSED = 16 << 30
+# Bytes of blank lines one input (one chunk of a split JSON Lines file) may hold: a newline bomb
+# stops here instead of costing its whole decompressed size.
+DEFAULT_MAX_BLANK = 64 << 20
 
 # The names of an output folder live in sftdata.storage.layout; re-exported here for old imports.
 from sftdata.storage.layout import AUDIT_NAME, MANIFEST_NAME, QUARANTINE_NAME, WORK_DIR  # noqa: E402
 
-__all__ = ["IGNORE_INDEX", "DEFAULT_DATE", "DEFAULT_MAX_LENGTH", "FORMAT_VERSION", "DEFAULT_MAX_DECOMPRESSED",
+__all__ = ["IGNORE_INDEX", "DEFAULT_DATE", "DEFAULT_MAX_LENGTH", "FORMAT_VERSION", "DEFAULT_MAX_DECOMPRESSED", "DEFAULT_MAX_BLANK",
            "AUDIT_NAME", "MANIFEST_NAME", "QUARANTINE_NAME", "WORK_DIR"]

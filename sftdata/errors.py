@@ -10,6 +10,8 @@ error class of the package subclasses ``SftdataError`` and says which kind it is
 
 from __future__ import annotations
 
+import errno
+
 
 class SftdataError(Exception):
     """Base of every error sftdata raises on purpose. ``exit_code`` is what the CLI exits with."""
@@ -41,6 +43,10 @@ class ManifestError(UsageError):
     """A folder whose ``manifest.json`` is missing, unreadable, or of another format version."""
 
 
+class AuditError(UsageError):
+    """A folder the audit cannot check at all (not a folder, no or unreadable manifest). Exit 2."""
+
+
 class InterruptedRun(RunError):
     """SIGINT or SIGTERM: what was committed stays, ``--resume`` continues. Exit 130."""
 
@@ -54,3 +60,58 @@ class UnusableRunError(RunError):
     def __init__(self, message: str, summary: object = None) -> None:
         super().__init__(message)
         self.summary = summary
+
+
+class ExportError(UsageError):
+    """An export that cannot be made as asked (bad input, failed audit, rows the target cannot hold)."""
+
+
+class DecompressedTooLarge(UsageError):
+    """A compressed input that decompresses past its limit (``max_decompressed_bytes``)."""
+
+
+class TooManyBlankBytes(UsageError):
+    """An input with more blank (whitespace-only) lines than ``max_blank_bytes``: a newline bomb."""
+
+
+# OS errors: the environment failed the work (exit 1), or the call named a path sftdata cannot use (exit 2)
+WORK_FAILED = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EIO: "I/O error",
+               errno.ENOMEM: "out of memory"}
+
+
+def os_error_status(exc: OSError) -> tuple[int, str]:
+    """The one ``OSError`` policy of every command: ``(exit code, one line)``.
+
+    A full disk, an exceeded quota, a device I/O error or no memory fail the work (1: the call was
+    right, rerun it once the machine is fixed; ``run --resume`` keeps what was committed). Every
+    other OS error (no such file, permission denied, not a folder, a read-only filesystem, an
+    unreachable remote store) concerns a path the call named: 2.
+    """
+    names = " -> ".join(str(n) for n in (exc.filename, exc.filename2) if n is not None)
+    what = WORK_FAILED.get(exc.errno or -1) or exc.strerror or str(exc) or type(exc).__name__
+    line = f"{what}: {names}" if names else what
+    return (1 if exc.errno in WORK_FAILED else 2), " ".join(line.split())
+
+
+def exit_status(exc: BaseException) -> tuple[int, str] | None:
+    """``(exit code, message)`` for an error a command may meet, ``None`` for a bug (a traceback)."""
+    if isinstance(exc, SftdataError):
+        return exc.exit_code, str(exc)
+    if isinstance(exc, OSError):
+        return os_error_status(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return InterruptedRun.exit_code, "interrupted"
+    if isinstance(exc, MemoryError):
+        return 1, "out of memory"
+    return None
+
+
+class TrainError(SftdataError):
+    """Settings or data that cannot be trained on (or planned for); raised before any training step."""
+
+
+class TrainRefused(TrainError):
+    """``train`` or ``plan`` refused before anything is read or written: an ``--output-dir`` it may
+    not write into, a folder that is not prepared data, a file sftdata will not open. Exit 2."""
+
+    exit_code = 2

@@ -23,13 +23,13 @@ from sftdata.constants import FORMAT_VERSION
 from sftdata.errors import ManifestError
 from sftdata.storage.layout import MANIFEST_NAME
 
-if TYPE_CHECKING:  # import-time cost: the manifest is read by `sftdata audit`, which must start fast
+if TYPE_CHECKING:
     import pyarrow as pa
 
     from sftdata.config import Settings
+    from sftdata.stages.write.arrow import ShardRecord
     from sftdata.storage import Folder
     from sftdata.tokenizer import Tokenizer
-    from sftdata.writers.arrow import ShardRecord
 
 FORMAT = "sftdata-shards"
 _LIBS = ("transformers", "tokenizers", "tiktoken", "splintr-rs", "pyarrow", "datasets", "numpy", "orjson",
@@ -38,50 +38,17 @@ _LIBS = ("transformers", "tokenizers", "tiktoken", "splintr-rs", "pyarrow", "dat
 
 def library_versions() -> dict[str, str]:
     """The versions of the libraries that decide a run's output, as ``importlib.metadata`` reports
-    them. Read from the ``NAME-VERSION.dist-info`` folder names on ``sys.path`` (one listing per
-    folder) because ``metadata.version`` reads and parses every distribution's files on every
-    call: 80 ms of every run's start. Anything not found that way is asked of ``metadata``."""
+    them (``absent`` for one that is not installed)."""
     import platform
+    from importlib import metadata
 
-    found = _dist_info_versions()
     out = {"sftdata": __version__, "python": platform.python_version()}
     for lib in _LIBS:
-        version = found.get(_normalise(lib))
-        out[lib] = version if version is not None else _metadata_version(lib)
-    return out
-
-
-def _normalise(name: str) -> str:
-    return name.lower().replace("-", "_").replace(".", "_")
-
-
-def _dist_info_versions() -> dict[str, str]:
-    """``{normalised name: version}`` from the dist-info folders on ``sys.path``; the first folder
-    of a name wins, as in ``importlib.metadata``."""
-    import os
-    import sys
-
-    out: dict[str, str] = {}
-    for entry in sys.path:
         try:
-            names = os.listdir(entry or ".")
-        except OSError:
-            continue
-        for name in names:
-            stem = name[:-len(".dist-info")] if name.endswith(".dist-info") else ""
-            if stem.count("-") == 1:
-                dist, version = stem.split("-")
-                out.setdefault(_normalise(dist), version)
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            out[lib] = "absent"
     return out
-
-
-def _metadata_version(lib: str) -> str:
-    from importlib import metadata  # imported here: email, zipfile and csv come with it
-
-    try:
-        return metadata.version(lib)
-    except metadata.PackageNotFoundError:
-        return "absent"
 
 
 def _sha(data: bytes) -> str:
@@ -163,7 +130,7 @@ class Manifest:
 
 
 def loads_json(raw: bytes) -> Any:
-    """orjson first (a manifest of a big run is megabytes: 4x faster than ``json``); anything it
+    """orjson first (a manifest of a big run is megabytes); anything it
     refuses (NaN, integers beyond 64 bits) goes to ``json``, which decides what is an error."""
     import orjson
 
@@ -212,8 +179,8 @@ def read_manifest(folder: Folder | str, *, check_names: bool = True) -> Manifest
 def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, shards: list[ShardRecord],
                    counts: RunCounts, schema: pa.Schema) -> Manifest:
     """The manifest of a finished run, from its plan, its committed shards and its counts."""
-    from sftdata.templates import Llama3Renderer
-    from sftdata.validate import schema_path
+    from sftdata.stages.render import Llama3Renderer
+    from sftdata.stages.validate import schema_path
 
     renderer = Llama3Renderer.for_settings(settings)
     tok = tokenizer.describe()

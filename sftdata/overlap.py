@@ -11,20 +11,24 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import click
-import pyarrow as pa
 
+from sftdata.cli_errors import SftdataCommand
 from sftdata.errors import ManifestError, UsageError
 from sftdata.storage.opener import map_regular
 
 
 class OverlapError(UsageError):
-    """A folder overlap cannot read (not prepared, a file that is not a regular file): exit 2."""
+    """A folder that cannot be compared (not a prepared folder, a file that is not a regular file, a shard
+    without the hash columns): exit 2."""
 
 
 def _hashes(folder: Path, prompts: bool) -> dict[str, list[str]]:
     """hash -> ids, for every conversation of a prepared folder (packed rows included)."""
+    import pyarrow as pa
+
     from sftdata.manifest import read_manifest
 
     try:
@@ -34,16 +38,23 @@ def _hashes(folder: Path, prompts: bool) -> dict[str, list[str]]:
     out: dict[str, list[str]] = defaultdict(list)
     single, packed = ("prompt_hash", "prompt_hashes") if prompts else ("content_hash", "content_hashes")
     for name in manifest.shard_files:  # plain shard names, each once: read_manifest checked them
-        mapped = map_regular(folder / name, what=f"{folder}/{name}")
-        table = pa.ipc.open_stream(pa.py_buffer(mapped)).read_all()
-        if "packed_ids" in table.column_names:
-            for ids, hashes in zip(table["packed_ids"].to_pylist(), table[packed].to_pylist(), strict=True):
-                for rid, h in zip(ids, hashes, strict=True):
-                    out[h].append(rid)
-        else:
-            for rid, h in zip(table["id"].to_pylist(), table[single].to_pylist(), strict=True):
-                out[h].append(rid)
+        try:
+            mapped = map_regular(folder / name, what=f"{folder}/{name}")
+            _collect(pa.ipc.open_stream(pa.py_buffer(mapped)).read_all(), out, single, packed)
+        except (KeyError, pa.ArrowException) as exc:  # not a shard sftdata wrote (no hash columns, not Arrow)
+            raise OverlapError(f"{folder / name}: not a shard of a prepared folder: {type(exc).__name__}: {exc}") \
+                from None
     return out
+
+
+def _collect(table: Any, out: dict[str, list[str]], single: str, packed: str) -> None:
+    if "packed_ids" in table.column_names:
+        for ids, hashes in zip(table["packed_ids"].to_pylist(), table[packed].to_pylist(), strict=True):
+            for rid, h in zip(ids, hashes, strict=True):
+                out[h].append(rid)
+    else:
+        for rid, h in zip(table["id"].to_pylist(), table[single].to_pylist(), strict=True):
+            out[h].append(rid)
 
 
 @dataclass
@@ -74,7 +85,7 @@ def find_overlap(dir_a: str | Path, dir_b: str | Path, prompts: bool = False) ->
     return report
 
 
-@click.command("overlap", epilog="""\b
+@click.command("overlap", cls=SftdataCommand, epilog="""\b
 Example:
   sftdata overlap out/train out/eval --fail-on-overlap
   sftdata overlap out/train out/eval --prompts --json overlap.json
@@ -87,14 +98,7 @@ Example:
 @click.option("--limit", type=int, default=20, show_default=True, help="Matches to print.")
 def overlap_cmd(dir_a, dir_b, prompts, json_path, fail_on_overlap, limit) -> None:
     """Records of DIR_A whose content (or prompt) also occurs in DIR_B, with ids on both sides."""
-    try:
-        report = find_overlap(dir_a, dir_b, prompts)
-    except UsageError as exc:  # OverlapError, UnsafeFileError: the folders as given cannot be read
-        err = click.ClickException(str(exc))
-        err.exit_code = exc.exit_code
-        raise err from None
-    except (OSError, KeyError) as exc:
-        raise click.ClickException(str(exc)) from None
+    report = find_overlap(dir_a, dir_b, prompts)
     click.echo(f"{report.kind} overlap: {len(report.matches)} shared hash(es); "
                f"{report.a_records} record(s) in {dir_a}, {report.b_records} in {dir_b}")
     for m in report.matches[:limit]:

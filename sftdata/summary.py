@@ -38,7 +38,7 @@ def _local_files(inputs: list[str] | None, n: int) -> list:
     """The input files in manifest order (the manifest keeps names only), or Nones."""
     if inputs:
         try:
-            from sftdata.readers.jsonl import expand_inputs
+            from sftdata.stages.read.jsonl import expand_inputs
 
             files = expand_inputs(inputs)
             if len(files) == n:
@@ -52,7 +52,7 @@ def _sniff(path, settings):
     """What a local input looks like (None for remote inputs or unreadable files)."""
     from pathlib import Path
 
-    from sftdata.readers.sources import sniff
+    from sftdata.stages.read.sources import sniff
 
     if not isinstance(path, Path) or not path.exists():
         return None
@@ -62,8 +62,8 @@ def _sniff(path, settings):
 def input_lines(manifest: dict, inputs: list[str] | None = None) -> tuple[list[str], list[str]]:
     """(one line per input, hints): the format each input was read as, and what to pass when
     its records were rejected because they are in another format (or in none sftdata knows)."""
-    from sftdata.adapters.detect import describe_keys
-    from sftdata.pipeline import settings_from_manifest
+    from sftdata.process.rerender import settings_from_manifest
+    from sftdata.stages.adapt.detect import describe_keys
 
     settings = settings_from_manifest(manifest)
     auto = settings.input_format == "auto"
@@ -95,7 +95,7 @@ def validate_hints(files: list, settings, formats: dict[str, str], reasons: set[
     the format it was read as, ``reasons`` are the rejection reasons seen."""
     if not reasons & SHAPE_REASONS:
         return []
-    from sftdata.adapters.detect import describe_keys
+    from sftdata.stages.adapt.detect import describe_keys
 
     hints = []
     for path in files:

@@ -1,6 +1,6 @@
 """Prepared folders with skewed row lengths for the batching tests, made by `sftdata run`.
 
-Generated records (`sftdata.synth`), every `long_every`-th one with its assistant replies repeated
+Generated records (`tests.synth`), every `long_every`-th one with its assistant replies repeated
 `repeat` times, so that a few rows are several times longer than the rest (real chat data is skewed
 like that). The folder is what `sftdata run` writes: shards, manifest, ids.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from sftdata.cli import main
-from sftdata.synth import generate_records
 from tests.conftest import write_jsonl
+from tests.synth import generate_records
 
 
 def skewed_records(n: int, seed: int = 0, long_every: int = 7, repeat: int = 6) -> list[dict]:

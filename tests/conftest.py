@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,29 @@ def write_jsonl(path: Path, records) -> Path:
             f.write(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False))
             f.write("\n")
     return path
+
+
+def settings(**overrides):
+    """Pipeline settings as the tests use them: defaults plus ``overrides``, the run's own audit off."""
+    from sftdata.config import settings_from_dict
+
+    s = settings_from_dict({}, overrides=overrides)
+    s.audit_enabled = False
+    return s
+
+
+def load(path):
+    """A prepared folder through ``datasets.load_from_disk``, as a trainer opens it."""
+    from datasets import load_from_disk
+
+    return load_from_disk(str(path))
+
+
+def sftdata_cli(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """``python -m sftdata.cli ARGS`` in a process of its own (exit codes, signals, real output)."""
+    return subprocess.run([sys.executable, "-m", "sftdata.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or ROOT, timeout=timeout,
+                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})})
 
 
 def run_committed(*args, **kwargs) -> dict:

@@ -1,6 +1,6 @@
 """Run under `torchrun --nproc-per-node N`: each rank writes the rows of its training micro-batches.
 
-Used by tests/test_batch_tokens.py to check, through the Trainer's accelerate-prepared dataloader in
+Used by tests/training/test_batch_tokens.py to check, through the Trainer's accelerate-prepared dataloader in
 real processes, that the ranks share every row once and get equal numbers of micro-batches.
 """
 
@@ -10,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from sftdata.training import TINY_SPEC, TrainOptions, build_trainer
+from sftdata.training.launcher import TrainOptions, build_trainer
+from sftdata.training.tiny_model import TINY_SPEC
 
 
 def main(data: Path, out: Path, budget: int) -> None:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from sftdata.audit.command import audit_cmd
-from sftdata.pipeline import render_source_rows
+from sftdata.process.rerender import render_source_rows
 from tests.conftest import write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]

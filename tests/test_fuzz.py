@@ -16,9 +16,9 @@ import time
 
 from sftdata.config import settings_from_dict
 from sftdata.process.record import RecordProcessor, conversation_hashes
-from sftdata.records import Reject
-from sftdata.synth import generate_records
-from sftdata.validate import parse_json
+from sftdata.stages.records import Reject
+from sftdata.stages.validate import parse_json
+from tests.synth import generate_records
 
 TOKENS = [b"{", b"}", b"[", b"]", b'"', b",", b":", b"null", b"\\u0000", b"\\ud800", b"\xff", b"\x00",
           b'"role"', b'"content"', b'"tool_calls"', b'"assistant"', b"1e999", b"-0", b"[" * 50]

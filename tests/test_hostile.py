@@ -9,14 +9,8 @@ import zstandard
 
 from sftdata.config import ConfigError, settings_from_dict
 from sftdata.runner import RunError, run_pipeline
-from sftdata.synth import generate_records
-from tests.conftest import run_committed, write_jsonl
-
-
-def settings(**kw):
-    s = settings_from_dict({}, overrides=kw)
-    s.audit_enabled = False
-    return s
+from tests.conftest import run_committed, settings, write_jsonl
+from tests.synth import generate_records
 
 
 def call(args: str) -> dict:

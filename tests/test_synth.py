@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sftdata.synth import BROKEN_REASONS, generate_broken_lines, generate_records, main, write_jsonl
+from tests.synth import BROKEN_REASONS, generate_broken_lines, generate_records, main, write_jsonl
 
 ROLES = {"system", "user", "assistant", "tool", "ipython"}
 CONTROL_LOOKALIKES = ("<|eot_id|>", "<|begin_of_text|>", "<|start_header_id|>")

@@ -15,27 +15,35 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from sftdata.audit.integrity import (
-    AuditError,
-    IntegrityReport,
-    column_problems,
-    iter_slices,
-    load_manifest,
-    open_output,
-    verify_folder,
-)
-from sftdata.audit.pitfalls import finish_dates
-from sftdata.audit.report import ROLE_NAMES, RULES, AuditReport, RowStats, Violations
-from sftdata.audit.rules import RuleContext, check_slice
-from sftdata.audit.shards import audit_workers, check_shards, check_table, count_check, merge_outcome
 from sftdata.constants import MANIFEST_NAME
+from sftdata.errors import AuditError
 from sftdata.storage import Folder, is_uri, local_path_of
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from sftdata.audit.integrity import IntegrityReport, column_problems, iter_slices, verify_folder
+    from sftdata.audit.report import RULES, AuditReport, RowStats, Violations
+    from sftdata.audit.rules import RuleContext, check_slice
+    from sftdata.audit.shards import check_table
+
 __all__ = ["RULES", "AuditError", "AuditReport", "IntegrityReport", "check_table", "run_audit", "verify_folder", "column_problems", "iter_slices", "check_slice"]
+# numpy and pyarrow are imported on first use, not with the package: `sftdata --help` lists the
+# audit's commands (sftdata.audit.command) without them
+_LAZY = {"RULES": "report", "AuditReport": "report", "IntegrityReport": "integrity", "check_table": "shards",
+         "verify_folder": "integrity", "column_problems": "integrity", "iter_slices": "integrity",
+         "check_slice": "rules"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+
 
 _ROLE_CACHE: dict[str, dict] = {}  # tokenizer fingerprint -> role-token tuple -> role code
 THRESHOLDS = ("min_trained_fraction", "max_rejected_fraction")
@@ -69,6 +77,8 @@ def _check_tokenizer(manifest: dict, tok: Any, newline: list[int], sink: Violati
 
 
 def _histogram(values: np.ndarray, lo: float, hi: float, bins: int) -> dict[str, list]:
+    import numpy as np
+
     counts, edges = np.histogram(values, bins=bins, range=(lo, max(hi, lo + 1e-9)))
     return {"edges": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts]}
 
@@ -85,6 +95,10 @@ def _percentile(sorted_values: np.ndarray, q: float) -> float:
 
 
 def _stats(total: RowStats, manifest: dict, max_length: int | None, packed: bool, shards: int) -> dict:
+    import numpy as np
+
+    from sftdata.audit.report import ROLE_NAMES
+
     lengths = np.concatenate(total.lengths) if total.lengths else np.zeros(0, np.int64)
     trained = np.concatenate(total.row_trained) if total.row_trained else np.zeros(0, np.int64)
     frac = trained / np.maximum(lengths, 1)
@@ -151,6 +165,8 @@ def _plain_rows_allowed(pipeline: dict) -> bool:
 def rule_context(tok: Any, *, truncated_ids: frozenset[str] = frozenset(), max_length: int | None = None,
                  allow_plain: bool = False) -> RuleContext:
     """The token ids and settings the row rules need, from a loaded tokenizer."""
+    from sftdata.audit.rules import RuleContext
+
     closers = tuple(i for i in (tok.eot_id, tok.eom_id) if i is not None)
     pads = {tok.pad_id, tok.token_id("<|finetune_right_pad_id|>"), tok.token_id("<|end_of_text|>")}
     return RuleContext(bos_id=tok.bos_id, start_header_id=tok.start_header_id, end_header_id=tok.end_header_id,
@@ -164,6 +180,9 @@ def finish_report(*, path: str, location: str, sink: Violations, total: RowStats
                   samples: list[dict], thresholds: dict, ctx: RuleContext, started: float, rows_seconds: float,
                   **fields: Any) -> AuditReport:
     """Statuses (fail, skip with its reason, pass), sample rows with violations, timing: the report."""
+    from sftdata.audit.pitfalls import finish_dates
+    from sftdata.audit.report import RULES, AuditReport
+
     finish_dates(ctx, sink)
     statuses = {r: "fail" if sink.counts[r] else "skip" if r in skip else "pass" for r in RULES}
     seen = {(s["shard"], s["row"]) for s in samples}
@@ -189,6 +208,8 @@ def _has_manifest(path: str | Path | Folder) -> bool:
 
 
 def _integrity(folder: Folder, manifest: dict) -> IntegrityReport | BaseException:
+    from sftdata.audit.integrity import verify_folder
+
     try:
         return verify_folder(folder, counts=False, manifest=manifest)
     except BaseException as exc:  # noqa: BLE001 - raised again in the auditing thread
@@ -210,6 +231,10 @@ def run_audit(path: str | Path | Folder, *, min_trained_fraction: float | None =
     without a manifest (the manifest says all of that for a prepared folder). ``workers``: processes
     for a local folder's row pass (default: one per CPU; the report is the same for any number).
     """
+    from sftdata.audit.integrity import load_manifest, open_output
+    from sftdata.audit.report import RowStats, Violations
+    from sftdata.audit.shards import audit_workers, check_shards, count_check, merge_outcome
+
     if not _has_manifest(path):
         from sftdata.audit.foreign import audit_foreign
 

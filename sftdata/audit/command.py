@@ -2,7 +2,8 @@
 
 Why thin: CI calls the library through these, and the exit code is the contract (0 every rule
 holds, 1 a rule or threshold failed, 2 usage or I/O error), so all logic stays in the library
-where tests reach it without a subprocess.
+where tests reach it without a subprocess. Errors become exit codes in ``sftdata.cli`` (one
+policy for every command).
 """
 
 from __future__ import annotations
@@ -13,29 +14,20 @@ from pathlib import Path
 
 import click
 
-from sftdata.audit.integrity import AuditError
-from sftdata.cli import fast_exit
-
-
-class UsageOrIOError(click.ClickException):
-    """Anything that stops the check from running at all: exit code 2, like click's usage errors."""
-
-    exit_code = 2
+from sftdata.cli_errors import SftdataCommand
+from sftdata.errors import AuditError
 
 
 def _write(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageOrIOError(f"cannot write {path}: {exc}") from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
 
 
 _FOLDER = click.Path()  # a str: also a pyarrow filesystem URI such as s3://bucket/prefix
 _OUT = click.Path(dir_okay=False, path_type=Path)
 
 
-@click.command("audit", epilog="""\b
+@click.command("audit", cls=SftdataCommand, epilog="""\b
 Examples:
   sftdata audit out/run1 --json out/run1/audit.json --junit audit.xml --html audit.html \\
       --min-trained-fraction 0.2 --max-rejected-fraction 0.05
@@ -66,7 +58,6 @@ Exit codes: 0 every rule holds, 1 a rule is violated or a threshold crossed, 2 u
 @click.option("--workers", type=click.IntRange(1), default=None,
               help="Processes for a local prepared folder's row checks (default: one per CPU); the report "
                    "is the same for any number.")
-@fast_exit
 def audit_cmd(folder: str, json_path: Path | None, html_path: Path | None, junit_path: Path | None,
               min_trained_fraction: float | None, max_rejected_fraction: float | None,
               sources: tuple[Path, ...], template: str | None, tokenizer: str | None, labels_column: str | None,
@@ -81,14 +72,11 @@ def audit_cmd(folder: str, json_path: Path | None, html_path: Path | None, junit
     loss_mask, labels_mask)."""
     from sftdata.audit import run_audit
 
-    try:
-        report = run_audit(folder, min_trained_fraction=min_trained_fraction,
-                           max_rejected_fraction=max_rejected_fraction, check_integrity=not no_integrity,
-                           sources=list(sources) or None, template=template, tokenizer=tokenizer,
-                           labels_column=labels_column, mask_column=mask_column, shifted=shifted,
-                           workers=workers)
-    except (AuditError, OSError) as exc:  # OSError: an unreachable or refusing filesystem
-        raise UsageOrIOError(str(exc)) from exc
+    report = run_audit(folder, min_trained_fraction=min_trained_fraction,
+                       max_rejected_fraction=max_rejected_fraction, check_integrity=not no_integrity,
+                       sources=list(sources) or None, template=template, tokenizer=tokenizer,
+                       labels_column=labels_column, mask_column=mask_column, shifted=shifted,
+                       workers=workers)
     click.echo(report.summary_text(color=sys.stdout.isatty(), max_listed=max_listed), nl=False)
     if json_path:
         _write(json_path, json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
@@ -101,7 +89,7 @@ def audit_cmd(folder: str, json_path: Path | None, html_path: Path | None, junit
     sys.exit(report.exit_code)
 
 
-@click.command("verify", epilog="""\b
+@click.command("verify", cls=SftdataCommand, epilog="""\b
 Example:
   sftdata verify out/run1            # after copying the folder to the training cluster
 \b
@@ -109,23 +97,19 @@ Exit codes: 0 all shards match the manifest, 1 a shard is missing, extra, trunca
 2 usage or I/O error.""")
 @click.argument("folder", type=_FOLDER)
 @click.option("--json", "json_path", type=_OUT, help="Write the findings as JSON.")
-@fast_exit
 def verify_cmd(folder: str, json_path: Path | None) -> None:
     """Check that every shard the manifest of FOLDER lists is present, whole and unchanged
     (size, sha256, readable Arrow, row and token counts), and that no unlisted shard is there."""
     from sftdata.audit.integrity import verify_folder
 
-    try:
-        report = verify_folder(folder)
-    except (AuditError, OSError) as exc:  # OSError: an unreachable or refusing filesystem
-        raise UsageOrIOError(str(exc)) from exc
+    report = verify_folder(folder)
     click.echo(report.summary_text())
     if json_path:
         _write(json_path, json.dumps(report.to_json(), indent=2) + "\n")
     sys.exit(0 if report.ok else 1)
 
 
-@click.command("inspect", epilog="""\b
+@click.command("inspect", cls=SftdataCommand, epilog="""\b
 Example:
   sftdata inspect out/run1 --id conv-0042
   sftdata inspect out/run1 --index 0 | less      # piped: [[...]] marks trained tokens""")
@@ -141,12 +125,12 @@ def inspect_cmd(folder: str, row_id: str | None, index: int | None, color: bool 
 
     if row_id is not None and index is not None:
         raise click.UsageError("give --id or --index, not both")
+    spec = (load_manifest(folder).get("tokenizer") or {}).get("spec") or "builtin:llama3"
+    row = find_row(folder, id=row_id, index=index)
     try:
-        spec = (load_manifest(folder).get("tokenizer") or {}).get("spec") or "builtin:llama3"
-        row = find_row(folder, id=row_id, index=index)
         tokenizer = load_tokenizer(spec)
-    except (AuditError, TokenizerError, OSError) as exc:
-        raise UsageOrIOError(str(exc)) from exc
+    except TokenizerError as exc:  # the folder names a tokenizer that cannot be loaded: the folder is refused
+        raise AuditError(f"{folder}: {exc}") from None
     use_color = sys.stdout.isatty() if color is None else color
     if use_color:
         from rich.console import Console

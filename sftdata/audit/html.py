@@ -116,7 +116,7 @@ def _plan_chart(report: AuditReport) -> str | None:
     if report.input or "://" in (report.location or report.path):
         return None
     try:
-        from sftdata.training.plan import plan_figures
+        from sftdata.planning.plan import plan_figures
 
         figures = plan_figures(report.location or report.path)
     except Exception:  # noqa: BLE001 - the chart is an extra; the audit verdict does not depend on it

@@ -180,13 +180,13 @@ def render_row(row: Row, tokenizer: Any, *, color: bool) -> Any:
 
 def compare_sources(folder: str | Path, manifest: dict, sources: list[str], sink: Violations,
                     tokenizer: Any = None) -> int:
-    """Re-render the source records with ``sftdata.pipeline.render_source_rows`` and compare each
+    """Re-render the source records with ``sftdata.process.rerender.render_source_rows`` and compare each
     conversation's input_ids and labels with the stored ones; returns how many were compared.
     With ``tokenizer`` a mismatch names its first differing token, decoded."""
     try:
-        from sftdata.pipeline import render_source_rows  # type: ignore[attr-defined]
+        from sftdata.process.rerender import render_source_rows  # type: ignore[attr-defined]
     except ImportError as exc:
-        raise AuditError("--source needs sftdata.pipeline.render_source_rows(paths, manifest), which "
+        raise AuditError("--source needs sftdata.process.rerender.render_source_rows(paths, manifest), which "
                          f"this installation does not provide: {exc}") from exc
     stored: dict[str, list[tuple[str, int, np.ndarray, np.ndarray]]] = {}
     folder = open_output(folder)

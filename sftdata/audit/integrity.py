@@ -24,16 +24,12 @@ import numpy as np
 import pyarrow as pa
 
 from sftdata.constants import IGNORE_INDEX
-from sftdata.errors import ManifestError, UnsafeFileError, UsageError
+from sftdata.errors import AuditError, ManifestError, UnsafeFileError
 from sftdata.storage import Folder
 from sftdata.storage.layout import MANIFEST_NAME, QUARANTINE_NAME, name_problem
 from sftdata.storage.opener import map_regular
 
 SHARD_FILE = re.compile(r"^shard-\d{6}-\d{2}\.arrow$")
-
-
-class AuditError(UsageError):
-    """The folder cannot be checked at all (not a folder, no or unreadable manifest): exit code 2."""
 
 
 @dataclass

@@ -7,7 +7,7 @@ and warm, the row pass took 0.36-0.39 s of a 0.51-0.54 s ``run_audit`` on one pr
 its own (``ShardOutcome``), and the outcomes are merged in manifest order with the caps applied
 as if one sink had seen every shard in turn: the first ``max_per_rule`` items of a rule over the
 whole folder are the first ones of the shards in order, so the report is the same for any number
-of processes (``tests/test_audit_parallel.py`` compares them byte for byte).
+of processes (``tests/audit/test_audit_parallel.py`` compares them byte for byte).
 """
 
 from __future__ import annotations

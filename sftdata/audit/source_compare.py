@@ -24,9 +24,9 @@ from sftdata.constants import IGNORE_INDEX
 
 def _render(sources: list[str], template: str, spec: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
     try:
-        from sftdata.pipeline import render_source_rows
+        from sftdata.process.rerender import render_source_rows
     except ImportError as exc:
-        raise AuditError(f"--source needs sftdata.pipeline.render_source_rows: {exc}") from exc
+        raise AuditError(f"--source needs sftdata.process.rerender.render_source_rows: {exc}") from exc
     try:
         return list(render_source_rows(sources, {"pipeline": {"template": template, "tokenizer": spec,
                                                               "input_format": "auto"}}))

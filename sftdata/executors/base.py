@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sftdata.errors import RunError
-from sftdata.readers.jsonl import Chunk
+from sftdata.stages.read.jsonl import Chunk
 
 Task = Callable[[Chunk], Any]
 
@@ -45,16 +45,3 @@ class Executor(ABC):
         Raises ``ExecutorFailure`` for a chunk that could not complete; results already yielded
         stay valid (their files are committed).
         """
-
-
-def get_executor(name: str, workers: int, *, ray_address: str | None = None) -> Executor:
-    """The executor called ``name`` (``local`` or ``ray``)."""
-    if name == "local":
-        from sftdata.executors.local import LocalExecutor
-
-        return LocalExecutor(workers)
-    if name == "ray":
-        from sftdata.executors.ray import RayExecutor
-
-        return RayExecutor(workers, address=ray_address)
-    raise RunError(f"unknown executor {name!r}; expected local or ray")

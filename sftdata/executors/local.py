@@ -9,12 +9,15 @@ is reported as an ``ExecutorFailure`` at once instead of hanging, and the pool i
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from sftdata.executors.base import Executor, ExecutorFailure, Task
-from sftdata.readers.jsonl import Chunk
+from sftdata.stages.read.jsonl import Chunk
 
 _TASK: list[Task] = []  # the task of this worker process, set once by the pool initializer
 
@@ -54,11 +57,6 @@ class LocalExecutor(Executor):
             for chunk in chunks:
                 yield task(chunk)
             return
-        # imported here: a run of one chunk or one worker never starts a pool (18 ms of imports)
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        from concurrent.futures.process import BrokenProcessPool
-
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         warm = getattr(task, "warm", None)
         if warm is not None and ctx.get_start_method() == "fork":

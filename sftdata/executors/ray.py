@@ -32,7 +32,7 @@ from typing import Any
 from sftdata.errors import RunError
 from sftdata.executors.base import Executor, ExecutorFailure, Task
 from sftdata.process.chunk import clean_chunk_leftovers
-from sftdata.readers.jsonl import Chunk
+from sftdata.stages.read.jsonl import Chunk
 
 MAX_RETRIES = 3
 IN_FLIGHT_PER_WORKER = 2  # enough queued work to hide scheduling latency, little enough to bound memory

@@ -22,7 +22,7 @@ from sftdata.constants import IGNORE_INDEX
 from sftdata.export.commit import write_json
 from sftdata.export.options import ExportOptions
 from sftdata.export.source import Rows, Source, iter_rows, list_array, tally
-from sftdata.writers.arrow import fsync_file
+from sftdata.stages.write.arrow import fsync_file
 
 MEGATRON_SCHEMA = pa.schema([("input_ids", pa.list_(pa.int32())), ("loss_mask", pa.list_(pa.int8())),
                              ("seq_start_id", pa.list_(pa.int32()))])

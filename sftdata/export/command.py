@@ -1,28 +1,20 @@
 """Click command ``export``: argument parsing and exit codes only (0 done, 2 refused or I/O error).
 
 Why thin: the checks and the writing live in ``sftdata.export.core`` where tests reach them
-without a subprocess; this layer only turns `ExportError` into exit code 2 and prints the counts.
+without a subprocess; this layer only prints the counts (``sftdata.cli`` maps `ExportError` to exit code 2).
 """
 
 from __future__ import annotations
 
 import click
 
+from sftdata.cli_errors import SftdataCommand
 from sftdata.export.targets import INFO, Target
-
-
-class ExportRefused(click.ClickException):
-    exit_code = 2
-
-
-class ExportInterrupted(click.ClickException):
-    exit_code = 130
-
 
 _TARGETS = "\n".join(f"  {t.value:<16} {INFO[t].summary}" for t in Target)
 
 
-@click.command("export", epilog=f"""\b
+@click.command("export", cls=SftdataCommand, epilog=f"""\b
 Targets:
 {_TARGETS}
 \b
@@ -31,10 +23,10 @@ Example:
   sftdata export out/train --validation out/val --to llama-factory --output out/lf
   sftdata export out/packed --to torchtune --output out/tt --max-seq-len 8192
 \b
-Exit codes: 0 exported, 2 refused (not a prepared folder, failed audit, rows the target
-cannot represent, an OUT that is not empty or not an earlier export, /, home, the current
-folder, the source) or an I/O error, 130 interrupted (SIGINT/SIGTERM); nothing is left
-half-written, and OUT is never missing.""")
+Exit codes: 0 exported, 1 the disk filled up, 2 refused (not a prepared folder, failed audit,
+rows the target cannot represent, an OUT that is not empty or not an earlier export, /, home, the
+current folder, the source) or a path that cannot be used, 130 interrupted (Ctrl-C/SIGTERM);
+nothing is left half-written, and OUT is never missing.""")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--to", "target", required=True, type=click.Choice([t.value for t in Target]), help="Trainer layout.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Export folder.")
@@ -47,23 +39,15 @@ half-written, and OUT is never missing.""")
 def export_cmd(folder: str, target: str, output: str, validation: str | None, overwrite: bool,
                skip_audit: bool, unpack: bool, max_seq_len: int | None) -> None:
     """Export the prepared FOLDER in the layout a trainer reads as it is, with the same tokens trained."""
-    from sftdata.errors import SftdataError
+    from sftdata.errors import InterruptedRun
     from sftdata.export.core import export_folder
-    from sftdata.export.source import ExportError
-    from sftdata.interrupts import interrupts_as_keyboard
 
     try:
-        with interrupts_as_keyboard():  # SIGTERM like Ctrl-C: the staging folder is removed on the way out
-            manifest = export_folder(folder, target, output, validation=validation, overwrite=overwrite,
-                                     skip_audit=skip_audit, unpack=unpack, max_seq_len=max_seq_len)
-    except KeyboardInterrupt:
-        raise ExportInterrupted(f"interrupted; {output} is as it was before this export (or, if the export "
-                                "had just finished, the new export); rerun the same command to export again") \
-            from None
-    except (ExportError, SftdataError) as exc:
-        raise ExportRefused(str(exc)) from None
-    except OSError as exc:
-        raise ExportRefused(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
+        manifest = export_folder(folder, target, output, validation=validation, overwrite=overwrite,
+                                 skip_audit=skip_audit, unpack=unpack, max_seq_len=max_seq_len)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the staging folder was removed on the way out
+        raise InterruptedRun(f"interrupted; {output} is as it was before this export (or, if the export "
+                             "had just finished, the new export); rerun the same command to export again") from None
     for split, c in manifest["counts"].items():
         click.echo(f"{split}: {c['rows']} rows, {c['conversations']} conversations, {c['tokens']} tokens, "
                    f"{c['trained_tokens']} trained -> {output} ({target})", err=True)

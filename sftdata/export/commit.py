@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from sftdata.stages.write.arrow import atomic_write_bytes, fsync_file
 from sftdata.storage.layout import EXPORT_MANIFEST_NAME
-from sftdata.writers.arrow import atomic_write_bytes, fsync_file
 
 EXPORT_MANIFEST = EXPORT_MANIFEST_NAME
 EXPORT_FORMAT = "sftdata-export"

@@ -25,7 +25,7 @@ from sftdata.constants import IGNORE_INDEX
 from sftdata.export.commit import write_json
 from sftdata.export.options import ExportOptions
 from sftdata.export.source import Rows, Source, iter_rows
-from sftdata.writers.arrow import atomic_write_bytes
+from sftdata.stages.write.arrow import atomic_write_bytes
 
 SIZE_LIMIT = 1 << 26
 COLUMN = "turns"

@@ -21,7 +21,7 @@ import numpy as np
 from sftdata.constants import IGNORE_INDEX
 from sftdata.export.options import ExportOptions
 from sftdata.export.source import Source, iter_rows
-from sftdata.writers.arrow import atomic_write_bytes
+from sftdata.stages.write.arrow import atomic_write_bytes
 
 
 def write_olmo(source: Source, folder: Path, opts: ExportOptions) -> dict:

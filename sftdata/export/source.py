@@ -18,13 +18,9 @@ import numpy as np
 import pyarrow as pa
 
 from sftdata.constants import IGNORE_INDEX
-from sftdata.errors import UnsafeFileError
+from sftdata.errors import ExportError, UnsafeFileError  # noqa: F401 - ExportError's home was here
 from sftdata.storage.layout import MANIFEST_NAME, manifest_shard_names
 from sftdata.storage.opener import map_regular, read_regular
-
-
-class ExportError(Exception):
-    """The export cannot be made as asked (bad input, failed audit, unrepresentable rows): exit 2."""
 
 
 @dataclass(frozen=True)

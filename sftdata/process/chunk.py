@@ -20,7 +20,6 @@ import orjson
 
 from sftdata.config import Settings
 from sftdata.faults import fault_point
-from sftdata.packing import PACKED_SCHEMA, Packer
 from sftdata.process.identity import chunk_digest
 from sftdata.process.record import (
     RUN_FAULTS,
@@ -31,12 +30,13 @@ from sftdata.process.record import (
     reject_of,
     validated,
 )
-from sftdata.readers.jsonl import Chunk
-from sftdata.records import Conversation, Reject, Rejection
+from sftdata.stages.pack import PACKED_SCHEMA, Packer
+from sftdata.stages.read.jsonl import Chunk
+from sftdata.stages.records import Conversation, Reject, Rejection
+from sftdata.stages.write.arrow import BASE_SCHEMA, ShardRecord, ShardWriter
 from sftdata.storage import Folder, work_dir
 from sftdata.storage.atomic import atomic_write_bytes
 from sftdata.storage.layout import chunk_marker, chunk_quarantine, shard_chunk, temp_target
-from sftdata.writers.arrow import BASE_SCHEMA, ShardRecord, ShardWriter
 
 
 @dataclass

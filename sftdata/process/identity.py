@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 
 from sftdata.errors import RunError
-from sftdata.readers.jsonl import Chunk
-from sftdata.readers.remote import input_size, open_input
+from sftdata.stages.read.jsonl import Chunk
+from sftdata.stages.read.remote import input_size, open_input
 from sftdata.storage import display
 
 _BLOCK = 1 << 20

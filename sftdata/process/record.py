@@ -17,14 +17,14 @@ from typing import Any
 
 import orjson
 
-from sftdata.adapters import adapt
 from sftdata.config import Settings
-from sftdata.encode import PieceEncoder
-from sftdata.parse import record_id
-from sftdata.readers.jsonl import Chunk
-from sftdata.readers.sources import iter_records
-from sftdata.records import Conversation, Reject, Rejection
-from sftdata.templates import CONST, HEADER, HEADER_NEWLINE, TEXT, TRAINED, Llama3Renderer
+from sftdata.stages.adapt import adapt
+from sftdata.stages.encode import PieceEncoder
+from sftdata.stages.parse import record_id
+from sftdata.stages.read.jsonl import Chunk
+from sftdata.stages.read.sources import iter_records
+from sftdata.stages.records import Conversation, Reject, Rejection
+from sftdata.stages.render import CONST, HEADER, HEADER_NEWLINE, TEXT, TRAINED, Llama3Renderer
 from sftdata.tokenizer import Tokenizer, load_tokenizer
 from sftdata.tokenizer.rank_subset import priming_pays
 
@@ -91,7 +91,7 @@ class RecordProcessor:
         return self._encoder
 
     def conversation(self, obj: Any, source: str, line: int, fmt: str = "messages") -> Conversation:
-        """Stages adapt and validate: the format's adapter (``sftdata.adapters.adapt``)."""
+        """Stages adapt and validate: the format's adapter (``sftdata.stages.adapt.adapt``)."""
         return adapt(obj, fmt, self.settings, self.renderer, source, line)
 
     def encode(self, conv: Conversation, encoder: PieceEncoder | None = None):
@@ -130,7 +130,8 @@ def validated(chunk: Chunk, settings: Settings, proc: RecordProcessor, blanks: B
               ) -> Iterator[tuple[int, bytes, str | None, Conversation | Rejection]]:
     """Stages read, parse, adapt and validate: (line, original, id if known, conversation or rejection)."""
     sink = blanks.count if blanks is not None else None
-    for line, obj, raw, rej in iter_records(chunk, settings.max_record_bytes, settings.max_decompressed_bytes, sink):
+    for line, obj, raw, rej in iter_records(chunk, settings.max_record_bytes, settings.max_decompressed_bytes, sink,
+                                            settings.max_blank_bytes):
         rid, stage = None, "parse"
         try:
             if rej is not None:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from sftdata.config import Settings
 from sftdata.process.chunk import validate_chunk
-from sftdata.readers.jsonl import expand_inputs
-from sftdata.readers.sources import plan_chunks
-from sftdata.records import Rejection
+from sftdata.stages.read.jsonl import expand_inputs
+from sftdata.stages.read.sources import plan_chunks
+from sftdata.stages.records import Rejection
 from sftdata.storage import display
 
 VALIDATE_CHUNK_BYTES = 64 << 20  # validation keeps no per-chunk state, so chunks can be large

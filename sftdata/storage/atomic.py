@@ -7,9 +7,9 @@ and the new name survive a power cut. Every local write of the package goes thro
 A run on this machine's process pool defers the fsyncs of its chunk files (``sync=False``):
 the renames keep every name whole, ``start_writeback`` has the kernel write the bytes while the
 worker goes on, and the commit makes them all durable with one ``sync_folder`` before the
-manifest is written. Waiting for the disk once per file cost 0.64 s of a 6.9 s run (16 copies of
-the shared corpus, 2 workers, ~390 fsyncs). What a deferred chunk vouches for is checked by
-content on ``--resume`` (``runner._load_done``), so a power cut before the commit costs at most
+manifest is written (one wait for the disk per run instead of one per file; the figures are in
+``benchmarks/RESULTS.md``). What a deferred chunk vouches for is checked by
+content on ``--resume`` (``process.ledger.Ledger.done``), so a power cut before the commit costs at most
 a redo of the chunks whose bytes did not reach the disk.
 """
 

@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from sftdata.hashing import file_sha256
+from sftdata.storage.hashing import file_sha256
 from sftdata.tokenizer.fingerprint import describe_backend
 from sftdata.tokenizer.llama3 import LLAMA3_PATTERN, LLAMA3_SPECIAL_TOKENS, ROLE_WORDS, llama3_model_file
 from sftdata.tokenizer.tiktoken_backend import TiktokenBackend

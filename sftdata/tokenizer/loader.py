@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sftdata.hashing import file_sha256
+from sftdata.storage.hashing import file_sha256
 from sftdata.tokenizer.cache import build_meta, convert_builtin, read_meta, write_meta
 from sftdata.tokenizer.llama3 import BUILTIN_LLAMA3, TokenizerError, llama3_model_file
 from sftdata.tokenizer.splintr_backend import splintr_available

@@ -31,7 +31,7 @@ such cuts (a *region*) therefore holds whole pre-tokens:
 The candidates are looked up in batches in the ranks file's own bytes (``ranks_file.RankIndex``),
 so a small run never decodes the 128k ranks into a dict.
 
-``tests/test_rank_subset.py`` compares the ids with the full core's on the shared corpus, varied
+``tests/tokenizer/test_rank_subset.py`` compares the ids with the full core's on the shared corpus, varied
 and random Unicode text, and every short ASCII string over the pattern's character classes.
 """
 

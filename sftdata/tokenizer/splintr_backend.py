@@ -8,7 +8,7 @@ from ``tokenizer.model``'s bytes, so a run never decodes the ranks into a Python
 
 tiktoken stays: it is the engine of ``encoder: tiktoken``, the one ``auto`` falls back to when
 splintr is not installed, and the reference the identity tests compare splintr with
-(``tests/test_bpe_engines.py``). Both engines see the same verified file: its SHA-256 is checked
+(``tests/tokenizer/test_bpe_engines.py``). Both engines see the same verified file: its SHA-256 is checked
 against the one the tokenizer's description was made from before the bytes are used.
 """
 
@@ -77,7 +77,7 @@ def _repairing(encode: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def make_splintr_bytes_encoder(engine: Any) -> Callable[[str], bytes]:
     """``encode(text) -> bytes``: the ids of ``make_splintr_encoder`` as int32s, as the bytes
-    ``numpy.frombuffer(b, numpy.int32)`` reads (``tests/test_bpe_engines.py`` compares them).
+    ``numpy.frombuffer(b, numpy.int32)`` reads (``tests/tokenizer/test_bpe_engines.py`` compares them).
 
     splintr's ``encode_flat`` hands back the ids as one bytes object instead of a list of Python
     ints: measured on the shared corpus's 10,432 assistant texts, 0.22 s against 0.37 s, and

@@ -1,7 +1,7 @@
 """tiktoken over Meta's BPE ranks: the fast encoder of the built-in tokenizer.
 
 Why: for Meta's own ranks tiktoken gives the same ids as the Hugging Face tokenizer, faster
-(``tests/test_tokenizer.py`` proves the ids equal). Everything here is built on first use: the
+(``tests/tokenizer/test_tokenizer.py`` proves the ids equal). Everything here is built on first use: the
 audit only decodes a few role names and never needs the ranks. The decoded ranks are cached in
 the checked, non-executable format of ``ranks_file``; a cache file that fails its checks is
 rebuilt from ``tokenizer.model``, never trusted.

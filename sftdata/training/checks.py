@@ -12,39 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..constants import IGNORE_INDEX
-from .settings import TrainError
-from .tiny_model import TINY_SPEC
-
-
-class TrainRefused(TrainError):
-    """The call is refused before anything is read or written: an ``--output-dir`` train may not
-    write into, a folder that is not prepared data, a file sftdata will not open. Exit 2."""
-
-    exit_code = 2
-
+from sftdata.constants import IGNORE_INDEX
+from sftdata.training.settings import TrainError
+from sftdata.training.tiny_model import TINY_SPEC
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-
-
-def read_manifest(data_dir: Path) -> dict:
-    """The folder's manifest (through ``sftdata.manifest.read_manifest``: format and version
-    checked); refuses folders that are not a finished ``sftdata run`` output."""
-    from sftdata.errors import ManifestError
-    from sftdata.manifest import read_manifest as read
-
-    try:
-        return read(str(data_dir)).to_json()
-    except ManifestError as exc:
-        raise TrainRefused(f"{data_dir} is not a prepared sftdata output: {exc} (`sftdata run` writes the manifest "
-                         "last, so a folder without it is unfinished or was not written by sftdata)") from None
 
 
 def check_output_dir(output_dir: Path, data_dir: Path) -> None:
     """``run``'s folder rules for ``--output-dir`` (``sftdata.output``): not empty, ``/``, home, the
     current folder, nor a folder holding or inside the data; a non-empty folder must be an earlier
     training run's (its ``data_manifest.json``). Train deletes nothing; the trainer rewrites its files."""
-    from sftdata.errors import OutputFolderError
+    from sftdata.errors import OutputFolderError, TrainRefused
     from sftdata.output import TRAIN, check_folder, check_location
     from sftdata.storage import Folder
 
@@ -75,39 +54,6 @@ def check_audit(data_dir: Path, skip: bool) -> str:
     return "passed"
 
 
-def check_dataset_files(data_dir: Path) -> list[str]:
-    """What ``load_from_disk`` will open, checked first through the one opener and the one name check:
-    ``state.json`` and ``dataset_info.json`` regular files within the metadata limit, every listed
-    file a plain name, listed once, and a regular file (a FIFO shard hung ``plan`` before)."""
-    from sftdata.storage.layout import DATASET_INFO_NAME, STATE_NAME, state_file_names
-    from sftdata.storage.opener import read_json, regular_size
-
-    try:
-        read_json(data_dir / DATASET_INFO_NAME)
-        names = state_file_names(read_json(data_dir / STATE_NAME), str(data_dir / STATE_NAME))
-        for name in names:
-            regular_size(data_dir / name, what=f"{data_dir}/{name}")
-    except OSError as exc:  # UnsafeFileError included
-        raise TrainRefused(f"cannot load the shards in {data_dir}: {exc.strerror or exc}"
-                         + (f": {exc.filename}" if exc.filename else "")) from None
-    return names
-
-
-def load_shards(data_dir: Path) -> Any:
-    """The shards as a memory-mapped ``datasets.Dataset`` (nothing is read into memory)."""
-    from datasets import Dataset, load_from_disk
-
-    check_dataset_files(data_dir)
-    try:
-        ds = load_from_disk(str(data_dir))
-    except Exception as exc:  # datasets raises several types for a malformed folder
-        raise TrainError(f"cannot load the shards in {data_dir}: {exc}") from exc
-    missing = [c for c in ("input_ids", "labels") if c not in getattr(ds, "column_names", ())]
-    if not isinstance(ds, Dataset) or missing or len(ds) == 0:
-        raise TrainError(f"{data_dir} does not hold one non-empty Dataset with input_ids and labels")
-    return ds
-
-
 def token_id_range(ds: Any, column: str) -> tuple[int, int]:
     """(min, max) of a list column, computed by Arrow over the mapped shards; labels skip -100.
 
@@ -134,7 +80,7 @@ def resolve_tokenizer(model_spec: str, manifest: dict) -> tuple[Callable[[], Any
     either way its ids must be the shards' ids. Returns a loader (built-in tokenizers load lazily)
     and where the tokenizer came from.
     """
-    from ..tokenizer import BUILTIN_LLAMA3, TokenizerError, fingerprint_of, load_tokenizer
+    from sftdata.tokenizer import BUILTIN_LLAMA3, TokenizerError, fingerprint_of, load_tokenizer
 
     info, own = manifest.get("tokenizer") or {}, None
     local = Path(model_spec).is_dir()

@@ -1,9 +1,8 @@
 """The ``sftdata train`` click command: options in, :func:`sftdata.training.launcher.train` called.
 
 Kept thin on purpose: every check and setting lives in the launcher so that it can be used and
-tested without a terminal. Library refusals (``TrainError``) become ``click.ClickException``, i.e.
-one clear line and exit status 1, before any training step. The main CLI group registers it with
-``main.add_command(train_cmd, "train")``.
+tested without a terminal. Library refusals (``TrainError``) become one clear line and exit status
+1 (2 for a model folder refused), before any training step, in ``sftdata.cli``, which registers it.
 """
 
 from __future__ import annotations
@@ -12,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from .launcher import TrainError, TrainOptions, train
+from sftdata.cli_errors import SftdataCommand
+from sftdata.training.settings import TrainOptions
 
 
 class SizeOrAuto(click.ParamType):
@@ -38,7 +38,7 @@ class Memory(click.ParamType):
     name = "SIZE"
 
     def convert(self, value, param, ctx):
-        from ..config import parse_size
+        from sftdata.config import parse_size
 
         try:
             return parse_size(value)
@@ -51,6 +51,7 @@ SIZE_OR_AUTO, MEMORY = SizeOrAuto(), Memory()
 
 @click.command(
     "train",
+    cls=SftdataCommand,
     epilog=(
         "\b\nExamples:\n"
         "  sftdata train out/demo --model builtin:tiny-llama3 --output-dir out/demo-model --max-steps 8\n"
@@ -116,9 +117,6 @@ def train_cmd(data_dir: Path, model: str, output_dir: Path, max_steps: int | Non
         gradient_checkpointing=gradient_checkpointing, padding_free=padding_free,
         config_file=config_file, overrides=overrides, skip_audit=skip_audit,
     )
-    try:
-        train(opts)  # progress and loss go to stderr, from rank 0 only
-    except TrainError as exc:
-        err = click.ClickException(str(exc))
-        err.exit_code = exc.exit_code  # 2 for a refused --output-dir, 1 for data or settings
-        raise err from exc
+    from sftdata.training.launcher import train
+
+    train(opts)  # progress and loss go to stderr, from rank 0 only

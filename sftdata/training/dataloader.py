@@ -1,4 +1,4 @@
-"""The training DataLoader over :class:`~sftdata.training.token_batches.ShardBatchSampler`.
+"""The training DataLoader over :class:`~sftdata.planning.token_batches.ShardBatchSampler`.
 
 Why: the Trainer builds its loader from a fixed ``per_device_train_batch_size``; token-budget
 batches vary in rows, and even row-count batches should start each epoch with the longest row. So
@@ -14,7 +14,7 @@ from __future__ import annotations
 import types
 from typing import Any
 
-from .token_batches import ShardBatchSampler
+from sftdata.planning.token_batches import ShardBatchSampler
 
 
 def sampled_dataloader(trainer: Any, sampler: ShardBatchSampler) -> Any:

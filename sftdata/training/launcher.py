@@ -13,9 +13,9 @@ whose ``position_ids`` restart at 0 per conversation, without ``attention_mask``
 builds a block-diagonal causal mask (sdpa, eager) or varlen calls (flash attention), and the label
 at each conversation start is ignored, so nothing is attended to or predicted across conversations.
 
-Batches: every run draws its micro-batches from :class:`~sftdata.training.token_batches.ShardBatchSampler`
+Batches: every run draws its micro-batches from :class:`~sftdata.planning.token_batches.ShardBatchSampler`
 (a row count, or ``--batch-tokens``; the longest row first each epoch), sized by
-:func:`~sftdata.training.sizing.decide_batches` (fixed sizes as given, ``auto`` by the worst-case probe).
+:func:`~sftdata.training.probing.decide_batches` (fixed sizes as given, ``auto`` by the worst-case probe).
 
 Multi-GPU: ``accelerate launch -m sftdata.cli train DIR --model M --output-dir OUT`` (or
 ``torchrun --nproc-per-node 8 -m sftdata.cli train ...``) runs one process per device;
@@ -33,29 +33,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..constants import MANIFEST_NAME
-from ..storage.layout import TRAIN_MARKER_NAME
-from .checks import (
-    check_audit,
-    check_output_dir,
-    check_vocabulary,
-    load_shards,
-    read_manifest,
-    resolve_tokenizer,
-    token_id_range,
-)
-from .collator import ShardCollator
-from .dataloader import install_sampler
-from .settings import TrainError, TrainOptions, build_sft_config, resolve_settings
-from .sizing import BatchDecision, decide_batches
-from .tiny_model import TINY_SPEC, load_model, model_vocab_size
-from .token_batches import (
+from sftdata.constants import MANIFEST_NAME
+from sftdata.planning.collator import ShardCollator
+from sftdata.planning.folder import load_shards, read_manifest
+from sftdata.planning.sizing import BatchDecision
+from sftdata.planning.token_batches import (
     BatchSpec,
     ShardBatchSampler,
     check_rows_fit,
     dataset_ids,
     dataset_lengths,
 )
+from sftdata.storage.layout import TRAIN_MARKER_NAME
+from sftdata.training.checks import check_audit, check_output_dir, check_vocabulary, resolve_tokenizer, token_id_range
+from sftdata.training.dataloader import install_sampler
+from sftdata.training.model_check import check_model_folder
+from sftdata.training.probing import decide_batches
+from sftdata.training.settings import TrainError, TrainOptions, build_sft_config, resolve_settings
+from sftdata.training.tiny_model import TINY_SPEC, load_model, model_vocab_size
 
 __all__ = ["DATA_MANIFEST_NAME", "LOSS_HISTORY_NAME", "PreparedRun", "ShardCollator", "TrainError", "TrainOptions",
            "build_trainer", "check_audit", "check_vocabulary", "load_shards", "loss_history", "read_manifest",
@@ -92,6 +87,8 @@ def build_trainer(opts: TrainOptions, log: Callable[[str], None] = _log_default)
     init_kwargs = dict(settings.get("model_init_kwargs") or {})
     if opts.model != TINY_SPEC:
         init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+    check_model_folder(opts.model, trust_remote_code=bool(init_kwargs.get("trust_remote_code")),
+                       dtype=init_kwargs.get("dtype", init_kwargs.get("torch_dtype")))  # before anything is built
     data_dir = Path(opts.data_dir)
     manifest = read_manifest(data_dir)
     audit = check_audit(data_dir, opts.skip_audit)
@@ -109,15 +106,7 @@ def build_trainer(opts: TrainOptions, log: Callable[[str], None] = _log_default)
     if isinstance(opts.batch_tokens, int):  # a row longer than the budget is refused before the model loads
         check_rows_fit(lengths, row_ids, BatchSpec(tokens=opts.batch_tokens, padding_free=packed or bool(
             padding_free_asked), pad_to_multiple_of=args.pad_to_multiple_of))
-    try:
-        vocab = model_vocab_size(opts.model, bool(init_kwargs.get("trust_remote_code")))
-        check_vocabulary(vocab, ids, label_ids, pad_id, f"{opts.model} (config)")
-        model = load_model(opts.model, args.seed, init_kwargs)
-    except (OSError, ValueError) as exc:  # a missing or malformed model, bad model_init_kwargs
-        raise TrainError(f"cannot load the model {opts.model!r}: {exc}") from exc
-    out_emb = model.get_output_embeddings()
-    vocab = min([model.get_input_embeddings().num_embeddings, *([out_emb.weight.shape[0]] if out_emb is not None else [])])
-    check_vocabulary(vocab, ids, label_ids, pad_id, f"{opts.model} (embeddings)")
+    model, vocab = _checked_model(opts.model, args.seed, init_kwargs, ids, label_ids, pad_id)
     attn = str(getattr(model.config, "_attn_implementation", ""))
     collator = ShardCollator(pad_id, packed or bool(padding_free_asked), args.pad_to_multiple_of, "flash" in attn)
     decision = decide_batches(opts, args, settings, model, ds, lengths, collator)
@@ -143,6 +132,21 @@ def build_trainer(opts: TrainOptions, log: Callable[[str], None] = _log_default)
     log(f"model: {opts.model}, {sum(p.numel() for p in model.parameters()):,} parameters, vocabulary {vocab}, "
         f"{attn or '?'} attention, {'padding-free' if collator.padding_free else 'padded'} batches")
     return PreparedRun(trainer, manifest, data_dir, Path(opts.output_dir), collator.padding_free, settings, decision)
+
+
+def _checked_model(spec: str, seed: int, init_kwargs: dict, ids: tuple[int, int], label_ids: tuple[int, int],
+                   pad_id: int) -> tuple[Any, int]:
+    """The model, with every id of the data inside its vocabulary (by its config, then its embeddings)."""
+    try:
+        vocab = model_vocab_size(spec, bool(init_kwargs.get("trust_remote_code")))
+        check_vocabulary(vocab, ids, label_ids, pad_id, f"{spec} (config)")
+        model = load_model(spec, seed, init_kwargs)
+    except (OSError, ValueError) as exc:  # a missing or malformed model, bad model_init_kwargs
+        raise TrainError(f"cannot load the model {spec!r}: {' '.join(str(exc).split())[:300]}") from exc
+    out_emb = model.get_output_embeddings()
+    vocab = min([model.get_input_embeddings().num_embeddings, *([out_emb.weight.shape[0]] if out_emb is not None else [])])
+    check_vocabulary(vocab, ids, label_ids, pad_id, f"{spec} (embeddings)")
+    return model, vocab
 
 
 def loss_history(trainer: Any) -> list[dict]:

@@ -1,8 +1,8 @@
-"""The ``sftdata plan`` click command: options in, :mod:`sftdata.training.plan` out, text or JSON.
+"""The ``sftdata plan`` click command: options in, :mod:`sftdata.planning.plan` out, text or JSON.
 
-Kept thin: the figures come from :func:`sftdata.training.plan.make_plan` (and ``probe_plan`` with
+Kept thin: the figures come from :func:`sftdata.planning.plan.make_plan` (and ``sftdata.training.probing.probe_plan`` with
 ``--model``), so reports and CI read the same numbers. Library refusals become one clear line and
-exit status 2 (a refused folder or file) or 1. Registered lazily in ``sftdata.cli.LazyGroup.LAZY``.
+exit status 1. Registered in ``sftdata.cli``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from .command import MEMORY
-from .settings import TrainError
+from sftdata.cli_errors import SftdataCommand
+from sftdata.training.command import MEMORY
 
 
 def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
@@ -30,6 +30,7 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 @click.command(
     "plan",
+    cls=SftdataCommand,
     epilog=(
         "\b\nExamples:\n"
         "  sftdata plan out/demo\n"
@@ -66,17 +67,12 @@ def plan_cmd(data_dir: Path, batch_sizes: list[int] | None, batch_tokens: list[i
     per optimizer step, cut by the sampler `sftdata train` uses; the longest rows; and with --model,
     the worst-case memory probe of `--batch-size auto` as a table of size -> peak memory.
     """
-    from .plan import make_plan, probe_plan, render_text
+    from sftdata.planning.plan import make_plan, render_text
+    from sftdata.training.probing import probe_plan
 
-    try:
-        plan = make_plan(data_dir, batch_sizes=batch_sizes, batch_tokens=batch_tokens, padding_free=padding_free,
-                         pad_to_multiple_of=pad_to_multiple_of, grad_accum=grad_accum, world_size=world_size,
-                         seed=seed)
-        if model is not None:
-            plan = probe_plan(plan, model, device, unit=probe_unit, memory_limit=memory_limit, bf16=bf16,
-                              pad_to_multiple_of=pad_to_multiple_of, seed=seed)
-    except TrainError as exc:
-        err = click.ClickException(str(exc))
-        err.exit_code = exc.exit_code  # 2 for a refused folder or file, 1 otherwise
-        raise err from exc
+    plan = make_plan(data_dir, batch_sizes=batch_sizes, batch_tokens=batch_tokens, padding_free=padding_free,
+                     pad_to_multiple_of=pad_to_multiple_of, grad_accum=grad_accum, world_size=world_size, seed=seed)
+    if model is not None:
+        plan = probe_plan(plan, model, device, unit=probe_unit, memory_limit=memory_limit, bf16=bf16,
+                          pad_to_multiple_of=pad_to_multiple_of, seed=seed)
     click.echo(json.dumps(plan.to_dict(), indent=1) if as_json else render_text(plan))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sftdata.errors import SftdataError
+from sftdata.errors import TrainError
 
 # Settings this launcher owns: any other value would make TRL prepare, truncate or re-mask the data.
 _FIXED: dict[str, tuple[Any, ...]] = {
@@ -32,10 +32,6 @@ _DEFAULTS: dict[str, Any] = {
     "remove_unused_columns": False,  # we select the columns; TRL's own selection drops position_ids
     "logging_first_step": True,
 }
-
-
-class TrainError(SftdataError):
-    """Settings or data that cannot be trained on; raised before any training step."""
 
 
 @dataclass

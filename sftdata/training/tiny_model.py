@@ -42,7 +42,7 @@ def tiny_llama3_config(vocab_size: int = TINY_VOCAB_SIZE, **overrides: Any) -> A
     """The ``LlamaConfig`` of ``builtin:tiny-llama3`` (``overrides`` replace any field)."""
     from transformers import LlamaConfig
 
-    from ..tokenizer import load_tokenizer
+    from sftdata.tokenizer import load_tokenizer
 
     tok = load_tokenizer()
     settings: dict[str, Any] = {

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from sftdata.synth import generate_records
+from tests.synth import generate_records
 
 VENVS = Path(os.environ.get("SFTDATA_VENVS", "/root/.cache/sftdata-venvs"))
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -42,7 +42,7 @@ def make_prepared(tmp: Path, name: str, *, packed: bool, n: int = 160, seed: int
     from click.testing import CliRunner
 
     from sftdata.cli import main
-    from sftdata.synth import write_jsonl
+    from tests.synth import write_jsonl
 
     data = tmp / f"{name}.jsonl"
     write_jsonl(data, corpus_records(n, seed))
