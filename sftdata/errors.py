@@ -113,3 +113,10 @@ def exit_status(exc: BaseException) -> tuple[int, str] | None:
 
 class TrainError(SftdataError):
     """Settings or data that cannot be trained on (or planned for); raised before any training step."""
+
+
+class TrainRefused(TrainError):
+    """``train`` or ``plan`` refused before anything is read or written: an ``--output-dir`` it may
+    not write into, a folder that is not prepared data, a file sftdata will not open. Exit 2."""
+
+    exit_code = 2

@@ -8,7 +8,7 @@ Layout of ``tokenizers/llama3-<sha256[:16]>/``: ``tokenizer.json`` and ``tokeniz
 (the conversion) and ``sftdata-meta-v5.json`` (the description, see ``meta``). Nothing decoded
 from the model file is cached: the engine builds from the model file itself.
 
-Every load reads the cached files as regular files only (``files.read_regular``: a FIFO or a link
+Every load reads the cached files as regular files only (``storage.opener.read_regular``: a FIFO or a link
 to ``/dev/zero`` is damage, never read forever) and checks the description against the model file
 and the conversion (``meta.problem_of``). Whatever fails is made again from the model file: the
 conversion and the description both, and a fresh one that still fails is refused with one line.
@@ -23,7 +23,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from sftdata.tokenizer.files import FileRefused, read_regular
+from sftdata.storage.opener import read_regular
 from sftdata.tokenizer.fingerprint import fingerprint_of
 from sftdata.tokenizer.llama3 import (
     KNOWN_FINGERPRINTS,
@@ -119,14 +119,14 @@ def load_conversion(folder: Path, name: str = "tokenizer_json") -> bytes | None:
     """The bytes of one conversion file, or None if it is missing or not a plain regular file."""
     try:
         return read_regular(folder / CONVERSION_FILES[name], CONVERSION_LIMIT, follow_links=False)
-    except FileRefused:
+    except OSError:  # missing, not a regular file (UnsafeFileError), too large
         return None
 
 
 def _read_meta(folder: Path) -> Any:
     try:
         return json.loads(read_regular(folder / META_FILE, META_LIMIT, follow_links=False))
-    except (FileRefused, ValueError, RecursionError):  # missing, not a regular file, too large, not JSON
+    except (OSError, ValueError, RecursionError):  # missing, not a regular file, too large, not JSON
         return None
 
 

@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sftdata.tokenizer.files import FileRefused, read_regular
+from sftdata.storage.opener import read_regular
 from sftdata.tokenizer.llama3 import LLAMA3_PATTERN, TokenizerError
 
 Encode = Callable[[str], list[int]]
@@ -32,7 +32,7 @@ class ModelSource:
         self.path = Path(path)
         try:
             self.data = read_regular(self.path, MODEL_LIMIT)
-        except FileRefused as exc:
+        except OSError as exc:  # missing, not a regular file (UnsafeFileError), too large
             raise TokenizerError(f"cannot read the built-in tokenizer's model file: {exc}") from None
         self.sha256 = hashlib.sha256(self.data).hexdigest()
         self._ranks_seen: dict[bytes, int | None] = {}
