@@ -9,9 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from sftdata.audit.integrity import (
-    AuditError,
-)
+from sftdata.audit.integrity import AuditError
 from sftdata.audit.pitfalls import finish_dates
 from sftdata.audit.report import ROLE_NAMES, RULES, AuditReport, RowStats, Violations
 from sftdata.audit.slice_view import RuleContext

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sftdata.audit.integrity import member
+from sftdata.audit.arrays import member
 
 if TYPE_CHECKING:
     from sftdata.audit.report import Violations

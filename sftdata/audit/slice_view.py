@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sftdata.audit.integrity import first_per_group, offsets
+from sftdata.audit.arrays import first_per_group, offsets
 from sftdata.audit.report import ROLE_NAMES, Violations
 
 OTHER, ASSISTANT, UNKNOWN = 0, 3, 6

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pyarrow as pa
 import pytest
 
-from sftdata.audit.integrity import iter_slices
+from sftdata.audit.arrays import iter_slices
 from sftdata.audit.report import Violations
 from sftdata.audit.rules import check_slice
 from sftdata.audit.slice_view import RuleContext
