@@ -76,11 +76,17 @@ import json, sys
 from pathlib import Path
 import pyarrow as pa, pyarrow.parquet as pq
 d = Path(sys.argv[1])
-recs = [json.loads(x) for x in (d / "synth.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+def loads(line):
+    try:
+        return json.loads(line)
+    except ValueError:  # the generator's broken lines
+        return None
+recs = [loads(x) for x in (d / "synth.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
 def plain_msgs(r):
     return (isinstance(r, dict) and isinstance(r.get("messages"), list) and not r.get("tools")
             and all(isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
-                    and isinstance(m.get("content"), str) and "weight" not in m for m in r["messages"]))
+                    and isinstance(m.get("content"), str) and "weight" not in m for m in r["messages"])
+            and all(not any(0xD800 <= ord(c) <= 0xDFFF for c in m["content"]) for m in r["messages"]))
 plain = [r for r in recs if plain_msgs(r)]
 role = {"system": "system", "user": "human", "assistant": "gpt"}
 share = [{"id": r.get("id"), "conversations": [{"from": role[m["role"]], "value": m["content"]} for m in r["messages"]]}
