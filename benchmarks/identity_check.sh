@@ -139,7 +139,7 @@ run_all() {
   run_case enc-splintr -i "$in/synth.jsonl" "$in/enc-splintr.yaml" --packing bfd
   run_case fmt-sharegpt -i "$in/sharegpt.json" --input-format auto -w 2
   run_case fmt-alpaca -i "$in/alpaca.jsonl" --input-format alpaca --template llama3.1
-  run_case fmt-parquet -i "$in/alpaca.parquet" "$in/messages.parquet" --input-format auto --dedupe exact
+  run_case fmt-parquet -i "$in/alpaca.parquet" -i "$in/messages.parquet" --input-format auto --dedupe exact
   run_case fmt-pc -i "$in/pc.jsonl" --input-format prompt_completion --template llama3.3
   if [ -n "${RAY:-}" ]; then  # RAY=1: a local Ray instance started by the run
     run_case ray-31 -i "$in/synth.jsonl" --template llama3.1 --executor ray --workers 2 --packing bfd --max-length 2048
