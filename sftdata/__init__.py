@@ -1,3 +1,51 @@
-"""sftdata: chat fine-tuning records to Llama-3 token ids and response-only labels, as audited Arrow shards."""
+"""sftdata: chat fine-tuning records to Llama-3 token ids and response-only labels, as audited Arrow shards.
+
+The Python API (docs/python-api.md): ``encode`` one record, ``map_fn`` / ``encode_dataset`` for a
+``datasets.Dataset``, ``run`` a pipeline, ``audit`` a folder or an in-memory dataset, ``load`` a
+prepared folder after verifying it, ``validate`` input files. Importing ``sftdata`` loads no heavy
+library (numpy, pyarrow, datasets, torch): each function imports what it needs when called.
+"""
 
 __version__ = "0.1.0"
+
+from sftdata.api import (  # noqa: E402 - after __version__, which the modules below may read
+    EncodedRow,
+    Options,
+    Prepared,
+    Validation,
+    audit,
+    encode,
+    load,
+    pipeline_settings,
+    run,
+    validate,
+)
+from sftdata.api_batch import EncodedDataset, MapFn, encode_dataset, map_fn  # noqa: E402
+from sftdata.errors import (  # noqa: E402
+    FolderNotVerified,
+    RecordRejected,
+    SftdataError,
+    UsageError,
+)
+
+__all__ = [
+    "EncodedDataset",
+    "EncodedRow",
+    "FolderNotVerified",
+    "MapFn",
+    "Options",
+    "Prepared",
+    "RecordRejected",
+    "SftdataError",
+    "UsageError",
+    "Validation",
+    "__version__",
+    "audit",
+    "encode",
+    "encode_dataset",
+    "load",
+    "map_fn",
+    "pipeline_settings",
+    "run",
+    "validate",
+]
