@@ -1,7 +1,7 @@
 """sftdata: chat fine-tuning records to Llama-3 token ids and response-only labels, as audited Arrow shards.
 
 The Python API (docs/python-api.md): ``encode`` one record, ``map_fn`` / ``encode_dataset`` for a
-``datasets.Dataset``, ``run`` a pipeline, ``audit`` a folder or an in-memory dataset, ``load`` a
+``datasets.Dataset``, ``run`` a pipeline, ``audit_data`` a folder or an in-memory dataset, ``load`` a
 prepared folder after verifying it, ``validate`` input files. Importing ``sftdata`` loads no heavy
 library (numpy, pyarrow, datasets, torch): each function imports what it needs when called.
 """
@@ -13,7 +13,7 @@ from sftdata.api import (  # noqa: E402 - after __version__, which the modules b
     Options,
     Prepared,
     Validation,
-    audit,
+    audit_data,
     encode,
     load,
     pipeline_settings,
@@ -40,7 +40,7 @@ __all__ = [
     "UsageError",
     "Validation",
     "__version__",
-    "audit",
+    "audit_data",
     "encode",
     "encode_dataset",
     "load",

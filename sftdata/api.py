@@ -5,7 +5,7 @@ Every function takes the settings a pipeline takes, by name (``Options``: ``temp
 the same schema as ``sftdata run``. Errors are the ``sftdata.errors.SftdataError`` family with the
 messages the command line prints; nothing here exits the process. The work itself is the
 pipeline's own code: ``encode`` runs one record through ``process.record.RecordProcessor``, ``run``
-is ``runner.run_pipeline``, ``audit`` is ``audit.run.run_audit``. Batched encoding for
+is ``runner.run_pipeline``, ``audit_data`` is ``audit.run.run_audit``. Batched encoding for
 ``datasets.Dataset.map`` is in ``sftdata.api_batch``.
 
 This module is imported by ``import sftdata``: it imports no heavy library at module level.
@@ -161,13 +161,14 @@ def run(pipeline: Pipeline = None, *, inputs: str | os.PathLike[str] | Sequence[
 
 
 # -- checking and loading --------------------------------------------------------------------------
-def audit(data: Any, **options: Any) -> AuditReport:
-    """``sftdata audit``: a prepared folder, token data another tool wrote (a path or glob), or an
-    in-memory ``datasets.Dataset`` / ``DatasetDict``, with the same rules and results as the same
-    data saved with ``save_to_disk``. ``options`` are ``sftdata.audit.run.run_audit``'s
-    (``min_trained_fraction``, ``labels_column``, ``trainer``, ``workers``, ...). The report has
-    ``ok``, ``statuses`` (rule -> pass/fail/skip), ``violation_counts`` and ``violations`` (each
-    with its ``id``, ``shard`` and ``row``); ``to_json()`` is ``audit --json``."""
+def audit_data(data: Any, **options: Any) -> AuditReport:
+    """``sftdata audit`` (``sftdata.audit`` is the audit's package, hence the name): a prepared
+    folder, token data another tool wrote (a path or glob), or an in-memory ``datasets.Dataset``
+    / ``DatasetDict``, with the same rules and results as the same data saved with
+    ``save_to_disk``. ``options`` are ``sftdata.audit.run.run_audit``'s (``min_trained_fraction``,
+    ``labels_column``, ``trainer``, ``workers``, ...). The report has ``ok``, ``statuses`` (rule ->
+    pass/fail/skip), ``violation_counts`` and ``violations`` (each with its ``id``, ``shard`` and
+    ``row``); ``to_json()`` is ``audit --json``."""
     from sftdata.audit.run import run_audit
 
     if _is_datasets_object(data):
@@ -255,5 +256,5 @@ def validate(paths: str | Sequence[str], *, pipeline: Pipeline = None, max_liste
     return out
 
 
-__all__ = ["EncodedRow", "FolderNotVerified", "Options", "Prepared", "RecordRejected", "Validation", "audit",
+__all__ = ["EncodedRow", "FolderNotVerified", "Options", "Prepared", "RecordRejected", "Validation", "audit_data",
            "encode", "load", "pipeline_settings", "run", "validate"]

@@ -76,7 +76,7 @@ def audit_cmd(folder: str, json_path: Path | None, html_path: Path | None, junit
 
     files = ReportFiles(json_path, junit_path, html_path)
     try:
-        report = api.audit(folder, min_trained_fraction=min_trained_fraction,
+        report = api.audit_data(folder, min_trained_fraction=min_trained_fraction,
                            max_rejected_fraction=max_rejected_fraction, check_integrity=not no_integrity,
                            sources=list(sources) or None, template=template, tokenizer=tokenizer,
                            labels_column=labels_column, mask_column=mask_column, shifted=shifted,
