@@ -119,3 +119,10 @@ def test_validate_reports_what_the_command_prints(tmp_path):
     assert len(found.invalid) == 3 and seen == found.invalid
     assert sum(found.reasons.values()) == 8
     assert sftdata.validate([str(src)], max_listed=0).invalid == []
+
+
+def test_options_name_every_pipeline_setting():
+    """``sftdata.Options`` (the typed keywords) lists what a pipeline can set, no more, no less."""
+    from sftdata.config import _STAGE_OF
+
+    assert set(sftdata.Options.__annotations__) == set(_STAGE_OF) | {"name", "fields"}

@@ -135,3 +135,19 @@ def test_auditing_a_dataset_in_memory_is_auditing_it_saved(tmp_path):
     assert {v["id"] for v in flagged.violations if v["rule"] == "prompt_trained"} == \
         {rows["id"][i] for i in range(0, 40, 3)}
     assert sftdata.audit_data(good, min_trained_fraction=0.99).statuses["min_trained_fraction"] == "fail"
+
+
+def test_an_in_memory_report_keeps_its_rows_while_it_lives(tmp_path):
+    import gc
+    from pathlib import Path
+
+    from sftdata.audit.html import render_html
+
+    src = write_jsonl(tmp_path / "in.jsonl", generate_records(6, seed=17))
+    rows = sftdata.encode_dataset(datasets.Dataset.from_json(str(src), cache_dir=str(tmp_path / "c"))).rows
+    report = sftdata.audit_data(rows)
+    saved = Path(report.location)
+    assert saved.is_dir() and "gen-000000" in render_html(report)  # the HTML page reads its sample rows
+    del report
+    gc.collect()
+    assert not saved.parent.exists()  # the temporary copy goes with the report
