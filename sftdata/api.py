@@ -197,8 +197,14 @@ def load(folder: str | os.PathLike[str], *, verify: bool = True) -> Prepared:
     ``.report``) when it is not, ``AuditError`` (a ``UsageError``) when it is no prepared folder."""
     from sftdata.audit.integrity import load_manifest, verify_folder
     from sftdata.planning.folder import load_shards
+    from sftdata.storage import is_uri, local_path_of
 
     location = os.fspath(folder)
+    if is_uri(location):
+        if local_path_of(location) is None:
+            raise UsageError(f"{location}: load reads a local folder (datasets memory-maps the shards); copy it "
+                             "here first (sftdata.audit_data and sftdata verify check it where it is)")
+        location = local_path_of(location)
     manifest = load_manifest(location)
     report = None
     if verify:

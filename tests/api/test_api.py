@@ -107,6 +107,11 @@ def test_load_verifies_the_folder_first(tmp_path):
     assert len(sftdata.load(tmp_path / "out", verify=False).dataset) == 12
     with pytest.raises(UsageError):
         sftdata.load(tmp_path / "nowhere")
+    with pytest.raises(UsageError, match="reads a local folder"):
+        sftdata.load("s3://bucket/prepared")  # refused before any network call
+    data[-20] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert len(sftdata.load(f"file://{tmp_path / 'out'}").dataset) == 12
 
 
 def test_validate_reports_what_the_command_prints(tmp_path):
