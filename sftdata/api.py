@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
+from sftdata.api_records import EncodedRow, outcomes_of, processor_for
 from sftdata.errors import FolderNotVerified, RecordRejected, UsageError
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
     from sftdata.audit.report import AuditReport
     from sftdata.config import Settings
-    from sftdata.process.record import RecordProcessor
     from sftdata.process.validation import Checked
     from sftdata.runner import RunSummary
 
@@ -84,36 +84,6 @@ def pipeline_settings(pipeline: Pipeline = None, **options: Unpack[Options]) -> 
 
 
 # -- one conversation ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EncodedRow:
-    """One conversation as a shard row holds it (``input_ids`` and unshifted ``labels``, -100 where
-    not trained), with its trained-token count and whether it was truncated."""
-
-    id: str
-    input_ids: list[int]
-    labels: list[int]
-    content_hash: str
-    prompt_hash: str
-    trained_tokens: int
-    truncated: bool = False
-
-
-_PROCESSORS: dict[str, RecordProcessor] = {}
-
-
-def processor_for(settings: Settings) -> RecordProcessor:
-    """One ``RecordProcessor`` per settings per process (the tokenizer is loaded once)."""
-    from sftdata.process.record import RecordProcessor
-
-    key = repr(settings)
-    proc = _PROCESSORS.get(key)
-    if proc is None:
-        if len(_PROCESSORS) >= 4:
-            _PROCESSORS.clear()
-        proc = _PROCESSORS[key] = RecordProcessor(settings)
-    return proc
-
-
 def encode(record: dict | str | bytes, *, pipeline: Pipeline = None, source: str = "record", line: int = 1,
            **options: Unpack[Options]) -> EncodedRow:
     """Encode one record (a dict, or one JSON line) exactly as ``sftdata run`` would.
@@ -121,8 +91,6 @@ def encode(record: dict | str | bytes, *, pipeline: Pipeline = None, source: str
     Raises ``RecordRejected`` with the reason code and message of the quarantine line the run
     would write. A record without an id gets ``f"{source}:{line}"``, as a row of a run does.
     """
-    from sftdata.api_batch import outcomes_of
-
     proc = processor_for(pipeline_settings(pipeline, **options))
     found = outcomes_of(proc, record, source, line)
     if len(found) != 1:
@@ -172,14 +140,34 @@ def audit_data(data: Any, **options: Any) -> AuditReport:
     from sftdata.audit.run import run_audit
 
     if _is_datasets_object(data):
-        from sftdata.api_batch import audit_in_memory
-
-        return audit_in_memory(data, options)
+        return _audit_in_memory(data, options)
     return run_audit(data, **options)
 
 
 def _is_datasets_object(data: Any) -> bool:
     return type(data).__module__.split(".")[0] == "datasets" and hasattr(data, "save_to_disk")
+
+
+def _audit_in_memory(data: Any, options: dict[str, Any]) -> AuditReport:
+    """Audit a ``Dataset`` / ``DatasetDict`` as saved: ``save_to_disk`` into a temporary folder
+    that lives as long as the report (its HTML page reads sample rows from it)."""
+    import shutil
+    import tempfile
+    import weakref
+
+    from sftdata.audit.run import run_audit
+
+    tmp = tempfile.mkdtemp(prefix="sftdata-audit-")
+    try:
+        folder = os.path.join(tmp, "dataset")
+        data.save_to_disk(folder)
+        report = run_audit(folder, **options)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report.path = f"in-memory {type(data).__name__}"
+    weakref.finalize(report, shutil.rmtree, tmp, True)
+    return report
 
 
 @dataclass

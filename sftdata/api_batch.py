@@ -16,87 +16,21 @@ Arrow fills absent struct fields with are dropped).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sftdata.api import EncodedRow, Pipeline, pipeline_settings, processor_for
+from sftdata.api import Pipeline, pipeline_settings
+from sftdata.api_records import EncodedRow, outcomes_of, processor_for, rejected
 from sftdata.errors import RecordRejected, UsageError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from sftdata.api import Options
-    from sftdata.audit.report import AuditReport
     from sftdata.config import Settings
-    from sftdata.process.record import RecordProcessor
 
 EXTRA_COLUMNS = ("reason", "message")  # after the shards' columns: null on a row, set on a rejected record
-
-
-def _rejected(exc: Exception, rid: str | None) -> RecordRejected:
-    from sftdata.process.record import reject_of
-
-    r = reject_of(exc)
-    return RecordRejected(r.reason, r.message, id=rid, pointer=r.pointer, problems=r.problems)
-
-
-def _parsed(record: Any, proc: RecordProcessor) -> Any:
-    """A JSON line parsed as the run's reader parses it; a dict (or other object) as it is."""
-    if not isinstance(record, (str, bytes)):
-        return record
-    from sftdata.stages.parse import parse_json
-    from sftdata.stages.records import Reject
-
-    raw = record.encode("utf-8", "surrogatepass") if isinstance(record, str) else record
-    if len(raw) > proc.settings.max_record_bytes:
-        raise Reject("record_too_large", f"line of {len(raw)} bytes is over max_record_bytes "
-                     f"({proc.settings.max_record_bytes})")
-    return parse_json(raw)
-
-
-def _format(proc: RecordProcessor, obj: Any) -> str:
-    fmt = proc.settings.input_format
-    if fmt != "auto":
-        return fmt
-    from sftdata.stages.adapt.detect import detect_format
-
-    return detect_format([obj], proc.settings.fields) or "messages"
-
-
-def outcomes_of(proc: RecordProcessor, record: Any, source: str, line: int) -> list[EncodedRow | RecordRejected]:
-    """Every conversation of one record, encoded or refused (one, except under ``tree_paths: all``);
-    the same stages, funnel and reasons as ``process.chunk.process_chunk``."""
-    from sftdata.process.record import RUN_FAULTS, conversation_hashes
-    from sftdata.stages.parse import record_id
-
-    rid = None
-    try:
-        obj = _parsed(record, proc)
-        rid = record_id(obj)
-        found: list[tuple[str | None, Any]] = proc.conversations(obj, source, line, _format(proc, obj))
-    except RUN_FAULTS:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the run's funnel: every failure of a record is a rejection
-        found = [(rid, exc)]
-    out: list[EncodedRow | RecordRejected] = []
-    for rid_k, conv in found:
-        shown = rid_k if rid_k is not None else f"{source}:{line}"
-        if isinstance(conv, Exception):
-            out.append(_rejected(conv, shown))
-            continue
-        try:
-            enc = proc.encode(conv)
-            h, ph = conversation_hashes(conv)
-        except RUN_FAULTS:
-            raise
-        except Exception as exc:  # noqa: BLE001 - as above
-            out.append(_rejected(exc, conv.id))
-            continue
-        out.append(EncodedRow(conv.id, enc.input_ids.tolist(), enc.labels.tolist(), h, ph, int(enc.trained),
-                              bool(enc.truncated)))
-    return out
 
 
 class MapFn:
@@ -124,7 +58,7 @@ class MapFn:
             try:
                 obj = record_of({k: batch[k][i] for k in names})
             except Exception as exc:  # noqa: BLE001 - a row whose binary values are not text
-                rows.append(_rejected(exc, f"{self.source}:{line}"))
+                rows.append(rejected(exc, f"{self.source}:{line}"))
                 continue
             rows += outcomes_of(proc, obj, self.source, line)
         return rows_table(rows)
@@ -185,26 +119,4 @@ def _is_rejected(reasons: list[str | None]) -> list[bool]:
     return [r is not None for r in reasons]
 
 
-def audit_in_memory(data: Any, options: dict[str, Any]) -> AuditReport:
-    """Audit a ``Dataset`` / ``DatasetDict`` as saved: ``save_to_disk`` into a temporary folder
-    that lives as long as the report (its HTML page reads sample rows from it)."""
-    import shutil
-    import tempfile
-    import weakref
-
-    from sftdata.audit.run import run_audit
-
-    tmp = tempfile.mkdtemp(prefix="sftdata-audit-")
-    try:
-        folder = os.path.join(tmp, "dataset")
-        data.save_to_disk(folder)
-        report = run_audit(folder, **options)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    report.path = f"in-memory {type(data).__name__}"
-    weakref.finalize(report, shutil.rmtree, tmp, True)
-    return report
-
-
-__all__ = ["EncodedDataset", "MapFn", "encode_dataset", "map_fn", "outcomes_of", "rows_table"]
+__all__ = ["EncodedDataset", "MapFn", "encode_dataset", "map_fn", "rows_table"]
