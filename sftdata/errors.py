@@ -115,6 +115,13 @@ class TrainError(SftdataError):
     """Settings or data that cannot be trained on (or planned for); raised before any training step."""
 
 
+class TrainRefused(TrainError):
+    """``train`` or ``plan`` refused before anything is read or written: an ``--output-dir`` it may
+    not write into, a folder that is not prepared data, a file sftdata will not open. Exit 2."""
+
+    exit_code = 2
+
+
 class RecordRejected(UsageError):
     """``sftdata.encode`` refused a record: ``reason`` and ``message`` are those of the quarantine
     line ``sftdata run`` would write for it (``pointer`` where in the record, ``problems`` every

@@ -159,10 +159,9 @@ def read_manifest(folder: Folder | str, *, check_names: bool = True) -> Manifest
     if not folder.exists():
         raise ManifestError(f"{folder}: no such folder")
     where = f"{folder}/{MANIFEST_NAME}"
-    if folder.size(MANIFEST_NAME) is None:
+    if folder.size(MANIFEST_NAME) is None and (folder.remote or not folder.local(MANIFEST_NAME).is_symlink()
+                                              and not folder.local(MANIFEST_NAME).exists()):
         raise ManifestError(f"{folder}: no {MANIFEST_NAME} (not a finished `sftdata run` output folder)")
-    if not folder.is_regular(MANIFEST_NAME):
-        raise ManifestError(f"{where}: not a regular file")
     try:
         data = loads_json(folder.read_bytes(MANIFEST_NAME))
     except UnsafeFileError as exc:
