@@ -6,9 +6,7 @@ prepared folder after verifying it, ``validate`` input files. Importing ``sftdat
 library (numpy, pyarrow, datasets, torch): each function imports what it needs when called.
 """
 
-__version__ = "0.1.0"
-
-from sftdata.api import (  # noqa: E402 - after __version__, which the modules below may read
+from sftdata.api import (
     EncodedRow,
     Options,
     Prepared,
@@ -20,13 +18,14 @@ from sftdata.api import (  # noqa: E402 - after __version__, which the modules b
     run,
     validate,
 )
-from sftdata.api_batch import EncodedDataset, MapFn, encode_dataset, map_fn  # noqa: E402
-from sftdata.errors import (  # noqa: E402
+from sftdata.api_batch import EncodedDataset, MapFn, encode_dataset, map_fn
+from sftdata.errors import (
     FolderNotVerified,
     RecordRejected,
     SftdataError,
     UsageError,
 )
+from sftdata.version import __version__
 
 __all__ = [
     "EncodedDataset",

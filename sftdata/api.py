@@ -53,7 +53,6 @@ class Options(TypedDict, total=False):
     dedupe: str
     template: str  # llama3, llama3.1, llama3.2 (default), llama3.3
     tokenizer: str  # builtin:llama3 (default), a tokenizer folder or a hub id
-    encoder: str
     date_string: str
     builtin_tools: list[str]
     tools_in_user_message: bool

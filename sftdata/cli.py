@@ -11,10 +11,10 @@ import sys
 
 import click
 
-from sftdata import __version__
 from sftdata.choices import Dedupe, ExecutorName, Packing, TemplateName, TrainOn, Truncation, values
 from sftdata.cli_errors import SftdataGroup
 from sftdata.cli_options import reading_options
+from sftdata.version import __version__
 
 EPILOG_RUN = """\b
 Example:
