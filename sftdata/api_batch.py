@@ -45,19 +45,21 @@ class MapFn:
 
     def __call__(self, batch: Mapping[str, list], indices: list[int] | None = None) -> Any:
         from sftdata.stages.read.columnar import record_of
+        from sftdata.stages.records import Reject
 
         proc = processor_for(self.settings)
         names = list(batch.keys())
         n = len(batch[names[0]]) if names else 0
+        ids = batch["id"] if "id" in batch else [None] * n
         rows: list[EncodedRow | RecordRejected] = []
         for i in range(n):
-            if indices is None and batch.get("id", [None] * n)[i] in (None, ""):
+            if indices is None and ids[i] in (None, ""):
                 raise UsageError(f"a record without an id gets {self.source}:<row>: pass with_indices=True "
                                  "to Dataset.map")
             line = indices[i] + 1 if indices is not None else 0
             try:
                 obj = record_of({k: batch[k][i] for k in names})
-            except Exception as exc:  # noqa: BLE001 - a row whose binary values are not text
+            except Reject as exc:  # a row whose binary values are not text
                 rows.append(rejected(exc, f"{self.source}:{line}"))
                 continue
             rows += outcomes_of(proc, obj, self.source, line)

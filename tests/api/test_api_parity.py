@@ -151,3 +151,16 @@ def test_an_in_memory_report_keeps_its_rows_while_it_lives(tmp_path):
     del report
     gc.collect()
     assert not saved.parent.exists()  # the temporary copy goes with the report
+
+
+def test_map_reads_binary_text_as_a_run_reads_a_datasets_folder(tmp_path):
+    ds = datasets.Dataset.from_dict({"id": ["good", "bad"], "messages": [
+        [{"role": "user", "content": b"hi"}, {"role": "assistant", "content": b"hello"}],
+        [{"role": "user", "content": b"\xff\xfe"}, {"role": "assistant", "content": b"ok"}]]})
+    ds.save_to_disk(str(tmp_path / "in"))
+    sftdata.run(inputs=tmp_path / "in", output=tmp_path / "out", workers=1, audit=False)
+    (q,) = [json.loads(line) for line in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()]
+    mapped = ds.map(sftdata.map_fn(), batched=True, with_indices=True)
+    assert mapped["reason"] == [None, q["reason"]] and mapped["message"][1] == q["message"]
+    assert q["reason"] == "invalid_utf8"
+    assert mapped["input_ids"][0] == sftdata.load(tmp_path / "out").dataset["input_ids"][0]
