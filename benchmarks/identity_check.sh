@@ -23,7 +23,7 @@ make_inputs() {
   local in=$1
   mkdir -p "$in"
   local synth=tests.synth
-  [ -f tests/synth.py ] || synth=tests.synth  # where the generator lived before issue 29
+  [ -f tests/synth.py ] || synth=sftdata.synth  # where the generator lived before issue 29
   cp examples/demo.jsonl "$in/demo.jsonl"
   "$PY" -m $synth 300 "$in/synth.jsonl" --seed 7 --broken 20
   "$PY" -m $synth 200 "$in/hostile.jsonl" --seed 3 --hostile
@@ -71,6 +71,33 @@ from sftdata.tokenizer import load_tokenizer
 tok = load_tokenizer()
 tok.hf.save_pretrained(sys.argv[1])
 EOF
+  "$PY" - "$in" <<'EOF'
+import json, sys
+from pathlib import Path
+import pyarrow as pa, pyarrow.parquet as pq
+d = Path(sys.argv[1])
+recs = [json.loads(x) for x in (d / "synth.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+def plain_msgs(r):
+    return (isinstance(r, dict) and isinstance(r.get("messages"), list) and not r.get("tools")
+            and all(isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+                    and isinstance(m.get("content"), str) and "weight" not in m for m in r["messages"]))
+plain = [r for r in recs if plain_msgs(r)]
+role = {"system": "system", "user": "human", "assistant": "gpt"}
+share = [{"id": r.get("id"), "conversations": [{"from": role[m["role"]], "value": m["content"]} for m in r["messages"]]}
+         for r in plain]
+(d / "sharegpt.json").write_text(json.dumps(share, ensure_ascii=False), encoding="utf-8")
+alpaca = [{"instruction": r["messages"][-2]["content"], "input": "", "output": r["messages"][-1]["content"]}
+          for r in plain if len(r["messages"]) >= 2 and r["messages"][-1]["role"] == "assistant"
+          and r["messages"][-2]["role"] == "user"]
+with open(d / "alpaca.jsonl", "w", encoding="utf-8") as f:
+    f.writelines(json.dumps(a, ensure_ascii=False) + "\n" for a in alpaca)
+pq.write_table(pa.Table.from_pylist(alpaca), d / "alpaca.parquet")
+pq.write_table(pa.Table.from_pylist([{"id": r.get("id"), "messages": r["messages"]} for r in plain]),
+               d / "messages.parquet")
+with open(d / "pc.jsonl", "w", encoding="utf-8") as f:
+    f.writelines(json.dumps({"prompt": a["instruction"], "completion": a["output"]}, ensure_ascii=False) + "\n"
+                 for a in alpaca)
+EOF
   printf 'version: 1\nstages:\n  render:\n    template: llama3.1\n    encoder: hf\n' > "$in/enc-hf.yaml"
   printf 'version: 1\nstages:\n  render:\n    template: llama3.2\n    encoder: tiktoken\n' > "$in/enc-tiktoken.yaml"
   printf 'version: 1\nstages:\n  render:\n    template: llama3.3\n    encoder: splintr\n' > "$in/enc-splintr.yaml"
@@ -104,6 +131,13 @@ run_all() {
   run_case enc-hf -i "$in/synth.jsonl" "$in/enc-hf.yaml"
   run_case enc-tiktoken -i "$in/hostile.jsonl" "$in/enc-tiktoken.yaml" --truncation truncate --max-length 200
   run_case enc-splintr -i "$in/synth.jsonl" "$in/enc-splintr.yaml" --packing bfd
+  run_case fmt-sharegpt -i "$in/sharegpt.json" --input-format auto -w 2
+  run_case fmt-alpaca -i "$in/alpaca.jsonl" --input-format alpaca --template llama3.1
+  run_case fmt-parquet -i "$in/alpaca.parquet" "$in/messages.parquet" --input-format auto --dedupe exact
+  run_case fmt-pc -i "$in/pc.jsonl" --input-format prompt_completion --template llama3.3
+  if [ -n "${RAY:-}" ]; then  # RAY=1: a local Ray instance started by the run
+    run_case ray-31 -i "$in/synth.jsonl" --template llama3.1 --executor ray --workers 2 --packing bfd --max-length 2048
+  fi
   if [ -f "$in/mix-all.jsonl" ]; then
     run_case mix-en-trunc -i "$in/mix-en.jsonl" --truncation truncate --max-length 128 --template llama3.3
     run_case mix-zh-trunc -i "$in/mix-zh.jsonl" --truncation truncate --max-length 96 --template llama3
@@ -122,6 +156,18 @@ def norm(path, root):
     if path.name == "audit.json":  # names the folder itself
         return data.replace(json.dumps(str(root)).encode(), b'"ROOT"')
     return data
+def key_diff(x, y, path=""):
+    if isinstance(x, dict) and isinstance(y, dict):
+        out = []
+        for k in sorted(set(x) | set(y)):
+            if k not in x or k not in y:
+                out.append(f"{path}{k} ({'added' if k not in x else 'removed'})")
+            else:
+                out += key_diff(x[k], y[k], f"{path}{k}.")
+        return out
+    return [] if x == y else [path.rstrip(".") or "(value)"]
+
+
 bad, n = [], 0
 cases = sorted(p.name for p in a.iterdir() if p.is_dir())
 for case in cases:
@@ -134,7 +180,11 @@ for case in cases:
     for name in names:
         n += 1
         if norm(fa / name, fa) != norm(fb / name, fb):
-            bad.append(f"{case}/{name} differs")
+            if name.endswith("manifest.json"):  # name the keys, so a new setting is told from a changed row
+                ja, jb = json.loads((fa / name).read_bytes()), json.loads((fb / name).read_bytes())
+                bad.append(f"{case}/{name} differs in: {', '.join(key_diff(ja, jb)) or '(key order)'}")
+            else:
+                bad.append(f"{case}/{name} differs")
 for log in ("exits.txt",):
     if (a / log).read_bytes() != (b / log).read_bytes():
         bad.append(f"{log} differs")

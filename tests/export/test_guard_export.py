@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from sftdata.cli import main
+from tests.conftest import snapshot
 from tests.interop.harness import make_prepared
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,10 +38,6 @@ def src(prepared, tmp_path) -> Path:
     shutil.copytree(prepared, copy)
     (tmp_path / "parent" / "sibling.txt").write_text("mine")
     return copy
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 class Spy:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import snapshot
 from tests.interop.harness import make_prepared
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,10 +42,6 @@ def one_line_refusal(r: subprocess.CompletedProcess, code: int = 2) -> str:
     assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     return r.stderr
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
