@@ -120,3 +120,27 @@ class TrainRefused(TrainError):
     not write into, a folder that is not prepared data, a file sftdata will not open. Exit 2."""
 
     exit_code = 2
+
+
+class RecordRejected(UsageError):
+    """``sftdata.encode`` refused a record: ``reason`` and ``message`` are those of the quarantine
+    line ``sftdata run`` would write for it (``pointer`` where in the record, ``problems`` every
+    problem found when there are several). Exit 2, as an input refused."""
+
+    def __init__(self, reason: str, message: str, *, id: str | None = None, pointer: str = "",
+                 problems: list[dict] | None = None) -> None:
+        super().__init__(f"{id + ': ' if id else ''}[{reason}] {message}")
+        self.reason = reason
+        self.message = message
+        self.id = id
+        self.pointer = pointer
+        self.problems = problems or []
+
+
+class FolderNotVerified(SftdataError):
+    """``sftdata.load`` found a prepared folder whose shards do not match its manifest (what
+    ``sftdata verify`` exits 1 for); ``report`` is the ``IntegrityReport``."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -18,10 +18,10 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from sftdata import __version__
 from sftdata.constants import FORMAT_VERSION
 from sftdata.errors import ManifestError
 from sftdata.storage.layout import MANIFEST_NAME
+from sftdata.version import __version__
 
 if TYPE_CHECKING:
     import pyarrow as pa

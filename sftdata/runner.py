@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sftdata.commit import finalize
 from sftdata.config import Settings
@@ -41,6 +42,7 @@ class RunSummary:
     manifest: dict
     chunks_total: int = 0
     chunks_skipped: int = 0
+    audit: Any = None  # the AuditReport, when ``sftdata.run`` audited the folder (``summary.audit_after``)
 
 
 def _plan(settings: Settings, inputs: list[str]) -> tuple[list[Path], list[Chunk], dict]:

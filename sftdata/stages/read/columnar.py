@@ -114,6 +114,16 @@ class NotText(ValueError):
     """A binary column value that does not decode as UTF-8."""
 
 
+def record_of(row: dict) -> dict:
+    """One row of a ``datasets`` or Parquet table (as ``to_pylist`` gives it) as the record the
+    stages read: absent struct fields (nulls) dropped, text stored as bytes decoded. Raises
+    ``Reject("invalid_utf8")`` for bytes that are not UTF-8 text."""
+    try:
+        return _clean(row)
+    except NotText as exc:
+        raise Reject("invalid_utf8", str(exc)) from None
+
+
 def _shown(value):
     """A binary value as it goes into the quarantine's ``original``: its bytes, escaped."""
     return bytes(value).decode("utf-8", "backslashreplace")
