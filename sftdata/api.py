@@ -102,7 +102,7 @@ def encode(record: dict | str | bytes, *, pipeline: Pipeline = None, source: str
 
 
 # -- a pipeline ------------------------------------------------------------------------------------
-def run(pipeline: Pipeline = None, *, inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+def run(pipeline: Pipeline = None, *, inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
         output: str | os.PathLike[str], workers: int | None = None, resume: bool = False, overwrite: bool = False,
         executor: str = "local", ray_address: str | None = None, audit: bool | None = None,
         progress: Callable[..., None] | None = None, **options: Unpack[Options]) -> RunSummary:
@@ -113,10 +113,20 @@ def run(pipeline: Pipeline = None, *, inputs: str | os.PathLike[str] | Sequence[
     sets ``summary.audit`` to the ``AuditReport``; a failed rule does not raise: check
     ``summary.audit.ok``. Raises ``UnusableRunError`` (with ``.summary``) when the committed folder
     holds no usable row, and the ``SftdataError`` family for everything else.
+
+    A pipeline with ``sources:`` is a mix (docs/mixing.md): it names its own inputs (pass none) and
+    returns a ``MixSummary``; a split run's ``summary.audit`` is a dict split -> ``AuditReport``.
     """
     from sftdata.runner import run_pipeline
 
-    settings = pipeline_settings(pipeline, **options)
+    settings, recipe = settings_and_recipe(pipeline, **options)
+    if recipe is not None:
+        if inputs:
+            raise UsageError("the recipe names its inputs under `sources:`; pass no inputs (--input)")
+        return _run_mix(settings, recipe, output, workers=workers, resume=resume, overwrite=overwrite,
+                        executor=executor, ray_address=ray_address, audit=audit, progress=progress)
+    if not inputs:
+        raise UsageError("no inputs: name the files to read (--input), or give a recipe with `sources:`")
     names = [os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(i) for i in inputs]
     summary = run_pipeline(settings, names, os.fspath(output), workers=workers, resume=resume, overwrite=overwrite,
                            executor=executor, ray_address=ray_address, progress=progress)
@@ -124,6 +134,32 @@ def run(pipeline: Pipeline = None, *, inputs: str | os.PathLike[str] | Sequence[
         from sftdata.summary import audit_after
 
         summary.audit = audit_after(summary, settings)
+    return summary
+
+
+def settings_and_recipe(pipeline: Pipeline = None, **options: Unpack[Options]) -> tuple[Settings, Any]:
+    """``pipeline_settings`` and the pipeline's mix ``Recipe`` (None when it names no ``sources``)."""
+    from sftdata.config import Settings
+    from sftdata.mix.recipe import load_recipe, recipe_from_dict
+
+    if pipeline is None or isinstance(pipeline, Settings):
+        return pipeline_settings(pipeline, **options), None
+    overrides = {k: v for k, v in options.items() if v is not None}
+    if isinstance(pipeline, dict):
+        return recipe_from_dict(pipeline, "pipeline", overrides)
+    return load_recipe(pipeline, overrides)
+
+
+def _run_mix(settings: Settings, recipe: Any, output: str | os.PathLike[str], *, audit: bool | None,
+             **kwargs: Any) -> RunSummary:
+    from sftdata.mix.run import run_mix, split_folders
+    from sftdata.runner import RunSummary
+    from sftdata.summary import audit_after
+
+    summary = run_mix(settings, recipe, os.fspath(output), **kwargs)
+    if settings.audit_enabled if audit is None else audit:
+        reports = {name: audit_after(RunSummary(loc, {}), settings) for name, loc in split_folders(summary)}
+        summary.audit = reports if summary.splits else reports["train"]
     return summary
 
 

@@ -58,7 +58,8 @@ def main() -> None:
 
 @main.command(epilog=EPILOG_RUN)
 @click.argument("pipeline", type=click.Path(dir_okay=False), required=False)
-@click.option("--input", "-i", "inputs", multiple=True, required=True, help="A file, folder or glob; repeatable.")
+@click.option("--input", "-i", "inputs", multiple=True,
+              help="A file, folder or glob; repeatable (a recipe with `sources:` names its own).")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--workers", "-w", type=click.IntRange(min=1), help="Worker processes (default: CPU count).")
 @click.option("--resume", is_flag=True, help="Continue a killed run in OUTPUT from its committed chunks.")
@@ -78,9 +79,18 @@ def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_addr
     from sftdata.progress import RunProgress
     from sftdata.summary import audit_after, print_run_summary
 
-    settings = api.pipeline_settings(pipeline, **_overrides(input_format=input_format, fields=fields or None,
-                                                            packing=packing, dedupe=dedupe, strict_keys=strict_keys,
-                                                            tree_paths=tree_paths, **opts))
+    settings, recipe = api.settings_and_recipe(pipeline, **_overrides(
+        input_format=input_format, fields=fields or None, packing=packing, dedupe=dedupe, strict_keys=strict_keys,
+        tree_paths=tree_paths, **opts))
+    if recipe is not None:
+        from sftdata.mix.cli import run_mix_command
+
+        return run_mix_command(settings, recipe, inputs, output, workers=workers, resume=resume, overwrite=overwrite,
+                               executor=executor, ray_address=ray_address, no_audit=no_audit)
+    if not inputs:
+        from sftdata.errors import UsageError
+
+        raise UsageError("Missing option '--input' / '-i' (or a recipe naming its inputs under `sources:`)")
     try:
         with RunProgress(enabled=sys.stderr.isatty()) as progress:
             summary = api.run(settings, inputs=list(inputs), output=output, workers=workers, resume=resume,

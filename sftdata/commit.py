@@ -84,8 +84,9 @@ def run_counts(results: list[ChunkResult]) -> RunCounts:
 
 
 def finalize(out: Folder, settings: Settings, tokenizer: Tokenizer, plan: dict,
-             results: list[ChunkResult]) -> Manifest:
-    """Write the folder's final files from the chunks' results (in chunk order); manifest last."""
+             results: list[ChunkResult], schema=None, extra: dict | None = None) -> Manifest:
+    """Write the folder's final files from the chunks' results (in chunk order); manifest last.
+    ``schema``: the shards' (default: from the packing setting); ``extra``: more manifest keys (a mix's)."""
     from sftdata.stages.pack import PACKED_SCHEMA
     from sftdata.stages.write.arrow import BASE_SCHEMA
     from sftdata.stages.write.dataset_meta import write_dataset_metadata
@@ -93,13 +94,14 @@ def finalize(out: Folder, settings: Settings, tokenizer: Tokenizer, plan: dict,
     files = {QUARANTINE_NAME: merge_quarantine(out, results)}
     staging = out.staging()
     shards = [s for res in results for s in res.shards]
-    schema = PACKED_SCHEMA if settings.packing == "bfd" else BASE_SCHEMA
+    schema = schema or (PACKED_SCHEMA if settings.packing == "bfd" else BASE_SCHEMA)
     had_shards = bool(shards)
     shards = write_dataset_metadata(staging, shards, schema)
     files.update({name: _entry(staging / name) for name in (DATASET_INFO_NAME, STATE_NAME)})
     out.publish_staged([DATASET_INFO_NAME, STATE_NAME] + ([] if had_shards else [s.file for s in shards]))
     manifest = build_manifest(settings, tokenizer, plan, shards, run_counts(results), schema)
     manifest.files = dict(sorted(files.items()))
+    manifest.extra.update(extra or {})
     if not out.remote:  # the chunks' files may still be on their way to the disk: the manifest vouches
         sync_folder(staging)  # for them, so they are made durable before it is written
     fault_point("before_manifest")

@@ -270,6 +270,14 @@ def load_pipeline(path: str | os.PathLike | None, overrides: dict[str, Any] | No
     if path is None:
         return settings_from_dict({}, "command line", overrides)
     p = Path(path)
+    settings = settings_from_dict(load_document(p), str(p), overrides)
+    if settings.name == "pipeline":
+        settings.name = p.stem
+    return settings
+
+
+def load_document(p: Path) -> Any:
+    """The YAML document of a pipeline file, read within the bounds ``load_pipeline`` states."""
     try:
         size = p.stat().st_size
         if size > MAX_PIPELINE_BYTES:
@@ -299,7 +307,4 @@ def load_pipeline(path: str | os.PathLike | None, overrides: dict[str, Any] | No
     if nodes > MAX_NODES:
         raise ConfigError([f"the document expands to more than {MAX_NODES:,} values (YAML aliases?); a pipeline "
                            "has a few dozen"], str(p))
-    settings = settings_from_dict(doc, str(p), overrides)
-    if settings.name == "pipeline":
-        settings.name = p.stem
-    return settings
+    return doc

@@ -81,6 +81,7 @@ REASONS: dict[str, str] = {
     # dedupe and faults
     "more_problems": "inside `problems` only: the record has more problems than are listed",
     "duplicate": "an exact duplicate of an earlier record (dedupe: exact); the first is kept",
+    "contaminated": "a mix: the record's prompt hash is one of a split.decontaminate file's (docs/mixing.md)",
     "internal_error": "a fault of sftdata, not of the record: please report it with the record",
 }
 

@@ -54,6 +54,7 @@ class Chunk:
     # jsonl_gz | jsonl_zst | parquet | hf_dataset
     kind: str = "jsonl"
     format: str = "messages"  # the record format (decided once per file, see adapters.detect)
+    source: str = ""  # a mix: the name of the source the chunk belongs to ("" for a plain run)
 
 
 @dataclass

@@ -28,6 +28,7 @@ BASE_SCHEMA = pa.schema([
     ("content_hash", pa.string()),
     ("prompt_hash", pa.string()),
 ])
+MIX_SCHEMA = pa.schema([*BASE_SCHEMA, ("source", pa.string())])  # a mix: every row names its source
 BATCH_BYTES = 8 << 20
 
 
@@ -146,6 +147,8 @@ class ShardWriter:
             field = self.schema.field(key)
             if pa.types.is_list(field.type) and pa.types.is_string(field.type.value_type):
                 columns[key] = _string_list_array(parts)
+            elif pa.types.is_string(field.type):
+                columns[key] = _string_array(parts)
             else:
                 columns[key] = self._list_array(parts)
         batch = pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)

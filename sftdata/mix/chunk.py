@@ -1,0 +1,185 @@
+"""The tasks of a mix: the first pass (``ScanChunk``: facts of every valid record), the prompt
+hashes of a decontamination file (``PromptChunk``) and the main pass (``MixChunk``: one chunk's
+routed rows into one split folder).
+
+A mix's chunks belong to sources with their own format and field map, so a task carries the
+settings of every source and picks a chunk's by ``chunk.source``; the per-process processors
+are ``sftdata.process.chunk``'s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import orjson
+
+from sftdata.config import Settings
+from sftdata.faults import fault_point
+from sftdata.mix.select import Fact
+from sftdata.process.chunk import ChunkResult, ChunkTask, _processor, _Quarantine, clean_chunk_leftovers
+from sftdata.process.identity import chunk_digest
+from sftdata.process.record import RUN_FAULTS, BlankCounter, RecordProcessor, conversation_hashes, validated
+from sftdata.stages.adapt.keys import count_names
+from sftdata.stages.read.jsonl import Chunk
+from sftdata.stages.records import Conversation, Reject, Rejection
+from sftdata.stages.write.arrow import MIX_SCHEMA, ShardWriter
+from sftdata.storage import Folder, work_dir
+from sftdata.storage.atomic import atomic_write_bytes
+from sftdata.storage.layout import chunk_marker, chunk_quarantine
+
+
+@dataclass(frozen=True)
+class Drop:
+    """A valid record the mix quarantines: ``duplicate`` (dedupe across the mix) or ``contaminated``."""
+
+    reason: str
+    message: str
+    extra: dict = field(default_factory=dict)
+
+
+class _SourceTask(ChunkTask):
+    """A task over chunks of several sources: ``settings`` is the shared one, ``sources`` each one's."""
+
+    def __init__(self, settings: Settings, sources: dict[str, Settings]) -> None:
+        super().__init__(settings)
+        self.sources = sources
+
+    def proc_of(self, chunk: Chunk) -> tuple[Settings, RecordProcessor]:
+        own = self.sources.get(chunk.source, self.settings)
+        return own, _processor(own)
+
+
+class ScanChunk(_SourceTask):
+    """First pass: a ``Fact`` (hashes, token count) of every record that would be written."""
+
+    def __call__(self, chunk: Chunk) -> tuple[int, list[Fact]]:
+        settings, proc = self.proc_of(chunk)
+        facts = []
+        for line, _raw, _rid, conv in validated(chunk, settings, proc):
+            if not isinstance(conv, Conversation):
+                continue
+            try:
+                enc = proc.encode(conv)
+            except RUN_FAULTS:
+                raise
+            except Exception:  # noqa: BLE001 - rejected again, with its reason, by the main pass
+                continue
+            h, ph = conversation_hashes(conv)
+            facts.append(Fact(chunk.source, chunk.index, line, conv.id, h, ph, len(enc.input_ids)))
+        return chunk.index, facts
+
+    def warm(self) -> None:
+        for own in self.sources.values():
+            _processor(own).encoder.tok.encode_text("")
+
+
+class PromptChunk(_SourceTask):
+    """The prompt hashes of a decontamination file's valid records (and how many were not valid)."""
+
+    def __call__(self, chunk: Chunk) -> tuple[int, list[str], int]:
+        settings, proc = self.proc_of(chunk)
+        hashes, invalid = [], 0
+        for _line, _raw, _rid, conv in validated(chunk, settings, proc):
+            if isinstance(conv, Conversation):
+                hashes.append(conversation_hashes(conv)[1])
+            else:
+                invalid += 1
+        return chunk.index, hashes, invalid
+
+
+class MixChunk(_SourceTask):
+    """Main pass of one split: routed records as rows (copies ``<id>#r2``...), with their source.
+
+    ``routes``: chunk -> line -> copies for this split; ``drops``: chunk -> line -> ``Drop``;
+    ``quarantine``: write rejections (the train split, or the only folder) or leave them out (eval).
+    A record neither routed nor dropped is not taken: counted by the driver, not written."""
+
+    def __init__(self, settings: Settings, sources: dict[str, Settings], location: str,
+                 routes: dict[int, dict[int, int]], drops: dict[int, dict[int, Drop]], quarantine: bool,
+                 run_id: str = "", *, sync: bool = True) -> None:
+        super().__init__(settings, sources)
+        self.location, self.routes, self.drops = location, routes, drops
+        self.quarantine, self.run_id, self.sync = quarantine, run_id, sync
+
+    def __call__(self, chunk: Chunk) -> ChunkResult:
+        settings, proc = self.proc_of(chunk)
+        return mix_chunk(chunk, settings, proc, self.location, self.routes.get(chunk.index, {}),
+                         self.drops.get(chunk.index, {}) if self.quarantine else None, self.run_id, self.sync)
+
+    def prepare(self, chunk: Chunk) -> None:
+        clean_chunk_leftovers(self.location, chunk.index)
+
+    def warm(self) -> None:
+        for own in self.sources.values():
+            _processor(own).encoder.tok.encode_text("")
+
+
+def mix_chunk(chunk: Chunk, settings: Settings, proc: RecordProcessor, location: str, routes: dict[int, int],
+              drops: dict[int, Drop] | None, run_id: str = "", sync: bool = True) -> ChunkResult:
+    """One chunk into one split folder, committed like ``process_chunk`` (done-marker last).
+    ``drops`` None: this split keeps no quarantine (rejections are the train split's)."""
+    folder = Folder(location)
+    out = folder.staging()
+    work_dir(folder)
+    result = ChunkResult(chunk.index, run_id=run_id, input_digest=chunk_digest(chunk))
+    quarantine = _Quarantine(chunk, result)
+    blanks = BlankCounter()
+    with ShardWriter(out, chunk.index, settings.shard_size, MIX_SCHEMA, sync=sync) as writer:
+        for line, raw, _rid, outcome in validated(chunk, settings, proc, blanks):
+            if isinstance(outcome, Rejection):
+                if drops is not None:
+                    result.records_read += 1
+                    quarantine.add(outcome)
+                continue
+            if drops is not None and line in drops:
+                drop = drops[line]
+                result.records_read += 1
+                if drop.reason == "duplicate":
+                    result.dropped_duplicates.append((outcome.id, drop.extra["duplicate_of"]))
+                stage = "dedupe" if drop.reason == "duplicate" else "decontaminate"
+                quarantine.add_exc(Reject(drop.reason, drop.message, ""), stage, line, outcome.id, raw,
+                                   **drop.extra)
+                continue
+            copies = routes.get(line, 0)
+            if copies:
+                _write(result, writer, proc, outcome, copies, chunk.source, quarantine if drops is not None else None,
+                       line, raw)
+        result.shards = writer.finish()
+    result.blank_lines = blanks.value if drops is not None else 0
+    fault_point("worker_chunk")
+    part = quarantine.to_bytes()
+    result.quarantine_sha256 = hashlib.sha256(part).hexdigest()
+    atomic_write_bytes(out / chunk_quarantine(chunk.index), part, sync=sync)
+    atomic_write_bytes(out / chunk_marker(chunk.index), orjson.dumps(result.to_json()), sync=sync)
+    folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(chunk.index), chunk_marker(chunk.index)])
+    return result
+
+
+def _write(result: ChunkResult, writer: ShardWriter, proc: RecordProcessor, conv: Conversation, copies: int,
+           source: str, quarantine: _Quarantine | None, line: int, raw: bytes) -> None:
+    """``copies`` rows of one record: the first with its id, the others ``<id>#r2``, ``<id>#r3``..."""
+    if conv.unknown_keys:
+        count_names(result.unknown_keys, conv.unknown_keys)
+    try:
+        enc = proc.encode(conv)
+        h, ph = conversation_hashes(conv)
+    except RUN_FAULTS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the first pass skipped it too; keep it with its reason
+        if quarantine is not None:
+            result.records_read += 1
+            quarantine.add_exc(exc, "label", line, conv.id, raw)
+        return
+    for k in range(1, copies + 1):
+        rid = conv.id if k == 1 else f"{conv.id}#r{k}"
+        writer.add(rid, enc.input_ids, enc.labels, h, ph, source=source)
+        result.records_read += 1
+        result.records_written += 1
+        result.tokens += len(enc.input_ids)
+        result.trained_tokens += enc.trained
+        result.special_text_records += conv.has_special_text
+        if k == 1:  # copies are not duplicates (the manifest's list of those)
+            result.hashes.append((h, rid))
+        if enc.truncated:
+            result.truncated_ids.append(rid)

@@ -1,0 +1,243 @@
+"""Run a mix recipe: plan every source, a first pass over all of them, the driver's decisions,
+then one main pass per output folder (``train`` and ``eval`` of a split run, or the folder itself).
+
+A split run's folder is what ``datasets.DatasetDict.save_to_disk`` writes: ``dataset_dict.json``
+(written last: the mark of a finished split run) beside ``train/`` and ``eval/``, each a prepared
+folder of its own (manifest, shards, quarantine), so ``audit``, ``verify`` and ``inspect`` read a
+split as they read any run. Rejections are the train folder's quarantine (the eval folder's is
+empty); both manifests carry the whole mix's accounting under ``mix`` (docs/mixing.md).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import orjson
+
+from sftdata.commit import finalize
+from sftdata.config import Settings
+from sftdata.errors import OutputFolderError, RunError
+from sftdata.executors import ExecutorFailure, get_executor
+from sftdata.faults import fault_point
+from sftdata.manifest import read_manifest
+from sftdata.mix.chunk import MixChunk, PromptChunk, ScanChunk
+from sftdata.mix.decide import Decision, accounting, decide
+from sftdata.mix.recipe import Recipe
+from sftdata.output import RunLock, new_run_id
+from sftdata.output import prepare as prepare_output
+from sftdata.process.chunk import ChunkResult
+from sftdata.process.identity import input_digests
+from sftdata.process.ledger import Ledger, input_size
+from sftdata.runner import RunSummary
+from sftdata.stages.read.jsonl import Chunk, auto_chunk_size, expand_inputs
+from sftdata.stages.read.sources import plan_chunks
+from sftdata.stages.write.arrow import MIX_SCHEMA
+from sftdata.storage import Folder, display
+from sftdata.storage.layout import LOCK_NAME, WORK_DIR
+from sftdata.tokenizer import load_tokenizer
+
+DATASET_DICT_NAME = "dataset_dict.json"
+SPLIT_NAMES = ("train", "eval")
+
+
+@dataclass
+class MixSummary(RunSummary):
+    mix: dict = field(default_factory=dict)  # the accounting (the manifests' ``mix``)
+    splits: dict[str, dict] = field(default_factory=dict)  # split -> its manifest (a split run)
+
+
+def recipe_json(recipe: Recipe) -> dict:
+    return {"seed": recipe.seed, "sources": [
+        {"name": s.name, "input": list(s.inputs), "format": s.settings.input_format, "fields": s.settings.fields,
+         "take": s.take.to_json()} for s in recipe.sources],
+        "split": {"eval": {recipe.split.eval_kind: recipe.split.eval_value} if recipe.split.enabled else None,
+                  "per_source": recipe.split.per_source, "decontaminate": list(recipe.split.decontaminate)}}
+
+
+def plan_mix(settings: Settings, recipe: Recipe) -> tuple[list[Path], list[Chunk], dict]:
+    """Every source's chunks, in recipe order, each knowing its source; one plan for the ledger."""
+    per_source = [(s, expand_inputs(list(s.inputs))) for s in recipe.sources]
+    owner: dict[Path, str] = {}
+    for s, files in per_source:
+        for p in files:
+            if owner.setdefault(p.resolve(), s.name) != s.name:
+                raise RunError(f"input {display(str(p))} is in sources {owner[p.resolve()]} and {s.name}; a file "
+                               "belongs to one source")
+    total = sum(input_size(p) for _, files in per_source for p in files)
+    size = auto_chunk_size(total) if settings.chunk_size == "auto" else int(settings.chunk_size)
+    chunks: list[Chunk] = []
+    for s, files in per_source:
+        own = s.settings
+        planned = plan_chunks(files, size, own.input_format, own.max_record_bytes, own.max_decompressed_bytes,
+                              own.fields)
+        chunks += [replace(c, index=len(chunks) + i, source=s.name) for i, c in enumerate(planned)]
+    files = [p for _, files in per_source for p in files]
+    formats = {str(Path(c.path).parent) if c.kind == "hf_dataset" else c.path: c.format for c in chunks}
+    plan = {"settings": {**settings.output_settings(), "mix": recipe_json(recipe)}, "chunk_bytes": size,
+            "inputs": [{"path": display(str(p.resolve())), "name": p.name, "bytes": input_size(p),
+                        "mtime_ns": p.stat().st_mtime_ns, "format": formats.get(str(p.resolve()), "messages")}
+                       for p in files],
+            "chunks": len(chunks)}
+    return files, chunks, plan
+
+
+def _contaminated(settings: Settings, recipe: Recipe, runner) -> set[str]:
+    paths = list(recipe.split.decontaminate)
+    if not paths:
+        return set()
+    files = expand_inputs(paths)
+    chunks = plan_chunks(files, 64 << 20, "auto", settings.max_record_bytes, settings.max_decompressed_bytes,
+                         settings.fields)
+    found: set[str] = set()
+    for _index, hashes, _invalid in runner.map(PromptChunk(settings, {}), chunks):
+        found.update(hashes)
+    return found
+
+
+def _decide(settings: Settings, recipe: Recipe, chunks: list[Chunk], runner) -> Decision:
+    sources = {s.name: s.settings for s in recipe.sources}
+    per_chunk = dict(runner.map(ScanChunk(settings, sources), chunks))
+    facts = [f for c in chunks for f in per_chunk[c.index]]
+    return decide(recipe, facts, _contaminated(settings, recipe, runner), settings.dedupe == "exact")
+
+
+def _check_top(out: Folder, *, resume: bool, overwrite: bool) -> None:
+    """A split run's folder holds only ``train/``, ``eval/`` and ``dataset_dict.json`` of ours."""
+    names = [n for n in out.listing() if n != LOCK_NAME] if out.exists() else []
+    if not names:
+        return
+    if not (resume or overwrite):
+        raise OutputFolderError(f"output folder {out} is not empty; pass --resume to continue a run there or "
+                                "--overwrite to replace it (nothing was changed)")
+    foreign = sorted({n for n in names if n.split("/", 1)[0] not in (*SPLIT_NAMES, DATASET_DICT_NAME)})
+    if foreign:
+        raise OutputFolderError(f"{'--overwrite' if overwrite else '--resume'} refused: {out} holds files a split "
+                                f"run did not write ({', '.join(foreign[:5])}); nothing was changed")
+    if overwrite and out.size(DATASET_DICT_NAME) is not None:
+        out.delete(DATASET_DICT_NAME)
+
+
+def _split_folder(out: Folder, split: str) -> Folder:
+    return Folder(f"{out.location.rstrip('/')}/{split}")
+
+
+def run_mix(settings: Settings, recipe: Recipe, output: str, *, workers: int | None = None, resume: bool = False,
+            overwrite: bool = False, executor: str = "local", ray_address: str | None = None,
+            progress=None) -> MixSummary:
+    """Run the recipe into ``output`` (docs/mixing.md)."""
+    if resume and overwrite:
+        raise OutputFolderError("--resume and --overwrite contradict each other; pass one of them")
+    if not str(output).strip():
+        raise OutputFolderError("--output is empty (an unset variable?); name the folder to write into")
+    out = Folder(output)
+    with RunLock(out):
+        return _run_locked(settings, recipe, out, workers=workers, resume=resume, overwrite=overwrite,
+                           executor=executor, ray_address=ray_address, progress=progress)
+
+
+def _run_locked(settings: Settings, recipe: Recipe, out: Folder, *, workers, resume, overwrite, executor,
+                ray_address, progress) -> MixSummary:
+    try:
+        files, chunks, plan = plan_mix(settings, recipe)
+    except OSError as exc:
+        raise RunError(f"cannot read input: {exc}") from None
+    split = recipe.split.enabled
+    if resume:
+        finished = finished_mix(out, recipe)
+        if finished is not None:
+            return MixSummary(out.location, finished["train"], len(chunks), len(chunks),
+                              mix=finished["train"]["mix"], splits=finished if split else {})
+    if split:
+        _check_top(out, resume=resume, overwrite=overwrite)
+    targets = [(_split_folder(out, s), s) for s in SPLIT_NAMES] if split else [(out, "train")]
+    tokenizer = load_tokenizer(settings.tokenizer)
+    plan["tokenizer_fingerprint"] = tokenizer.fingerprint
+    n_workers = max(1, min(workers or settings.resolved_workers(), len(chunks) or 1))
+    runner = get_executor(executor, n_workers, ray_address=ray_address)
+    sources = {s.name: s.settings for s in recipe.sources}
+    try:
+        decision = _decide(settings, recipe, chunks, runner)  # refuses an unmet budget before writing
+        results: dict[str, list[ChunkResult]] = {}
+        ledgers: dict[str, Ledger] = {}
+        skipped = 0
+        for folder, name in targets:
+            prepare_output(folder, resume=resume, overwrite=overwrite)
+            ledgers[name] = Ledger(folder, chunks, copy.deepcopy(plan))  # its own run id
+            done, ordered = _pass(ledgers[name], name, settings, sources, decision, runner, resume, progress,
+                                  quarantine=name == "train", sync=executor != "local")
+            results[name], skipped = ordered, skipped + done
+        fault_point("before_finalize")
+        mix = accounting(recipe, decision, chunks, results)
+        manifests = {}
+        for folder, name in targets:
+            own = ledgers[name].plan
+            ledgers[name].check_commit(files, {r.index: r for r in results[name]})
+            digests = _digests(chunks, results[name], own)
+            for item in own["inputs"]:
+                item["digest"] = digests[item["path"]]
+            extra = {"mix": {**mix, "recipe": recipe_json(recipe), "split": name if split else None}}
+            manifests[name] = finalize(folder, settings, tokenizer, own, results[name], MIX_SCHEMA, extra).to_json()
+        if split:
+            out.write_bytes(DATASET_DICT_NAME, orjson.dumps({"splits": list(SPLIT_NAMES)}))
+    except ExecutorFailure as exc:
+        raise RunError(f"{exc}. The chunks committed so far are kept in {out}: rerun with --resume to "
+                       "continue") from None
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise RunError(f"{exc.strerror or exc}{where}; the chunks committed so far are kept in {out}: fix the cause "
+                       "and rerun with --resume") from exc
+    return MixSummary(out.location, manifests["train"], len(chunks) * len(targets), skipped, mix=mix,
+                      splits=manifests if split else {})
+
+
+def split_folders(summary: MixSummary) -> list[tuple[str, str]]:
+    """(split, folder location) of a finished mix: ``train`` and ``eval``, or ``train`` -> the folder itself."""
+    if not summary.splits:
+        return [("train", summary.output)]
+    return [(name, _split_folder(Folder(summary.output), name).location) for name in SPLIT_NAMES]
+
+
+def _digests(chunks: list[Chunk], results: list[ChunkResult], plan: dict) -> dict[str, str]:
+    return input_digests(chunks, {r.index: r.input_digest for r in results}, [i["path"] for i in plan["inputs"]])
+
+
+def _pass(ledger: Ledger, name: str, settings: Settings, sources: dict[str, Settings], decision: Decision, runner,
+          resume: bool, progress, *, quarantine: bool, sync: bool) -> tuple[int, list[ChunkResult]]:
+    """One folder's main pass, resumable chunk by chunk like a plain run's."""
+    folder, chunks = ledger.out, ledger.chunks
+    (folder.staging() / WORK_DIR).mkdir(parents=True, exist_ok=True)
+    run_id = ledger.open(new_run_id())
+    done = ledger.done() if resume else {}
+    pending = [c for c in chunks if c.index not in done]
+    ledger.clean(pending)
+    results: dict[int, ChunkResult] = dict(done)
+    task = MixChunk(settings, sources, folder.location, decision.routes.get(name, {}),
+                    decision.drops if quarantine else {}, quarantine, run_id, sync=sync)
+    for res in runner.map(task, pending):
+        results[res.index] = res
+        if progress:
+            progress(res, len(results), len(chunks))
+        fault_point("chunk_done")
+    return len(done), [results[c.index] for c in chunks]
+
+
+def finished_mix(out: Folder, recipe: Recipe) -> dict[str, dict] | None:
+    """The manifests of a finished run of this recipe in ``out`` (``--resume`` has nothing to do), else None."""
+    split = recipe.split.enabled
+    if split and out.size(DATASET_DICT_NAME) is None:
+        return None
+    found = {}
+    for name in SPLIT_NAMES if split else ("train",):
+        folder = _split_folder(out, name) if split else out
+        if folder.listing(WORK_DIR):
+            return None
+        try:
+            manifest = read_manifest(folder).to_json()
+        except Exception:  # noqa: BLE001 - no finished manifest: run (the ledger decides what is kept)
+            return None
+        if (manifest.get("mix") or {}).get("recipe") != orjson.loads(orjson.dumps(recipe_json(recipe))):
+            raise RunError(f"{folder} holds a finished run of another recipe; use --overwrite to replace it")
+        found[name] = manifest
+    return found
