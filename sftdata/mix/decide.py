@@ -26,11 +26,12 @@ class Decision:
 def decide(recipe: Recipe, facts: list[Fact], contaminated: set[str], dedupe: bool) -> Decision:
     """Drops (decontamination, then ``dedupe: exact`` across the mix), takes and the split."""
     out = Decision()
+    reason = "contaminated"  # a reason code (sftdata.stages.reasons)
     eligible = []
     for f in facts:
         if f.prompt_hash in contaminated:
             out.drops.setdefault(f.chunk, {})[f.line] = Drop(
-                "contaminated", "its prompt (prompt hash) is one of a decontamination file's")
+                reason, "its prompt (prompt hash) is one of a decontamination file's")
         else:
             eligible.append(f)
     if dedupe:
