@@ -73,14 +73,21 @@ def audit_cmd(folder: str, json_path: Path | None, html_path: Path | None, junit
     loss_mask, labels_mask). Its labels are read unshifted unless --labels or --trainer (or the
     data itself) says otherwise; the report states the convention it assumed."""
     from sftdata import api
+    from sftdata.mix.splits import split_folders_of
 
+    options = dict(min_trained_fraction=min_trained_fraction, max_rejected_fraction=max_rejected_fraction,
+                   check_integrity=not no_integrity, sources=list(sources) or None, template=template,
+                   tokenizer=tokenizer, labels_column=labels_column, mask_column=mask_column, shifted=shifted,
+                   labels=labels_convention, trainer=trainer, workers=workers)
+    splits = split_folders_of(folder)
+    if splits:
+        if html_path or junit_path or sources:
+            raise click.UsageError(f"{folder} is a split run's folder: give --html, --junit or --source one split "
+                                   f"({splits[0][1]})")
+        _audit_splits(splits, options, json_path, max_listed)
     files = ReportFiles(json_path, junit_path, html_path)
     try:
-        report = api.audit_data(folder, min_trained_fraction=min_trained_fraction,
-                           max_rejected_fraction=max_rejected_fraction, check_integrity=not no_integrity,
-                           sources=list(sources) or None, template=template, tokenizer=tokenizer,
-                           labels_column=labels_column, mask_column=mask_column, shifted=shifted,
-                           labels=labels_convention, trainer=trainer, workers=workers)
+        report = api.audit_data(folder, **options)
         click.echo(report.summary_text(color=sys.stdout.isatty(), max_listed=max_listed), nl=False)
         files.write(json_path, json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
         files.write(junit_path, report.to_junit())
@@ -92,6 +99,25 @@ def audit_cmd(folder: str, json_path: Path | None, html_path: Path | None, junit
         files.drop_stale()
         raise
     sys.exit(report.exit_code)
+
+
+def _audit_splits(splits: list[tuple[str, str]], options: dict, json_path: Path | None, max_listed: int) -> None:
+    """``audit`` of a split run: each split's folder in turn; the exit code is the worst."""
+    from sftdata import api
+
+    files = ReportFiles(json_path)
+    try:
+        reports = {}
+        for name, location in splits:
+            click.echo(f"split {name}: {location}")
+            reports[name] = api.audit_data(location, **options)
+            click.echo(reports[name].summary_text(color=sys.stdout.isatty(), max_listed=max_listed), nl=False)
+        files.write(json_path, json.dumps({"splits": {n: r.to_json() for n, r in reports.items()}}, indent=2,
+                                          ensure_ascii=False) + "\n")
+    except BaseException:
+        files.drop_stale()
+        raise
+    sys.exit(max(r.exit_code for r in reports.values()))
 
 
 @click.command("verify", cls=SftdataCommand, epilog="""\b
@@ -106,16 +132,23 @@ def verify_cmd(folder: str, json_path: Path | None) -> None:
     """Check that every shard the manifest of FOLDER lists is present, whole and unchanged
     (size, sha256, readable Arrow, row and token counts), and that no unlisted shard is there."""
     from sftdata.audit.integrity import verify_folder
+    from sftdata.mix.splits import split_folders_of
 
+    splits = split_folders_of(folder) or [("", folder)]
     files = ReportFiles(json_path)
     try:
-        report = verify_folder(folder)
-        click.echo(report.summary_text())
-        files.write(json_path, json.dumps(report.to_json(), indent=2) + "\n")
+        reports = {}
+        for name, location in splits:
+            if name:
+                click.echo(f"split {name}: {location}")
+            reports[name] = verify_folder(location)
+            click.echo(reports[name].summary_text())
+        out = reports[""].to_json() if "" in reports else {"splits": {n: r.to_json() for n, r in reports.items()}}
+        files.write(json_path, json.dumps(out, indent=2) + "\n")
     except BaseException:  # refused or failed: no earlier report stays at the path
         files.drop_stale()
         raise
-    sys.exit(0 if report.ok else 1)
+    sys.exit(0 if all(r.ok for r in reports.values()) else 1)
 
 
 @click.command("inspect", cls=SftdataCommand, epilog="""\b
@@ -134,6 +167,13 @@ def inspect_cmd(folder: str, row_id: str | None, index: int | None, color: bool 
 
     if row_id is not None and index is not None:
         raise click.UsageError("give --id or --index, not both")
+    from sftdata.mix.splits import split_folders_of
+
+    splits = split_folders_of(folder)
+    if splits:  # a split run: the row with this id in whichever split holds it; --index: the first split's
+        folder = splits[0][1]
+        if row_id is not None:
+            folder = next((loc for _, loc in splits if _has_id(loc, row_id)), folder)
     spec = (load_manifest(folder).get("tokenizer") or {}).get("spec") or "builtin:llama3"
     row = find_row(folder, id=row_id, index=index)
     try:
@@ -147,3 +187,13 @@ def inspect_cmd(folder: str, row_id: str | None, index: int | None, color: bool 
         Console(force_terminal=True, highlight=False).print(render_row(row, tokenizer, color=True))
     else:
         click.echo(render_row(row, tokenizer, color=False), nl=False)
+
+
+def _has_id(folder: str, row_id: str) -> bool:
+    from sftdata.audit.inspect import find_row
+
+    try:
+        find_row(folder, id=row_id)
+    except AuditError:
+        return False
+    return True

@@ -1,0 +1,44 @@
+"""``audit``, ``verify`` and ``inspect`` on a split run's folder: each split in turn (issue 30)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pyarrow as pa
+import pytest
+
+from tests.conftest import sftdata_cli
+from tests.mix.recipe_data import build
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mixcmd")
+    dest = d / "out"
+    r = sftdata_cli("run", build(d), "--output", dest, "--workers", "2", "--no-audit")
+    assert r.returncode == 0, r.stderr
+    return dest
+
+
+def test_audit_and_verify_cover_both_splits(out, tmp_path):
+    report = tmp_path / "audit.json"
+    r = sftdata_cli("audit", out, "--json", report)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "split train" in r.stdout and "split eval" in r.stdout
+    assert set(json.loads(report.read_text())["splits"]) == {"train", "eval"}
+    r = sftdata_cli("verify", out)
+    assert r.returncode == 0 and "split eval" in r.stdout, r.stdout + r.stderr
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shard = json.loads((copy / "eval" / "manifest.json").read_text())["shards"][0]["file"]
+    (copy / "eval" / shard).write_bytes((copy / "eval" / shard).read_bytes()[:-9])
+    r = sftdata_cli("verify", copy)
+    assert r.returncode == 1, r.stdout + r.stderr
+
+
+def test_inspect_finds_an_eval_row_by_id(out):
+    with pa.OSFile(str(next((out / "eval").glob("shard-*.arrow")))) as f:
+        row_id = pa.ipc.open_stream(f).read_all().column("id")[0].as_py()
+    r = sftdata_cli("inspect", out, "--id", row_id, "--no-color")
+    assert r.returncode == 0 and f"id='{row_id}'" in r.stdout, r.stdout + r.stderr
