@@ -25,7 +25,8 @@ from sftdata.manifest import read_manifest
 from sftdata.mix.chunk import MixChunk, PromptChunk, ScanChunk
 from sftdata.mix.decide import Decision, accounting, decide
 from sftdata.mix.recipe import Recipe
-from sftdata.output import RunLock, new_run_id
+from sftdata.mix.splits import DATASET_DICT_NAME
+from sftdata.output import RunLock, check_location, new_run_id
 from sftdata.output import prepare as prepare_output
 from sftdata.process.chunk import ChunkResult
 from sftdata.process.identity import input_digests
@@ -38,7 +39,6 @@ from sftdata.storage import Folder, display
 from sftdata.storage.layout import LOCK_NAME, WORK_DIR
 from sftdata.tokenizer import load_tokenizer
 
-DATASET_DICT_NAME = "dataset_dict.json"
 SPLIT_NAMES = ("train", "eval")
 
 
@@ -131,6 +131,8 @@ def run_mix(settings: Settings, recipe: Recipe, output: str, *, workers: int | N
         raise OutputFolderError("--resume and --overwrite contradict each other; pass one of them")
     if not str(output).strip():
         raise OutputFolderError("--output is empty (an unset variable?); name the folder to write into")
+    inputs = [i for s in recipe.sources for i in s.inputs] + list(recipe.split.decontaminate)
+    check_location(str(output), expand_inputs(inputs), inputs)
     out = Folder(output)
     with RunLock(out):
         return _run_locked(settings, recipe, out, workers=workers, resume=resume, overwrite=overwrite,

@@ -166,3 +166,13 @@ def test_recipe_refusals_are_one_line(tmp_path):
         assert not (tmp_path / f"o-{name.replace(' ', '_')}" / "train").exists()
     r = sftdata_cli("run", recipe, "--input", recipe, "--output", tmp_path / "o", "--no-audit")
     assert r.returncode == 2 and "sources" in r.stderr
+
+
+def test_output_inside_a_source_folder_is_refused(tmp_path):
+    recipe = build(tmp_path)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (tmp_path / "chat.jsonl").rename(folder / "chat.jsonl")
+    recipe.write_text(recipe.read_text().replace(str(tmp_path / "chat.jsonl"), str(folder)))
+    r = sftdata_cli("run", recipe, "--output", folder / "out", "--no-audit")
+    assert r.returncode == 2 and "inside the input folder" in r.stderr, r.stderr
