@@ -138,7 +138,8 @@ def test_one_worker_same_bytes_and_another_seed_another_subset(mix, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", ["chunk_done:3", "chunk_done:20", "before_manifest:1"])
+@pytest.mark.parametrize("fault", ["chunk_done:3", "chunk_done:20", "worker_chunk:4", "before_manifest:1",
+                                   "before_manifest:2"])
 def test_kill_and_resume_give_identical_bytes(mix, tmp_path, fault):
     recipe, out = mix
     dest = tmp_path / "out"
@@ -176,3 +177,11 @@ def test_output_inside_a_source_folder_is_refused(tmp_path):
     recipe.write_text(recipe.read_text().replace(str(tmp_path / "chat.jsonl"), str(folder)))
     r = sftdata_cli("run", recipe, "--output", folder / "out", "--no-audit")
     assert r.returncode == 2 and "inside the input folder" in r.stderr, r.stderr
+
+
+def test_resume_with_another_seed_is_refused(mix, tmp_path):
+    recipe, out = mix
+    other = tmp_path / "other.yaml"
+    other.write_text(recipe.read_text().replace("seed: 7", "seed: 9"))
+    r = sftdata_cli("run", other, "--output", out, "--resume", "--no-audit")
+    assert r.returncode == 1 and "another recipe" in r.stderr, r.stderr  # as a plain run with other settings
