@@ -10,6 +10,7 @@ are ``sftdata.process.chunk``'s.
 from __future__ import annotations
 
 import hashlib
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import orjson
@@ -89,75 +90,89 @@ class PromptChunk(_SourceTask):
 
 
 class MixChunk(_SourceTask):
-    """Main pass of one split: routed records as rows (copies ``<id>#r2``...), with their source.
+    """Main pass: one chunk's routed records as rows of their split's folder (copies ``<id>#r2``...),
+    with their source; returns split -> ``ChunkResult``.
 
-    ``routes``: chunk -> line -> copies for this split; ``drops``: chunk -> line -> ``Drop``;
-    ``quarantine``: write rejections (the train split, or the only folder) or leave them out (eval).
+    ``locations``: split -> folder (the first one keeps the quarantine: ``train``, or the only
+    folder); ``routes``: chunk -> line -> (split, copies); ``drops``: chunk -> line -> ``Drop``.
     A record neither routed nor dropped is not taken: counted by the driver, not written."""
 
-    def __init__(self, settings: Settings, sources: dict[str, Settings], location: str,
-                 routes: dict[int, dict[int, int]], drops: dict[int, dict[int, Drop]], quarantine: bool,
-                 run_id: str = "", *, sync: bool = True) -> None:
+    def __init__(self, settings: Settings, sources: dict[str, Settings], locations: dict[str, str],
+                 routes: dict[int, dict[int, tuple[str, int]]], drops: dict[int, dict[int, Drop]],
+                 run_ids: dict[str, str], *, sync: bool = True) -> None:
         super().__init__(settings, sources)
-        self.location, self.routes, self.drops = location, routes, drops
-        self.quarantine, self.run_id, self.sync = quarantine, run_id, sync
+        self.locations, self.routes, self.drops = locations, routes, drops
+        self.run_ids, self.sync = run_ids, sync
 
-    def __call__(self, chunk: Chunk) -> ChunkResult:
+    def __call__(self, chunk: Chunk) -> dict[str, ChunkResult]:
         settings, proc = self.proc_of(chunk)
-        return mix_chunk(chunk, settings, proc, self.location, self.routes.get(chunk.index, {}),
-                         self.drops.get(chunk.index, {}) if self.quarantine else None, self.run_id, self.sync)
+        return mix_chunk(chunk, settings, proc, self.locations, self.routes.get(chunk.index, {}),
+                         self.drops.get(chunk.index, {}), self.run_ids, self.sync)
 
     def prepare(self, chunk: Chunk) -> None:
-        clean_chunk_leftovers(self.location, chunk.index)
+        for location in self.locations.values():
+            clean_chunk_leftovers(location, chunk.index)
 
     def warm(self) -> None:
         for own in self.sources.values():
             _processor(own).encoder.tok.encode_text("")
 
 
-def mix_chunk(chunk: Chunk, settings: Settings, proc: RecordProcessor, location: str, routes: dict[int, int],
-              drops: dict[int, Drop] | None, run_id: str = "", sync: bool = True) -> ChunkResult:
-    """One chunk into one split folder, committed like ``process_chunk`` (done-marker last).
-    ``drops`` None: this split keeps no quarantine (rejections are the train split's)."""
-    folder = Folder(location)
-    out = folder.staging()
-    work_dir(folder)
-    result = ChunkResult(chunk.index, run_id=run_id, input_digest=chunk_digest(chunk))
-    quarantine = _Quarantine(chunk, result)
+def mix_chunk(chunk: Chunk, settings: Settings, proc: RecordProcessor, locations: dict[str, str],
+              routes: dict[int, tuple[str, int]], drops: dict[int, Drop], run_ids: dict[str, str],
+              sync: bool = True) -> dict[str, ChunkResult]:
+    """One chunk into every split folder, committed like ``process_chunk`` (done-markers last)."""
+    digest = chunk_digest(chunk)
+    first = next(iter(locations))
+    results = {name: ChunkResult(chunk.index, run_id=run_ids[name], input_digest=digest) for name in locations}
+    quarantine = _Quarantine(chunk, results[first])
     blanks = BlankCounter()
-    with ShardWriter(out, chunk.index, settings.shard_size, MIX_SCHEMA, sync=sync) as writer:
+    with ExitStack() as stack:
+        writers = {}
+        for name, location in locations.items():
+            work_dir(Folder(location))
+            writers[name] = stack.enter_context(ShardWriter(Folder(location).staging(), chunk.index,
+                                                            settings.shard_size, MIX_SCHEMA, sync=sync))
         for line, raw, _rid, outcome in validated(chunk, settings, proc, blanks):
             if isinstance(outcome, Rejection):
-                if drops is not None:
-                    result.records_read += 1
-                    quarantine.add(outcome)
-                continue
-            if drops is not None and line in drops:
-                drop = drops[line]
-                result.records_read += 1
-                if drop.reason == "duplicate":
-                    result.dropped_duplicates.append((outcome.id, drop.extra["duplicate_of"]))
-                stage = "dedupe" if drop.reason == "duplicate" else "decontaminate"
-                quarantine.add_exc(Reject(drop.reason, drop.message, ""), stage, line, outcome.id, raw,
-                                   **drop.extra)
-                continue
-            copies = routes.get(line, 0)
-            if copies:
-                _write(result, writer, proc, outcome, copies, chunk.source, quarantine if drops is not None else None,
-                       line, raw)
-        result.shards = writer.finish()
-    result.blank_lines = blanks.value if drops is not None else 0
+                results[first].records_read += 1
+                quarantine.add(outcome)
+            elif line in drops:
+                _drop(results[first], quarantine, drops[line], outcome, line, raw)
+            elif line in routes:
+                split, copies = routes[line]
+                _write(results[split], writers[split], proc, outcome, copies, chunk.source,
+                       (results[first], quarantine), line, raw)
+        for name, writer in writers.items():
+            results[name].shards = writer.finish()
+    results[first].blank_lines = blanks.value
     fault_point("worker_chunk")
-    part = quarantine.to_bytes()
+    for name, location in locations.items():
+        _commit(Folder(location), results[name], quarantine.to_bytes() if name == first else b"", sync)
+    return results
+
+
+def _drop(result: ChunkResult, quarantine: _Quarantine, drop: Drop, conv: Conversation, line: int,
+          raw: bytes) -> None:
+    result.records_read += 1
+    if drop.reason == "duplicate":
+        result.dropped_duplicates.append((conv.id, drop.extra["duplicate_of"]))
+    stage = "dedupe" if drop.reason == "duplicate" else "decontaminate"
+    quarantine.add_exc(Reject(drop.reason, drop.message, ""), stage, line, conv.id, raw, **drop.extra)
+
+
+def _commit(folder: Folder, result: ChunkResult, part: bytes, sync: bool) -> None:
+    """A chunk's quarantine part and done-marker (last) in one folder, then published."""
+    out = folder.staging()
     result.quarantine_sha256 = hashlib.sha256(part).hexdigest()
-    atomic_write_bytes(out / chunk_quarantine(chunk.index), part, sync=sync)
-    atomic_write_bytes(out / chunk_marker(chunk.index), orjson.dumps(result.to_json()), sync=sync)
-    folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(chunk.index), chunk_marker(chunk.index)])
-    return result
+    atomic_write_bytes(out / chunk_quarantine(result.index), part, sync=sync)
+    atomic_write_bytes(out / chunk_marker(result.index), orjson.dumps(result.to_json()), sync=sync)
+    folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(result.index),
+                                                             chunk_marker(result.index)])
 
 
 def _write(result: ChunkResult, writer: ShardWriter, proc: RecordProcessor, conv: Conversation, copies: int,
-           source: str, quarantine: _Quarantine | None, line: int, raw: bytes) -> None:
+           source: str, rejects: tuple[ChunkResult, _Quarantine], line: int, raw: bytes) -> None:
     """``copies`` rows of one record: the first with its id, the others ``<id>#r2``, ``<id>#r3``..."""
     if conv.unknown_keys:
         count_names(result.unknown_keys, conv.unknown_keys)
@@ -167,9 +182,8 @@ def _write(result: ChunkResult, writer: ShardWriter, proc: RecordProcessor, conv
     except RUN_FAULTS:
         raise
     except Exception as exc:  # noqa: BLE001 - the first pass skipped it too; keep it with its reason
-        if quarantine is not None:
-            result.records_read += 1
-            quarantine.add_exc(exc, "label", line, conv.id, raw)
+        rejects[0].records_read += 1
+        rejects[1].add_exc(exc, "label", line, conv.id, raw)
         return
     for k in range(1, copies + 1):
         rid = conv.id if k == 1 else f"{conv.id}#r{k}"

@@ -18,7 +18,7 @@ SPLITS = ("train", "eval")
 
 @dataclass
 class Decision:
-    routes: dict[str, dict[int, dict[int, int]]] = field(default_factory=dict)  # split -> chunk -> line -> copies
+    routes: dict[int, dict[int, tuple[str, int]]] = field(default_factory=dict)  # chunk -> line -> (split, copies)
     drops: dict[int, dict[int, Drop]] = field(default_factory=dict)
     per_source: dict[str, dict] = field(default_factory=dict)  # the selection's own figures
 
@@ -57,7 +57,7 @@ def decide(recipe: Recipe, facts: list[Fact], contaminated: set[str], dedupe: bo
     for f in eligible:
         if f.where in copies:
             side = "eval" if f.prompt_hash in to_eval else "train"
-            out.routes.setdefault(side, {}).setdefault(f.chunk, {})[f.line] = copies[f.where]
+            out.routes.setdefault(f.chunk, {})[f.line] = (side, copies[f.where])
     return out
 
 

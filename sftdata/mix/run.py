@@ -1,5 +1,6 @@
 """Run a mix recipe: plan every source, a first pass over all of them, the driver's decisions,
-then one main pass per output folder (``train`` and ``eval`` of a split run, or the folder itself).
+then one main pass writing every output folder (``train`` and ``eval`` of a split run, or the
+folder itself), each with its own ledger.
 
 A split run's folder is what ``datasets.DatasetDict.save_to_disk`` writes: ``dataset_dict.json``
 (written last: the mark of a finished split run) beside ``train/`` and ``eval/``, each a prepared
@@ -161,15 +162,12 @@ def _run_locked(settings: Settings, recipe: Recipe, out: Folder, *, workers, res
     sources = {s.name: s.settings for s in recipe.sources}
     try:
         decision = _decide(settings, recipe, chunks, runner)  # refuses an unmet budget before writing
-        results: dict[str, list[ChunkResult]] = {}
         ledgers: dict[str, Ledger] = {}
-        skipped = 0
         for folder, name in targets:
             prepare_output(folder, resume=resume, overwrite=overwrite)
-            ledgers[name] = Ledger(folder, chunks, copy.deepcopy(plan))  # its own run id
-            done, ordered = _pass(ledgers[name], name, settings, sources, decision, runner, resume, progress,
-                                  quarantine=name == "train", sync=executor != "local")
-            results[name], skipped = ordered, skipped + done
+            ledgers[name] = Ledger(folder, chunks, copy.deepcopy(plan))  # its own plan and run id
+        skipped, results = _main_pass(ledgers, settings, sources, decision, runner, resume, progress,
+                                      sync=executor != "local")
         fault_point("before_finalize")
         mix = accounting(recipe, decision, chunks, results)
         manifests = {}
@@ -190,7 +188,7 @@ def _run_locked(settings: Settings, recipe: Recipe, out: Folder, *, workers, res
         where = f" ({exc.filename})" if exc.filename else ""
         raise RunError(f"{exc.strerror or exc}{where}; the chunks committed so far are kept in {out}: fix the cause "
                        "and rerun with --resume") from exc
-    return MixSummary(out.location, manifests["train"], len(chunks) * len(targets), skipped, mix=mix,
+    return MixSummary(out.location, manifests["train"], len(chunks), skipped, mix=mix,
                       splits=manifests if split else {})
 
 
@@ -205,24 +203,31 @@ def _digests(chunks: list[Chunk], results: list[ChunkResult], plan: dict) -> dic
     return input_digests(chunks, {r.index: r.input_digest for r in results}, [i["path"] for i in plan["inputs"]])
 
 
-def _pass(ledger: Ledger, name: str, settings: Settings, sources: dict[str, Settings], decision: Decision, runner,
-          resume: bool, progress, *, quarantine: bool, sync: bool) -> tuple[int, list[ChunkResult]]:
-    """One folder's main pass, resumable chunk by chunk like a plain run's."""
-    folder, chunks = ledger.out, ledger.chunks
-    (folder.staging() / WORK_DIR).mkdir(parents=True, exist_ok=True)
-    run_id = ledger.open(new_run_id())
-    done = ledger.done() if resume else {}
-    pending = [c for c in chunks if c.index not in done]
-    ledger.clean(pending)
-    results: dict[int, ChunkResult] = dict(done)
-    task = MixChunk(settings, sources, folder.location, decision.routes.get(name, {}),
-                    decision.drops if quarantine else {}, quarantine, run_id, sync=sync)
+def _main_pass(ledgers: dict[str, Ledger], settings: Settings, sources: dict[str, Settings], decision: Decision,
+               runner, resume: bool, progress, *, sync: bool) -> tuple[int, dict[str, list[ChunkResult]]]:
+    """Every chunk into every folder at once, resumable chunk by chunk: a chunk is kept on
+    ``--resume`` only where each folder's ledger holds it."""
+    chunks = next(iter(ledgers.values())).chunks
+    run_ids, done = {}, {}
+    for name, ledger in ledgers.items():
+        (ledger.out.staging() / WORK_DIR).mkdir(parents=True, exist_ok=True)
+        run_ids[name] = ledger.open(new_run_id())
+        done[name] = ledger.done() if resume else {}
+    kept = set.intersection(*(set(d) for d in done.values()))
+    pending = [c for c in chunks if c.index not in kept]
+    for ledger in ledgers.values():
+        ledger.clean(pending)
+    results = {name: {i: done[name][i] for i in kept} for name in ledgers}
+    task = MixChunk(settings, sources, {name: ledger.out.location for name, ledger in ledgers.items()},
+                    decision.routes, decision.drops, run_ids, sync=sync)
+    first = next(iter(ledgers))
     for res in runner.map(task, pending):
-        results[res.index] = res
+        for name, r in res.items():
+            results[name][r.index] = r
         if progress:
-            progress(res, len(results), len(chunks))
+            progress(res[first], len(results[first]), len(chunks))
         fault_point("chunk_done")
-    return len(done), [results[c.index] for c in chunks]
+    return len(kept), {name: [results[name][c.index] for c in chunks] for name in ledgers}
 
 
 def finished_mix(out: Folder, recipe: Recipe) -> dict[str, dict] | None:

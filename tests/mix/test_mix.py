@@ -138,7 +138,7 @@ def test_one_worker_same_bytes_and_another_seed_another_subset(mix, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", ["chunk_done:3", "chunk_done:20", "worker_chunk:4", "before_manifest:1",
+@pytest.mark.parametrize("fault", ["chunk_done:3", "chunk_done:12", "worker_chunk:4", "before_manifest:1",
                                    "before_manifest:2"])
 def test_kill_and_resume_give_identical_bytes(mix, tmp_path, fault):
     recipe, out = mix
