@@ -52,7 +52,15 @@ class _SourceTask(ChunkTask):
 
 
 class ScanChunk(_SourceTask):
-    """First pass: a ``Fact`` (hashes, token count) of every record that would be written."""
+    """First pass: a ``Fact`` (hashes, token count) of every record that would be written.
+
+    ``need_tokens`` (a token budget or a token-sized eval split): every record is encoded. Else a
+    record is encoded only where encoding could reject it (``truncation: drop`` and more characters
+    than ``max_length``: a token holds at least one), and its token count is -1 (not needed)."""
+
+    def __init__(self, settings: Settings, sources: dict[str, Settings], need_tokens: bool = True) -> None:
+        super().__init__(settings, sources)
+        self.need_tokens = need_tokens
 
     def __call__(self, chunk: Chunk) -> tuple[int, list[Fact]]:
         settings, proc = self.proc_of(chunk)
@@ -61,14 +69,21 @@ class ScanChunk(_SourceTask):
             if not isinstance(conv, Conversation):
                 continue
             try:
-                enc = proc.encode(conv)
+                tokens = self._tokens(settings, proc, conv)
             except RUN_FAULTS:
                 raise
             except Exception:  # noqa: BLE001 - rejected again, with its reason, by the main pass
                 continue
             h, ph = conversation_hashes(conv)
-            facts.append(Fact(chunk.source, chunk.index, line, conv.id, h, ph, len(enc.input_ids)))
+            facts.append(Fact(chunk.source, chunk.index, line, conv.id, h, ph, tokens))
         return chunk.index, facts
+
+    def _tokens(self, settings: Settings, proc: RecordProcessor, conv: Conversation) -> int:
+        pieces = conv.pieces if conv.pieces is not None else proc.renderer.render(conv)
+        if not self.need_tokens and (settings.truncation != "drop"
+                                     or sum([len(v) for _, v in pieces]) <= settings.max_length):
+            return -1
+        return len(proc.encoder.encode(pieces).input_ids)
 
     def warm(self) -> None:
         for own in self.sources.values():

@@ -49,7 +49,6 @@ def decide(recipe: Recipe, facts: list[Fact], contaminated: set[str], dedupe: bo
         out.per_source[s.name] = {
             "valid_records": len(mine), "take": s.take.to_json(),
             "records_taken": len(taken), "rows_taken": sum(taken.values()),
-            "tokens_taken": sum(f.tokens * taken[f.where] for f in mine if f.where in taken),
             "sampling_factor": round(sum(taken.values()) / len(mine), 6) if mine else 0.0,
             "contaminated": sum(1 for f in facts if f.source == s.name and f.prompt_hash in contaminated),
         }

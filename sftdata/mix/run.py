@@ -99,7 +99,8 @@ def _contaminated(settings: Settings, recipe: Recipe, runner) -> set[str]:
 
 def _decide(settings: Settings, recipe: Recipe, chunks: list[Chunk], runner) -> Decision:
     sources = {s.name: s.settings for s in recipe.sources}
-    per_chunk = dict(runner.map(ScanChunk(settings, sources), chunks))
+    need_tokens = any(s.take.kind == "tokens" for s in recipe.sources) or recipe.split.eval_kind == "tokens"
+    per_chunk = dict(runner.map(ScanChunk(settings, sources, need_tokens), chunks))
     facts = [f for c in chunks for f in per_chunk[c.index]]
     return decide(recipe, facts, _contaminated(settings, recipe, runner), settings.dedupe == "exact")
 

@@ -185,3 +185,24 @@ def test_resume_with_another_seed_is_refused(mix, tmp_path):
     other.write_text(recipe.read_text().replace("seed: 7", "seed: 9"))
     r = sftdata_cli("run", other, "--output", out, "--resume", "--no-audit")
     assert r.returncode == 1 and "another recipe" in r.stderr, r.stderr  # as a plain run with other settings
+
+
+def test_records_too_long_to_keep_are_not_counted_valid(tmp_path):
+    """Without a token budget the first pass encodes only what encoding could reject: a record over
+    max_length (truncation: drop) is still not a valid record of its source."""
+    records = [{"id": f"r{i}", "messages": [{"role": "user", "content": f"question {i}"},
+                                            {"role": "assistant", "content": f"answer {i}"}]} for i in range(18)]
+    records += [{"id": f"long{i}", "messages": [{"role": "user", "content": "word " * 400},
+                                                {"role": "assistant", "content": "ok"}]} for i in range(2)]
+    from tests.conftest import write_jsonl
+
+    src = write_jsonl(tmp_path / "in.jsonl", records)
+    body = f"seed: 3\nsources:\n  - name: a\n    input: {src}\n    take: {{records: N}}\nstages:\n  label: {{max_length: 256}}\n"
+    ok, over = tmp_path / "ok.yaml", tmp_path / "over.yaml"
+    ok.write_text(body.replace("N", "18"))
+    over.write_text(body.replace("N", "19"))
+    r = sftdata_cli("run", ok, "--output", tmp_path / "ok", "--no-audit")
+    assert r.returncode == 0, r.stderr
+    assert len(load(tmp_path / "ok")) == 18
+    r = sftdata_cli("run", over, "--output", tmp_path / "over", "--no-audit")
+    assert r.returncode == 2 and "only 18 valid" in r.stderr, r.stderr
