@@ -41,7 +41,19 @@ def export_cmd(folder: str, target: str, output: str, validation: str | None, ov
     """Export the prepared FOLDER in the layout a trainer reads as it is, with the same tokens trained."""
     from sftdata.errors import InterruptedRun
     from sftdata.export.core import export_folder
+    from sftdata.mix.splits import split_folders_of
 
+    splits = dict(split_folders_of(folder))
+    if splits:  # a split run's folder: train, and eval as the validation split
+        if validation is not None:
+            raise click.UsageError(f"{folder} is a split run's folder: its eval split is the validation split; "
+                                   "drop --validation")
+        from sftdata.export.targets import INFO, Target
+
+        if not INFO[Target(target)].validation:
+            raise click.UsageError(f"{folder} is a split run's folder and {target} exports have no validation split: "
+                                   f"export {splits['train']} (and {splits.get('eval')}) on their own")
+        folder, validation = splits["train"], splits.get("eval")
     try:
         manifest = export_folder(folder, target, output, validation=validation, overwrite=overwrite,
                                  skip_audit=skip_audit, unpack=unpack, max_seq_len=max_seq_len)

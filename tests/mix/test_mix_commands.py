@@ -42,3 +42,18 @@ def test_inspect_finds_an_eval_row_by_id(out):
         row_id = pa.ipc.open_stream(f).read_all().column("id")[0].as_py()
     r = sftdata_cli("inspect", out, "--id", row_id, "--no-color")
     assert r.returncode == 0 and f"id='{row_id}'" in r.stdout, r.stdout + r.stderr
+
+
+def test_export_of_a_split_run_has_both_splits(out, tmp_path):
+    from tests.conftest import load
+
+    dest = tmp_path / "hf"
+    r = sftdata_cli("export", out, "--to", "hf", "--output", dest)
+    assert r.returncode == 0, r.stderr
+    ds = load(dest)
+    assert set(ds) == {"train", "validation"}
+    train = json.loads((out / "train" / "manifest.json").read_text())["totals"]["rows"]
+    evals = json.loads((out / "eval" / "manifest.json").read_text())["totals"]["rows"]
+    assert (ds["train"].num_rows, ds["validation"].num_rows) == (train, evals)
+    r = sftdata_cli("export", out, "--to", "mds", "--output", tmp_path / "mds")
+    assert r.returncode == 2 and "no validation split" in r.stderr and "Traceback" not in r.stderr, r.stderr
