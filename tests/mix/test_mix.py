@@ -206,3 +206,18 @@ def test_records_too_long_to_keep_are_not_counted_valid(tmp_path):
     assert len(load(tmp_path / "ok")) == 18
     r = sftdata_cli("run", over, "--output", tmp_path / "over", "--no-audit")
     assert r.returncode == 2 and "only 18 valid" in r.stderr, r.stderr
+
+
+def test_accounting_adds_up_per_source_and_split(mix):
+    _, out = mix
+    train = json.loads((out / "train" / "manifest.json").read_text())
+    evals = json.loads((out / "eval" / "manifest.json").read_text())
+    assert train["mix"]["sources"] == evals["mix"]["sources"] and evals["mix"]["split"] == "eval"
+    got = Counter((r["source"], split) for split in ("train", "eval") for r in rows(out / split))
+    for name, s in train["mix"]["sources"].items():
+        assert {k: v["rows"] for k, v in s["splits"].items()} == {"train": got[(name, "train")],
+                                                                  "eval": got[(name, "eval")]}
+        taken = {r["id"].split("#r")[0] for r in both(out) if r["source"] == name}
+        assert s["records_read"] == sum(s["rejected"].values()) + len(taken) + s["records_not_taken"], name
+    assert train["mix"]["sources"]["chat"]["records_read"] == 246  # 240 records and 6 broken lines
+    assert train["mix"]["sources"]["share"]["duplicates_removed"] == 1
