@@ -130,7 +130,7 @@ class Manifest:
 
 
 def loads_json(raw: bytes) -> Any:
-    """orjson first (a manifest of a big run is megabytes); anything it
+    """orjson first (a version 1 manifest of a big run is megabytes); anything it
     refuses (NaN, integers beyond 64 bits) goes to ``json``, which decides what is an error."""
     import orjson
 
