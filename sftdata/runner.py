@@ -23,6 +23,7 @@ from sftdata.manifest import read_manifest
 from sftdata.output import RunLock, check_location, new_run_id
 from sftdata.output import prepare as prepare_output
 from sftdata.process.chunk import ChunkResult, HashChunk, ProcessChunk
+from sftdata.process.dedupe import DuplicatePlan
 from sftdata.process.identity import input_digests
 from sftdata.process.ledger import Ledger, input_size
 from sftdata.process.record import RecordProcessor
@@ -79,17 +80,13 @@ def _find_duplicates(chunks: list[Chunk], settings: Settings, executor, proc: Re
 
     Returns, per chunk, the lines to drop and the id each one duplicates. Pure function of the
     input, so the kept rows are the same for any number of workers, any executor and on resume.
+    Each chunk's hashes are spilled to disk as they arrive and merged (``process.dedupe``), so the
+    driver never holds every hash of the input.
     """
-    per_chunk = dict(executor.map(HashChunk(settings, proc), chunks))
-    first: dict[str, str] = {}
-    drops: dict[int, dict[int, str]] = {}
-    for chunk in chunks:
-        for line, h, rid in per_chunk[chunk.index]:
-            if h in first:
-                drops.setdefault(chunk.index, {})[line] = first[h]
-            else:
-                first[h] = rid
-    return drops
+    with DuplicatePlan() as plan:
+        for index, run in executor.map(HashChunk(settings, proc), chunks):
+            plan.add(index, run)
+        return plan.drops()
 
 
 def run_pipeline(settings: Settings, inputs: list[str], output: str | os.PathLike, *, workers: int | None = None,

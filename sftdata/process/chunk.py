@@ -292,7 +292,10 @@ class ProcessChunk(ChunkTask):
 
 
 class HashChunk(ChunkTask):
-    """The first pass of ``dedupe: exact``: (chunk index, [(line, content hash, id) of each valid record])."""
+    """The first pass of ``dedupe: exact``: (chunk index, the chunk's valid records as a run sorted by
+    content hash: ``process.dedupe.sorted_hashes``), merged by the driver's ``DuplicatePlan``."""
 
-    def __call__(self, chunk: Chunk) -> tuple[int, list[tuple[int, str, str]]]:
-        return chunk.index, hash_chunk(chunk, self.settings, self.processor)
+    def __call__(self, chunk: Chunk) -> tuple[int, list[tuple[str, int, int, str]]]:
+        from sftdata.process.dedupe import sorted_hashes
+
+        return chunk.index, sorted_hashes(hash_chunk(chunk, self.settings, self.processor))

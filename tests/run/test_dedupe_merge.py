@@ -1,0 +1,64 @@
+"""``dedupe: exact`` planned by an external merge of sorted runs drops exactly what the old
+dict of every hash dropped, for any number of workers (issue 31)."""
+
+from __future__ import annotations
+
+import random
+
+import orjson
+import pytest
+
+from sftdata.executors import get_executor
+from sftdata.process.chunk import hash_chunk
+from sftdata.process.dedupe import DuplicatePlan, sorted_hashes
+from sftdata.process.record import RecordProcessor
+from sftdata.runner import _find_duplicates, _plan
+from tests.conftest import settings
+from tests.synth import generate_records
+
+
+def old_find_duplicates(chunks, s) -> dict[int, dict[int, str]]:
+    """The driver-side dict the runner used before (a copy, for comparison)."""
+    per_chunk = {c.index: hash_chunk(c, s, RecordProcessor(s)) for c in chunks}
+    first: dict[str, str] = {}
+    drops: dict[int, dict[int, str]] = {}
+    for chunk in chunks:
+        for line, h, rid in per_chunk[chunk.index]:
+            if h in first:
+                drops.setdefault(chunk.index, {})[line] = first[h]
+            else:
+                first[h] = rid
+    return drops
+
+
+@pytest.fixture(scope="module")
+def many_duplicates(tmp_path_factory):
+    rng = random.Random(31)
+    base = generate_records(150, seed=31)
+    lines = []
+    for i in range(2500):
+        rec = dict(rng.choice(base))
+        rec["id"] = f"r{i}"  # ids differ; content repeats (about 94% of records are duplicates)
+        lines.append(orjson.dumps(rec) if i % 97 else b'{"messages": "broken"}')
+    path = tmp_path_factory.mktemp("dd") / "in.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_merge_drops_what_the_dict_dropped(many_duplicates, workers):
+    s = settings(dedupe="exact", chunk_size=16 << 10)
+    _, chunks, _ = _plan(s, [str(many_duplicates)])
+    assert len(chunks) > 8
+    old = old_find_duplicates(chunks, s)
+    assert sum(len(d) for d in old.values()) > 2000
+    new = _find_duplicates(chunks, s, get_executor("local", workers), RecordProcessor(s))
+    assert new == old
+
+
+def test_runs_may_arrive_in_any_order():
+    runs = {0: [(1, "h1", "a"), (2, "h2", "b"), (3, "h1", "c")], 1: [(1, "h2", "d"), (2, "h3", "e"), (5, "h1", "f")]}
+    with DuplicatePlan() as plan:
+        for index in (1, 0):
+            plan.add(index, sorted_hashes(runs[index]))
+        assert plan.drops() == {0: {3: "a"}, 1: {1: "b", 5: "a"}}
