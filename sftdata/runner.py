@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sftdata.commit import finalize
+from sftdata.commit import finalize, index_rows
 from sftdata.config import Settings
 from sftdata.errors import OutputFolderError, RunError, UnusableRunError
 from sftdata.executors import ExecutorFailure, get_executor
@@ -23,7 +23,7 @@ from sftdata.manifest import read_manifest
 from sftdata.output import RunLock, check_location, new_run_id
 from sftdata.output import prepare as prepare_output
 from sftdata.process.chunk import ChunkResult, HashChunk, ProcessChunk
-from sftdata.process.dedupe import DuplicatePlan
+from sftdata.process.dedupe import DuplicatePlan, RowIndex
 from sftdata.process.identity import input_digests
 from sftdata.process.ledger import Ledger, input_size
 from sftdata.process.record import RecordProcessor
@@ -85,7 +85,7 @@ def _find_duplicates(chunks: list[Chunk], settings: Settings, executor, proc: Re
     """
     with DuplicatePlan() as plan:
         for index, run in executor.map(HashChunk(settings, proc), chunks):
-            plan.add(index, run)
+            plan.add_hashes(index, run)
         return plan.drops()
 
 
@@ -106,6 +106,17 @@ def run_pipeline(settings: Settings, inputs: list[str], output: str | os.PathLik
                               executor=executor, ray_address=ray_address, progress=progress)
     check_usable(summary, inputs)
     return summary
+
+
+def _commit(out: Folder, settings: Settings, tokenizer, plan: dict, ledger: Ledger, files: list[Path],
+            chunks: list[Chunk], results: dict[int, ChunkResult], index: RowIndex):
+    """Check the inputs and markers, record the inputs' digests, and commit the folder."""
+    ledger.check_commit(files, results)
+    ordered = [results[c.index] for c in chunks]
+    digests = input_digests(chunks, {r.index: r.input_digest for r in ordered}, [i["path"] for i in plan["inputs"]])
+    for item in plan["inputs"]:
+        item["digest"] = digests[item["path"]]
+    return finalize(out, settings, tokenizer, plan, ordered, index)
 
 
 def _primes(settings: Settings, plan: dict) -> bool:
@@ -150,6 +161,7 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
             progress(res, len(results), len(chunks))
     runner = get_executor(executor, n_workers, ray_address=ray_address)
     proc = RecordProcessor(settings, tokenizer)  # the driver's own, for the serial path
+    index = RowIndex()  # every row's content hash and id, spilled to disk as each chunk is done
     try:
         drops = _find_duplicates(chunks, settings, runner, proc) if settings.dedupe == "exact" and pending else {}
         # the local pool's workers share this machine's page cache: the commit syncs their files
@@ -159,15 +171,10 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
             results[res.index] = res
             if progress:
                 progress(res, len(results), len(chunks))
+            index_rows(index, res)
             fault_point("chunk_done")
         fault_point("before_finalize")
-        ledger.check_commit(files, results)
-        ordered = [results[c.index] for c in chunks]
-        digests = input_digests(chunks, {r.index: r.input_digest for r in ordered},
-                                [i["path"] for i in plan["inputs"]])
-        for item in plan["inputs"]:
-            item["digest"] = digests[item["path"]]
-        manifest = finalize(out, settings, tokenizer, plan, ordered)
+        manifest = _commit(out, settings, tokenizer, plan, ledger, files, chunks, results, index)
     except ExecutorFailure as exc:
         raise RunError(f"{exc}. The {len(results)} chunk(s) committed so far are kept in {out}: rerun with "
                        "--resume to continue") from None
@@ -175,6 +182,8 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
         where = f" ({exc.filename})" if exc.filename else ""
         raise RunError(f"{exc.strerror or exc}{where}; the {len(results)} chunk(s) committed so far are kept "
                        f"in {out}: fix the cause and rerun with --resume") from exc
+    finally:
+        index.close()
     return RunSummary(out.location, manifest.to_json(), len(chunks), len(done))
 
 

@@ -1,12 +1,14 @@
-"""The plan of ``dedupe: exact`` in bounded memory: an external merge of per-chunk sorted runs.
+"""Content hashes and ids of every row, matched in bounded memory: external merges of per-chunk
+sorted runs. Two users: the plan of ``dedupe: exact`` (``DuplicatePlan``) and the commit's lists
+of duplicates and repeated ids (``RowIndex``).
 
-Why not a dict of every content hash: it grows with the rows (a million rows, a few hundred MB in
-the driver). Instead each chunk's hashing task returns its records sorted by content hash
-(``sorted_hashes``); the driver spills each chunk's run to a temporary file as it arrives and then
-merges the runs (``heapq.merge``): records with the same hash come together, ordered by (chunk,
-position in the chunk), so the first of each group is the first occurrence in input order and the
-others are its duplicates. Memory: one buffered line per chunk plus the drops themselves. The result
-is the one the dict gave, for any number of workers and any executor.
+Why not a dict of every hash (or a Counter of every id) in the driver: it grows with the rows (a
+million rows, a few hundred MB, and forked workers inherit it). Instead each chunk's records are
+sorted by key (in the worker for the dedupe pass), spilled to a temporary file as the chunk's
+result arrives, and the runs are merged with ``heapq.merge``: records of one key come together,
+ordered by (chunk, position in the chunk), so the first of each group is the first occurrence in
+input order. Memory: one buffered line per chunk, plus what the caller keeps of the output. The
+result is the one the dict gave, for any number of workers and any executor.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import heapq
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-# One record of a run: (content hash, position in the chunk, line, id).
+# One record of a dedupe run: (content hash, position in the chunk, line, id).
 Hashed = tuple[str, int, int, str]
 
 
@@ -27,49 +30,107 @@ def sorted_hashes(records: Iterable[tuple[int, str, str]]) -> list[Hashed]:
     return sorted((h, pos, line, rid) for pos, (line, h, rid) in enumerate(records))
 
 
-def _write_run(path: Path, run: list[Hashed]) -> None:
-    with open(path, "wb") as f:
-        f.writelines(b"%s\t%d\t%d\t%s\n" % (h.encode(), pos, line, orjson.dumps(rid)) for h, pos, line, rid in run)
+class SortedRuns:
+    """Per-chunk runs of (key, position, payload), each sorted by (key, position), spilled to files
+    in a temporary folder; ``merged`` yields (key, chunk, position, payload) in (key, chunk,
+    position) order. Keys are hex strings (no tab, byte order = the order of what they encode)."""
 
-
-def _read_run(path: Path, chunk: int) -> Iterator[tuple[bytes, int, int, int, bytes]]:
-    with open(path, "rb") as f:
-        for raw in f:
-            h, pos, line, rid = raw.rstrip(b"\n").split(b"\t", 3)
-            yield h, chunk, int(pos), int(line), rid
-
-
-class DuplicatePlan:
-    """Collects chunks' sorted runs (``add``, in any order), then ``drops()``: per chunk, the lines
-    to drop and the id of the first occurrence each one duplicates."""
-
-    def __init__(self) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="sftdata-dedupe-")
+    def __init__(self, prefix: str = "sftdata-runs-") -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix=prefix)
         self._runs: dict[int, Path] = {}
 
-    def __enter__(self) -> DuplicatePlan:
+    def __enter__(self) -> SortedRuns:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._tmp.cleanup()
 
-    def add(self, chunk: int, run: list[Hashed]) -> None:
-        path = Path(self._tmp.name, f"chunk-{chunk:06d}.hashes")
-        _write_run(path, run)
+    def add(self, chunk: int, run: Iterable[tuple[str, int, Any]]) -> None:
+        path = Path(self._tmp.name, f"chunk-{chunk:06d}.run")
+        with open(path, "wb") as f:
+            f.writelines(b"%s\t%d\t%s\n" % (key.encode(), pos, orjson.dumps(payload)) for key, pos, payload in run)
         self._runs[chunk] = path
 
+    @staticmethod
+    def _read(path: Path, chunk: int) -> Iterator[tuple[bytes, int, int, bytes]]:
+        with open(path, "rb") as f:
+            for raw in f:
+                key, pos, payload = raw.rstrip(b"\n").split(b"\t", 2)
+                yield key, chunk, int(pos), payload
+
+    def merged(self) -> Iterator[tuple[bytes, int, int, bytes]]:
+        return heapq.merge(*(self._read(path, chunk) for chunk, path in sorted(self._runs.items())))
+
+
+def _repeats(merged: Iterable[tuple[bytes, int, int, bytes]]) -> Iterator[tuple[bytes, int, int, bytes]]:
+    """(first payload, chunk, position, payload) of every record whose key came before it."""
+    group, first = None, b""
+    for key, chunk, pos, payload in merged:
+        if key != group:
+            group, first = key, payload
+        else:
+            yield first, chunk, pos, payload
+
+
+class DuplicatePlan(SortedRuns):
+    """Chunks' sorted runs (``add_hashes``, in any order), then ``drops()``: per chunk, the lines to
+    drop and the id of the first occurrence each one duplicates."""
+
+    def __init__(self) -> None:
+        super().__init__("sftdata-dedupe-")
+
+    def add_hashes(self, chunk: int, run: list[Hashed]) -> None:
+        self.add(chunk, ((h, pos, (line, rid)) for h, pos, line, rid in run))
+
     def drops(self) -> dict[int, dict[int, str]]:
-        merged = heapq.merge(*(_read_run(path, chunk) for chunk, path in sorted(self._runs.items())))
         out: dict[int, dict[int, str]] = {}
-        group, first_raw, first_id = None, b"", None
-        for h, chunk, _pos, line, rid in merged:
-            if h != group:  # the first record of a hash: its first occurrence in input order
-                group, first_raw, first_id = h, rid, None
-                continue
-            if first_id is None:
-                first_id = orjson.loads(first_raw)
-            out.setdefault(chunk, {})[line] = first_id
+        first_id, last = "", b""
+        for first, chunk, _pos, payload in _repeats(self.merged()):
+            if first is not last:  # one id string per group, shared by its duplicates
+                first_id, last = orjson.loads(first)[1], first
+            out.setdefault(chunk, {})[orjson.loads(payload)[0]] = first_id
         return out
 
 
-__all__ = ["DuplicatePlan", "sorted_hashes"]
+class RowIndex:
+    """The content hash and id of every written row, spilled per chunk as its result arrives (the
+    result's ``hashes`` list is emptied): the commit's duplicates and repeated ids, in bounded memory."""
+
+    def __init__(self) -> None:
+        self.by_hash, self.by_id = SortedRuns("sftdata-hashes-"), SortedRuns("sftdata-ids-")
+
+    def __enter__(self) -> RowIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.by_hash.close()
+        self.by_id.close()
+
+    def add(self, chunk: int, hashes: list[tuple[str, str]]) -> None:
+        """A chunk's (content hash, id) per written row, in row order."""
+        self.by_hash.add(chunk, sorted((h, pos, rid) for pos, (h, rid) in enumerate(hashes)))
+        self.by_id.add(chunk, sorted((rid.encode().hex(), pos, None) for pos, (_h, rid) in enumerate(hashes)))
+
+    def duplicates(self) -> Iterator[tuple[str, str]]:
+        """(id, id of the first row with its content) of every later row with the same content hash,
+        grouped by content hash (groups in hash order; within one, in input order)."""
+        for first, _chunk, _pos, payload in _repeats(self.by_hash.merged()):
+            yield orjson.loads(payload), orjson.loads(first)
+
+    def repeated_ids(self) -> Iterator[str]:
+        """Every id two or more rows carry, once, sorted."""
+        prev = listed = None
+        for key, _chunk, _pos, _payload in self.by_id.merged():
+            if key == prev and key != listed:
+                listed = key
+                yield bytes.fromhex(key.decode()).decode()
+            prev = key
+
+
+__all__ = ["DuplicatePlan", "RowIndex", "SortedRuns", "sorted_hashes"]

@@ -4,13 +4,14 @@ dict of every hash dropped, for any number of workers (issue 31)."""
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import orjson
 import pytest
 
 from sftdata.executors import get_executor
 from sftdata.process.chunk import hash_chunk
-from sftdata.process.dedupe import DuplicatePlan, sorted_hashes
+from sftdata.process.dedupe import DuplicatePlan, RowIndex, sorted_hashes
 from sftdata.process.record import RecordProcessor
 from sftdata.runner import _find_duplicates, _plan
 from tests.conftest import settings
@@ -60,5 +61,28 @@ def test_runs_may_arrive_in_any_order():
     runs = {0: [(1, "h1", "a"), (2, "h2", "b"), (3, "h1", "c")], 1: [(1, "h2", "d"), (2, "h3", "e"), (5, "h1", "f")]}
     with DuplicatePlan() as plan:
         for index in (1, 0):
-            plan.add(index, sorted_hashes(runs[index]))
+            plan.add_hashes(index, sorted_hashes(runs[index]))
         assert plan.drops() == {0: {3: "a"}, 1: {1: "b", 5: "a"}}
+
+
+def test_row_index_lists_what_the_dict_and_counter_listed():
+    """The commit's duplicates and repeated ids, against the driver-side dict and Counter used before."""
+    rng = random.Random(5)
+    names = ["a", "b\tc", "é\n", "zz", "\x00", "日本", "a "]
+    rows = {c: [(f"{rng.randrange(60):032x}", rng.choice(names) if rng.random() < 0.3 else f"id-{c}-{i}")
+                for i in range(rng.randrange(0, 80))] for c in range(7)}
+    seen: dict[str, str] = {}
+    old_dups = []
+    for c in range(7):
+        for h, rid in rows[c]:
+            if h in seen:
+                old_dups.append((rid, seen[h]))
+            else:
+                seen[h] = rid
+    ids = Counter(rid for c in range(7) for _, rid in rows[c])
+    with RowIndex() as index:
+        for c in (3, 0, 6, 1, 5, 2, 4):
+            index.add(c, rows[c])
+        new_dups = list(index.duplicates())
+        assert sorted(new_dups) == sorted(old_dups) and len(new_dups) > 100
+        assert list(index.repeated_ids()) == sorted(rid for rid, n in ids.items() if n > 1)
