@@ -65,12 +65,15 @@ def build_input(corpus: Path, copies: int, path: Path, half_duplicates: bool = F
 
 
 def measure(argv: list[str]) -> dict:
-    """Seconds, exit code and peak summed RSS (bytes) of one ``sftdata`` command."""
+    """Seconds, exit code and peak summed RSS (bytes) of one ``sftdata`` command. It runs in a
+    temporary folder: ``python -c`` puts its working folder first on ``sys.path``, so a checkout's
+    own ``sftdata`` would shadow the one ``PYTHONPATH`` names."""
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", "from sftdata.cli import main; main()", *argv],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    with TreeRssSampler(proc.pid, 0.02) as sampler:
-        _, err = proc.communicate()
+    with tempfile.TemporaryDirectory(prefix="bench-scale-cwd-") as cwd:
+        proc = subprocess.Popen([sys.executable, "-c", "from sftdata.cli import main; main()", *argv], cwd=cwd,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with TreeRssSampler(proc.pid, 0.02) as sampler:
+            _, err = proc.communicate()
     if proc.returncode not in (0, 1):
         raise SystemExit(f"sftdata {' '.join(argv)} exited {proc.returncode}: {err.decode()[-500:]}")
     return {"seconds": round(time.perf_counter() - started, 2), "rc": proc.returncode, "peak_rss": sampler.peak}

@@ -23,7 +23,7 @@ from sftdata.manifest import read_manifest
 from sftdata.output import RunLock, check_location, new_run_id
 from sftdata.output import prepare as prepare_output
 from sftdata.process.chunk import ChunkResult, HashChunk, ProcessChunk
-from sftdata.process.dedupe import DuplicatePlan, RowIndex
+from sftdata.process.dedupe import DropFiles, DuplicatePlan, RowIndex
 from sftdata.process.identity import input_digests
 from sftdata.process.ledger import Ledger, input_size
 from sftdata.process.record import RecordProcessor
@@ -74,19 +74,20 @@ def _with_engine(settings: Settings, input_bytes: int) -> Settings:
     return replace(settings, encoder=pick_engine(input_bytes))
 
 
-def _find_duplicates(chunks: list[Chunk], settings: Settings, executor, proc: RecordProcessor
-                     ) -> dict[int, dict[int, str]]:
+def _find_duplicates(chunks: list[Chunk], settings: Settings, executor, proc: RecordProcessor, *,
+                     spill: bool = False) -> dict[int, dict[int, str]] | DropFiles:
     """First pass of ``dedupe: exact``: hash every record, keep the first occurrence in input order.
 
     Returns, per chunk, the lines to drop and the id each one duplicates. Pure function of the
     input, so the kept rows are the same for any number of workers, any executor and on resume.
     Each chunk's hashes are spilled to disk as they arrive and merged (``process.dedupe``), so the
-    driver never holds every hash of the input.
+    driver never holds every hash of the input. ``spill``: the drops stay on disk too, one file per
+    chunk (``DropFiles``, for workers on this machine; the caller closes it).
     """
     with DuplicatePlan() as plan:
         for index, run in executor.map(HashChunk(settings, proc), chunks):
             plan.add_hashes(index, run)
-        return plan.drops()
+        return plan.drop_files() if spill else plan.drops()
 
 
 def run_pipeline(settings: Settings, inputs: list[str], output: str | os.PathLike, *, workers: int | None = None,
@@ -162,8 +163,10 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
     runner = get_executor(executor, n_workers, ray_address=ray_address)
     proc = RecordProcessor(settings, tokenizer)  # the driver's own, for the serial path
     index = RowIndex()  # every row's content hash and id, spilled to disk as each chunk is done
+    drops: dict | DropFiles = {}
     try:
-        drops = _find_duplicates(chunks, settings, runner, proc) if settings.dedupe == "exact" and pending else {}
+        if settings.dedupe == "exact" and pending:
+            drops = _find_duplicates(chunks, settings, runner, proc, spill=executor == "local")
         # the local pool's workers share this machine's page cache: the commit syncs their files
         task = ProcessChunk(settings, out.location, drops, proc, run_id, sync=executor != "local",
                             prime=_primes(settings, plan))
@@ -184,6 +187,8 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
                        f"in {out}: fix the cause and rerun with --resume") from exc
     finally:
         index.close()
+        if isinstance(drops, DropFiles):
+            drops.close()
     return RunSummary(out.location, manifest.to_json(), len(chunks), len(done))
 
 

@@ -261,9 +261,10 @@ class ProcessChunk(ChunkTask):
     ``sync``: fsync each chunk's files before its result is returned (the default, for executors
     whose workers may be on other machines); ``False`` where the runner's commit, on the same
     machine, syncs them all at once. ``prime``: each chunk gets a BPE core over only the ranks its
-    texts reach (``process_chunk``), for a small run."""
+    texts reach (``process_chunk``), for a small run. ``drops``: per chunk index, the lines ``dedupe:
+    exact`` drops (a dict, or ``process.dedupe.DropFiles``: anything with ``get(index)``)."""
 
-    def __init__(self, settings: Settings, location: str, drops: dict[int, dict[int, str]] | None = None,
+    def __init__(self, settings: Settings, location: str, drops: Any = None,
                  processor: RecordProcessor | None = None, run_id: str = "", *, sync: bool = True,
                  prime: bool = False) -> None:
         super().__init__(settings, processor)

@@ -85,14 +85,74 @@ class DuplicatePlan(SortedRuns):
     def add_hashes(self, chunk: int, run: list[Hashed]) -> None:
         self.add(chunk, ((h, pos, (line, rid)) for h, pos, line, rid in run))
 
-    def drops(self) -> dict[int, dict[int, str]]:
-        out: dict[int, dict[int, str]] = {}
-        first_id, last = "", b""
+    def drop_files(self) -> DropFiles:
+        """The drops, one file per chunk with any (``DropFiles``): the driver keeps none of them."""
+        files, buffers = DropFiles(), {}
+        first_id, last = b"", b""
         for first, chunk, _pos, payload in _repeats(self.merged()):
-            if first is not last:  # one id string per group, shared by its duplicates
-                first_id, last = orjson.loads(first)[1], first
-            out.setdefault(chunk, {})[orjson.loads(payload)[0]] = first_id
+            if first is not last:
+                first_id, last = orjson.dumps(orjson.loads(first)[1]), first
+            buf = buffers.setdefault(chunk, bytearray())
+            buf += b"%d\t%s\n" % (orjson.loads(payload)[0], first_id)
+            if len(buf) >= _FLUSH:
+                files.append(chunk, buf)
+        for chunk, buf in buffers.items():
+            files.append(chunk, buf)
+        return files
+
+    def drops(self) -> dict[int, dict[int, str]]:
+        """The drops in memory, per chunk (for an executor whose workers cannot read this machine's files)."""
+        with self.drop_files() as files:
+            return files.all()
+
+
+_FLUSH = 1 << 15  # bytes of drops buffered per chunk before they are appended to its file
+
+
+class DropFiles:
+    """Per chunk, the lines ``dedupe: exact`` drops and the id each duplicates, in a file of its own
+    (``line<TAB>id as JSON``) that the chunk's task reads (``get``): neither the driver nor the
+    workers it forks hold the drops of the whole input. Pickles as its folder's path."""
+
+    def __init__(self) -> None:
+        self._tmp: tempfile.TemporaryDirectory | None = tempfile.TemporaryDirectory(prefix="sftdata-drops-")
+        self.folder = self._tmp.name
+
+    def __getstate__(self) -> dict:
+        return {"folder": self.folder, "_tmp": None}
+
+    def __enter__(self) -> DropFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def _path(self, chunk: int) -> Path:
+        return Path(self.folder, f"chunk-{chunk:06d}.drops")
+
+    def append(self, chunk: int, buf: bytearray) -> None:
+        with open(self._path(chunk), "ab") as f:
+            f.write(buf)
+        buf.clear()
+
+    def get(self, chunk: int) -> dict[int, str] | None:
+        path = self._path(chunk)
+        if not path.exists():
+            return None
+        out: dict[int, str] = {}
+        with open(path, "rb") as f:
+            for raw in f:
+                line, rid = raw.rstrip(b"\n").split(b"\t", 1)
+                out[int(line)] = orjson.loads(rid)
         return out
+
+    def all(self) -> dict[int, dict[int, str]]:
+        chunks = sorted(int(p.name[6:12]) for p in Path(self.folder).glob("chunk-*.drops"))
+        return {c: self.get(c) or {} for c in chunks}
 
 
 class RowIndex:
@@ -133,4 +193,4 @@ class RowIndex:
             prev = key
 
 
-__all__ = ["DuplicatePlan", "RowIndex", "SortedRuns", "sorted_hashes"]
+__all__ = ["DropFiles", "DuplicatePlan", "RowIndex", "SortedRuns", "sorted_hashes"]

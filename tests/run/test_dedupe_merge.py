@@ -86,3 +86,27 @@ def test_row_index_lists_what_the_dict_and_counter_listed():
         new_dups = list(index.duplicates())
         assert sorted(new_dups) == sorted(old_dups) and len(new_dups) > 100
         assert list(index.repeated_ids()) == sorted(rid for rid, n in ids.items() if n > 1)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_run_spills_its_bookkeeping_and_leaves_no_temporary_file(many_duplicates, tmp_path, monkeypatch, workers):
+    import tempfile
+
+    from sftdata.runner import run_pipeline
+
+    spill = tmp_path / "tmp"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    made = []
+    real = tempfile.TemporaryDirectory
+
+    def spy(*a, **kw):
+        made.append(kw.get("prefix"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", spy)
+    m = run_pipeline(settings(dedupe="exact", chunk_size=16 << 10), [str(many_duplicates)], tmp_path / "o",
+                     workers=workers).manifest
+    assert m["counts"]["rejected"]["duplicate"] == m["counts"]["duplicate_records"] > 2000
+    assert {"sftdata-dedupe-", "sftdata-drops-", "sftdata-hashes-", "sftdata-ids-"} <= set(made)
+    assert list(spill.iterdir()) == []
