@@ -58,22 +58,18 @@ def _columns(folder: Path, prompts: bool) -> tuple[Any, Any]:
     return pa.chunked_array(hashes, pa.string()), pa.chunked_array(ids, pa.string())
 
 
-def _shared(hashes: Any, ids: Any, other: Any) -> dict[str, list[str]]:
-    """hash -> ids (in folder order) of the rows whose hash occurs in ``other``: the set test is
-    Arrow's, so only the overlapping rows become Python objects."""
+def _shared(hashes: Any, ids: Any, other: Any) -> tuple[dict[str, list[str]], Any]:
+    """hash -> ids (in folder order) of the rows whose hash occurs in ``other``, and their hashes as
+    an Arrow array: the set test is Arrow's, so only the overlapping rows become Python objects
+    (and no Python list becomes an Arrow array: ``pa.array`` of a list imports pandas)."""
     import pyarrow.compute as pc
 
     keep = pc.is_in(hashes, value_set=pc.unique(other))
+    kept = hashes.filter(keep)
     out: dict[str, list[str]] = defaultdict(list)
-    for h, rid in zip(hashes.filter(keep).to_pylist(), ids.filter(keep).to_pylist(), strict=True):
+    for h, rid in zip(kept.to_pylist(), ids.filter(keep).to_pylist(), strict=True):
         out[h].append(rid)
-    return out
-
-
-def pa_array(values: list[str]) -> Any:
-    import pyarrow as pa
-
-    return pa.array(values, pa.string())
+    return out, kept
 
 
 @dataclass
@@ -98,8 +94,8 @@ class OverlapReport:
 
 def find_overlap(dir_a: str | Path, dir_b: str | Path, prompts: bool = False) -> OverlapReport:
     (ha, ia), (hb, ib) = _columns(Path(dir_a), prompts), _columns(Path(dir_b), prompts)
-    a = _shared(ha, ia, hb)
-    b = _shared(hb, ib, pa_array(list(a)))
+    a, shared = _shared(ha, ia, hb)
+    b, _ = _shared(hb, ib, shared)
     report = OverlapReport("prompt" if prompts else "content", str(dir_a), str(dir_b))
     for h in sorted(a.keys() & b.keys(), key=lambda h: (a[h][0], h)):
         report.matches.append({"hash": h, "a_ids": a[h], "b_ids": b[h]})
