@@ -64,10 +64,11 @@ def _entry(path) -> dict:
 
 
 def index_rows(index: RowIndex, result: ChunkResult) -> None:
-    """Spill a chunk's (content hash, id) per row into ``index`` and let go of them: the driver
-    holds no list that grows with the rows (``process.dedupe``)."""
+    """Spill a chunk's (content hash, id) per row and its dropped duplicates into ``index`` and let
+    go of them: the driver holds no list that grows with the rows (``process.dedupe``)."""
     index.add(result.index, result.hashes)
-    result.hashes = []
+    index.add_dropped(result.index, result.dropped_duplicates)
+    result.hashes, result.dropped_duplicates = [], []
 
 
 def run_counts(results: list[ChunkResult], lists: ListFiles, index: RowIndex) -> RunCounts:
@@ -76,7 +77,7 @@ def run_counts(results: list[ChunkResult], lists: ListFiles, index: RowIndex) ->
     repeated ids) go to ``lists`` as they are found; ``index`` holds every chunk's rows."""
     counts = RunCounts()
     for res in results:
-        for rid, first in res.dropped_duplicates:
+        for rid, first in index.dropped(res.index):
             lists.duplicate(rid, first)
         for rid in res.truncated_ids:
             lists.truncated(rid)
@@ -99,7 +100,7 @@ def run_counts(results: list[ChunkResult], lists: ListFiles, index: RowIndex) ->
 def write_lists(out: Folder, results: list[ChunkResult], index: RowIndex) -> tuple[RunCounts, dict[str, dict]]:
     """The run's counts, and the ``files`` entries of its list files, written and published."""
     for res in results:  # chunks whose rows are not in the index yet (a caller that kept them)
-        if res.hashes:
+        if res.hashes or res.dropped_duplicates:
             index_rows(index, res)
     lists = ListFiles(out)
     try:

@@ -48,8 +48,13 @@ class SortedRuns:
     def close(self) -> None:
         self._tmp.cleanup()
 
+    @property
+    def folder(self) -> Path:
+        """The temporary folder the runs are spilled into (removed by ``close``)."""
+        return Path(self._tmp.name)
+
     def add(self, chunk: int, run: Iterable[tuple[str, int, Any]]) -> None:
-        path = Path(self._tmp.name, f"chunk-{chunk:06d}.run")
+        path = self.folder / f"chunk-{chunk:06d}.run"
         with open(path, "wb") as f:
             f.writelines(b"%s\t%d\t%s\n" % (key.encode(), pos, orjson.dumps(payload)) for key, pos, payload in run)
         self._runs[chunk] = path
@@ -161,6 +166,7 @@ class RowIndex:
 
     def __init__(self) -> None:
         self.by_hash, self.by_id = SortedRuns("sftdata-hashes-"), SortedRuns("sftdata-ids-")
+        self._dropped: dict[int, Path] = {}
 
     def __enter__(self) -> RowIndex:
         return self
@@ -176,6 +182,20 @@ class RowIndex:
         """A chunk's (content hash, id) per written row, in row order."""
         self.by_hash.add(chunk, sorted((h, pos, rid) for pos, (h, rid) in enumerate(hashes)))
         self.by_id.add(chunk, sorted((rid.encode().hex(), pos, None) for pos, (_h, rid) in enumerate(hashes)))
+
+    def add_dropped(self, chunk: int, dropped: list[tuple[str, str]]) -> None:
+        """A chunk's rows ``dedupe: exact`` dropped, (id, id it duplicates), in input order."""
+        if dropped:
+            path = self._dropped[chunk] = self.by_id.folder / f"chunk-{chunk:06d}.dropped"
+            path.write_bytes(b"".join(orjson.dumps(pair) + b"\n" for pair in dropped))
+
+    def dropped(self, chunk: int) -> Iterator[tuple[str, str]]:
+        path = self._dropped.get(chunk)
+        if path is not None:
+            with open(path, "rb") as f:
+                for raw in f:
+                    rid, first = orjson.loads(raw)
+                    yield rid, first
 
     def duplicates(self) -> Iterator[tuple[str, str]]:
         """(id, id of the first row with its content) of every later row with the same content hash,

@@ -110,3 +110,30 @@ def test_a_run_spills_its_bookkeeping_and_leaves_no_temporary_file(many_duplicat
     assert m["counts"]["rejected"]["duplicate"] == m["counts"]["duplicate_records"] > 2000
     assert {"sftdata-dedupe-", "sftdata-drops-", "sftdata-hashes-", "sftdata-ids-"} <= set(made)
     assert list(spill.iterdir()) == []
+
+
+@pytest.mark.parametrize("dedupe", ["exact", "none"])
+def test_killed_run_resumes_with_the_same_lists(many_duplicates, tmp_path, dedupe):
+    """The dropped rows and duplicates of chunks committed before a kill come back from their done-markers."""
+    import os
+    import subprocess
+    import sys
+
+    src = tmp_path / "in.jsonl"
+    twins = [orjson.dumps({"id": "same", "messages": [{"role": "user", "content": f"only {k}"},
+                                                      {"role": "assistant", "content": "ok"}]}) for k in (1, 2)]
+    src.write_bytes(b"\n".join([twins[0], many_duplicates.read_bytes().rstrip(b"\n"), twins[1]]) + b"\n")
+    args = ["run", "--input", str(src), "--chunk-size", "16KiB", "--no-audit", "--dedupe", dedupe]
+
+    def cli(out, *extra, env=None):
+        return subprocess.run([sys.executable, "-m", "sftdata.cli", *args, "--output", str(out), *extra],
+                              capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+
+    assert cli(tmp_path / "ref", "--workers", "2").returncode == 0
+    assert cli(tmp_path / "o", "--workers", "2", env={"SFTDATA_FAULT": "chunk_done:5"}).returncode != 0
+    resumed = cli(tmp_path / "o", "--workers", "1", "--resume")
+    assert resumed.returncode == 0 and "resumed from a previous run" in resumed.stdout, resumed.stderr
+    for name in ("manifest.json", "duplicates.jsonl", "repeated_ids.jsonl", "quarantine.jsonl"):
+        assert (tmp_path / "o" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+    assert (tmp_path / "o" / "repeated_ids.jsonl").read_bytes() == b'{"id":"same"}\n'
+    assert len((tmp_path / "o" / "duplicates.jsonl").read_bytes().splitlines()) > 2000
