@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          str(tmp / f"{label}-hf-audited"),
                                                          *(["--unpack"] if label == "packed" else []))))
             sys.path.insert(0, str(ROOT))
-            from sftdata.export import export_folder
+            from sftdata.export.core import export_folder
 
             in_process = []
             for target in TARGETS:  # the export itself, without interpreter start and imports

@@ -40,12 +40,14 @@ def limit_encoding() -> Any:
     """tiktoken over the built-in tokenizer's ranks, with the Llama-3 control tokens as specials
     (they appear as text in the rendering)."""
     import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
 
-    from sftdata.tokenizer import LLAMA3_PATTERN, load_tokenizer
+    from sftdata.tokenizer import LLAMA3_PATTERN, llama3_model_file, load_tokenizer
 
     tok = load_tokenizer()
     specials = {name: int(i) for i, name in tok.meta["special_tokens"].items()}
-    return tiktoken.Encoding(name="bench-limit", pat_str=LLAMA3_PATTERN, mergeable_ranks=tok._tiktoken.ranks,
+    ranks = load_tiktoken_bpe(str(llama3_model_file()))
+    return tiktoken.Encoding(name="bench-limit", pat_str=LLAMA3_PATTERN, mergeable_ranks=ranks,
                              special_tokens=specials)
 
 

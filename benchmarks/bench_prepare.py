@@ -306,7 +306,7 @@ def contender_trl(corpus: Path, workers: int) -> Measure:
     logging.getLogger("trl").setLevel(logging.ERROR)
 
     records = [r for r in map(renderable_by_llama3_training, read_records(corpus)) if r is not None]
-    tok = load_tokenizer(encoder="hf").hf  # the same transformers object, without loading tiktoken ranks
+    tok = load_tokenizer().hf  # the built-in tokenizer's transformers object
     tok.chat_template = resources.files("trl").joinpath("chat_templates", "llama3_training.jinja").read_text()
     dataset = datasets.Dataset.from_list(records)
     # A one-layer Llama with the real vocabulary: the trainer needs a model, not a download.
@@ -349,7 +349,7 @@ def rendered_texts(corpus: Path) -> tuple[Any, list[str]]:
 
     from sftdata.tokenizer import load_tokenizer
 
-    hf = load_tokenizer(encoder="hf").hf
+    hf = load_tokenizer().hf
     template = resources.files("trl").joinpath("chat_templates", "llama3_2.jinja").read_text()
     return hf, [hf.apply_chat_template(template_messages(r["messages"]), tools=r.get("tools"),
                                        chat_template=template, tokenize=False, date_string=DATE_STRING)

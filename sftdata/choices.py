@@ -61,6 +61,9 @@ class Dedupe(str, Enum):
 
 
 class Encoder(str, Enum):
+    """``render.encoder``: still accepted so older pipeline files load, with no effect (the tokenizer
+    alone decides its encode path: ``sftdata.tokenizer.loader``)."""
+
     AUTO = "auto"
     HF = "hf"
     TIKTOKEN = "tiktoken"

@@ -11,10 +11,10 @@ import sys
 
 import click
 
-from sftdata import __version__
 from sftdata.choices import Dedupe, ExecutorName, Packing, TemplateName, TrainOn, Truncation, values
 from sftdata.cli_errors import SftdataGroup
 from sftdata.cli_options import reading_options
+from sftdata.version import __version__
 
 EPILOG_RUN = """\b
 Example:
@@ -73,20 +73,19 @@ def main() -> None:
 def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_address, no_audit, input_format,
         fields, strict_keys, tree_paths, packing, dedupe, **opts) -> None:
     """Run PIPELINE (a YAML file; defaults when omitted) over the inputs into OUTPUT."""
-    from sftdata.config import load_pipeline
+    from sftdata import api
     from sftdata.errors import UnusableRunError
     from sftdata.progress import RunProgress
-    from sftdata.runner import run_pipeline
-    from sftdata.summary import print_run_summary, run_audit_after
+    from sftdata.summary import audit_after, print_run_summary
 
-    settings = load_pipeline(pipeline, _overrides(input_format=input_format, fields=fields or None, packing=packing,
-                                                  dedupe=dedupe, strict_keys=strict_keys, tree_paths=tree_paths,
-                                                  **opts))
+    settings = api.pipeline_settings(pipeline, **_overrides(input_format=input_format, fields=fields or None,
+                                                            packing=packing, dedupe=dedupe, strict_keys=strict_keys,
+                                                            tree_paths=tree_paths, **opts))
     try:
         with RunProgress(enabled=sys.stderr.isatty()) as progress:
-            summary = run_pipeline(settings, list(inputs), output, workers=workers, resume=resume,
-                                   overwrite=overwrite, executor=executor, ray_address=ray_address,
-                                   progress=progress.update)
+            summary = api.run(settings, inputs=list(inputs), output=output, workers=workers, resume=resume,
+                              overwrite=overwrite, executor=executor, ray_address=ray_address, audit=False,
+                              progress=progress.update)
     except UnusableRunError as exc:
         if exc.summary is not None:
             print_run_summary(exc.summary, list(inputs))
@@ -98,9 +97,10 @@ def run(pipeline, inputs, output, workers, resume, overwrite, executor, ray_addr
         raise InterruptedRun(f"interrupted; the chunks committed so far are kept in {display(output)}: rerun the same "
                              "command with --resume to continue") from None
     print_run_summary(summary, list(inputs))
-    if settings.audit_enabled and not no_audit:
-        ok = run_audit_after(summary, settings)
-        if not ok:
+    if settings.audit_enabled and not no_audit:  # after the summary is shown (api.run(audit=True) audits first)
+        report = audit_after(summary, settings)
+        click.echo(report.summary_text())
+        if not report.ok:
             raise SystemExit(1)
 
 
@@ -116,37 +116,22 @@ Example:
 @reading_options
 def validate(paths, pipeline, template, max_errors, input_format, fields, strict_keys, tree_paths) -> None:
     """Schema and semantic checks only; exits 1 if any record is invalid."""
-    from sftdata.config import load_pipeline
-    from sftdata.process.validation import validate_files
-    from sftdata.stages.read.jsonl import expand_inputs
-    from sftdata.summary import validate_hints
+    from sftdata import api
 
-    settings = load_pipeline(pipeline, _overrides(template=template, input_format=input_format, fields=fields or None,
-                                                  strict_keys=strict_keys, tree_paths=tree_paths))
-    files = expand_inputs(list(paths))
-    n = bad = 0
-    formats: dict[str, str] = {}
-    reasons: set[str] = set()
-    unknown: dict[str, int] = {}
-    for checked in validate_files(list(paths), settings, formats):
-        n += 1
-        if checked.ok:
-            for name in checked.unknown_keys:
-                unknown[name] = unknown.get(name, 0) + 1
-            continue
-        bad += 1
-        reasons.add(checked.rejection.reason)
-        if bad <= max_errors:
-            click.echo(checked.describe())
-    click.echo(f"{n} records checked, {n - bad} valid, {bad} invalid", err=True)
-    if unknown:
+    found = api.validate(list(paths), pipeline=pipeline, max_listed=max_errors,
+                         on_invalid=lambda checked: click.echo(checked.describe()),
+                         **_overrides(template=template, input_format=input_format, fields=fields or None,
+                                      strict_keys=strict_keys, tree_paths=tree_paths))
+    click.echo(f"{found.records} records checked, {found.records - found.invalid_total} valid, "
+               f"{found.invalid_total} invalid", err=True)
+    if found.unknown_keys:
         from sftdata.stages.adapt.keys import top_names
 
-        shown = ", ".join(f"{name} ({k})" for name, k in top_names(unknown, 10).items())
+        shown = ", ".join(f"{name} ({k})" for name, k in top_names(found.unknown_keys, 10).items())
         click.echo(f"unknown keys, not rendered (records per name; --strict-keys rejects them): {shown}", err=True)
-    for hint in validate_hints([p.resolve() for p in files], settings, formats, reasons):
+    for hint in found.hints:
         click.echo(hint, err=True)
-    if bad:
+    if not found.ok:
         raise SystemExit(1)
 
 

@@ -63,7 +63,6 @@ class Settings:
     dedupe: str = "none"
     template: str = "llama3.2"
     tokenizer: str = "builtin:llama3"
-    encoder: str = "auto"
     date_string: str = DEFAULT_DATE
     builtin_tools: list[str] = field(default_factory=list)  # Llama-3.1 built-in tools for every record
     tools_in_user_message: bool = True  # False: tool definitions go into the system message
@@ -80,7 +79,7 @@ class Settings:
     def output_settings(self) -> dict[str, Any]:
         """The settings that decide the output bytes (not workers, not the executor)."""
         d = asdict(self)
-        for key in ("workers", "audit_enabled", "min_trained_fraction", "max_rejected_fraction", "encoder"):
+        for key in ("workers", "audit_enabled", "min_trained_fraction", "max_rejected_fraction"):
             d.pop(key)
         return d
 
@@ -97,7 +96,7 @@ _STAGE_KEYS = {
     ("read", "max_blank_bytes"): "max_blank_bytes",
     ("validate", "parts"): "parts", ("validate", "dedupe"): "dedupe", ("validate", "strict_keys"): "strict_keys",
     ("render", "template"): "template", ("render", "tokenizer"): "tokenizer",
-    ("render", "encoder"): "encoder", ("render", "date_string"): "date_string",
+    ("render", "date_string"): "date_string",
     ("render", "builtin_tools"): "builtin_tools", ("render", "tools_in_user_message"): "tools_in_user_message",
     ("label", "train_on"): "train_on", ("label", "max_length"): "max_length",
     ("label", "truncation"): "truncation", ("label", "packing"): "packing", ("write", "shard_size"): "shard_size",
@@ -105,6 +104,10 @@ _STAGE_KEYS = {
     ("audit", "max_rejected_fraction"): "max_rejected_fraction",
 }
 _SIZES = ("max_record_bytes", "max_decompressed_bytes", "max_blank_bytes", "shard_size")
+# Accepted so that older pipeline files still load, with no effect: the tokenizer alone decides its
+# encode path (sftdata.tokenizer.loader: splintr for builtin:llama3, else Hugging Face), and the
+# ids never depended on it.
+_NO_EFFECT = ("render", "encoder")
 
 
 @lru_cache(maxsize=1)
@@ -175,6 +178,8 @@ def settings_from_dict(doc: Any, source: str = "pipeline", overrides: dict[str, 
         values["workers"] = doc["workers"]
     for stage, opts in (doc.get("stages") or {}).items():
         for key, value in (opts or {}).items():
+            if (stage, key) == _NO_EFFECT:
+                continue
             values[_STAGE_KEYS[(stage, key)]] = copy.deepcopy(value)
     for key in _SIZES:
         if key in values:

@@ -113,3 +113,34 @@ def exit_status(exc: BaseException) -> tuple[int, str] | None:
 
 class TrainError(SftdataError):
     """Settings or data that cannot be trained on (or planned for); raised before any training step."""
+
+
+class TrainRefused(TrainError):
+    """``train`` or ``plan`` refused before anything is read or written: an ``--output-dir`` it may
+    not write into, a folder that is not prepared data, a file sftdata will not open. Exit 2."""
+
+    exit_code = 2
+
+
+class RecordRejected(UsageError):
+    """``sftdata.encode`` refused a record: ``reason`` and ``message`` are those of the quarantine
+    line ``sftdata run`` would write for it (``pointer`` where in the record, ``problems`` every
+    problem found when there are several). Exit 2, as an input refused."""
+
+    def __init__(self, reason: str, message: str, *, id: str | None = None, pointer: str = "",
+                 problems: list[dict] | None = None) -> None:
+        super().__init__(f"{id + ': ' if id else ''}[{reason}] {message}")
+        self.reason = reason
+        self.message = message
+        self.id = id
+        self.pointer = pointer
+        self.problems = problems or []
+
+
+class FolderNotVerified(SftdataError):
+    """``sftdata.load`` found a prepared folder whose shards do not match its manifest (what
+    ``sftdata verify`` exits 1 for); ``report`` is the ``IntegrityReport``."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report

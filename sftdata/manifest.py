@@ -18,10 +18,10 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from sftdata import __version__
 from sftdata.constants import FORMAT_VERSION, READABLE_FORMAT_VERSIONS
 from sftdata.errors import ManifestError
 from sftdata.storage.layout import MANIFEST_NAME
+from sftdata.version import __version__
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from sftdata.tokenizer import Tokenizer
 
 FORMAT = "sftdata-shards"
-_LIBS = ("transformers", "tokenizers", "tiktoken", "splintr-rs", "pyarrow", "datasets", "numpy", "orjson",
+# the libraries whose versions decide a run's bytes (tiktoken is only the tests' oracle now: not listed)
+_LIBS = ("transformers", "tokenizers", "splintr-rs", "pyarrow", "datasets", "numpy", "orjson",
          "jsonschema", "fastjsonschema")
 
 
@@ -158,10 +159,9 @@ def read_manifest(folder: Folder | str, *, check_names: bool = True) -> Manifest
     if not folder.exists():
         raise ManifestError(f"{folder}: no such folder")
     where = f"{folder}/{MANIFEST_NAME}"
-    if folder.size(MANIFEST_NAME) is None:
+    if folder.size(MANIFEST_NAME) is None and (folder.remote or not folder.local(MANIFEST_NAME).is_symlink()
+                                              and not folder.local(MANIFEST_NAME).exists()):
         raise ManifestError(f"{folder}: no {MANIFEST_NAME} (not a finished `sftdata run` output folder)")
-    if not folder.is_regular(MANIFEST_NAME):
-        raise ManifestError(f"{where}: not a regular file")
     try:
         data = loads_json(folder.read_bytes(MANIFEST_NAME))
     except UnsafeFileError as exc:

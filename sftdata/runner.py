@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sftdata.commit import finalize, index_rows
 from sftdata.config import Settings
@@ -31,7 +32,7 @@ from sftdata.stages.read.jsonl import Chunk, auto_chunk_size, expand_inputs
 from sftdata.stages.read.sources import plan_chunks
 from sftdata.storage import Folder, display
 from sftdata.storage.layout import MANIFEST_NAME, WORK_DIR
-from sftdata.tokenizer import BUILTIN_LLAMA3, load_tokenizer
+from sftdata.tokenizer import load_tokenizer
 
 __all__ = ["RunError", "RunSummary", "run_pipeline"]
 
@@ -42,6 +43,7 @@ class RunSummary:
     manifest: dict
     chunks_total: int = 0
     chunks_skipped: int = 0
+    audit: Any = None  # the AuditReport, when ``sftdata.run`` audited the folder (``summary.audit_after``)
 
 
 def _plan(settings: Settings, inputs: list[str]) -> tuple[list[Path], list[Chunk], dict]:
@@ -61,17 +63,6 @@ def _plan(settings: Settings, inputs: list[str]) -> tuple[list[Path], list[Chunk
         "chunks": len(chunks),
     }
     return files, chunks, plan
-
-
-def _with_engine(settings: Settings, input_bytes: int) -> Settings:
-    """``encoder: auto`` made concrete for the built-in tokenizer, by input size (``pick_engine``),
-    so the driver, forked workers and Ray tasks all run the same engine. Ids do not depend on it,
-    and neither does anything written: the manifest records no encoder."""
-    if settings.encoder != "auto" or settings.tokenizer != BUILTIN_LLAMA3:
-        return settings
-    from sftdata.tokenizer.splintr_backend import pick_engine
-
-    return replace(settings, encoder=pick_engine(input_bytes))
 
 
 def _find_duplicates(chunks: list[Chunk], settings: Settings, executor, proc: RecordProcessor, *,
@@ -120,15 +111,6 @@ def _commit(out: Folder, settings: Settings, tokenizer, plan: dict, ledger: Ledg
     return finalize(out, settings, tokenizer, plan, ordered, index)
 
 
-def _primes(settings: Settings, plan: dict) -> bool:
-    """A small run on the tiktoken engine: each chunk gets a BPE core over only the ranks its texts
-    reach (``Tokenizer.primed``), instead of the core over all ranks (same ids, see ``rank_subset``)."""
-    from sftdata.tokenizer.rank_subset import PRIME_MAX_BYTES
-
-    return (settings.encoder == "tiktoken" and settings.tokenizer == BUILTIN_LLAMA3
-            and sum(i["bytes"] for i in plan["inputs"]) <= PRIME_MAX_BYTES)
-
-
 def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: int | None, resume: bool,
                 overwrite: bool, executor: str, ray_address: str | None,
                 progress: Callable[[ChunkResult, int, int], None] | None) -> RunSummary:
@@ -145,9 +127,8 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
 
         if importlib.util.find_spec("ray") is None:  # before touching the output folder
             raise RunError("--executor ray needs Ray: pip install 'sftdata[ray]'")
+    tokenizer = load_tokenizer(settings.tokenizer)  # fail fast (before the output is touched), share with forks
     prepare_output(out, resume=resume, overwrite=overwrite)
-    settings = _with_engine(settings, sum(i["bytes"] for i in plan["inputs"]))
-    tokenizer = load_tokenizer(settings.tokenizer, settings.encoder)  # fail fast, and share with forks
     plan["tokenizer_fingerprint"] = tokenizer.fingerprint
     (out.staging() / WORK_DIR).mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out, chunks, plan)
@@ -168,8 +149,7 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
         if settings.dedupe == "exact" and pending:
             drops = _find_duplicates(chunks, settings, runner, proc, spill=executor == "local")
         # the local pool's workers share this machine's page cache: the commit syncs their files
-        task = ProcessChunk(settings, out.location, drops, proc, run_id, sync=executor != "local",
-                            prime=_primes(settings, plan))
+        task = ProcessChunk(settings, out.location, drops, proc, run_id, sync=executor != "local")
         for res in runner.map(task, pending):
             results[res.index] = res
             if progress:

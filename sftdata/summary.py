@@ -141,17 +141,16 @@ def print_run_summary(summary, inputs: list[str] | None = None) -> None:
         click.echo(hint)
 
 
-def run_audit_after(summary, settings) -> bool:
-    """Audit the finished folder, write audit.json beside the manifest, print the verdict."""
+def audit_after(summary, settings):
+    """Audit the finished folder and write audit.json beside the manifest; returns the report."""
     import json
 
     from sftdata.audit.run import run_audit
+    from sftdata.storage import Folder
 
     report = run_audit(summary.output, min_trained_fraction=settings.min_trained_fraction,
                        max_rejected_fraction=settings.max_rejected_fraction)
-    from sftdata.storage import Folder
-
     Folder(summary.output).write_bytes(AUDIT_NAME, (json.dumps(report.to_json(), indent=2, sort_keys=True)
                                                     + "\n").encode())
-    click.echo(report.summary_text())
-    return bool(report.ok)
+    return report
+

@@ -76,6 +76,11 @@ def sftdata_cli(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedP
                           env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})})
 
 
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by relative path: what a deletion or overwrite test compares."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def run_committed(*args, **kwargs) -> dict:
     """``run_pipeline(...).manifest``, also for a run that committed nothing usable (no rows):
     such a run raises ``UnusableRunError`` after its commit, carrying the summary."""

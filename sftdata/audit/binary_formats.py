@@ -33,7 +33,7 @@ import pyarrow as pa
 from sftdata.audit import slices
 from sftdata.audit.integrity import AuditError, MalformedDataError
 from sftdata.errors import UnsafeFileError
-from sftdata.storage.opener import read_json
+from sftdata.storage.opener import open_regular, read_json
 
 MDS_INDEX = "index.json"
 OLMO_TOKENS = "token_ids_part_*.npy"
@@ -101,7 +101,7 @@ def _sample(data: bytes, where: str) -> tuple[list[int], list[int]]:
 def mds_slices(path: str, where: str) -> Iterator[tuple[int, pa.Table]]:
     """(first sample, table of input_ids and labels_mask) per slice of about SLICE_TOKENS tokens."""
     size = Path(path).stat().st_size
-    with open(path, "rb") as f:
+    with open_regular(path, what=where) as f:  # the one opener: a regular file, or one line
         head = f.read(4)
         n = int(np.frombuffer(head, np.uint32, 1)[0]) if len(head) == 4 else -1
         if n < 0 or 4 + 4 * (n + 1) > size:
@@ -138,7 +138,7 @@ def _olmo_starts(bounds_file: Path, n: int) -> np.ndarray:
     """Document starts from OLMo-core's ``start,end`` lines, each checked (0 <= start < end <= n)."""
     starts, end = array("q"), 0  # documents do not overlap, so there are at most n of them
     try:
-        with gzip.open(bounds_file, "rt", encoding="utf-8") as f:
+        with open_regular(bounds_file) as raw, gzip.open(raw, "rt", encoding="utf-8") as f:  # regular files only
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
                     continue

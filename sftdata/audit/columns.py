@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from sftdata.audit.arrays import align, list_parts, offsets
 from sftdata.audit.declared import column_type_problem
-from sftdata.audit.integrity import AuditError, MalformedDataError, align, list_parts, offsets
+from sftdata.audit.integrity import AuditError, MalformedDataError
 from sftdata.constants import IGNORE_INDEX
 
 ID_COLUMNS = ("input_ids", "tokens")

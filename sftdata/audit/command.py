@@ -72,11 +72,11 @@ def audit_cmd(folder: str, json_path: Path | None, html_path: Path | None, junit
     OLMo-core folder, with input_ids and labels or a loss mask (assistant_masks, completion_mask,
     loss_mask, labels_mask). Its labels are read unshifted unless --labels or --trainer (or the
     data itself) says otherwise; the report states the convention it assumed."""
-    from sftdata.audit.run import run_audit
+    from sftdata import api
 
     files = ReportFiles(json_path, junit_path, html_path)
     try:
-        report = run_audit(folder, min_trained_fraction=min_trained_fraction,
+        report = api.audit_data(folder, min_trained_fraction=min_trained_fraction,
                            max_rejected_fraction=max_rejected_fraction, check_integrity=not no_integrity,
                            sources=list(sources) or None, template=template, tokenizer=tokenizer,
                            labels_column=labels_column, mask_column=mask_column, shifted=shifted,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sftdata.audit.report import AuditReport, RowStats, Violations
-from sftdata.audit.rules import RuleContext
+from sftdata.audit.slice_view import RuleContext
 
 
 @dataclass

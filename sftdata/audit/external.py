@@ -18,7 +18,7 @@ from sftdata.audit.foreign import PartCheck, check_part, part_schema, read_row
 from sftdata.audit.integrity import AuditError
 from sftdata.audit.reader import discover
 from sftdata.audit.report import FOREIGN_ORDER, MANIFEST_RULES, Violations
-from sftdata.audit.rules import RuleContext
+from sftdata.audit.slice_view import RuleContext
 
 DEFAULT_TOKENIZER = "builtin:llama3"
 

@@ -9,12 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from sftdata.audit.integrity import (
-    AuditError,
-)
+from sftdata.audit.integrity import AuditError
 from sftdata.audit.pitfalls import finish_dates
 from sftdata.audit.report import ROLE_NAMES, RULES, AuditReport, RowStats, Violations
-from sftdata.audit.rules import RuleContext
+from sftdata.audit.slice_view import RuleContext
 
 __all__ = ["THRESHOLDS", "finish_report", "rule_context"]
 

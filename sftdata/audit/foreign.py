@@ -22,14 +22,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from sftdata.audit.arrays import list_parts
 from sftdata.audit.columns import Layout, column_parts, layout, normalise, shift_evidence, shift_verdict
 from sftdata.audit.conventions import Convention
 from sftdata.audit.declared import dataset_info_problems, parquet_metadata_problems
-from sftdata.audit.integrity import AuditError, MalformedDataError, list_parts
+from sftdata.audit.integrity import AuditError, MalformedDataError
 from sftdata.audit.reader import Part
 from sftdata.audit.report import RowStats, Violations
-from sftdata.audit.rules import RuleContext
 from sftdata.audit.shards import check_table
+from sftdata.audit.slice_view import RuleContext
 from sftdata.audit.wellformed import check_rows, mask_values
 
 MAX_OUT_OF_VOCAB = 0.01  # more ids outside the vocabulary than this share: the wrong tokenizer

@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from sftdata.audit.integrity import AuditError, list_parts, load_manifest, open_output, read_shard
+from sftdata.audit.arrays import list_parts
+from sftdata.audit.integrity import AuditError, load_manifest, open_output, read_shard
 from sftdata.audit.report import Violations
 from sftdata.constants import IGNORE_INDEX
+from sftdata.storage import Folder
 
 _PIECES: dict[str, dict[int, str]] = {}  # tokenizer fingerprint -> id -> printable piece
 
@@ -178,18 +180,9 @@ def render_row(row: Row, tokenizer: Any, *, color: bool) -> Any:
     return "".join(parts + (["]]"] if open_ else [])).rstrip("\n") + "\n"
 
 
-def compare_sources(folder: str | Path, manifest: dict, sources: list[str], sink: Violations,
-                    tokenizer: Any = None) -> int:
-    """Re-render the source records with ``sftdata.process.rerender.render_source_rows`` and compare each
-    conversation's input_ids and labels with the stored ones; returns how many were compared.
-    With ``tokenizer`` a mismatch names its first differing token, decoded."""
-    try:
-        from sftdata.process.rerender import render_source_rows  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise AuditError("--source needs sftdata.process.rerender.render_source_rows(paths, manifest), which "
-                         f"this installation does not provide: {exc}") from exc
+def _stored_conversations(folder: Folder, manifest: dict) -> dict[str, list[tuple[str, int, np.ndarray, np.ndarray]]]:
+    """Every stored conversation by id: (shard, row, input_ids, labels); packed rows are split."""
     stored: dict[str, list[tuple[str, int, np.ndarray, np.ndarray]]] = {}
-    folder = open_output(folder)
     for entry in manifest["shards"]:
         try:
             table = read_shard(folder, entry["file"])
@@ -211,6 +204,17 @@ def compare_sources(folder: str | Path, manifest: dict, sources: list[str], sink
             for name, n in zip(names, parts, strict=True):
                 stored.setdefault(name, []).append((entry["file"], r, ids[a:a + n], labels[la:la + n]))
                 a, la = a + n, la + n
+    return stored
+
+
+def compare_sources(folder: str | Path, manifest: dict, sources: list[str], sink: Violations,
+                    tokenizer: Any = None) -> int:
+    """Re-render the source records with ``sftdata.process.rerender.render_source_rows`` and compare each
+    conversation's input_ids and labels with the stored ones; returns how many were compared.
+    With ``tokenizer`` a mismatch names its first differing token, decoded."""
+    from sftdata.process.rerender import render_source_rows
+
+    stored = _stored_conversations(open_output(folder), manifest)
     compared = 0
     for rid, input_ids, labels in render_source_rows([str(s) for s in sources], manifest):
         hits = stored.get(rid)

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sftdata.audit.integrity import member
+from sftdata.audit.arrays import member
 
 if TYPE_CHECKING:
     from sftdata.audit.report import Violations
-    from sftdata.audit.rules import RuleContext, SliceView
+    from sftdata.audit.slice_view import RuleContext, SliceView
 
 ASSISTANT = 3
 PROMPT_ROLES = (1, 2, 4, 5)  # system, user, ipython, tool (report.ROLE_NAMES)

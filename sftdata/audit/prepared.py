@@ -16,8 +16,8 @@ from typing import Any
 from sftdata.audit.driver import RowPass
 from sftdata.audit.integrity import AuditError, IntegrityReport, load_manifest, open_output, verify_folder
 from sftdata.audit.report import Violations
-from sftdata.audit.rules import RuleContext
 from sftdata.audit.shards import audit_workers, check_shards, count_check, merge_outcome
+from sftdata.audit.slice_view import RuleContext
 from sftdata.storage import Folder
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sftdata.errors import AuditError, UnsafeFileError
-from sftdata.storage.layout import DATASET_INFO_NAME, SHARD_FILE, STATE_NAME, WORK_DIR, state_file_names
+from sftdata.storage.layout import DATASET_INFO_NAME, SHARD_FILE, STATE_NAME, WORK_DIR, check_names, state_file_names
 from sftdata.storage.opener import read_json
 
 EXTENSIONS = {".arrow": "arrow", ".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
@@ -68,10 +68,10 @@ def discover(location: str) -> tuple[str, list[Part]]:
         raise AuditError(f"{path}: no manifest.json beside sftdata shards: not a finished `sftdata run` output "
                          "folder (it is written last)")
     if (path / "dataset_dict.json").exists():
-        try:
-            splits = read_json(path / "dataset_dict.json")["splits"]
-            if not isinstance(splits, list) or not all(isinstance(s, str) and s and Path(s).name == s for s in splits):
-                raise ValueError("splits is not a list of plain folder names")
+        try:  # split names are folder names: plain names inside this folder, each once
+            splits = check_names(read_json(path / "dataset_dict.json")["splits"], str(path / "dataset_dict.json"))
+        except UnsafeFileError as exc:
+            raise AuditError(str(exc)) from None
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise AuditError(f"{path}: unreadable dataset_dict.json: {exc}") from None
         return "datasets DatasetDict", [p for s in splits for p in _dataset_parts(path / s, f"{s}/")]

@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from sftdata.audit.integrity import (
-    AuditError,
-)
+from sftdata.audit.integrity import AuditError
 from sftdata.audit.report import AuditReport
 from sftdata.constants import MANIFEST_NAME
 from sftdata.storage import Folder, is_uri, local_path_of

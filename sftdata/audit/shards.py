@@ -22,9 +22,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from sftdata.audit.integrity import AuditError, column_problems, iter_slices, read_shard
+from sftdata.audit.arrays import column_problems, iter_slices
+from sftdata.audit.integrity import AuditError, read_shard
 from sftdata.audit.report import RowStats, Violations
-from sftdata.audit.rules import RuleContext, check_slice
+from sftdata.audit.rules import check_slice
+from sftdata.audit.slice_view import RuleContext
 from sftdata.storage import Folder
 
 MAX_WORKERS = 8

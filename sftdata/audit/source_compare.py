@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from sftdata.audit.arrays import list_parts, offsets
 from sftdata.audit.columns import Layout
-from sftdata.audit.integrity import AuditError, list_parts, offsets
+from sftdata.audit.integrity import AuditError
 from sftdata.audit.report import Violations
 from sftdata.constants import IGNORE_INDEX
 

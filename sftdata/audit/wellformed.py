@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from sftdata.audit.arrays import offsets
 from sftdata.audit.columns import Layout, column_parts
-from sftdata.audit.integrity import MalformedDataError, offsets
+from sftdata.audit.integrity import MalformedDataError
 from sftdata.audit.report import Violations
 
 

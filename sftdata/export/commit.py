@@ -71,7 +71,7 @@ def write_dataset_dict(folder: Path, splits: list[str]) -> None:
 
 def export_manifest(target: str, sources: dict[str, dict], counts: dict[str, dict], layout: dict) -> dict:
     """What the export holds and where it came from: the source manifests' sha256, target, counts."""
-    from sftdata import __version__
+    from sftdata.version import __version__
 
     return {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "target": target,
             "created_by": {"sftdata": __version__, "pyarrow": pa.__version__},

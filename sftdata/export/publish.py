@@ -36,6 +36,7 @@ from pathlib import Path
 from sftdata.errors import OutputFolderError
 from sftdata.export.source import ExportError
 from sftdata.faults import fault_point
+from sftdata.interrupts import check_interrupted
 from sftdata.output import EXPORT, RunLock, check_folder
 from sftdata.storage import Folder
 from sftdata.storage.atomic import fsync_dir
@@ -137,6 +138,8 @@ def _check(folder: Folder, overwrite: bool) -> None:
     """``run``'s folder rules for an export's OUT (`ExportError`, exit 2, nothing changed)."""
     if folder.remote:
         raise ExportError(f"{folder}: export writes to a local folder only")
+    if folder.local().is_symlink():
+        raise ExportError(f"--output {folder} is a symbolic link; name the folder itself (nothing was changed)")
     try:
         check_folder(folder, resume=False, overwrite=overwrite, kind=EXPORT)
         _check_entries(folder.local())
@@ -171,8 +174,8 @@ def _check_entries(out: Path) -> None:
 @contextlib.contextmanager
 def publishing(out: Path, overwrite: bool) -> Iterator[Path]:
     """A fresh staging folder to write the export into; when the block ends without an exception it
-    replaces ``out`` (see the module's steps). Raises ``OutputFolderError`` before anything is written
-    for an OUT the export may not replace."""
+    replaces ``out`` (see the module's steps). Raises ``ExportError`` before anything is written for
+    an OUT the export may not replace."""
     folder = Folder(out)
     recover(out)
     _check(folder, overwrite)
@@ -195,13 +198,18 @@ def publishing(out: Path, overwrite: bool) -> Iterator[Path]:
             for part in [tmp, *(p for p in tmp.iterdir() if p.is_dir())]:
                 fsync_dir(part)
             fault_point("export-before-exchange")
+            check_interrupted()  # a stop asked for while a C extension held the exception: do not publish
             replace_folder(tmp, out)
-            fsync_dir(out.parent)
             outer.out, inner.out = Folder(tmp), Folder(out)  # each lock file moved with its folder
+            fsync_dir(out.parent)
             fault_point("export-after-exchange")
         except BaseException:
+            published = inner.out.location == str(out)
             inner.__exit__(None, None, None)
-            remove_export_files(tmp) if inner.out.location == str(out) else shutil.rmtree(tmp, ignore_errors=True)
+            if published:  # the staging name holds the old export now: only its export files go
+                remove_export_files(tmp)
+            else:  # the staging folder this export made and alone wrote into
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
         outer.__exit__(None, None, None)  # the old export's lock, now at the staging name
         left = remove_export_files(tmp)

@@ -140,7 +140,10 @@ def read_rows(source: Source, name: str) -> Rows:
 
 
 def iter_rows(source: Source) -> Iterator[tuple[str, Rows]]:
+    from sftdata.interrupts import check_interrupted
+
     for name in source.shards:
+        check_interrupted()
         yield name, read_rows(source, name)
 
 

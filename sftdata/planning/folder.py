@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sftdata.errors import TrainError
+from sftdata.errors import TrainError, TrainRefused
 
 
 def read_manifest(data_dir: Path) -> dict:
@@ -17,7 +17,7 @@ def read_manifest(data_dir: Path) -> dict:
     try:
         return read(str(data_dir)).to_json()
     except ManifestError as exc:
-        raise TrainError(f"{data_dir} is not a prepared sftdata output: {exc} (`sftdata run` writes the manifest "
+        raise TrainRefused(f"{data_dir} is not a prepared sftdata output: {exc} (`sftdata run` writes the manifest "
                          "last, so a folder without it is unfinished or was not written by sftdata)") from None
 
 
@@ -34,7 +34,7 @@ def check_dataset_files(data_dir: Path) -> list[str]:
         for name in names:
             regular_size(data_dir / name, what=f"{data_dir}/{name}")
     except OSError as exc:  # UnsafeFileError included
-        raise TrainError(f"cannot load the shards in {data_dir}: {exc.strerror or exc}"
+        raise TrainRefused(f"cannot load the shards in {data_dir}: {exc.strerror or exc}"
                          + (f": {exc.filename}" if exc.filename else "")) from None
     return names
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,18 +98,12 @@ class _Quarantine:
 
 
 def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: RecordProcessor | None = None,
-                  drop: dict[int, str] | None = None, run_id: str = "", sync: bool = True,
-                  prime: bool = False) -> ChunkResult:
+                  drop: dict[int, str] | None = None, run_id: str = "", sync: bool = True) -> ChunkResult:
     """Run every stage over one chunk; commit its shards, quarantine part and done-marker into the
-    output ``location`` (a folder, or a pyarrow filesystem URI: then they are written on this
-    machine's staging folder and uploaded, the done-marker last).
-
-    ``drop`` maps line numbers of this chunk to the id they duplicate (``dedupe: exact``).
-    ``sync=False``: the files are renamed into place without waiting for the disk; the run's
-    commit syncs them all at once and ``--resume`` checks them by content (``storage.atomic``).
-    ``prime``: the chunk is read whole first and encoded by ``RecordProcessor.primed_encoder`` (a
-    small run: the same ids, without building the BPE core over all ranks).
-    """
+    output ``location`` (a folder, or a pyarrow filesystem URI: written on this machine's staging
+    folder and uploaded, the done-marker last). ``drop``: line numbers of this chunk -> the id they
+    duplicate (``dedupe: exact``). ``sync=False``: renamed into place without waiting for the disk;
+    the run's commit syncs them all at once and ``--resume`` checks them by content."""
     proc = processor or RecordProcessor(settings)
     folder = Folder(location)
     out = folder.staging()
@@ -120,13 +114,7 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
     packer = Packer(settings.max_length) if settings.packing == "bfd" else None
     with ShardWriter(out, chunk.index, settings.shard_size, PACKED_SCHEMA if packer else BASE_SCHEMA,
                      sync=sync) as writer:
-        records: Iterable[tuple[int, bytes, str | None, Conversation | Rejection]] = validated(
-            chunk, settings, proc, blanks)
-        encoder = None
-        if prime:
-            records = list(records)
-            encoder = proc.primed_encoder(outcome for *_, outcome in records if not isinstance(outcome, Rejection))
-        for line, raw, rid, outcome in records:
+        for line, raw, rid, outcome in validated(chunk, settings, proc, blanks):
             result.records_read += 1
             if isinstance(outcome, Rejection):
                 quarantine.add(outcome)
@@ -140,7 +128,7 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
                     result.dropped_duplicates.append((conv.id, drop[line]))
                     raise Reject("duplicate", f"exact duplicate of {drop[line]}", "")
                 stage = "label"
-                enc = proc.encode(conv, encoder)
+                enc = proc.encode(conv)
                 h, ph = conversation_hashes(conv)
             except RUN_FAULTS:
                 raise
@@ -260,36 +248,28 @@ class ProcessChunk(ChunkTask):
 
     ``sync``: fsync each chunk's files before its result is returned (the default, for executors
     whose workers may be on other machines); ``False`` where the runner's commit, on the same
-    machine, syncs them all at once. ``prime``: each chunk gets a BPE core over only the ranks its
-    texts reach (``process_chunk``), for a small run. ``drops``: per chunk index, the lines ``dedupe:
-    exact`` drops (a dict, or ``process.dedupe.DropFiles``: anything with ``get(index)``)."""
+    machine, syncs them all at once. ``drops``: per chunk index, the lines ``dedupe: exact`` drops (a
+    dict, or ``process.dedupe.DropFiles``: anything with ``get(index)``)."""
 
     def __init__(self, settings: Settings, location: str, drops: Any = None,
-                 processor: RecordProcessor | None = None, run_id: str = "", *, sync: bool = True,
-                 prime: bool = False) -> None:
+                 processor: RecordProcessor | None = None, run_id: str = "", *, sync: bool = True) -> None:
         super().__init__(settings, processor)
         self.location = location
         self.drops = drops or {}
         self.run_id = run_id
         self.sync = sync
-        self.prime = prime
 
     def __call__(self, chunk: Chunk) -> ChunkResult:
         return process_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index),
-                             self.run_id, self.sync, self.prime)
+                             self.run_id, self.sync)
 
     def prepare(self, chunk: Chunk) -> None:
         clean_chunk_leftovers(self.location, chunk.index)
 
     def warm(self) -> None:
-        # the BPE engine over 128k ranks (splintr's merge tables or tiktoken's decoded ranks): built
-        # once in the driver, not once per worker (the forked workers share its pages); a primed run
-        # builds none, only the decoded ranks each chunk's small core is cut from
-        tok = self.processor.encoder.tok
-        if self.prime and tok.primable:
-            tok.primed(())  # decodes the ranks and their bounds (an empty subset: no core)
-        else:
-            tok.encode_text("")
+        # the BPE engine (splintr's merge tables over 128k ranks): built once in the driver, not once
+        # per worker (the forked workers share its pages)
+        self.processor.encoder.tok.encode_text("")
 
 
 class HashChunk(ChunkTask):

@@ -12,7 +12,7 @@ run itself (``OSError``, ``MemoryError``) are re-raised so the run stops and sta
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -24,12 +24,10 @@ from sftdata.stages.parse import record_id
 from sftdata.stages.read.jsonl import Chunk
 from sftdata.stages.read.sources import iter_records
 from sftdata.stages.records import Conversation, Reject, Rejection
-from sftdata.stages.render import CONST, HEADER, HEADER_NEWLINE, TEXT, TRAINED, Llama3Renderer
+from sftdata.stages.render import Llama3Renderer
 from sftdata.tokenizer import Tokenizer, load_tokenizer
-from sftdata.tokenizer.rank_subset import priming_pays
 
 RUN_FAULTS = (OSError, MemoryError)  # not about the record: stop the run, keep it resumable
-_TEXT_KINDS = (TEXT, TRAINED, CONST, HEADER)  # the pieces whose text goes through the BPE (a header: its role)
 
 
 def _canonical(obj: Any) -> bytes:
@@ -81,7 +79,7 @@ class RecordProcessor:
     @property
     def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.settings.tokenizer, self.settings.encoder)
+            self._tokenizer = load_tokenizer(self.settings.tokenizer)
         return self._tokenizer
 
     @property
@@ -103,25 +101,8 @@ class RecordProcessor:
             return list(many)
         return [(record_id(obj), self.conversation(obj, source, line, fmt))]
 
-    def encode(self, conv: Conversation, encoder: PieceEncoder | None = None):
-        return (encoder or self.encoder).encode(conv.pieces if conv.pieces is not None else self.renderer.render(conv))
-
-    def primed_encoder(self, convs: Iterable[Conversation]) -> PieceEncoder:
-        """An encoder for these conversations alone, over ``Tokenizer.primed`` (the tiktoken engine
-        built over only the ranks their texts can reach; any other text still gets the right ids).
-        For the chunks of a small run, where rendering them twice costs far less than the full core;
-        the usual encoder where finding the ranks would cost more (``priming_pays``)."""
-        texts = {HEADER_NEWLINE}
-        for conv in convs:
-            for kind, value in conv.pieces if conv.pieces is not None else self.renderer.render(conv):
-                if kind in _TEXT_KINDS:
-                    texts.add(value)
-        if not priming_pays(texts):
-            return self.encoder
-        tok = self.tokenizer.primed(texts)
-        if tok is self.tokenizer:
-            return self.encoder
-        return PieceEncoder(tok, self.settings.max_length, self.settings.truncation)
+    def encode(self, conv: Conversation):
+        return self.encoder.encode(conv.pieces if conv.pieces is not None else self.renderer.render(conv))
 
 
 class BlankCounter:

@@ -15,6 +15,7 @@ from sftdata.constants import IGNORE_INDEX
 from sftdata.stages.records import Reject
 from sftdata.stages.render import CONST, HEADER, HEADER_NEWLINE, SPECIAL, TEXT, TRAINED, TRAINED_SPECIAL, Piece
 from sftdata.tokenizer import Tokenizer
+from sftdata.tokenizer.boundaries import safe_cut
 
 
 @dataclass(slots=True)
@@ -72,6 +73,35 @@ class PieceEncoder:
             raise Reject("too_long", f"{chars:,} characters of text: more than max_length {self.max_length} "
                          f"tokens can hold (at most {per_token} characters per token); refused before tokenizing")
 
+    def _cut_for_truncation(self, pieces: list[Piece]) -> tuple[list[Piece], bool]:
+        """``pieces`` without the text whose ids ``truncate`` would throw away, and whether any was cut.
+
+        Each character of text is at least one byte and a token at most ``max_token_bytes``, so
+        ``max_token_bytes * max_length`` characters of text hold at least ``max_length`` tokens. Text
+        past that bound (counted from the start of the record) is cut at the first place where the
+        ids before the cut cannot change (``tokenizer.boundaries``), and the pieces after it are
+        left out; the ids kept are those of the whole record. Only for the built-in tokenizer (its
+        pre-tokenizer is the one the boundaries are proven for); a text with no such place later
+        on is encoded whole.
+        """
+        per = self.tok.max_token_bytes if self.tok.cuts_at_boundaries else None
+        if not per:
+            return pieces, False
+        need = per * self.max_length  # characters of text still to keep
+        if sum([len(v) for k, v in pieces if k == TEXT or k == TRAINED]) <= need:
+            return pieces, False
+        for at, (kind, value) in enumerate(pieces):
+            if (kind != TEXT and kind != TRAINED) or not value:
+                continue
+            if need <= 0:  # the text before holds max_length tokens; this one adds at least one more
+                return pieces[:at], True
+            if len(value) > need:
+                cut = safe_cut(value, need)
+                if cut is not None:
+                    return [*pieces[:at], (kind, value[:cut])], True
+            need -= len(value)
+        return pieces, False
+
     def _header_bytes(self, role: object) -> bytes:
         encode = self.tok.encode_text_bytes
         b = self._header[role] = (self._special_bytes("<|start_header_id|>") + encode(role)
@@ -79,8 +109,11 @@ class PieceEncoder:
         return b
 
     def encode(self, pieces: list[Piece]) -> Encoded:
+        cut = False
         if self.truncation == "drop":
             self._too_long_to_encode(pieces)
+        else:
+            pieces, cut = self._cut_for_truncation(pieces)
         buf = bytearray()
         spans: list[tuple[int, int]] = []  # byte offsets of the trained ids in buf
         encode = self.tok.encode_text_bytes  # looked up per record: the tokenizer builds its engine on first use
@@ -109,7 +142,7 @@ class PieceEncoder:
                     b = const[value] = encode(value)
                 buf += b
         n = len(buf) >> 2
-        truncated = False
+        truncated = cut  # a cut record had more than max_length tokens whole
         if n > self.max_length:
             if self.truncation == "drop":
                 raise Reject("too_long", f"{n} tokens, over max_length {self.max_length}")
@@ -144,7 +177,7 @@ _MAX_TOKEN_CHARS: dict[str, int | None] = {}
 def max_token_chars(tok: Tokenizer) -> int | None:
     """The most characters of text one token of ``tok`` can stand for; None when unknown.
 
-    tiktoken ranks: the longest token's bytes. A Hugging Face tokenizer without a normalizer: the
+    The built-in tokenizer: its longest token's bytes. A Hugging Face tokenizer without a normalizer: the
     longest vocabulary string (byte-level and SentencePiece strings are never shorter than the
     text they stand for). With a normalizer (which may shrink text) there is no safe bound.
     """
@@ -155,11 +188,9 @@ def max_token_chars(tok: Tokenizer) -> int | None:
 
 
 def _max_token_chars(tok: Tokenizer) -> int | None:
-    tiktoken = getattr(tok, "_tiktoken", None)
+    if tok.max_token_bytes is not None:  # the built-in tokenizer's, checked against its model file
+        return tok.max_token_bytes
     try:
-        if tiktoken is not None:
-            known = tok.meta.get("max_token_bytes")  # in the cached description; older caches lack it
-            return known if known is not None else max(len(b) for b in tiktoken.ranks)
         import json
 
         if json.loads(tok.backend.to_str()).get("normalizer") is not None:

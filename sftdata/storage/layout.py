@@ -152,7 +152,7 @@ def name_problem(name: object, pattern: re.Pattern[str] | None = None) -> str | 
     if not isinstance(name, str) or not name:
         return "not a file name"
     if name in (".", "..") or any(c in name for c in _PATH_CHARS):
-        return "not a plain file name inside the folder (a path)"
+        return "a path, not a plain file inside the folder"
     if pattern is not None and not pattern.match(name):
         return f"not a file name this folder's writer produces ({pattern.pattern})"
     return None
@@ -192,5 +192,5 @@ def state_file_names(state: object, where: str = STATE_NAME) -> list[str]:
 
     entries = state.get("_data_files") if isinstance(state, dict) else None
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise UnsafeFileError(f"{where}: `_data_files` is not a list of {{\"filename\": ...}} entries")
+        raise UnsafeFileError(f"{where}: `_data_files` must be a list of {{\"filename\": ...}} entries")
     return check_names((e.get("filename") for e in entries), f"{where} _data_files")

@@ -59,11 +59,14 @@ def _kind(mode: int) -> str:
 
 
 @contextmanager
-def _checked_fd(path: str | os.PathLike, what: str | None) -> Iterator[tuple[int, int]]:
-    """(fd, size) of ``path`` once ``fstat`` says it is a regular file; the fd is closed on exit."""
+def _checked_fd(path: str | os.PathLike, what: str | None, follow_links: bool = True) -> Iterator[tuple[int, int]]:
+    """(fd, size) of ``path`` once ``fstat`` says it is a regular file; the fd is closed on exit.
+    ``follow_links=False`` refuses a symbolic link (for folders sftdata writes itself, where a link
+    can only be damage)."""
     label = what or os.fspath(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags if follow_links else flags | getattr(os, "O_NOFOLLOW", 0))
     except IsADirectoryError:
         raise UnsafeFileError(f"{label}: a folder, not a regular file; nothing was read") from None
     except OSError as exc:
@@ -93,12 +96,13 @@ def open_regular(path: str | os.PathLike, what: str | None = None) -> BinaryIO:
         return open(os.dup(fd), "rb", closefd=True)  # the dup outlives the checked fd
 
 
-def read_regular(path: str | os.PathLike, limit: int | None = -1, what: str | None = None) -> bytes:
+def read_regular(path: str | os.PathLike, limit: int | None = -1, what: str | None = None, *,
+                 follow_links: bool = True) -> bytes:
     """The whole of ``path``; refused above ``limit`` bytes (default: ``metadata_limit()``; None: no
     limit). A file that grows while it is read is cut at ``limit`` + 1 bytes and refused."""
     limit = metadata_limit() if limit == -1 else limit
     label = what or os.fspath(path)
-    with _checked_fd(path, what) as (fd, size):
+    with _checked_fd(path, what, follow_links) as (fd, size):
         if limit is not None and size > limit:
             raise _too_big(label, size, limit)
         chunks, got = [], 0

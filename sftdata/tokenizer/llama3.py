@@ -1,15 +1,15 @@
 """What the Llama-3 format fixes about a tokenizer, and where Meta's own BPE file comes from.
 
 Why a module of its own: the pre-tokenizer pattern, the 256 special-token names and the control
-tokens decide token ids. The conversion to Hugging Face, the tiktoken backend and the wrapper all
-read them from here, so the two encoders cannot drift apart.
+tokens decide token ids. The conversion to Hugging Face, the splintr engine, the cache checks and
+the wrapper all read them from here, so they cannot drift apart.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from sftdata.errors import SftdataError
+from sftdata.errors import UsageError
 
 BUILTIN_LLAMA3 = "builtin:llama3"
 
@@ -40,9 +40,23 @@ CONTROL_TOKENS = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>
 # The role names whose ids are cached as bytes, so the audit can decode headers without the ranks.
 ROLE_WORDS = ("system", "user", "assistant", "ipython", "tool")
 
+# The fingerprint of the Hugging Face conversion of each ``tokenizer.model`` released so far (by the
+# file's sha256): a cached description must state this one. A model file not listed here has its
+# conversion's fingerprint recomputed by every load instead (``sftdata.tokenizer.loader``).
+KNOWN_FINGERPRINTS = {
+    "82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55":
+        "sha256:13e3b0f4a48f32b67d897579619eaaad165b98eca7c49177a562d85c70fddb03",
+}
 
-class TokenizerError(SftdataError):
-    """A tokenizer could not be loaded or lacks what the Llama-3 format needs."""
+
+def special_layout(n_ranks: int) -> dict[int, str]:
+    """The special tokens' ids: the 256 names follow the ``n_ranks`` ordinary ranks, in order."""
+    return {n_ranks + i: name for i, name in enumerate(LLAMA3_SPECIAL_TOKENS)}
+
+
+class TokenizerError(UsageError):
+    """A tokenizer could not be loaded or lacks what the Llama-3 format needs: the call names a
+    tokenizer that cannot be used (exit 2)."""
 
 
 def llama3_model_file() -> Path:

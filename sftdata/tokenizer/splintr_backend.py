@@ -1,70 +1,116 @@
-"""splintr over Meta's BPE ranks: the default encoder of the built-in tokenizer.
+"""Meta's ``tokenizer.model`` and splintr over it: the one engine of the built-in tokenizer.
 
-Why a second engine: the byte-pair merge is most of a run's time, and splintr's merge gives the
-same ids as tiktoken's over the same ranks and pattern about 3.6x faster on the shared corpus's
-pieces (measured: 0.435 s against 1.573 s of CPU for the 67,200 rendered pieces of 4 copies). It is also linear on very long pre-tokens, where
-tiktoken is quadratic, so no text has to go to the Hugging Face encoder, and it builds straight
-from ``tokenizer.model``'s bytes, so a run never decodes the ranks into a Python dict.
-
-tiktoken stays: it is the engine of ``encoder: tiktoken``, the one ``auto`` falls back to when
-splintr is not installed, and the reference the identity tests compare splintr with
-(``tests/tokenizer/test_bpe_engines.py``). Both engines see the same verified file: its SHA-256 is checked
-against the one the tokenizer's description was made from before the bytes are used.
+Why splintr: the byte-pair merge is most of a run's time, and splintr's merge gives the same ids
+as tiktoken's and the Hugging Face conversion's over the same ranks and pattern
+(``tests/test_bpe_engines.py`` keeps both as independent oracles), faster, and linear on very long
+pre-tokens. It builds straight from ``tokenizer.model``'s bytes, so nothing decoded from the model
+file is ever cached: the ranks a run encodes with are the bytes whose SHA-256 it computed itself
+(``ModelSource``), and the cached description is checked against those same bytes.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from sftdata.storage.opener import read_regular
 from sftdata.tokenizer.llama3 import LLAMA3_PATTERN, TokenizerError
 
 Encode = Callable[[str], list[int]]
+MODEL_LIMIT = 64 << 20  # bytes: Meta's file is 2.2 MB
 
 
-# Below this many input bytes ``auto`` takes tiktoken: splintr's set-up (about 0.37 s against
-# tiktoken's 0.25 s, both measured on the 2-core machine) pays for itself after roughly 300k tokens,
-# about 1 MB of chat JSONL; the ids are the same either way.
-SPLINTR_MIN_INPUT_BYTES = 1 << 20
+class ModelSource:
+    """The bytes of a ``tokenizer.model`` (base64 token, space, rank: one line each), read once
+    through the regular-file check; everything the run derives from the ranks comes from these."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.data = read_regular(self.path, MODEL_LIMIT)
+        except OSError as exc:  # missing, not a regular file (UnsafeFileError), too large
+            raise TokenizerError(f"cannot read the built-in tokenizer's model file: {exc}") from None
+        self.sha256 = hashlib.sha256(self.data).hexdigest()
+        self._ranks_seen: dict[bytes, int | None] = {}
+
+    @cached_property
+    def n_ranks(self) -> int:
+        """How many ranks the file holds (its ranks are 0 .. n_ranks - 1: the last line says so)."""
+        lines = self.data.count(b"\n") + (not self.data.endswith(b"\n"))
+        last = self.data.rstrip(b"\n").rsplit(b"\n", 1)[-1].split(b" ")
+        if len(last) != 2 or last[1] != str(lines - 1).encode():
+            raise TokenizerError(f"{self.path} is not a tiktoken BPE file (base64 token and rank per line)")
+        return lines
+
+    @cached_property
+    def max_token_bytes(self) -> int:
+        """The byte length of the longest token (decoded from the longest base64 fields only)."""
+        tokens = [line.partition(b" ")[0] for line in self.data.split(b"\n")]
+        longest = max(map(len, tokens))
+        return max(len(base64.b64decode(t)) for t in tokens if len(t) == longest)
+
+    def ranks(self) -> dict[bytes, int]:
+        """Every rank, decoded as tiktoken's loader decodes the file (for the one-time conversion)."""
+        return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in self.data.splitlines()
+                                                                         if line)}
+
+    def rank_of(self, token: bytes) -> int | None:
+        """The rank of ``token`` as the file states it; None when it is not a token."""
+        if token not in self._ranks_seen:
+            b64 = base64.b64encode(token) + b" "
+            if self.data.startswith(b64):
+                start = len(b64)
+            else:
+                at = self.data.find(b"\n" + b64)
+                start = -1 if at < 0 else at + 1 + len(b64)
+            end = self.data.find(b"\n", start) if start >= 0 else -1
+            self._ranks_seen[token] = None if start < 0 else int(self.data[start:end if end >= 0 else None])
+        return self._ranks_seen[token]
+
+    def bpe(self, piece: bytes) -> list[tuple[int, bytes]]:
+        """(rank, bytes) of each token of one pre-token, by tiktoken's byte-pair merge (the pair of
+        lowest rank first), looking ranks up in the file: for the few short pieces the cached
+        description is checked with, without decoding the 128k ranks."""
+        parts = [piece] if self.rank_of(piece) is not None else [piece[i:i + 1] for i in range(len(piece))]
+        while len(parts) > 1:
+            pairs = [(r, i) for i in range(len(parts) - 1) if (r := self.rank_of(parts[i] + parts[i + 1])) is not None]
+            if not pairs:
+                break
+            _, i = min(pairs)
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        ranks = [self.rank_of(p) for p in parts]
+        if None in ranks:
+            raise TokenizerError(f"{self.path} lacks a single-byte token of {piece!r}")
+        return list(zip(ranks, parts, strict=True))  # type: ignore[arg-type]
 
 
-def pick_engine(input_bytes: int) -> str:
-    """The engine ``encoder: auto`` runs for the built-in tokenizer on ``input_bytes`` of input."""
-    return "splintr" if input_bytes >= SPLINTR_MIN_INPUT_BYTES and splintr_available() else "tiktoken"
-
-
-def splintr_available() -> bool:
-    """Whether the splintr engine can be used in this environment (``auto`` then picks it)."""
-    from importlib.util import find_spec
-
-    return find_spec("splintr") is not None
-
-
-def build_splintr(model_file: Path, model_sha256: str) -> Any:
-    """A ``splintr.Tokenizer`` over Meta's ranks, with no special tokens: it can only produce the
-    ids of text. Refuses a file whose bytes are not the ones ``model_sha256`` names."""
+def build_splintr(source: ModelSource) -> Any:
+    """A ``splintr.Tokenizer`` over the ranks of ``source``, with no special tokens: it can only
+    produce the ids of text."""
     import splintr
 
-    data = Path(model_file).read_bytes()
-    if hashlib.sha256(data).hexdigest() != model_sha256:
-        raise TokenizerError(f"{model_file} changed while sftdata was using it (SHA-256 differs); run again")
-    engine = splintr.Tokenizer.from_bytes(data, LLAMA3_PATTERN, {})
-    # The first text that needs a merge builds splintr's merge tables (about 0.17 s); done here, so
-    # the cost is paid once in the driver and forked workers inherit the tables.
+    try:
+        engine = splintr.Tokenizer.from_bytes(source.data, LLAMA3_PATTERN, {})
+    except Exception as exc:  # noqa: BLE001 - the engine's own parse error, made one line
+        raise TokenizerError(f"splintr cannot read {source.path}: {exc}") from None
+    # The first text that needs a merge builds splintr's merge tables; done here, so the cost is
+    # paid once in the driver and forked workers inherit the tables.
     engine.encode_ordinary("Cutting Knowledge")
     return engine
 
 
 def repair_surrogates(text: str) -> str:
     """Lone surrogates (text that is not valid Unicode) become U+FFFD: tiktoken's own repair, so
-    both engines give the same ids for the same broken text."""
+    broken text gets the ids tiktoken and the Hugging Face tokenizer give it."""
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _repairing(encode: Callable[[str], Any]) -> Callable[[str], Any]:
-    """``encode`` with tiktoken's repair for text that holds lone surrogates (which splintr refuses)."""
+    """``encode`` with the repair for text that holds lone surrogates (which splintr refuses)."""
 
     def repaired(text: str) -> Any:
         try:
@@ -77,15 +123,11 @@ def _repairing(encode: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def make_splintr_bytes_encoder(engine: Any) -> Callable[[str], bytes]:
     """``encode(text) -> bytes``: the ids of ``make_splintr_encoder`` as int32s, as the bytes
-    ``numpy.frombuffer(b, numpy.int32)`` reads (``tests/tokenizer/test_bpe_engines.py`` compares them).
-
-    splintr's ``encode_flat`` hands back the ids as one bytes object instead of a list of Python
-    ints: measured on the shared corpus's 10,432 assistant texts, 0.22 s against 0.37 s, and
-    0.30 s against 0.52 s once the ids are a numpy array. ``PieceEncoder`` joins these bytes."""
+    ``numpy.frombuffer(b, numpy.int32)`` reads: splintr's ``encode_flat`` hands them back as one
+    bytes object, without a Python int per token. ``PieceEncoder`` joins these bytes."""
     return _repairing(engine.encode_flat)
 
 
 def make_splintr_encoder(engine: Any) -> Encode:
-    """``encode(text) -> ids``: text only, no special-token matching, no BOS; the hot path is one
-    call into Rust."""
+    """``encode(text) -> ids``: text only, no special-token matching, no BOS."""
     return _repairing(engine.encode_ordinary)

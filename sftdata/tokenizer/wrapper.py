@@ -4,20 +4,25 @@ Why a wrapper: a plain ``PreTrainedTokenizerFast`` does not give what the pipeli
 (1) Content must be encoded as *text only*: ``<|eot_id|>`` typed by a user must never become the
 control token, so every text segment goes through an encoder that ignores special tokens.
 (2) A fingerprint that changes whenever ids could change, so caches and shards are never reused
-with the wrong tokenizer. (3) Speed and a light start: the run path needs neither transformers
-nor, for the built-in tokenizer, the 17 MB ``tokenizer.json``; those load only when used.
+with the wrong tokenizer. (3) A light start: the run path needs neither transformers nor, for the
+built-in tokenizer, the 17 MB ``tokenizer.json``; those load only when used.
 """
 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
 from sftdata.tokenizer.fingerprint import describe_backend
 from sftdata.tokenizer.llama3 import CONTROL_TOKENS, TokenizerError
-from sftdata.tokenizer.tiktoken_backend import TiktokenBackend, make_encoder
+from sftdata.tokenizer.splintr_backend import (
+    ModelSource,
+    build_splintr,
+    make_splintr_bytes_encoder,
+    make_splintr_encoder,
+)
 
 _I32 = next(code for code in "ilq" if array(code).itemsize == 4)  # the array code of a C int32
 
@@ -26,25 +31,25 @@ class Tokenizer:
     """A loaded tokenizer with text-only encoding and the Llama-3 control-token ids.
 
     Ids, fingerprint and special tokens come from ``meta`` (a small cached description, see
-    ``describe_backend``; made from the backend when not given). With ``tiktoken_enc`` (Meta's
-    ranks) encoding uses the engine ``encoder`` names, ``splintr`` or ``tiktoken``; without it
-    the Hugging Face backend. The backend (``backend_loader``) and the
-    transformers object (``hf_loader``) load lazily, for long-run fallbacks, training and parity
-    checks. ``private_backend``: the backend is ours alone and may be switched to text-only mode
-    in place (otherwise it is shared with a transformers object and copied first).
+    ``describe_backend``; made from the backend when not given). With ``model`` (the built-in
+    tokenizer's ``ModelSource``) text is encoded by splintr over its ranks (built on first use);
+    without it by the Hugging Face backend. The backend (``backend_loader``) and the
+    transformers object (``hf_loader``) load lazily, for training and parity checks.
+    ``private_backend``: the backend is ours alone and may be switched to text-only mode in place
+    (otherwise it is shared with a transformers object and copied first).
     """
 
-    def __init__(self, spec: str, backend_loader: Callable[[], Any], encoder: str,
-                 tiktoken_enc: TiktokenBackend | None = None, hf_loader: Callable[[], Any] | None = None,
-                 pad_token_id: int | None = None, meta: dict | None = None,
-                 private_backend: bool = False) -> None:
+    def __init__(self, spec: str, backend_loader: Callable[[], Any], hf_loader: Callable[[], Any] | None = None,
+                 pad_token_id: int | None = None, meta: dict | None = None, private_backend: bool = False,
+                 model: ModelSource | None = None) -> None:
         self.spec = spec
-        self.encoder = encoder
+        self.encoder = "hf" if model is None else "splintr"
+        self._model = model
         self._backend_loader = backend_loader
         self._backend = None
         self._text_backend_obj = None
         self._private_backend = private_backend
-        self._tiktoken = tiktoken_enc
+        self._engine_obj: Any = None
         self._hf_loader = hf_loader
         self._hf = None
         self.meta = meta or describe_backend(self.backend)
@@ -68,56 +73,51 @@ class Tokenizer:
         # ids of the role names, decodable without loading the ranks (the audit decodes only these)
         self._common = {int(i): bytes.fromhex(b) for i, b in self.meta.get("common_tokens", {}).items()}
 
+    @property
+    def engine(self) -> Any:
+        """The splintr engine of the built-in tokenizer (built on first use); None for others."""
+        if self._engine_obj is None and self._model is not None:
+            self._engine_obj = build_splintr(self._model)
+        return self._engine_obj
+
+    @property
+    def cuts_at_boundaries(self) -> bool:
+        """Whether ``boundaries.safe_cut`` applies: the Llama-3 pattern is the engine's (not true of
+        an arbitrary Hugging Face pre-tokenizer)."""
+        return self._model is not None
+
+    @property
+    def max_token_bytes(self) -> int | None:
+        """The byte length of the longest ordinary token of the built-in tokenizer (read from its
+        model file); None for others."""
+        return self._model.max_token_bytes if self._model is not None else None
+
     @cached_property
     def encode_text(self) -> Callable[[str], list[int]]:
         """``encode_text(text) -> ids``: text only, no special-token parsing, no BOS.
 
-        Built on first access (for splintr or tiktoken, a 0.15-0.25 s build the audit never needs)
-        and then stored on the instance, so the per-piece hot path is one plain call.
+        Built on first access (the audit never needs the engine) and then stored on the instance,
+        so the per-piece hot path is one plain call.
         """
-        if self._tiktoken is None:
+        if self._model is None:
             return self._hf_encode
-        if self.encoder == "splintr":
-            from sftdata.tokenizer.splintr_backend import make_splintr_encoder
-
-            return make_splintr_encoder(self._tiktoken.splintr)
-        return make_encoder(self._tiktoken, self._hf_encode)
+        return make_splintr_encoder(self.engine)
 
     @cached_property
     def encode_text_bytes(self) -> Callable[[str], bytes]:
         """``encode_text`` with the ids as machine-order int32 bytes (``numpy.frombuffer(b, int32)``).
 
-        The splintr engine makes these bytes itself (no Python int per token); the other engines'
-        lists are packed with ``array``, which costs what ``numpy.array`` of the list cost before.
+        splintr makes these bytes itself (no Python int per token); the Hugging Face lists are
+        packed with ``array``.
         """
-        if self._tiktoken is not None and self.encoder == "splintr":
-            from sftdata.tokenizer.splintr_backend import make_splintr_bytes_encoder
-
-            return make_splintr_bytes_encoder(self._tiktoken.splintr)
+        if self._model is not None:
+            return make_splintr_bytes_encoder(self.engine)
         encode = self.encode_text
 
         def packed(text: str) -> bytes:
             return array(_I32, encode(text)).tobytes()
 
         return packed
-
-    @property
-    def primable(self) -> bool:
-        """Whether ``primed`` makes a copy (the tiktoken engine, its full core not built)."""
-        return self._tiktoken is not None and self.encoder == "tiktoken" and not self._tiktoken.built
-
-    def primed(self, texts: Iterable[str]) -> Tokenizer:
-        """This tokenizer for ``texts`` only: a copy whose tiktoken engine is built over just the ranks
-        they can reach (``rank_subset``: milliseconds, against 0.18 s for the core over all 128k
-        ranks), with the same ids for them and for any other text. ``self`` itself when there is
-        nothing to gain: another engine, or the full core already built (a forked worker's)."""
-        if not self.primable:
-            return self
-        copy = object.__new__(Tokenizer)
-        copy.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("encode_text", "encode_text_bytes")})
-        copy.__dict__["encode_text"] = make_encoder(self._tiktoken, self._hf_encode,
-                                                    self._tiktoken.subset_encode(texts))
-        return copy
 
     def _hf_encode(self, text: str) -> list[int]:
         return self._text_backend.encode(text, add_special_tokens=False).ids
@@ -163,15 +163,15 @@ class Tokenizer:
         return self.backend.token_to_id(token)
 
     def encode_texts(self, texts: list[str]) -> list[list[int]]:
-        if self._tiktoken is not None:
+        if self._model is not None:
             return [self.encode_text(t) for t in texts]
         return [e.ids for e in self._text_backend.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: list[int]) -> str:
-        if self._tiktoken is None:
+        if self._model is None:
             return self.backend.decode([int(i) for i in ids], skip_special_tokens=False)
         out, run = [], []
-        for i in ids:  # tiktoken knows the ordinary tokens; special ones come from the description
+        for i in ids:  # the engine knows the ordinary tokens; special ones come from the description
             i = int(i)
             name = self._special_names.get(i)
             if name is None:
@@ -189,7 +189,7 @@ class Tokenizer:
         common = self._common
         if all(i in common for i in ids):
             return b"".join(common[i] for i in ids)
-        return self._tiktoken.decode_bytes(ids)
+        return bytes(self.engine.decode_bytes(ids))
 
     def describe(self) -> dict:
         return {

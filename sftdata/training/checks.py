@@ -16,13 +16,6 @@ from sftdata.constants import IGNORE_INDEX
 from sftdata.training.settings import TrainError
 from sftdata.training.tiny_model import TINY_SPEC
 
-
-class OutputDirRefused(TrainError):
-    """An ``--output-dir`` train may not write into: a usage error, exit 2, nothing touched."""
-
-    exit_code = 2
-
-
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
@@ -30,7 +23,7 @@ def check_output_dir(output_dir: Path, data_dir: Path) -> None:
     """``run``'s folder rules for ``--output-dir`` (``sftdata.output``): not empty, ``/``, home, the
     current folder, nor a folder holding or inside the data; a non-empty folder must be an earlier
     training run's (its ``data_manifest.json``). Train deletes nothing; the trainer rewrites its files."""
-    from sftdata.errors import OutputFolderError
+    from sftdata.errors import OutputFolderError, TrainRefused
     from sftdata.output import TRAIN, check_folder, check_location
     from sftdata.storage import Folder
 
@@ -38,7 +31,7 @@ def check_output_dir(output_dir: Path, data_dir: Path) -> None:
         check_location(str(output_dir), [data_dir], [str(data_dir)], option="--output-dir")
         check_folder(Folder(output_dir), resume=False, overwrite=True, kind=TRAIN)
     except OutputFolderError as exc:
-        raise OutputDirRefused(str(exc)) from None
+        raise TrainRefused(str(exc)) from None
 
 
 def check_audit(data_dir: Path, skip: bool) -> str:

@@ -13,9 +13,10 @@ from collections.abc import Callable
 import pyarrow as pa
 import pytest
 
-from sftdata.audit.integrity import iter_slices
+from sftdata.audit.arrays import iter_slices
 from sftdata.audit.report import Violations
-from sftdata.audit.rules import RuleContext, check_slice
+from sftdata.audit.rules import check_slice
+from sftdata.audit.slice_view import RuleContext
 from sftdata.constants import IGNORE_INDEX
 from sftdata.stages.encode import PieceEncoder
 from sftdata.stages.render import Llama3Renderer

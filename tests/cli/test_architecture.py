@@ -178,3 +178,13 @@ def test_help_imports_no_heavy_library():
         assert out.stdout.strip().splitlines()[-1] == "[]", (args, out.stdout[-300:])
     listing = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=60).stdout
     assert all(f"  {name} " in listing for name in main.list_commands(None)), listing
+
+
+def test_import_sftdata_imports_no_heavy_library():
+    """`import sftdata` (the Python API's names) loads none of the heavy libraries: the API's
+    modules import them inside the functions that need them."""
+    code = ("import sys\nimport sftdata\nassert callable(sftdata.encode) and callable(sftdata.map_fn)\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-300:]

@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from sftdata.cli import main
-from sftdata.export import ExportError, export_folder
+from sftdata.errors import ExportError
+from sftdata.export.core import export_folder
 from tests.conftest import load
 from tests.interop.harness import (
     conversation_starts,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sftdata.audit.run import run_audit
-from sftdata.export import export_folder
+from sftdata.export.core import export_folder
 from sftdata.export.targets import Target
 from tests.interop.harness import corpus_records
 

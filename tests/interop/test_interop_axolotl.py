@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sftdata.export import export_folder
+from sftdata.export.core import export_folder
 from tests.interop.harness import conversations, run_in_venv, venv_python
 
 

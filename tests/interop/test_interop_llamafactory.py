@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from sftdata.export import export_folder
+from sftdata.export.core import export_folder
 from tests.interop.harness import as_pairs, conversation_starts, expected_pairs, run_in_venv, venv_python
 
 

@@ -3,7 +3,7 @@ trained tokens, one instance per conversation."""
 
 from __future__ import annotations
 
-from sftdata.export import export_folder
+from sftdata.export.core import export_folder
 from tests.interop.harness import as_pairs, conversations, expected_pairs, run_in_venv, venv_python
 
 

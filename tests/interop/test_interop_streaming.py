@@ -6,7 +6,7 @@ docs/trainers.md), so the stitching of turns below is our reading of its collato
 
 from __future__ import annotations
 
-from sftdata.export import export_folder
+from sftdata.export.core import export_folder
 from tests.interop.harness import conversations, expected_pairs, run_in_venv, venv_python
 
 

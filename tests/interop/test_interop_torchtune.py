@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sftdata.export import export_folder
+from sftdata.export.core import export_folder
 from tests.interop.harness import (
     as_pairs,
     conversation_starts,

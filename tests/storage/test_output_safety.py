@@ -17,14 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import sftdata_cli as cli
-from tests.conftest import write_jsonl
+from tests.conftest import snapshot, write_jsonl
 from tests.synth import generate_records
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture()

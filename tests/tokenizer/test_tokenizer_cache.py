@@ -1,7 +1,10 @@
-"""The built-in tokenizer's cache: ranks stored as checked plain data, a fresh cache for either encoder.
+"""The built-in tokenizer's cache proves itself: tampered, damaged or odd files are rebuilt, never used.
 
-Whoever can write the cache folder must not be able to run code in sftdata, and a damaged cache
-must be rebuilt, never used. A fresh machine (empty cache) must work with both encoders.
+Whoever can write the cache folder must not change the ids a run writes, the fingerprint it
+records or what it refuses, and a damaged cache must never end a run in a traceback or a hang.
+Each test tampers with a copy of the cache (``SFTDATA_CACHE`` moved to ``tmp_path``) the way a
+hostile test did, then loads or runs: the findings of issue 27. The tests use only the public
+names, so each of them also runs (and fails) against the code before the fix.
 """
 
 from __future__ import annotations
@@ -9,161 +12,210 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from sftdata.tokenizer import convert_builtin, llama3_model_file
+from sftdata.tokenizer import cache_dir, convert_builtin, llama3_model_file, load_tokenizer
+from sftdata.tokenizer import loader as _loader
 from sftdata.tokenizer.cache import META_FILE
-from sftdata.tokenizer.ranks_file import (
-    _HEADER,
-    RANKS_FILE,
-    RankIndex,
-    RanksFileError,
-    decode_ranks,
-    encode_ranks,
-    read_ranks_file,
-)
-from sftdata.tokenizer.tiktoken_backend import TiktokenBackend
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = "Hello, world! 你好 🎉 <|eot_id|> 12345\n\n  tabs\tand 'll"
-SHA = hashlib.sha256(b"a model file").hexdigest()
-SMALL = {bytes([i]): i for i in range(256)} | {b"ab": 300, b"abc": 256, b"hello": 257, b" w": 258}
+SAMPLE = "Hello, world! 你好 🎉 <|eot_id|> 12345\n\n  tabs\tand 'll the and"
+KNOWN = "sha256:13e3b0f4a48f32b67d897579619eaaad165b98eca7c49177a562d85c70fddb03"
+UNTOUCHED: dict[str, str] = {}  # the cache the tests copy, for reference runs
 
 
-@pytest.fixture(scope="module")
-def meta_ranks():
+@pytest.fixture
+def cache(tmp_path, monkeypatch, tokenizer):
+    """A private copy of the built-in tokenizer's cache folder, in use for this test."""
+    folder = tmp_path / "cache" / "tokenizers" / convert_builtin().name
+    shutil.copytree(convert_builtin(), folder)
+    UNTOUCHED["cache"] = str(cache_dir())
+    monkeypatch.setenv("SFTDATA_CACHE", str(tmp_path / "cache"))
+    _loader._load_tokenizer.cache_clear()
+    load_tokenizer()  # the copy's description made (or checked) as this version keeps it
+    _loader._load_tokenizer.cache_clear()
+    yield folder
+    _loader._load_tokenizer.cache_clear()
+
+
+def meta_file(folder: Path) -> Path:
+    return folder / META_FILE
+
+
+def edit_meta(folder: Path, **changes) -> None:
+    path = meta_file(folder)
+    meta = json.loads(path.read_text())
+    meta.update(changes)
+    path.write_text(json.dumps(meta))
+
+
+def fresh():
+    _loader._load_tokenizer.cache_clear()
+    return load_tokenizer()
+
+
+def python(code: str, cache_root: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SFTDATA_CACHE": str(cache_root), "PYTHONPATH": str(ROOT)}
+
+    def limit_memory() -> None:  # a link to /dev/zero read whole must end in MemoryError, not the machine's
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=limit_memory)
+
+
+def test_an_empty_cache_is_filled_and_gives_the_same_tokenizer(tmp_path, tokenizer):
+    """...without tiktoken: it is only the tests' oracle."""
+    code = ("import sys; sys.modules['tiktoken'] = None; "
+            "import json; from sftdata.tokenizer import load_tokenizer; t = load_tokenizer(); "
+            f"print(json.dumps([t.fingerprint, t.header_newline_ids, t.encode_text({SAMPLE!r}), t.meta]))")
+    proc = python(code, tmp_path / "empty", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    fingerprint, newline, ids, meta = json.loads(proc.stdout)
+    assert (fingerprint, newline, ids) == (KNOWN, tokenizer.header_newline_ids, tokenizer.encode_text(SAMPLE))
+    assert meta == tokenizer.meta
+
+
+def test_a_zeroed_fingerprint_is_not_recorded(cache):
+    edit_meta(cache, fingerprint="sha256:" + "0" * 64)
+    assert fresh().fingerprint == KNOWN
+    assert json.loads(meta_file(cache).read_text())["fingerprint"] == KNOWN  # rewritten
+
+
+def test_a_lowered_max_token_bytes_rejects_nothing_valid(cache):
+    from sftdata.stages.encode import _MAX_TOKEN_CHARS, PieceEncoder
+    from sftdata.stages.render import TEXT, TRAINED
+
+    edit_meta(cache, max_token_bytes=1)
+    _MAX_TOKEN_CHARS.clear()
+    tok = fresh()
+    text = "word " * 40  # 200 characters, 42 tokens with "hi"
+    enc = PieceEncoder(tok, max_length=64, truncation="drop").encode([(TEXT, "hi"), (TRAINED, text)])
+    assert enc.input_ids.tolist() == tok.encode_text("hi") + tok.encode_text(text)
+    _MAX_TOKEN_CHARS.clear()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("ids", {"<|begin_of_text|>": 5}), ("vocab_size", 7), ("header_newline_ids", [198, 198]),
+    ("common_tokens", {"882": "6e6f"}), ("special_tokens", {"128000": "<|eot_id|>"}), ("vocab_size", "128256"),
+])
+def test_an_edited_description_is_rebuilt(cache, tokenizer, field, value):
+    edit_meta(cache, **{field: value})
+    tok = fresh()
+    assert tok.meta[field] == tokenizer.meta[field]
+    assert (tok.bos_id, tok.vocab_size, tok.header_newline_ids) == (128000, 128256, tokenizer.header_newline_ids)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "a_list", "deep", "not_utf8"])
+def test_a_damaged_description_is_rebuilt_without_a_traceback(cache, tokenizer, damage):
+    path = meta_file(cache)
+    good = path.read_bytes()
+    path.write_bytes({"truncated": good[: len(good) // 2], "garbage": b"\x00garbage{", "empty": b"",
+                      "a_list": b"[1, 2]", "deep": b"[" * 100_000, "not_utf8": b"\xff\xfe{}"}[damage])
+    tok = fresh()
+    assert tok.meta == tokenizer.meta and tok.encode_text(SAMPLE) == tokenizer.encode_text(SAMPLE)
+
+
+def _swap_vocab(path: Path, a: str, b: str) -> None:
+    state = json.loads(path.read_text())
+    vocab = state["model"]["vocab"]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    path.write_text(json.dumps(state))
+
+
+@pytest.mark.slow
+def test_a_swapped_vocabulary_in_the_conversion_is_made_again(cache, tokenizer):
+    _swap_vocab(cache / "tokenizer.json", "Hello", "Ġworld")
+    tok = fresh()
+    assert tok.fingerprint == KNOWN
+    assert tok.backend.encode("Hello world", add_special_tokens=False).ids == [9906, 1917]
+    assert tok.hf.encode("Hello world", add_special_tokens=False) == [9906, 1917]
+
+
+def _ranks_v2(ranks: dict[bytes, int], sha256: str) -> bytes:
+    """A ranks cache file in the format the code before issue 27's fix read (``sftdata-ranks-v2.bin``)."""
+    groups: dict[int, list[tuple[bytes, int]]] = {}
+    for token, rank in sorted(ranks.items()):
+        groups.setdefault(len(token), []).append((token, rank))
+    order, table = [], []
+    for length in sorted(groups):
+        table += [length, len(groups[length])]
+        order += groups[length]
+    payload = (struct.pack(f"<{len(table)}I", *table) + struct.pack(f"<{len(order)}I", *[r for _, r in order])
+               + b"".join(t for t, _ in order))
+    header = struct.pack("<8sIIIxxxx32s32s", b"SFTRANKS", 2, len(order), len(groups), bytes.fromhex(sha256),
+                         hashlib.sha256(payload).digest())
+    return header + payload
+
+
+def _small_run(cache_root: Path, tmp_path: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    from tests.synth import generate_records, write_jsonl
+
+    tmp_path.mkdir(exist_ok=True)
+    write_jsonl(tmp_path / "in.jsonl", generate_records(20, seed=4))
+    args = ["run", "-i", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out"), "--no-audit", "-w", "1"]
+    code = f"from sftdata.cli import main; main({args!r})"
+    return python(code, cache_root, timeout)
+
+
+def _shard_ids(out: Path) -> list[list[int]]:
+    import pyarrow as pa
+
+    rows = []
+    for shard in sorted(out.glob("shard-*.arrow")):
+        with pa.memory_map(str(shard)) as src:
+            rows += pa.ipc.open_stream(src).read_all().column("input_ids").to_pylist()
+    return rows
+
+
+def test_swapped_ranks_with_a_recomputed_hash_change_no_id(cache, tmp_path, tokenizer):
     from tiktoken.load import load_tiktoken_bpe
 
-    return load_tiktoken_bpe(str(llama3_model_file()))
-
-
-def resealed(data: bytes, payload: bytes) -> bytes:
-    """``data``'s header over another payload with a matching sha256: only the structure checks catch it."""
-    magic, version, count, groups, source, _ = _HEADER.unpack_from(data)
-    return _HEADER.pack(magic, version, count, groups, source, hashlib.sha256(payload).digest()) + payload
-
-
-def python(code: str, cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SFTDATA_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
-
-
-def test_ranks_file_round_trips_meta_ranks_exactly(meta_ranks):
-    data = encode_ranks(meta_ranks, SHA)
-    back = decode_ranks(data, SHA)
-    assert back == meta_ranks and len(back) == 128000
-    assert encode_ranks(back, SHA) == data  # reproducible bytes
-    assert decode_ranks(encode_ranks(SMALL, SHA), SHA) == SMALL
-
-
-@pytest.mark.parametrize("damage", [
-    "empty", "header_only", "truncated", "one_byte_flipped", "appended", "wrong_magic", "other_model",
-    "a_pickle", "duplicate_rank", "table_lies", "unsorted",
-])
-@pytest.mark.parametrize("reader", ["dict", "index"])
-def test_damaged_ranks_files_are_refused(damage, reader):
-    good = encode_ranks(SMALL, SHA)
-    header, payload = good[:_HEADER.size], good[_HEADER.size:]
-    ranks_at = 8 * _HEADER.unpack_from(good)[3]  # the ranks follow the (length, count) table
-    bad = {
-        "empty": b"",
-        "header_only": header,
-        "truncated": good[: len(good) // 2],
-        "one_byte_flipped": good[:-3] + bytes([good[-3] ^ 1]) + good[-2:],
-        "appended": good + b"x",
-        "wrong_magic": b"NOTRANKS" + good[8:],
-        "other_model": encode_ranks(SMALL, hashlib.sha256(b"another model").hexdigest()),
-        "a_pickle": pickle.dumps(SMALL),
-        # the second rank (b"\x01"'s) set to the first's, the sha256 recomputed
-        "duplicate_rank": resealed(good, payload[:ranks_at + 4] + payload[ranks_at:ranks_at + 4]
-                                   + payload[ranks_at + 8:]),
-        # the first group (length 1) claims 255 tokens, the sha256 recomputed
-        "table_lies": resealed(good, payload[:4] + (255).to_bytes(4, "little") + payload[8:]),
-        # the first two one-byte tokens swapped, ranks with them: the same dict, out of order
-        "unsorted": resealed(good, swapped_pair(good)),
-    }[damage]
-    if reader == "dict":
-        assert decode_ranks(good, SHA) == SMALL
-        if damage == "unsorted":  # the dict does not need the order; only the index does
-            assert decode_ranks(bad, SHA) == SMALL
-            return
-        with pytest.raises(RanksFileError):
-            decode_ranks(bad, SHA)
-    else:
-        assert RankIndex(good, SHA).find(list(SMALL) + [b"abd", b"\x00\x00"]) == SMALL
-        with pytest.raises(RanksFileError):
-            RankIndex(bad, SHA)
-
-
-def swapped_pair(data: bytes) -> bytes:
-    """The payload of ``data`` with its first two tokens (one byte each) and their ranks swapped."""
-    count, groups = _HEADER.unpack_from(data)[2:4]
-    payload = bytearray(data[_HEADER.size:])
-    ranks_at, tokens_at = 8 * groups, 8 * groups + 4 * count
-    payload[ranks_at:ranks_at + 8] = payload[ranks_at + 4:ranks_at + 8] + payload[ranks_at:ranks_at + 4]
-    payload[tokens_at:tokens_at + 2] = payload[tokens_at + 1:tokens_at + 2] + payload[tokens_at:tokens_at + 1]
-    return bytes(payload)
-
-
-def test_a_damaged_ranks_cache_is_rebuilt(tmp_path, meta_ranks):
-    model = llama3_model_file()
-    sha = hashlib.sha256(model.read_bytes()).hexdigest()
-    path = tmp_path / RANKS_FILE
-    path.write_bytes(encode_ranks(meta_ranks, sha)[:-1000])  # truncated
-    backend = TiktokenBackend(model, tmp_path, sha)
-    assert backend.ranks == meta_ranks
-    assert read_ranks_file(path, sha) == meta_ranks  # rewritten whole
-    stale = TiktokenBackend(model, tmp_path, SHA)  # the cache says another model file: rebuilt for SHA
-    assert stale.ranks == meta_ranks and read_ranks_file(path, SHA) == meta_ranks
-    with pytest.raises(RanksFileError):
-        read_ranks_file(path, sha)
-
-
-class _CreatesAFile:
-    def __init__(self, target: Path) -> None:
-        self.target = target
-
-    def __reduce__(self):
-        return (open, (str(self.target), "w"))  # unpickling this creates the file
-
-
-def test_a_malicious_pickle_in_the_cache_is_never_run(tmp_path, tokenizer):
-    cache = tmp_path / "cache"
-    folder = cache / "tokenizers" / convert_builtin().name
-    shutil.copytree(convert_builtin(), folder, ignore=shutil.ignore_patterns("sftdata-ranks*"))
-    marker = tmp_path / "pwned"
-    evil = pickle.dumps(_CreatesAFile(marker))
-    (folder / "sftdata-ranks.pkl").write_bytes(evil)  # the name the pickle cache had
-    (folder / RANKS_FILE).write_bytes(evil)  # and the name of today's ranks file
-    code = ("import json; from sftdata.tokenizer import load_tokenizer; t = load_tokenizer(encoder=\"tiktoken\"); "
-            f"ids = t.encode_text({SAMPLE!r}); print(json.dumps([t.encoder, ids, t.decode(ids)]))")
-    proc = python(code, cache)
-    assert not marker.exists(), "the cached pickle was unpickled"
-    assert proc.returncode == 0, proc.stderr
-    encoder, ids, text = json.loads(proc.stdout)
-    assert encoder == "tiktoken" and ids == tokenizer.encode_text(SAMPLE) and text == SAMPLE
+    ranks = load_tiktoken_bpe(str(llama3_model_file()))
+    ranks[b" the"], ranks[b" and"] = ranks[b" and"], ranks[b" the"]
     sha = hashlib.sha256(llama3_model_file().read_bytes()).hexdigest()
-    assert read_ranks_file(folder / RANKS_FILE, sha) == tokenizer._tiktoken.ranks  # rebuilt, not trusted
+    (cache / "sftdata-ranks-v2.bin").write_bytes(_ranks_v2(ranks, sha))
+    proc = _small_run(cache.parent.parent, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = _shard_ids(tmp_path / "out")
+    assert rows and tokenizer.encode_text(" the and")[0] in {i for r in rows for i in r}
+    assert rows == _expected_rows(tmp_path, tokenizer)
 
 
-def test_hf_encoder_works_on_an_empty_cache(tmp_path, tokenizer):
-    cache = tmp_path / "empty-cache"
-    code = ("import json; from sftdata.tokenizer import load_tokenizer; "
-            "t = load_tokenizer('builtin:llama3', 'hf'); "
-            f"print(json.dumps([t.encoder, t.fingerprint, t.header_newline_ids, t.encode_text({SAMPLE!r})]))")
-    proc = python(code, cache)
-    assert proc.returncode == 0, proc.stderr
-    encoder, fingerprint, newline, ids = json.loads(proc.stdout)
-    assert encoder == "hf"
-    assert (fingerprint, newline, ids) == (tokenizer.fingerprint, tokenizer.header_newline_ids,
-                                           tokenizer.encode_text(SAMPLE))
-    (folder,) = (cache / "tokenizers").iterdir()
-    assert folder.name == convert_builtin().name
-    # the description a fresh hf load caches is the one a tiktoken load caches
-    assert json.loads((folder / META_FILE).read_text()) == tokenizer.meta
+def _expected_rows(tmp_path: Path, tokenizer) -> list[list[int]]:
+    """The rows of the same run on the untouched cache the test copied."""
+    return _shard_ids(_small_run(Path(UNTOUCHED["cache"]), tmp_path / "reference").check_returncode()
+                      or tmp_path / "reference" / "out")
+
+
+@pytest.mark.parametrize("odd", ["fifo", "dev_zero"])
+@pytest.mark.parametrize("name", ["sftdata-ranks-v2.bin", "meta"])
+def test_a_cache_file_that_is_not_a_regular_file_is_never_read(cache, tmp_path, tokenizer, odd, name):
+    path = meta_file(cache) if name == "meta" else cache / name
+    if path.exists():
+        path.unlink()
+    if odd == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    proc = _small_run(cache.parent.parent, tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _shard_ids(tmp_path / "out") == _expected_rows(tmp_path, tokenizer)
+
+
+@pytest.mark.slow
+def test_a_conversion_file_that_is_a_fifo_is_made_again(cache, tokenizer):
+    (cache / "tokenizer.json").unlink()
+    os.mkfifo(cache / "tokenizer.json")
+    tok = fresh()
+    assert tok.fingerprint == KNOWN and (cache / "tokenizer.json").is_file()
+    text = "Hello, world! 你好 🎉 12345"
+    assert tok.backend.encode(text, add_special_tokens=False).ids == tokenizer.encode_text(text)

@@ -15,9 +15,12 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 
+from sftdata.errors import UnsafeFileError
 from sftdata.stages.read.jsonl import Chunk, InputError
 from sftdata.stages.read.remote import open_parquet
 from sftdata.stages.records import Reject
+from sftdata.storage.layout import state_file_names
+from sftdata.storage.opener import read_regular
 
 BATCH_ROWS = 1024
 
@@ -34,25 +37,15 @@ def hf_dataset_files(path: Path) -> list[Path]:
     absolute paths, sub-folders) or that are listed twice (which would double their rows).
     """
     where = path / "state.json"
-    try:
-        state = json.loads(where.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"{where}: not a valid `datasets` state.json ({exc})") from None
-    entries = state.get("_data_files", []) if isinstance(state, dict) else None
-    if not isinstance(entries, list):
-        raise InputError(f"{where}: `_data_files` must be a list of {{\"filename\": ...}} entries")
-    files, seen = [], set()
-    for i, entry in enumerate(entries):
-        name = entry.get("filename") if isinstance(entry, dict) else None
-        if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
-                or "\0" in name:
-            raise InputError(f"{where}: _data_files[{i}] must name a plain file inside the folder, "
-                             f"found {json.dumps(name)[:100]}")
-        if name in seen:
-            raise InputError(f"{where}: {name!r} is listed twice in _data_files (its rows would be read twice)")
-        seen.add(name)
-        files.append(path / name)
-    return files
+    try:  # the one opener and the one name check (sftdata.storage): plain names inside the folder, once
+        raw = read_regular(where)
+        try:
+            state = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InputError(f"{where}: not a valid `datasets` state.json ({exc})") from None
+        return [path / name for name in state_file_names(state, str(where))]
+    except UnsafeFileError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _unreadable(path: Path, exc: Exception) -> str:
@@ -119,6 +112,16 @@ def _clean(value, where: str = ""):
 
 class NotText(ValueError):
     """A binary column value that does not decode as UTF-8."""
+
+
+def record_of(row: dict) -> dict:
+    """One row of a ``datasets`` or Parquet table (as ``to_pylist`` gives it) as the record the
+    stages read: absent struct fields (nulls) dropped, text stored as bytes decoded. Raises
+    ``Reject("invalid_utf8")`` for bytes that are not UTF-8 text."""
+    try:
+        return _clean(row)
+    except NotText as exc:
+        raise Reject("invalid_utf8", str(exc)) from None
 
 
 def _shown(value):
