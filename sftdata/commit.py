@@ -2,28 +2,34 @@
 
 The commit protocol, in order: every chunk has written its shards and then its done-marker in
 ``_chunks/``; the driver writes ``quarantine.jsonl`` (the chunks' parts in input order), the
-``datasets`` metadata and, last, ``manifest.json``; only then is ``_chunks/`` removed. A folder
+lists that grow with the records (``sftdata.sidecars``), the ``datasets`` metadata and, last,
+``manifest.json``; only then is ``_chunks/`` removed. A folder
 without a manifest is never a finished run. On a remote folder each file is written on local
 staging and uploaded (``sftdata.storage.folder``), so the same order holds there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections import Counter
 
 from sftdata.config import Settings
 from sftdata.faults import fault_point
 from sftdata.manifest import Manifest, RunCounts, build_manifest
 from sftdata.process.chunk import ChunkResult
+from sftdata.process.dedupe import RowIndex
+from sftdata.sidecars import ListFiles
 from sftdata.storage import Folder
 from sftdata.storage.atomic import sync_folder
 from sftdata.storage.layout import (
     DATASET_INFO_NAME,
+    DUPLICATES_NAME,
     MANIFEST_NAME,
     QUARANTINE_NAME,
+    REPEATED_NAME,
     STATE_NAME,
+    TRUNCATED_NAME,
     WORK_DIR,
     chunk_quarantine,
     temp_name,
@@ -57,35 +63,59 @@ def _entry(path) -> dict:
     return {"bytes": len(data), "sha256": "sha256:" + hashlib.sha256(data).hexdigest()}
 
 
-def run_counts(results: list[ChunkResult]) -> RunCounts:
-    """Add the chunks up; duplicates are the dedupe drops plus rows whose content hash repeats."""
+def index_rows(index: RowIndex, result: ChunkResult) -> None:
+    """Spill a chunk's (content hash, id) per row and its dropped duplicates into ``index`` and let
+    go of them: the driver holds no list that grows with the rows (``process.dedupe``)."""
+    index.add(result.index, result.hashes)
+    index.add_dropped(result.index, result.dropped_duplicates)
+    result.hashes, result.dropped_duplicates = [], []
+
+
+def run_counts(results: list[ChunkResult], lists: ListFiles, index: RowIndex) -> RunCounts:
+    """Add the chunks up; duplicates are the dedupe drops (per chunk, in input order) and then the
+    rows whose content hash repeats (``RowIndex.duplicates``). The lists (duplicates, truncated and
+    repeated ids) go to ``lists`` as they are found; ``index`` holds every chunk's rows."""
     counts = RunCounts()
-    seen: dict[str, str] = {}
-    ids = [rid for res in results for _, rid in res.hashes]
-    if len(set(ids)) != len(ids):  # a set is ~10x cheaper than a Counter; ids rarely repeat
-        counts.repeated_ids = sorted(rid for rid, n in Counter(ids).items() if n > 1)
-    duplicates = counts.duplicates
     for res in results:
-        duplicates.extend({"id": rid, "duplicate_of": first} for rid, first in res.dropped_duplicates)
-        for h, rid in res.hashes:
-            first = seen.get(h)
-            if first is None:
-                seen[h] = rid
-            else:
-                duplicates.append({"id": rid, "duplicate_of": first})
+        for rid, first in index.dropped(res.index):
+            lists.duplicate(rid, first)
+        for rid in res.truncated_ids:
+            lists.truncated(rid)
         counts.records_read += res.records_read
         counts.records_written += res.records_written
         counts.blank_lines += res.blank_lines
         counts.special_text_records += res.special_text_records
         counts.rejected.update(res.rejected)
         counts.unknown_keys.update(res.unknown_keys)
-        counts.truncated_ids.extend(res.truncated_ids)
+    for rid, first in index.duplicates():
+        lists.duplicate(rid, first)
+    for rid in index.repeated_ids():
+        lists.repeated(rid)
+    counts.duplicate_records = lists.count(DUPLICATES_NAME)
+    counts.truncated_records = lists.count(TRUNCATED_NAME)
+    counts.repeated_ids = lists.count(REPEATED_NAME)
     return counts
 
 
+def write_lists(out: Folder, results: list[ChunkResult], index: RowIndex) -> tuple[RunCounts, dict[str, dict]]:
+    """The run's counts, and the ``files`` entries of its list files, written and published."""
+    for res in results:  # chunks whose rows are not in the index yet (a caller that kept them)
+        if res.hashes or res.dropped_duplicates:
+            index_rows(index, res)
+    lists = ListFiles(out)
+    try:
+        counts = run_counts(results, lists, index)
+    except BaseException:
+        lists.abort()
+        raise
+    return counts, lists.close()
+
+
 def finalize(out: Folder, settings: Settings, tokenizer: Tokenizer, plan: dict,
-             results: list[ChunkResult], schema=None, extra: dict | None = None) -> Manifest:
+             results: list[ChunkResult], index: RowIndex | None = None, schema=None,
+             extra: dict | None = None) -> Manifest:
     """Write the folder's final files from the chunks' results (in chunk order); manifest last.
+    ``index``: the rows of the results already spilled (``index_rows``); else made here.
     ``schema``: the shards' (default: from the packing setting); ``extra``: more manifest keys (a mix's)."""
     from sftdata.stages.pack import PACKED_SCHEMA
     from sftdata.stages.write.arrow import BASE_SCHEMA
@@ -99,7 +129,10 @@ def finalize(out: Folder, settings: Settings, tokenizer: Tokenizer, plan: dict,
     shards = write_dataset_metadata(staging, shards, schema)
     files.update({name: _entry(staging / name) for name in (DATASET_INFO_NAME, STATE_NAME)})
     out.publish_staged([DATASET_INFO_NAME, STATE_NAME] + ([] if had_shards else [s.file for s in shards]))
-    manifest = build_manifest(settings, tokenizer, plan, shards, run_counts(results), schema)
+    with RowIndex() if index is None else contextlib.nullcontext(index) as rows:
+        counts, lists = write_lists(out, results, rows)
+    files.update(lists)
+    manifest = build_manifest(settings, tokenizer, plan, shards, counts, schema)
     manifest.files = dict(sorted(files.items()))
     manifest.extra.update(extra or {})
     if not out.remote:  # the chunks' files may still be on their way to the disk: the manifest vouches

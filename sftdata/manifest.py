@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from sftdata.constants import FORMAT_VERSION
+from sftdata.constants import FORMAT_VERSION, READABLE_FORMAT_VERSIONS
 from sftdata.errors import ManifestError
 from sftdata.storage.layout import MANIFEST_NAME
 from sftdata.version import __version__
@@ -58,7 +58,8 @@ def _sha(data: bytes) -> str:
 
 @dataclass
 class RunCounts:
-    """What the chunks of a run added up to: the manifest's ``counts`` before it is written."""
+    """What the chunks of a run added up to: the manifest's ``counts`` before it is written. The
+    lists behind the last three numbers are files of their own (``sftdata.sidecars``)."""
 
     records_read: int = 0
     records_written: int = 0
@@ -66,9 +67,9 @@ class RunCounts:
     special_text_records: int = 0
     rejected: Counter = field(default_factory=Counter)
     unknown_keys: Counter = field(default_factory=Counter)  # records per key name no stage read
-    truncated_ids: list[str] = field(default_factory=list)
-    duplicates: list[dict] = field(default_factory=list)
-    repeated_ids: list[str] = field(default_factory=list)
+    truncated_records: int = 0
+    duplicate_records: int = 0
+    repeated_ids: int = 0
 
 
 @dataclass
@@ -89,11 +90,8 @@ class Manifest:
     counts: dict = field(default_factory=dict)
     totals: dict = field(default_factory=dict)
     packing: dict | None = None
-    truncated_ids: list[str] = field(default_factory=list)
-    duplicates: list[dict] = field(default_factory=list)
-    repeated_ids: list[str] = field(default_factory=list)
     files: dict = field(default_factory=dict)  # the folder's other files: name -> bytes, sha256 (and lines)
-    extra: dict = field(default_factory=dict)  # keys this version does not know: kept on a round trip
+    extra: dict = field(default_factory=dict)  # keys this version does not know (version 1's inline lists): kept
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
@@ -110,9 +108,10 @@ class Manifest:
         """Check the envelope (format, version, a list of shard entries with file names)."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ManifestError(f"{where}: not an sftdata manifest (format is not {FORMAT!r})")
-        if data.get("format_version") != FORMAT_VERSION:
-            raise ManifestError(f"{where}: format_version {data.get('format_version')!r}; this sftdata reads "
-                                f"version {FORMAT_VERSION}")
+        version = data.get("format_version")
+        if type(version) is not int or version not in READABLE_FORMAT_VERSIONS:
+            raise ManifestError(f"{where}: format_version {version!r}; this sftdata reads versions "
+                                f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}")
         if not isinstance(data.get("shards"), list):
             raise ManifestError(f"{where}: not an sftdata manifest (no `shards` list)")
         for entry in data["shards"]:
@@ -132,7 +131,7 @@ class Manifest:
 
 
 def loads_json(raw: bytes) -> Any:
-    """orjson first (a manifest of a big run is megabytes); anything it
+    """orjson first (a version 1 manifest of a big run is megabytes); anything it
     refuses (NaN, integers beyond 64 bits) goes to ``json``, which decides what is an error."""
     import orjson
 
@@ -219,9 +218,9 @@ def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, shards:
             "rejected": dict(sorted(counts.rejected.items())),
             "unknown_keys": top_names(counts.unknown_keys),
             "special_text_records": counts.special_text_records,
-            "truncated_records": len(counts.truncated_ids),
-            "duplicate_records": len(counts.duplicates),
-            "repeated_ids": len(counts.repeated_ids),
+            "truncated_records": counts.truncated_records,
+            "duplicate_records": counts.duplicate_records,
+            "repeated_ids": counts.repeated_ids,
         },
         totals=totals,
         packing=None if settings.packing == "none" else {
@@ -229,7 +228,4 @@ def build_manifest(settings: Settings, tokenizer: Tokenizer, plan: dict, shards:
             "conversations": counts.records_written,
             "efficiency": round(totals["tokens"] / (totals["rows"] * settings.max_length), 6) if totals["rows"] else 0.0,
         },
-        truncated_ids=counts.truncated_ids,
-        duplicates=counts.duplicates,
-        repeated_ids=counts.repeated_ids,
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sftdata.commit import finalize
+from sftdata.commit import finalize, index_rows
 from sftdata.config import Settings
 from sftdata.errors import OutputFolderError, RunError, UnusableRunError
 from sftdata.executors import ExecutorFailure, get_executor
@@ -24,6 +24,7 @@ from sftdata.manifest import read_manifest
 from sftdata.output import RunLock, check_location, new_run_id
 from sftdata.output import prepare as prepare_output
 from sftdata.process.chunk import ChunkResult, HashChunk, ProcessChunk
+from sftdata.process.dedupe import DropFiles, DuplicatePlan, RowIndex
 from sftdata.process.identity import input_digests
 from sftdata.process.ledger import Ledger, input_size
 from sftdata.process.record import RecordProcessor
@@ -64,23 +65,20 @@ def _plan(settings: Settings, inputs: list[str]) -> tuple[list[Path], list[Chunk
     return files, chunks, plan
 
 
-def _find_duplicates(chunks: list[Chunk], settings: Settings, executor, proc: RecordProcessor
-                     ) -> dict[int, dict[int, str]]:
+def _find_duplicates(chunks: list[Chunk], settings: Settings, executor, proc: RecordProcessor, *,
+                     spill: bool = False) -> dict[int, dict[int, str]] | DropFiles:
     """First pass of ``dedupe: exact``: hash every record, keep the first occurrence in input order.
 
     Returns, per chunk, the lines to drop and the id each one duplicates. Pure function of the
     input, so the kept rows are the same for any number of workers, any executor and on resume.
+    Each chunk's hashes are spilled to disk as they arrive and merged (``process.dedupe``), so the
+    driver never holds every hash of the input. ``spill``: the drops stay on disk too, one file per
+    chunk (``DropFiles``, for workers on this machine; the caller closes it).
     """
-    per_chunk = dict(executor.map(HashChunk(settings, proc), chunks))
-    first: dict[str, str] = {}
-    drops: dict[int, dict[int, str]] = {}
-    for chunk in chunks:
-        for line, h, rid in per_chunk[chunk.index]:
-            if h in first:
-                drops.setdefault(chunk.index, {})[line] = first[h]
-            else:
-                first[h] = rid
-    return drops
+    with DuplicatePlan() as plan:
+        for index, run in executor.map(HashChunk(settings, proc), chunks):
+            plan.add_hashes(index, run)
+        return plan.drop_files() if spill else plan.drops()
 
 
 def run_pipeline(settings: Settings, inputs: list[str], output: str | os.PathLike, *, workers: int | None = None,
@@ -100,6 +98,17 @@ def run_pipeline(settings: Settings, inputs: list[str], output: str | os.PathLik
                               executor=executor, ray_address=ray_address, progress=progress)
     check_usable(summary, inputs)
     return summary
+
+
+def _commit(out: Folder, settings: Settings, tokenizer, plan: dict, ledger: Ledger, files: list[Path],
+            chunks: list[Chunk], results: dict[int, ChunkResult], index: RowIndex):
+    """Check the inputs and markers, record the inputs' digests, and commit the folder."""
+    ledger.check_commit(files, results)
+    ordered = [results[c.index] for c in chunks]
+    digests = input_digests(chunks, {r.index: r.input_digest for r in ordered}, [i["path"] for i in plan["inputs"]])
+    for item in plan["inputs"]:
+        item["digest"] = digests[item["path"]]
+    return finalize(out, settings, tokenizer, plan, ordered, index)
 
 
 def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: int | None, resume: bool,
@@ -134,23 +143,21 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
             progress(res, len(results), len(chunks))
     runner = get_executor(executor, n_workers, ray_address=ray_address)
     proc = RecordProcessor(settings, tokenizer)  # the driver's own, for the serial path
+    index = RowIndex()  # every row's content hash and id, spilled to disk as each chunk is done
+    drops: dict | DropFiles = {}
     try:
-        drops = _find_duplicates(chunks, settings, runner, proc) if settings.dedupe == "exact" and pending else {}
+        if settings.dedupe == "exact" and pending:
+            drops = _find_duplicates(chunks, settings, runner, proc, spill=executor == "local")
         # the local pool's workers share this machine's page cache: the commit syncs their files
         task = ProcessChunk(settings, out.location, drops, proc, run_id, sync=executor != "local")
         for res in runner.map(task, pending):
             results[res.index] = res
             if progress:
                 progress(res, len(results), len(chunks))
+            index_rows(index, res)
             fault_point("chunk_done")
         fault_point("before_finalize")
-        ledger.check_commit(files, results)
-        ordered = [results[c.index] for c in chunks]
-        digests = input_digests(chunks, {r.index: r.input_digest for r in ordered},
-                                [i["path"] for i in plan["inputs"]])
-        for item in plan["inputs"]:
-            item["digest"] = digests[item["path"]]
-        manifest = finalize(out, settings, tokenizer, plan, ordered)
+        manifest = _commit(out, settings, tokenizer, plan, ledger, files, chunks, results, index)
     except ExecutorFailure as exc:
         raise RunError(f"{exc}. The {len(results)} chunk(s) committed so far are kept in {out}: rerun with "
                        "--resume to continue") from None
@@ -158,6 +165,10 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
         where = f" ({exc.filename})" if exc.filename else ""
         raise RunError(f"{exc.strerror or exc}{where}; the {len(results)} chunk(s) committed so far are kept "
                        f"in {out}: fix the cause and rerun with --resume") from exc
+    finally:
+        index.close()
+        if isinstance(drops, DropFiles):
+            drops.close()
     return RunSummary(out.location, manifest.to_json(), len(chunks), len(done))
 
 

@@ -28,9 +28,9 @@ def format_run_summary(manifest: dict) -> str:
         f"tokens            {t['tokens']:>12,}",
         f"trained tokens    {t['trained_tokens']:>12,}   ({frac:.1%} of tokens)",
         f"special-token text kept as text in {c['special_text_records']:,} record(s)",
-        f"truncated rows    {c['truncated_records']:>12,}",
-        f"exact duplicates  {c['duplicate_records']:>12,}",
-        f"ids used twice+   {c.get('repeated_ids', 0):>12,}   (kept; listed in manifest.json)",
+        f"truncated rows    {c['truncated_records']:>12,}   (listed in truncated_ids.jsonl)",
+        f"exact duplicates  {c['duplicate_records']:>12,}   (listed in duplicates.jsonl)",
+        f"ids used twice+   {c.get('repeated_ids', 0):>12,}   (kept; listed in repeated_ids.jsonl)",
     ]
     return "\n".join(lines)
 

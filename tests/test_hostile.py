@@ -90,7 +90,8 @@ def test_repeated_ids_are_reported_and_kept(tmp_path):
     recs[2]["id"] = recs[0]["id"]
     src = write_jsonl(tmp_path / "a.jsonl", recs)
     m = run_pipeline(settings(), [str(src)], tmp_path / "o").manifest
-    assert m["repeated_ids"] == [recs[0]["id"]] and m["counts"]["records_written"] == 4
+    listed = [json.loads(x)["id"] for x in (tmp_path / "o" / "repeated_ids.jsonl").read_bytes().splitlines()]
+    assert listed == [recs[0]["id"]] and m["counts"]["repeated_ids"] == 1 and m["counts"]["records_written"] == 4
 
 
 def test_quarantine_keeps_the_whole_original(tmp_path):

@@ -25,7 +25,15 @@ from sftdata.audit.arrays import list_parts
 from sftdata.constants import IGNORE_INDEX
 from sftdata.errors import AuditError, MalformedInputError, ManifestError, UnsafeFileError
 from sftdata.storage import Folder
-from sftdata.storage.layout import MANIFEST_NAME, QUARANTINE_NAME, SHARD_FILE, name_problem
+from sftdata.storage.layout import (
+    DUPLICATES_NAME,
+    MANIFEST_NAME,
+    QUARANTINE_NAME,
+    REPEATED_NAME,
+    SHARD_FILE,
+    TRUNCATED_NAME,
+    name_problem,
+)
 from sftdata.storage.opener import map_regular
 
 
@@ -226,9 +234,17 @@ def _accounting(manifest: dict) -> list[ShardProblem]:
     if read != (written or 0) + rejected:
         out.append(ShardProblem(MANIFEST_NAME, "count_mismatch", f"records read {read} != rows written {written} + "
                                                                  f"rejected {rejected}"))
-    lines = ((manifest.get("files") or {}).get(QUARANTINE_NAME) or {}).get("lines")
-    if lines is not None and lines != rejected:
-        out.append(ShardProblem(QUARANTINE_NAME, "count_mismatch", f"{lines} line(s), {rejected} rejection(s)"))
+    files = manifest.get("files") or {}
+    for name, want, what in ((QUARANTINE_NAME, rejected, "rejection(s)"),
+                             (DUPLICATES_NAME, counts.get("duplicate_records"), "duplicate_records"),
+                             (TRUNCATED_NAME, counts.get("truncated_records"), "truncated_records"),
+                             (REPEATED_NAME, counts.get("repeated_ids"), "repeated_ids")):
+        lines = (files.get(name) or {}).get("lines") if isinstance(files.get(name), dict) else None
+        if lines is not None and lines != want:
+            out.append(ShardProblem(name, "count_mismatch", f"{lines} line(s), {want} {what}"))
+    if manifest.get("format_version", 1) != 1:  # the lists are files of their own, each listed
+        out.extend(ShardProblem(name, "missing", f"the manifest does not list it (files.{name})")
+                   for name in (DUPLICATES_NAME, TRUNCATED_NAME, REPEATED_NAME) if name not in files)
     rows = sum(e.get("rows", 0) for e in manifest.get("shards", []) if isinstance(e.get("rows", 0), int))
     if totals and totals.get("rows") != rows:
         out.append(ShardProblem(MANIFEST_NAME, "count_mismatch", f"totals.rows {totals.get('rows')} != {rows} "

@@ -57,8 +57,22 @@ class PreparedSource:
         from sftdata.audit.findings import check_tokenizer, rule_context
 
         check_tokenizer(self.manifest, tok, list(tok.header_newline_ids), sink)
-        return rule_context(tok, truncated_ids=frozenset(str(i) for i in self.manifest.get("truncated_ids") or []),
-                            max_length=self.max_length, allow_plain=_plain_rows_allowed(self.pipeline))
+        return rule_context(tok, truncated_ids=self._truncated_ids(sink), max_length=self.max_length,
+                            allow_plain=_plain_rows_allowed(self.pipeline))
+
+    def _truncated_ids(self, sink: Violations) -> frozenset[str]:
+        """The rows allowed to end mid-turn: ``truncated_ids.jsonl`` (inline in a version 1 manifest),
+        streamed and checked against the manifest. One that is missing or altered allows none, and is
+        reported here unless the integrity check (which names it too) runs."""
+        from sftdata.sidecars import SidecarError, list_ids
+        from sftdata.storage.layout import TRUNCATED_NAME
+
+        try:
+            return list_ids(self.folder, self.manifest, TRUNCATED_NAME)
+        except SidecarError as exc:
+            if not self.check_integrity:
+                sink.add("shard_integrity", f"{exc}; no row may end mid-turn", shard=TRUNCATED_NAME)
+            return frozenset()
 
     def row_pass(self, tok: Any, ctx: RuleContext, sink: Violations) -> RowPass:
         folder, manifest, entries = self.folder, self.manifest, self.manifest["shards"]

@@ -64,9 +64,12 @@ class LocalExecutor(Executor):
         pool = ProcessPoolExecutor(min(self.workers, len(chunks)), mp_context=ctx, initializer=_worker_init,
                                    initargs=(task, os.getpid()))
         try:
-            futures = [pool.submit(_call, c) for c in chunks]
-            for fut in as_completed(futures):
-                yield fut.result()
+            # no list of the futures is kept: as_completed lets go of each one it yields, so a
+            # result the caller has consumed is freed (the results together grow with the input)
+            for fut in as_completed([pool.submit(_call, c) for c in chunks]):
+                result = fut.result()
+                del fut
+                yield result
         except BrokenProcessPool:
             pool.shutdown(cancel_futures=True)
             raise ExecutorFailure("a worker process died unexpectedly (killed by a signal or out of memory)") from None

@@ -179,7 +179,8 @@ def _run_locked(settings: Settings, recipe: Recipe, out: Folder, *, workers, res
             for item in own["inputs"]:
                 item["digest"] = digests[item["path"]]
             extra = {"mix": {**mix, "recipe": recipe_json(recipe), "split": name if split else None}}
-            manifests[name] = finalize(folder, settings, tokenizer, own, results[name], MIX_SCHEMA, extra).to_json()
+            manifests[name] = finalize(folder, settings, tokenizer, own, results[name], schema=MIX_SCHEMA,
+                                       extra=extra).to_json()
         if split:
             out.write_bytes(DATASET_DICT_NAME, orjson.dumps({"splits": list(SPLIT_NAMES)}))
     except ExecutorFailure as exc:

@@ -248,9 +248,10 @@ class ProcessChunk(ChunkTask):
 
     ``sync``: fsync each chunk's files before its result is returned (the default, for executors
     whose workers may be on other machines); ``False`` where the runner's commit, on the same
-    machine, syncs them all at once."""
+    machine, syncs them all at once. ``drops``: per chunk index, the lines ``dedupe: exact`` drops (a
+    dict, or ``process.dedupe.DropFiles``: anything with ``get(index)``)."""
 
-    def __init__(self, settings: Settings, location: str, drops: dict[int, dict[int, str]] | None = None,
+    def __init__(self, settings: Settings, location: str, drops: Any = None,
                  processor: RecordProcessor | None = None, run_id: str = "", *, sync: bool = True) -> None:
         super().__init__(settings, processor)
         self.location = location
@@ -272,7 +273,10 @@ class ProcessChunk(ChunkTask):
 
 
 class HashChunk(ChunkTask):
-    """The first pass of ``dedupe: exact``: (chunk index, [(line, content hash, id) of each valid record])."""
+    """The first pass of ``dedupe: exact``: (chunk index, the chunk's valid records as a run sorted by
+    content hash: ``process.dedupe.sorted_hashes``), merged by the driver's ``DuplicatePlan``."""
 
-    def __call__(self, chunk: Chunk) -> tuple[int, list[tuple[int, str, str]]]:
-        return chunk.index, hash_chunk(chunk, self.settings, self.processor)
+    def __call__(self, chunk: Chunk) -> tuple[int, list[tuple[str, int, int, str]]]:
+        from sftdata.process.dedupe import sorted_hashes
+
+        return chunk.index, sorted_hashes(hash_chunk(chunk, self.settings, self.processor))

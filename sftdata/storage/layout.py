@@ -13,6 +13,8 @@ A finished folder::
     quarantine.jsonl         every rejected record, in input order
     state.json, dataset_info.json   what `datasets.load_from_disk` reads
     audit.json               the audit report, when the run audited
+    duplicates.jsonl, truncated_ids.jsonl, repeated_ids.jsonl   the lists that grow with the records
+                             (sftdata.sidecars), listed and hashed in the manifest's ``files``
 
 A run in progress adds ``_chunks/`` (the plan, one done-marker and one quarantine part per
 chunk) and ``.sftdata.lock``. Temporary files are ``.<final name>.tmp<pid>`` beside their target.
@@ -31,11 +33,16 @@ DATASET_INFO_NAME = "dataset_info.json"
 LOCK_NAME = ".sftdata.lock"
 WORK_DIR = "_chunks"  # done-markers and quarantine parts of a run in progress
 PLAN_NAME = f"{WORK_DIR}/plan.json"
+# -- the per-record lists, one JSON object a line, written before the manifest (sftdata.sidecars) --
+DUPLICATES_NAME = "duplicates.jsonl"  # {"id", "duplicate_of"}: every exact duplicate, in input order
+TRUNCATED_NAME = "truncated_ids.jsonl"  # {"id"}: every row cut to max_length, in input order
+REPEATED_NAME = "repeated_ids.jsonl"  # {"id"}: every id used by two or more rows, sorted
+SIDECAR_NAMES = (DUPLICATES_NAME, TRUNCATED_NAME, REPEATED_NAME)
 
 SHARD_FILE = re.compile(r"^shard-(\d{6,})-(\d{2,})\.arrow$")
 _MARKER = re.compile(rf"^{WORK_DIR}/chunk-(\d{{6,}})\.(json|quarantine\.jsonl)$")
 _TEMP = re.compile(r"^\.(?P<name>[^/]+)\.tmp\d*$")
-_TOP_LEVEL = {MANIFEST_NAME, QUARANTINE_NAME, AUDIT_NAME, STATE_NAME, DATASET_INFO_NAME, LOCK_NAME}
+_TOP_LEVEL = {MANIFEST_NAME, QUARANTINE_NAME, AUDIT_NAME, STATE_NAME, DATASET_INFO_NAME, LOCK_NAME, *SIDECAR_NAMES}
 
 
 def shard_name(chunk: int, part: int) -> str:

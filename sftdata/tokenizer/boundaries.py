@@ -19,7 +19,7 @@ The boundaries used, each decided by the two characters around the cut (``X|Y``)
   three are counted from its start.
 
 No boundary splits a surrogate pair, so the repair of lone surrogates is the same in the prefix.
-``tests/test_truncate_cut.py`` compares the ids with the whole text's at many cuts.
+``tests/tokenizer/test_truncate_cut.py`` compares the ids with the whole text's at many cuts.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Why one entry point, cached per process: the runner, the forked workers, the aud
 trainer must all see the same object for the same spec (loading costs a second or more). It is
 also the one place the encode path is chosen, by the kind of tokenizer alone: splintr over Meta's
 ranks for ``builtin:llama3``, the Hugging Face tokenizer for every other. The ids do not depend on
-the engine (``tests/test_bpe_engines.py``), so nothing else chooses one.
+the engine (``tests/tokenizer/test_bpe_engines.py``), so nothing else chooses one.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Why splintr: the byte-pair merge is most of a run's time, and splintr's merge gives the same ids
 as tiktoken's and the Hugging Face conversion's over the same ranks and pattern
-(``tests/test_bpe_engines.py`` keeps both as independent oracles), faster, and linear on very long
+(``tests/tokenizer/test_bpe_engines.py`` keeps both as independent oracles), faster, and linear on very long
 pre-tokens. It builds straight from ``tokenizer.model``'s bytes, so nothing decoded from the model
 file is ever cached: the ranks a run encodes with are the bytes whose SHA-256 it computed itself
 (``ModelSource``), and the cached description is checked against those same bytes.

@@ -646,6 +646,6 @@ def test_audit_of_real_pipeline_output(tmp_path):
         assert result.exit_code == 0, result.output
         manifest = json.loads((out / "manifest.json").read_text())
         assert report["stats"]["rows"] == manifest["totals"]["rows"] > 0
-        assert report["stats"]["truncated_rows"] == len(manifest["truncated_ids"])
+        assert report["stats"]["truncated_rows"] == manifest["counts"]["truncated_records"]
         assert verify_folder(out).ok
     assert report["stats"]["turns_per_role"]["unknown"] == 0

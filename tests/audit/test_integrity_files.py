@@ -29,7 +29,8 @@ def kinds(folder, name):
 
 def test_clean_folder_verifies_and_lists_its_files(folder):
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"quarantine.jsonl", "dataset_info.json", "state.json"}
+    assert set(manifest["files"]) == {"quarantine.jsonl", "dataset_info.json", "state.json", "duplicates.jsonl",
+                                      "truncated_ids.jsonl", "repeated_ids.jsonl"}
     assert manifest["files"]["quarantine.jsonl"]["lines"] == sum(manifest["counts"]["rejected"].values())
     assert verify_folder(folder).ok
 

@@ -109,7 +109,8 @@ def test_truncation_drop_and_truncate(tmp_path):
     assert dropped["counts"]["rejected"].get("too_long", 0) > 0
     assert kept["counts"]["truncated_records"] > 0
     assert kept["counts"]["records_written"] > dropped["counts"]["records_written"]
-    assert len(kept["truncated_ids"]) == kept["counts"]["truncated_records"]
+    truncated = (tmp_path / "t" / "truncated_ids.jsonl").read_bytes().splitlines()
+    assert len(truncated) == kept["counts"]["truncated_records"] == kept["files"]["truncated_ids.jsonl"]["lines"]
     import datasets
 
     ds = datasets.load_from_disk(str(tmp_path / "t"))

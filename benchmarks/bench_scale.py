@@ -1,0 +1,131 @@
+"""Memory and metadata as the record count grows (issue 31): peak RSS of the whole process tree of
+``run``, ``run --dedupe exact``, ``audit``, ``plan`` and ``overlap`` at two sizes, as ratios.
+
+The input: the shared corpus (``/work/shared/corpora/sft-mix.jsonl``, or ``--corpus``) copied N
+times. Copies must differ in their text, or a tokenizer that caches pre-tokens (splintr) and the
+dedupe pass are flattered: copy ``k`` appends `` [k]`` to every message's string content (and to
+every tool call's arguments) and ``-c{k}`` to every id. ``--duplicates half`` gives copies ``2j``
+and ``2j+1`` the same text (ids still differ), so half the records are exact duplicates.
+
+    python benchmarks/bench_scale.py --copies 4,16            # the figures in RESULTS.md
+    python benchmarks/bench_scale.py --copies 64,1024 --workers 2 --duplicates half
+
+Each command runs as its own ``sftdata`` process; its tree's summed RSS is sampled every 20 ms
+(``bench_prepare.TreeRssSampler``). Besides the ratios it prints each run's ``manifest.json`` size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_prepare import TreeRssSampler  # noqa: E402
+
+CORPUS = Path("/work/shared/corpora/sft-mix.jsonl")
+
+
+def _tagged(message: dict, tag: str) -> dict:
+    out = dict(message)
+    if isinstance(out.get("content"), str):
+        out["content"] = f"{out['content']} {tag}"
+    if isinstance(out.get("tool_calls"), list):
+        calls = []
+        for call in out["tool_calls"]:
+            fn = dict(call.get("function") or {})
+            if isinstance(fn.get("arguments"), str):
+                fn["arguments"] = f"{fn['arguments']} {tag}"
+            calls.append({**call, "function": fn})
+        out["tool_calls"] = calls
+    return out
+
+
+def build_input(corpus: Path, copies: int, path: Path, half_duplicates: bool = False) -> int:
+    """Write ``copies`` changed copies of ``corpus`` to ``path``; returns the record count."""
+    records = [orjson.loads(line) for line in corpus.read_bytes().splitlines() if line.strip()]
+    n = 0
+    with open(path, "wb") as f:
+        for k in range(copies):
+            tag = f"[{k // 2 if half_duplicates else k}]"
+            for rec in records:
+                out = dict(rec, messages=[_tagged(m, tag) for m in rec["messages"]])
+                if "id" in rec:
+                    out["id"] = f"{rec['id']}-c{k}"
+                f.write(orjson.dumps(out) + b"\n")
+                n += 1
+    return n
+
+
+def measure(argv: list[str]) -> dict:
+    """Seconds, exit code and peak summed RSS (bytes) of one ``sftdata`` command. It runs in a
+    temporary folder: ``python -c`` puts its working folder first on ``sys.path``, so a checkout's
+    own ``sftdata`` would shadow the one ``PYTHONPATH`` names."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-scale-cwd-") as cwd:
+        proc = subprocess.Popen([sys.executable, "-c", "from sftdata.cli import main; main()", *argv], cwd=cwd,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with TreeRssSampler(proc.pid, 0.02) as sampler:
+            _, err = proc.communicate()
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"sftdata {' '.join(argv)} exited {proc.returncode}: {err.decode()[-500:]}")
+    return {"seconds": round(time.perf_counter() - started, 2), "rc": proc.returncode, "peak_rss": sampler.peak}
+
+
+def one_size(work: Path, corpus: Path, copies: int, workers: int, half: bool) -> dict:
+    src = work / f"in-{copies}.jsonl"
+    records = build_input(corpus, copies, src, half)
+    out, dd = work / f"run-{copies}", work / f"dedupe-{copies}"
+    base = ["-i", str(src), "--workers", str(workers), "--no-audit", "--overwrite"]
+    res = {"records": records, "input_bytes": src.stat().st_size}
+    res["run"] = measure(["run", "-o", str(out), *base])
+    res["run --dedupe exact"] = measure(["run", "-o", str(dd), *base, "--dedupe", "exact"])
+    res["audit"] = measure(["audit", str(out), "--workers", str(workers)])
+    res["plan"] = measure(["plan", str(out)])
+    res["overlap"] = measure(["overlap", str(out), str(dd), "--limit", "0"])
+    res["manifest_bytes"] = {"run": (out / "manifest.json").stat().st_size,
+                             "run --dedupe exact": (dd / "manifest.json").stat().st_size}
+    return res
+
+
+COMMANDS = ("run", "run --dedupe exact", "audit", "plan", "overlap")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--copies", default="4,16", help="two copy counts, small then large")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--duplicates", choices=("none", "half"), default="none")
+    ap.add_argument("--corpus", type=Path, default=CORPUS)
+    ap.add_argument("--work", type=Path, help="keep the inputs and folders here (default: a temp folder)")
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    args = ap.parse_args()
+    small, large = (int(x) for x in args.copies.split(","))
+    if not args.corpus.is_file():
+        raise SystemExit(f"{args.corpus}: no corpus (pass --corpus)")
+    with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=args.work) as tmp:
+        work = Path(tmp)
+        figures = {n: one_size(work, args.corpus, n, args.workers, args.duplicates == "half") for n in (small, large)}
+    print(f"{'command':<20} {small:>6} copies {large:>6} copies   RSS ratio   time ratio")
+    for cmd in COMMANDS:
+        a, b = figures[small][cmd], figures[large][cmd]
+        print(f"{cmd:<20} {a['peak_rss'] / 2**20:7.0f} MiB {a['seconds']:5.1f}s {b['peak_rss'] / 2**20:7.0f} MiB "
+              f"{b['seconds']:5.1f}s   {b['peak_rss'] / a['peak_rss']:8.2f}x  {b['seconds'] / a['seconds']:8.2f}x")
+    for n in (small, large):
+        print(f"{n} copies: {figures[n]['records']:,} records, manifest.json "
+              + ", ".join(f"{k} {v:,} B" for k, v in figures[n]["manifest_bytes"].items()))
+    if args.json:
+        args.json.write_text(json.dumps({"copies": [small, large], "workers": args.workers,
+                                         "duplicates": args.duplicates, "cpus": os.cpu_count(), "figures": figures},
+                                        indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
