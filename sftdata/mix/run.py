@@ -19,7 +19,7 @@ import orjson
 
 from sftdata.commit import finalize
 from sftdata.config import Settings
-from sftdata.errors import OutputFolderError, RunError
+from sftdata.errors import OutputFolderError, RunError, UnusableRunError
 from sftdata.executors import ExecutorFailure, get_executor
 from sftdata.faults import fault_point
 from sftdata.manifest import read_manifest
@@ -137,8 +137,13 @@ def run_mix(settings: Settings, recipe: Recipe, output: str, *, workers: int | N
     check_location(str(output), expand_inputs(inputs), inputs)
     out = Folder(output)
     with RunLock(out):
-        return _run_locked(settings, recipe, out, workers=workers, resume=resume, overwrite=overwrite,
-                           executor=executor, ray_address=ray_address, progress=progress)
+        summary = _run_locked(settings, recipe, out, workers=workers, resume=resume, overwrite=overwrite,
+                              executor=executor, ray_address=ray_address, progress=progress)
+    if not any(s["rows"] for s in summary.mix["sources"].values()):
+        read = sum(s["records_read"] for s in summary.mix["sources"].values())
+        raise UnusableRunError(f"the mix wrote no rows ({read} record(s) read): see the quarantine.jsonl of "
+                               f"{display(output)}", summary)
+    return summary
 
 
 def _run_locked(settings: Settings, recipe: Recipe, out: Folder, *, workers, resume, overwrite, executor,

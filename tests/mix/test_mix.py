@@ -221,3 +221,14 @@ def test_accounting_adds_up_per_source_and_split(mix):
         assert s["records_read"] == sum(s["rejected"].values()) + len(taken) + s["records_not_taken"], name
     assert train["mix"]["sources"]["chat"]["records_read"] == 246  # 240 records and 6 broken lines
     assert train["mix"]["sources"]["share"]["duplicates_removed"] == 1
+
+
+def test_a_mix_without_rows_fails(tmp_path):
+    from tests.conftest import write_jsonl
+
+    src = write_jsonl(tmp_path / "in.jsonl", ['{"messages": []}', "not json"])
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"sources:\n  - name: a\n    input: {src}\n")
+    r = sftdata_cli("run", recipe, "--output", tmp_path / "out", "--no-audit")
+    assert r.returncode == 1 and "wrote no rows" in r.stderr, r.stderr
+    assert (tmp_path / "out" / "manifest.json").exists()
