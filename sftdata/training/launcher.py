@@ -58,6 +58,7 @@ __all__ = ["DATA_MANIFEST_NAME", "LOSS_HISTORY_NAME", "PreparedRun", "ShardColla
 
 DATA_MANIFEST_NAME = TRAIN_MARKER_NAME  # the data's manifest, copied: marks the folder as train's
 LOSS_HISTORY_NAME = "loss_history.json"
+EVAL_RESULTS_NAME = "eval_results.json"  # the eval split's metrics, when the data is a split run
 
 
 @dataclass
@@ -89,7 +90,7 @@ def build_trainer(opts: TrainOptions, log: Callable[[str], None] = _log_default)
         init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
     check_model_folder(opts.model, trust_remote_code=bool(init_kwargs.get("trust_remote_code")),
                        dtype=init_kwargs.get("dtype", init_kwargs.get("torch_dtype")))  # before anything is built
-    data_dir = Path(opts.data_dir)
+    data_dir, eval_dir = _data_dirs(Path(opts.data_dir))
     manifest = read_manifest(data_dir)
     audit = check_audit(data_dir, opts.skip_audit)
     ds = load_shards(data_dir)
@@ -123,6 +124,7 @@ def build_trainer(opts: TrainOptions, log: Callable[[str], None] = _log_default)
 
     keep = [c for c in ("input_ids", "labels", "position_ids", "seq_lengths") if c in ds.column_names]
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds.select_columns(keep),
+                         eval_dataset=load_shards(eval_dir).select_columns(keep) if eval_dir else None,
                          processing_class=get_tokenizer(), data_collator=collator)
     install_sampler(trainer, sampler)
     totals = manifest.get("totals") or {}
@@ -132,6 +134,17 @@ def build_trainer(opts: TrainOptions, log: Callable[[str], None] = _log_default)
     log(f"model: {opts.model}, {sum(p.numel() for p in model.parameters()):,} parameters, vocabulary {vocab}, "
         f"{attn or '?'} attention, {'padding-free' if collator.padding_free else 'padded'} batches")
     return PreparedRun(trainer, manifest, data_dir, Path(opts.output_dir), collator.padding_free, settings, decision)
+
+
+def _data_dirs(data_dir: Path) -> tuple[Path, Path | None]:
+    """(train folder, eval folder or None): a split run's folder (``sftdata run`` of a mix with
+    ``split.eval``) trains on ``train/`` and evaluates on ``eval/``."""
+    from sftdata.mix.splits import split_folders_of
+
+    splits = dict(split_folders_of(str(data_dir)))
+    if not splits:
+        return data_dir, None
+    return Path(splits["train"]), Path(splits["eval"]) if "eval" in splits else None
 
 
 def _checked_model(spec: str, seed: int, init_kwargs: dict, ids: tuple[int, int], label_ids: tuple[int, int],
@@ -173,6 +186,12 @@ def train(opts: TrainOptions, log: Callable[[str], None] = _log_default) -> Prep
         shutil.copyfile(run.data_dir / MANIFEST_NAME, run.output_dir / DATA_MANIFEST_NAME)
     result = run.trainer.train()
     save_outputs(run)
+    if run.trainer.eval_dataset is not None:  # a split run's eval split: its loss, logged and saved
+        metrics = run.trainer.evaluate()
+        if run.trainer.is_world_process_zero():
+            (run.output_dir / EVAL_RESULTS_NAME).write_text(json.dumps(metrics, indent=1) + "\n")
+        log(f"eval loss {metrics['eval_loss']:.4f} over {len(run.trainer.eval_dataset)} eval rows "
+            f"({EVAL_RESULTS_NAME})")
     history = loss_history(run.trainer)
     first_last = f", logged loss {history[0]['loss']:.4f} -> {history[-1]['loss']:.4f}" if history else ""
     log(f"trained {result.global_step} steps: mean loss {result.training_loss:.4f}{first_last}")
