@@ -67,9 +67,13 @@ def plan_cmd(data_dir: Path, batch_sizes: list[int] | None, batch_tokens: list[i
     per optimizer step, cut by the sampler `sftdata train` uses; the longest rows; and with --model,
     the worst-case memory probe of `--batch-size auto` as a table of size -> peak memory.
     """
+    from sftdata.mix.splits import split_folders_of
     from sftdata.planning.plan import make_plan, render_text
     from sftdata.training.probing import probe_plan
 
+    splits = dict(split_folders_of(str(data_dir)))
+    if splits:  # a split run's folder: `train` batches its train split
+        data_dir = Path(splits["train"])
     plan = make_plan(data_dir, batch_sizes=batch_sizes, batch_tokens=batch_tokens, padding_free=padding_free,
                      pad_to_multiple_of=pad_to_multiple_of, grad_accum=grad_accum, world_size=world_size, seed=seed)
     if model is not None:

@@ -57,3 +57,11 @@ def test_export_of_a_split_run_has_both_splits(out, tmp_path):
     assert (ds["train"].num_rows, ds["validation"].num_rows) == (train, evals)
     r = sftdata_cli("export", out, "--to", "mds", "--output", tmp_path / "mds")
     assert r.returncode == 2 and "no validation split" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_plan_of_a_split_run_plans_its_train_split(out):
+    r = sftdata_cli("plan", out, "--batch-size", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((out / "train" / "manifest.json").read_text())["totals"]["rows"]
+    plan = json.loads(r.stdout)
+    assert plan["rows"] == rows and plan["folder"].endswith("train")
