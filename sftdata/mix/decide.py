@@ -94,7 +94,7 @@ def accounting(recipe: Recipe, decision: Decision, chunks: list[Chunk],
             "quarantined": quarantined, "records_not_taken": sel["valid_records"] - sel["records_taken"],
             "sampling_factor": sel["sampling_factor"], "budget": _budget(s.take, delivered), **delivered,
         })
-    return {"seed": recipe.seed, "sources": per, "split": _split_json(recipe)}
+    return {"seed": recipe.seed, "sources": per}
 
 
 def _budget(take, delivered: dict) -> dict:
@@ -104,10 +104,3 @@ def _budget(take, delivered: dict) -> dict:
         return {"asked": {"records": take.value}, "delivered": {"records": delivered["rows"]}}
     return {"asked": take.to_json(), "delivered": {"rows": delivered["rows"]}}
 
-
-def _split_json(recipe: Recipe) -> dict | None:
-    sp = recipe.split
-    if not sp.enabled and not sp.decontaminate:
-        return None
-    return {"eval": {sp.eval_kind: sp.eval_value} if sp.enabled else None, "per_source": sp.per_source,
-            "decontaminate": list(sp.decontaminate)}

@@ -50,11 +50,13 @@ class MixSummary(RunSummary):
 
 
 def recipe_json(recipe: Recipe) -> dict:
+    """The recipe as the manifests and the plan record it (URIs without their query or user part)."""
     return {"seed": recipe.seed, "sources": [
-        {"name": s.name, "input": list(s.inputs), "format": s.settings.input_format, "fields": s.settings.fields,
+        {"name": s.name, "input": [display(i) for i in s.inputs], "format": s.settings.input_format, "fields": s.settings.fields,
          "take": s.take.to_json()} for s in recipe.sources],
         "split": {"eval": {recipe.split.eval_kind: recipe.split.eval_value} if recipe.split.enabled else None,
-                  "per_source": recipe.split.per_source, "decontaminate": list(recipe.split.decontaminate)}}
+                  "per_source": recipe.split.per_source,
+                  "decontaminate": [display(p) for p in recipe.split.decontaminate]}}
 
 
 def plan_mix(settings: Settings, recipe: Recipe) -> tuple[list[Path], list[Chunk], dict]:

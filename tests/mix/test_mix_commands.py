@@ -65,3 +65,13 @@ def test_plan_of_a_split_run_plans_its_train_split(out):
     rows = json.loads((out / "train" / "manifest.json").read_text())["totals"]["rows"]
     plan = json.loads(r.stdout)
     assert plan["rows"] == rows and plan["folder"].endswith("train")
+
+
+def test_manifest_names_uri_inputs_without_their_secrets(tmp_path):
+    recipe = build(tmp_path)
+    text = recipe.read_text().replace(f"input: {tmp_path}/chat.jsonl", f"input: file://{tmp_path}/chat.jsonl?token=SECRET")
+    uri = tmp_path / "uri.yaml"
+    uri.write_text(text)
+    r = sftdata_cli("run", uri, "--output", tmp_path / "out", "--no-audit")
+    assert r.returncode == 0, r.stderr
+    assert "SECRET" not in (tmp_path / "out" / "train" / "manifest.json").read_text()
