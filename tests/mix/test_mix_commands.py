@@ -75,3 +75,19 @@ def test_manifest_names_uri_inputs_without_their_secrets(tmp_path):
     r = sftdata_cli("run", uri, "--output", tmp_path / "out", "--no-audit")
     assert r.returncode == 0, r.stderr
     assert "SECRET" not in (tmp_path / "out" / "train" / "manifest.json").read_text()
+
+
+def test_python_api_runs_a_recipe_dict(tmp_path):
+    import yaml
+
+    import sftdata
+
+    doc = yaml.safe_load(build(tmp_path).read_text())
+    summary = sftdata.run(doc, output=tmp_path / "out", workers=1)
+    assert set(summary.splits) == {"train", "eval"} and set(summary.audit) == {"train", "eval"}
+    assert all(report.ok for report in summary.audit.values())
+    assert summary.mix["sources"]["alpaca"]["sampling_factor"] == 2.5
+    from sftdata.errors import UsageError
+
+    with pytest.raises(UsageError, match="sources"):
+        sftdata.run(doc, inputs=["x.jsonl"], output=tmp_path / "other")
