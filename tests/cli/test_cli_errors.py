@@ -13,6 +13,8 @@ import time
 import pytest
 from click.testing import CliRunner
 
+import sftdata.audit.inspect  # noqa: F401 - bind their `from ... import` of the patched functions
+import sftdata.audit.prepared  # noqa: F401   before any test patches them, never to a stand-in
 from sftdata.cli import main
 from sftdata.cli_errors import SftdataCommand
 from sftdata.errors import AuditError, ExportError, InterruptedRun, SftdataError, UsageError, exit_status
@@ -102,6 +104,8 @@ def test_a_bug_still_shows_its_traceback(tmp_path, monkeypatch):
 SLOW_VERIFY = """
 import sys, time
 import sftdata.audit.integrity as integrity
+import sftdata.audit.inspect  # noqa: F401 - bind their `from ... import` of the patched functions
+import sftdata.audit.prepared  # noqa: F401   before any test patches them, never to a stand-in
 from sftdata.cli import main
 from sftdata.cli_errors import SftdataCommand
 
