@@ -26,7 +26,7 @@ from sftdata.manifest import read_manifest
 from sftdata.mix.chunk import MixChunk, PromptChunk, ScanChunk
 from sftdata.mix.decide import Decision, accounting, decide
 from sftdata.mix.recipe import Recipe
-from sftdata.mix.splits import DATASET_DICT_NAME
+from sftdata.mix.splits import DATASET_DICT_NAME, sub_location
 from sftdata.output import RunLock, check_location, new_run_id
 from sftdata.output import prepare as prepare_output
 from sftdata.process.chunk import ChunkResult
@@ -124,7 +124,7 @@ def _check_top(out: Folder, *, resume: bool, overwrite: bool) -> None:
 
 
 def _split_folder(out: Folder, split: str) -> Folder:
-    return Folder(f"{out.location.rstrip('/')}/{split}")
+    return Folder(sub_location(out.location, split))
 
 
 def run_mix(settings: Settings, recipe: Recipe, output: str, *, workers: int | None = None, resume: bool = False,

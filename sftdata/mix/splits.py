@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from sftdata.storage import Folder
+from sftdata.storage import Folder, split_uri
 from sftdata.storage.layout import MANIFEST_NAME
 
 DATASET_DICT_NAME = "dataset_dict.json"
@@ -23,5 +23,11 @@ def split_folders_of(folder: str) -> list[tuple[str, str]]:
         return []
     if not isinstance(splits, list) or not all(isinstance(s, str) and s.isidentifier() for s in splits):
         return []
-    found = [(s, f"{top.location.rstrip('/')}/{s}") for s in splits]
+    found = [(s, sub_location(top.location, s)) for s in splits]
     return found if all(Folder(loc).size(MANIFEST_NAME) is not None for _, loc in found) else []
+
+
+def sub_location(location: str, name: str) -> str:
+    """The folder ``name`` inside ``location`` (a URI keeps its query: ``s3://b/out/train?x=1``)."""
+    head, query = split_uri(location) if "://" in location else (location.rstrip("/") or "/", "")
+    return f"{head}/{name}{query}"
