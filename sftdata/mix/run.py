@@ -119,8 +119,6 @@ def _check_top(out: Folder, *, resume: bool, overwrite: bool) -> None:
     if foreign:
         raise OutputFolderError(f"{'--overwrite' if overwrite else '--resume'} refused: {out} holds files a split "
                                 f"run did not write ({', '.join(foreign[:5])}); nothing was changed")
-    if overwrite and out.size(DATASET_DICT_NAME) is not None:
-        out.delete(DATASET_DICT_NAME)
 
 
 def _split_folder(out: Folder, split: str) -> Folder:
@@ -174,6 +172,8 @@ def _run_locked(settings: Settings, recipe: Recipe, out: Folder, *, workers, res
         for folder, name in targets:
             prepare_output(folder, resume=resume, overwrite=overwrite)
             ledgers[name] = Ledger(folder, chunks, copy.deepcopy(plan))  # its own plan and run id
+        if split and out.size(DATASET_DICT_NAME) is not None:  # no longer a finished split run
+            out.delete(DATASET_DICT_NAME)
         skipped, results = _main_pass(ledgers, settings, sources, decision, runner, resume, progress,
                                       sync=executor != "local")
         fault_point("before_finalize")

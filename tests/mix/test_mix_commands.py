@@ -8,7 +8,7 @@ import shutil
 import pyarrow as pa
 import pytest
 
-from tests.conftest import sftdata_cli
+from tests.conftest import sftdata_cli, snapshot
 from tests.mix.recipe_data import build
 
 
@@ -91,3 +91,21 @@ def test_python_api_runs_a_recipe_dict(tmp_path):
 
     with pytest.raises(UsageError, match="sources"):
         sftdata.run(doc, inputs=["x.jsonl"], output=tmp_path / "other")
+
+
+def test_overwrite_refuses_a_folder_with_foreign_files_and_changes_nothing(out, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "notes.txt").write_text("mine")
+    before = snapshot(copy)
+    (tmp_path / "r").mkdir()
+    recipe = build(tmp_path / "r")
+    r = sftdata_cli("run", recipe, "--output", copy, "--overwrite", "--no-audit")
+    assert r.returncode == 2 and "notes.txt" in r.stderr, r.stderr
+    assert snapshot(copy) == before
+    (copy / "notes.txt").unlink()
+    (copy / "train" / "notes.txt").write_text("mine")
+    before = snapshot(copy)
+    r = sftdata_cli("run", recipe, "--output", copy, "--overwrite", "--no-audit")
+    assert r.returncode == 2 and "notes.txt" in r.stderr, r.stderr
+    assert snapshot(copy) == before
