@@ -1,6 +1,6 @@
 """Runs inside the torchtune venv: load an export through torchtune's own collators and recipe shift.
 
-Usage: python torchtune_pairs.py EXPORT PACKED(0|1) OUT.json
+Usage: python torchtune_pairs.py EXPORT PACKED(0|1) [SPLIT] OUT.json  (SPLIT of a DatasetDict export; default train)
 
 Writes the (row, position, target token) pairs that reach the loss, where the recipe computes the
 loss exactly as ``recipes/full_finetune_single_device.py`` does (read from the installed file), the
@@ -20,13 +20,14 @@ from torchtune.data import padded_collate_packed, padded_collate_sft
 
 from sftdata.integrations.torchtune import dataset_shifts_labels, prepared
 
-export, packed, out = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
+export, packed, out = sys.argv[1], sys.argv[2] == "1", sys.argv[-1]
+split = sys.argv[3] if len(sys.argv) == 5 else "train"
 recipe = Path(torchtune.__file__).resolve().parent.parent / "recipes" / "full_finetune_single_device.py"
 recipe_src = recipe.read_text()
 recipe_shifts = "labels[..., 1:], self.ignore_labels_cache" in recipe_src
 assert recipe_shifts != dataset_shifts_labels(), "exactly one of dataset and recipe must shift"
 
-ds = prepared(None, path=export, packed=packed)
+ds = prepared(None, path=export, packed=packed, split=split)
 collate = padded_collate_packed if packed else partial(padded_collate_sft, padding_idx=128004, ignore_idx=-100)
 loader = DataLoader(ds, batch_size=3, shuffle=False, collate_fn=collate)
 pairs, starts, row, mismatched = [], [], 0, 0
