@@ -157,6 +157,10 @@ def render_html(report: AuditReport, tokenizer: Any | None = None) -> str:
         _hbars("rejected records by reason", {k: float(v) for k, v in rejected.items()}, svg_id="rejections",
                color="#cf222e"),
     ]
+    if report.mixture is not None:
+        from sftdata.audit.mixture import mixture_chart
+
+        charts += [mixture_chart(report.mixture, "rows"), mixture_chart(report.mixture, "tokens")]
     plan = _plan_chart(report)
     if plan is not None:
         charts.append(plan)

@@ -15,6 +15,7 @@ from typing import Any
 
 from sftdata.audit.driver import RowPass
 from sftdata.audit.integrity import AuditError, IntegrityReport, load_manifest, open_output, verify_folder
+from sftdata.audit.mixture import mixture_of
 from sftdata.audit.report import Violations
 from sftdata.audit.shards import audit_workers, check_shards, count_check, merge_outcome
 from sftdata.audit.slice_view import RuleContext
@@ -142,4 +143,5 @@ class PreparedSource:
     def fields(self, tok: Any) -> dict[str, Any]:
         return {"integrity": self.integrity.to_json() if self.integrity else None,
                 "tokenizer": {"spec": self.spec, "fingerprint": tok.fingerprint,
-                              "manifest_fingerprint": (self.manifest.get("tokenizer") or {}).get("fingerprint")}}
+                              "manifest_fingerprint": (self.manifest.get("tokenizer") or {}).get("fingerprint")},
+                "mixture": mixture_of(self.manifest)}

@@ -155,6 +155,7 @@ class AuditReport:
     # The location as given, URI query included (``path`` drops it: it may hold credentials or
     # endpoints); only the HTML page uses it, to read its sample rows. Not part of the JSON.
     location: str = ""
+    mixture: dict[str, Any] | None = None  # a split run's per-source figures (sftdata.audit.mixture)
 
     @property
     def ok(self) -> bool:
@@ -196,6 +197,8 @@ class AuditReport:
             "samples": self.samples,
             "input": self.input,
         }
+        if self.mixture is not None:
+            out["mixture"] = self.mixture
         if timing:
             out["timing"] = self.timing
         return out
@@ -236,6 +239,12 @@ class AuditReport:
             out.append(_table("rejected records by reason", ("reason", "records"),
                               [(r, f"{n:,}") for r, n in sorted(rec["rejected"].items(), key=lambda kv: -kv[1])],
                               "<>"))
+        if self.mixture is not None:
+            from sftdata.audit.mixture import mixture_rows
+
+            out.append(_table(f"mixture by source (this folder: {self.mixture.get('split')} split)",
+                              ("source", "split", "rows", "tokens", "trained tokens", "share of split tokens"),
+                              mixture_rows(self.mixture), "<<>>>>"))
         out += [paint("FAIL", "red") + " " + violation_line(v) for v in self.violations[:max_listed]]
         rest = sum(self.violation_counts.values()) - min(max_listed, len(self.violations))
         if rest > 0:
