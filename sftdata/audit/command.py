@@ -111,7 +111,9 @@ def _audit_splits(splits: list[tuple[str, str]], options: dict, json_path: Path 
         for name, location in splits:
             click.echo(f"split {name}: {location}")
             reports[name] = api.audit_data(location, **options)
-            click.echo(reports[name].summary_text(color=sys.stdout.isatty(), max_listed=max_listed), nl=False)
+            # the mixture table covers every split: shown once, after the last one
+            click.echo(reports[name].summary_text(color=sys.stdout.isatty(), max_listed=max_listed,
+                                                  mixture=name == splits[-1][0]), nl=False)
         files.write(json_path, json.dumps({"splits": {n: r.to_json() for n, r in reports.items()}}, indent=2,
                                           ensure_ascii=False) + "\n")
     except BaseException:

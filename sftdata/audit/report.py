@@ -203,12 +203,12 @@ class AuditReport:
             out["timing"] = self.timing
         return out
 
-    def summary_text(self, *, color: bool = False, max_listed: int = 50) -> str:
+    def summary_text(self, *, color: bool = False, max_listed: int = 50, mixture: bool = True) -> str:
         """The terminal summary: three small tables, the listed violations and a verdict.
 
         Drawn by hand rather than with rich: importing rich costs more than checking a
         million-token folder, and CI (where the audit runs most) reads plain text anyway.
-        ``color`` adds ANSI colours for a terminal.
+        ``color`` adds ANSI colours for a terminal; ``mixture``: the mixture table, if the folder has one.
         """
         paint = _painter(color)
         s = self.stats
@@ -239,7 +239,7 @@ class AuditReport:
             out.append(_table("rejected records by reason", ("reason", "records"),
                               [(r, f"{n:,}") for r, n in sorted(rec["rejected"].items(), key=lambda kv: -kv[1])],
                               "<>"))
-        if self.mixture is not None:
+        if mixture and self.mixture is not None:
             from sftdata.audit.mixture import mixture_rows
 
             out.append(_table(f"mixture by source (this folder: {self.mixture.get('split')} split)",

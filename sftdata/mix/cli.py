@@ -37,7 +37,7 @@ def run_mix_command(settings: Settings, recipe: Recipe, inputs: tuple[str, ...],
         click.echo(format_run_summary(manifests[name]))
         if settings.audit_enabled and not no_audit:
             report = audit_after(RunSummary(location, manifests[name]), settings)
-            click.echo(report.summary_text())
+            click.echo(report.summary_text(mixture=False))  # mix_lines below say it
             failed = failed or not report.ok
     for line in mix_lines(summary.mix):
         click.echo(line)

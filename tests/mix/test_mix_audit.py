@@ -45,7 +45,10 @@ def test_json_of_a_split_run_carries_each_splits_per_source_figures(split_run, t
         assert sum(f["rows"] for f in figures) == report["stats"]["rows"]
         assert sum(f["tokens"] for f in figures) == report["stats"]["tokens"]
         assert sum(f["trained_tokens"] for f in figures) == report["stats"]["trained_tokens"]
-    # the terminal summary: one line per source and split with its rows and tokens
+    # the terminal summary: the table once (it covers both splits), after the last split's rules,
+    # one line per source and split with its rows and tokens
+    assert r.stdout.count("mixture by source") == 1
+    assert r.stdout.index("split eval:") < r.stdout.index("mixture by source")
     for name, entry in _mix(split_run / "train")["sources"].items():
         for split, f in entry["splits"].items():
             assert re.search(rf"│ {name} +│ {split} +│ +{f['rows']:,} │ +{f['tokens']:,} │", r.stdout), (name, split)
@@ -77,3 +80,13 @@ def test_a_folder_outside_a_mix_has_no_mixture(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "mixture" not in json.loads((tmp_path / "a.json").read_text())
     assert "mixture" not in r.stdout and "mix-bar" not in (tmp_path / "a.html").read_text()
+
+
+def test_run_of_a_recipe_says_the_mixture_once(tmp_path):
+    """``sftdata run RECIPE`` audits each split and then prints its own per-source block: the
+    audit summaries leave the mixture table out rather than repeat it."""
+    r = sftdata_cli("run", build(tmp_path, budget=3_000, eval_fraction=0.2), "--output", tmp_path / "out",
+                    "--workers", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("OK: every rule holds") == 2
+    assert "mixture by source" not in r.stdout and "mix (seed 7)" in r.stdout
