@@ -162,6 +162,19 @@ def norm(path, root):
     if path.name == "audit.json":  # names the folder itself
         return data.replace(json.dumps(str(root)).encode(), b'"ROOT"')
     return data
+def lists_moved(fa, fb):
+    """None when both folders keep the same format; else whether B's list files hold A's lists."""
+    ma, mb = (json.loads((f / "manifest.json").read_bytes()) for f in (fa, fb))
+    if ma.get("format_version") == mb.get("format_version") or not (fb / "duplicates.jsonl").exists():
+        return None
+    def lines(name):
+        return [json.loads(x) for x in (fb / name).read_text(encoding="utf-8").splitlines() if x.strip()]
+    dups = lines("duplicates.jsonl")
+    return (sorted(map(json.dumps, ma.get("duplicates", []))) == sorted(map(json.dumps, dups))
+            and [d["id"] for d in lines("truncated_ids.jsonl")] == ma.get("truncated_ids", [])
+            and sorted(d["id"] for d in lines("repeated_ids.jsonl")) == sorted(ma.get("repeated_ids", [])))
+
+
 def key_diff(x, y, path=""):
     if isinstance(x, dict) and isinstance(y, dict):
         out = []
@@ -182,8 +195,10 @@ for case in cases:
     names_b = sorted(p.relative_to(fb).as_posix() for p in fb.rglob("*") if p.is_file()) if fb.is_dir() else []
     if names != names_b:
         bad.append(f"{case}: files differ: {sorted(set(names) ^ set(names_b))}")
-        continue
-    for name in names:
+    moved_ok = lists_moved(fa, fb)  # manifest format 1 lists -> format 2 list files (issue 31)
+    if moved_ok is not None:
+        bad.append(f"{case}: list files {'equal' if moved_ok else 'DIFFER from'} the old manifest's lists")
+    for name in sorted(set(names) & set(names_b)):
         n += 1
         if norm(fa / name, fa) != norm(fb / name, fb):
             if name.endswith("manifest.json"):  # name the keys, so a new setting is told from a changed row
