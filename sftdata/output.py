@@ -35,6 +35,7 @@ from sftdata.storage.layout import (
     MANIFEST_NAME,
     PLAN_NAME,
     TRAIN_MARKER_NAME,
+    is_chunk_rows,
     is_export_name,
     is_ours,
 )
@@ -137,7 +138,8 @@ def check_folder(out: Folder, *, resume: bool, overwrite: bool, kind: OutputKind
         raise OutputFolderError("--resume and --overwrite contradict each other; pass one of them")
     if not out.remote and out.local().exists() and not out.local().is_dir():
         raise OutputFolderError(f"output {out} exists and is not a folder")
-    names = [n for n in out.listing() if n != LOCK_NAME] if out.exists() else []
+    # a mix's staged rows are written by its first pass, before this check: no earlier run's files
+    names = [n for n in out.listing() if n != LOCK_NAME and not is_chunk_rows(n)] if out.exists() else []
     if not names:
         return []
     if not (overwrite or resume):

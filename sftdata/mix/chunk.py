@@ -18,6 +18,7 @@ import orjson
 from sftdata.config import Settings
 from sftdata.faults import fault_point
 from sftdata.mix.select import Fact
+from sftdata.mix.staged import ENCODED, REJECTED, RowsWriter, StagedRow, read_rows, rows_path, settings_key
 from sftdata.process.chunk import ChunkResult, ChunkTask, _processor, _Quarantine, clean_chunk_leftovers
 from sftdata.process.identity import chunk_digest
 from sftdata.process.record import RUN_FAULTS, BlankCounter, RecordProcessor, conversation_hashes, validated
@@ -54,16 +55,21 @@ class _SourceTask(ChunkTask):
 class ScanChunk(_SourceTask):
     """First pass: a ``Fact`` (hashes, token count) of every record that would be written.
 
-    ``need_tokens`` (a token budget or a token-sized eval split): every record is encoded. Else a
-    record is encoded only where encoding could reject it (``truncation: drop`` and more characters
-    than ``max_length``: a token holds at least one), and its token count is -1 (not needed)."""
+    ``need_tokens`` (a token budget or a token-sized eval split): every record's count. Else the count
+    is -1 (not needed) and a record is no fact only where encoding could reject it (``truncation:
+    drop`` and more characters than ``max_length``: a token holds at least one). ``location``: the
+    folder whose work dir keeps the chunk's staged rows (``sftdata.mix.staged``): every record is
+    then processed whole, once; without it, a record is encoded only where its facts need it."""
 
-    def __init__(self, settings: Settings, sources: dict[str, Settings], need_tokens: bool = True) -> None:
+    def __init__(self, settings: Settings, sources: dict[str, Settings], need_tokens: bool = True,
+                 location: str | None = None) -> None:
         super().__init__(settings, sources)
-        self.need_tokens = need_tokens
+        self.need_tokens, self.location = need_tokens, location
 
     def __call__(self, chunk: Chunk) -> tuple[int, list[Fact]]:
         settings, proc = self.proc_of(chunk)
+        if self.location is not None:
+            return chunk.index, self._staged(chunk, settings, proc)
         facts = []
         for line, _raw, _rid, conv in validated(chunk, settings, proc):
             if not isinstance(conv, Conversation):
@@ -78,16 +84,41 @@ class ScanChunk(_SourceTask):
             facts.append(Fact(chunk.source, chunk.index, line, conv.id, h, ph, tokens))
         return chunk.index, facts
 
+    def _counted(self, settings: Settings, pieces) -> bool:
+        """Whether a record's facts need its encoding (the count, or whether encoding keeps it)."""
+        return self.need_tokens or (settings.truncation == "drop"
+                                    and sum([len(v) for _, v in pieces]) > settings.max_length)
+
     def _tokens(self, settings: Settings, proc: RecordProcessor, conv: Conversation) -> int:
         pieces = conv.pieces if conv.pieces is not None else proc.renderer.render(conv)
-        if not self.need_tokens and (settings.truncation != "drop"
-                                     or sum([len(v) for _, v in pieces]) <= settings.max_length):
+        if not self._counted(settings, pieces):
             return -1
         return len(proc.encoder.encode(pieces).input_ids)
 
-    def warm(self) -> None:
-        for own in self.sources.values():
-            _processor(own).encoder.tok.encode_text("")
+    def _staged(self, chunk: Chunk, settings: Settings, proc: RecordProcessor) -> list[Fact]:
+        facts, rows, blanks = [], RowsWriter(), BlankCounter()
+        for line, raw, _rid, conv in validated(chunk, settings, proc, blanks):
+            if not isinstance(conv, Conversation):
+                rows.rejected(line, conv)
+                continue
+            pieces = None
+            try:
+                pieces = conv.pieces if conv.pieces is not None else proc.renderer.render(conv)
+                enc = proc.encoder.encode(pieces)
+                hashes = conversation_hashes(conv)
+            except RUN_FAULTS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - quarantined by the main pass if it takes the record
+                rows.failed(line, raw, conv, exc, chunk.name)
+                if pieces is not None and not self._counted(settings, pieces):  # a fact all the same
+                    facts.append(Fact(chunk.source, chunk.index, line, conv.id, *conversation_hashes(conv), -1))
+                continue
+            rows.encoded(line, raw, conv, enc, hashes)
+            tokens = len(enc.input_ids) if self._counted(settings, pieces) else -1
+            facts.append(Fact(chunk.source, chunk.index, line, conv.id, *hashes, tokens))
+        rows.write(rows_path(self.location, chunk.index), chunk_digest(chunk), settings_key(settings),
+                   blanks.value)
+        return facts
 
 
 class PromptChunk(_SourceTask):
@@ -121,8 +152,13 @@ class MixChunk(_SourceTask):
 
     def __call__(self, chunk: Chunk) -> dict[str, ChunkResult]:
         settings, proc = self.proc_of(chunk)
-        return mix_chunk(chunk, settings, proc, self.locations, self.routes.get(chunk.index, {}),
-                         self.drops.get(chunk.index, {}), self.run_ids, self.sync)
+        routes, drops = self.routes.get(chunk.index, {}), self.drops.get(chunk.index, {})
+        digest = chunk_digest(chunk)
+        staged = read_rows(next(iter(self.locations.values())), chunk.index, digest, settings_key(settings))
+        if staged is not None:
+            return mix_staged(chunk, digest, staged, settings, self.locations, routes, drops, self.run_ids,
+                              self.sync)
+        return mix_chunk(chunk, settings, proc, self.locations, routes, drops, self.run_ids, self.sync)
 
     def prepare(self, chunk: Chunk) -> None:
         for location in self.locations.values():
@@ -143,11 +179,7 @@ def mix_chunk(chunk: Chunk, settings: Settings, proc: RecordProcessor, locations
     quarantine = _Quarantine(chunk, results[first])
     blanks = BlankCounter()
     with ExitStack() as stack:
-        writers = {}
-        for name, location in locations.items():
-            work_dir(Folder(location))
-            writers[name] = stack.enter_context(ShardWriter(Folder(location).staging(), chunk.index,
-                                                            settings.shard_size, MIX_SCHEMA, sync=sync))
+        writers = _writers(stack, chunk, settings, locations, sync)
         for line, raw, _rid, outcome in validated(chunk, settings, proc, blanks):
             if isinstance(outcome, Rejection):
                 results[first].records_read += 1
@@ -165,6 +197,69 @@ def mix_chunk(chunk: Chunk, settings: Settings, proc: RecordProcessor, locations
     for name, location in locations.items():
         _commit(Folder(location), results[name], quarantine.to_bytes() if name == first else b"", sync)
     return results
+
+
+def _writers(stack: ExitStack, chunk: Chunk, settings: Settings, locations: dict[str, str],
+             sync: bool) -> dict[str, ShardWriter]:
+    writers = {}
+    for name, location in locations.items():
+        work_dir(Folder(location))
+        writers[name] = stack.enter_context(ShardWriter(Folder(location).staging(), chunk.index,
+                                                        settings.shard_size, MIX_SCHEMA, sync=sync))
+    return writers
+
+
+def mix_staged(chunk: Chunk, digest: str, staged: tuple[list[StagedRow], int], settings: Settings,
+               locations: dict[str, str], routes: dict[int, tuple[str, int]], drops: dict[int, Drop],
+               run_ids: dict[str, str], sync: bool = True) -> dict[str, ChunkResult]:
+    """``mix_chunk`` from the chunk's staged rows (``sftdata.mix.staged``): the same files, same bytes."""
+    first = next(iter(locations))
+    results = {name: ChunkResult(chunk.index, run_id=run_ids[name], input_digest=digest) for name in locations}
+    quarantine = _Quarantine(chunk, results[first])
+    rows, blank_lines = staged
+    with ExitStack() as stack:
+        writers = _writers(stack, chunk, settings, locations, sync)
+        for row in rows:
+            if row.kind == REJECTED:
+                results[first].records_read += 1
+                results[first].rejected[row.reason] += 1
+                quarantine.lines.append(row.quarantine)
+            elif row.line in drops:
+                _drop(results[first], quarantine, drops[row.line], row, row.line, row.raw)
+            elif row.line in routes:
+                split, copies = routes[row.line]
+                _write_staged(results[split], writers[split], row, copies, chunk.source, (results[first], quarantine))
+        for name, writer in writers.items():
+            results[name].shards = writer.finish()
+    results[first].blank_lines = blank_lines
+    fault_point("worker_chunk")
+    for name, location in locations.items():
+        _commit(Folder(location), results[name], quarantine.to_bytes() if name == first else b"", sync)
+    return results
+
+
+def _write_staged(result: ChunkResult, writer: ShardWriter, row: StagedRow, copies: int, source: str,
+                  rejects: tuple[ChunkResult, _Quarantine]) -> None:
+    """``_write`` of a staged row."""
+    if row.unknown_keys:
+        count_names(result.unknown_keys, tuple(row.unknown_keys))
+    if row.kind != ENCODED:
+        rejects[0].records_read += 1
+        rejects[0].rejected[row.reason] += 1
+        rejects[1].lines.append(row.quarantine)
+        return
+    for k in range(1, copies + 1):
+        rid = row.id if k == 1 else f"{row.id}#r{k}"
+        writer.add(rid, row.input_ids, row.labels, row.content_hash, row.prompt_hash, source=source)
+        result.records_read += 1
+        result.records_written += 1
+        result.tokens += len(row.input_ids)
+        result.trained_tokens += row.trained
+        result.special_text_records += row.has_special_text
+        if k == 1:
+            result.hashes.append((row.content_hash, rid))
+        if row.truncated:
+            result.truncated_ids.append(rid)
 
 
 def _drop(result: ChunkResult, quarantine: _Quarantine, drop: Drop, conv: Conversation, line: int,

@@ -27,6 +27,7 @@ from sftdata.mix.chunk import MixChunk, PromptChunk, ScanChunk
 from sftdata.mix.decide import Decision, accounting, decide
 from sftdata.mix.recipe import Recipe
 from sftdata.mix.splits import DATASET_DICT_NAME, sub_location
+from sftdata.mix.staged import rows_path
 from sftdata.output import RunLock, check_location, new_run_id
 from sftdata.output import prepare as prepare_output
 from sftdata.process.chunk import ChunkResult
@@ -99,12 +100,19 @@ def _contaminated(settings: Settings, recipe: Recipe, runner) -> set[str]:
     return found
 
 
-def _decide(settings: Settings, recipe: Recipe, chunks: list[Chunk], runner) -> Decision:
+def _decide(settings: Settings, recipe: Recipe, chunks: list[Chunk], runner, location: str) -> Decision:
+    """The first pass (every chunk's rows staged in ``location``'s work dir) and the driver's decisions;
+    a refusal removes the staged rows (nothing else was written)."""
     sources = {s.name: s.settings for s in recipe.sources}
     need_tokens = any(s.take.kind == "tokens" for s in recipe.sources) or recipe.split.eval_kind == "tokens"
-    per_chunk = dict(runner.map(ScanChunk(settings, sources, need_tokens), chunks))
-    facts = [f for c in chunks for f in per_chunk[c.index]]
-    return decide(recipe, facts, _contaminated(settings, recipe, runner), settings.dedupe == "exact")
+    try:
+        per_chunk = dict(runner.map(ScanChunk(settings, sources, need_tokens, location), chunks))
+        facts = [f for c in chunks for f in per_chunk[c.index]]
+        return decide(recipe, facts, _contaminated(settings, recipe, runner), settings.dedupe == "exact")
+    except BaseException:
+        for c in chunks:
+            rows_path(location, c.index).unlink(missing_ok=True)
+        raise
 
 
 def _check_top(out: Folder, *, resume: bool, overwrite: bool) -> None:
@@ -167,7 +175,7 @@ def _run_locked(settings: Settings, recipe: Recipe, out: Folder, *, workers, res
     runner = get_executor(executor, n_workers, ray_address=ray_address)
     sources = {s.name: s.settings for s in recipe.sources}
     try:
-        decision = _decide(settings, recipe, chunks, runner)  # refuses an unmet budget before writing
+        decision = _decide(settings, recipe, chunks, runner, targets[0][0].location)  # refuses an unmet budget before writing
         ledgers: dict[str, Ledger] = {}
         for folder, name in targets:
             prepare_output(folder, resume=resume, overwrite=overwrite)

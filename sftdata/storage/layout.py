@@ -41,6 +41,7 @@ SIDECAR_NAMES = (DUPLICATES_NAME, TRUNCATED_NAME, REPEATED_NAME)
 
 SHARD_FILE = re.compile(r"^shard-(\d{6,})-(\d{2,})\.arrow$")
 _MARKER = re.compile(rf"^{WORK_DIR}/chunk-(\d{{6,}})\.(json|quarantine\.jsonl)$")
+_ROWS = re.compile(rf"^{WORK_DIR}/chunk-(\d{{6,}})\.rows\.arrow$")
 _TEMP = re.compile(r"^\.(?P<name>[^/]+)\.tmp\d*$")
 _TOP_LEVEL = {MANIFEST_NAME, QUARANTINE_NAME, AUDIT_NAME, STATE_NAME, DATASET_INFO_NAME, LOCK_NAME, *SIDECAR_NAMES}
 
@@ -57,6 +58,16 @@ def chunk_marker(chunk: int) -> str:
 
 def chunk_quarantine(chunk: int) -> str:
     return f"{WORK_DIR}/chunk-{chunk:06d}.quarantine.jsonl"
+
+
+def chunk_rows(chunk: int) -> str:
+    """A mix's staged rows of a chunk: its first pass's output, read by its main pass (sftdata.mix.staged)."""
+    return f"{WORK_DIR}/chunk-{chunk:06d}.rows.arrow"
+
+
+def is_chunk_rows(name: str) -> bool:
+    """True for a chunk's staged rows (or their temp file): the first pass's, kept by the main pass's cleaning."""
+    return _ROWS.match(temp_target(name) or name) is not None
 
 
 def temp_name(name: str, pid: int) -> str:
@@ -86,7 +97,7 @@ def is_ours(name: str) -> bool:
     """
     target = temp_target(name) or name
     return (target in _TOP_LEVEL or SHARD_FILE.match(target) is not None or target == PLAN_NAME
-            or _MARKER.match(target) is not None)
+            or _MARKER.match(target) is not None or _ROWS.match(target) is not None)
 
 
 def leftovers_of(names: Iterable[str], chunks: Iterable[int]) -> list[str]:
