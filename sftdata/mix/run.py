@@ -11,6 +11,7 @@ empty); both manifests carry the whole mix's accounting under ``mix`` (docs/mixi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -105,6 +106,8 @@ def _decide(settings: Settings, recipe: Recipe, chunks: list[Chunk], runner, loc
     a refusal removes the staged rows (nothing else was written)."""
     sources = {s.name: s.settings for s in recipe.sources}
     need_tokens = any(s.take.kind == "tokens" for s in recipe.sources) or recipe.split.eval_kind == "tokens"
+    staging = Folder(location).staging()
+    made = [d for d in (staging / WORK_DIR, staging) if not d.exists()]  # removed again on a refusal
     try:
         per_chunk = dict(runner.map(ScanChunk(settings, sources, need_tokens, location), chunks))
         facts = [f for c in chunks for f in per_chunk[c.index]]
@@ -112,6 +115,9 @@ def _decide(settings: Settings, recipe: Recipe, chunks: list[Chunk], runner, loc
     except BaseException:
         for c in chunks:
             rows_path(location, c.index).unlink(missing_ok=True)
+        for d in made:
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only when empty
         raise
 
 
