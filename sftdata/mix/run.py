@@ -29,7 +29,7 @@ from sftdata.mix.decide import Decision, accounting, decide
 from sftdata.mix.recipe import Recipe
 from sftdata.mix.splits import DATASET_DICT_NAME, sub_location
 from sftdata.mix.staged import rows_path
-from sftdata.output import RunLock, check_location, new_run_id
+from sftdata.output import RunLock, check_folder, check_location, new_run_id
 from sftdata.output import prepare as prepare_output
 from sftdata.process.chunk import ChunkResult
 from sftdata.process.identity import input_digests
@@ -181,7 +181,9 @@ def _run_locked(settings: Settings, recipe: Recipe, out: Folder, *, workers, res
     runner = get_executor(executor, n_workers, ray_address=ray_address)
     sources = {s.name: s.settings for s in recipe.sources}
     try:
-        decision = _decide(settings, recipe, chunks, runner, targets[0][0].location)  # refuses an unmet budget before writing
+        for folder, _name in targets:  # its refusals before the first pass stages rows in the first folder
+            check_folder(folder, resume=resume, overwrite=overwrite)
+        decision = _decide(settings, recipe, chunks, runner, targets[0][0].location)  # refuses an unmet budget
         ledgers: dict[str, Ledger] = {}
         for folder, name in targets:
             prepare_output(folder, resume=resume, overwrite=overwrite)

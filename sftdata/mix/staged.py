@@ -25,7 +25,7 @@ import pyarrow as pa
 from sftdata.config import Settings
 from sftdata.process.record import RUN_FAULTS, original_text, reject_of
 from sftdata.stages.records import Conversation, Rejection
-from sftdata.stages.write.arrow import _int32_array
+from sftdata.stages.write.arrow import _int32_array, _string_array, _string_list_array
 from sftdata.storage import Folder
 from sftdata.storage.atomic import atomic_replace, temp_path
 from sftdata.storage.layout import chunk_rows
@@ -33,12 +33,13 @@ from sftdata.storage.layout import chunk_rows
 REJECTED, FAILED, ENCODED = 0, 1, 2  # a row's kind
 
 ROWS_SCHEMA = pa.schema([
-    ("kind", pa.int8()), ("line", pa.int64()), ("reason", pa.string()), ("quarantine", pa.binary()),
-    ("raw", pa.binary()), ("id", pa.string()), ("unknown_keys", pa.list_(pa.string())),
-    ("special", pa.bool_()), ("content_hash", pa.string()), ("prompt_hash", pa.string()),
-    ("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), ("trained", pa.int64()),
-    ("truncated", pa.bool_()),
-])
+    ("kind", pa.int32()), ("line", pa.int64()), ("reason", pa.string()), ("quarantine", pa.large_binary()),
+    ("raw", pa.large_binary()), ("id", pa.string()), ("unknown_keys", pa.list_(pa.string())),
+    ("special", pa.int32()), ("content_hash", pa.string()), ("prompt_hash", pa.string()),
+    ("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), ("trained", pa.int32()),
+    ("truncated", pa.int32()),
+])  # built from buffers, never with ``pa.array`` (it imports pandas: a fraction of a second per worker)
+_LISTS = ("input_ids", "labels")
 
 
 def settings_key(settings: Settings) -> str:
@@ -70,43 +71,54 @@ class RowsWriter:
     """Collects a chunk's outcomes in input order; ``write`` stores them (temp file, then rename)."""
 
     def __init__(self) -> None:
-        self.cols: dict[str, list] = {f.name: [] for f in ROWS_SCHEMA if f.name not in ("input_ids", "labels")}
-        self.ids: list[np.ndarray] = []
-        self.labels: list[np.ndarray] = []
-
-    def _add(self, kind: int, line: int, **values) -> None:
-        values.update(kind=kind, line=line)
-        for name, col in self.cols.items():
-            col.append(values.get(name))
-        self.ids.append(values.get("input_ids", _EMPTY))
-        self.labels.append(values.get("labels", _EMPTY))
+        self.rows: list[tuple] = []  # in ROWS_SCHEMA's order
 
     def rejected(self, line: int, rejection: Rejection) -> None:
-        self._add(REJECTED, line, reason=rejection.reason, quarantine=orjson.dumps(rejection.to_json()))
+        self.rows.append((REJECTED, line, rejection.reason, orjson.dumps(rejection.to_json()), b"", "", [], 0,
+                          "", "", _EMPTY, _EMPTY, 0, 0))
 
     def failed(self, line: int, raw: bytes, conv: Conversation, exc: Exception, source: str) -> None:
         r = reject_of(exc)
         rejection = Rejection(r.reason, r.message, "label", source, line, conv.id, r.pointer, original_text(raw))
-        self._add(FAILED, line, reason=r.reason, quarantine=orjson.dumps(rejection.to_json()), raw=raw,
-                  id=conv.id, unknown_keys=list(conv.unknown_keys or ()))
+        self.rows.append((FAILED, line, r.reason, orjson.dumps(rejection.to_json()), raw, conv.id,
+                          list(conv.unknown_keys or ()), 0, "", "", _EMPTY, _EMPTY, 0, 0))
 
     def encoded(self, line: int, raw: bytes, conv: Conversation, enc, hashes: tuple[str, str]) -> None:
-        self._add(ENCODED, line, raw=raw, id=conv.id, unknown_keys=list(conv.unknown_keys or ()),
-                  special=bool(conv.has_special_text), content_hash=hashes[0], prompt_hash=hashes[1],
-                  input_ids=enc.input_ids, labels=enc.labels, trained=enc.trained, truncated=bool(enc.truncated))
+        self.rows.append((ENCODED, line, "", b"", raw, conv.id, list(conv.unknown_keys or ()),
+                          int(bool(conv.has_special_text)), hashes[0], hashes[1], enc.input_ids, enc.labels,
+                          enc.trained, int(bool(enc.truncated))))
 
     def write(self, path: Path, digest: str, key: str, blank_lines: int) -> None:
-        columns = {name: pa.array(values, type=ROWS_SCHEMA.field(name).type) for name, values in self.cols.items()}
-        columns["input_ids"] = _lists(self.ids)
-        columns["labels"] = _lists(self.labels)
-        meta = {"digest": digest, "settings": key, "blank_lines": str(blank_lines)}
-        schema = ROWS_SCHEMA.with_metadata(meta)
-        batch = pa.RecordBatch.from_arrays([columns[f.name] for f in ROWS_SCHEMA], schema=schema)
+        n = len(self.rows)
+        arrays = []
+        columns = list(zip(*self.rows, strict=True)) if self.rows else [()] * len(ROWS_SCHEMA)
+        for f, values in zip(ROWS_SCHEMA, columns, strict=True):
+            values = list(values)
+            if f.name in _LISTS:
+                arrays.append(_lists(values))
+            elif pa.types.is_list(f.type):
+                arrays.append(_string_list_array(values))
+            elif pa.types.is_string(f.type):
+                arrays.append(_string_array(values))
+            elif pa.types.is_large_binary(f.type):
+                arrays.append(_binary_array(values))
+            else:
+                dtype = np.int64 if f.type == pa.int64() else np.int32
+                arrays.append(pa.Array.from_buffers(f.type, n, [None, pa.py_buffer(np.array(values, dtype=dtype))]))
+        schema = ROWS_SCHEMA.with_metadata({"digest": digest, "settings": key, "blank_lines": str(blank_lines)})
+        batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_path(path)
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             writer.write_batch(batch)
         atomic_replace(tmp, path, sync=False)  # rewritten by every run's first pass: never resumed from
+
+
+def _binary_array(values: list[bytes]) -> pa.Array:
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values)), out=offsets[1:])
+    return pa.Array.from_buffers(pa.large_binary(), len(values),
+                                [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])
 
 
 _EMPTY = np.zeros(0, dtype=np.int32)
@@ -159,7 +171,7 @@ def _rows(table: pa.Table) -> list[StagedRow]:
          if name not in ("input_ids", "labels")}
     ids, labels = _split(table.column("input_ids")), _split(table.column("labels"))
     return [StagedRow(c["kind"][i], c["line"][i], c["reason"][i], c["quarantine"][i], c["raw"][i], c["id"][i],
-                      c["unknown_keys"][i] or [], bool(c["special"][i]), c["content_hash"][i], c["prompt_hash"][i],
-                      ids[i], labels[i], c["trained"][i] or 0, bool(c["truncated"][i]))
+                      c["unknown_keys"][i], bool(c["special"][i]), c["content_hash"][i], c["prompt_hash"][i],
+                      ids[i], labels[i], c["trained"][i], bool(c["truncated"][i]))
             for i in range(table.num_rows)]
 
