@@ -68,9 +68,6 @@ class Folder:
     def delete_tree(self, sub: str) -> None: raise NotImplementedError
     def staging(self) -> Path: raise NotImplementedError
 
-    def is_empty(self) -> bool:
-        return not self.exists() or not self.listing()
-
     def publish_staged(self, names: Iterable[str]) -> None:
         """Publish files a worker wrote into ``staging()`` under the same names, in order."""
         staging = self.staging()
