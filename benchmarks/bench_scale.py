@@ -1,5 +1,6 @@
 """Memory and metadata as the record count grows (issue 31): peak RSS of the whole process tree of
-``run``, ``run --dedupe exact``, ``audit``, ``plan`` and ``overlap`` at two sizes, as ratios.
+``run``, ``run --dedupe exact``, ``run --packing bfd``, ``audit``, ``export``, ``plan`` and
+``overlap`` at two sizes, as ratios.
 
 The input: the shared corpus (``/work/shared/corpora/sft-mix.jsonl``, or ``--corpus``) copied N
 times. Copies must differ in their text, or a tokenizer that caches pre-tokens (splintr) and the
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,23 +81,41 @@ def measure(argv: list[str]) -> dict:
     return {"seconds": round(time.perf_counter() - started, 2), "rc": proc.returncode, "peak_rss": sampler.peak}
 
 
-def one_size(work: Path, corpus: Path, copies: int, workers: int, half: bool) -> dict:
+def one_size(work: Path, corpus: Path, copies: int, workers: int, half: bool, commands: tuple[str, ...],
+             export_to: str) -> dict:
+    """Every command of ``commands`` on ``copies`` copies; each folder is deleted once no later
+    command reads it (a 1,024-copy folder is several GB)."""
     src = work / f"in-{copies}.jsonl"
     records = build_input(corpus, copies, src, half)
-    out, dd = work / f"run-{copies}", work / f"dedupe-{copies}"
+    out, dd, bfd, exp = (work / f"{k}-{copies}" for k in ("run", "dedupe", "bfd", "export"))
     base = ["-i", str(src), "--workers", str(workers), "--no-audit", "--overwrite"]
-    res = {"records": records, "input_bytes": src.stat().st_size}
-    res["run"] = measure(["run", "-o", str(out), *base])
-    res["run --dedupe exact"] = measure(["run", "-o", str(dd), *base, "--dedupe", "exact"])
-    res["audit"] = measure(["audit", str(out), "--workers", str(workers)])
-    res["plan"] = measure(["plan", str(out)])
-    res["overlap"] = measure(["overlap", str(out), str(dd), "--limit", "0"])
-    res["manifest_bytes"] = {"run": (out / "manifest.json").stat().st_size,
-                             "run --dedupe exact": (dd / "manifest.json").stat().st_size}
+    res: dict = {"records": records, "input_bytes": src.stat().st_size, "manifest_bytes": {}}
+    steps = {
+        "run": (["run", "-o", str(out), *base], out),
+        "run --dedupe exact": (["run", "-o", str(dd), *base, "--dedupe", "exact"], dd),
+        "run --packing bfd": (["run", "-o", str(bfd), *base, "--packing", "bfd"], bfd),
+        "audit": (["audit", str(out), "--workers", str(workers)], None),
+        "export": (["export", str(out), "--to", export_to, "-o", str(exp), "--skip-audit"], None),
+        "plan": (["plan", str(out)], None),
+        "overlap": (["overlap", str(out), str(dd), "--limit", "0"], None),
+    }
+    for cmd in commands:
+        argv, folder = steps[cmd]
+        res[cmd] = measure(argv)
+        if folder is not None:
+            res["manifest_bytes"][cmd] = (folder / "manifest.json").stat().st_size
+        if cmd == "run --packing bfd":
+            shutil.rmtree(bfd)
+        if cmd == "export":
+            res["export_to"] = export_to
+            shutil.rmtree(exp)
+    src.unlink()
+    for folder in (out, dd):
+        shutil.rmtree(folder, ignore_errors=True)
     return res
 
 
-COMMANDS = ("run", "run --dedupe exact", "audit", "plan", "overlap")
+COMMANDS = ("run", "run --dedupe exact", "run --packing bfd", "audit", "export", "plan", "overlap")
 
 
 def main() -> None:
@@ -106,15 +126,20 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=CORPUS)
     ap.add_argument("--work", type=Path, help="keep the inputs and folders here (default: a temp folder)")
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--commands", default=",".join(COMMANDS),
+                    help="which commands, comma-separated (overlap needs both runs, the rest need `run`)")
+    ap.add_argument("--export-to", default="hf", help="the export target measured (default hf)")
     args = ap.parse_args()
     small, large = (int(x) for x in args.copies.split(","))
     if not args.corpus.is_file():
         raise SystemExit(f"{args.corpus}: no corpus (pass --corpus)")
+    commands = tuple(c for c in COMMANDS if c in args.commands.split(","))
     with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=args.work) as tmp:
         work = Path(tmp)
-        figures = {n: one_size(work, args.corpus, n, args.workers, args.duplicates == "half") for n in (small, large)}
+        figures = {n: one_size(work, args.corpus, n, args.workers, args.duplicates == "half", commands,
+                               args.export_to) for n in (small, large)}
     print(f"{'command':<20} {small:>6} copies {large:>6} copies   RSS ratio   time ratio")
-    for cmd in COMMANDS:
+    for cmd in commands:
         a, b = figures[small][cmd], figures[large][cmd]
         print(f"{cmd:<20} {a['peak_rss'] / 2**20:7.0f} MiB {a['seconds']:5.1f}s {b['peak_rss'] / 2**20:7.0f} MiB "
               f"{b['seconds']:5.1f}s   {b['peak_rss'] / a['peak_rss']:8.2f}x  {b['seconds'] / a['seconds']:8.2f}x")
