@@ -10,6 +10,7 @@ and ``2j+1`` the same text (ids still differ), so half the records are exact dup
 
     python benchmarks/bench_scale.py --copies 4,16            # the figures in RESULTS.md
     python benchmarks/bench_scale.py --copies 64,1024 --workers 2 --duplicates half
+    python benchmarks/bench_scale.py --copies 25,100,400 --commands 'run,run --dedupe exact,audit,plan'
 
 Each command runs as its own ``sftdata`` process; its tree's summed RSS is sampled every 20 ms
 (``bench_prepare.TreeRssSampler``). Besides the ratios it prints each run's ``manifest.json`` size.
@@ -118,38 +119,46 @@ def one_size(work: Path, corpus: Path, copies: int, workers: int, half: bool, co
 COMMANDS = ("run", "run --dedupe exact", "run --packing bfd", "audit", "export", "plan", "overlap")
 
 
+def report(figures: dict[int, dict], commands: tuple[str, ...]) -> None:
+    """One line per command: peak RSS and seconds at each size, and each size's ratios to the first."""
+    sizes = list(figures)
+    print(f"{'command':<20} " + " ".join(f"{n:>6} copies       " for n in sizes) + "  RSS / time ratio to the first")
+    for cmd in commands:
+        first = figures[sizes[0]][cmd]
+        cells = " ".join(f"{figures[n][cmd]['peak_rss'] / 2**20:7.0f} MiB {figures[n][cmd]['seconds']:6.1f}s" for n in sizes)
+        ratios = " ".join(f"{figures[n][cmd]['peak_rss'] / first['peak_rss']:.2f}x/{figures[n][cmd]['seconds'] / first['seconds']:.2f}x"
+                          for n in sizes[1:])
+        print(f"{cmd:<20} {cells}   {ratios}")
+    for n in sizes:
+        print(f"{n} copies: {figures[n]['records']:,} records, {figures[n]['input_bytes']:,} B of input, manifest.json "
+              + ", ".join(f"{k} {v:,} B" for k, v in figures[n]["manifest_bytes"].items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--copies", default="4,16", help="two copy counts, small then large")
+    ap.add_argument("--copies", default="4,16", help="copy counts, comma-separated, smallest first (ratios are to it)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--duplicates", choices=("none", "half"), default="none")
     ap.add_argument("--corpus", type=Path, default=CORPUS)
     ap.add_argument("--work", type=Path, help="keep the inputs and folders here (default: a temp folder)")
-    ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--json", type=Path, help="write the figures here (after each size)")
     ap.add_argument("--commands", default=",".join(COMMANDS),
                     help="which commands, comma-separated (overlap needs both runs, the rest need `run`)")
     ap.add_argument("--export-to", default="hf", help="the export target measured (default hf)")
     args = ap.parse_args()
-    small, large = (int(x) for x in args.copies.split(","))
+    sizes = [int(x) for x in args.copies.split(",")]
     if not args.corpus.is_file():
         raise SystemExit(f"{args.corpus}: no corpus (pass --corpus)")
     commands = tuple(c for c in COMMANDS if c in args.commands.split(","))
+    figures: dict[int, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-scale-", dir=args.work) as tmp:
-        work = Path(tmp)
-        figures = {n: one_size(work, args.corpus, n, args.workers, args.duplicates == "half", commands,
-                               args.export_to) for n in (small, large)}
-    print(f"{'command':<20} {small:>6} copies {large:>6} copies   RSS ratio   time ratio")
-    for cmd in commands:
-        a, b = figures[small][cmd], figures[large][cmd]
-        print(f"{cmd:<20} {a['peak_rss'] / 2**20:7.0f} MiB {a['seconds']:5.1f}s {b['peak_rss'] / 2**20:7.0f} MiB "
-              f"{b['seconds']:5.1f}s   {b['peak_rss'] / a['peak_rss']:8.2f}x  {b['seconds'] / a['seconds']:8.2f}x")
-    for n in (small, large):
-        print(f"{n} copies: {figures[n]['records']:,} records, manifest.json "
-              + ", ".join(f"{k} {v:,} B" for k, v in figures[n]["manifest_bytes"].items()))
-    if args.json:
-        args.json.write_text(json.dumps({"copies": [small, large], "workers": args.workers,
-                                         "duplicates": args.duplicates, "cpus": os.cpu_count(), "figures": figures},
-                                        indent=2) + "\n")
+        for n in sizes:
+            figures[n] = one_size(Path(tmp), args.corpus, n, args.workers, args.duplicates == "half", commands,
+                                  args.export_to)
+            if args.json:
+                args.json.write_text(json.dumps({"copies": sizes, "workers": args.workers, "duplicates": args.duplicates,
+                                                 "cpus": os.cpu_count(), "figures": figures}, indent=2) + "\n")
+    report(figures, commands)
 
 
 if __name__ == "__main__":
