@@ -46,6 +46,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.synth: the generated corpus the tests use too
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_copies import write_copies  # noqa: E402  (the per-copy text change, shared with bench_scale.py)
+
 # The shared corpus sits beside the checkout (/work/shared next to /work/main), as in tests/conftest.py.
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "sft-mix.jsonl"
 DATE_STRING = "26 Jul 2024"
@@ -107,16 +110,6 @@ def read_records(path: Path, limit: int | None = None) -> list[dict]:
             if limit is not None and len(out) >= limit:
                 break
     return out
-
-
-def write_copies(records: list[dict], copies: int, dest: Path) -> Path:
-    """``records`` repeated ``copies`` times, ids suffixed per copy so every row id stays unique."""
-    with open(dest, "w", encoding="utf-8", newline="\n") as f:
-        for k in range(copies):
-            for rec in records:
-                f.write(json.dumps({**rec, "id": f"{rec['id']}~{k}"}, ensure_ascii=False))
-                f.write("\n")
-    return dest
 
 
 def base_records(corpus: Path | None, quick: bool, tmp: Path, tool_free: bool = False) -> tuple[list[dict], str]:
@@ -483,8 +476,10 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
         if not records:
             print(f"no records in {source}", file=sys.stderr)
             return 2
-        corpus = write_copies(records, copies, tmp / "corpus-1x.jsonl")
-        n_records = len(records) * copies
+        change = not a.identical_copies
+        corpus = tmp / "corpus-1x.jsonl"
+        n_records = write_copies(records, copies, corpus, change=change)
+        corpus_size = corpus.stat().st_size
 
         # Every contender runs `repeats` times, in rounds (a, b, c, audit), and the medians compare:
         # on a shared 2-core machine one timing of a few seconds is not a measure, and rounds spread
@@ -492,7 +487,7 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
         repeats = 1 if a.quick else a.repeats
         has_audit = audit_available()
         trls, encs, lims, runs, audits, starts, lims1, runs1 = [], [], [], [], [], [], [], []
-        write_copies(records[:STARTUP_RECORDS], 1, tmp / "startup.jsonl")
+        write_copies(records[:STARTUP_RECORDS], 1, tmp / "startup.jsonl", change=change)
         for i in range(repeats):
             tag = f" [round {i + 1}/{repeats}]" if repeats > 1 else ""
             if not a.skip_trl:
@@ -535,7 +530,7 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
         fixed: Measure | None = None
         if not a.quick:  # with --quick the whole run is little more than its fixed cost
             done = step("sftdata run on one record (its fixed cost)")
-            write_copies(records[:1], 1, tmp / "one.jsonl")
+            write_copies(records[:1], 1, tmp / "one.jsonl", change=change)
             fixed = run_sftdata(tmp / "one.jsonl", tmp / "out-one", a.workers)
             done()
 
@@ -544,10 +539,12 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
         if a.quick or base_copies == copies:
             mem1 = run if a.quick else run_sftdata(corpus, tmp / "mem-1x", a.workers, sample_memory=True)
         else:
-            small = write_copies(records, base_copies, tmp / "corpus-base.jsonl")
+            small = tmp / "corpus-base.jsonl"
+            write_copies(records, base_copies, small, change=change)
             mem1 = run_sftdata(small, tmp / "mem-1x", a.workers, sample_memory=True)
             small.unlink()
-        big = write_copies(records, base_copies * scale, tmp / f"corpus-{scale}x.jsonl")
+        big = tmp / f"corpus-{scale}x.jsonl"
+        write_copies(records, base_copies * scale, big, change=change)
         memn = run_sftdata(big, tmp / f"mem-{scale}x", a.workers, sample_memory=True)
         big.unlink()
         done()
@@ -586,8 +583,10 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
     print(f"machine   : {cores} cores (usable {affinity}), {platform.machine()}, "
           f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
     print(f"code      : {code}")
-    print(f"corpus    : {source} x {copies} copies = {n_records:,} records "
-          f"({corpus_bytes(records, copies) / 1e6:,.1f} MB)")
+    print(f"corpus    : {source} x {copies} copies = {n_records:,} records ({corpus_size / 1e6:,.1f} MB)")
+    print("copies    : " + ("identical text, ids suffixed -c<k> (--identical-copies)" if a.identical_copies else
+                            "copy k appends ' [k]' to every message's content and tool-call arguments, ids -c<k> "
+                            "(bench_copies.py); every contender reads this same file"))
     print()
     if repeats > 1:
         print(f"every contender ran {repeats} times, in rounds; each row is the median run (wall seconds: "
@@ -691,10 +690,6 @@ def code_state() -> str:
     return f"{head}" + (f" + uncommitted edits in {', '.join(edited)}" if edited else "")
 
 
-def corpus_bytes(records: list[dict], copies: int) -> int:
-    return copies * sum(len(json.dumps(r, ensure_ascii=False).encode()) + 1 for r in records)
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -715,6 +710,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--tool-free", action="store_true", help="only the records without tools (as the issue's "
                    "first limit measurement)")
     p.add_argument("--skip-trl", action="store_true", help="leave out (a), the slowest contender")
+    p.add_argument("--identical-copies", action="store_true", help="copies repeat the corpus's text (only the "
+                   "ids differ): the old input, which flatters a tokenizer that caches what it has seen")
     p.add_argument("--contender", choices=["trl", "encode_batch", "limit", "stages"], help=argparse.SUPPRESS)
     return p.parse_args(argv)
 

@@ -1,0 +1,69 @@
+"""The benchmarks' input: a corpus copied N times, each copy's text changed (issue 31).
+
+Why one module: ``bench_prepare.py`` and ``bench_scale.py`` (and ``ray_two_node.py``) must time
+the same kind of input, so the rule that makes copies differ is defined here once.
+
+Copies must differ in their text, or a tokenizer that caches per text (and the dedupe pass) is
+flattered: copy ``k`` appends `` [k]`` to every message's string content and to every tool call's
+``arguments`` string, and ``-c{k}`` to every id. With ``half_duplicates`` copies ``2j`` and
+``2j+1`` get the same tag (their ids still differ), so half the records are exact duplicates.
+``change=False`` gives the old input: identical copies, only the ids suffixed.
+
+A caveat, measured on the shared corpus: splintr caches *pre-tokens* (a word, a run of spaces),
+not whole texts. The tag makes every message new, but most of its pre-tokens still repeat the
+first copy's, so after copy 0 splintr's cache answers nearly every word whether or not the copies
+are tagged; the tag adds pre-tokens of its own (`` [``, ``k``, ``]``) too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+
+def _tagged(message: dict, tag: str) -> dict:
+    out = dict(message)
+    if isinstance(out.get("content"), str):
+        out["content"] = f"{out['content']} {tag}"
+    if isinstance(out.get("tool_calls"), list):
+        calls = []
+        for call in out["tool_calls"]:
+            fn = dict(call.get("function") or {})
+            if isinstance(fn.get("arguments"), str):
+                fn["arguments"] = f"{fn['arguments']} {tag}"
+            calls.append({**call, "function": fn})
+        out["tool_calls"] = calls
+    return out
+
+
+def changed_copy(rec: dict, k: int, tag: int | None = None, change: bool = True) -> dict:
+    """Copy ``k`` of ``rec``: its messages tagged `` [tag]`` (``tag`` defaults to ``k``) and its id
+    suffixed ``-c{k}``; with ``change=False`` only the id."""
+    out = dict(rec)
+    if change and isinstance(rec.get("messages"), list):
+        label = f"[{k if tag is None else tag}]"
+        out["messages"] = [_tagged(m, label) if isinstance(m, dict) else m for m in rec["messages"]]
+    if "id" in rec:
+        out["id"] = f"{rec['id']}-c{k}"
+    return out
+
+
+def write_copies(records: list[dict], copies: int, path: Path, half_duplicates: bool = False,
+                 change: bool = True) -> int:
+    """Write ``copies`` copies of ``records`` to ``path`` (JSON Lines); returns the record count."""
+    n = 0
+    with open(path, "wb") as f:
+        for k in range(copies):
+            tag = k // 2 if half_duplicates else k
+            for rec in records:
+                f.write(orjson.dumps(changed_copy(rec, k, tag, change)) + b"\n")
+                n += 1
+    return n
+
+
+def build_input(corpus: Path, copies: int, path: Path, half_duplicates: bool = False, change: bool = True) -> int:
+    """Write ``copies`` changed copies of the JSON Lines file ``corpus`` to ``path``; returns the
+    record count."""
+    records = [orjson.loads(line) for line in corpus.read_bytes().splitlines() if line.strip()]
+    return write_copies(records, copies, path, half_duplicates, change)
