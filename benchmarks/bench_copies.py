@@ -4,8 +4,10 @@ Why one module: ``bench_prepare.py`` and ``bench_scale.py`` (and ``ray_two_node.
 the same kind of input, so the rule that makes copies differ is defined here once.
 
 Copies must differ in their text, or a tokenizer that caches per text (and the dedupe pass) is
-flattered: copy ``k`` appends `` [k]`` to every message's string content and to every tool call's
-``arguments`` string, and ``-c{k}`` to every id. With ``half_duplicates`` copies ``2j`` and
+flattered: copy ``k`` appends `` [k]`` to every message's string content and ``-c{k}`` to every
+id. A tool call's ``arguments`` given as a JSON string stays valid JSON: `` [k]`` goes at the end
+of every string value of its object (arguments given as an object are left as they are, which
+keeps ``bench_scale.py``'s input on the shared corpus what it was). With ``half_duplicates`` copies ``2j`` and
 ``2j+1`` get the same tag (their ids still differ), so half the records are exact duplicates.
 ``change=False`` gives the old input: identical copies, only the ids suffixed.
 
@@ -17,9 +19,24 @@ are tagged; the tag adds pre-tokens of its own (`` [``, ``k``, ``]``) too.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import orjson
+
+
+def _tagged_arguments(arguments: str, tag: str) -> str:
+    """A tool call's ``arguments`` string, changed and still the JSON it was: every string value of
+    the object it holds gets `` tag``. (Appending to the string itself would make it invalid JSON,
+    which a run rejects and the reference template cannot render.) Text that is not a JSON object
+    gets the tag appended, as any other text."""
+    try:
+        obj = json.loads(arguments)
+    except ValueError:
+        return f"{arguments} {tag}"
+    if not isinstance(obj, dict):
+        return f"{arguments} {tag}"
+    return json.dumps({k: f"{v} {tag}" if isinstance(v, str) else v for k, v in obj.items()}, ensure_ascii=False)
 
 
 def _tagged(message: dict, tag: str) -> dict:
@@ -31,7 +48,7 @@ def _tagged(message: dict, tag: str) -> dict:
         for call in out["tool_calls"]:
             fn = dict(call.get("function") or {})
             if isinstance(fn.get("arguments"), str):
-                fn["arguments"] = f"{fn['arguments']} {tag}"
+                fn["arguments"] = _tagged_arguments(fn["arguments"], tag)
             calls.append({**call, "function": fn})
         out["tool_calls"] = calls
     return out

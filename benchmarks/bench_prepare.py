@@ -16,6 +16,13 @@ Contenders, all over the same corpus file:
     template (rendering is not timed), blocks of 1000, Rust thread pool on every core.
 (c) ``sftdata run --workers N --no-audit`` as a subprocess: end to end, process start, shards,
     manifest and all.
+(L) and (LS), the limits (``bench_limits.py``): the rendered text in one part per worker, each
+    part's encode calls alone timed in a forked process: (L) with tiktoken, (LS) with splintr built
+    and called as a run does. The run is judged against (L); its ratio to (LS) is reported.
+
+The input is the corpus copied ``--copies`` times with every copy's text changed
+(``bench_copies.py``: copy k appends `` [k]`` to every message and tool-call arguments), so
+repeated copies do not flatter what caches what it has seen; all contenders read the same file.
 
 (a) and (b) run in fresh child processes of this script (``--contender``): each pays its own imports
 outside the timed region, gets a cold tokenizer cache, and (b) can turn on the tokenizers thread
@@ -61,7 +68,7 @@ SAMPLE_EVERY_S = 0.02
 
 # Targets: (label, measured key, comparison, threshold).
 TARGETS: list[tuple[str, str, str, float]] = [
-    ("run >= 0.85x the limit (L) tokens/s", "run_vs_limit", ">=", 0.85),
+    ("run >= 1.0x the limit (L) tokens/s", "run_vs_limit", ">=", 1.0),
     ("run >= 10x TRL prep tokens/s", "run_vs_trl", ">=", 10.0),
     ("run >= 2.5x encode_batch tokens/s", "run_vs_encode_batch", ">=", 2.5),
     ("memory growth at {scale}x input <= 1.25x", "memory_growth", "<=", 1.25),
@@ -358,6 +365,16 @@ def contender_limit(corpus: Path, workers: int) -> Measure:
     return Measure("limit", len(texts), r["tokens"], r["seconds"], r["cpu_seconds"], extra={"parts_s": r["parts"]})
 
 
+def contender_limit_splintr(corpus: Path, workers: int) -> Measure:
+    """(LS): (L) with splintr, built and called as a run builds and calls it, on the same text."""
+    from bench_limits import run_limit_splintr
+
+    _, texts = rendered_texts(corpus)
+    r = run_limit_splintr(texts, workers)
+    return Measure("limit splintr", len(texts), r["tokens"], r["seconds"], r["cpu_seconds"],
+                   extra={"parts_s": r["parts"], "encode_calls": r["calls"]})
+
+
 def contender_stages(corpus: Path) -> Measure:
     """Per-stage seconds of one worker (``bench_limits.stage_profile``), in this process."""
     from bench_limits import stage_profile
@@ -486,7 +503,7 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
         # any drift in the machine's load over all contenders alike.
         repeats = 1 if a.quick else a.repeats
         has_audit = audit_available()
-        trls, encs, lims, runs, audits, starts, lims1, runs1 = [], [], [], [], [], [], [], []
+        trls, encs, lims, runs, audits, starts, lims1, runs1, limss = [], [], [], [], [], [], [], [], []
         write_copies(records[:STARTUP_RECORDS], 1, tmp / "startup.jsonl", change=change)
         for i in range(repeats):
             tag = f" [round {i + 1}/{repeats}]" if repeats > 1 else ""
@@ -499,6 +516,9 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
             done()
             done = step(f"(L) the limit: tiktoken, one process per worker{tag}")
             lims.append(run_contender("limit", corpus, a.workers, tmp / "limit.log"))
+            done()
+            done = step(f"(LS) the limit with splintr (run's engine), one process per worker{tag}")
+            limss.append(run_contender("limit_splintr", corpus, a.workers, tmp / "limit_splintr.log"))
             done()
             if a.scaling:
                 done = step(f"(L1) the limit with 1 process, (c1) sftdata run --workers 1{tag}")
@@ -519,9 +539,11 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
                 done()
         trl = median_measure(trls) or Measure("TRL SFTTrainer prep", error="skipped (--skip-trl)")
         enc, lim, run = median_measure(encs), median_measure(lims), median_measure(runs)
+        lims_ = median_measure(limss)
         audit, startup = median_measure(audits), median_measure(starts)
         lim1, run1 = median_measure(lims1), median_measure(runs1)
-        timings = {"trl": trls, "encode_batch": encs, "limit": lims, "run": runs, "audit": audits,
+        timings = {"trl": trls, "encode_batch": encs, "limit": lims, "limit_splintr": limss, "run": runs,
+                   "audit": audits,
                    "startup": starts, "limit_1": lims1, "run_1w": runs1}
         done = step("per-stage profile of one worker")
         stages = run_contender("stages", corpus, 1, tmp / "stages.log")
@@ -563,6 +585,7 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
     run_tps = run.tokens_per_s
     measured: dict[str, float | None] = {
         "run_vs_limit": ratio(run_tps, lim.tokens_per_s),
+        "run_vs_limit_splintr": ratio(run_tps, lims_.tokens_per_s),
         "run_vs_trl": ratio(run_tps, trl.tokens_per_s),
         "run_vs_encode_batch": ratio(run_tps, enc.tokens_per_s),
         "memory_growth": None if mem1.error or memn.error else ratio(memn.extra.get("peak_rss", 0),
@@ -575,6 +598,7 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
         measured["run_scaling"] = ratio(run1.seconds, run.seconds)
     tokens_match = enc.error is None and run.error is None and enc.tokens == run.tokens
     limit_match = lim.error is None and run.error is None and lim.tokens == run.tokens
+    splintr_match = lims_.error is None and run.error is None and lims_.tokens == run.tokens
 
     cores = os.cpu_count() or 0
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
@@ -596,12 +620,19 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
         (f"(a) TRL SFTTrainer prep (num_proc={a.workers})", trl),
         ("(b) HF encode_batch (rendered, all cores)", enc),
         (f"(L) limit: tiktoken x {a.workers} processes", lim),
+        (f"(LS) limit: splintr x {a.workers} processes", lims_),
         (f"(c) sftdata run --workers {a.workers}", run),
     ], run):
         print(line)
     if not lim.error:
         print(f"    (L) timed over the encode calls only; slowest part {max(lim.extra['parts_s']):.2f} s "
               f"(parts: {', '.join(f'{x:.2f}' for x in lim.extra['parts_s'])} s)")
+    if not lims_.error:
+        print(f"    (LS) the same parts, cut at the control tokens beforehand ({lims_.extra['encode_calls']:,} encode "
+              f"calls); slowest part {max(lims_.extra['parts_s']):.2f} s")
+    if not (run.error or lim.error or lims_.error):
+        print(f"    run is {fmt_ratio(measured['run_vs_limit'])} L, run is {fmt_ratio(measured['run_vs_limit_splintr'])}"
+              " LS (tokens/s; L judged, LS reported)")
     if measured["run_scaling"] is not None:
         print(f"    1 -> {a.workers} workers: (c) {run1.seconds:.2f} -> {run.seconds:.2f} s = "
               f"{fmt_ratio(measured['run_scaling'])} faster; the limit (L) {lim1.seconds:.2f} -> {lim.seconds:.2f} s = "
@@ -624,6 +655,9 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
         if not lim.error:
             print(f"token check: limit {lim.tokens:,} vs sftdata run {run.tokens:,} -> "
                   f"{'OK' if limit_match else 'MISMATCH'}")
+        if not lims_.error:
+            print(f"token check: limit splintr {lims_.tokens:,} vs sftdata run {run.tokens:,} -> "
+                  f"{'OK' if splintr_match else 'MISMATCH'}")
         if not tokens_match:
             print(f"    sftdata counts: {json.dumps(run.extra.get('counts', {}), sort_keys=True)}")
     if audit is None:
@@ -654,23 +688,27 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
     print(f"{'target':<40} {'measured':>9}  result")
     for label, value, verdict in judge(measured, scale):
         print(f"{label:<40} {value:>9}  {verdict}")
+    print(f"{'run vs the limit with splintr (LS)':<40} {fmt_ratio(measured['run_vs_limit_splintr']):>9}  "
+          "reported, not judged")
 
     if a.json:
         a.json.write_text(json.dumps({
             "argv": argv, "code": code, "cores": cores, "copies": copies, "records": n_records, "source": source,
             "contenders": {k: {**asdict(m), "tokens_per_s": m.tokens_per_s, "tokens_per_cpu_s": m.tokens_per_cpu_s}
                            for k, m in
-                           (("trl", trl), ("encode_batch", enc), ("limit", lim), ("run", run),
+                           (("trl", trl), ("encode_batch", enc), ("limit", lim), ("limit_splintr", lims_),
+                            ("run", run),
                             ("startup", startup or Measure("startup", error="n/a")), ("stages", stages), ("mem_1x", mem1),
                             (f"mem_{scale}x", memn), *((("audit", audit),) if audit else ()),
                             *((("run_one_record", fixed),) if fixed else ()),
                             *(((f"audit_{scale}x", audit_big),) if audit_big else ()))},
-            "measured": measured, "tokens_match": tokens_match,
+            "measured": measured, "tokens_match": tokens_match, "limit_tokens_match": limit_match,
+            "limit_splintr_tokens_match": splintr_match,
             "repeats": repeats, "timings": {k: [m.seconds for m in v] for k, v in timings.items()},
         }, indent=2))
-    failed = [m for m in (trl if not a.skip_trl else None, enc, lim, run, fixed, mem1, memn)
+    failed = [m for m in (trl if not a.skip_trl else None, enc, lim, lims_, run, fixed, mem1, memn)
               if m is not None and m.error]
-    if failed or not tokens_match or (not lim.error and not limit_match):
+    if failed or not tokens_match or (not lim.error and not limit_match) or (not lims_.error and not splintr_match):
         return 1
     if a.check and any(v == "FAIL" for _, _, v in judge(measured, scale)):
         return 3
@@ -712,7 +750,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--skip-trl", action="store_true", help="leave out (a), the slowest contender")
     p.add_argument("--identical-copies", action="store_true", help="copies repeat the corpus's text (only the "
                    "ids differ): the old input, which flatters a tokenizer that caches what it has seen")
-    p.add_argument("--contender", choices=["trl", "encode_batch", "limit", "stages"], help=argparse.SUPPRESS)
+    p.add_argument("--contender", choices=["trl", "encode_batch", "limit", "limit_splintr", "stages"],
+                   help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -723,8 +762,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.corpus is None:
             raise SystemExit("--contender needs --corpus")
         m = {"trl": lambda: contender_trl(a.corpus, a.workers), "encode_batch": lambda: contender_encode_batch(a.corpus),
-             "limit": lambda: contender_limit(a.corpus, a.workers), "stages": lambda: contender_stages(a.corpus)
-             }[a.contender]()
+             "limit": lambda: contender_limit(a.corpus, a.workers), "stages": lambda: contender_stages(a.corpus),
+             "limit_splintr": lambda: contender_limit_splintr(a.corpus, a.workers)}[a.contender]()
         print(RESULT_TAG + json.dumps(asdict(m)), flush=True)
         return 0
     script = sys.argv[0] if sys.argv[0].endswith(".py") else "benchmarks/bench_prepare.py"
