@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import platform
 import resource
 import shlex
@@ -99,10 +100,9 @@ class Measure:
 
 
 # -- corpus ------------------------------------------------------------------------------------
-def read_records(path: Path, limit: int | None = None) -> list[dict]:
-    """JSON objects of a JSONL file; blank and unparsable lines are skipped (none of the contenders
-    can use them, and the pipeline's quarantine is not what is being measured)."""
-    out: list[dict] = []
+def iter_records(path: Path) -> Iterator[dict]:
+    """JSON objects of a JSONL file, one at a time; blank and unparsable lines are skipped (none of
+    the contenders can use them, and the pipeline's quarantine is not what is being measured)."""
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -113,9 +113,16 @@ def read_records(path: Path, limit: int | None = None) -> list[dict]:
                 continue
             if isinstance(rec, dict):
                 rec.setdefault("id", f"{path.name}:{n}")
-                out.append(rec)
-            if limit is not None and len(out) >= limit:
-                break
+                yield rec
+
+
+def read_records(path: Path, limit: int | None = None) -> list[dict]:
+    """The first ``limit`` (else all) records of ``iter_records``."""
+    out: list[dict] = []
+    for rec in iter_records(path):
+        out.append(rec)
+        if limit is not None and len(out) >= limit:
+            break
     return out
 
 
@@ -343,33 +350,47 @@ def template_messages(messages: list[dict]) -> list[dict]:
     return out
 
 
-def rendered_texts(corpus: Path) -> tuple[Any, list[str]]:
-    """The corpus rendered with the official ``llama3_2.jinja`` (what (b) and (L) encode)."""
+def rendered_texts(corpus: Path, rendered: Path | None = None) -> list[str]:
+    """The corpus rendered with the official ``llama3_2.jinja`` (what (b), (L) and (LS) encode);
+    read from ``rendered`` when a ``render`` contender wrote it there (the rendering is not timed,
+    and one rendering for all contenders and rounds saves minutes at 64 copies)."""
     from importlib import resources
 
     from sftdata.tokenizer import load_tokenizer
 
+    if rendered is not None and rendered.is_file():
+        with open(rendered, "rb") as f:
+            return pickle.load(f)
     hf = load_tokenizer().hf
     template = resources.files("trl").joinpath("chat_templates", "llama3_2.jinja").read_text()
-    return hf, [hf.apply_chat_template(template_messages(r["messages"]), tools=r.get("tools"),
-                                       chat_template=template, tokenize=False, date_string=DATE_STRING)
-                for r in read_records(corpus)]
+    return [hf.apply_chat_template(template_messages(r["messages"]), tools=r.get("tools"), chat_template=template,
+                                   tokenize=False, date_string=DATE_STRING)
+            for r in iter_records(corpus)]
 
 
-def contender_limit(corpus: Path, workers: int) -> Measure:
+def contender_render(corpus: Path, rendered: Path) -> Measure:
+    """Render the corpus once into ``rendered`` (a pickled list of str) for the contenders."""
+    t0 = time.perf_counter()
+    texts = rendered_texts(corpus)
+    with open(rendered, "wb") as f:
+        pickle.dump(texts, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return Measure("render", len(texts), 0, time.perf_counter() - t0)
+
+
+def contender_limit(corpus: Path, workers: int, rendered: Path | None = None) -> Measure:
     """(L): single-threaded tiktoken over the same ranks, one process per worker, on the rendered text."""
     from bench_limits import run_limit
 
-    _, texts = rendered_texts(corpus)
+    texts = rendered_texts(corpus, rendered)
     r = run_limit(texts, workers)
     return Measure("limit", len(texts), r["tokens"], r["seconds"], r["cpu_seconds"], extra={"parts_s": r["parts"]})
 
 
-def contender_limit_splintr(corpus: Path, workers: int) -> Measure:
+def contender_limit_splintr(corpus: Path, workers: int, rendered: Path | None = None) -> Measure:
     """(LS): (L) with splintr, built and called as a run builds and calls it, on the same text."""
     from bench_limits import run_limit_splintr
 
-    _, texts = rendered_texts(corpus)
+    texts = rendered_texts(corpus, rendered)
     r = run_limit_splintr(texts, workers)
     return Measure("limit splintr", len(texts), r["tokens"], r["seconds"], r["cpu_seconds"],
                    extra={"parts_s": r["parts"], "encode_calls": r["calls"]})
@@ -398,10 +419,12 @@ def stage_rows(m: Measure) -> Iterator[str]:
            f"({m.tokens / m.seconds:,.0f} tokens per cpu s in one worker)")
 
 
-def contender_encode_batch(corpus: Path) -> Measure:
+def contender_encode_batch(corpus: Path, rendered: Path | None = None) -> Measure:
     """(b): the Rust tokenizer alone on pre-rendered text: the ceiling of "just tokenize it"."""
-    hf, texts = rendered_texts(corpus)
-    backend = hf.backend_tokenizer
+    from sftdata.tokenizer import load_tokenizer
+
+    texts = rendered_texts(corpus, rendered)
+    backend = load_tokenizer().hf.backend_tokenizer
     cpu0 = self_and_children_cpu()
     t0 = time.perf_counter()
     tokens = 0
@@ -414,13 +437,13 @@ def contender_encode_batch(corpus: Path) -> Measure:
                    extra={"threads": os.environ.get("RAYON_NUM_THREADS", "all cores")})
 
 
-def run_contender(kind: str, corpus: Path, workers: int, log: Path) -> Measure:
+def run_contender(kind: str, corpus: Path, workers: int, log: Path, rendered: Path | None = None) -> Measure:
     """Run contender ``kind`` in a fresh interpreter and read its result line."""
     env = dict(os.environ)
     if kind == "encode_batch":
         env["TOKENIZERS_PARALLELISM"] = "true"  # the backend's Rust thread pool, every core
     cmd = [sys.executable, str(Path(__file__).resolve()), "--contender", kind, "--corpus", str(corpus),
-           "--workers", str(workers)]
+           "--workers", str(workers), *(["--rendered", str(rendered)] if rendered else [])]
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     with open(log, "wb") as errf:
         res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=errf, env=env, cwd=ROOT)
@@ -505,6 +528,13 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
         has_audit = audit_available()
         trls, encs, lims, runs, audits, starts, lims1, runs1, limss = [], [], [], [], [], [], [], [], []
         write_copies(records[:STARTUP_RECORDS], 1, tmp / "startup.jsonl", change=change)
+        done = step("render the corpus with the official template, once for (b), (L) and (LS) (not timed)")
+        rendered = tmp / "rendered.pickle"
+        rendering = run_contender("render", corpus, a.workers, tmp / "render.log", rendered)
+        done()
+        if rendering.error:
+            print(f"rendering failed: {rendering.error}", file=sys.stderr)
+            return 1
         for i in range(repeats):
             tag = f" [round {i + 1}/{repeats}]" if repeats > 1 else ""
             if not a.skip_trl:
@@ -512,17 +542,17 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
                 trls.append(run_contender("trl", corpus, a.workers, tmp / "trl.log"))
                 done()
             done = step(f"(b) HF tokenizers encode_batch{tag}")
-            encs.append(run_contender("encode_batch", corpus, a.workers, tmp / "encode_batch.log"))
+            encs.append(run_contender("encode_batch", corpus, a.workers, tmp / "encode_batch.log", rendered))
             done()
             done = step(f"(L) the limit: tiktoken, one process per worker{tag}")
-            lims.append(run_contender("limit", corpus, a.workers, tmp / "limit.log"))
+            lims.append(run_contender("limit", corpus, a.workers, tmp / "limit.log", rendered))
             done()
             done = step(f"(LS) the limit with splintr (run's engine), one process per worker{tag}")
-            limss.append(run_contender("limit_splintr", corpus, a.workers, tmp / "limit_splintr.log"))
+            limss.append(run_contender("limit_splintr", corpus, a.workers, tmp / "limit_splintr.log", rendered))
             done()
             if a.scaling:
                 done = step(f"(L1) the limit with 1 process, (c1) sftdata run --workers 1{tag}")
-                lims1.append(run_contender("limit", corpus, 1, tmp / "limit1.log"))
+                lims1.append(run_contender("limit", corpus, 1, tmp / "limit1.log", rendered))
                 runs1.append(run_sftdata(corpus, tmp / "out-1w", 1))
                 done()
             done = step(f"start-up: sftdata run on {STARTUP_RECORDS} records{tag}")
@@ -627,6 +657,8 @@ def benchmark(a: argparse.Namespace, argv: list[str]) -> int:
     if not lim.error:
         print(f"    (L) timed over the encode calls only; slowest part {max(lim.extra['parts_s']):.2f} s "
               f"(parts: {', '.join(f'{x:.2f}' for x in lim.extra['parts_s'])} s)")
+    print(f"    (b), (L) and (LS) encode the text rendered once with the official template ({rendering.records:,} "
+          f"records, {rendering.seconds:.1f} s, not timed)")
     if not lims_.error:
         print(f"    (LS) the same parts, cut at the control tokens beforehand ({lims_.extra['encode_calls']:,} encode "
               f"calls); slowest part {max(lims_.extra['parts_s']):.2f} s")
@@ -750,8 +782,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--skip-trl", action="store_true", help="leave out (a), the slowest contender")
     p.add_argument("--identical-copies", action="store_true", help="copies repeat the corpus's text (only the "
                    "ids differ): the old input, which flatters a tokenizer that caches what it has seen")
-    p.add_argument("--contender", choices=["trl", "encode_batch", "limit", "limit_splintr", "stages"],
+    p.add_argument("--contender", choices=["trl", "encode_batch", "limit", "limit_splintr", "stages", "render"],
                    help=argparse.SUPPRESS)
+    p.add_argument("--rendered", type=Path, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -761,9 +794,12 @@ def main(argv: list[str] | None = None) -> int:
     if a.contender:  # child-process mode: one contender, one result line on stdout
         if a.corpus is None:
             raise SystemExit("--contender needs --corpus")
-        m = {"trl": lambda: contender_trl(a.corpus, a.workers), "encode_batch": lambda: contender_encode_batch(a.corpus),
-             "limit": lambda: contender_limit(a.corpus, a.workers), "stages": lambda: contender_stages(a.corpus),
-             "limit_splintr": lambda: contender_limit_splintr(a.corpus, a.workers)}[a.contender]()
+        m = {"trl": lambda: contender_trl(a.corpus, a.workers),
+             "encode_batch": lambda: contender_encode_batch(a.corpus, a.rendered),
+             "limit": lambda: contender_limit(a.corpus, a.workers, a.rendered),
+             "limit_splintr": lambda: contender_limit_splintr(a.corpus, a.workers, a.rendered),
+             "render": lambda: contender_render(a.corpus, a.rendered),
+             "stages": lambda: contender_stages(a.corpus)}[a.contender]()
         print(RESULT_TAG + json.dumps(asdict(m)), flush=True)
         return 0
     script = sys.argv[0] if sys.argv[0].endswith(".py") else "benchmarks/bench_prepare.py"
