@@ -1,0 +1,327 @@
+"""`sftdata run --executor ray` on a two-node Ray cluster started on this machine (issue 31): the
+local executor's bytes, and the driver's memory at two input sizes.
+
+For each size N (copies of the shared corpus, made by ``bench_copies.build_input``: copy k appends
+`` [k]`` to every message) it runs ``sftdata run`` with the local executor and then with
+``--executor ray --ray-address`` on a cluster of two nodes, a head and a second node, each
+started here with ``ray start --block --num-cpus 1`` on loopback, with its own ports and a small
+object store. Then it
+
+- compares the two output folders file by file, byte for byte (every file, dot-files included:
+  the Ray executor's output is documented as identical to the local one; ``--no-audit``, so no
+  ``audit.json`` that names its folder);
+- reports the peak RSS of the driver process alone and of its whole process tree (sampled every
+  20 ms), for both executors, and their growth from the smallest to the largest size;
+- shows that both nodes ran the run's tasks: the worker processes under each node's ``ray start``
+  whose title was ``ray::run_task`` while sampled, and their CPU seconds. A node with none fails
+  the check.
+
+The cluster is stopped at the end, also on failure or Ctrl-C, by signalling the two ``ray start``
+processes this script started (SIGTERM: each stops what it started), then their process groups;
+``ray stop`` is never used, as it would stop every Ray instance on the machine.
+
+    python benchmarks/ray_two_node.py --copies 16,64          # while developing
+    python benchmarks/ray_two_node.py --copies 64,256         # the issue's figure
+
+Exit 0: every size identical and both nodes ran tasks; 1: a difference, a failed run or an idle
+node; 2: wrong arguments or no corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack, suppress
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_copies import build_input  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = Path("/work/shared/corpora/sft-mix.jsonl")
+SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": every server on loopback (head, driver)
+TASK_TITLE = "run_task"  # sftdata.executors.ray.run_task: Ray titles a worker ray::run_task while it runs one
+START_TIMEOUT_S = 180
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on loopback now (held open together, so none repeats)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def node_command(ray_bin: str, head_port: int, head: bool, object_store: int, temp_dir: Path) -> list[str]:
+    """``ray start`` for the head or the second node: one CPU, loopback, ports of its own."""
+    p = free_ports(7 + 8)
+    cmd = [ray_bin, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+           "--object-store-memory", str(object_store), "--disable-usage-stats",
+           "--node-manager-port", str(p[0]), "--object-manager-port", str(p[1]),
+           "--dashboard-agent-listen-port", str(p[2]), "--dashboard-agent-grpc-port", str(p[3]),
+           "--runtime-env-agent-port", str(p[4]), "--metrics-export-port", str(p[5]),
+           "--worker-port-list", ",".join(map(str, p[7:]))]
+    if head:
+        return [*cmd, "--head", "--port", str(head_port), "--ray-client-server-port", str(p[6]),
+                "--include-dashboard=false", "--temp-dir", str(temp_dir)]
+    return [*cmd, "--address", f"127.0.0.1:{head_port}"]
+
+
+class Node:
+    """One ``ray start --block`` process, in a session of its own; ``stop`` ends what it started."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log: Path) -> None:
+        self.name, self.log = name, log
+        with open(log, "wb") as f:
+            self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def wait_started(self) -> None:
+        deadline = time.time() + START_TIMEOUT_S
+        while b"Ray runtime started" not in self.log.read_bytes():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"{self.name}: ray start did not come up (exit {self.proc.poll()}): "
+                                   f"{self.log.read_text(errors='replace')[-1500:]}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # `ray start --block` drains and stops its node
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        with suppress(ProcessLookupError, PermissionError):  # anything of that node still alive
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+class Sampler:
+    """Every 20 ms: the driver's RSS, its tree's summed RSS, each node tree's summed RSS, and each
+    node's worker processes seen running ``run_task`` (with their CPU seconds when last seen)."""
+
+    def __init__(self, driver_pid: int, nodes: list[Node]) -> None:
+        import psutil
+
+        self.psutil = psutil
+        self.driver = psutil.Process(driver_pid)
+        self.nodes = {n.name: psutil.Process(n.proc.pid) for n in nodes}
+        self.driver_peak = self.tree_peak = 0
+        self.node_peak = dict.fromkeys(self.nodes, 0)
+        self.task_workers: dict[str, dict[int, float]] = {name: {} for name in self.nodes}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _tree(self, proc: Any) -> list[Any]:
+        try:
+            return [proc, *proc.children(recursive=True)]
+        except self.psutil.Error:
+            return []
+
+    def _rss(self, procs: list[Any]) -> int:
+        total = 0
+        for p in procs:
+            with suppress(self.psutil.Error):
+                total += p.memory_info().rss
+        return total
+
+    def _sample(self) -> None:
+        with suppress(self.psutil.Error):
+            self.driver_peak = max(self.driver_peak, self.driver.memory_info().rss)
+        self.tree_peak = max(self.tree_peak, self._rss(self._tree(self.driver)))
+        for name, root in self.nodes.items():
+            procs = self._tree(root)
+            self.node_peak[name] = max(self.node_peak[name], self._rss(procs))
+            for p in procs:
+                with suppress(self.psutil.Error):
+                    if TASK_TITLE in " ".join(p.cmdline()):
+                        cpu = p.cpu_times()
+                        self.task_workers[name][p.pid] = cpu.user + cpu.system
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_sftdata(argv: list[str], env: dict[str, str], cwd: Path, nodes: list[Node]) -> dict[str, Any]:
+    """One ``sftdata`` command, sampled; its figures. ``python -c`` in a neutral folder: the working
+    folder comes first on ``sys.path``, and ``PYTHONPATH`` must choose the package."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", "from sftdata.cli import main; main()", *argv], cwd=cwd,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with Sampler(proc.pid, nodes) as s:
+        _, err = proc.communicate()
+    out = {"seconds": round(time.perf_counter() - t0, 2), "rc": proc.returncode, "driver_peak_rss": s.driver_peak,
+           "tree_peak_rss": s.tree_peak, "node_peak_rss": s.node_peak,
+           "task_workers": {n: {"processes": len(w), "cpu_s": round(sum(w.values()), 2)}
+                            for n, w in s.task_workers.items()}}
+    if proc.returncode != 0:
+        out["error"] = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+    return out
+
+
+def differences(a: Path, b: Path) -> list[str]:
+    """Every file of two output folders, byte for byte; what differs, by name."""
+    def files(root: Path) -> dict[str, Path]:
+        return {p.relative_to(root).as_posix(): p for p in root.rglob("*") if p.is_file()}
+
+    fa, fb = files(a), files(b)
+    bad = [f"only in {'local' if n in fa else 'ray'}: {n}" for n in sorted(set(fa) ^ set(fb))]
+    bad += [f"differs: {n}" for n in sorted(set(fa) & set(fb)) if fa[n].read_bytes() != fb[n].read_bytes()]
+    if not fa:
+        bad.append("no files")
+    return bad
+
+
+def one_size(work: Path, corpus: Path, copies: int, a: argparse.Namespace, address: str, nodes: list[Node],
+             env: dict[str, str]) -> dict[str, Any]:
+    """Both executors on ``copies`` copies; the folders compared, then deleted."""
+    src = work / f"in-{copies}.jsonl"
+    res: dict[str, Any] = {"copies": copies, "records": build_input(corpus, copies, src)}
+    res["input_bytes"] = src.stat().st_size
+    common = ["run", "-i", str(src), "--workers", str(a.workers), "--no-audit", "--overwrite",
+              *(["--chunk-size", a.chunk_size] if a.chunk_size else [])]
+    outs = {ex: work / f"{ex}-{copies}" for ex in ("local", "ray")}
+    res["local"] = run_sftdata([*common, "-o", str(outs["local"])], env, work, nodes)
+    res["ray"] = run_sftdata([*common, "-o", str(outs["ray"]), "--executor", "ray", "--ray-address", address],
+                             env, work, nodes)
+    ok = "error" not in res["local"] and "error" not in res["ray"]
+    res["differences"] = differences(outs["local"], outs["ray"]) if ok else ["a run failed"]
+    if ok:
+        res["files"] = sum(1 for p in outs["local"].rglob("*") if p.is_file())
+        res["tokens"] = json.loads((outs["local"] / "manifest.json").read_bytes())["totals"]["tokens"]
+    src.unlink()
+    if not a.keep:
+        for folder in outs.values():
+            shutil.rmtree(folder, ignore_errors=True)
+    return res
+
+
+def start_cluster(work: Path, object_store: int, env: dict[str, str], stack: ExitStack) -> tuple[str, list[Node]]:
+    """The head, then the second node joining it; both stopped when ``stack`` closes."""
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    port = free_ports(1)[0]
+    temp_dir = Path(tempfile.mkdtemp(prefix="r2n-", dir="/tmp"))  # short: Ray's socket paths live under it
+    stack.callback(shutil.rmtree, temp_dir, True)
+    nodes: list[Node] = []
+    stack.callback(lambda: [n.stop() for n in reversed(nodes)])  # the second node first, then the head
+    head_env = {**env, SINGLE_NODE_ENV: "0"}
+    nodes.append(Node("head", node_command(ray_bin, port, True, object_store, temp_dir), head_env, work / "head.log"))
+    nodes[0].wait_started()
+    # A joining node must not have the single-node switch (`ray start --address` refuses); it is
+    # kept on loopback by --node-ip-address.
+    second_env = {k: v for k, v in env.items() if k != SINGLE_NODE_ENV}
+    nodes.append(Node("node2", node_command(ray_bin, port, False, object_store, temp_dir), second_env,
+                      work / "node2.log"))
+    nodes[1].wait_started()
+    return f"127.0.0.1:{port}", nodes
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def report(sizes: list[dict[str, Any]]) -> bool:
+    """The table, the evidence and the growth; True when every check passed."""
+    print(f"{'copies':>6} {'records':>10} {'tokens':>12} {'executor':<8} {'wall s':>7} {'driver RSS':>11} "
+          f"{'driver tree':>11} {'nodes RSS':>10}  output")
+    ok = True
+    for r in sizes:
+        same = "identical" if not r["differences"] else f"DIFFERS ({len(r['differences'])})"
+        for ex in ("local", "ray"):
+            m = r[ex]
+            nodes_rss = mib(sum(m["node_peak_rss"].values())) if ex == "ray" else ""
+            print(f"{r['copies']:>6} {r['records']:>10,} {r.get('tokens', 0):>12,} {ex:<8} {m['seconds']:>7.1f} "
+                  f"{mib(m['driver_peak_rss']):>11} {mib(m['tree_peak_rss']):>11} {nodes_rss:>10}  "
+                  f"{m['error'][0] if 'error' in m else same if ex == 'ray' else str(r.get('files', '?')) + ' files'}")
+        for line in r["differences"][:10]:
+            print(f"       {line}")
+        ok &= not r["differences"]
+        work = r["ray"]["task_workers"]
+        idle = [n for n, w in work.items() if not w["processes"]]
+        print("       tasks by node: " + "; ".join(f"{n}: {w['processes']} worker process(es) seen running "
+                                                    f"{TASK_TITLE}, {w['cpu_s']:.1f} cpu s" for n, w in work.items())
+              + (f"  -> IDLE: {', '.join(idle)}" if idle else "  -> both nodes ran tasks"))
+        ok &= not idle
+    if len(sizes) > 1:
+        lo, hi = sizes[0], sizes[-1]
+        for ex in ("local", "ray"):
+            d = hi[ex]["driver_peak_rss"] / max(1, lo[ex]["driver_peak_rss"])
+            t = hi[ex]["tree_peak_rss"] / max(1, lo[ex]["tree_peak_rss"])
+            print(f"growth {lo['copies']} -> {hi['copies']} copies, {ex}: driver RSS {d:.2f}x, driver tree {t:.2f}x")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--copies", default="16,64", help="copy counts, comma-separated, smallest first")
+    ap.add_argument("--workers", type=int, default=2, help="--workers of both runs (the cluster has 2 CPUs)")
+    ap.add_argument("--corpus", type=Path, default=CORPUS)
+    ap.add_argument("--object-store-mb", type=int, default=100, help="object store of each node, MiB")
+    ap.add_argument("--chunk-size", help="--chunk-size of both runs (default: sftdata's auto)")
+    ap.add_argument("--work", type=Path, help="folder for inputs, outputs and logs (default: a temp folder)")
+    ap.add_argument("--keep", action="store_true", help="keep the output folders (in --work)")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    a = ap.parse_args(argv)
+    try:
+        copies = [int(x) for x in a.copies.split(",")]
+    except ValueError:
+        print(f"--copies {a.copies!r}: expected numbers, e.g. 16,64", file=sys.stderr)
+        return 2
+    if not a.corpus.is_file():
+        print(f"{a.corpus}: no corpus (pass --corpus)", file=sys.stderr)
+        return 2
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.environ.get("PYTHONPATH") or str(ROOT)}
+    sizes: list[dict[str, Any]] = []
+    with ExitStack() as stack:
+        work = a.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ray-two-node-")))
+        work.mkdir(parents=True, exist_ok=True)
+        print(f"... starting a head and a second node (1 CPU, {a.object_store_mb} MiB object store each)",
+              file=sys.stderr, flush=True)
+        try:
+            address, nodes = start_cluster(work, a.object_store_mb << 20, env, stack)
+        except RuntimeError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        for n in copies:
+            print(f"... {n} copies: local, then ray at {address}", file=sys.stderr, flush=True)
+            sizes.append(one_size(work, a.corpus, n, a, address, nodes, env))
+    print(f"sftdata run, local executor vs Ray on two nodes of this machine (--workers {a.workers}); "
+          f"input: {a.corpus} x copies, copy k tagged ' [k]' (bench_copies.py)")
+    ok = report(sizes)
+    if a.json:
+        a.json.write_text(json.dumps({"workers": a.workers, "sizes": sizes}, indent=2) + "\n")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds the ExitStack: the nodes are stopped
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
