@@ -4,8 +4,10 @@ local executor's bytes, and the driver's memory at two input sizes.
 For each size N (copies of the shared corpus, made by ``bench_copies.build_input``: copy k appends
 `` [k]`` to every message) it runs ``sftdata run`` with the local executor and then with
 ``--executor ray --ray-address`` on a cluster of two nodes, a head and a second node, each
-started here with ``ray start --block --num-cpus 1`` on loopback, with its own ports and a small
-object store. Then it
+started here with ``ray start --block --num-cpus 1``, with its own ports and a small
+object store. The nodes listen on the machine's network address, as on a real cluster (Ray's
+single-node switch, which keeps a local instance on loopback, makes ``ray start --address``
+refuse to join). Then it
 
 - compares the two output folders file by file, byte for byte (every file, dot-files included:
   the Ray executor's output is documented as identical to the local one; ``--no-audit``, so no
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -49,18 +52,20 @@ from bench_copies import build_input  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path("/work/shared/corpora/sft-mix.jsonl")
-SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": every server on loopback (head, driver)
+# Ray's single-node switch: with "0" a `ray start --address` refuses to join, so it is unset here.
+# Without it Ray binds to the machine's network address, as on a real cluster.
+SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 TASK_TITLE = "run_task"  # sftdata.executors.ray.run_task: Ray titles a worker ray::run_task while it runs one
 START_TIMEOUT_S = 180
 
 
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free on loopback now (held open together, so none repeats)."""
+    """``n`` distinct ports free now on every interface (held open together, so none repeats)."""
     socks = []
     try:
         for _ in range(n):
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            s.bind(("", 0))
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
@@ -68,10 +73,11 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def node_command(ray_bin: str, head_port: int, head: bool, object_store: int, temp_dir: Path) -> list[str]:
-    """``ray start`` for the head or the second node: one CPU, loopback, ports of its own."""
+def node_command(ray_bin: str, head_port: int, head: bool, object_store: int, temp_dir: Path,
+                 head_address: str = "") -> list[str]:
+    """``ray start`` for the head or the second node: one CPU, ports of its own."""
     p = free_ports(7 + 8)
-    cmd = [ray_bin, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+    cmd = [ray_bin, "start", "--block", "--num-cpus", "1",
            "--object-store-memory", str(object_store), "--disable-usage-stats",
            "--node-manager-port", str(p[0]), "--object-manager-port", str(p[1]),
            "--dashboard-agent-listen-port", str(p[2]), "--dashboard-agent-grpc-port", str(p[3]),
@@ -80,7 +86,7 @@ def node_command(ray_bin: str, head_port: int, head: bool, object_store: int, te
     if head:
         return [*cmd, "--head", "--port", str(head_port), "--ray-client-server-port", str(p[6]),
                 "--include-dashboard=false", "--temp-dir", str(temp_dir)]
-    return [*cmd, "--address", f"127.0.0.1:{head_port}"]
+    return [*cmd, "--address", f"{head_address}:{head_port}"]
 
 
 class Node:
@@ -229,16 +235,15 @@ def start_cluster(work: Path, object_store: int, env: dict[str, str], stack: Exi
     stack.callback(shutil.rmtree, temp_dir, True)
     nodes: list[Node] = []
     stack.callback(lambda: [n.stop() for n in reversed(nodes)])  # the second node first, then the head
-    head_env = {**env, SINGLE_NODE_ENV: "0"}
-    nodes.append(Node("head", node_command(ray_bin, port, True, object_store, temp_dir), head_env, work / "head.log"))
+    nodes.append(Node("head", node_command(ray_bin, port, True, object_store, temp_dir), env, work / "head.log"))
     nodes[0].wait_started()
-    # A joining node must not have the single-node switch (`ray start --address` refuses); it is
-    # kept on loopback by --node-ip-address.
-    second_env = {k: v for k, v in env.items() if k != SINGLE_NODE_ENV}
-    nodes.append(Node("node2", node_command(ray_bin, port, False, object_store, temp_dir), second_env,
+    found = re.search(rb"ray start --address='([^']+)'", nodes[0].log.read_bytes())
+    address = found.group(1).decode() if found else f"127.0.0.1:{port}"
+    host = address.rpartition(":")[0]
+    nodes.append(Node("node2", node_command(ray_bin, port, False, object_store, temp_dir, host), env,
                       work / "node2.log"))
     nodes[1].wait_started()
-    return f"127.0.0.1:{port}", nodes
+    return address, nodes
 
 
 def mib(n: int) -> str:
@@ -295,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     if not a.corpus.is_file():
         print(f"{a.corpus}: no corpus (pass --corpus)", file=sys.stderr)
         return 2
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.environ.get("PYTHONPATH") or str(ROOT)}
+    env = {**{k: v for k, v in os.environ.items() if k != SINGLE_NODE_ENV}, "RAY_USAGE_STATS_ENABLED": "0",
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": os.environ.get("PYTHONPATH") or str(ROOT)}
     sizes: list[dict[str, Any]] = []
     with ExitStack() as stack:
         work = a.work or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ray-two-node-")))
