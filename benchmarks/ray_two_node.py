@@ -94,6 +94,7 @@ class Node:
 
     def __init__(self, name: str, cmd: list[str], env: dict[str, str], log: Path) -> None:
         self.name, self.log = name, log
+        self.node_manager_port = int(cmd[cmd.index("--node-manager-port") + 1])
         with open(log, "wb") as f:
             self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -173,6 +174,45 @@ class Sampler:
         self._thread.join()
 
 
+# Asks the cluster's GCS which node ran each attempt of the tasks named run_task (Ray keeps task
+# events there; the dashboard, which the state API needs, is not started). Ray-private, so a
+# failure here is reported, and the process titles above remain the evidence.
+PROBE = """
+import json, sys
+import ray
+from ray._private.state import state
+from ray.core.generated import gcs_pb2
+ray.init(address=sys.argv[1], logging_level="ERROR", include_dashboard=False)
+ports = {n["NodeID"]: n["NodeManagerPort"] for n in ray.nodes()}
+seen = {}
+for raw in state._connect_and_get_accessor().get_task_events():
+    ev = gcs_pb2.TaskEvents.FromString(raw)
+    if ev.task_info.name == sys.argv[2] and ev.state_updates.node_id:
+        seen[(ev.job_id.hex(), ev.task_id.hex(), ev.attempt_number)] = ports.get(ev.state_updates.node_id.hex())
+jobs = {}
+for (job, _, _), port in seen.items():
+    jobs.setdefault(job, {}).setdefault(str(port), 0)
+    jobs[job][str(port)] += 1
+print(json.dumps(jobs))
+"""
+
+
+def tasks_by_node(address: str, env: dict[str, str], cwd: Path, nodes: list[Node]) -> dict[str, int] | str:
+    """Task attempts of the newest job that ran ``run_task``, by node name (from the GCS); or why
+    they could not be read."""
+    res = subprocess.run([sys.executable, "-c", PROBE, address, TASK_TITLE], capture_output=True, text=True,
+                         env=env, cwd=cwd, timeout=120)
+    try:
+        jobs = json.loads(res.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return f"probe failed (exit {res.returncode}): {res.stderr.strip()[-300:]}"
+    if not jobs:
+        return "no run_task events in the GCS"
+    newest = jobs[max(jobs, key=lambda j: int(j, 16))]
+    names = {n.node_manager_port: n.name for n in nodes}
+    return {names.get(int(port), f"port {port}"): count for port, count in newest.items()}
+
+
 def run_sftdata(argv: list[str], env: dict[str, str], cwd: Path, nodes: list[Node]) -> dict[str, Any]:
     """One ``sftdata`` command, sampled; its figures. ``python -c`` in a neutral folder: the working
     folder comes first on ``sys.path``, and ``PYTHONPATH`` must choose the package."""
@@ -215,11 +255,13 @@ def one_size(work: Path, corpus: Path, copies: int, a: argparse.Namespace, addre
     res["local"] = run_sftdata([*common, "-o", str(outs["local"])], env, work, nodes)
     res["ray"] = run_sftdata([*common, "-o", str(outs["ray"]), "--executor", "ray", "--ray-address", address],
                              env, work, nodes)
+    res["ray"]["tasks_by_node"] = tasks_by_node(address, env, work, nodes)
     ok = "error" not in res["local"] and "error" not in res["ray"]
     res["differences"] = differences(outs["local"], outs["ray"]) if ok else ["a run failed"]
     if ok:
         res["files"] = sum(1 for p in outs["local"].rglob("*") if p.is_file())
-        res["tokens"] = json.loads((outs["local"] / "manifest.json").read_bytes())["totals"]["tokens"]
+        manifest = json.loads((outs["local"] / "manifest.json").read_bytes())
+        res["tokens"], res["chunks"] = manifest["totals"]["tokens"], manifest["chunks"]
     src.unlink()
     if not a.keep:
         for folder in outs.values():
@@ -227,8 +269,10 @@ def one_size(work: Path, corpus: Path, copies: int, a: argparse.Namespace, addre
     return res
 
 
-def start_cluster(work: Path, object_store: int, env: dict[str, str], stack: ExitStack) -> tuple[str, list[Node]]:
-    """The head, then the second node joining it; both stopped when ``stack`` closes."""
+def start_cluster(work: Path, object_store: int, env: dict[str, str], stack: ExitStack) -> dict[str, Any]:
+    """The head, then the second node joining it; both stopped when ``stack`` closes. Returns the
+    head's address, the nodes, and their pids and temp folder (for the JSON: a test checks that
+    nothing of them outlives the script)."""
     ray_bin = str(Path(sys.executable).with_name("ray"))
     port = free_ports(1)[0]
     temp_dir = Path(tempfile.mkdtemp(prefix="r2n-", dir="/tmp"))  # short: Ray's socket paths live under it
@@ -243,11 +287,29 @@ def start_cluster(work: Path, object_store: int, env: dict[str, str], stack: Exi
     nodes.append(Node("node2", node_command(ray_bin, port, False, object_store, temp_dir, host), env,
                       work / "node2.log"))
     nodes[1].wait_started()
-    return address, nodes
+    return {"address": address, "nodes": nodes, "temp_dir": str(temp_dir), "pids": [n.proc.pid for n in nodes]}
 
 
 def mib(n: int) -> str:
     return f"{n / 2**20:,.0f} MiB"
+
+
+def evidence(m: dict[str, Any]) -> bool:
+    """Print which nodes ran the run's tasks; True when both did. The GCS's task events decide; the
+    process titles sampled during the run are printed beside them (and decide when the GCS could
+    not be read: a task of a few milliseconds can fall between two samples)."""
+    titles = m["task_workers"]
+    print("       tasks by node (GCS task events): " + (
+        "; ".join(f"{n}: {c} task attempt(s)" for n, c in sorted(m["tasks_by_node"].items()))
+        if isinstance(m["tasks_by_node"], dict) else m["tasks_by_node"]))
+    print("       worker processes seen titled ray::run_task: " + "; ".join(
+        f"{n}: {w['processes']} ({w['cpu_s']:.1f} cpu s)" for n, w in titles.items()))
+    if isinstance(m["tasks_by_node"], dict):
+        idle = [n for n in titles if not m["tasks_by_node"].get(n)]
+    else:
+        idle = [n for n, w in titles.items() if not w["processes"]]
+    print(f"       -> IDLE: {', '.join(idle)}" if idle else "       -> both nodes ran tasks")
+    return not idle
 
 
 def report(sizes: list[dict[str, Any]]) -> bool:
@@ -266,12 +328,7 @@ def report(sizes: list[dict[str, Any]]) -> bool:
         for line in r["differences"][:10]:
             print(f"       {line}")
         ok &= not r["differences"]
-        work = r["ray"]["task_workers"]
-        idle = [n for n, w in work.items() if not w["processes"]]
-        print("       tasks by node: " + "; ".join(f"{n}: {w['processes']} worker process(es) seen running "
-                                                    f"{TASK_TITLE}, {w['cpu_s']:.1f} cpu s" for n, w in work.items())
-              + (f"  -> IDLE: {', '.join(idle)}" if idle else "  -> both nodes ran tasks"))
-        ok &= not idle
+        ok &= evidence(r["ray"])
     if len(sizes) > 1:
         lo, hi = sizes[0], sizes[-1]
         for ex in ("local", "ray"):
@@ -309,10 +366,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"... starting a head and a second node (1 CPU, {a.object_store_mb} MiB object store each)",
               file=sys.stderr, flush=True)
         try:
-            address, nodes = start_cluster(work, a.object_store_mb << 20, env, stack)
+            cluster = start_cluster(work, a.object_store_mb << 20, env, stack)
         except RuntimeError as exc:
             print(str(exc), file=sys.stderr)
             return 1
+        address, nodes = cluster["address"], cluster.pop("nodes")
         for n in copies:
             print(f"... {n} copies: local, then ray at {address}", file=sys.stderr, flush=True)
             sizes.append(one_size(work, a.corpus, n, a, address, nodes, env))
@@ -320,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
           f"input: {a.corpus} x copies, copy k tagged ' [k]' (bench_copies.py)")
     ok = report(sizes)
     if a.json:
-        a.json.write_text(json.dumps({"workers": a.workers, "sizes": sizes}, indent=2) + "\n")
+        a.json.write_text(json.dumps({"workers": a.workers, "cluster": cluster, "ok": ok, "sizes": sizes},
+                                     indent=2) + "\n")
     return 0 if ok else 1
 
 
