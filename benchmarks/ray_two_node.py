@@ -219,8 +219,13 @@ def run_sftdata(argv: list[str], env: dict[str, str], cwd: Path, nodes: list[Nod
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", "from sftdata.cli import main; main()", *argv], cwd=cwd,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    with Sampler(proc.pid, nodes) as s:
-        _, err = proc.communicate()
+    try:
+        with Sampler(proc.pid, nodes) as s:
+            _, err = proc.communicate()
+    finally:  # interrupted: the command goes too, before the cluster is stopped
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
     out = {"seconds": round(time.perf_counter() - t0, 2), "rc": proc.returncode, "driver_peak_rss": s.driver_peak,
            "tree_peak_rss": s.tree_peak, "node_peak_rss": s.node_peak,
            "task_workers": {n: {"processes": len(w), "cpu_s": round(sum(w.values()), 2)}
