@@ -11,10 +11,9 @@ keeps ``bench_scale.py``'s input on the shared corpus what it was). With ``half_
 ``2j+1`` get the same tag (their ids still differ), so half the records are exact duplicates.
 ``change=False`` gives the old input: identical copies, only the ids suffixed.
 
-A caveat, measured on the shared corpus: splintr caches *pre-tokens* (a word, a run of spaces),
-not whole texts. The tag makes every message new, but most of its pre-tokens still repeat the
-first copy's, so after copy 0 splintr's cache answers nearly every word whether or not the copies
-are tagged; the tag adds pre-tokens of its own (`` [``, ``k``, ``]``) too.
+A caveat: splintr caches *pre-tokens* (a word, a run of spaces), not whole texts. The tag makes
+every message new, but most of its pre-tokens still repeat copy 0's, so the change takes away only
+part of what repeated copies give a cache (benchmarks/README.md has the figures).
 """
 
 from __future__ import annotations
