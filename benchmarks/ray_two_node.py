@@ -208,9 +208,9 @@ def tasks_by_node(address: str, env: dict[str, str], cwd: Path, nodes: list[Node
         return f"probe failed (exit {res.returncode}): {res.stderr.strip()[-300:]}"
     if not jobs:
         return "no run_task events in the GCS"
-    newest = jobs[max(jobs, key=lambda j: int(j, 16))]
+    newest = max(jobs, key=lambda j: int.from_bytes(bytes.fromhex(j), "little"))  # a JobID's bytes: little-endian
     names = {n.node_manager_port: n.name for n in nodes}
-    return {names.get(int(port), f"port {port}"): count for port, count in newest.items()}
+    return {names.get(int(port), f"port {port}"): count for port, count in jobs[newest].items()}
 
 
 def run_sftdata(argv: list[str], env: dict[str, str], cwd: Path, nodes: list[Node]) -> dict[str, Any]:
