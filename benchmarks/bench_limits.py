@@ -3,8 +3,9 @@
 Why a module of its own: these two measure *where the run stands*, not who it beats. (L) is the BPE
 itself: the text the official template renders, split over one process per core, each encoding
 its part with single-threaded tiktoken over the same Llama-3 ranks, timed over the ``encode`` calls
-alone: the bar the run is judged against (issue 31: run >= 1.0x (L)). (LS) is the same limit with splintr, the engine a run encodes with, called as a run calls
-it: (L) says how far the run is from tiktoken, (LS) how much of its own engine's speed it keeps.
+alone: the bar the run is judged against (issue 31: run >= 1.0x (L)). (LS) is the same limit with
+splintr, the engine a run encodes with, called as a run calls it: (L) says how far the run is from
+tiktoken, (LS) how much of its own engine's speed it keeps.
 The stage profile times one worker's stages (read+parse, validate, render, encode, labels,
 hash, write) as separate passes over the same chunk with ``perf_counter`` around whole passes,
 so the timer costs nothing per record (a sampling profiler inflates Python-heavy lines). Each stage
