@@ -1,10 +1,12 @@
-"""Contender (L), the limit, and the per-stage profile of one worker, for ``bench_prepare.py``.
+"""Contenders (L) and (LS), the limits, and the per-stage profile of one worker, for ``bench_prepare.py``.
 
 Why a module of its own: these two measure *where the run stands*, not who it beats. (L) is the BPE
 itself: the text the official template renders, split over one process per core, each encoding
 its part with single-threaded tiktoken over the same Llama-3 ranks, timed over the ``encode`` calls
-alone. Nothing the run does can be faster than that, so the run's ratio to (L) is what is left to
-win. The stage profile times one worker's stages (read+parse, validate, render, encode, labels,
+alone: the bar the run is judged against (issue 31: run >= 1.0x (L)). (LS) is the same limit with
+splintr, the engine a run encodes with, called as a run calls it: (L) says how far the run is from
+tiktoken, (LS) how much of its own engine's speed it keeps.
+The stage profile times one worker's stages (read+parse, validate, render, encode, labels,
 hash, write) as separate passes over the same chunk with ``perf_counter`` around whole passes,
 so the timer costs nothing per record (a sampling profiler inflates Python-heavy lines). Each stage
 is timed in CPU seconds of this process (``process_time``): on a shared machine wall time counts
@@ -77,6 +79,60 @@ def run_limit(texts: list[str], processes: int) -> dict[str, Any]:
         p.join()
     return {"tokens": sum(g[0] for g in got), "seconds": max(g[1] for g in got),
             "cpu_seconds": sum(g[2] for g in got), "parts": [round(g[1], 3) for g in got]}
+
+
+def split_at_specials(texts: list[str], specials: list[str]) -> tuple[list[str], int]:
+    """The text segments between the special tokens of ``texts`` (empty ones left out), and how
+    many special tokens there were: a run never sends a control token to splintr (its id is
+    written directly), only the text around it."""
+    import re
+
+    pattern = re.compile("(" + "|".join(map(re.escape, sorted(specials, key=len, reverse=True))) + ")")
+    segments: list[str] = []
+    count = 0
+    for text in texts:
+        for i, part in enumerate(pattern.split(text)):
+            if i % 2:
+                count += 1
+            elif part:
+                segments.append(part)
+    return segments, count
+
+
+def _splintr_worker(encode: Any, segments: list[str], specials: int, barrier: Any, results: Any) -> None:
+    barrier.wait()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    size = 0
+    for t in segments:
+        size += len(encode(t))  # int32 ids as bytes: 4 bytes a token
+    results.put((size // 4 + specials, time.perf_counter() - t0, time.process_time() - cpu0))
+
+
+def run_limit_splintr(texts: list[str], processes: int) -> dict[str, Any]:
+    """(LS): (L) with the engine `run` uses. The built-in tokenizer's splintr object, built the way
+    a run builds it (``load_tokenizer().engine``, before the fork, warmed up), and the call a run
+    makes for every text piece (``encode_text_bytes``: splintr's ``encode_flat`` with the
+    lone-surrogate repair). splintr, as a run builds it, knows no special tokens, so each part's
+    text is cut at the control tokens before the timing, as a run never encodes those (each counts
+    one token); the same contiguous parts as (L), the same barrier start, the slowest part's wall."""
+    from sftdata.tokenizer import load_tokenizer
+
+    tok = load_tokenizer()
+    encode = tok.encode_text_bytes
+    encode("warm up")
+    specials = list(tok.meta["special_tokens"].values())
+    parts = [split_at_specials(part, specials) for part in split_balanced(texts, processes)]
+    ctx = mp.get_context("fork")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_splintr_worker, args=(encode, segs, n, barrier, results)) for segs, n in parts]
+    for p in procs:
+        p.start()
+    got = [results.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return {"tokens": sum(g[0] for g in got), "seconds": max(g[1] for g in got),
+            "cpu_seconds": sum(g[2] for g in got), "parts": [round(g[1], 3) for g in got],
+            "calls": sum(len(segs) for segs, _ in parts)}
 
 
 def stage_profile(corpus: Path, template: str, date_string: str) -> dict[str, Any]:

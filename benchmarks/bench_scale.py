@@ -3,10 +3,10 @@
 ``overlap`` at two sizes, as ratios.
 
 The input: the shared corpus (``/work/shared/corpora/sft-mix.jsonl``, or ``--corpus``) copied N
-times. Copies must differ in their text, or a tokenizer that caches pre-tokens (splintr) and the
-dedupe pass are flattered: copy ``k`` appends `` [k]`` to every message's string content (and to
-every tool call's arguments) and ``-c{k}`` to every id. ``--duplicates half`` gives copies ``2j``
-and ``2j+1`` the same text (ids still differ), so half the records are exact duplicates.
+times by ``bench_copies.build_input``: copy ``k`` appends `` [k]`` to every message's string
+content (and to every tool call's arguments) and ``-c{k}`` to every id, so the dedupe pass is not
+flattered. ``--duplicates half`` gives copies ``2j`` and ``2j+1`` the same text (ids still
+differ), so half the records are exact duplicates.
 
     python benchmarks/bench_scale.py --copies 4,16            # the figures in RESULTS.md
     python benchmarks/bench_scale.py --copies 64,1024 --workers 2 --duplicates half
@@ -28,43 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import orjson
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_copies import build_input  # noqa: E402  (the input rule, shared with bench_prepare.py)
 from bench_prepare import TreeRssSampler  # noqa: E402
 
 CORPUS = Path("/work/shared/corpora/sft-mix.jsonl")
-
-
-def _tagged(message: dict, tag: str) -> dict:
-    out = dict(message)
-    if isinstance(out.get("content"), str):
-        out["content"] = f"{out['content']} {tag}"
-    if isinstance(out.get("tool_calls"), list):
-        calls = []
-        for call in out["tool_calls"]:
-            fn = dict(call.get("function") or {})
-            if isinstance(fn.get("arguments"), str):
-                fn["arguments"] = f"{fn['arguments']} {tag}"
-            calls.append({**call, "function": fn})
-        out["tool_calls"] = calls
-    return out
-
-
-def build_input(corpus: Path, copies: int, path: Path, half_duplicates: bool = False) -> int:
-    """Write ``copies`` changed copies of ``corpus`` to ``path``; returns the record count."""
-    records = [orjson.loads(line) for line in corpus.read_bytes().splitlines() if line.strip()]
-    n = 0
-    with open(path, "wb") as f:
-        for k in range(copies):
-            tag = f"[{k // 2 if half_duplicates else k}]"
-            for rec in records:
-                out = dict(rec, messages=[_tagged(m, tag) for m in rec["messages"]])
-                if "id" in rec:
-                    out["id"] = f"{rec['id']}-c{k}"
-                f.write(orjson.dumps(out) + b"\n")
-                n += 1
-    return n
 
 
 def measure(argv: list[str]) -> dict:

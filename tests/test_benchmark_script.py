@@ -18,11 +18,15 @@ ROWS = (
     "(a) TRL SFTTrainer prep",
     "(b) HF encode_batch",
     "(L) limit: tiktoken x 2 processes",
+    "(LS) limit: splintr x 2 processes",
+    "token check: limit splintr",
+    "run vs the limit with splintr (LS)",
+    "copies    : copy k appends ' [k]'",
     "(c) sftdata run --workers 2",
     "start-up of (c): sftdata run on 50 records",
     "token check: limit",
     "per-stage profile of one worker",
-    "run >= 0.85x the limit (L) tokens/s",
+    "run >= 1.0x the limit (L) tokens/s",
     "token check: encode_batch",
     "memory growth 4x input",
     "run >= 10x TRL prep tokens/s",
@@ -44,7 +48,9 @@ def test_quick_benchmark_prints_every_row() -> None:
         assert row in out, f"missing {row!r} in:\n{out}"
     assert "error:" not in out, out
     assert "token check: encode_batch" in out and "-> OK" in out, out
-    assert "token check: limit" in out and out.count("-> OK") == 2, out
+    assert "token check: limit" in out and out.count("-> OK") == 3, out
+    assert "MISMATCH" not in out, out
+    assert out.count(" L, run is ") == 1 and " LS (tokens/s" in out, out
     for stage in ("read+parse", "validate", "render", "encode (BPE)", "labels", "hash", "write"):
         assert f"    {stage} " in out, out
     assert out.count("PASS") + out.count("FAIL") + out.count("SKIP") == 6, out
