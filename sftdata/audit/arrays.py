@@ -16,7 +16,10 @@ import pyarrow.compute as pc
 
 from sftdata.constants import IGNORE_INDEX
 
-CHUNK_TOKENS = 1 << 22  # rows are checked in slices of about this many tokens: bounded memory, warm caches
+# Rows are checked in slices of about this many tokens: bounded memory, warm caches. A slice's arrays
+# (and, with the pages of a mapped shard let go after each slice, its file pages) are what one audit
+# process holds, whatever the shard's size; 2**19 is below the shards of a run of a few hundred MB.
+CHUNK_TOKENS = 1 << 18
 LIST_COLUMNS = ("input_ids", "labels", "position_ids", "seq_lengths")
 
 
