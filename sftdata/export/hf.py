@@ -79,5 +79,6 @@ def write_hf(source: Source, folder: Path, opts: ExportOptions) -> dict:
             table = pad_packed(table, padded, source.pad_id)
         writer.write(table)
         tally(counts, table.num_rows, rows)
+        del table, rows  # before the next shard is read
     writer.finish()
     return counts

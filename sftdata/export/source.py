@@ -20,7 +20,7 @@ import pyarrow as pa
 from sftdata.constants import IGNORE_INDEX
 from sftdata.errors import ExportError, UnsafeFileError  # noqa: F401 - ExportError's home was here
 from sftdata.storage.layout import MANIFEST_NAME, manifest_shard_names
-from sftdata.storage.opener import map_regular, read_regular
+from sftdata.storage.opener import map_regular, read_regular, release_pages
 
 
 @dataclass(frozen=True)
@@ -112,18 +112,32 @@ def open_source(path: str | Path, *, skip_audit: bool = False) -> Source:
 
 
 def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    """(values, offsets from 0) of a list column: views of the mapped shard when it is one chunk
+    (``combine_chunks`` copies even one chunk: a shard's tokens in memory, not on the map)."""
+    if isinstance(column, pa.ChunkedArray):
+        arr = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    else:
+        arr = column
     offsets = np.asarray(arr.offsets, dtype=np.int64)
     values = np.asarray(arr.values.to_numpy(zero_copy_only=False))[offsets[0]:offsets[-1]]
     return values, offsets - offsets[0]
 
 
 def read_rows(source: Source, name: str) -> Rows:
+    return _map_rows(source, name)[0]
+
+
+def _map_rows(source: Source, name: str) -> tuple[Rows, object]:
     try:
         mapped = map_regular(source.path / name)
     except UnsafeFileError as exc:
         raise ExportError(str(exc)) from None
-    table = pa.ipc.open_stream(pa.py_buffer(mapped)).read_all()
+    rows = _rows_of(source, name, pa.ipc.open_stream(pa.py_buffer(mapped)).read_all())
+    release_pages(mapped)  # what was read to check and combine the columns; the views read theirs again
+    return rows, mapped
+
+
+def _rows_of(source: Source, name: str, table: pa.Table) -> Rows:
     ids, offsets = _flat(table.column("input_ids"))
     labels, label_offsets = _flat(table.column("labels"))
     if not np.array_equal(offsets, label_offsets):
@@ -140,11 +154,19 @@ def read_rows(source: Source, name: str) -> Rows:
 
 
 def iter_rows(source: Source) -> Iterator[tuple[str, Rows]]:
+    """Each shard's rows in manifest order. Once the caller asks for the next shard, the pages of
+    the one it had are let go (and what Arrow's pool kept), so an export holds one shard's pages,
+    not every shard's read so far."""
     from sftdata.interrupts import check_interrupted
+    from sftdata.storage.opener import release_arrow_memory
 
     for name in source.shards:
         check_interrupted()
-        yield name, read_rows(source, name)
+        rows, mapped = _map_rows(source, name)
+        yield name, rows
+        del rows
+        release_pages(mapped)
+        release_arrow_memory()
 
 
 def list_array(values: np.ndarray, offsets: np.ndarray, dtype: pa.DataType = pa.int32()) -> pa.ListArray:

@@ -89,6 +89,7 @@ def write_torchtune(source: Source, folder: Path, opts: ExportOptions) -> dict:
         table = packed_table(rows, length, source.pad_id) if keep else plain_table(rows)
         writer.write(table)
         tally(counts, table.num_rows, rows)
+        del table, rows  # before the next shard is read
     writer.finish()
     if keep:
         counts["max_seq_len"] = length
