@@ -1,0 +1,39 @@
+"""The audit lets go of each slice's mapped pages and of Arrow's pool per shard, and the report does not change."""
+
+from __future__ import annotations
+
+import pytest
+
+from sftdata.audit import arrays, shards
+from sftdata.audit.run import run_audit
+from tests.interop.harness import make_prepared
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_prepared(tmp_path_factory.mktemp("release"), "run1", packed=False, n=60)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_pages_are_let_go_after_every_slice(tmp_path, monkeypatch, folder, packed):
+    data = make_prepared(tmp_path, "p", packed=True, n=60) if packed else folder
+    whole = run_audit(data, workers=1).to_json()
+    calls = {"pages": 0, "pool": 0}
+    real_pages, real_pool = shards.release_pages, shards.release_arrow_memory
+
+    def pages(mapped):
+        calls["pages"] += 1
+        real_pages(mapped)
+
+    def pool():
+        calls["pool"] += 1
+        real_pool()
+
+    monkeypatch.setattr(shards, "release_pages", pages)
+    monkeypatch.setattr(shards, "release_arrow_memory", pool)
+    monkeypatch.setattr(arrays, "CHUNK_TOKENS", 512)  # several slices per shard
+    report = run_audit(data, workers=1)
+    n_shards = report.stats["shards"]
+    assert report.to_json() == whole  # slices of any size: the same figures and findings
+    assert calls["pool"] == n_shards
+    assert calls["pages"] > 2 * n_shards  # one per slice, and one per shard at its end
