@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from sftdata.constants import IGNORE_INDEX
 from sftdata.export.commit import DatasetWriter
-from sftdata.export.ipc_stream import StandIns, constant_fill, parts_fill
+from sftdata.export.ipc_stream import StandIns, constant_fill, parts_fill, stand_in_table
 from sftdata.export.options import ExportOptions
 from sftdata.export.source import ExportError, Rows, Source, iter_rows, list_array, tally
 from sftdata.export.targets import Target
@@ -49,15 +49,9 @@ def hf_table(rows: Rows, keep_packing: bool, segment_mask: bool) -> pa.Table:
 def streamed_plain_table(rows: Rows) -> tuple[pa.Table, StandIns]:
     """``hf_table(rows, False, ...)`` with stand-ins for its three value buffers (ids, ones, labels),
     streamed from the shard's mapped batches as the file is written, its pages let go as they go."""
-    n, offsets = rows.tokens, rows.segments
-    stand = StandIns([4 * n] * 3)
     release = (lambda: release_pages(rows.mapped)) if rows.mapped is not None else None
-    fills = (parts_fill(rows.id_parts, release), constant_fill(1, np.int32), parts_fill(rows.label_parts, release))
-    offs = np.ascontiguousarray(offsets, dtype=np.int32)
-    arrow_offs = pa.Array.from_buffers(pa.int32(), len(offs), [None, pa.py_buffer(offs)])
-    columns = [pa.ListArray.from_arrays(arrow_offs, pa.Array.from_buffers(pa.int32(), n, [None, stand.buffer(4 * n, f)]))
-               for f in fills]
-    return pa.Table.from_arrays(columns, schema=PLAIN_SCHEMA), stand
+    fills = [parts_fill(rows.id_parts, release), constant_fill(1, np.int32), parts_fill(rows.label_parts, release)]
+    return stand_in_table(PLAIN_SCHEMA, rows.segments, rows.tokens, fills)
 
 
 def pad_packed(table: pa.Table, length: int, pad_id: int) -> pa.Table:

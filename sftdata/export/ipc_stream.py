@@ -105,6 +105,18 @@ class _Sink:
         pass
 
 
+def stand_in_table(schema: pa.Schema, offsets: np.ndarray, values: int, fills: list[Fill]) -> tuple[pa.Table, StandIns]:
+    """A table of ``list<int32>`` columns (``schema``) over the same ``offsets``, each column's
+    ``values`` int32 values a stand-in written from its fill."""
+    stand = StandIns([4 * values] * len(fills))
+    offs = np.ascontiguousarray(offsets, dtype=np.int32)
+    arrow_offs = pa.Array.from_buffers(pa.int32(), len(offs), [None, pa.py_buffer(offs)])
+    columns = [pa.ListArray.from_arrays(arrow_offs, pa.Array.from_buffers(pa.int32(), values,
+                                                                          [None, stand.buffer(4 * values, f)]))
+               for f in fills]
+    return pa.Table.from_arrays(columns, schema=schema), stand
+
+
 def write_stream(path: Path, schema: pa.Schema, table: pa.Table, stand_ins: StandIns) -> None:
     """``table`` as an IPC stream at ``path`` (one record batch per chunk, as ``write_table`` writes),
     stand-in buffers written from their fills."""

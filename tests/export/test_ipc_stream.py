@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sftdata.export import ipc_stream
+from sftdata.export import ipc_stream, torchtune
 from sftdata.export.commit import DatasetWriter
 from sftdata.export.hf import PLAIN_SCHEMA, hf_table, streamed_plain_table
 from sftdata.export.source import Rows
@@ -46,6 +46,12 @@ def check_same_file(tmp_path_factory, batches) -> None:
     assert plain.digest.hexdigest() == streamed.digest.hexdigest()
     back = pa.ipc.open_stream(want).read_all()
     assert back.column("input_ids").to_pylist() == [row for b in batches for row in b]
+    tune = DatasetWriter(folder / "tune", torchtune.PLAIN_SCHEMA)
+    tune.write(torchtune.plain_table(rows))
+    tune_streamed = DatasetWriter(folder / "tune-streamed", torchtune.PLAIN_SCHEMA)
+    tune_streamed.write(*torchtune.streamed_plain_table(rows))
+    assert (folder / "tune-streamed" / "data-00000.arrow").read_bytes() == \
+        (folder / "tune" / "data-00000.arrow").read_bytes()
 
 
 def test_a_buffer_that_is_no_stand_in_passes_through(tmp_path):
