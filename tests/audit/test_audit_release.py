@@ -37,3 +37,26 @@ def test_pages_are_let_go_after_every_slice(tmp_path, monkeypatch, folder, packe
     assert report.to_json() == whole  # slices of any size: the same figures and findings
     assert calls["pool"] == n_shards
     assert calls["pages"] > 2 * n_shards  # one per slice, and one per shard at its end
+
+
+def test_a_shard_of_many_batches_is_sliced_as_one(folder, monkeypatch):
+    """Row lengths come from each batch's offsets (no joined copy of the shard); the slices are the same."""
+    import numpy as np
+    import pyarrow as pa
+
+    from sftdata.audit.integrity import map_shard, open_output
+
+    table, _ = map_shard(open_output(folder), sorted(p.name for p in folder.glob("shard-*.arrow"))[0])
+    chunked = pa.Table.from_batches(table.to_batches(max_chunksize=3))
+    assert chunked.column("input_ids").num_chunks > 2
+    one = list(arrays.iter_slices(table, False, 300))
+    seen = []
+    real = arrays.list_parts
+    monkeypatch.setattr(arrays, "list_parts", lambda col: seen.append(len(col)) or real(col))
+    many = list(arrays.iter_slices(chunked, False, 300))
+    assert max(seen) < table.num_rows  # slices only: the whole column is never joined
+    assert [first for first, _ in one] == [first for first, _ in many] and len(one) > 2
+    for (_, a), (_, b) in zip(one, many, strict=True):
+        for name in ("input_ids", "labels"):
+            assert all(np.array_equal(x, y) for x, y in zip(a[name], b[name], strict=True))
+        assert a["id"].equals(b["id"])
