@@ -68,7 +68,14 @@ class Rows:
         return int(self.offsets[-1])
 
     def trained(self) -> int:
-        return sum(trained_count(p) for p in self.label_parts)
+        """Trained labels, counted a block at a time, each block's mapped pages let go once counted."""
+        total, block = 0, 1 << 20
+        for part in self.label_parts:
+            for a in range(0, len(part), block):
+                total += trained_count(part[a:a + block])
+                if self.mapped is not None:
+                    release_pages(self.mapped)
+        return total
 
     @property
     def rows(self) -> int:
