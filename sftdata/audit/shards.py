@@ -87,7 +87,12 @@ def check_shard(folder: Folder, entry: dict, ctx: RuleContext, max_per_rule: int
         if not check_integrity:  # otherwise the integrity check reports it
             out.sink.add("shard_integrity", f"unreadable: {exc}", shard=name)
         return out
-    checked = check_table(table, name, ctx, out.sink, after_slice=lambda: release_pages(mapped))
+
+    def after_slice() -> None:
+        release_pages(mapped)
+        release_arrow_memory()
+
+    checked = check_table(table, name, ctx, out.sink, after_slice=after_slice)
     del table
     release_pages(mapped)
     release_arrow_memory()
