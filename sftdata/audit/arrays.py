@@ -16,7 +16,10 @@ import pyarrow.compute as pc
 
 from sftdata.constants import IGNORE_INDEX
 
-CHUNK_TOKENS = 1 << 22  # rows are checked in slices of about this many tokens: bounded memory, warm caches
+# Rows are checked in slices of about this many tokens: bounded memory, warm caches. A slice's arrays
+# (and, with the pages of a mapped shard let go after each slice, its file pages) are what one audit
+# process holds, whatever the shard's size; 2**19 is below the shards of a run of a few hundred MB.
+CHUNK_TOKENS = 1 << 18
 LIST_COLUMNS = ("input_ids", "labels", "position_ids", "seq_lengths")
 
 
@@ -88,10 +91,22 @@ def list_parts(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarr
     return _wide(flat.to_numpy(zero_copy_only=False)), lens
 
 
+def _row_lengths(arr: pa.Array) -> np.ndarray:
+    """Per-row lengths of a list array from its offsets alone (a null list: 0)."""
+    if pa.types.is_list(arr.type) and not arr.null_count:
+        return np.diff(np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1,
+                                     offset=arr.offset * 4)).astype(np.int64)
+    return _no_nulls(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
 def iter_slices(table: pa.Table, packed: bool, chunk_tokens: int | None = None) -> Iterator[tuple[int, dict]]:
     """(first row, columns) per slice of whole rows holding about ``chunk_tokens`` tokens."""
     chunk_tokens = chunk_tokens or CHUNK_TOKENS
-    lens = list_parts(table.column("input_ids"))[1] if table.num_rows else np.zeros(0, np.int64)
+    # the row lengths chunk by chunk: list_parts of the whole column would join its chunks (a copy
+    # of every token of a shard written in several batches), where only the offsets are needed
+    column = table.column("input_ids")
+    parts = [_row_lengths(c) for c in column.chunks] if table.num_rows else []
+    lens = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     cum = np.cumsum(lens)
     cuts = np.searchsorted(cum, np.arange(chunk_tokens, int(cum[-1]) if cum.size else 0, chunk_tokens), "right")
     bounds = sorted({0, table.num_rows, *(int(c) for c in cuts)})

@@ -7,8 +7,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
-
 from sftdata.audit.integrity import AuditError
 from sftdata.audit.pitfalls import finish_dates
 from sftdata.audit.report import ROLE_NAMES, RULES, AuditReport, RowStats, Violations
@@ -47,21 +45,8 @@ def check_tokenizer(manifest: dict, tok: Any, newline: list[int], sink: Violatio
             sink.add("tokenizer_fingerprint", f"manifest tokenizer.{key} is {info[key]}, the tokenizer says {value}")
 
 
-def histogram(values: np.ndarray, lo: float, hi: float, bins: int) -> dict[str, list]:
-    counts, edges = np.histogram(values, bins=bins, range=(lo, max(hi, lo + 1e-9)))
-    return {"edges": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts]}
-
-
-def percentile(sorted_values: np.ndarray, q: float) -> float:
-    """numpy's default (linear) percentile; 0 for no values."""
-    return float(np.percentile(sorted_values, q)) if sorted_values.size else 0.0
-
-
 def stats_of(total: RowStats, manifest: dict, max_length: int | None, packed: bool, shards: int) -> dict:
-    lengths = np.concatenate(total.lengths) if total.lengths else np.zeros(0, np.int64)
-    trained = np.concatenate(total.row_trained) if total.row_trained else np.zeros(0, np.int64)
-    frac = trained / np.maximum(lengths, 1)
-    ordered = np.sort(lengths)
+    shape = total.shape
     counts = manifest.get("counts") or {}
     rejected = {str(k): int(v) for k, v in (counts.get("rejected") or {}).items()}
     read = int(counts.get("records_read", counts.get("records_written", total.conversations) + sum(rejected.values())))
@@ -77,11 +62,9 @@ def stats_of(total: RowStats, manifest: dict, max_length: int | None, packed: bo
         "packed": packed,
         "max_length": max_length,
         "packing_efficiency": total.tokens / (total.rows * max_length) if max_length and total.rows else None,
-        "length": {"min": int(lengths.min(initial=0)) if lengths.size else 0, "max": int(lengths.max(initial=0)),
-                   "mean": float(lengths.mean()) if lengths.size else 0.0,
-                   "p50": percentile(ordered, 50), "p95": percentile(ordered, 95)},
-        "length_histogram": histogram(lengths, 0, float(max(max_length or 0, lengths.max(initial=1))), 32),
-        "trained_fraction_histogram": histogram(frac, 0.0, 1.0, 20),
+        "length": shape.figures(),
+        "length_histogram": shape.length_histogram(max_length),
+        "trained_fraction_histogram": shape.fraction_histogram(),
         "tokens_per_role": {r: int(total.role_tokens[i]) for r, i in roles.items()},
         "trained_tokens_per_role": {r: int(total.role_trained[i]) for r, i in roles.items()},
         "turns_per_role": {r: int(total.role_turns[i]) for r, i in roles.items() if r != "other"},

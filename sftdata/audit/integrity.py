@@ -120,14 +120,21 @@ def load_manifest(location: str | Path | Folder, check_names: bool = True) -> di
 def read_shard(folder: Folder, name: str) -> pa.Table:
     """The whole shard; memory-mapped when local, so the list columns' values stay on disk until
     touched, and read straight from the filesystem (no local copy) when remote."""
+    return map_shard(folder, name)[0]
+
+
+def map_shard(folder: Folder, name: str) -> tuple[pa.Table, Any]:
+    """``read_shard``, and the memory map under the table (None when remote): a reader going through
+    the shard slice by slice lets go of the pages it has read (``release_pages``), so a large shard
+    costs the resident memory of a slice, not of the file."""
     if not folder.remote:  # the one opener: a FIFO would block open() forever (issue 14)
         try:
             mapped = map_regular(folder.local(name), what=f"{folder}/{name}")
         except UnsafeFileError as exc:
             raise OSError(str(exc)) from None
-        return pa.ipc.open_stream(pa.py_buffer(mapped)).read_all()
+        return pa.ipc.open_stream(pa.py_buffer(mapped)).read_all(), mapped
     with folder.open_read(name) as source:
-        return pa.ipc.open_stream(source).read_all()
+        return pa.ipc.open_stream(source).read_all(), None
 
 
 def shard_counts(table: pa.Table) -> dict[str, int]:

@@ -86,8 +86,19 @@ class PreparedSource:
                                   daemon=True) if self.check_integrity else None
         if thread is not None and n_workers == 1:
             thread.run()  # here, before the rows, as a plain call
-        outcomes = list(check_shards(folder, entries, ctx, self.max_per_rule, self.check_integrity, n_workers,
-                                     started=thread.start if thread and n_workers > 1 else None))
+        # Each shard's statistics are merged as it comes (a fixed-size summary); its findings wait
+        # for the integrity check's, which come first in the report.
+        rows = RowPass(parts=len(entries))
+        outcomes, checked = [], []
+        for outcome in check_shards(folder, entries, ctx, self.max_per_rule, self.check_integrity, n_workers,
+                                    started=thread.start if thread and n_workers > 1 else None):
+            if outcome.stats is not None:
+                rows.packed |= outcome.packed
+                rows.first_rows(outcome.name, outcome.stats.rows)
+                rows.total.merge(outcome.stats)
+            checked.append(outcome.stats is not None)
+            outcome.stats = None
+            outcomes.append(outcome)
         if thread is not None:
             if n_workers > 1:
                 thread.join()
@@ -96,15 +107,9 @@ class PreparedSource:
             self.integrity = box[0]
         for problem in self.integrity.problems if self.integrity else []:
             sink.add("shard_integrity", f"{problem.kind}: {problem.message}", shard=problem.file)
-        rows = RowPass(parts=len(entries))
         for outcome in outcomes:
             merge_outcome(sink, ctx, outcome)
-            if outcome.stats is None:
-                rows.all_read = False
-                continue
-            rows.packed |= outcome.packed
-            rows.first_rows(outcome.name, outcome.stats.rows)
-            rows.total.merge(outcome.stats)
+        rows.all_read = all(checked)
         return rows
 
     def thresholds(self) -> dict[str, float | None]:

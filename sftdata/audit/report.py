@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from sftdata.audit.summary import LengthSummary
+
 RULES: dict[str, str] = {
     "shard_integrity": "every shard the manifest lists exists with its recorded size and sha256, "
     "reads as Arrow, and no unlisted shard is present",
@@ -114,8 +116,7 @@ class RowStats:
     role_tokens: np.ndarray = field(default_factory=lambda: np.zeros(len(ROLE_NAMES), np.int64))
     role_trained: np.ndarray = field(default_factory=lambda: np.zeros(len(ROLE_NAMES), np.int64))
     role_turns: np.ndarray = field(default_factory=lambda: np.zeros(len(ROLE_NAMES), np.int64))
-    lengths: list[np.ndarray] = field(default_factory=list)
-    row_trained: list[np.ndarray] = field(default_factory=list)
+    shape: LengthSummary = field(default_factory=LengthSummary)  # row lengths and trained fractions
 
     def merge(self, other: RowStats) -> None:
         for name in ("rows", "conversations", "tokens", "trained_tokens", "truncated_rows"):
@@ -123,8 +124,7 @@ class RowStats:
         self.role_tokens += other.role_tokens
         self.role_trained += other.role_trained
         self.role_turns += other.role_turns
-        self.lengths += other.lengths
-        self.row_trained += other.row_trained
+        self.shape.merge(other.shape)
 
 
 def violation_line(v: dict[str, Any]) -> str:

@@ -214,8 +214,8 @@ def check_slice(cols: dict[str, Any], first_row: int, shard: str, ctx: RuleConte
     np.cumsum(trained, dtype=np.int32, out=cum[1:])
     stats = RowStats(rows=v.n_rows, conversations=len(v.seg_len), tokens=n,
                      trained_tokens=int(cum[-1] if same.all() else np.count_nonzero(labs_raw != IGNORE_INDEX)),
-                     truncated_rows=int(np.count_nonzero(np.bincount(v.seg_row[v.seg_trunc], minlength=v.n_rows))),
-                     lengths=[lens], row_trained=[cum[v.row_start[1:]] - cum[v.row_start[:-1]]])
+                     truncated_rows=int(np.count_nonzero(np.bincount(v.seg_row[v.seg_trunc], minlength=v.n_rows))))
+    stats.shape.add(lens, cum[v.row_start[1:]] - cum[v.row_start[:-1]])
     v.emit_segs("single_bos", np.flatnonzero(v.seg_len == 0), lambda k, s: "empty conversation: no tokens")
     # a row whose labels do not line up is reported once, as labels_length, not also as untrained
     v.emit_segs("row_has_trained_tokens", np.flatnonzero((cum[v.seg_start[1:]] == cum[v.seg_start[:-1]])

@@ -23,11 +23,12 @@ from typing import Any
 import pyarrow as pa
 
 from sftdata.audit.arrays import column_problems, iter_slices
-from sftdata.audit.integrity import AuditError, read_shard
+from sftdata.audit.integrity import AuditError, map_shard
 from sftdata.audit.report import RowStats, Violations
 from sftdata.audit.rules import check_slice
 from sftdata.audit.slice_view import RuleContext
 from sftdata.storage import Folder
+from sftdata.storage.opener import release_arrow_memory, release_pages
 
 MAX_WORKERS = 8
 
@@ -51,11 +52,13 @@ def count_check(sink: Violations, what: str, want: dict, found: dict, shard: str
 
 
 def check_table(table: pa.Table, name: str, ctx: RuleContext, sink: Violations, prepared: bool = True,
-                first_row: int = 0, whole: bool = True) -> tuple[RowStats, bool] | None:
+                first_row: int = 0, whole: bool = True,
+                after_slice: Callable[[], None] | None = None) -> tuple[RowStats, bool] | None:
     """Every row rule over one shard or part; None when its columns cannot be checked at all.
     Data without a manifest (``prepared=False``) is not expected to carry sftdata's content_hash.
     ``first_row``: the table's first row within its part; ``whole=False``: the table is one slice
-    of its part, so the caller judges whether the part trains anything."""
+    of its part, so the caller judges whether the part trains anything. ``after_slice`` runs once
+    each slice is checked (a mapped shard lets go of the pages read)."""
     problems, fatal, packed = column_problems(table.schema)
     for message in problems if prepared else [p for p in problems if p != "no column content_hash"]:
         sink.add("columns", message, shard=name)
@@ -64,6 +67,9 @@ def check_table(table: pa.Table, name: str, ctx: RuleContext, sink: Violations, 
     shard = RowStats()
     for first, cols in iter_slices(table, packed):
         shard.merge(check_slice(cols, first_row + first, name, ctx, sink, packed))
+        del cols
+        if after_slice is not None:
+            after_slice()
     if whole and shard.rows and not shard.trained_tokens:
         sink.add("all_labels_masked", f"not one of the {shard.rows} rows trains a token: every label is -100 "
                  "(a response template that never matched?)", shard=name)
@@ -76,12 +82,20 @@ def check_shard(folder: Folder, entry: dict, ctx: RuleContext, max_per_rule: int
     name = entry["file"]
     out = ShardOutcome(name, Violations(max_per_rule))
     try:
-        table = read_shard(folder, name)
+        table, mapped = map_shard(folder, name)
     except (OSError, pa.ArrowException) as exc:
         if not check_integrity:  # otherwise the integrity check reports it
             out.sink.add("shard_integrity", f"unreadable: {exc}", shard=name)
         return out
-    checked = check_table(table, name, ctx, out.sink)
+
+    def after_slice() -> None:
+        release_pages(mapped)
+        release_arrow_memory()
+
+    checked = check_table(table, name, ctx, out.sink, after_slice=after_slice)
+    del table
+    release_pages(mapped)
+    release_arrow_memory()
     if checked is not None:
         out.stats, out.packed = checked
         count_check(out.sink, f"shard {name}", entry, {"rows": out.stats.rows, "tokens": out.stats.tokens,

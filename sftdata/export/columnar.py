@@ -45,6 +45,7 @@ def write_parquet(source: Source, folder: Path, opts: ExportOptions) -> dict:
         _write_parquet(table, folder / file)
         counts["files"].append(file)
         tally(counts, table.num_rows, rows)
+        del table, rows  # before the next shard is read
     return counts
 
 
@@ -87,6 +88,7 @@ def write_megatron(source: Source, folder: Path, opts: ExportOptions) -> dict:
             min_packed = shortest if min_packed is None else min(min_packed, shortest)
         counts["files"].append(file)
         tally(counts, table.num_rows, rows, int(rolled_loss_mask(rows).sum()))
+        del table, rows  # before the next shard is read
     # read by GPTSFTPackedDataset.collate_fn when pad_cu_seqlens is on (CUDA graphs)
     write_json(folder / "packing_metadata.json", [{"max_samples_per_bin": max_samples, "dataset_max_seqlen": max_len,
                                                    "min_packed_seqlen": min_packed or 0}])

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from sftdata.export.ipc_stream import StandIns, write_stream
 from sftdata.stages.write.arrow import atomic_write_bytes, fsync_file
 from sftdata.storage.layout import EXPORT_MANIFEST_NAME
 
@@ -43,11 +44,16 @@ class DatasetWriter:
         self.digest = hashlib.sha256()
         folder.mkdir(parents=True, exist_ok=True)
 
-    def write(self, table: pa.Table) -> None:
+    def write(self, table: pa.Table, stand_ins: StandIns | None = None) -> None:
+        """One ``data-NNNNN.arrow`` file; ``stand_ins``: the table's large buffers are stand-ins whose
+        bytes are streamed in (`sftdata.export.ipc_stream`), the same file without the copy."""
         name = f"data-{len(self.files):05d}.arrow"
         path = self.folder / name
-        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, self.schema) as writer:
-            writer.write_table(table.cast(self.schema) if table.schema != self.schema else table)
+        if stand_ins is not None and table.schema == self.schema:
+            write_stream(path, self.schema, table, stand_ins)
+        else:
+            with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, self.schema) as writer:
+                writer.write_table(table.cast(self.schema) if table.schema != self.schema else table)
         fsync_file(path)
         self.files.append(name)
         self.digest.update(name.encode())

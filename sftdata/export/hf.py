@@ -19,9 +19,11 @@ import pyarrow.compute as pc
 
 from sftdata.constants import IGNORE_INDEX
 from sftdata.export.commit import DatasetWriter
+from sftdata.export.ipc_stream import StandIns, constant_fill, parts_fill, stand_in_table
 from sftdata.export.options import ExportOptions
 from sftdata.export.source import ExportError, Rows, Source, iter_rows, list_array, tally
 from sftdata.export.targets import Target
+from sftdata.storage.opener import release_pages
 
 INT_LIST = pa.list_(pa.int32())
 PLAIN_SCHEMA = pa.schema([("input_ids", INT_LIST), ("attention_mask", INT_LIST), ("labels", INT_LIST)])
@@ -42,6 +44,14 @@ def hf_table(rows: Rows, keep_packing: bool, segment_mask: bool) -> pa.Table:
         columns.append(list_array(rows.positions(), offsets))
         return pa.Table.from_arrays(columns, schema=PACKED_SCHEMA)
     return pa.Table.from_arrays(columns, schema=PLAIN_SCHEMA)
+
+
+def streamed_plain_table(rows: Rows) -> tuple[pa.Table, StandIns]:
+    """``hf_table(rows, False, ...)`` with stand-ins for its three value buffers (ids, ones, labels),
+    streamed from the shard's mapped batches as the file is written, its pages let go as they go."""
+    release = (lambda: release_pages(rows.mapped)) if rows.mapped is not None else None
+    fills = [parts_fill(rows.id_parts, release), constant_fill(1, np.int32), parts_fill(rows.label_parts, release)]
+    return stand_in_table(PLAIN_SCHEMA, rows.segments, rows.tokens, fills)
 
 
 def pad_packed(table: pa.Table, length: int, pad_id: int) -> pa.Table:
@@ -74,10 +84,18 @@ def write_hf(source: Source, folder: Path, opts: ExportOptions) -> dict:
         padded = cutoff + 1
         counts["cutoff_len"] = cutoff
     for _, rows in iter_rows(source):
+        if not keep:  # the common case: streamed, never a copy of the shard's tokens
+            table, stand = streamed_plain_table(rows)
+            writer.write(table, stand)
+            tally(counts, table.num_rows, rows)
+            stand.close()
+            del table, rows, stand
+            continue
         table = hf_table(rows, keep, segment_mask=True)
         if padded:
             table = pad_packed(table, padded, source.pad_id)
         writer.write(table)
         tally(counts, table.num_rows, rows)
+        del table, rows  # before the next shard is read
     writer.finish()
     return counts

@@ -43,4 +43,5 @@ def write_olmo(source: Source, folder: Path, opts: ExportOptions) -> dict:
         counts["conversations"] += len(seg) - 1
         counts["tokens"] += len(rows.input_ids)
         counts["trained_tokens"] += int(trained.sum())
+        del rows, trained  # before the next shard is read
     return counts

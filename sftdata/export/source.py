@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +22,7 @@ import pyarrow as pa
 from sftdata.constants import IGNORE_INDEX
 from sftdata.errors import ExportError, UnsafeFileError  # noqa: F401 - ExportError's home was here
 from sftdata.storage.layout import MANIFEST_NAME, manifest_shard_names
-from sftdata.storage.opener import map_regular, read_regular
+from sftdata.storage.opener import map_regular, read_regular, release_pages
 
 
 @dataclass(frozen=True)
@@ -41,13 +43,39 @@ class Source:
 @dataclass(frozen=True)
 class Rows:
     """One shard's rows: ``offsets`` (rows + 1) into the flat ``input_ids``/``labels``, and the
-    conversation boundaries ``segments`` (conversations + 1, a superset of ``offsets``)."""
+    conversation boundaries ``segments`` (conversations + 1, a superset of ``offsets``). The token
+    ids and labels are kept as the shard holds them, one view of the map per record batch
+    (``id_parts``, ``label_parts``); ``input_ids`` and ``labels`` join them on first use, a copy
+    only when the shard has several batches (a writer that streams reads the parts)."""
 
-    input_ids: np.ndarray
-    labels: np.ndarray
+    id_parts: tuple[np.ndarray, ...]
+    label_parts: tuple[np.ndarray, ...]
     offsets: np.ndarray
     segments: np.ndarray
     table: pa.Table
+    mapped: Any = field(default=None, compare=False)  # the shard's memory map (``release_pages``)
+
+    @cached_property
+    def input_ids(self) -> np.ndarray:
+        return _joined(self.id_parts)
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        return _joined(self.label_parts)
+
+    @property
+    def tokens(self) -> int:
+        return int(self.offsets[-1])
+
+    def trained(self) -> int:
+        """Trained labels, counted a block at a time, each block's mapped pages let go once counted."""
+        total, block = 0, 1 << 20
+        for part in self.label_parts:
+            for a in range(0, len(part), block):
+                total += trained_count(part[a:a + block])
+                if self.mapped is not None:
+                    release_pages(self.mapped)
+        return total
 
     @property
     def rows(self) -> int:
@@ -111,40 +139,67 @@ def open_source(path: str | Path, *, skip_audit: bool = False) -> Source:
                   max_length=max_length, pad_id=int(pad_id) if isinstance(pad_id, int) else 0)
 
 
-def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    offsets = np.asarray(arr.offsets, dtype=np.int64)
-    values = np.asarray(arr.values.to_numpy(zero_copy_only=False))[offsets[0]:offsets[-1]]
-    return values, offsets - offsets[0]
+def _joined(parts: tuple[np.ndarray, ...]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, np.int32)
+
+
+def _flat(column: pa.ChunkedArray | pa.Array) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """(values per chunk, offsets from 0 over all chunks) of a list column: the values are views of
+    the mapped shard (int32 as written; other integer types converted, as before)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts, offsets, base = [], [np.zeros(1, np.int64)], 0
+    for arr in chunks:
+        offs = np.asarray(arr.offsets, dtype=np.int64)
+        values = np.asarray(arr.values.to_numpy(zero_copy_only=False))[offs[0]:offs[-1]]
+        parts.append(values.astype(np.int32, copy=False))
+        offsets.append(offs[1:] - offs[0] + base)
+        base += int(offs[-1] - offs[0])
+    return tuple(parts), np.concatenate(offsets)
 
 
 def read_rows(source: Source, name: str) -> Rows:
+    return _map_rows(source, name)[0]
+
+
+def _map_rows(source: Source, name: str) -> tuple[Rows, object]:
     try:
         mapped = map_regular(source.path / name)
     except UnsafeFileError as exc:
         raise ExportError(str(exc)) from None
-    table = pa.ipc.open_stream(pa.py_buffer(mapped)).read_all()
+    rows = _rows_of(source, name, pa.ipc.open_stream(pa.py_buffer(mapped)).read_all(), mapped)
+    release_pages(mapped)  # what was read to check and combine the columns; the views read theirs again
+    return rows, mapped
+
+
+def _rows_of(source: Source, name: str, table: pa.Table, mapped: Any = None) -> Rows:
     ids, offsets = _flat(table.column("input_ids"))
     labels, label_offsets = _flat(table.column("labels"))
     if not np.array_equal(offsets, label_offsets):
         raise ExportError(f"{source.path / name}: input_ids and labels differ in length")
     if "seq_lengths" in table.column_names:
-        lens, _ = _flat(table.column("seq_lengths"))
+        lens = _joined(_flat(table.column("seq_lengths"))[0])
         segments = np.concatenate([[0], np.cumsum(lens, dtype=np.int64)])
         if segments[-1] != offsets[-1] or not np.isin(offsets, segments).all():
             raise ExportError(f"{source.path / name}: seq_lengths do not add up to the rows' lengths")
     else:
         segments = offsets
-    return Rows(input_ids=ids.astype(np.int32, copy=False), labels=labels.astype(np.int32, copy=False),
-                offsets=offsets, segments=segments, table=table)
+    return Rows(id_parts=ids, label_parts=labels, offsets=offsets, segments=segments, table=table, mapped=mapped)
 
 
 def iter_rows(source: Source) -> Iterator[tuple[str, Rows]]:
+    """Each shard's rows in manifest order. Once the caller asks for the next shard, the pages of
+    the one it had are let go (and what Arrow's pool kept), so an export holds one shard's pages,
+    not every shard's read so far."""
     from sftdata.interrupts import check_interrupted
+    from sftdata.storage.opener import release_arrow_memory
 
     for name in source.shards:
         check_interrupted()
-        yield name, read_rows(source, name)
+        rows, mapped = _map_rows(source, name)
+        yield name, rows
+        del rows
+        release_pages(mapped)
+        release_arrow_memory()
 
 
 def list_array(values: np.ndarray, offsets: np.ndarray, dtype: pa.DataType = pa.int32()) -> pa.ListArray:
@@ -165,5 +220,5 @@ def tally(counts: dict, rows_written: int, rows: Rows, trained: int | None = Non
     tokens, trained tokens); ``trained`` when the target counts trained positions its own way."""
     counts["rows"] += rows_written
     counts["conversations"] += len(rows.segments) - 1
-    counts["tokens"] += len(rows.input_ids)
-    counts["trained_tokens"] += trained_count(rows.labels) if trained is None else trained
+    counts["tokens"] += rows.tokens
+    counts["trained_tokens"] += rows.trained() if trained is None else trained

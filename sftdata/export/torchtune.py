@@ -20,8 +20,10 @@ import pyarrow as pa
 
 from sftdata.constants import IGNORE_INDEX
 from sftdata.export.commit import DatasetWriter
+from sftdata.export.ipc_stream import StandIns, parts_fill, stand_in_table
 from sftdata.export.options import ExportOptions
 from sftdata.export.source import ExportError, Rows, Source, iter_rows, list_array, tally
+from sftdata.storage.opener import release_pages
 
 INT_LIST = pa.list_(pa.int32())
 PLAIN_SCHEMA = pa.schema([("tokens", INT_LIST), ("labels", INT_LIST)])
@@ -73,6 +75,13 @@ def plain_table(rows: Rows) -> pa.Table:
                                 schema=PLAIN_SCHEMA)
 
 
+def streamed_plain_table(rows: Rows) -> tuple[pa.Table, StandIns]:
+    """``plain_table(rows)`` with stand-ins for its two value buffers, streamed from the shard's batches."""
+    release = (lambda: release_pages(rows.mapped)) if rows.mapped is not None else None
+    return stand_in_table(PLAIN_SCHEMA, rows.segments, rows.tokens,
+                          [parts_fill(rows.id_parts, release), parts_fill(rows.label_parts, release)])
+
+
 def max_seq_len_for(source: Source, opts: ExportOptions) -> int:
     value = opts.max_seq_len or source.max_length
     if not value:
@@ -86,9 +95,12 @@ def write_torchtune(source: Source, folder: Path, opts: ExportOptions) -> dict:
     counts = {"rows": 0, "conversations": 0, "tokens": 0, "trained_tokens": 0}
     length = max_seq_len_for(source, opts) if keep else None
     for _, rows in iter_rows(source):
-        table = packed_table(rows, length, source.pad_id) if keep else plain_table(rows)
-        writer.write(table)
+        table, stand = (packed_table(rows, length, source.pad_id), None) if keep else streamed_plain_table(rows)
+        writer.write(table, stand)
         tally(counts, table.num_rows, rows)
+        if stand is not None:
+            stand.close()
+        del table, rows, stand  # before the next shard is read
     writer.finish()
     if keep:
         counts["max_seq_len"] = length

@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from sftdata.planning.folder import load_shards, read_manifest
+from sftdata.planning.figures import EpochTotals, epoch_totals, shuffled
+from sftdata.planning.folder import check_dataset_files, read_manifest
+from sftdata.planning.lengths import read_lengths
 from sftdata.planning.memory import format_bytes
 from sftdata.planning.sizing import BatchDecision
-from sftdata.planning.token_batches import BatchSpec, dataset_lengths, epoch_plan, padded_width
+from sftdata.planning.token_batches import BatchSpec, _rng, padded_width
 
 DEFAULT_ROWS = (1, 2, 4, 8, 16, 32)
 TOKEN_MULTIPLES = (1, 2, 4, 8, 16)
@@ -64,33 +66,58 @@ class Plan:
 
 def length_histogram(lengths: Sequence[int] | np.ndarray) -> list[tuple[int, int, int]]:
     """Rows per power-of-two length bin: 1-64, 65-128, 129-256, ..."""
-    lens = np.asarray(lengths, dtype=np.int64)
-    top, edges = int(lens.max()), [0, 64]
+    lens = np.asarray(lengths)
+    if lens.dtype.kind in "iu" and lens.size and 0 <= lens.min() and lens.max() < 1 << 20:
+        counts = np.bincount(lens)  # rows per length, without a per-row copy
+        values = np.flatnonzero(counts)
+        counts = counts[values]
+    else:
+        values, counts = np.unique(lens.astype(np.int64), return_counts=True)
+    top, edges = int(values.max()), [0, 64]
     while edges[-1] < top:
         edges.append(edges[-1] * 2)
-    counts = np.histogram(lens, bins=np.array(edges) + 0.5)[0]
-    return [(lo + 1, hi, int(n)) for lo, hi, n in zip(edges[:-1], edges[1:], counts, strict=True)]
+    binned = np.histogram(values, bins=np.array(edges) + 0.5, weights=counts)[0]
+    return [(lo + 1, hi, int(n)) for lo, hi, n in zip(edges[:-1], edges[1:], binned, strict=True)]
 
 
 def size_figures(lengths: Sequence[int] | np.ndarray, spec: BatchSpec, grad_accum: int, world_size: int,
                  seed: int) -> SizeFigures:
     """Cut one epoch with the training sampler and measure it."""
-    ep = epoch_plan(lengths, spec, seed, 0, world_size)
-    batches, real, batched = len(ep.starts), int(ep.real.sum()), int(ep.batched.sum())
+    lens = np.asarray(lengths)
+    arranged = shuffled(lens, seed) if spec.rows is not None else np.sort(lens)[::-1]
+    return _figures(epoch_totals(arranged, spec, world_size), spec, grad_accum, world_size)
+
+
+def _figures(ep: EpochTotals, spec: BatchSpec, grad_accum: int, world_size: int) -> SizeFigures:
     unit, size = ("tokens", spec.tokens) if spec.tokens else ("rows", spec.rows)
-    mean_real = real / batches
-    return SizeFigures(unit, int(size or 0), batches // world_size, 1 - real / batched, len(ep.order) / batches,
-                       mean_real, int(ep.batched.max()), mean_real * grad_accum * world_size)
+    mean_real = ep.real / ep.batches
+    return SizeFigures(unit, int(size or 0), ep.batches // world_size, 1 - ep.real / ep.batched,
+                       ep.rows / ep.batches, mean_real, ep.max_batched, mean_real * grad_accum * world_size)
+
+
+def _all_sizes(lengths: np.ndarray, rows: list[int], budgets: list[int], free: bool, multiple: int | None,
+               grad_accum: int, world_size: int, seed: int) -> list[SizeFigures]:
+    """The figures of every size, rows first then budgets, with one arranged copy of the lengths at
+    a time: sorted longest first for the budgets, then ``lengths`` itself shuffled in place."""
+    specs = [BatchSpec(tokens=n, padding_free=free, pad_to_multiple_of=multiple) for n in budgets]
+    ordered = np.sort(lengths)[::-1] if specs else lengths
+    by_tokens = [_figures(epoch_totals(ordered, s, world_size), s, grad_accum, world_size) for s in specs]
+    del ordered
+    _rng(seed, 0).shuffle(lengths)  # the rows as every row-count epoch_plan of this seed orders them
+    specs = [BatchSpec(rows=n, padding_free=free, pad_to_multiple_of=multiple) for n in rows]
+    return [_figures(epoch_totals(lengths, s, world_size), s, grad_accum, world_size) for s in specs] + by_tokens
 
 
 def make_plan(folder: Path, *, batch_sizes: Sequence[int] | None = None, batch_tokens: Sequence[int] | None = None,
               padding_free: bool | None = None, pad_to_multiple_of: int | None = None, grad_accum: int = 1,
               world_size: int = 1, seed: int = 42, top: int = 5) -> Plan:
-    """The plan for ``folder``; sizes default to 1..32 rows and 1..16 times the longest row in tokens."""
+    """The plan for ``folder``; sizes default to 1..32 rows and 1..16 times the longest row in tokens.
+    The shards are read one at a time (only their row lengths: `sftdata.planning.lengths`) and the
+    figures computed without the epoch's per-row arrays (`sftdata.planning.figures`)."""
     read_manifest(Path(folder))
-    ds = load_shards(Path(folder))
-    lengths = dataset_lengths(ds)
-    packed = bool({"position_ids", "seq_lengths"} & set(ds.column_names))
+    found = read_lengths(Path(folder), check_dataset_files(Path(folder)), top)
+    lengths = found.lengths
+    packed = bool({"position_ids", "seq_lengths"} & set(found.columns))
     free = packed if padding_free is None else (padding_free or packed)
     longest = padded_width(int(lengths.max()), pad_to_multiple_of)
     notes = ["packed shards: batches are padding-free"] if packed else []
@@ -100,14 +127,11 @@ def make_plan(folder: Path, *, batch_sizes: Sequence[int] | None = None, batch_t
     if too_small:
         notes.append(f"token budget(s) {', '.join(map(str, too_small))} are below the longest row ({longest} tokens "
                      "as batched): `sftdata train` refuses them")
-    sizes = [size_figures(lengths, BatchSpec(rows=n, padding_free=free, pad_to_multiple_of=pad_to_multiple_of),
-                          grad_accum, world_size, seed) for n in rows]
-    sizes += [size_figures(lengths, BatchSpec(tokens=n, padding_free=free, pad_to_multiple_of=pad_to_multiple_of),
-                           grad_accum, world_size, seed) for n in budgets if n >= longest]
-    order = np.lexsort((np.arange(len(lengths)), -lengths))[:top].tolist()
-    ids = ds.data.column("id").take(order).to_pylist() if "id" in ds.column_names else None
-    return Plan(str(folder), len(lengths), int(lengths.sum()), free, grad_accum, world_size, length_histogram(lengths),
-                [(str(ids[k]) if ids else f"index {i}", int(lengths[i])) for k, i in enumerate(order)], sizes, None, notes)
+    n_rows, tokens, histogram = len(lengths), int(lengths.sum(dtype=np.int64)), length_histogram(lengths)
+    sizes = _all_sizes(lengths, rows, [n for n in budgets if n >= longest], free, pad_to_multiple_of, grad_accum,
+                       world_size, seed)
+    return Plan(str(folder), n_rows, tokens, free, grad_accum, world_size, histogram, found.longest, sizes, None,
+                notes)
 
 
 def plan_figures(folder: Path) -> dict[str, Any]:

@@ -24,6 +24,8 @@ API (stable; other modules call these):
 - ``read_regular(path, limit=..., what=None) -> bytes``: the whole file, refused above ``limit``.
 - ``read_json(path, limit=..., what=None) -> Any``: ``read_regular`` then JSON (one-line errors).
 - ``map_regular(path, what=None)``: a read-only memory map (a buffer: ``pyarrow.py_buffer(m)``).
+- ``release_arrow_memory()``: what Arrow's pool holds after frees, back to the system (once per shard).
+- ``release_pages(mapped)``: let go of a map's resident pages (it stays usable; see the function).
 - ``regular_size(path, what=None) -> int``: the size of a checked regular file (opened and closed).
 - ``UnsafeFileError`` (``sftdata.errors``, a ``UsageError``: exit 2) for every refusal.
 """
@@ -154,5 +156,33 @@ def map_regular(path: str | os.PathLike, what: str | None = None) -> Any:
         return mmap.mmap(fd, size, access=mmap.ACCESS_READ)
 
 
+def release_pages(mapped: Any) -> None:
+    """Drop the pages of a ``map_regular`` map from this process's resident memory (``MADV_DONTNEED``).
+    The map stays valid: a page touched again is read back from the page cache. A reader that goes
+    through a large file slice by slice calls it after each slice, so its resident file pages stay
+    those of one slice (a shard's read pages otherwise count in its RSS until it is unmapped)."""
+    import mmap
+
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if advice is None or not isinstance(mapped, mmap.mmap) or mapped.closed:
+        return
+    try:
+        mapped.madvise(advice)
+    except (OSError, ValueError):  # pragma: no cover - advice only: the pages then stay until unmapped
+        pass
+
+
+def release_arrow_memory() -> None:
+    """Hand the memory Arrow's pool keeps after frees back to the system. Its default pool
+    (mimalloc) holds freed pages for reuse, so a process reading shard after shard grew with the
+    number read (in the audit: 46 to 68 MiB over 64 shards); called once per shard, that stays flat."""
+    import sys
+
+    pa = sys.modules.get("pyarrow")
+    if pa is not None:
+        pa.default_memory_pool().release_unused()
+
+
 __all__ = ["METADATA_LIMIT", "UnsafeFileError", "map_regular", "metadata_limit", "open_regular", "read_json",
-           "read_regular", "regular_size"]
+           "read_regular", "regular_size",
+           "release_arrow_memory", "release_pages"]

@@ -230,6 +230,7 @@ def test_failed_write_leaves_no_output(plain_run, tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(hf, "hf_table", boom)
+    monkeypatch.setattr(hf, "streamed_plain_table", boom)  # the plain rows' (streamed) table
     res = CliRunner().invoke(main, ["export", str(plain_run), "--to", "hf", "--output", str(tmp_path / "o")])
     assert res.exit_code == 1 and "disk full" in res.output  # the one OSError policy: a full disk fails the work
     assert list(tmp_path.iterdir()) == []
