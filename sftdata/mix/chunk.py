@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 
 import orjson
 
 from sftdata.config import Settings
 from sftdata.faults import fault_point
-from sftdata.mix.select import Fact
+from sftdata.mix.decide import Drop, Route
+from sftdata.mix.facts import ChunkFacts, FactsBuilder, Needs
 from sftdata.mix.staged import ENCODED, REJECTED, RowsWriter, StagedRow, read_rows, rows_path, settings_key
 from sftdata.process.chunk import ChunkResult, ChunkTask, _processor, _Quarantine, clean_chunk_leftovers
 from sftdata.process.identity import chunk_digest
@@ -29,15 +29,6 @@ from sftdata.stages.write.arrow import MIX_SCHEMA, ShardWriter
 from sftdata.storage import Folder, work_dir
 from sftdata.storage.atomic import atomic_write_bytes
 from sftdata.storage.layout import chunk_marker, chunk_quarantine
-
-
-@dataclass(frozen=True)
-class Drop:
-    """A valid record the mix quarantines: ``duplicate`` (dedupe across the mix) or ``contaminated``."""
-
-    reason: str
-    message: str
-    extra: dict = field(default_factory=dict)
 
 
 class _SourceTask(ChunkTask):
@@ -53,50 +44,21 @@ class _SourceTask(ChunkTask):
 
 
 class ScanChunk(_SourceTask):
-    """First pass: a ``Fact`` (hashes, token count) of every record that would be written.
+    """First pass: every record processed whole (parse, adapt, validate, render, encode), its
+    outcome staged in ``location``'s work dir (``sftdata.mix.staged``), and the facts of each record
+    that would be written returned as columns (``sftdata.mix.facts``).
 
-    ``need_tokens`` (a token budget or a token-sized eval split): every record's count. Else the count
-    is -1 (not needed) and a record is no fact only where encoding could reject it (``truncation:
-    drop`` and more characters than ``max_length``: a token holds at least one). ``location``: the
-    folder whose work dir keeps the chunk's staged rows (``sftdata.mix.staged``): every record is
-    then processed whole, once; without it, a record is encoded only where its facts need it."""
+    A record whose encoding fails is a fact all the same unless its facts needed the encoding (the
+    recipe needs token counts, or ``truncation: drop`` with more characters than ``max_length``: a
+    token holds at least one), so the valid count does not depend on the recipe's other settings."""
 
-    def __init__(self, settings: Settings, sources: dict[str, Settings], need_tokens: bool = True,
-                 location: str | None = None) -> None:
+    def __init__(self, settings: Settings, sources: dict[str, Settings], needs: Needs, location: str) -> None:
         super().__init__(settings, sources)
-        self.need_tokens, self.location = need_tokens, location
+        self.needs, self.location = needs, location
 
-    def __call__(self, chunk: Chunk) -> tuple[int, list[Fact]]:
+    def __call__(self, chunk: Chunk) -> ChunkFacts:
         settings, proc = self.proc_of(chunk)
-        if self.location is not None:
-            return chunk.index, self._staged(chunk, settings, proc)
-        facts = []
-        for line, _raw, _rid, conv in validated(chunk, settings, proc):
-            if not isinstance(conv, Conversation):
-                continue
-            try:
-                tokens = self._tokens(settings, proc, conv)
-            except RUN_FAULTS:
-                raise
-            except Exception:  # noqa: BLE001 - rejected again, with its reason, by the main pass
-                continue
-            h, ph = conversation_hashes(conv)
-            facts.append(Fact(chunk.source, chunk.index, line, conv.id, h, ph, tokens))
-        return chunk.index, facts
-
-    def _counted(self, settings: Settings, pieces) -> bool:
-        """Whether a record's facts need its encoding (the count, or whether encoding keeps it)."""
-        return self.need_tokens or (settings.truncation == "drop"
-                                    and sum([len(v) for _, v in pieces]) > settings.max_length)
-
-    def _tokens(self, settings: Settings, proc: RecordProcessor, conv: Conversation) -> int:
-        pieces = conv.pieces if conv.pieces is not None else proc.renderer.render(conv)
-        if not self._counted(settings, pieces):
-            return -1
-        return len(proc.encoder.encode(pieces).input_ids)
-
-    def _staged(self, chunk: Chunk, settings: Settings, proc: RecordProcessor) -> list[Fact]:
-        facts, rows, blanks = [], RowsWriter(), BlankCounter()
+        facts, rows, blanks = FactsBuilder(self.needs, chunk.source), RowsWriter(), BlankCounter()
         for line, raw, _rid, conv in validated(chunk, settings, proc, blanks):
             if not isinstance(conv, Conversation):
                 rows.rejected(line, conv)
@@ -111,14 +73,18 @@ class ScanChunk(_SourceTask):
             except Exception as exc:  # noqa: BLE001 - quarantined by the main pass if it takes the record
                 rows.failed(line, raw, conv, exc, chunk.name)
                 if pieces is not None and not self._counted(settings, pieces):  # a fact all the same
-                    facts.append(Fact(chunk.source, chunk.index, line, conv.id, *conversation_hashes(conv), -1))
+                    facts.add(line, conv.id, *conversation_hashes(conv), -1)
                 continue
             rows.encoded(line, raw, conv, enc, hashes)
-            tokens = len(enc.input_ids) if self._counted(settings, pieces) else -1
-            facts.append(Fact(chunk.source, chunk.index, line, conv.id, *hashes, tokens))
+            facts.add(line, conv.id, *hashes, len(enc.input_ids))
         rows.write(rows_path(self.location, chunk.index), chunk_digest(chunk), settings_key(settings),
                    blanks.value)
-        return facts
+        return facts.build(chunk.index)
+
+    def _counted(self, settings: Settings, pieces) -> bool:
+        """Whether a record's facts need its encoding (the count, or whether encoding keeps it)."""
+        return self.needs.tokens or (settings.truncation == "drop"
+                                     and sum([len(v) for _, v in pieces]) > settings.max_length)
 
 
 class PromptChunk(_SourceTask):
@@ -144,7 +110,7 @@ class MixChunk(_SourceTask):
     A record neither routed nor dropped is not taken: counted by the driver, not written."""
 
     def __init__(self, settings: Settings, sources: dict[str, Settings], locations: dict[str, str],
-                 routes: dict[int, dict[int, tuple[str, int]]], drops: dict[int, dict[int, Drop]],
+                 routes: dict[int, Route], drops: dict[int, dict[int, Drop]],
                  run_ids: dict[str, str], *, sync: bool = True) -> None:
         super().__init__(settings, sources)
         self.locations, self.routes, self.drops = locations, routes, drops
@@ -152,7 +118,8 @@ class MixChunk(_SourceTask):
 
     def __call__(self, chunk: Chunk) -> dict[str, ChunkResult]:
         settings, proc = self.proc_of(chunk)
-        routes, drops = self.routes.get(chunk.index, {}), self.drops.get(chunk.index, {})
+        route, drops = self.routes.get(chunk.index), self.drops.get(chunk.index, {})
+        routes = route.as_dict() if route is not None else {}
         digest = chunk_digest(chunk)
         staged = read_rows(next(iter(self.locations.values())), chunk.index, digest, settings_key(settings))
         if staged is not None:

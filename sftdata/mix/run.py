@@ -26,6 +26,7 @@ from sftdata.faults import fault_point
 from sftdata.manifest import read_manifest
 from sftdata.mix.chunk import MixChunk, PromptChunk, ScanChunk
 from sftdata.mix.decide import Decision, accounting, decide
+from sftdata.mix.facts import Needs, concatenate, keyed
 from sftdata.mix.recipe import Recipe
 from sftdata.mix.splits import DATASET_DICT_NAME, sub_location
 from sftdata.mix.staged import rows_path
@@ -88,30 +89,38 @@ def plan_mix(settings: Settings, recipe: Recipe) -> tuple[list[Path], list[Chunk
     return files, chunks, plan
 
 
-def _contaminated(settings: Settings, recipe: Recipe, runner) -> set[str]:
+def _contaminated(settings: Settings, recipe: Recipe, runner) -> set[bytes]:
+    """The prompt keys (``facts.keyed``) of the decontamination files' valid records."""
     paths = list(recipe.split.decontaminate)
     if not paths:
         return set()
     files = expand_inputs(paths)
     chunks = plan_chunks(files, 64 << 20, "auto", settings.max_record_bytes, settings.max_decompressed_bytes,
                          settings.fields)
-    found: set[str] = set()
+    found: set[bytes] = set()
     for _index, hashes, _invalid in runner.map(PromptChunk(settings, {}), chunks):
-        found.update(hashes)
+        found.update(keyed(recipe.seed, h, "eval:") for h in hashes)
     return found
+
+
+def needs_of(settings: Settings, recipe: Recipe) -> Needs:
+    """The facts the recipe's decisions read (``sftdata.mix.facts``)."""
+    return Needs(recipe.seed, frozenset(s.name for s in recipe.sources if s.take.kind != "all"),
+                 settings.dedupe == "exact", recipe.split.enabled or bool(recipe.split.decontaminate),
+                 any(s.take.kind == "tokens" for s in recipe.sources) or recipe.split.eval_kind == "tokens")
 
 
 def _decide(settings: Settings, recipe: Recipe, chunks: list[Chunk], runner, location: str) -> Decision:
     """The first pass (every chunk's rows staged in ``location``'s work dir) and the driver's decisions;
     a refusal removes the staged rows (nothing else was written)."""
     sources = {s.name: s.settings for s in recipe.sources}
-    need_tokens = any(s.take.kind == "tokens" for s in recipe.sources) or recipe.split.eval_kind == "tokens"
+    needs = needs_of(settings, recipe)
     staging = Folder(location).staging()
     made = [d for d in (staging / WORK_DIR, staging) if not d.exists()]  # removed again on a refusal
     try:
-        per_chunk = dict(runner.map(ScanChunk(settings, sources, need_tokens, location), chunks))
-        facts = [f for c in chunks for f in per_chunk[c.index]]
-        return decide(recipe, facts, _contaminated(settings, recipe, runner), settings.dedupe == "exact")
+        per_chunk = {f.index: f for f in runner.map(ScanChunk(settings, sources, needs, location), chunks)}
+        facts = concatenate([per_chunk.pop(c.index) for c in chunks], recipe.names, needs)
+        return decide(recipe, facts, _contaminated(settings, recipe, runner), needs.content)
     except BaseException:
         for c in chunks:
             rows_path(location, c.index).unlink(missing_ok=True)

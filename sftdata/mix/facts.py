@@ -1,0 +1,154 @@
+"""What the first pass of a mix learns of each valid record, as fixed-width columns per chunk.
+
+Why columns and not an object per record: the driver holds every source's facts until the
+decisions are made, so a record costs what its columns cost (docs/mixing.md, "Limits"), and a
+chunk's facts travel from a worker to the driver as a few buffers. Each key is computed where
+the record is processed (in the workers, in parallel), and only the columns the recipe needs:
+
+- ``order``: ``sha256("{seed}:{content_hash}")``, the keyed order of a source whose take is not
+  "everything" (an order cannot change which rows a source gives whole);
+- ``content``: the content hash (blake2b, 16 bytes), for ``dedupe: exact`` across the mix;
+- ``prompt``: ``sha256("{seed}:eval:{prompt_hash}")``, the prompt group and its place in the
+  split's order, and the key a decontamination file's prompts are matched with;
+- ``ids``: the record ids, only for ``dedupe: exact`` (the quarantine line of a later copy names
+  the kept one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+KEY = 32  # bytes of a sha256 key
+CONTENT = 16  # bytes of a content hash (blake2b, digest_size=16)
+
+
+def keyed(seed: int, digest: str, salt: str = "") -> bytes:
+    """``sha256("{seed}:{salt}{digest}")``: the keyed order of a content hash (salt ``""``) or of
+    a prompt hash (salt ``"eval:"``). Sorting the digests as bytes sorts their hex spellings."""
+    return hashlib.sha256(f"{seed}:{salt}{digest}".encode()).digest()
+
+
+@dataclass(frozen=True)
+class Needs:
+    """The columns a recipe's decisions read."""
+
+    seed: int
+    order: frozenset[str] = frozenset()  # the sources whose take needs the keyed order
+    content: bool = False  # dedupe: exact
+    prompt: bool = False  # a split or a decontamination file
+    tokens: bool = False  # a token budget or a token-sized eval split (else -1 where not encoded)
+
+
+@dataclass
+class ChunkFacts:
+    """One chunk's facts, in input order; a column the recipe does not need has zero width."""
+
+    index: int
+    source: str
+    lines: np.ndarray  # int64
+    tokens: np.ndarray  # int32; -1: not counted
+    order: np.ndarray  # (n, 32) uint8, or (n, 0)
+    content: np.ndarray  # (n, 16) uint8, or (n, 0)
+    prompt: np.ndarray  # (n, 32) uint8, or (n, 0)
+    id_data: bytes = b""  # the ids, UTF-8, one after the other (``dedupe: exact`` only)
+    id_ends: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+@dataclass
+class FactsBuilder:
+    """Collects a chunk's facts record by record (in a worker); ``build`` gives the columns."""
+
+    needs: Needs
+    source: str
+    lines: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    order: list[bytes] = field(default_factory=list)
+    content: list[bytes] = field(default_factory=list)
+    prompt: list[bytes] = field(default_factory=list)
+    ids: list[bytes] = field(default_factory=list)
+
+    def add(self, line: int, rid: str, content_hash: str, prompt_hash: str, tokens: int) -> None:
+        n = self.needs
+        self.lines.append(line)
+        self.tokens.append(tokens)
+        if self.source in n.order:
+            self.order.append(keyed(n.seed, content_hash))
+        if n.content:
+            self.content.append(bytes.fromhex(content_hash))
+            self.ids.append(rid.encode("utf-8", "surrogatepass"))
+        if n.prompt:
+            self.prompt.append(keyed(n.seed, prompt_hash, "eval:"))
+
+    def build(self, index: int) -> ChunkFacts:
+        n = len(self.lines)
+        return ChunkFacts(index, self.source, np.array(self.lines, dtype=np.int64),
+                          np.array(self.tokens, dtype=np.int32), _matrix(self.order, n, KEY),
+                          _matrix(self.content, n, CONTENT), _matrix(self.prompt, n, KEY),
+                          b"".join(self.ids), np.cumsum([len(i) for i in self.ids], dtype=np.int64))
+
+
+def _matrix(keys: list[bytes], n: int, width: int) -> np.ndarray:
+    if not keys:
+        return np.zeros((n, 0), dtype=np.uint8)
+    return np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(n, width)
+
+
+@dataclass
+class Facts:
+    """Every chunk's facts in plan order (chunks in order, lines ascending), as one set of columns."""
+
+    chunk: np.ndarray  # int64: the chunk index of each record
+    source: np.ndarray  # int32: the source's place in the recipe
+    lines: np.ndarray
+    tokens: np.ndarray
+    order: np.ndarray
+    content: np.ndarray
+    prompt: np.ndarray
+    id_data: bytes
+    id_ends: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def id_of(self, i: int) -> str:
+        """The id of record ``i`` (``dedupe: exact`` only)."""
+        return self.id_data[self.id_ends[i - 1] if i else 0:self.id_ends[i]].decode("utf-8", "surrogatepass")
+
+
+def concatenate(parts: list[ChunkFacts], names: list[str], needs: Needs) -> Facts:
+    """One table of the chunks' facts (``parts`` in plan order); ``order`` rows of sources that do
+    not need it are zero."""
+    place = {name: i for i, name in enumerate(names)}
+    sizes = [len(p) for p in parts]
+    order = np.zeros((sum(sizes), KEY if needs.order else 0), dtype=np.uint8)
+    start = 0
+    for p in parts:
+        if p.order.shape[1]:
+            order[start:start + len(p)] = p.order
+        start += len(p)
+
+    def cat(column: str, width: int) -> np.ndarray:
+        arrays = [getattr(p, column) for p in parts]
+        return np.concatenate(arrays) if arrays else np.zeros((0, width), dtype=np.uint8)
+
+    return Facts(np.repeat(np.array([p.index for p in parts], dtype=np.int64), sizes),
+                 np.repeat(np.array([place[p.source] for p in parts], dtype=np.int32), sizes),
+                 np.concatenate([p.lines for p in parts]) if parts else np.zeros(0, np.int64),
+                 np.concatenate([p.tokens for p in parts]) if parts else np.zeros(0, np.int32),
+                 order, cat("content", CONTENT if needs.content else 0), cat("prompt", KEY if needs.prompt else 0),
+                 b"".join(p.id_data for p in parts), _ends([p.id_ends for p in parts]))
+
+
+def _ends(parts: list[np.ndarray]) -> np.ndarray:
+    """Each chunk's id ends, shifted by the bytes of the chunks before it."""
+    out, base = [], 0
+    for ends in parts:
+        out.append(ends + base)
+        base += int(ends[-1]) if len(ends) else 0
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
