@@ -9,26 +9,22 @@ are ``sftdata.process.chunk``'s.
 
 from __future__ import annotations
 
-import hashlib
 from contextlib import ExitStack
-
-import orjson
 
 from sftdata.config import Settings
 from sftdata.faults import fault_point
 from sftdata.mix.decide import Drop, Route
 from sftdata.mix.facts import ChunkFacts, FactsBuilder, Needs
-from sftdata.mix.staged import ENCODED, REJECTED, RowsWriter, StagedRow, read_rows, rows_path, settings_key
+from sftdata.mix.routed import _drop, _writers, commit_chunk, mix_staged
+from sftdata.mix.staged import RowsWriter, read_rows, rows_path, settings_key
 from sftdata.process.chunk import ChunkResult, ChunkTask, _processor, _Quarantine, clean_chunk_leftovers
 from sftdata.process.identity import chunk_digest
 from sftdata.process.record import RUN_FAULTS, BlankCounter, RecordProcessor, conversation_hashes, validated
 from sftdata.stages.adapt.keys import count_names
 from sftdata.stages.read.jsonl import Chunk
-from sftdata.stages.records import Conversation, Reject, Rejection
-from sftdata.stages.write.arrow import MIX_SCHEMA, ShardWriter
-from sftdata.storage import Folder, work_dir
-from sftdata.storage.atomic import atomic_write_bytes
-from sftdata.storage.layout import chunk_marker, chunk_quarantine
+from sftdata.stages.records import Conversation, Rejection
+from sftdata.stages.write.arrow import ShardWriter
+from sftdata.storage import Folder
 
 
 class _SourceTask(ChunkTask):
@@ -41,6 +37,12 @@ class _SourceTask(ChunkTask):
     def proc_of(self, chunk: Chunk) -> tuple[Settings, RecordProcessor]:
         own = self.sources.get(chunk.source, self.settings)
         return own, _processor(own)
+
+    def warm(self) -> None:
+        """The BPE engine, built once in the driver before a pool forks (the workers share its pages)
+        instead of once per worker: what ``ProcessChunk.warm`` does for a plain run."""
+        for own in self.sources.values():
+            _processor(own).encoder.tok.encode_text("")
 
 
 class ScanChunk(_SourceTask):
@@ -77,9 +79,9 @@ class ScanChunk(_SourceTask):
                 continue
             rows.encoded(line, raw, conv, enc, hashes)
             facts.add(line, conv.id, *hashes, len(enc.input_ids))
-        rows.write(rows_path(self.location, chunk.index), chunk_digest(chunk), settings_key(settings),
-                   blanks.value)
-        return facts.build(chunk.index)
+        digest = chunk_digest(chunk)
+        rows.write(rows_path(self.location, chunk.index), digest, settings_key(settings), blanks.value)
+        return facts.build(chunk.index, digest)
 
     def _counted(self, settings: Settings, pieces) -> bool:
         """Whether a record's facts need its encoding (the count, or whether encoding keeps it)."""
@@ -106,34 +108,32 @@ class MixChunk(_SourceTask):
     with their source; returns split -> ``ChunkResult``.
 
     ``locations``: split -> folder (the first one keeps the quarantine: ``train``, or the only
-    folder); ``routes``: chunk -> line -> (split, copies); ``drops``: chunk -> line -> ``Drop``.
-    A record neither routed nor dropped is not taken: counted by the driver, not written."""
+    folder); ``routes``: chunk -> ``Route`` (lines, copies, split); ``drops``: chunk -> line -> ``Drop``;
+    ``digests``: chunk -> the digest of the input bytes its rows were staged from (the first pass
+    hashed them; without one, the input is hashed again). A record neither routed nor dropped is not
+    taken: counted by the driver, not written."""
 
     def __init__(self, settings: Settings, sources: dict[str, Settings], locations: dict[str, str],
                  routes: dict[int, Route], drops: dict[int, dict[int, Drop]],
-                 run_ids: dict[str, str], *, sync: bool = True) -> None:
+                 run_ids: dict[str, str], *, sync: bool = True, digests: dict[int, str] | None = None) -> None:
         super().__init__(settings, sources)
-        self.locations, self.routes, self.drops = locations, routes, drops
+        self.locations, self.routes, self.drops, self.digests = locations, routes, drops, digests or {}
         self.run_ids, self.sync = run_ids, sync
 
     def __call__(self, chunk: Chunk) -> dict[str, ChunkResult]:
         settings, proc = self.proc_of(chunk)
         route, drops = self.routes.get(chunk.index), self.drops.get(chunk.index, {})
-        routes = route.as_dict() if route is not None else {}
-        digest = chunk_digest(chunk)
+        digest = self.digests.get(chunk.index) or chunk_digest(chunk)  # the first pass read these bytes
         staged = read_rows(next(iter(self.locations.values())), chunk.index, digest, settings_key(settings))
         if staged is not None:
-            return mix_staged(chunk, digest, staged, settings, self.locations, routes, drops, self.run_ids,
+            return mix_staged(chunk, digest, staged, settings, self.locations, route, drops, self.run_ids,
                               self.sync)
+        routes = route.as_dict() if route is not None else {}
         return mix_chunk(chunk, settings, proc, self.locations, routes, drops, self.run_ids, self.sync)
 
     def prepare(self, chunk: Chunk) -> None:
         for location in self.locations.values():
             clean_chunk_leftovers(location, chunk.index)
-
-    def warm(self) -> None:
-        for own in self.sources.values():
-            _processor(own).encoder.tok.encode_text("")
 
 
 def mix_chunk(chunk: Chunk, settings: Settings, proc: RecordProcessor, locations: dict[str, str],
@@ -152,7 +152,7 @@ def mix_chunk(chunk: Chunk, settings: Settings, proc: RecordProcessor, locations
                 results[first].records_read += 1
                 quarantine.add(outcome)
             elif line in drops:
-                _drop(results[first], quarantine, drops[line], outcome, line, raw)
+                _drop(results[first], quarantine, drops[line], outcome.id, line, raw)
             elif line in routes:
                 split, copies = routes[line]
                 _write(results[split], writers[split], proc, outcome, copies, chunk.source,
@@ -162,90 +162,8 @@ def mix_chunk(chunk: Chunk, settings: Settings, proc: RecordProcessor, locations
     results[first].blank_lines = blanks.value
     fault_point("worker_chunk")
     for name, location in locations.items():
-        _commit(Folder(location), results[name], quarantine.to_bytes() if name == first else b"", sync)
+        commit_chunk(Folder(location), results[name], quarantine.to_bytes() if name == first else b"", sync)
     return results
-
-
-def _writers(stack: ExitStack, chunk: Chunk, settings: Settings, locations: dict[str, str],
-             sync: bool) -> dict[str, ShardWriter]:
-    writers = {}
-    for name, location in locations.items():
-        work_dir(Folder(location))
-        writers[name] = stack.enter_context(ShardWriter(Folder(location).staging(), chunk.index,
-                                                        settings.shard_size, MIX_SCHEMA, sync=sync))
-    return writers
-
-
-def mix_staged(chunk: Chunk, digest: str, staged: tuple[list[StagedRow], int], settings: Settings,
-               locations: dict[str, str], routes: dict[int, tuple[str, int]], drops: dict[int, Drop],
-               run_ids: dict[str, str], sync: bool = True) -> dict[str, ChunkResult]:
-    """``mix_chunk`` from the chunk's staged rows (``sftdata.mix.staged``): the same files, same bytes."""
-    first = next(iter(locations))
-    results = {name: ChunkResult(chunk.index, run_id=run_ids[name], input_digest=digest) for name in locations}
-    quarantine = _Quarantine(chunk, results[first])
-    rows, blank_lines = staged
-    with ExitStack() as stack:
-        writers = _writers(stack, chunk, settings, locations, sync)
-        for row in rows:
-            if row.kind == REJECTED:
-                results[first].records_read += 1
-                results[first].rejected[row.reason] += 1
-                quarantine.lines.append(row.quarantine)
-            elif row.line in drops:
-                _drop(results[first], quarantine, drops[row.line], row, row.line, row.raw)
-            elif row.line in routes:
-                split, copies = routes[row.line]
-                _write_staged(results[split], writers[split], row, copies, chunk.source, (results[first], quarantine))
-        for name, writer in writers.items():
-            results[name].shards = writer.finish()
-    results[first].blank_lines = blank_lines
-    fault_point("worker_chunk")
-    for name, location in locations.items():
-        _commit(Folder(location), results[name], quarantine.to_bytes() if name == first else b"", sync)
-    return results
-
-
-def _write_staged(result: ChunkResult, writer: ShardWriter, row: StagedRow, copies: int, source: str,
-                  rejects: tuple[ChunkResult, _Quarantine]) -> None:
-    """``_write`` of a staged row."""
-    if row.unknown_keys:
-        count_names(result.unknown_keys, tuple(row.unknown_keys))
-    if row.kind != ENCODED:
-        rejects[0].records_read += 1
-        rejects[0].rejected[row.reason] += 1
-        rejects[1].lines.append(row.quarantine)
-        return
-    for k in range(1, copies + 1):
-        rid = row.id if k == 1 else f"{row.id}#r{k}"
-        writer.add(rid, row.input_ids, row.labels, row.content_hash, row.prompt_hash, source=source)
-        result.records_read += 1
-        result.records_written += 1
-        result.tokens += len(row.input_ids)
-        result.trained_tokens += row.trained
-        result.special_text_records += row.has_special_text
-        if k == 1:
-            result.hashes.append((row.content_hash, rid))
-        if row.truncated:
-            result.truncated_ids.append(rid)
-
-
-def _drop(result: ChunkResult, quarantine: _Quarantine, drop: Drop, conv: Conversation, line: int,
-          raw: bytes) -> None:
-    result.records_read += 1
-    if drop.reason == "duplicate":
-        result.dropped_duplicates.append((conv.id, drop.extra["duplicate_of"]))
-    stage = "dedupe" if drop.reason == "duplicate" else "decontaminate"
-    quarantine.add_exc(Reject(drop.reason, drop.message, ""), stage, line, conv.id, raw, **drop.extra)
-
-
-def _commit(folder: Folder, result: ChunkResult, part: bytes, sync: bool) -> None:
-    """A chunk's quarantine part and done-marker (last) in one folder, then published."""
-    out = folder.staging()
-    result.quarantine_sha256 = hashlib.sha256(part).hexdigest()
-    atomic_write_bytes(out / chunk_quarantine(result.index), part, sync=sync)
-    atomic_write_bytes(out / chunk_marker(result.index), orjson.dumps(result.to_json()), sync=sync)
-    folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(result.index),
-                                                             chunk_marker(result.index)])
 
 
 def _write(result: ChunkResult, writer: ShardWriter, proc: RecordProcessor, conv: Conversation, copies: int,

@@ -46,6 +46,7 @@ class Decision:
     routes: dict[int, Route] = field(default_factory=dict)  # chunk -> its taken records
     drops: dict[int, dict[int, Drop]] = field(default_factory=dict)  # chunk -> line -> why
     per_source: dict[str, dict] = field(default_factory=dict)  # the selection's own figures
+    digests: dict[int, str] = field(default_factory=dict)  # chunk -> its input's digest (the first pass's)
 
 
 def decide(recipe: Recipe, facts: Facts, contaminated: set[bytes], dedupe: bool) -> Decision:

@@ -48,6 +48,7 @@ class ChunkFacts:
 
     index: int
     source: str
+    digest: str  # of the chunk's input bytes (``process.identity.chunk_digest``)
     lines: np.ndarray  # int64
     tokens: np.ndarray  # int32; -1: not counted
     order: np.ndarray  # (n, 32) uint8, or (n, 0)
@@ -85,9 +86,9 @@ class FactsBuilder:
         if n.prompt:
             self.prompt.append(keyed(n.seed, prompt_hash, "eval:"))
 
-    def build(self, index: int) -> ChunkFacts:
+    def build(self, index: int, digest: str) -> ChunkFacts:
         n = len(self.lines)
-        return ChunkFacts(index, self.source, np.array(self.lines, dtype=np.int64),
+        return ChunkFacts(index, self.source, digest, np.array(self.lines, dtype=np.int64),
                           np.array(self.tokens, dtype=np.int32), _matrix(self.order, n, KEY),
                           _matrix(self.content, n, CONTENT), _matrix(self.prompt, n, KEY),
                           b"".join(self.ids), np.cumsum([len(i) for i in self.ids], dtype=np.int64))

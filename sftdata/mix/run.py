@@ -119,8 +119,11 @@ def _decide(settings: Settings, recipe: Recipe, chunks: list[Chunk], runner, loc
     made = [d for d in (staging / WORK_DIR, staging) if not d.exists()]  # removed again on a refusal
     try:
         per_chunk = {f.index: f for f in runner.map(ScanChunk(settings, sources, needs, location), chunks)}
+        digests = {i: f.digest for i, f in per_chunk.items()}
         facts = concatenate([per_chunk.pop(c.index) for c in chunks], recipe.names, needs)
-        return decide(recipe, facts, _contaminated(settings, recipe, runner), needs.content)
+        decision = decide(recipe, facts, _contaminated(settings, recipe, runner), needs.content)
+        decision.digests = digests
+        return decision
     except BaseException:
         for c in chunks:
             rows_path(location, c.index).unlink(missing_ok=True)
@@ -253,7 +256,7 @@ def _main_pass(ledgers: dict[str, Ledger], settings: Settings, sources: dict[str
         ledger.clean(pending)
     results = {name: {i: done[name][i] for i in kept} for name in ledgers}
     task = MixChunk(settings, sources, {name: ledger.out.location for name, ledger in ledgers.items()},
-                    decision.routes, decision.drops, run_ids, sync=sync)
+                    decision.routes, decision.drops, run_ids, sync=sync, digests=decision.digests)
     first = next(iter(ledgers))
     for res in runner.map(task, pending):
         for name, r in res.items():

@@ -40,6 +40,7 @@ ROWS_SCHEMA = pa.schema([
     ("truncated", pa.int32()),
 ])  # built from buffers, never with ``pa.array`` (it imports pandas: a fraction of a second per worker)
 _LISTS = ("input_ids", "labels")
+_EMPTY = np.zeros(0, dtype=np.int32)
 
 
 def settings_key(settings: Settings) -> str:
@@ -47,53 +48,39 @@ def settings_key(settings: Settings) -> str:
     return hashlib.sha256(repr(settings).encode()).hexdigest()
 
 
-@dataclass
-class StagedRow:
-    """One ``validated`` outcome as the main pass reads it back."""
-
-    kind: int
-    line: int
-    reason: str | None
-    quarantine: bytes | None
-    raw: bytes
-    id: str | None
-    unknown_keys: list[str]
-    has_special_text: bool
-    content_hash: str | None
-    prompt_hash: str | None
-    input_ids: np.ndarray
-    labels: np.ndarray
-    trained: int
-    truncated: bool
-
-
 class RowsWriter:
-    """Collects a chunk's outcomes in input order; ``write`` stores them (temp file, then rename)."""
+    """Collects a chunk's outcomes in input order, column by column; ``write`` stores them (temp
+    file, then rename)."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple] = []  # in ROWS_SCHEMA's order
+        self.columns: dict[str, list] = {f.name: [] for f in ROWS_SCHEMA}
+
+    def _add(self, kind: int, line: int, reason: str, quarantine: bytes, raw: bytes, rid: str,
+             unknown: list[str], special: int = 0, hashes: tuple[str, str] = ("", ""), ids=_EMPTY, labels=_EMPTY,
+             trained: int = 0, truncated: int = 0) -> None:
+        values = (kind, line, reason, quarantine, raw, rid, unknown, special, *hashes, ids, labels, trained, truncated)
+        for column, value in zip(self.columns.values(), values, strict=True):
+            column.append(value)
 
     def rejected(self, line: int, rejection: Rejection) -> None:
-        self.rows.append((REJECTED, line, rejection.reason, orjson.dumps(rejection.to_json()), b"", "", [], 0,
-                          "", "", _EMPTY, _EMPTY, 0, 0))
+        self._add(REJECTED, line, rejection.reason, orjson.dumps(rejection.to_json()), b"", "", [])
 
     def failed(self, line: int, raw: bytes, conv: Conversation, exc: Exception, source: str) -> None:
         r = reject_of(exc)
         rejection = Rejection(r.reason, r.message, "label", source, line, conv.id, r.pointer, original_text(raw))
-        self.rows.append((FAILED, line, r.reason, orjson.dumps(rejection.to_json()), raw, conv.id,
-                          list(conv.unknown_keys or ()), 0, "", "", _EMPTY, _EMPTY, 0, 0))
+        self._add(FAILED, line, r.reason, orjson.dumps(rejection.to_json()), raw, conv.id,
+                  list(conv.unknown_keys or ()))
 
     def encoded(self, line: int, raw: bytes, conv: Conversation, enc, hashes: tuple[str, str]) -> None:
-        self.rows.append((ENCODED, line, "", b"", raw, conv.id, list(conv.unknown_keys or ()),
-                          int(bool(conv.has_special_text)), hashes[0], hashes[1], enc.input_ids, enc.labels,
-                          enc.trained, int(bool(enc.truncated))))
+        self._add(ENCODED, line, "", b"", raw, conv.id, list(conv.unknown_keys or ()),
+                  int(bool(conv.has_special_text)), hashes, enc.input_ids, enc.labels, enc.trained,
+                  int(bool(enc.truncated)))
 
     def write(self, path: Path, digest: str, key: str, blank_lines: int) -> None:
-        n = len(self.rows)
+        n = len(self.columns["kind"])
         arrays = []
-        columns = list(zip(*self.rows, strict=True)) if self.rows else [()] * len(ROWS_SCHEMA)
-        for f, values in zip(ROWS_SCHEMA, columns, strict=True):
-            values = list(values)
+        for f in ROWS_SCHEMA:
+            values = self.columns[f.name]
             if f.name in _LISTS:
                 arrays.append(_lists(values))
             elif pa.types.is_list(f.type):
@@ -121,9 +108,6 @@ def _binary_array(values: list[bytes]) -> pa.Array:
                                 [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])
 
 
-_EMPTY = np.zeros(0, dtype=np.int32)
-
-
 def _lists(parts: list[np.ndarray]) -> pa.ListArray:
     lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
     offsets = np.zeros(len(parts) + 1, dtype=np.int32)
@@ -137,41 +121,78 @@ def rows_path(location: str, index: int) -> Path:
     return Folder(location).staging() / chunk_rows(index)
 
 
-def read_rows(location: str, index: int, digest: str, key: str) -> tuple[list[StagedRow], int] | None:
-    """A chunk's staged rows and blank lines, or None when absent, unreadable or made from other
-    input bytes or settings (the main pass then processes the chunk from its input)."""
+@dataclass
+class Staged:
+    """A chunk's staged rows as the main pass reads them: the table (memory-mapped) and, as numpy
+    arrays, the columns every row is routed by."""
+
+    table: pa.Table
+    blank_lines: int
+    kind: np.ndarray
+    line: np.ndarray
+
+    def value(self, name: str, i: int):
+        """One cell (for the few rows written one by one: rejections, drops)."""
+        return self.table.column(name)[i].as_py()
+
+    def numbers(self, name: str) -> np.ndarray:
+        return _numbers(self.table.column(name))
+
+    def offsets(self, name: str) -> np.ndarray:
+        """A list column's offsets (row ``i``'s items are ``offsets[i]:offsets[i + 1]``)."""
+        return _offsets(self.table.column(name))
+
+    def lists(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """A list column of numbers as (offsets, values)."""
+        return self.offsets(name), _numbers(_values(self.table.column(name)))
+
+    def strings(self, name: str) -> list:
+        return self.table.column(name).to_pylist()
+
+
+def read_rows(location: str, index: int, digest: str, key: str) -> Staged | None:
+    """A chunk's staged rows, or None when absent, unreadable or made from other input bytes or
+    settings (the main pass then processes the chunk from its input)."""
     try:
         with pa.memory_map(str(rows_path(location, index))) as source:
             reader = pa.ipc.open_file(source)
             meta = reader.schema.metadata or {}
             if meta.get(b"digest") != digest.encode() or meta.get(b"settings") != key.encode():
                 return None
-            batch = pa.Table.from_batches([reader.get_batch(i) for i in range(reader.num_record_batches)],
+            table = pa.Table.from_batches([reader.get_batch(i) for i in range(reader.num_record_batches)],
                                           schema=reader.schema).combine_chunks()
-            blank_lines = int(meta[b"blank_lines"])
-            rows = _rows(batch)
+            staged = Staged(table, int(meta[b"blank_lines"]), _numbers(table.column("kind")),
+                            _numbers(table.column("line")))
     except RUN_FAULTS:
         return None
     except (pa.ArrowException, KeyError, ValueError):
         return None
-    return rows, blank_lines
+    return staged
 
 
-def _split(col: pa.ChunkedArray) -> list[np.ndarray]:
-    arr = col.chunk(0) if col.num_chunks else pa.array([], type=col.type)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
-    values = arr.values
-    flat = np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values), offset=values.offset * 4).copy() \
-        if len(values) else _EMPTY
-    return [flat[offsets[i]:offsets[i + 1]] for i in range(len(arr))]
+_DTYPES = {pa.int32(): np.int32, pa.int64(): np.int64}
 
 
-def _rows(table: pa.Table) -> list[StagedRow]:
-    c = {name: table.column(name).to_pylist() for name in table.column_names
-         if name not in ("input_ids", "labels")}
-    ids, labels = _split(table.column("input_ids")), _split(table.column("labels"))
-    return [StagedRow(c["kind"][i], c["line"][i], c["reason"][i], c["quarantine"][i], c["raw"][i], c["id"][i],
-                      c["unknown_keys"][i], bool(c["special"][i]), c["content_hash"][i], c["prompt_hash"][i],
-                      ids[i], labels[i], c["trained"][i], bool(c["truncated"][i]))
-            for i in range(table.num_rows)]
+def _chunk(col: pa.ChunkedArray) -> pa.Array | None:
+    return col.chunk(0) if col.num_chunks else None
 
+
+def _numbers(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A primitive column's values, from its buffer (``to_numpy`` would import pandas)."""
+    arr = _chunk(col) if isinstance(col, pa.ChunkedArray) else col
+    dtype = np.dtype(_DTYPES[arr.type] if arr is not None else np.int32)
+    if arr is None or not len(arr):
+        return np.zeros(0, dtype=dtype)
+    return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize)
+
+
+def _offsets(col: pa.ChunkedArray) -> np.ndarray:
+    arr = _chunk(col)
+    if arr is None:
+        return np.zeros(1, dtype=np.int32)
+    return np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
+
+
+def _values(col: pa.ChunkedArray) -> pa.Array | None:
+    arr = _chunk(col)
+    return arr.values if arr is not None else None

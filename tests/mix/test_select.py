@@ -44,7 +44,7 @@ def columns(fs: list[Fact], names: list[str], needs: Needs):
         builder = FactsBuilder(needs, source)
         for f in rows:
             builder.add(f.line, f.id, f.content_hash, f.prompt_hash, f.tokens)
-        parts.append(builder.build(chunk))
+        parts.append(builder.build(chunk, f"blake2b:{chunk}"))
     return concatenate(parts, names, needs)
 
 
