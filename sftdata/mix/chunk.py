@@ -60,7 +60,7 @@ class ScanChunk(_SourceTask):
 
     def __call__(self, chunk: Chunk) -> ChunkFacts:
         settings, proc = self.proc_of(chunk)
-        facts, rows, blanks = FactsBuilder(self.needs, chunk.source), RowsWriter(), BlankCounter()
+        facts, rows, blanks = FactsBuilder(self.needs, chunk.source), RowsWriter(self.needs.drops), BlankCounter()
         for line, raw, _rid, conv in validated(chunk, settings, proc, blanks):
             if not isinstance(conv, Conversation):
                 rows.rejected(line, conv)
@@ -80,7 +80,8 @@ class ScanChunk(_SourceTask):
             rows.encoded(line, raw, conv, enc, hashes)
             facts.add(line, conv.id, *hashes, len(enc.input_ids))
         digest = chunk_digest(chunk)
-        rows.write(rows_path(self.location, chunk.index), digest, settings_key(settings), blanks.value)
+        rows.write(rows_path(self.location, chunk.index), digest, settings_key(settings, self.needs.drops),
+                   blanks.value)
         return facts.build(chunk.index, digest)
 
     def _counted(self, settings: Settings, pieces) -> bool:
@@ -110,21 +111,25 @@ class MixChunk(_SourceTask):
     ``locations``: split -> folder (the first one keeps the quarantine: ``train``, or the only
     folder); ``routes``: chunk -> ``Route`` (lines, copies, split); ``drops``: chunk -> line -> ``Drop``;
     ``digests``: chunk -> the digest of the input bytes its rows were staged from (the first pass
-    hashed them; without one, the input is hashed again). A record neither routed nor dropped is not
+    hashed them; without one, the input is hashed again); ``raw``: the staged rows must keep the
+    records' lines (there are drops to quarantine). A record neither routed nor dropped is not
     taken: counted by the driver, not written."""
 
     def __init__(self, settings: Settings, sources: dict[str, Settings], locations: dict[str, str],
                  routes: dict[int, Route], drops: dict[int, dict[int, Drop]],
-                 run_ids: dict[str, str], *, sync: bool = True, digests: dict[int, str] | None = None) -> None:
+                 run_ids: dict[str, str], *, sync: bool = True, digests: dict[int, str] | None = None,
+                 raw: bool = True) -> None:
         super().__init__(settings, sources)
         self.locations, self.routes, self.drops, self.digests = locations, routes, drops, digests or {}
+        self.raw = raw
         self.run_ids, self.sync = run_ids, sync
 
     def __call__(self, chunk: Chunk) -> dict[str, ChunkResult]:
         settings, proc = self.proc_of(chunk)
         route, drops = self.routes.get(chunk.index), self.drops.get(chunk.index, {})
         digest = self.digests.get(chunk.index) or chunk_digest(chunk)  # the first pass read these bytes
-        staged = read_rows(next(iter(self.locations.values())), chunk.index, digest, settings_key(settings))
+        staged = read_rows(next(iter(self.locations.values())), chunk.index, digest,
+                           settings_key(settings, self.raw))
         if staged is not None:
             return mix_staged(chunk, digest, staged, settings, self.locations, route, drops, self.run_ids,
                               self.sync)

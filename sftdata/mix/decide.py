@@ -47,6 +47,7 @@ class Decision:
     drops: dict[int, dict[int, Drop]] = field(default_factory=dict)  # chunk -> line -> why
     per_source: dict[str, dict] = field(default_factory=dict)  # the selection's own figures
     digests: dict[int, str] = field(default_factory=dict)  # chunk -> its input's digest (the first pass's)
+    raw: bool = True  # whether the first pass kept the records' lines (``staged.settings_key``)
 
 
 def decide(recipe: Recipe, facts: Facts, contaminated: set[bytes], dedupe: bool) -> Decision:

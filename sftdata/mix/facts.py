@@ -40,6 +40,7 @@ class Needs:
     content: bool = False  # dedupe: exact
     prompt: bool = False  # a split or a decontamination file
     tokens: bool = False  # a token budget or a token-sized eval split (else -1 where not encoded)
+    drops: bool = False  # dedupe or decontamination: a valid record may be quarantined (its line is kept)
 
 
 @dataclass

@@ -99,7 +99,7 @@ def _write_rows(result: ChunkResult, writer: ShardWriter, staged: Staged, rows: 
     names, ch, ph = staged.strings("id"), staged.strings("content_hash"), staged.strings("prompt_hash")
     ids = [names[i] if c == 1 else f"{names[i]}#r{c}" for i, c in zip(each.tolist(), k.tolist(), strict=True)]
     toff, tval = staged.lists("input_ids")
-    loff, lval = staged.lists("labels")
+    loff, lval = staged.labels()
     lengths = np.diff(toff)[each]
     ends = np.cumsum(row_bytes(lengths, np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))))
     start = 0

@@ -107,7 +107,8 @@ def needs_of(settings: Settings, recipe: Recipe) -> Needs:
     """The facts the recipe's decisions read (``sftdata.mix.facts``)."""
     return Needs(recipe.seed, frozenset(s.name for s in recipe.sources if s.take.kind != "all"),
                  settings.dedupe == "exact", recipe.split.enabled or bool(recipe.split.decontaminate),
-                 any(s.take.kind == "tokens" for s in recipe.sources) or recipe.split.eval_kind == "tokens")
+                 any(s.take.kind == "tokens" for s in recipe.sources) or recipe.split.eval_kind == "tokens",
+                 settings.dedupe == "exact" or bool(recipe.split.decontaminate))
 
 
 def _decide(settings: Settings, recipe: Recipe, chunks: list[Chunk], runner, location: str) -> Decision:
@@ -122,7 +123,7 @@ def _decide(settings: Settings, recipe: Recipe, chunks: list[Chunk], runner, loc
         digests = {i: f.digest for i, f in per_chunk.items()}
         facts = concatenate([per_chunk.pop(c.index) for c in chunks], recipe.names, needs)
         decision = decide(recipe, facts, _contaminated(settings, recipe, runner), needs.content)
-        decision.digests = digests
+        decision.digests, decision.raw = digests, needs.drops
         return decision
     except BaseException:
         for c in chunks:
@@ -256,7 +257,8 @@ def _main_pass(ledgers: dict[str, Ledger], settings: Settings, sources: dict[str
         ledger.clean(pending)
     results = {name: {i: done[name][i] for i in kept} for name in ledgers}
     task = MixChunk(settings, sources, {name: ledger.out.location for name, ledger in ledgers.items()},
-                    decision.routes, decision.drops, run_ids, sync=sync, digests=decision.digests)
+                    decision.routes, decision.drops, run_ids, sync=sync, digests=decision.digests,
+                    raw=decision.raw)
     first = next(iter(ledgers))
     for res in runner.map(task, pending):
         for name, r in res.items():

@@ -23,6 +23,7 @@ import orjson
 import pyarrow as pa
 
 from sftdata.config import Settings
+from sftdata.constants import IGNORE_INDEX
 from sftdata.process.record import RUN_FAULTS, original_text, reject_of
 from sftdata.stages.records import Conversation, Rejection
 from sftdata.stages.write.arrow import _int32_array, _string_array, _string_list_array
@@ -36,53 +37,54 @@ ROWS_SCHEMA = pa.schema([
     ("kind", pa.int32()), ("line", pa.int64()), ("reason", pa.string()), ("quarantine", pa.large_binary()),
     ("raw", pa.large_binary()), ("id", pa.string()), ("unknown_keys", pa.list_(pa.string())),
     ("special", pa.int32()), ("content_hash", pa.string()), ("prompt_hash", pa.string()),
-    ("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), ("trained", pa.int32()),
+    ("input_ids", pa.list_(pa.int32())), ("trained_mask", pa.list_(pa.uint8())), ("trained", pa.int32()),
     ("truncated", pa.int32()),
 ])  # built from buffers, never with ``pa.array`` (it imports pandas: a fraction of a second per worker)
-_LISTS = ("input_ids", "labels")
+# ``trained_mask``: 1 where a token is trained; the labels are the ids there and IGNORE_INDEX elsewhere
+# (``stages.encode``), so a token costs 5 bytes here instead of 8
 _EMPTY = np.zeros(0, dtype=np.int32)
 
 
-def settings_key(settings: Settings) -> str:
-    """What the staged rows were made with (a dataclass: its repr lists every field)."""
-    return hashlib.sha256(repr(settings).encode()).hexdigest()
+def settings_key(settings: Settings, raw: bool = True) -> str:
+    """What the staged rows were made with (a dataclass: its repr lists every field), and whether
+    they keep each record's original line (``raw``: only a mix that can drop valid records needs it,
+    for the quarantine line of a duplicate or a contaminated record)."""
+    return hashlib.sha256(f"{settings!r}:raw={raw}".encode()).hexdigest()
 
 
 class RowsWriter:
-    """Collects a chunk's outcomes in input order, column by column; ``write`` stores them (temp
-    file, then rename)."""
+    """Collects a chunk's outcomes in input order; ``write`` stores them (temp file, then rename).
+    ``raw``: keep each record's original line (else b"")."""
 
-    def __init__(self) -> None:
-        self.columns: dict[str, list] = {f.name: [] for f in ROWS_SCHEMA}
-
-    def _add(self, kind: int, line: int, reason: str, quarantine: bytes, raw: bytes, rid: str,
-             unknown: list[str], special: int = 0, hashes: tuple[str, str] = ("", ""), ids=_EMPTY, labels=_EMPTY,
-             trained: int = 0, truncated: int = 0) -> None:
-        values = (kind, line, reason, quarantine, raw, rid, unknown, special, *hashes, ids, labels, trained, truncated)
-        for column, value in zip(self.columns.values(), values, strict=True):
-            column.append(value)
+    def __init__(self, raw: bool = True) -> None:
+        self.rows: list[tuple] = []  # in ROWS_SCHEMA's order, the labels in place of the mask
+        self.raw = raw
 
     def rejected(self, line: int, rejection: Rejection) -> None:
-        self._add(REJECTED, line, rejection.reason, orjson.dumps(rejection.to_json()), b"", "", [])
+        self.rows.append((REJECTED, line, rejection.reason, orjson.dumps(rejection.to_json()), b"", "", [], 0,
+                          "", "", _EMPTY, _EMPTY, 0, 0))
 
     def failed(self, line: int, raw: bytes, conv: Conversation, exc: Exception, source: str) -> None:
         r = reject_of(exc)
         rejection = Rejection(r.reason, r.message, "label", source, line, conv.id, r.pointer, original_text(raw))
-        self._add(FAILED, line, r.reason, orjson.dumps(rejection.to_json()), raw, conv.id,
-                  list(conv.unknown_keys or ()))
+        self.rows.append((FAILED, line, r.reason, orjson.dumps(rejection.to_json()), raw if self.raw else b"",
+                          conv.id, list(conv.unknown_keys or ()), 0, "", "", _EMPTY, _EMPTY, 0, 0))
 
     def encoded(self, line: int, raw: bytes, conv: Conversation, enc, hashes: tuple[str, str]) -> None:
-        self._add(ENCODED, line, "", b"", raw, conv.id, list(conv.unknown_keys or ()),
-                  int(bool(conv.has_special_text)), hashes, enc.input_ids, enc.labels, enc.trained,
-                  int(bool(enc.truncated)))
+        self.rows.append((ENCODED, line, "", b"", raw if self.raw else b"", conv.id, list(conv.unknown_keys or ()),
+                          int(bool(conv.has_special_text)), hashes[0], hashes[1], enc.input_ids, enc.labels,
+                          enc.trained, int(bool(enc.truncated))))
 
     def write(self, path: Path, digest: str, key: str, blank_lines: int) -> None:
-        n = len(self.columns["kind"])
+        n = len(self.rows)
         arrays = []
-        for f in ROWS_SCHEMA:
-            values = self.columns[f.name]
-            if f.name in _LISTS:
-                arrays.append(_lists(values))
+        columns = list(zip(*self.rows, strict=True)) if self.rows else [()] * len(ROWS_SCHEMA)
+        for f, values in zip(ROWS_SCHEMA, columns, strict=True):
+            values = list(values)
+            if f.name == "input_ids":
+                arrays.append(_lists(values, np.int32))
+            elif f.name == "trained_mask":
+                arrays.append(_lists(values, np.uint8, lambda flat: flat != IGNORE_INDEX))
             elif pa.types.is_list(f.type):
                 arrays.append(_string_list_array(values))
             elif pa.types.is_string(f.type):
@@ -108,12 +110,16 @@ def _binary_array(values: list[bytes]) -> pa.Array:
                                 [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])
 
 
-def _lists(parts: list[np.ndarray]) -> pa.ListArray:
+def _lists(parts: list[np.ndarray], dtype, convert=None) -> pa.ListArray:
+    """One list column of ``parts`` (``convert``: applied to their concatenation)."""
     lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
     offsets = np.zeros(len(parts) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    values = np.concatenate(parts).astype(np.int32, copy=False) if parts else _EMPTY
-    return pa.ListArray.from_arrays(_int32_array(offsets), _int32_array(values))
+    flat = np.concatenate(parts) if parts else _EMPTY
+    values = (convert(flat) if convert is not None else flat).astype(dtype, copy=False)
+    kind = pa.int32() if dtype == np.int32 else pa.uint8()
+    return pa.ListArray.from_arrays(_int32_array(offsets), pa.Array.from_buffers(kind, len(values),
+                                                                                  [None, pa.py_buffer(values)]))
 
 
 def rows_path(location: str, index: int) -> Path:
@@ -146,6 +152,12 @@ class Staged:
         """A list column of numbers as (offsets, values)."""
         return self.offsets(name), _numbers(_values(self.table.column(name)))
 
+    def labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """The labels as (offsets, values): each token's id where it is trained, else IGNORE_INDEX."""
+        offsets, ids = self.lists("input_ids")
+        mask = _numbers(_values(self.table.column("trained_mask")))
+        return offsets, np.where(mask.astype(bool), ids, np.int32(IGNORE_INDEX)).astype(np.int32, copy=False)
+
     def strings(self, name: str) -> list:
         return self.table.column(name).to_pylist()
 
@@ -170,7 +182,7 @@ def read_rows(location: str, index: int, digest: str, key: str) -> Staged | None
     return staged
 
 
-_DTYPES = {pa.int32(): np.int32, pa.int64(): np.int64}
+_DTYPES = {pa.int32(): np.int32, pa.int64(): np.int64, pa.uint8(): np.uint8}
 
 
 def _chunk(col: pa.ChunkedArray) -> pa.Array | None:
