@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
+import numpy as np
+
 from sftdata.config import Settings
 from sftdata.faults import fault_point
 from sftdata.mix.decide import Drop, Route
 from sftdata.mix.facts import ChunkFacts, FactsBuilder, Needs
 from sftdata.mix.routed import _drop, _writers, commit_chunk, mix_staged
-from sftdata.mix.staged import RowsWriter, read_rows, rows_path, settings_key
+from sftdata.mix.staged import ENCODED, FAILED, RowsWriter, Staged, read_rows, rows_path, settings_key
 from sftdata.process.chunk import ChunkResult, ChunkTask, _processor, _Quarantine, clean_chunk_leftovers
 from sftdata.process.identity import chunk_digest
 from sftdata.process.record import RUN_FAULTS, BlankCounter, RecordProcessor, conversation_hashes, validated
@@ -52,7 +54,11 @@ class ScanChunk(_SourceTask):
 
     A record whose encoding fails is a fact all the same unless its facts needed the encoding (the
     recipe needs token counts, or ``truncation: drop`` with more characters than ``max_length``: a
-    token holds at least one), so the valid count does not depend on the recipe's other settings."""
+    token holds at least one), so the valid count does not depend on the recipe's other settings.
+
+    A chunk whose rows are already staged (a complete file naming the chunk's input digest and the
+    source's settings: an earlier, killed attempt's) is not processed again: its facts are read back
+    from the staged rows, so a resumed run redoes only the chunks the killed one had not staged."""
 
     def __init__(self, settings: Settings, sources: dict[str, Settings], needs: Needs, location: str) -> None:
         super().__init__(settings, sources)
@@ -60,7 +66,18 @@ class ScanChunk(_SourceTask):
 
     def __call__(self, chunk: Chunk) -> ChunkFacts:
         settings, proc = self.proc_of(chunk)
-        facts, rows, blanks = FactsBuilder(self.needs, chunk.source), RowsWriter(self.needs.drops), BlankCounter()
+        digest, key = chunk_digest(chunk), settings_key(settings, self.needs.drops)
+        facts = FactsBuilder(self.needs, chunk.source)
+        staged = read_rows(self.location, chunk.index, digest, key)
+        if staged is not None:  # staged by an earlier attempt (a killed run): its facts, nothing processed
+            self._facts_of(staged, settings, facts)
+        else:
+            self._process(chunk, settings, proc, facts, digest, key)
+        return facts.build(chunk.index, digest)
+
+    def _process(self, chunk: Chunk, settings: Settings, proc: RecordProcessor, facts: FactsBuilder, digest: str,
+                 key: str) -> None:
+        rows, blanks = RowsWriter(self.needs.drops), BlankCounter()
         for line, raw, _rid, conv in validated(chunk, settings, proc, blanks):
             if not isinstance(conv, Conversation):
                 rows.rejected(line, conv)
@@ -73,21 +90,31 @@ class ScanChunk(_SourceTask):
             except RUN_FAULTS:
                 raise
             except Exception as exc:  # noqa: BLE001 - quarantined by the main pass if it takes the record
-                rows.failed(line, raw, conv, exc, chunk.name)
-                if pieces is not None and not self._counted(settings, pieces):  # a fact all the same
-                    facts.add(line, conv.id, *conversation_hashes(conv), -1)
+                chars = sum([len(v) for _, v in pieces]) if pieces is not None else -1
+                fact = chars >= 0 and not self._counted(settings, chars)  # a fact all the same
+                hashes = conversation_hashes(conv) if fact else ("", "")
+                rows.failed(line, raw, conv, exc, chunk.name, chars, hashes)
+                if fact:
+                    facts.add(line, conv.id, *hashes, -1)
                 continue
             rows.encoded(line, raw, conv, enc, hashes)
             facts.add(line, conv.id, *hashes, len(enc.input_ids))
-        digest = chunk_digest(chunk)
-        rows.write(rows_path(self.location, chunk.index), digest, settings_key(settings, self.needs.drops),
-                   blanks.value)
-        return facts.build(chunk.index, digest)
+        rows.write(rows_path(self.location, chunk.index), digest, key, blanks.value)
 
-    def _counted(self, settings: Settings, pieces) -> bool:
-        """Whether a record's facts need its encoding (the count, or whether encoding keeps it)."""
-        return self.needs.tokens or (settings.truncation == "drop"
-                                     and sum([len(v) for _, v in pieces]) > settings.max_length)
+    def _facts_of(self, staged: Staged, settings: Settings, facts: FactsBuilder) -> None:
+        """The facts ``_process`` gave when it staged these rows."""
+        ids, ch, ph = staged.strings("id"), staged.strings("content_hash"), staged.strings("prompt_hash")
+        tokens, chars = np.diff(staged.offsets("input_ids")), staged.numbers("chars")
+        for i in np.flatnonzero((staged.kind == ENCODED) | ((staged.kind == FAILED) & (chars >= 0))).tolist():
+            if staged.kind[i] == ENCODED:
+                facts.add(int(staged.line[i]), ids[i], ch[i], ph[i], int(tokens[i]))
+            elif not self._counted(settings, int(chars[i])):
+                facts.add(int(staged.line[i]), ids[i], ch[i], ph[i], -1)
+
+    def _counted(self, settings: Settings, chars: int) -> bool:
+        """Whether a record's facts need its encoding (the count, or whether encoding keeps it: a
+        token holds at least one character)."""
+        return self.needs.tokens or (settings.truncation == "drop" and chars > settings.max_length)
 
 
 class PromptChunk(_SourceTask):

@@ -62,37 +62,28 @@ class ChunkFacts:
         return len(self.lines)
 
 
-@dataclass
 class FactsBuilder:
-    """Collects a chunk's facts record by record (in a worker); ``build`` gives the columns."""
+    """Collects a chunk's facts record by record (in a worker); ``build`` computes the keys and
+    gives the columns."""
 
-    needs: Needs
-    source: str
-    lines: list[int] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)
-    order: list[bytes] = field(default_factory=list)
-    content: list[bytes] = field(default_factory=list)
-    prompt: list[bytes] = field(default_factory=list)
-    ids: list[bytes] = field(default_factory=list)
+    def __init__(self, needs: Needs, source: str) -> None:
+        self.needs, self.source = needs, source
+        self.rows: list[tuple[int, str, str, str, int]] = []  # (line, id, content hash, prompt hash, tokens)
 
     def add(self, line: int, rid: str, content_hash: str, prompt_hash: str, tokens: int) -> None:
-        n = self.needs
-        self.lines.append(line)
-        self.tokens.append(tokens)
-        if self.source in n.order:
-            self.order.append(keyed(n.seed, content_hash))
-        if n.content:
-            self.content.append(bytes.fromhex(content_hash))
-            self.ids.append(rid.encode("utf-8", "surrogatepass"))
-        if n.prompt:
-            self.prompt.append(keyed(n.seed, prompt_hash, "eval:"))
+        self.rows.append((line, rid, content_hash, prompt_hash, tokens))
 
     def build(self, index: int, digest: str) -> ChunkFacts:
-        n = len(self.lines)
-        return ChunkFacts(index, self.source, digest, np.array(self.lines, dtype=np.int64),
-                          np.array(self.tokens, dtype=np.int32), _matrix(self.order, n, KEY),
-                          _matrix(self.content, n, CONTENT), _matrix(self.prompt, n, KEY),
-                          b"".join(self.ids), np.cumsum([len(i) for i in self.ids], dtype=np.int64))
+        n, need, seed = len(self.rows), self.needs, self.needs.seed
+        lines, rids, contents, prompts, tokens = zip(*self.rows, strict=True) if self.rows else ((),) * 5
+        order = [keyed(seed, h) for h in contents] if self.source in need.order else []
+        prompt = [keyed(seed, h, "eval:") for h in prompts] if need.prompt else []
+        ids = [i.encode("utf-8", "surrogatepass") for i in rids] if need.content else []
+        return ChunkFacts(index, self.source, digest, np.array(lines, dtype=np.int64),
+                          np.array(tokens, dtype=np.int32), _matrix(order, n, KEY),
+                          _matrix([bytes.fromhex("".join(contents))] if need.content and n else [], n, CONTENT),
+                          _matrix(prompt, n, KEY), b"".join(ids),
+                          np.cumsum([len(i) for i in ids], dtype=np.int64))
 
 
 def _matrix(keys: list[bytes], n: int, width: int) -> np.ndarray:

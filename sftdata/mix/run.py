@@ -20,7 +20,7 @@ import orjson
 
 from sftdata.commit import finalize
 from sftdata.config import Settings
-from sftdata.errors import OutputFolderError, RunError, UnusableRunError
+from sftdata.errors import OutputFolderError, RunError, UnusableRunError, UsageError
 from sftdata.executors import ExecutorFailure, get_executor
 from sftdata.faults import fault_point
 from sftdata.manifest import read_manifest
@@ -119,13 +119,16 @@ def _decide(settings: Settings, recipe: Recipe, chunks: list[Chunk], runner, loc
     staging = Folder(location).staging()
     made = [d for d in (staging / WORK_DIR, staging) if not d.exists()]  # removed again on a refusal
     try:
-        per_chunk = {f.index: f for f in runner.map(ScanChunk(settings, sources, needs, location), chunks)}
+        per_chunk = {}
+        for f in runner.map(ScanChunk(settings, sources, needs, location), chunks):
+            per_chunk[f.index] = f
+            fault_point("scan_done")
         digests = {i: f.digest for i, f in per_chunk.items()}
         facts = concatenate([per_chunk.pop(c.index) for c in chunks], recipe.names, needs)
         decision = decide(recipe, facts, _contaminated(settings, recipe, runner), needs.content)
         decision.digests, decision.raw = digests, needs.drops
         return decision
-    except BaseException:
+    except UsageError:  # a refusal; after a kill, an interrupt or a failure the staged rows are kept for --resume
         for c in chunks:
             rows_path(location, c.index).unlink(missing_ok=True)
         for d in made:

@@ -30,6 +30,7 @@ from sftdata.stages.write.arrow import _int32_array, _string_array, _string_list
 from sftdata.storage import Folder
 from sftdata.storage.atomic import atomic_replace, temp_path
 from sftdata.storage.layout import chunk_rows
+from sftdata.version import __version__
 
 REJECTED, FAILED, ENCODED = 0, 1, 2  # a row's kind
 
@@ -38,7 +39,7 @@ ROWS_SCHEMA = pa.schema([
     ("raw", pa.large_binary()), ("id", pa.string()), ("unknown_keys", pa.list_(pa.string())),
     ("special", pa.int32()), ("content_hash", pa.string()), ("prompt_hash", pa.string()),
     ("input_ids", pa.list_(pa.int32())), ("trained_mask", pa.list_(pa.uint8())), ("trained", pa.int32()),
-    ("truncated", pa.int32()),
+    ("truncated", pa.int32()), ("chars", pa.int64()),
 ])  # built from buffers, never with ``pa.array`` (it imports pandas: a fraction of a second per worker)
 # ``trained_mask``: 1 where a token is trained; the labels are the ids there and IGNORE_INDEX elsewhere
 # (``stages.encode``), so a token costs 5 bytes here instead of 8
@@ -49,7 +50,7 @@ def settings_key(settings: Settings, raw: bool = True) -> str:
     """What the staged rows were made with (a dataclass: its repr lists every field), and whether
     they keep each record's original line (``raw``: only a mix that can drop valid records needs it,
     for the quarantine line of a duplicate or a contaminated record)."""
-    return hashlib.sha256(f"{settings!r}:raw={raw}".encode()).hexdigest()
+    return hashlib.sha256(f"{settings!r}:raw={raw}:{__version__}".encode()).hexdigest()
 
 
 class RowsWriter:
@@ -62,18 +63,21 @@ class RowsWriter:
 
     def rejected(self, line: int, rejection: Rejection) -> None:
         self.rows.append((REJECTED, line, rejection.reason, orjson.dumps(rejection.to_json()), b"", "", [], 0,
-                          "", "", _EMPTY, _EMPTY, 0, 0))
+                          "", "", _EMPTY, _EMPTY, 0, 0, 0))
 
-    def failed(self, line: int, raw: bytes, conv: Conversation, exc: Exception, source: str) -> None:
+    def failed(self, line: int, raw: bytes, conv: Conversation, exc: Exception, source: str, chars: int,
+               hashes: tuple[str, str]) -> None:
+        """A conversation whose rendering or encoding failed; ``chars``: its rendered characters (-1:
+        not rendered), ``hashes`` where it is a fact all the same (``ScanChunk``)."""
         r = reject_of(exc)
         rejection = Rejection(r.reason, r.message, "label", source, line, conv.id, r.pointer, original_text(raw))
         self.rows.append((FAILED, line, r.reason, orjson.dumps(rejection.to_json()), raw if self.raw else b"",
-                          conv.id, list(conv.unknown_keys or ()), 0, "", "", _EMPTY, _EMPTY, 0, 0))
+                          conv.id, list(conv.unknown_keys or ()), 0, *hashes, _EMPTY, _EMPTY, 0, 0, chars))
 
     def encoded(self, line: int, raw: bytes, conv: Conversation, enc, hashes: tuple[str, str]) -> None:
         self.rows.append((ENCODED, line, "", b"", raw if self.raw else b"", conv.id, list(conv.unknown_keys or ()),
                           int(bool(conv.has_special_text)), hashes[0], hashes[1], enc.input_ids, enc.labels,
-                          enc.trained, int(bool(enc.truncated))))
+                          enc.trained, int(bool(enc.truncated)), 0))
 
     def write(self, path: Path, digest: str, key: str, blank_lines: int) -> None:
         n = len(self.rows)

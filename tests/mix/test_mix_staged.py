@@ -53,6 +53,8 @@ def test_staged_rows_of_other_settings_or_bytes_are_not_trusted(tmp_path, monkey
     real_read = mix_chunk_module.read_rows
 
     def spy(location, index, digest, key):
+        if not rows_path(location, index).exists():  # the first pass, before it stages the chunk
+            return real_read(location, index, digest, key)
         staged = real_read(location, index, digest, key)
         assert staged is not None  # this run's own rows are read back
         assert real_read(location, index, digest, key + "x") is None
