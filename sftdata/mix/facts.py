@@ -115,33 +115,32 @@ class Facts:
 
 
 def concatenate(parts: list[ChunkFacts], names: list[str], needs: Needs) -> Facts:
-    """One table of the chunks' facts (``parts`` in plan order); ``order`` rows of sources that do
-    not need it are zero."""
+    """One table of the chunks' facts (``parts`` in plan order; emptied as they are copied, so the
+    facts are held about once, not twice); ``order`` rows of sources that do not need it are zero."""
     place = {name: i for i, name in enumerate(names)}
     sizes = [len(p) for p in parts]
-    order = np.zeros((sum(sizes), KEY if needs.order else 0), dtype=np.uint8)
-    start = 0
+    n = sum(sizes)
+    out = Facts(np.repeat(np.array([p.index for p in parts], dtype=np.int64), sizes),
+                np.repeat(np.array([place[p.source] for p in parts], dtype=np.int32), sizes),
+                np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int32),
+                np.zeros((n, KEY if needs.order else 0), dtype=np.uint8),
+                np.empty((n, CONTENT if needs.content else 0), dtype=np.uint8),
+                np.empty((n, KEY if needs.prompt else 0), dtype=np.uint8), b"", np.empty(n, dtype=np.int64))
+    ids, start, base = [], 0, 0
     for p in parts:
-        if p.order.shape[1]:
-            order[start:start + len(p)] = p.order
-        start += len(p)
+        end = start + len(p)
+        out.lines[start:end], out.tokens[start:end] = p.lines, p.tokens
+        for column in ("order", "content", "prompt"):
+            if getattr(p, column).shape[1]:
+                getattr(out, column)[start:end] = getattr(p, column)
+        out.id_ends[start:end] = p.id_ends + base if len(p.id_ends) else 0
+        base += len(p.id_data)
+        ids.append(p.id_data)
+        p.lines = p.tokens = p.order = p.content = p.prompt = p.id_ends = _NONE
+        p.id_data = b""
+        start = end
+    out.id_data = b"".join(ids)
+    return out
 
-    def cat(column: str, width: int) -> np.ndarray:
-        arrays = [getattr(p, column) for p in parts]
-        return np.concatenate(arrays) if arrays else np.zeros((0, width), dtype=np.uint8)
 
-    return Facts(np.repeat(np.array([p.index for p in parts], dtype=np.int64), sizes),
-                 np.repeat(np.array([place[p.source] for p in parts], dtype=np.int32), sizes),
-                 np.concatenate([p.lines for p in parts]) if parts else np.zeros(0, np.int64),
-                 np.concatenate([p.tokens for p in parts]) if parts else np.zeros(0, np.int32),
-                 order, cat("content", CONTENT if needs.content else 0), cat("prompt", KEY if needs.prompt else 0),
-                 b"".join(p.id_data for p in parts), _ends([p.id_ends for p in parts]))
-
-
-def _ends(parts: list[np.ndarray]) -> np.ndarray:
-    """Each chunk's id ends, shifted by the bytes of the chunks before it."""
-    out, base = [], 0
-    for ends in parts:
-        out.append(ends + base)
-        base += int(ends[-1]) if len(ends) else 0
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+_NONE = np.zeros((0, 0), dtype=np.uint8)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from sftdata.commit import finalize
+from sftdata.commit import finalize, index_rows
 from sftdata.config import Settings
 from sftdata.errors import OutputFolderError, RunError, UnusableRunError, UsageError
 from sftdata.executors import ExecutorFailure, get_executor
@@ -33,6 +33,7 @@ from sftdata.mix.staged import rows_path
 from sftdata.output import RunLock, check_folder, check_location, new_run_id
 from sftdata.output import prepare as prepare_output
 from sftdata.process.chunk import ChunkResult
+from sftdata.process.dedupe import RowIndex
 from sftdata.process.identity import input_digests
 from sftdata.process.ledger import Ledger, input_size
 from sftdata.runner import RunSummary
@@ -206,20 +207,15 @@ def _run_locked(settings: Settings, recipe: Recipe, out: Folder, *, workers, res
             ledgers[name] = Ledger(folder, chunks, copy.deepcopy(plan))  # its own plan and run id
         if split and out.size(DATASET_DICT_NAME) is not None:  # no longer a finished split run
             out.delete(DATASET_DICT_NAME)
-        skipped, results = _main_pass(ledgers, settings, sources, decision, runner, resume, progress,
-                                      sync=executor != "local")
-        fault_point("before_finalize")
-        mix = accounting(recipe, decision, chunks, results)
-        manifests = {}
-        for folder, name in targets:
-            own = ledgers[name].plan
-            ledgers[name].check_commit(files, {r.index: r for r in results[name]})
-            digests = _digests(chunks, results[name], own)
-            for item in own["inputs"]:
-                item["digest"] = digests[item["path"]]
-            extra = {"mix": {**mix, "recipe": recipe_json(recipe), "split": name if split else None}}
-            manifests[name] = finalize(folder, settings, tokenizer, own, results[name], schema=MIX_SCHEMA,
-                                       extra=extra).to_json()
+        with contextlib.ExitStack() as stack:  # every folder's rows, spilled as each chunk is done
+            indexes = {name: stack.enter_context(RowIndex()) for name in ledgers}
+            skipped, results = _main_pass(ledgers, settings, sources, decision, runner, resume, progress, indexes,
+                                          sync=executor != "local")
+            fault_point("before_finalize")
+            mix = accounting(recipe, decision, chunks, results)
+            manifests = {name: _commit(folder, ledgers[name], files, chunks, results[name], indexes[name], settings,
+                                       tokenizer, {**mix, "recipe": recipe_json(recipe), "split": name if split else None})
+                         for folder, name in targets}
         if split:
             out.write_bytes(DATASET_DICT_NAME, orjson.dumps({"splits": list(SPLIT_NAMES)}))
     except ExecutorFailure as exc:
@@ -240,14 +236,24 @@ def split_folders(summary: MixSummary) -> list[tuple[str, str]]:
     return [(name, _split_folder(Folder(summary.output), name).location) for name in SPLIT_NAMES]
 
 
-def _digests(chunks: list[Chunk], results: list[ChunkResult], plan: dict) -> dict[str, str]:
-    return input_digests(chunks, {r.index: r.input_digest for r in results}, [i["path"] for i in plan["inputs"]])
+def _commit(folder: Folder, ledger: Ledger, files: list[Path], chunks: list[Chunk], results: list[ChunkResult],
+            index: RowIndex, settings: Settings, tokenizer, mix: dict) -> dict:
+    """Check the inputs and markers of one folder, record the inputs' digests and commit it; its manifest."""
+    ledger.check_commit(files, {r.index: r for r in results})
+    digests = input_digests(chunks, {r.index: r.input_digest for r in results},
+                            [i["path"] for i in ledger.plan["inputs"]])
+    for item in ledger.plan["inputs"]:
+        item["digest"] = digests[item["path"]]
+    return finalize(folder, settings, tokenizer, ledger.plan, results, index, schema=MIX_SCHEMA,
+                    extra={"mix": mix}).to_json()
 
 
 def _main_pass(ledgers: dict[str, Ledger], settings: Settings, sources: dict[str, Settings], decision: Decision,
-               runner, resume: bool, progress, *, sync: bool) -> tuple[int, dict[str, list[ChunkResult]]]:
+               runner, resume: bool, progress, indexes: dict[str, RowIndex], *,
+               sync: bool) -> tuple[int, dict[str, list[ChunkResult]]]:
     """Every chunk into every folder at once, resumable chunk by chunk: a chunk is kept on
-    ``--resume`` only where each folder's ledger holds it."""
+    ``--resume`` only where each folder's ledger holds it. Each result's rows go to its folder's
+    ``indexes`` as it arrives (the driver keeps no list that grows with the rows)."""
     chunks = next(iter(ledgers.values())).chunks
     run_ids, done = {}, {}
     for name, ledger in ledgers.items():
@@ -259,6 +265,9 @@ def _main_pass(ledgers: dict[str, Ledger], settings: Settings, sources: dict[str
     for ledger in ledgers.values():
         ledger.clean(pending)
     results = {name: {i: done[name][i] for i in kept} for name in ledgers}
+    for name, held in results.items():
+        for r in held.values():
+            index_rows(indexes[name], r)
     task = MixChunk(settings, sources, {name: ledger.out.location for name, ledger in ledgers.items()},
                     decision.routes, decision.drops, run_ids, sync=sync, digests=decision.digests,
                     raw=decision.raw)
@@ -266,6 +275,7 @@ def _main_pass(ledgers: dict[str, Ledger], settings: Settings, sources: dict[str
     for res in runner.map(task, pending):
         for name, r in res.items():
             results[name][r.index] = r
+            index_rows(indexes[name], r)
         if progress:
             progress(res[first], len(results[first]), len(chunks))
         fault_point("chunk_done")
