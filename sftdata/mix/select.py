@@ -28,8 +28,11 @@ def half_up(x: float) -> int:
 
 
 def words(keys: np.ndarray) -> list[np.ndarray]:
-    """A (n, 8k) uint8 key matrix as its k big-endian 64-bit words, most significant first."""
-    w = np.ascontiguousarray(keys).view(">u8").astype(np.uint64)
+    """A (n, 8k) uint8 key matrix as its k 64-bit words read big-endian, most significant first.
+    The matrix is consumed (turned into the words in place): pass a copy (``facts.order[idx]``)."""
+    w = np.ascontiguousarray(keys).view(np.uint64)
+    if np.little_endian:
+        w.byteswap(inplace=True)
     return [w[:, j] for j in range(w.shape[1])]
 
 

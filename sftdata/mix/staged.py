@@ -15,7 +15,7 @@ only when both match, and otherwise processes the chunk from its input (same byt
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +140,7 @@ class Staged:
     blank_lines: int
     kind: np.ndarray
     line: np.ndarray
+    _memo: dict = field(default_factory=dict)  # the columns read so far (each split's rows read them)
 
     def value(self, name: str, i: int):
         """One cell (for the few rows written one by one: rejections, drops)."""
@@ -158,12 +159,16 @@ class Staged:
 
     def labels(self) -> tuple[np.ndarray, np.ndarray]:
         """The labels as (offsets, values): each token's id where it is trained, else IGNORE_INDEX."""
-        offsets, ids = self.lists("input_ids")
-        mask = _numbers(_values(self.table.column("trained_mask")))
-        return offsets, np.where(mask.astype(bool), ids, np.int32(IGNORE_INDEX)).astype(np.int32, copy=False)
+        if "labels" not in self._memo:
+            offsets, ids = self.lists("input_ids")
+            mask = _numbers(_values(self.table.column("trained_mask")))
+            self._memo["labels"] = offsets, np.where(mask.astype(bool), ids, np.int32(IGNORE_INDEX)).astype(np.int32)
+        return self._memo["labels"]
 
     def strings(self, name: str) -> list:
-        return self.table.column(name).to_pylist()
+        if name not in self._memo:
+            self._memo[name] = self.table.column(name).to_pylist()
+        return self._memo[name]
 
 
 def read_rows(location: str, index: int, digest: str, key: str) -> Staged | None:
