@@ -126,6 +126,7 @@ def _decide(settings: Settings, recipe: Recipe, chunks: list[Chunk], runner, loc
             fault_point("scan_done")
         digests = {i: f.digest for i, f in per_chunk.items()}
         facts = concatenate([per_chunk.pop(c.index) for c in chunks], recipe.names, needs)
+        _release_freed_memory()  # the chunks' columns, copied into one table
         decision = decide(recipe, facts, _contaminated(settings, recipe, runner), needs.content)
         decision.digests, decision.raw = digests, needs.drops
         return decision
@@ -136,6 +137,17 @@ def _decide(settings: Settings, recipe: Recipe, chunks: list[Chunk], runner, loc
             with contextlib.suppress(OSError):
                 d.rmdir()  # only when empty
         raise
+
+
+def _release_freed_memory() -> None:
+    """Give the first pass's freed facts back to the system before the main pass forks its workers:
+    glibc keeps freed heap pages, and a forked worker starts with the driver's resident pages."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _check_top(out: Folder, *, resume: bool, overwrite: bool) -> None:
@@ -201,6 +213,7 @@ def _run_locked(settings: Settings, recipe: Recipe, out: Folder, *, workers, res
         for folder, _name in targets:  # its refusals before the first pass stages rows in the first folder
             check_folder(folder, resume=resume, overwrite=overwrite)
         decision = _decide(settings, recipe, chunks, runner, targets[0][0].location)  # refuses an unmet budget
+        _release_freed_memory()
         ledgers: dict[str, Ledger] = {}
         for folder, name in targets:
             prepare_output(folder, resume=resume, overwrite=overwrite)
