@@ -1,11 +1,13 @@
 """A mix against a plain run over the same inputs: the overhead of selecting and splitting.
 
-    python benchmarks/bench_mix.py [--records 20000] [--repeats 3] [--workers 2]
+    python benchmarks/bench_mix.py [--records 20000] [--repeats 3] [--workers 2] [--tree PATH]
 
 Three JSON Lines files of generated records (``tests.synth``): a plain ``sftdata run`` over all
 three, and a mix of the same three as sources (every record taken, a 5% eval split per source),
-alternated so a busy machine slows both alike. Prints each run's wall time, the medians and the
-mix's overhead in percent.
+alternated so a busy machine slows both alike. Prints each run's wall time and CPU time (the
+driver's, its workers', and the process tree's: user + system), the medians and the mix's
+overhead in percent. ``--tree``: the source tree whose ``sftdata`` runs (default: this one), to
+compare two versions with the same script and inputs.
 """
 
 from __future__ import annotations
@@ -38,11 +40,36 @@ def recipe(d: Path, files: list[Path]) -> Path:
     return path
 
 
-def timed(args: list[str]) -> float:
+# the command in a process of its own that, on exit, writes its CPU and its reaped workers' (user + system)
+_RUN = ("import atexit, resource, sys\n"
+        "def _cpu(path=sys.argv[1]):\n"
+        "    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "    with open(path, 'w') as f:\n"
+        "        f.write(f'{own.ru_utime + own.ru_stime} {kids.ru_utime + kids.ru_stime}')\n"
+        "atexit.register(_cpu)\n"
+        "sys.argv = ['sftdata', *sys.argv[2:]]\n"
+        "from sftdata.cli import main\n"
+        "main()\n")
+
+
+def timed(args: list[str], tree: Path, scratch: Path) -> tuple[float, float, float]:
+    """(wall, driver CPU, workers' CPU) of one ``sftdata`` command, in seconds."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "sftdata.cli", *args], check=True, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return time.perf_counter() - start
+    subprocess.run([sys.executable, "-c", _RUN, str(scratch), *args], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(tree)})
+    wall = time.perf_counter() - start
+    driver, workers = map(float, scratch.read_text().split())
+    return wall, driver, workers
+
+
+def report(name: str, runs: list[tuple[float, float, float]]) -> tuple[float, float, float, float]:
+    """Print one command's runs; returns the medians (wall, driver, workers, tree)."""
+    med = [statistics.median(r[k] for r in runs) for k in range(3)]
+    tree = statistics.median(r[1] + r[2] for r in runs)
+    print(f"{name}: wall {', '.join(f'{r[0]:.2f}' for r in runs)} s (median {med[0]:.2f}); CPU tree "
+          f"{', '.join(f'{r[1] + r[2]:.2f}' for r in runs)} s (median {tree:.2f}: driver {med[1]:.2f}, "
+          f"workers {med[2]:.2f})")
+    return med[0], med[1], med[2], tree
 
 
 def main() -> None:
@@ -50,6 +77,7 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=20_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--tree", type=Path, default=ROOT, help="the source tree to run sftdata from")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -59,12 +87,11 @@ def main() -> None:
         plain_t, mix_t = [], []
         for _ in range(a.repeats):
             plain_t.append(timed(["run", *[x for f in files for x in ("--input", str(f))], "--output",
-                                  str(d / "plain"), *common]))
-            mix_t.append(timed(["run", str(mix), "--output", str(d / "mix"), *common]))
-        p, m = statistics.median(plain_t), statistics.median(mix_t)
-        print(f"plain run: {', '.join(f'{t:.2f}' for t in plain_t)} s (median {p:.2f})")
-        print(f"mix + split: {', '.join(f'{t:.2f}' for t in mix_t)} s (median {m:.2f})")
-        print(f"overhead: {100 * (m - p) / p:.0f}%")
+                                  str(d / "plain"), *common], a.tree, d / "cpu"))
+            mix_t.append(timed(["run", str(mix), "--output", str(d / "mix"), *common], a.tree, d / "cpu"))
+        p, m = report("plain run", plain_t), report("mix + split", mix_t)
+        print(f"overhead: wall {100 * (m[0] - p[0]) / p[0]:.0f}%, CPU of the tree {100 * (m[3] - p[3]) / p[3]:.0f}% "
+              f"(driver {m[1] - p[1]:+.2f} s, workers {m[2] - p[2]:+.2f} s)")
 
 
 if __name__ == "__main__":

@@ -9,35 +9,24 @@ are ``sftdata.process.chunk``'s.
 
 from __future__ import annotations
 
-import hashlib
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 
-import orjson
+import numpy as np
 
 from sftdata.config import Settings
 from sftdata.faults import fault_point
-from sftdata.mix.select import Fact
-from sftdata.mix.staged import ENCODED, REJECTED, RowsWriter, StagedRow, read_rows, rows_path, settings_key
+from sftdata.mix.decide import Drop, Route
+from sftdata.mix.facts import ChunkFacts, FactsBuilder, Needs
+from sftdata.mix.routed import _drop, _writers, commit_chunk, mix_staged
+from sftdata.mix.staged import ENCODED, FAILED, RowsWriter, Staged, read_rows, rows_path, settings_key
 from sftdata.process.chunk import ChunkResult, ChunkTask, _processor, _Quarantine, clean_chunk_leftovers
 from sftdata.process.identity import chunk_digest
 from sftdata.process.record import RUN_FAULTS, BlankCounter, RecordProcessor, conversation_hashes, validated
 from sftdata.stages.adapt.keys import count_names
 from sftdata.stages.read.jsonl import Chunk
-from sftdata.stages.records import Conversation, Reject, Rejection
-from sftdata.stages.write.arrow import MIX_SCHEMA, ShardWriter
-from sftdata.storage import Folder, work_dir
-from sftdata.storage.atomic import atomic_write_bytes
-from sftdata.storage.layout import chunk_marker, chunk_quarantine
-
-
-@dataclass(frozen=True)
-class Drop:
-    """A valid record the mix quarantines: ``duplicate`` (dedupe across the mix) or ``contaminated``."""
-
-    reason: str
-    message: str
-    extra: dict = field(default_factory=dict)
+from sftdata.stages.records import Conversation, Rejection
+from sftdata.stages.write.arrow import ShardWriter
+from sftdata.storage import Folder
 
 
 class _SourceTask(ChunkTask):
@@ -51,52 +40,44 @@ class _SourceTask(ChunkTask):
         own = self.sources.get(chunk.source, self.settings)
         return own, _processor(own)
 
+    def warm(self) -> None:
+        """The BPE engine, built once in the driver before a pool forks (the workers share its pages)
+        instead of once per worker: what ``ProcessChunk.warm`` does for a plain run."""
+        for own in self.sources.values():
+            _processor(own).encoder.tok.encode_text("")
+
 
 class ScanChunk(_SourceTask):
-    """First pass: a ``Fact`` (hashes, token count) of every record that would be written.
+    """First pass: every record processed whole (parse, adapt, validate, render, encode), its
+    outcome staged in ``location``'s work dir (``sftdata.mix.staged``), and the facts of each record
+    that would be written returned as columns (``sftdata.mix.facts``).
 
-    ``need_tokens`` (a token budget or a token-sized eval split): every record's count. Else the count
-    is -1 (not needed) and a record is no fact only where encoding could reject it (``truncation:
-    drop`` and more characters than ``max_length``: a token holds at least one). ``location``: the
-    folder whose work dir keeps the chunk's staged rows (``sftdata.mix.staged``): every record is
-    then processed whole, once; without it, a record is encoded only where its facts need it."""
+    A record whose encoding fails is a fact all the same unless its facts needed the encoding (the
+    recipe needs token counts, or ``truncation: drop`` with more characters than ``max_length``: a
+    token holds at least one), so the valid count does not depend on the recipe's other settings.
 
-    def __init__(self, settings: Settings, sources: dict[str, Settings], need_tokens: bool = True,
-                 location: str | None = None) -> None:
+    A chunk whose rows are already staged (a complete file naming the chunk's input digest and the
+    source's settings: an earlier, killed attempt's) is not processed again: its facts are read back
+    from the staged rows, so a resumed run redoes only the chunks the killed one had not staged."""
+
+    def __init__(self, settings: Settings, sources: dict[str, Settings], needs: Needs, location: str) -> None:
         super().__init__(settings, sources)
-        self.need_tokens, self.location = need_tokens, location
+        self.needs, self.location = needs, location
 
-    def __call__(self, chunk: Chunk) -> tuple[int, list[Fact]]:
+    def __call__(self, chunk: Chunk) -> ChunkFacts:
         settings, proc = self.proc_of(chunk)
-        if self.location is not None:
-            return chunk.index, self._staged(chunk, settings, proc)
-        facts = []
-        for line, _raw, _rid, conv in validated(chunk, settings, proc):
-            if not isinstance(conv, Conversation):
-                continue
-            try:
-                tokens = self._tokens(settings, proc, conv)
-            except RUN_FAULTS:
-                raise
-            except Exception:  # noqa: BLE001 - rejected again, with its reason, by the main pass
-                continue
-            h, ph = conversation_hashes(conv)
-            facts.append(Fact(chunk.source, chunk.index, line, conv.id, h, ph, tokens))
-        return chunk.index, facts
+        digest, key = chunk_digest(chunk), settings_key(settings, self.needs.drops)
+        facts = FactsBuilder(self.needs, chunk.source)
+        staged = read_rows(self.location, chunk.index, digest, key)
+        if staged is not None:  # staged by an earlier attempt (a killed run): its facts, nothing processed
+            self._facts_of(staged, settings, facts)
+        else:
+            self._process(chunk, settings, proc, facts, digest, key)
+        return facts.build(chunk.index, digest)
 
-    def _counted(self, settings: Settings, pieces) -> bool:
-        """Whether a record's facts need its encoding (the count, or whether encoding keeps it)."""
-        return self.need_tokens or (settings.truncation == "drop"
-                                    and sum([len(v) for _, v in pieces]) > settings.max_length)
-
-    def _tokens(self, settings: Settings, proc: RecordProcessor, conv: Conversation) -> int:
-        pieces = conv.pieces if conv.pieces is not None else proc.renderer.render(conv)
-        if not self._counted(settings, pieces):
-            return -1
-        return len(proc.encoder.encode(pieces).input_ids)
-
-    def _staged(self, chunk: Chunk, settings: Settings, proc: RecordProcessor) -> list[Fact]:
-        facts, rows, blanks = [], RowsWriter(), BlankCounter()
+    def _process(self, chunk: Chunk, settings: Settings, proc: RecordProcessor, facts: FactsBuilder, digest: str,
+                 key: str) -> None:
+        rows, blanks = RowsWriter(self.needs.drops), BlankCounter()
         for line, raw, _rid, conv in validated(chunk, settings, proc, blanks):
             if not isinstance(conv, Conversation):
                 rows.rejected(line, conv)
@@ -109,16 +90,31 @@ class ScanChunk(_SourceTask):
             except RUN_FAULTS:
                 raise
             except Exception as exc:  # noqa: BLE001 - quarantined by the main pass if it takes the record
-                rows.failed(line, raw, conv, exc, chunk.name)
-                if pieces is not None and not self._counted(settings, pieces):  # a fact all the same
-                    facts.append(Fact(chunk.source, chunk.index, line, conv.id, *conversation_hashes(conv), -1))
+                chars = sum([len(v) for _, v in pieces]) if pieces is not None else -1
+                fact = chars >= 0 and not self._counted(settings, chars)  # a fact all the same
+                hashes = conversation_hashes(conv) if fact else ("", "")
+                rows.failed(line, raw, conv, exc, chunk.name, chars, hashes)
+                if fact:
+                    facts.add(line, conv.id, *hashes, -1)
                 continue
             rows.encoded(line, raw, conv, enc, hashes)
-            tokens = len(enc.input_ids) if self._counted(settings, pieces) else -1
-            facts.append(Fact(chunk.source, chunk.index, line, conv.id, *hashes, tokens))
-        rows.write(rows_path(self.location, chunk.index), chunk_digest(chunk), settings_key(settings),
-                   blanks.value)
-        return facts
+            facts.add(line, conv.id, *hashes, len(enc.input_ids))
+        rows.write(rows_path(self.location, chunk.index), digest, key, blanks.value)
+
+    def _facts_of(self, staged: Staged, settings: Settings, facts: FactsBuilder) -> None:
+        """The facts ``_process`` gave when it staged these rows."""
+        ids, ch, ph = staged.strings("id"), staged.strings("content_hash"), staged.strings("prompt_hash")
+        tokens, chars = np.diff(staged.offsets("input_ids")), staged.numbers("chars")
+        for i in np.flatnonzero((staged.kind == ENCODED) | ((staged.kind == FAILED) & (chars >= 0))).tolist():
+            if staged.kind[i] == ENCODED:
+                facts.add(int(staged.line[i]), ids[i], ch[i], ph[i], int(tokens[i]))
+            elif not self._counted(settings, int(chars[i])):
+                facts.add(int(staged.line[i]), ids[i], ch[i], ph[i], -1)
+
+    def _counted(self, settings: Settings, chars: int) -> bool:
+        """Whether a record's facts need its encoding (the count, or whether encoding keeps it: a
+        token holds at least one character)."""
+        return self.needs.tokens or (settings.truncation == "drop" and chars > settings.max_length)
 
 
 class PromptChunk(_SourceTask):
@@ -140,33 +136,36 @@ class MixChunk(_SourceTask):
     with their source; returns split -> ``ChunkResult``.
 
     ``locations``: split -> folder (the first one keeps the quarantine: ``train``, or the only
-    folder); ``routes``: chunk -> line -> (split, copies); ``drops``: chunk -> line -> ``Drop``.
-    A record neither routed nor dropped is not taken: counted by the driver, not written."""
+    folder); ``routes``: chunk -> ``Route`` (lines, copies, split); ``drops``: chunk -> line -> ``Drop``;
+    ``digests``: chunk -> the digest of the input bytes its rows were staged from (the first pass
+    hashed them; without one, the input is hashed again); ``raw``: the staged rows must keep the
+    records' lines (there are drops to quarantine). A record neither routed nor dropped is not
+    taken: counted by the driver, not written."""
 
     def __init__(self, settings: Settings, sources: dict[str, Settings], locations: dict[str, str],
-                 routes: dict[int, dict[int, tuple[str, int]]], drops: dict[int, dict[int, Drop]],
-                 run_ids: dict[str, str], *, sync: bool = True) -> None:
+                 routes: dict[int, Route], drops: dict[int, dict[int, Drop]],
+                 run_ids: dict[str, str], *, sync: bool = True, digests: dict[int, str] | None = None,
+                 raw: bool = True) -> None:
         super().__init__(settings, sources)
-        self.locations, self.routes, self.drops = locations, routes, drops
+        self.locations, self.routes, self.drops, self.digests = locations, routes, drops, digests or {}
+        self.raw = raw
         self.run_ids, self.sync = run_ids, sync
 
     def __call__(self, chunk: Chunk) -> dict[str, ChunkResult]:
         settings, proc = self.proc_of(chunk)
-        routes, drops = self.routes.get(chunk.index, {}), self.drops.get(chunk.index, {})
-        digest = chunk_digest(chunk)
-        staged = read_rows(next(iter(self.locations.values())), chunk.index, digest, settings_key(settings))
+        route, drops = self.routes.get(chunk.index), self.drops.get(chunk.index, {})
+        digest = self.digests.get(chunk.index) or chunk_digest(chunk)  # the first pass read these bytes
+        staged = read_rows(next(iter(self.locations.values())), chunk.index, digest,
+                           settings_key(settings, self.raw))
         if staged is not None:
-            return mix_staged(chunk, digest, staged, settings, self.locations, routes, drops, self.run_ids,
+            return mix_staged(chunk, digest, staged, settings, self.locations, route, drops, self.run_ids,
                               self.sync)
+        routes = route.as_dict() if route is not None else {}
         return mix_chunk(chunk, settings, proc, self.locations, routes, drops, self.run_ids, self.sync)
 
     def prepare(self, chunk: Chunk) -> None:
         for location in self.locations.values():
             clean_chunk_leftovers(location, chunk.index)
-
-    def warm(self) -> None:
-        for own in self.sources.values():
-            _processor(own).encoder.tok.encode_text("")
 
 
 def mix_chunk(chunk: Chunk, settings: Settings, proc: RecordProcessor, locations: dict[str, str],
@@ -185,7 +184,7 @@ def mix_chunk(chunk: Chunk, settings: Settings, proc: RecordProcessor, locations
                 results[first].records_read += 1
                 quarantine.add(outcome)
             elif line in drops:
-                _drop(results[first], quarantine, drops[line], outcome, line, raw)
+                _drop(results[first], quarantine, drops[line], outcome.id, line, raw)
             elif line in routes:
                 split, copies = routes[line]
                 _write(results[split], writers[split], proc, outcome, copies, chunk.source,
@@ -195,90 +194,8 @@ def mix_chunk(chunk: Chunk, settings: Settings, proc: RecordProcessor, locations
     results[first].blank_lines = blanks.value
     fault_point("worker_chunk")
     for name, location in locations.items():
-        _commit(Folder(location), results[name], quarantine.to_bytes() if name == first else b"", sync)
+        commit_chunk(Folder(location), results[name], quarantine.to_bytes() if name == first else b"", sync)
     return results
-
-
-def _writers(stack: ExitStack, chunk: Chunk, settings: Settings, locations: dict[str, str],
-             sync: bool) -> dict[str, ShardWriter]:
-    writers = {}
-    for name, location in locations.items():
-        work_dir(Folder(location))
-        writers[name] = stack.enter_context(ShardWriter(Folder(location).staging(), chunk.index,
-                                                        settings.shard_size, MIX_SCHEMA, sync=sync))
-    return writers
-
-
-def mix_staged(chunk: Chunk, digest: str, staged: tuple[list[StagedRow], int], settings: Settings,
-               locations: dict[str, str], routes: dict[int, tuple[str, int]], drops: dict[int, Drop],
-               run_ids: dict[str, str], sync: bool = True) -> dict[str, ChunkResult]:
-    """``mix_chunk`` from the chunk's staged rows (``sftdata.mix.staged``): the same files, same bytes."""
-    first = next(iter(locations))
-    results = {name: ChunkResult(chunk.index, run_id=run_ids[name], input_digest=digest) for name in locations}
-    quarantine = _Quarantine(chunk, results[first])
-    rows, blank_lines = staged
-    with ExitStack() as stack:
-        writers = _writers(stack, chunk, settings, locations, sync)
-        for row in rows:
-            if row.kind == REJECTED:
-                results[first].records_read += 1
-                results[first].rejected[row.reason] += 1
-                quarantine.lines.append(row.quarantine)
-            elif row.line in drops:
-                _drop(results[first], quarantine, drops[row.line], row, row.line, row.raw)
-            elif row.line in routes:
-                split, copies = routes[row.line]
-                _write_staged(results[split], writers[split], row, copies, chunk.source, (results[first], quarantine))
-        for name, writer in writers.items():
-            results[name].shards = writer.finish()
-    results[first].blank_lines = blank_lines
-    fault_point("worker_chunk")
-    for name, location in locations.items():
-        _commit(Folder(location), results[name], quarantine.to_bytes() if name == first else b"", sync)
-    return results
-
-
-def _write_staged(result: ChunkResult, writer: ShardWriter, row: StagedRow, copies: int, source: str,
-                  rejects: tuple[ChunkResult, _Quarantine]) -> None:
-    """``_write`` of a staged row."""
-    if row.unknown_keys:
-        count_names(result.unknown_keys, tuple(row.unknown_keys))
-    if row.kind != ENCODED:
-        rejects[0].records_read += 1
-        rejects[0].rejected[row.reason] += 1
-        rejects[1].lines.append(row.quarantine)
-        return
-    for k in range(1, copies + 1):
-        rid = row.id if k == 1 else f"{row.id}#r{k}"
-        writer.add(rid, row.input_ids, row.labels, row.content_hash, row.prompt_hash, source=source)
-        result.records_read += 1
-        result.records_written += 1
-        result.tokens += len(row.input_ids)
-        result.trained_tokens += row.trained
-        result.special_text_records += row.has_special_text
-        if k == 1:
-            result.hashes.append((row.content_hash, rid))
-        if row.truncated:
-            result.truncated_ids.append(rid)
-
-
-def _drop(result: ChunkResult, quarantine: _Quarantine, drop: Drop, conv: Conversation, line: int,
-          raw: bytes) -> None:
-    result.records_read += 1
-    if drop.reason == "duplicate":
-        result.dropped_duplicates.append((conv.id, drop.extra["duplicate_of"]))
-    stage = "dedupe" if drop.reason == "duplicate" else "decontaminate"
-    quarantine.add_exc(Reject(drop.reason, drop.message, ""), stage, line, conv.id, raw, **drop.extra)
-
-
-def _commit(folder: Folder, result: ChunkResult, part: bytes, sync: bool) -> None:
-    """A chunk's quarantine part and done-marker (last) in one folder, then published."""
-    out = folder.staging()
-    result.quarantine_sha256 = hashlib.sha256(part).hexdigest()
-    atomic_write_bytes(out / chunk_quarantine(result.index), part, sync=sync)
-    atomic_write_bytes(out / chunk_marker(result.index), orjson.dumps(result.to_json()), sync=sync)
-    folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(result.index),
-                                                             chunk_marker(result.index)])
 
 
 def _write(result: ChunkResult, writer: ShardWriter, proc: RecordProcessor, conv: Conversation, copies: int,

@@ -7,57 +7,100 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sftdata.mix.chunk import Drop
+import numpy as np
+
+from sftdata.mix.facts import Facts
 from sftdata.mix.recipe import Recipe
-from sftdata.mix.select import Fact, first_copies, split_eval, take_copies
+from sftdata.mix.select import first_copies, split_eval, take_copies
 from sftdata.process.chunk import ChunkResult
 from sftdata.stages.read.jsonl import Chunk
 
 SPLITS = ("train", "eval")
 
 
+@dataclass(frozen=True)
+class Drop:
+    """A valid record the mix quarantines: ``duplicate`` (dedupe across the mix) or ``contaminated``."""
+
+    reason: str
+    message: str
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Route:
+    """A chunk's taken records: their lines (ascending), copies and side of the split."""
+
+    lines: np.ndarray  # int64
+    copies: np.ndarray  # int32, at least 1
+    to_eval: np.ndarray  # bool
+
+    def as_dict(self) -> dict[int, tuple[str, int]]:
+        """line -> (split, copies)."""
+        return {line: ("eval" if e else "train", c) for line, c, e in
+                zip(self.lines.tolist(), self.copies.tolist(), self.to_eval.tolist(), strict=True)}
+
+
 @dataclass
 class Decision:
-    routes: dict[int, dict[int, tuple[str, int]]] = field(default_factory=dict)  # chunk -> line -> (split, copies)
-    drops: dict[int, dict[int, Drop]] = field(default_factory=dict)
+    routes: dict[int, Route] = field(default_factory=dict)  # chunk -> its taken records
+    drops: dict[int, dict[int, Drop]] = field(default_factory=dict)  # chunk -> line -> why
     per_source: dict[str, dict] = field(default_factory=dict)  # the selection's own figures
+    digests: dict[int, str] = field(default_factory=dict)  # chunk -> its input's digest (the first pass's)
+    raw: bool = True  # whether the first pass kept the records' lines (``staged.settings_key``)
 
 
-def decide(recipe: Recipe, facts: list[Fact], contaminated: set[str], dedupe: bool) -> Decision:
-    """Drops (decontamination, then ``dedupe: exact`` across the mix), takes and the split."""
+def decide(recipe: Recipe, facts: Facts, contaminated: set[bytes], dedupe: bool) -> Decision:
+    """Drops (decontamination, then ``dedupe: exact`` across the mix), takes and the split.
+    ``contaminated``: the prompt keys of the decontamination files' records (``facts.keyed``)."""
     out = Decision()
-    reason = "contaminated"  # a reason code (sftdata.stages.reasons)
-    eligible = []
-    for f in facts:
-        if f.prompt_hash in contaminated:
-            out.drops.setdefault(f.chunk, {})[f.line] = Drop(
-                reason, "its prompt (prompt hash) is one of a decontamination file's")
-        else:
-            eligible.append(f)
+    eligible = np.ones(len(facts), dtype=bool)
+    bad = np.zeros(len(facts), dtype=bool)
+    if contaminated:
+        keys = np.frombuffer(b"".join(sorted(contaminated)), dtype=np.uint8).reshape(-1, 32)
+        bad = np.isin(np.ascontiguousarray(facts.prompt).view("V32").ravel(), keys.view("V32").ravel())
+        for i in np.flatnonzero(bad).tolist():
+            _drop(out, facts, i, Drop("contaminated", "its prompt (prompt hash) is one of a decontamination file's"))
+        eligible &= ~bad
     if dedupe:
-        dups = first_copies(eligible)
-        for where, kept in dups.items():
-            out.drops.setdefault(where[0], {})[where[1]] = Drop(
-                "duplicate", f"exact duplicate of {kept.id} (source {kept.source})",
-                {"duplicate_of": kept.id, "duplicate_of_source": kept.source})
-        eligible = [f for f in eligible if f.where not in dups]
-    copies: dict[tuple[int, int], int] = {}
-    for s in recipe.sources:
-        mine = [f for f in eligible if f.source == s.name]
-        taken = take_copies(mine, s.take, recipe.seed, s.name)
-        copies.update(taken)
+        later, kept = first_copies(np.flatnonzero(eligible), facts)
+        for i, k in zip(later.tolist(), kept.tolist(), strict=True):
+            kid, ksource = facts.id_of(k), recipe.names[facts.source[k]]
+            _drop(out, facts, i, Drop("duplicate", f"exact duplicate of {kid} (source {ksource})",
+                                      {"duplicate_of": kid, "duplicate_of_source": ksource}))
+        eligible[later] = False
+    copies = np.zeros(len(facts), dtype=np.int64)
+    for place, s in enumerate(recipe.sources):
+        mine = facts.source == place
+        idx = np.flatnonzero(eligible & mine)
+        taken = take_copies(idx, facts, s.take, s.name)
+        copies[idx] = taken
+        rows = int(taken.sum())
         out.per_source[s.name] = {
-            "valid_records": len(mine), "take": s.take.to_json(),
-            "records_taken": len(taken), "rows_taken": sum(taken.values()),
-            "sampling_factor": round(sum(taken.values()) / len(mine), 6) if mine else 0.0,
-            "contaminated": sum(1 for f in facts if f.source == s.name and f.prompt_hash in contaminated),
+            "valid_records": len(idx), "take": s.take.to_json(),
+            "records_taken": int(np.count_nonzero(taken)), "rows_taken": rows,
+            "sampling_factor": round(rows / len(idx), 6) if len(idx) else 0.0,
+            "contaminated": int(np.count_nonzero(bad & mine)),
         }
-    to_eval = split_eval(eligible, copies, recipe.split, recipe.seed, recipe.names) if recipe.split.enabled else set()
-    for f in eligible:
-        if f.where in copies:
-            side = "eval" if f.prompt_hash in to_eval else "train"
-            out.routes.setdefault(f.chunk, {})[f.line] = (side, copies[f.where])
+    kept = np.flatnonzero(copies)
+    to_eval = np.zeros(len(facts), dtype=bool)
+    if recipe.split.enabled:
+        to_eval[kept] = split_eval(kept, copies, facts, recipe.split, recipe.names)
+    _routes(out, facts, kept, copies, to_eval)
     return out
+
+
+def _drop(out: Decision, facts: Facts, i: int, drop: Drop) -> None:
+    out.drops.setdefault(int(facts.chunk[i]), {})[int(facts.lines[i])] = drop
+
+
+def _routes(out: Decision, facts: Facts, kept: np.ndarray, copies: np.ndarray, to_eval: np.ndarray) -> None:
+    """Each chunk's slice of the taken records (``kept`` ascending: chunk by chunk, lines ascending)."""
+    chunks, starts = np.unique(facts.chunk[kept], return_index=True)
+    ends = [*starts[1:].tolist(), len(kept)] if len(kept) else []
+    for c, a, b in zip(chunks.tolist(), starts.tolist(), ends, strict=True):
+        rows = kept[a:b]
+        out.routes[c] = Route(facts.lines[rows], copies[rows].astype(np.int32), to_eval[rows])
 
 
 def accounting(recipe: Recipe, decision: Decision, chunks: list[Chunk],

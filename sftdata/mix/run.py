@@ -18,20 +18,22 @@ from pathlib import Path
 
 import orjson
 
-from sftdata.commit import finalize
+from sftdata.commit import finalize, index_rows
 from sftdata.config import Settings
-from sftdata.errors import OutputFolderError, RunError, UnusableRunError
+from sftdata.errors import OutputFolderError, RunError, UnusableRunError, UsageError
 from sftdata.executors import ExecutorFailure, get_executor
 from sftdata.faults import fault_point
 from sftdata.manifest import read_manifest
 from sftdata.mix.chunk import MixChunk, PromptChunk, ScanChunk
 from sftdata.mix.decide import Decision, accounting, decide
+from sftdata.mix.facts import Needs, concatenate, keyed
 from sftdata.mix.recipe import Recipe
 from sftdata.mix.splits import DATASET_DICT_NAME, sub_location
 from sftdata.mix.staged import rows_path
 from sftdata.output import RunLock, check_folder, check_location, new_run_id
 from sftdata.output import prepare as prepare_output
 from sftdata.process.chunk import ChunkResult
+from sftdata.process.dedupe import RowIndex
 from sftdata.process.identity import input_digests
 from sftdata.process.ledger import Ledger, input_size
 from sftdata.runner import RunSummary
@@ -88,37 +90,64 @@ def plan_mix(settings: Settings, recipe: Recipe) -> tuple[list[Path], list[Chunk
     return files, chunks, plan
 
 
-def _contaminated(settings: Settings, recipe: Recipe, runner) -> set[str]:
+def _contaminated(settings: Settings, recipe: Recipe, runner) -> set[bytes]:
+    """The prompt keys (``facts.keyed``) of the decontamination files' valid records."""
     paths = list(recipe.split.decontaminate)
     if not paths:
         return set()
     files = expand_inputs(paths)
     chunks = plan_chunks(files, 64 << 20, "auto", settings.max_record_bytes, settings.max_decompressed_bytes,
                          settings.fields)
-    found: set[str] = set()
+    found: set[bytes] = set()
     for _index, hashes, _invalid in runner.map(PromptChunk(settings, {}), chunks):
-        found.update(hashes)
+        found.update(keyed(recipe.seed, h, "eval:") for h in hashes)
     return found
+
+
+def needs_of(settings: Settings, recipe: Recipe) -> Needs:
+    """The facts the recipe's decisions read (``sftdata.mix.facts``)."""
+    return Needs(recipe.seed, frozenset(s.name for s in recipe.sources if s.take.kind != "all"),
+                 settings.dedupe == "exact", recipe.split.enabled or bool(recipe.split.decontaminate),
+                 any(s.take.kind == "tokens" for s in recipe.sources) or recipe.split.eval_kind == "tokens",
+                 settings.dedupe == "exact" or bool(recipe.split.decontaminate))
 
 
 def _decide(settings: Settings, recipe: Recipe, chunks: list[Chunk], runner, location: str) -> Decision:
     """The first pass (every chunk's rows staged in ``location``'s work dir) and the driver's decisions;
     a refusal removes the staged rows (nothing else was written)."""
     sources = {s.name: s.settings for s in recipe.sources}
-    need_tokens = any(s.take.kind == "tokens" for s in recipe.sources) or recipe.split.eval_kind == "tokens"
+    needs = needs_of(settings, recipe)
     staging = Folder(location).staging()
     made = [d for d in (staging / WORK_DIR, staging) if not d.exists()]  # removed again on a refusal
     try:
-        per_chunk = dict(runner.map(ScanChunk(settings, sources, need_tokens, location), chunks))
-        facts = [f for c in chunks for f in per_chunk[c.index]]
-        return decide(recipe, facts, _contaminated(settings, recipe, runner), settings.dedupe == "exact")
-    except BaseException:
+        per_chunk = {}
+        for f in runner.map(ScanChunk(settings, sources, needs, location), chunks):
+            per_chunk[f.index] = f
+            fault_point("scan_done")
+        digests = {i: f.digest for i, f in per_chunk.items()}
+        facts = concatenate([per_chunk.pop(c.index) for c in chunks], recipe.names, needs)
+        _release_freed_memory()  # the chunks' columns, copied into one table
+        decision = decide(recipe, facts, _contaminated(settings, recipe, runner), needs.content)
+        decision.digests, decision.raw = digests, needs.drops
+        return decision
+    except UsageError:  # a refusal; after a kill, an interrupt or a failure the staged rows are kept for --resume
         for c in chunks:
             rows_path(location, c.index).unlink(missing_ok=True)
         for d in made:
             with contextlib.suppress(OSError):
                 d.rmdir()  # only when empty
         raise
+
+
+def _release_freed_memory() -> None:
+    """Give the first pass's freed facts back to the system before the main pass forks its workers:
+    glibc keeps freed heap pages, and a forked worker starts with the driver's resident pages."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _check_top(out: Folder, *, resume: bool, overwrite: bool) -> None:
@@ -184,26 +213,22 @@ def _run_locked(settings: Settings, recipe: Recipe, out: Folder, *, workers, res
         for folder, _name in targets:  # its refusals before the first pass stages rows in the first folder
             check_folder(folder, resume=resume, overwrite=overwrite)
         decision = _decide(settings, recipe, chunks, runner, targets[0][0].location)  # refuses an unmet budget
+        _release_freed_memory()
         ledgers: dict[str, Ledger] = {}
         for folder, name in targets:
             prepare_output(folder, resume=resume, overwrite=overwrite)
             ledgers[name] = Ledger(folder, chunks, copy.deepcopy(plan))  # its own plan and run id
         if split and out.size(DATASET_DICT_NAME) is not None:  # no longer a finished split run
             out.delete(DATASET_DICT_NAME)
-        skipped, results = _main_pass(ledgers, settings, sources, decision, runner, resume, progress,
-                                      sync=executor != "local")
-        fault_point("before_finalize")
-        mix = accounting(recipe, decision, chunks, results)
-        manifests = {}
-        for folder, name in targets:
-            own = ledgers[name].plan
-            ledgers[name].check_commit(files, {r.index: r for r in results[name]})
-            digests = _digests(chunks, results[name], own)
-            for item in own["inputs"]:
-                item["digest"] = digests[item["path"]]
-            extra = {"mix": {**mix, "recipe": recipe_json(recipe), "split": name if split else None}}
-            manifests[name] = finalize(folder, settings, tokenizer, own, results[name], schema=MIX_SCHEMA,
-                                       extra=extra).to_json()
+        with contextlib.ExitStack() as stack:  # every folder's rows, spilled as each chunk is done
+            indexes = {name: stack.enter_context(RowIndex()) for name in ledgers}
+            skipped, results = _main_pass(ledgers, settings, sources, decision, runner, resume, progress, indexes,
+                                          sync=executor != "local")
+            fault_point("before_finalize")
+            mix = accounting(recipe, decision, chunks, results)
+            manifests = {name: _commit(folder, ledgers[name], files, chunks, results[name], indexes[name], settings,
+                                       tokenizer, {**mix, "recipe": recipe_json(recipe), "split": name if split else None})
+                         for folder, name in targets}
         if split:
             out.write_bytes(DATASET_DICT_NAME, orjson.dumps({"splits": list(SPLIT_NAMES)}))
     except ExecutorFailure as exc:
@@ -224,14 +249,24 @@ def split_folders(summary: MixSummary) -> list[tuple[str, str]]:
     return [(name, _split_folder(Folder(summary.output), name).location) for name in SPLIT_NAMES]
 
 
-def _digests(chunks: list[Chunk], results: list[ChunkResult], plan: dict) -> dict[str, str]:
-    return input_digests(chunks, {r.index: r.input_digest for r in results}, [i["path"] for i in plan["inputs"]])
+def _commit(folder: Folder, ledger: Ledger, files: list[Path], chunks: list[Chunk], results: list[ChunkResult],
+            index: RowIndex, settings: Settings, tokenizer, mix: dict) -> dict:
+    """Check the inputs and markers of one folder, record the inputs' digests and commit it; its manifest."""
+    ledger.check_commit(files, {r.index: r for r in results})
+    digests = input_digests(chunks, {r.index: r.input_digest for r in results},
+                            [i["path"] for i in ledger.plan["inputs"]])
+    for item in ledger.plan["inputs"]:
+        item["digest"] = digests[item["path"]]
+    return finalize(folder, settings, tokenizer, ledger.plan, results, index, schema=MIX_SCHEMA,
+                    extra={"mix": mix}).to_json()
 
 
 def _main_pass(ledgers: dict[str, Ledger], settings: Settings, sources: dict[str, Settings], decision: Decision,
-               runner, resume: bool, progress, *, sync: bool) -> tuple[int, dict[str, list[ChunkResult]]]:
+               runner, resume: bool, progress, indexes: dict[str, RowIndex], *,
+               sync: bool) -> tuple[int, dict[str, list[ChunkResult]]]:
     """Every chunk into every folder at once, resumable chunk by chunk: a chunk is kept on
-    ``--resume`` only where each folder's ledger holds it."""
+    ``--resume`` only where each folder's ledger holds it. Each result's rows go to its folder's
+    ``indexes`` as it arrives (the driver keeps no list that grows with the rows)."""
     chunks = next(iter(ledgers.values())).chunks
     run_ids, done = {}, {}
     for name, ledger in ledgers.items():
@@ -243,12 +278,17 @@ def _main_pass(ledgers: dict[str, Ledger], settings: Settings, sources: dict[str
     for ledger in ledgers.values():
         ledger.clean(pending)
     results = {name: {i: done[name][i] for i in kept} for name in ledgers}
+    for name, held in results.items():
+        for r in held.values():
+            index_rows(indexes[name], r)
     task = MixChunk(settings, sources, {name: ledger.out.location for name, ledger in ledgers.items()},
-                    decision.routes, decision.drops, run_ids, sync=sync)
+                    decision.routes, decision.drops, run_ids, sync=sync, digests=decision.digests,
+                    raw=decision.raw)
     first = next(iter(ledgers))
     for res in runner.map(task, pending):
         for name, r in res.items():
             results[name][r.index] = r
+            index_rows(indexes[name], r)
         if progress:
             progress(res[first], len(results[first]), len(chunks))
         fault_point("chunk_done")

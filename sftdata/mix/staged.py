@@ -15,7 +15,7 @@ only when both match, and otherwise processes the chunk from its input (same byt
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +23,14 @@ import orjson
 import pyarrow as pa
 
 from sftdata.config import Settings
+from sftdata.constants import IGNORE_INDEX
 from sftdata.process.record import RUN_FAULTS, original_text, reject_of
 from sftdata.stages.records import Conversation, Rejection
 from sftdata.stages.write.arrow import _int32_array, _string_array, _string_list_array
 from sftdata.storage import Folder
 from sftdata.storage.atomic import atomic_replace, temp_path
 from sftdata.storage.layout import chunk_rows
+from sftdata.version import __version__
 
 REJECTED, FAILED, ENCODED = 0, 1, 2  # a row's kind
 
@@ -36,57 +38,46 @@ ROWS_SCHEMA = pa.schema([
     ("kind", pa.int32()), ("line", pa.int64()), ("reason", pa.string()), ("quarantine", pa.large_binary()),
     ("raw", pa.large_binary()), ("id", pa.string()), ("unknown_keys", pa.list_(pa.string())),
     ("special", pa.int32()), ("content_hash", pa.string()), ("prompt_hash", pa.string()),
-    ("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), ("trained", pa.int32()),
-    ("truncated", pa.int32()),
+    ("input_ids", pa.list_(pa.int32())), ("trained_mask", pa.list_(pa.uint8())), ("trained", pa.int32()),
+    ("truncated", pa.int32()), ("chars", pa.int64()),
 ])  # built from buffers, never with ``pa.array`` (it imports pandas: a fraction of a second per worker)
-_LISTS = ("input_ids", "labels")
+# ``trained_mask``: 1 where a token is trained; the labels are the ids there and IGNORE_INDEX elsewhere
+# (``stages.encode``), so a token costs 5 bytes here instead of 8
+_EMPTY = np.zeros(0, dtype=np.int32)
 
 
-def settings_key(settings: Settings) -> str:
-    """What the staged rows were made with (a dataclass: its repr lists every field)."""
-    return hashlib.sha256(repr(settings).encode()).hexdigest()
-
-
-@dataclass
-class StagedRow:
-    """One ``validated`` outcome as the main pass reads it back."""
-
-    kind: int
-    line: int
-    reason: str | None
-    quarantine: bytes | None
-    raw: bytes
-    id: str | None
-    unknown_keys: list[str]
-    has_special_text: bool
-    content_hash: str | None
-    prompt_hash: str | None
-    input_ids: np.ndarray
-    labels: np.ndarray
-    trained: int
-    truncated: bool
+def settings_key(settings: Settings, raw: bool = True) -> str:
+    """What the staged rows were made with (a dataclass: its repr lists every field), and whether
+    they keep each record's original line (``raw``: only a mix that can drop valid records needs it,
+    for the quarantine line of a duplicate or a contaminated record)."""
+    return hashlib.sha256(f"{settings!r}:raw={raw}:{__version__}".encode()).hexdigest()
 
 
 class RowsWriter:
-    """Collects a chunk's outcomes in input order; ``write`` stores them (temp file, then rename)."""
+    """Collects a chunk's outcomes in input order; ``write`` stores them (temp file, then rename).
+    ``raw``: keep each record's original line (else b"")."""
 
-    def __init__(self) -> None:
-        self.rows: list[tuple] = []  # in ROWS_SCHEMA's order
+    def __init__(self, raw: bool = True) -> None:
+        self.rows: list[tuple] = []  # in ROWS_SCHEMA's order, the labels in place of the mask
+        self.raw = raw
 
     def rejected(self, line: int, rejection: Rejection) -> None:
         self.rows.append((REJECTED, line, rejection.reason, orjson.dumps(rejection.to_json()), b"", "", [], 0,
-                          "", "", _EMPTY, _EMPTY, 0, 0))
+                          "", "", _EMPTY, _EMPTY, 0, 0, 0))
 
-    def failed(self, line: int, raw: bytes, conv: Conversation, exc: Exception, source: str) -> None:
+    def failed(self, line: int, raw: bytes, conv: Conversation, exc: Exception, source: str, chars: int,
+               hashes: tuple[str, str]) -> None:
+        """A conversation whose rendering or encoding failed; ``chars``: its rendered characters (-1:
+        not rendered), ``hashes`` where it is a fact all the same (``ScanChunk``)."""
         r = reject_of(exc)
         rejection = Rejection(r.reason, r.message, "label", source, line, conv.id, r.pointer, original_text(raw))
-        self.rows.append((FAILED, line, r.reason, orjson.dumps(rejection.to_json()), raw, conv.id,
-                          list(conv.unknown_keys or ()), 0, "", "", _EMPTY, _EMPTY, 0, 0))
+        self.rows.append((FAILED, line, r.reason, orjson.dumps(rejection.to_json()), raw if self.raw else b"",
+                          conv.id, list(conv.unknown_keys or ()), 0, *hashes, _EMPTY, _EMPTY, 0, 0, chars))
 
     def encoded(self, line: int, raw: bytes, conv: Conversation, enc, hashes: tuple[str, str]) -> None:
-        self.rows.append((ENCODED, line, "", b"", raw, conv.id, list(conv.unknown_keys or ()),
+        self.rows.append((ENCODED, line, "", b"", raw if self.raw else b"", conv.id, list(conv.unknown_keys or ()),
                           int(bool(conv.has_special_text)), hashes[0], hashes[1], enc.input_ids, enc.labels,
-                          enc.trained, int(bool(enc.truncated))))
+                          enc.trained, int(bool(enc.truncated)), 0))
 
     def write(self, path: Path, digest: str, key: str, blank_lines: int) -> None:
         n = len(self.rows)
@@ -94,8 +85,10 @@ class RowsWriter:
         columns = list(zip(*self.rows, strict=True)) if self.rows else [()] * len(ROWS_SCHEMA)
         for f, values in zip(ROWS_SCHEMA, columns, strict=True):
             values = list(values)
-            if f.name in _LISTS:
-                arrays.append(_lists(values))
+            if f.name == "input_ids":
+                arrays.append(_lists(values, np.int32))
+            elif f.name == "trained_mask":
+                arrays.append(_lists(values, np.uint8, lambda flat: flat != IGNORE_INDEX))
             elif pa.types.is_list(f.type):
                 arrays.append(_string_list_array(values))
             elif pa.types.is_string(f.type):
@@ -121,15 +114,16 @@ def _binary_array(values: list[bytes]) -> pa.Array:
                                 [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])
 
 
-_EMPTY = np.zeros(0, dtype=np.int32)
-
-
-def _lists(parts: list[np.ndarray]) -> pa.ListArray:
+def _lists(parts: list[np.ndarray], dtype, convert=None) -> pa.ListArray:
+    """One list column of ``parts`` (``convert``: applied to their concatenation)."""
     lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
     offsets = np.zeros(len(parts) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    values = np.concatenate(parts).astype(np.int32, copy=False) if parts else _EMPTY
-    return pa.ListArray.from_arrays(_int32_array(offsets), _int32_array(values))
+    flat = np.concatenate(parts) if parts else _EMPTY
+    values = (convert(flat) if convert is not None else flat).astype(dtype, copy=False)
+    kind = pa.int32() if dtype == np.int32 else pa.uint8()
+    return pa.ListArray.from_arrays(_int32_array(offsets), pa.Array.from_buffers(kind, len(values),
+                                                                                  [None, pa.py_buffer(values)]))
 
 
 def rows_path(location: str, index: int) -> Path:
@@ -137,41 +131,89 @@ def rows_path(location: str, index: int) -> Path:
     return Folder(location).staging() / chunk_rows(index)
 
 
-def read_rows(location: str, index: int, digest: str, key: str) -> tuple[list[StagedRow], int] | None:
-    """A chunk's staged rows and blank lines, or None when absent, unreadable or made from other
-    input bytes or settings (the main pass then processes the chunk from its input)."""
+@dataclass
+class Staged:
+    """A chunk's staged rows as the main pass reads them: the table (memory-mapped) and, as numpy
+    arrays, the columns every row is routed by."""
+
+    table: pa.Table
+    blank_lines: int
+    kind: np.ndarray
+    line: np.ndarray
+    _memo: dict = field(default_factory=dict)  # the columns read so far (each split's rows read them)
+
+    def value(self, name: str, i: int):
+        """One cell (for the few rows written one by one: rejections, drops)."""
+        return self.table.column(name)[i].as_py()
+
+    def numbers(self, name: str) -> np.ndarray:
+        return _numbers(self.table.column(name))
+
+    def offsets(self, name: str) -> np.ndarray:
+        """A list column's offsets (row ``i``'s items are ``offsets[i]:offsets[i + 1]``)."""
+        return _offsets(self.table.column(name))
+
+    def lists(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """A list column of numbers as (offsets, values)."""
+        return self.offsets(name), _numbers(_values(self.table.column(name)))
+
+    def labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """The labels as (offsets, values): each token's id where it is trained, else IGNORE_INDEX."""
+        if "labels" not in self._memo:
+            offsets, ids = self.lists("input_ids")
+            mask = _numbers(_values(self.table.column("trained_mask")))
+            self._memo["labels"] = offsets, np.where(mask.astype(bool), ids, np.int32(IGNORE_INDEX)).astype(np.int32)
+        return self._memo["labels"]
+
+    def strings(self, name: str) -> list:
+        if name not in self._memo:
+            self._memo[name] = self.table.column(name).to_pylist()
+        return self._memo[name]
+
+
+def read_rows(location: str, index: int, digest: str, key: str) -> Staged | None:
+    """A chunk's staged rows, or None when absent, unreadable or made from other input bytes or
+    settings (the main pass then processes the chunk from its input)."""
     try:
         with pa.memory_map(str(rows_path(location, index))) as source:
             reader = pa.ipc.open_file(source)
             meta = reader.schema.metadata or {}
             if meta.get(b"digest") != digest.encode() or meta.get(b"settings") != key.encode():
                 return None
-            batch = pa.Table.from_batches([reader.get_batch(i) for i in range(reader.num_record_batches)],
+            table = pa.Table.from_batches([reader.get_batch(i) for i in range(reader.num_record_batches)],
                                           schema=reader.schema).combine_chunks()
-            blank_lines = int(meta[b"blank_lines"])
-            rows = _rows(batch)
+            staged = Staged(table, int(meta[b"blank_lines"]), _numbers(table.column("kind")),
+                            _numbers(table.column("line")))
     except RUN_FAULTS:
         return None
     except (pa.ArrowException, KeyError, ValueError):
         return None
-    return rows, blank_lines
+    return staged
 
 
-def _split(col: pa.ChunkedArray) -> list[np.ndarray]:
-    arr = col.chunk(0) if col.num_chunks else pa.array([], type=col.type)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
-    values = arr.values
-    flat = np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values), offset=values.offset * 4).copy() \
-        if len(values) else _EMPTY
-    return [flat[offsets[i]:offsets[i + 1]] for i in range(len(arr))]
+_DTYPES = {pa.int32(): np.int32, pa.int64(): np.int64, pa.uint8(): np.uint8}
 
 
-def _rows(table: pa.Table) -> list[StagedRow]:
-    c = {name: table.column(name).to_pylist() for name in table.column_names
-         if name not in ("input_ids", "labels")}
-    ids, labels = _split(table.column("input_ids")), _split(table.column("labels"))
-    return [StagedRow(c["kind"][i], c["line"][i], c["reason"][i], c["quarantine"][i], c["raw"][i], c["id"][i],
-                      c["unknown_keys"][i], bool(c["special"][i]), c["content_hash"][i], c["prompt_hash"][i],
-                      ids[i], labels[i], c["trained"][i], bool(c["truncated"][i]))
-            for i in range(table.num_rows)]
+def _chunk(col: pa.ChunkedArray) -> pa.Array | None:
+    return col.chunk(0) if col.num_chunks else None
 
+
+def _numbers(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A primitive column's values, from its buffer (``to_numpy`` would import pandas)."""
+    arr = _chunk(col) if isinstance(col, pa.ChunkedArray) else col
+    dtype = np.dtype(_DTYPES[arr.type] if arr is not None else np.int32)
+    if arr is None or not len(arr):
+        return np.zeros(0, dtype=dtype)
+    return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize)
+
+
+def _offsets(col: pa.ChunkedArray) -> np.ndarray:
+    arr = _chunk(col)
+    if arr is None:
+        return np.zeros(1, dtype=np.int32)
+    return np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
+
+
+def _values(col: pa.ChunkedArray) -> pa.Array | None:
+    arr = _chunk(col)
+    return arr.values if arr is not None else None

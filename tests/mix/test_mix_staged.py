@@ -20,11 +20,16 @@ def _run(recipe: Path, out: Path) -> None:
     run_mix(settings, mix, str(out), workers=1)
 
 
-def test_main_pass_writes_from_the_staged_rows(tmp_path, monkeypatch):
+@pytest.mark.parametrize("drops", [True, False])
+def test_main_pass_writes_from_the_staged_rows(tmp_path, monkeypatch, drops):
     """In one process (one worker): the main pass never processes a chunk from its input again, and
-    the staged rows are gone once the run is committed."""
+    the staged rows are gone once the run is committed; also where nothing can be dropped (no dedupe,
+    no decontamination: the staged rows keep no original lines)."""
     (tmp_path / "in").mkdir()
     recipe = build(tmp_path / "in")
+    if not drops:
+        text = recipe.read_text().replace("  validate: {dedupe: exact}\n", "")
+        recipe.write_text(text[:text.index("  decontaminate:")] + text[text.index("stages:"):])
     reference = tmp_path / "ref"
     _run(recipe, reference)
 
@@ -48,9 +53,12 @@ def test_staged_rows_of_other_settings_or_bytes_are_not_trusted(tmp_path, monkey
     real_read = mix_chunk_module.read_rows
 
     def spy(location, index, digest, key):
+        if not rows_path(location, index).exists():  # the first pass, before it stages the chunk
+            return real_read(location, index, digest, key)
         staged = real_read(location, index, digest, key)
         assert staged is not None  # this run's own rows are read back
-        assert real_read(location, index, digest, settings_key(settings) + "x") is None
+        assert real_read(location, index, digest, key + "x") is None
+        assert real_read(location, index, digest, settings_key(settings, raw=False)) is None  # lines kept
         assert real_read(location, index, "blake2b:other", key) is None
         seen.append(index)
         return None if index % 2 else staged  # every other chunk from its input: same bytes

@@ -32,6 +32,11 @@ MIX_SCHEMA = pa.schema([*BASE_SCHEMA, ("source", pa.string())])  # a mix: every 
 BATCH_BYTES = 8 << 20
 
 
+def row_bytes(tokens, id_chars):
+    """What a row adds to a shard writer's buffer (ints, or numpy arrays of them)."""
+    return 8 * tokens + id_chars + 48
+
+
 def _int32_array(a: np.ndarray) -> pa.Array:
     # Straight from the buffer: `pa.array(ndarray)` would import pandas (a second per worker).
     a = np.ascontiguousarray(a, dtype=np.int32)
@@ -114,8 +119,8 @@ class ShardWriter:
         self._lab.append(labels)
         for key, value in extra.items():
             self._extra.setdefault(key, []).append(value)
-        self._buf_bytes += 8 * len(input_ids) + len(row_id) + 48
-        if self._buf_bytes >= min(BATCH_BYTES, self.shard_size):
+        self._buf_bytes += row_bytes(len(input_ids), len(row_id))
+        if self._buf_bytes >= self.batch_limit:
             self._flush()
 
     @staticmethod
@@ -131,8 +136,6 @@ class ShardWriter:
     def _flush(self) -> None:
         if not self._ids:
             return
-        if self._writer is None:
-            self._open()
         # the labels' values once, for the column and the trained count (not a numpy call per row;
         # the column's own values would do, but pyarrow's to_numpy imports pandas)
         labels = np.concatenate(self._lab).astype(np.int32, copy=False)
@@ -152,12 +155,27 @@ class ShardWriter:
             else:
                 columns[key] = self._list_array(parts)
         batch = pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
-        self._writer.write_batch(batch)
-        self._shard_rows += len(self._ids)
-        self._shard_tokens += int(sum(len(t) for t in self._tok))
-        self._shard_trained += int(np.count_nonzero(labels != IGNORE_INDEX))
-        self._shard_bytes += batch.nbytes
+        tokens = int(sum(len(t) for t in self._tok))
         self._reset_buffer()
+        self.write_batch(batch, tokens, int(np.count_nonzero(labels != IGNORE_INDEX)))
+
+    @property
+    def batch_limit(self) -> int:
+        """Buffered ``row_bytes`` at which the rows are written as a batch."""
+        return min(BATCH_BYTES, self.shard_size)
+
+    def write_batch(self, batch: pa.RecordBatch, tokens: int, trained: int) -> None:
+        """Write one batch built as ``_flush`` builds one, cut where ``add`` would cut it (for a
+        caller holding its rows as columns: a mix's main pass); the shard is closed once full."""
+        if self._ids:
+            raise RuntimeError("write_batch after add: the buffered rows would change the batches")
+        if self._writer is None:
+            self._open()
+        self._writer.write_batch(batch)
+        self._shard_rows += batch.num_rows
+        self._shard_tokens += tokens
+        self._shard_trained += trained
+        self._shard_bytes += batch.nbytes
         if self._shard_bytes >= self.shard_size:
             self._close_shard()
 
