@@ -142,19 +142,34 @@ def _shard_columns_of(folder: Path, name: str, *, prompts: bool) -> tuple[Any, A
     return _shard_columns(folder, name, prompts)
 
 
+def split_pair(folder: str) -> tuple[str, str]:
+    """(train, eval) folders of a split run's folder; any other folder is refused (exit 2)."""
+    from sftdata.mix.splits import split_folders_of
+
+    splits = dict(split_folders_of(folder))
+    if "train" not in splits or "eval" not in splits:
+        raise OverlapError(f"{folder}: one folder is compared only when it is a split run's folder (train and eval); "
+                           "give two prepared folders: sftdata overlap DIR_A DIR_B")
+    return splits["train"], splits["eval"]
+
+
 @click.command("overlap", cls=SftdataCommand, epilog="""\b
 Example:
   sftdata overlap out/train out/eval --fail-on-overlap
   sftdata overlap out/train out/eval --prompts --json overlap.json
+  sftdata overlap out/mix --prompts     # a split run's folder: its train split against its eval split
 """)
 @click.argument("dir_a", type=click.Path(exists=True, file_okay=False))
-@click.argument("dir_b", type=click.Path(exists=True, file_okay=False))
+@click.argument("dir_b", type=click.Path(exists=True, file_okay=False), required=False)
 @click.option("--prompts", is_flag=True, help="Compare prompts alone (system, user and tool turns, tools).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the report as JSON here.")
 @click.option("--fail-on-overlap", is_flag=True, help="Exit 1 when any record overlaps.")
 @click.option("--limit", type=int, default=20, show_default=True, help="Matches to print.")
 def overlap_cmd(dir_a, dir_b, prompts, json_path, fail_on_overlap, limit) -> None:
-    """Records of DIR_A whose content (or prompt) also occurs in DIR_B, with ids on both sides."""
+    """Records of DIR_A whose content (or prompt) also occurs in DIR_B, with ids on both sides.
+    With DIR_A alone, a split run's folder: its ``train`` split against its ``eval`` split."""
+    if dir_b is None:
+        dir_a, dir_b = split_pair(dir_a)
     report = find_overlap(dir_a, dir_b, prompts, limit=None if json_path else max(limit, 0))
     click.echo(f"{report.kind} overlap: {report.shared} shared hash(es); "
                f"{report.a_records} record(s) in {dir_a}, {report.b_records} in {dir_b}")

@@ -1,4 +1,4 @@
-"""``audit``, ``verify`` and ``inspect`` on a split run's folder: each split in turn (issue 30)."""
+"""``audit``, ``verify``, ``inspect``, ``export`` and ``overlap`` on a split run's folder (issue 30)."""
 
 from __future__ import annotations
 
@@ -109,3 +109,20 @@ def test_overwrite_refuses_a_folder_with_foreign_files_and_changes_nothing(out, 
     r = sftdata_cli("run", recipe, "--output", copy, "--overwrite", "--no-audit")
     assert r.returncode == 2 and "notes.txt" in r.stderr, r.stderr
     assert snapshot(copy) == before
+
+
+def test_overlap_of_a_split_run_compares_train_with_eval(out, tmp_path):
+    r = sftdata_cli("overlap", out, "--prompts", "--fail-on-overlap")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"in {out / 'train'}, 0 in {out / 'eval'}" in r.stdout and "0 shared" in r.stdout, r.stdout
+    # A folder laid out the same way whose eval split is a copy of its train split: every row overlaps.
+    leaky = tmp_path / "leaky"
+    shutil.copytree(out, leaky)
+    shutil.rmtree(leaky / "eval")
+    shutil.copytree(leaky / "train", leaky / "eval")
+    rows = json.loads((leaky / "train" / "manifest.json").read_text())["totals"]["rows"]
+    r = sftdata_cli("overlap", leaky, "--fail-on-overlap", "--limit", "0")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{rows} record(s) in {leaky / 'train'}, {rows} in {leaky / 'eval'}" in r.stdout, r.stdout
+    r = sftdata_cli("overlap", out / "train")
+    assert r.returncode == 2 and "split run's folder" in r.stderr and "Traceback" not in r.stderr, r.stderr
