@@ -133,19 +133,20 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
     (out.staging() / WORK_DIR).mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out, chunks, plan)
     run_id = ledger.open(new_run_id())
-    done = ledger.done() if resume else {}
-    pending = [c for c in chunks if c.index not in done]
-    ledger.clean(pending)
-    results: dict[int, ChunkResult] = dict(done)
-    n_workers = max(1, min(workers or settings.resolved_workers(), len(pending) or 1))
-    for res in done.values():
-        if progress:
-            progress(res, len(results), len(chunks))
-    runner = get_executor(executor, n_workers, ray_address=ray_address)
-    proc = RecordProcessor(settings, tokenizer)  # the driver's own, for the serial path
     index = RowIndex()  # every row's content hash and id, spilled to disk as each chunk is done
     drops: dict | DropFiles = {}
+    results: dict[int, ChunkResult] = {}
     try:
+        done = ledger.done(keep=lambda res: index_rows(index, res)) if resume else {}
+        pending = [c for c in chunks if c.index not in done]
+        ledger.clean(pending)
+        results.update(done)
+        for res in done.values():
+            if progress:
+                progress(res, len(results), len(chunks))
+        n_workers = max(1, min(workers or settings.resolved_workers(), len(pending) or 1))
+        runner = get_executor(executor, n_workers, ray_address=ray_address)
+        proc = RecordProcessor(settings, tokenizer)  # the driver's own, for the serial path
         if settings.dedupe == "exact" and pending:
             drops = _find_duplicates(chunks, settings, runner, proc, spill=executor == "local")
         # the local pool's workers share this machine's page cache: the commit syncs their files

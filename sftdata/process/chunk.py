@@ -10,6 +10,7 @@ trusts. The executors in ``sftdata.executors`` only decide *where* a task runs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import Counter
 from collections.abc import Iterator
@@ -58,9 +59,12 @@ class ChunkResult:
     input_digest: str = ""  # of the chunk's input bytes (sftdata.process.identity)
     quarantine_sha256: str = ""  # of the chunk's quarantine part, checked on --resume ("" in older markers)
     unknown_keys: Counter = field(default_factory=Counter)  # records per key name no stage read
+    # the per-row lists above as bytes (``compact``), for the trip to the driver; never in a marker
+    packed_lists: dict[str, bytes] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
+        d.pop("packed_lists")
         d["rejected"] = dict(sorted(self.rejected.items()))
         d["unknown_keys"] = dict(sorted(self.unknown_keys.items()))
         d["shards"] = [s.to_json() for s in self.shards]
@@ -75,6 +79,18 @@ class ChunkResult:
         d["hashes"] = [tuple(h) for h in d["hashes"]]
         d["dropped_duplicates"] = [tuple(h) for h in d["dropped_duplicates"]]
         return cls(**d)
+
+    def compact(self) -> ChunkResult:
+        """Turn the lists that grow with the chunk's rows (hashes, dropped duplicates, truncated ids)
+        into the bytes the driver's ``RowIndex`` spills as they are: one object per list instead of
+        a tuple per row in the pickle, and no sorting in the driver. Returns self."""
+        from sftdata.process.dedupe import json_lines, row_runs
+
+        by_hash, by_id = row_runs(self.hashes)
+        self.packed_lists = {"by_hash": by_hash, "by_id": by_id, "dropped": json_lines(self.dropped_duplicates),
+                             "truncated": json_lines(self.truncated_ids)}
+        self.hashes, self.dropped_duplicates, self.truncated_ids = [], [], []
+        return self
 
 
 class _Quarantine:
@@ -113,7 +129,7 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
     quarantine = _Quarantine(chunk, result)
     packer = Packer(settings.max_length) if settings.packing == "bfd" else None
     with ShardWriter(out, chunk.index, settings.shard_size, PACKED_SCHEMA if packer else BASE_SCHEMA,
-                     sync=sync) as writer:
+                     sync=sync) as writer, packer or contextlib.nullcontext():
         for line, raw, rid, outcome in validated(chunk, settings, proc, blanks):
             result.records_read += 1
             if isinstance(outcome, Rejection):
@@ -261,7 +277,7 @@ class ProcessChunk(ChunkTask):
 
     def __call__(self, chunk: Chunk) -> ChunkResult:
         return process_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index),
-                             self.run_id, self.sync)
+                             self.run_id, self.sync).compact()
 
     def prepare(self, chunk: Chunk) -> None:
         clean_chunk_leftovers(self.location, chunk.index)

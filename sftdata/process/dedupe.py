@@ -30,6 +30,19 @@ def sorted_hashes(records: Iterable[tuple[int, str, str]]) -> list[Hashed]:
     return sorted((h, pos, line, rid) for pos, (line, h, rid) in enumerate(records))
 
 
+def run_bytes(run: Iterable[tuple[str, int, Any]]) -> bytes:
+    """A sorted run of (key, position, payload) as the lines of its spill file. Made where the
+    chunk ran, so the driver receives one bytes object per chunk instead of a tuple per row."""
+    return b"".join([b"%s\t%d\t%s\n" % (key.encode(), pos, orjson.dumps(payload)) for key, pos, payload in run])
+
+
+def row_runs(hashes: list[tuple[str, str]]) -> tuple[bytes, bytes]:
+    """A chunk's (content hash, id) per written row as its two ``RowIndex`` runs: by content hash
+    (payload: the id) and by id (the id's UTF-8 bytes in hex, so that byte order is kept)."""
+    return (run_bytes(sorted((h, pos, rid) for pos, (h, rid) in enumerate(hashes))),
+            run_bytes(sorted((rid.encode().hex(), pos, None) for pos, (_h, rid) in enumerate(hashes))))
+
+
 class SortedRuns:
     """Per-chunk runs of (key, position, payload), each sorted by (key, position), spilled to files
     in a temporary folder; ``merged`` yields (key, chunk, position, payload) in (key, chunk,
@@ -54,9 +67,12 @@ class SortedRuns:
         return Path(self._tmp.name)
 
     def add(self, chunk: int, run: Iterable[tuple[str, int, Any]]) -> None:
+        self.add_bytes(chunk, run_bytes(run))
+
+    def add_bytes(self, chunk: int, data: bytes) -> None:
+        """A chunk's run as ``run_bytes`` made it (where the chunk ran): written as it is."""
         path = self.folder / f"chunk-{chunk:06d}.run"
-        with open(path, "wb") as f:
-            f.writelines(b"%s\t%d\t%s\n" % (key.encode(), pos, orjson.dumps(payload)) for key, pos, payload in run)
+        path.write_bytes(data)
         self._runs[chunk] = path
 
     @staticmethod
@@ -160,6 +176,11 @@ class DropFiles:
         return {c: self.get(c) or {} for c in chunks}
 
 
+def json_lines(items: Iterable[Any]) -> bytes:
+    """Items as JSON Lines (a chunk's dropped pairs or truncated ids, made where the chunk ran)."""
+    return b"".join([orjson.dumps(item) + b"\n" for item in items])
+
+
 class RowIndex:
     """The content hash and id of every written row, spilled per chunk as its result arrives (the
     result's ``hashes`` list is emptied): the commit's duplicates and repeated ids, in bounded memory."""
@@ -167,6 +188,7 @@ class RowIndex:
     def __init__(self) -> None:
         self.by_hash, self.by_id = SortedRuns("sftdata-hashes-"), SortedRuns("sftdata-ids-")
         self._dropped: dict[int, Path] = {}
+        self._truncated: dict[int, Path] = {}
 
     def __enter__(self) -> RowIndex:
         return self
@@ -180,22 +202,43 @@ class RowIndex:
 
     def add(self, chunk: int, hashes: list[tuple[str, str]]) -> None:
         """A chunk's (content hash, id) per written row, in row order."""
-        self.by_hash.add(chunk, sorted((h, pos, rid) for pos, (h, rid) in enumerate(hashes)))
-        self.by_id.add(chunk, sorted((rid.encode().hex(), pos, None) for pos, (_h, rid) in enumerate(hashes)))
+        self.add_runs(chunk, *row_runs(hashes))
 
-    def add_dropped(self, chunk: int, dropped: list[tuple[str, str]]) -> None:
-        """A chunk's rows ``dedupe: exact`` dropped, (id, id it duplicates), in input order."""
-        if dropped:
-            path = self._dropped[chunk] = self.by_id.folder / f"chunk-{chunk:06d}.dropped"
-            path.write_bytes(b"".join(orjson.dumps(pair) + b"\n" for pair in dropped))
+    def add_runs(self, chunk: int, by_hash: bytes, by_id: bytes) -> None:
+        """A chunk's two runs as ``row_runs`` made them (in the worker); a chunk added again is replaced."""
+        self.by_hash.add_bytes(chunk, by_hash)
+        self.by_id.add_bytes(chunk, by_id)
 
-    def dropped(self, chunk: int) -> Iterator[tuple[str, str]]:
-        path = self._dropped.get(chunk)
+    def add_dropped(self, chunk: int, dropped: list[tuple[str, str]] | bytes) -> None:
+        """A chunk's rows ``dedupe: exact`` dropped, (id, id it duplicates), in input order (or as
+        ``json_lines`` made them)."""
+        self._add_list(self._dropped, chunk, "dropped", dropped)
+
+    def add_truncated(self, chunk: int, ids: list[str] | bytes) -> None:
+        """A chunk's truncated row ids, in input order (or as ``json_lines`` made them)."""
+        self._add_list(self._truncated, chunk, "truncated", ids)
+
+    def _add_list(self, paths: dict[int, Path], chunk: int, kind: str, items: list | bytes) -> None:
+        data = items if isinstance(items, bytes) else json_lines(items)
+        path = self.by_id.folder / f"chunk-{chunk:06d}.{kind}"
+        if data:
+            path.write_bytes(data)
+            paths[chunk] = path
+        elif paths.pop(chunk, None) is not None:
+            path.unlink()
+
+    @staticmethod
+    def _lines(path: Path | None) -> Iterator[Any]:
         if path is not None:
             with open(path, "rb") as f:
                 for raw in f:
-                    rid, first = orjson.loads(raw)
-                    yield rid, first
+                    yield orjson.loads(raw)
+
+    def dropped(self, chunk: int) -> Iterator[tuple[str, str]]:
+        yield from (tuple(pair) for pair in self._lines(self._dropped.get(chunk)))
+
+    def truncated(self, chunk: int) -> Iterator[str]:
+        yield from self._lines(self._truncated.get(chunk))
 
     def duplicates(self) -> Iterator[tuple[str, str]]:
         """(id, id of the first row with its content) of every later row with the same content hash,
@@ -213,4 +256,5 @@ class RowIndex:
             prev = key
 
 
-__all__ = ["DropFiles", "DuplicatePlan", "RowIndex", "SortedRuns", "sorted_hashes"]
+__all__ = ["DropFiles", "DuplicatePlan", "RowIndex", "SortedRuns", "json_lines", "row_runs", "run_bytes",
+           "sorted_hashes"]
