@@ -21,6 +21,7 @@ import orjson
 
 from sftdata.config import Settings
 from sftdata.faults import fault_point
+from sftdata.process.dedupe import FirstPassDrops, hash_run, json_lines, row_runs
 from sftdata.process.identity import chunk_digest
 from sftdata.process.record import (
     RUN_FAULTS,
@@ -38,7 +39,7 @@ from sftdata.stages.records import Conversation, Reject, Rejection
 from sftdata.stages.write.arrow import BASE_SCHEMA, ShardRecord, ShardWriter
 from sftdata.storage import Folder, work_dir
 from sftdata.storage.atomic import atomic_write_bytes
-from sftdata.storage.layout import chunk_marker, chunk_quarantine, shard_chunk, temp_target
+from sftdata.storage.layout import chunk_marker, chunk_quarantine, shard_chunk, temp_name, temp_target
 
 
 @dataclass
@@ -84,8 +85,6 @@ class ChunkResult:
         """Turn the lists that grow with the chunk's rows (hashes, dropped duplicates, truncated ids)
         into the bytes the driver's ``RowIndex`` spills as they are: one object per list instead of
         a tuple per row in the pickle, and no sorting in the driver. Returns self."""
-        from sftdata.process.dedupe import json_lines, row_runs
-
         by_hash, by_id = row_runs(self.hashes)
         self.packed_lists = {"by_hash": by_hash, "by_id": by_id, "dropped": json_lines(self.dropped_duplicates),
                              "truncated": json_lines(self.truncated_ids)}
@@ -114,42 +113,46 @@ class _Quarantine:
 
 
 def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: RecordProcessor | None = None,
-                  drop: dict[int, str] | None = None, run_id: str = "", sync: bool = True) -> ChunkResult:
+                  drop: dict[int, str] | FirstPassDrops | None = None, run_id: str = "", sync: bool = True,
+                  marker: str | None = None) -> ChunkResult:
     """Run every stage over one chunk; commit its shards, quarantine part and done-marker into the
     output ``location`` (a folder, or a pyarrow filesystem URI: written on this machine's staging
     folder and uploaded, the done-marker last). ``drop``: line numbers of this chunk -> the id they
-    duplicate (``dedupe: exact``). ``sync=False``: renamed into place without waiting for the disk;
-    the run's commit syncs them all at once and ``--resume`` checks them by content."""
+    duplicate (``dedupe: exact``), or a ``FirstPassDrops`` that decides within the chunk.
+    ``sync=False``: renamed into place without waiting for the disk; the run's commit syncs them all
+    at once and ``--resume`` checks them by content. ``marker``: where the done-marker goes (default
+    ``chunk_marker``; ``pending_marker`` leaves the chunk undone until the runner confirms it)."""
     proc = processor or RecordProcessor(settings)
     folder = Folder(location)
-    out = folder.staging()
     work_dir(folder)
     result = ChunkResult(chunk.index, run_id=run_id, input_digest=chunk_digest(chunk))
     blanks = BlankCounter()
     quarantine = _Quarantine(chunk, result)
     packer = Packer(settings.max_length) if settings.packing == "bfd" else None
-    with ShardWriter(out, chunk.index, settings.shard_size, PACKED_SCHEMA if packer else BASE_SCHEMA,
+    with ShardWriter(folder.staging(), chunk.index, settings.shard_size, PACKED_SCHEMA if packer else BASE_SCHEMA,
                      sync=sync) as writer, packer or contextlib.nullcontext():
         for line, raw, rid, outcome in validated(chunk, settings, proc, blanks):
             result.records_read += 1
             if isinstance(outcome, Rejection):
                 quarantine.add(outcome)
                 continue
-            conv, stage = outcome, "dedupe"
+            conv, stage, first = outcome, "label", None
             if conv.unknown_keys:
                 count_names(result.unknown_keys, conv.unknown_keys)
             try:
-                if drop and line in drop:
+                h, ph = conversation_hashes(conv)
+                stage = "dedupe"
+                first = _duplicate_of(drop, line, conv.id, h)
+                if first is not None:
                     rid = conv.id
-                    result.dropped_duplicates.append((conv.id, drop[line]))
-                    raise Reject("duplicate", f"exact duplicate of {drop[line]}", "")
+                    result.dropped_duplicates.append((conv.id, first))
+                    raise Reject("duplicate", f"exact duplicate of {first}", "")
                 stage = "label"
                 enc = proc.encode(conv)
-                h, ph = conversation_hashes(conv)
             except RUN_FAULTS:
                 raise
             except Exception as exc:  # noqa: BLE001 - no record may stop a run; keep it with a reason
-                extra = {"duplicate_of": drop[line]} if isinstance(exc, Reject) and exc.reason == "duplicate" else {}
+                extra = {"duplicate_of": first} if isinstance(exc, Reject) and exc.reason == "duplicate" else {}
                 quarantine.add_exc(exc, stage, line, rid, raw, **extra)
                 continue
             (packer or writer).add(conv.id, enc.input_ids, enc.labels, h, ph)
@@ -165,13 +168,34 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
         result.shards = writer.finish()
     result.blank_lines = blanks.value
     fault_point("worker_chunk")
-    part = quarantine.to_bytes()
+    _commit_chunk(folder, chunk, result, quarantine.to_bytes(), sync, marker or chunk_marker(chunk.index))
+    return result
+
+
+def _commit_chunk(folder: Folder, chunk: Chunk, result: ChunkResult, part: bytes, sync: bool, marker: str) -> None:
+    """The chunk's quarantine part, then its done-marker (last: its presence is what --resume trusts)."""
+    out = folder.staging()
     result.quarantine_sha256 = hashlib.sha256(part).hexdigest()
     atomic_write_bytes(out / chunk_quarantine(chunk.index), part, sync=sync)
-    # The done-marker is written last: its presence is what --resume trusts.
-    atomic_write_bytes(out / chunk_marker(chunk.index), orjson.dumps(result.to_json()), sync=sync)
-    folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(chunk.index), chunk_marker(chunk.index)])
-    return result
+    if marker == chunk_marker(chunk.index):
+        atomic_write_bytes(out / marker, orjson.dumps(result.to_json()), sync=sync)
+    else:  # a pending marker is a temporary name already: never trusted, removed by a resume
+        (out / marker).write_bytes(orjson.dumps(result.to_json()))
+    folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(chunk.index), marker])
+
+
+def pending_marker(index: int) -> str:
+    """Where the one-pass ``dedupe: exact`` leaves a chunk's done-marker until the runner knows the
+    chunk's drops were the run's (a temporary name of ours: a resume treats the chunk as undone and
+    removes it)."""
+    return temp_name(chunk_marker(index), 0)
+
+
+def _duplicate_of(drop: dict[int, str] | FirstPassDrops | None, line: int, conv_id: str, content_hash: str
+                  ) -> str | None:
+    if isinstance(drop, FirstPassDrops):
+        return drop.decide(line, conv_id, content_hash)
+    return drop[line] if drop and line in drop else None
 
 
 def hash_chunk(chunk: Chunk, settings: Settings, processor: RecordProcessor | None = None
@@ -265,19 +289,30 @@ class ProcessChunk(ChunkTask):
     ``sync``: fsync each chunk's files before its result is returned (the default, for executors
     whose workers may be on other machines); ``False`` where the runner's commit, on the same
     machine, syncs them all at once. ``drops``: per chunk index, the lines ``dedupe: exact`` drops (a
-    dict, or ``process.dedupe.DropFiles``: anything with ``get(index)``)."""
+    dict, or ``process.dedupe.DropFiles``: anything with ``get(index)``). ``first_pass``: the
+    one-pass ``dedupe: exact`` (``FirstPassDrops``; the done-marker left pending, the chunk's
+    ``DuplicatePlan`` run and whether a line held several conversations in ``packed_lists``)."""
 
     def __init__(self, settings: Settings, location: str, drops: Any = None,
-                 processor: RecordProcessor | None = None, run_id: str = "", *, sync: bool = True) -> None:
+                 processor: RecordProcessor | None = None, run_id: str = "", *, sync: bool = True,
+                 first_pass: bool = False) -> None:
         super().__init__(settings, processor)
         self.location = location
         self.drops = drops or {}
         self.run_id = run_id
         self.sync = sync
+        self.first_pass = first_pass
 
     def __call__(self, chunk: Chunk) -> ChunkResult:
-        return process_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index),
-                             self.run_id, self.sync).compact()
+        if not self.first_pass:
+            return process_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index),
+                                 self.run_id, self.sync).compact()
+        seen = FirstPassDrops()
+        res = process_chunk(chunk, self.settings, self.location, self.processor, seen, self.run_id, self.sync,
+                            pending_marker(chunk.index)).compact()
+        assert res.packed_lists is not None
+        res.packed_lists.update(dedupe_run=seen.run(), expanded=b"1" if seen.expanded else b"")
+        return res
 
     def prepare(self, chunk: Chunk) -> None:
         clean_chunk_leftovers(self.location, chunk.index)
@@ -290,9 +325,7 @@ class ProcessChunk(ChunkTask):
 
 class HashChunk(ChunkTask):
     """The first pass of ``dedupe: exact``: (chunk index, the chunk's valid records as a run sorted by
-    content hash: ``process.dedupe.sorted_hashes``), merged by the driver's ``DuplicatePlan``."""
+    content hash: ``process.dedupe.hash_run``, as bytes), merged by the driver's ``DuplicatePlan``."""
 
-    def __call__(self, chunk: Chunk) -> tuple[int, list[tuple[str, int, int, str]]]:
-        from sftdata.process.dedupe import sorted_hashes
-
-        return chunk.index, sorted_hashes(hash_chunk(chunk, self.settings, self.processor))
+    def __call__(self, chunk: Chunk) -> tuple[int, bytes]:
+        return chunk.index, hash_run(hash_chunk(chunk, self.settings, self.processor))

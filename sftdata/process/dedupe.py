@@ -43,6 +43,40 @@ def row_runs(hashes: list[tuple[str, str]]) -> tuple[bytes, bytes]:
             run_bytes(sorted((rid.encode().hex(), pos, None) for pos, (_h, rid) in enumerate(hashes))))
 
 
+def hash_run(records: Iterable[tuple[int, str, str]]) -> bytes:
+    """A chunk's (line, hash, id) triples, in input order, as the bytes of its ``DuplicatePlan`` run."""
+    return run_bytes((h, pos, (line, rid)) for h, pos, line, rid in sorted_hashes(records))
+
+
+class FirstPassDrops:
+    """``dedupe: exact`` in the same pass as the encoding (runs on this machine): a conversation whose
+    content hash came earlier *in its chunk* is dropped as a duplicate of that first one, and every
+    valid conversation's (line, content hash, id) is kept, in order, for the run's ``DuplicatePlan``.
+    A chunk none of whose records repeats one of an earlier chunk has then dropped exactly what the
+    two-pass plan drops (the runner checks that and redoes the chunks where it is not so).
+    ``expanded``: some line held more than one conversation (the plan drops by line)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[int, str, str]] = []
+        self._first: dict[str, str] = {}
+        self._line: int | None = None
+        self.expanded = False
+
+    def decide(self, line: int, conv_id: str, content_hash: str) -> str | None:
+        """The id this conversation duplicates within the chunk, or None (it is the first)."""
+        self.expanded = self.expanded or line == self._line
+        self._line = line
+        self.records.append((line, content_hash, conv_id))
+        first = self._first.get(content_hash)
+        if first is None:
+            self._first[content_hash] = conv_id
+        return first
+
+    def run(self) -> bytes:
+        """The chunk's records as a ``DuplicatePlan`` run (sorted by content hash, then position)."""
+        return hash_run(self.records)
+
+
 class SortedRuns:
     """Per-chunk runs of (key, position, payload), each sorted by (key, position), spilled to files
     in a temporary folder; ``merged`` yields (key, chunk, position, payload) in (key, chunk,
@@ -86,14 +120,14 @@ class SortedRuns:
         return heapq.merge(*(self._read(path, chunk) for chunk, path in sorted(self._runs.items())))
 
 
-def _repeats(merged: Iterable[tuple[bytes, int, int, bytes]]) -> Iterator[tuple[bytes, int, int, bytes]]:
-    """(first payload, chunk, position, payload) of every record whose key came before it."""
-    group, first = None, b""
+def _repeats(merged: Iterable[tuple[bytes, int, int, bytes]]) -> Iterator[tuple[bytes, int, int, int, bytes]]:
+    """(first payload, first's chunk, chunk, position, payload) of every record whose key came before it."""
+    group, first, first_chunk = None, b"", -1
     for key, chunk, pos, payload in merged:
         if key != group:
-            group, first = key, payload
+            group, first, first_chunk = key, payload, chunk
         else:
-            yield first, chunk, pos, payload
+            yield first, first_chunk, chunk, pos, payload
 
 
 class DuplicatePlan(SortedRuns):
@@ -102,6 +136,8 @@ class DuplicatePlan(SortedRuns):
 
     def __init__(self) -> None:
         super().__init__("sftdata-dedupe-")
+        self.repeating: set[int] = set()  # chunks holding a duplicate (known once ``drop_files`` ran)
+        self.crossing: set[int] = set()  # chunks holding a duplicate of a record of another chunk
 
     def add_hashes(self, chunk: int, run: list[Hashed]) -> None:
         self.add(chunk, ((h, pos, (line, rid)) for h, pos, line, rid in run))
@@ -110,7 +146,10 @@ class DuplicatePlan(SortedRuns):
         """The drops, one file per chunk with any (``DropFiles``): the driver keeps none of them."""
         files, buffers = DropFiles(), {}
         first_id, last = b"", b""
-        for first, chunk, _pos, payload in _repeats(self.merged()):
+        for first, first_chunk, chunk, _pos, payload in _repeats(self.merged()):
+            self.repeating.add(chunk)
+            if first_chunk != chunk:
+                self.crossing.add(chunk)
             if first is not last:
                 first_id, last = orjson.dumps(orjson.loads(first)[1]), first
             buf = buffers.setdefault(chunk, bytearray())
@@ -243,7 +282,7 @@ class RowIndex:
     def duplicates(self) -> Iterator[tuple[str, str]]:
         """(id, id of the first row with its content) of every later row with the same content hash,
         grouped by content hash (groups in hash order; within one, in input order)."""
-        for first, _chunk, _pos, payload in _repeats(self.by_hash.merged()):
+        for first, _first_chunk, _chunk, _pos, payload in _repeats(self.by_hash.merged()):
             yield orjson.loads(payload), orjson.loads(first)
 
     def repeated_ids(self) -> Iterator[str]:
@@ -256,5 +295,5 @@ class RowIndex:
             prev = key
 
 
-__all__ = ["DropFiles", "DuplicatePlan", "RowIndex", "SortedRuns", "json_lines", "row_runs", "run_bytes",
+__all__ = ["DropFiles", "DuplicatePlan", "FirstPassDrops", "hash_run", "RowIndex", "SortedRuns", "json_lines", "row_runs", "run_bytes",
            "sorted_hashes"]
