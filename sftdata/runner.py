@@ -23,7 +23,7 @@ from sftdata.faults import fault_point
 from sftdata.manifest import read_manifest
 from sftdata.output import RunLock, check_location, new_run_id
 from sftdata.output import prepare as prepare_output
-from sftdata.process.chunk import ChunkResult, HashChunk, ProcessChunk, pending_marker
+from sftdata.process.chunk import ChunkResult, HashChunk, ProcessChunk
 from sftdata.process.dedupe import DropFiles, DuplicatePlan, RowIndex
 from sftdata.process.identity import input_digests
 from sftdata.process.ledger import Ledger, input_size
@@ -31,7 +31,7 @@ from sftdata.process.record import RecordProcessor
 from sftdata.stages.read.jsonl import Chunk, auto_chunk_size, expand_inputs
 from sftdata.stages.read.sources import plan_chunks
 from sftdata.storage import Folder, display
-from sftdata.storage.layout import MANIFEST_NAME, WORK_DIR, chunk_marker
+from sftdata.storage.layout import MANIFEST_NAME, WORK_DIR
 from sftdata.tokenizer import load_tokenizer
 
 __all__ = ["RunError", "RunSummary", "run_pipeline"]
@@ -81,56 +81,13 @@ def _find_duplicates(chunks: list[Chunk], settings: Settings, executor, proc: Re
         return plan.drop_files() if spill else plan.drops()
 
 
-def _process(settings: Settings, out: Folder, chunks: list[Chunk], pending: list[Chunk], executor,
+def _process(settings: Settings, chunks: list[Chunk], pending: list[Chunk], executor,
              task: ProcessChunk, on_result: Callable[[ChunkResult], None]) -> None:
     """Run the pending chunks, with the ``dedupe: exact`` plan when asked for (left in ``task.drops``:
     the caller closes it)."""
-    local = executor.name == "local"
-    if settings.dedupe == "exact" and pending and local and not out.remote:
-        _dedupe_in_one_pass(settings, out, chunks, pending, executor, task, on_result)
-        return
     if settings.dedupe == "exact" and pending:
-        task.drops = _find_duplicates(chunks, settings, executor, task.processor, spill=local)
+        task.drops = _find_duplicates(chunks, settings, executor, task.processor, spill=executor.name == "local")
     for res in executor.map(task, pending):
-        on_result(res)
-
-
-def _dedupe_in_one_pass(settings: Settings, out: Folder, chunks: list[Chunk], pending: list[Chunk], executor,
-                        task: ProcessChunk, on_result: Callable[[ChunkResult], None]) -> None:
-    """``dedupe: exact`` for workers on this machine writing a local folder, in the pass that encodes.
-
-    Each pending chunk is processed once with the drops decided within it (``FirstPassDrops``), its
-    done-marker left pending, and its records' hashes go to the ``DuplicatePlan``; the chunks of a
-    resume that are kept are hashed (``HashChunk``). A chunk none of whose records repeats one of an
-    earlier chunk (and whose lines hold one conversation each, or none repeats) has then dropped
-    what the two-pass plan drops: its marker is confirmed. Only the others are processed again,
-    with the plan's drops. The output is the two passes' byte for byte; on an input without
-    duplicates across chunks the records are read and encoded once. The drops are left in
-    ``task.drops`` (the caller closes them).
-    """
-    todo = {c.index for c in pending}
-    kept = [c for c in chunks if c.index not in todo]
-    with DuplicatePlan() as plan:
-        for index, run in executor.map(HashChunk(settings, task.processor), kept):
-            plan.add_bytes(index, run)
-        expanded = set()
-        first = ProcessChunk(settings, out.location, None, task.processor, task.run_id, sync=task.sync,
-                             first_pass=True)
-        for res in executor.map(first, pending):
-            assert res.packed_lists is not None
-            plan.add_bytes(res.index, res.packed_lists.pop("dedupe_run"))
-            if res.packed_lists.pop("expanded"):
-                expanded.add(res.index)
-            on_result(res)
-        task.drops = plan.drop_files()
-        redo = [c for c in pending if c.index in plan.crossing or (c.index in expanded and c.index in plan.repeating)]
-    again = {c.index for c in redo}
-    for c in pending:
-        if c.index not in again:
-            out.publish(out.staging() / pending_marker(c.index), chunk_marker(c.index))
-    for c in redo:
-        task.prepare(c)  # the first pass's files of the chunk go: it may now write fewer parts
-    for res in executor.map(task, redo):
         on_result(res)
 
 
@@ -193,9 +150,8 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
                         sync=executor != "local")  # the driver's processor, for the serial path
 
     def on_result(res: ChunkResult) -> None:
-        counted = res.index in results  # a chunk the one-pass dedupe redoes
         results[res.index] = res
-        if progress and not counted:
+        if progress:
             progress(res, len(results), len(chunks))
         index_rows(index, res)
         fault_point("chunk_done")
@@ -210,7 +166,7 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
                 progress(res, len(results), len(chunks))
         n_workers = max(1, min(workers or settings.resolved_workers(), len(pending) or 1))
         runner = get_executor(executor, n_workers, ray_address=ray_address)
-        _process(settings, out, chunks, pending, runner, task, on_result)
+        _process(settings, chunks, pending, runner, task, on_result)
         fault_point("before_finalize")
         manifest = _commit(out, settings, tokenizer, plan, ledger, files, chunks, results, index)
     except ExecutorFailure as exc:

@@ -21,7 +21,7 @@ import orjson
 
 from sftdata.config import Settings
 from sftdata.faults import fault_point
-from sftdata.process.dedupe import FirstPassDrops, hash_run, json_lines, row_runs
+from sftdata.process.dedupe import hash_run, json_lines, row_runs
 from sftdata.process.identity import chunk_digest
 from sftdata.process.record import (
     RUN_FAULTS,
@@ -39,7 +39,7 @@ from sftdata.stages.records import Conversation, Reject, Rejection
 from sftdata.stages.write.arrow import BASE_SCHEMA, ShardRecord, ShardWriter
 from sftdata.storage import Folder, work_dir
 from sftdata.storage.atomic import atomic_write_bytes
-from sftdata.storage.layout import chunk_marker, chunk_quarantine, shard_chunk, temp_name, temp_target
+from sftdata.storage.layout import chunk_marker, chunk_quarantine, shard_chunk, temp_target
 
 
 @dataclass
@@ -113,15 +113,12 @@ class _Quarantine:
 
 
 def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: RecordProcessor | None = None,
-                  drop: dict[int, str] | FirstPassDrops | None = None, run_id: str = "", sync: bool = True,
-                  marker: str | None = None) -> ChunkResult:
+                  drop: dict[int, str] | None = None, run_id: str = "", sync: bool = True) -> ChunkResult:
     """Run every stage over one chunk; commit its shards, quarantine part and done-marker into the
     output ``location`` (a folder, or a pyarrow filesystem URI: written on this machine's staging
     folder and uploaded, the done-marker last). ``drop``: line numbers of this chunk -> the id they
-    duplicate (``dedupe: exact``), or a ``FirstPassDrops`` that decides within the chunk.
-    ``sync=False``: renamed into place without waiting for the disk; the run's commit syncs them all
-    at once and ``--resume`` checks them by content. ``marker``: where the done-marker goes (default
-    ``chunk_marker``; ``pending_marker`` leaves the chunk undone until the runner confirms it)."""
+    duplicate (``dedupe: exact``). ``sync=False``: renamed into place without waiting for the disk;
+    the run's commit syncs them all at once and ``--resume`` checks them by content."""
     proc = processor or RecordProcessor(settings)
     folder = Folder(location)
     work_dir(folder)
@@ -136,23 +133,21 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
             if isinstance(outcome, Rejection):
                 quarantine.add(outcome)
                 continue
-            conv, stage, first = outcome, "label", None
+            conv, stage = outcome, "dedupe"
             if conv.unknown_keys:
                 count_names(result.unknown_keys, conv.unknown_keys)
             try:
-                h, ph = conversation_hashes(conv)
-                stage = "dedupe"
-                first = _duplicate_of(drop, line, conv.id, h)
-                if first is not None:
+                if drop and line in drop:
                     rid = conv.id
-                    result.dropped_duplicates.append((conv.id, first))
-                    raise Reject("duplicate", f"exact duplicate of {first}", "")
+                    result.dropped_duplicates.append((conv.id, drop[line]))
+                    raise Reject("duplicate", f"exact duplicate of {drop[line]}", "")
                 stage = "label"
                 enc = proc.encode(conv)
+                h, ph = conversation_hashes(conv)
             except RUN_FAULTS:
                 raise
             except Exception as exc:  # noqa: BLE001 - no record may stop a run; keep it with a reason
-                extra = {"duplicate_of": first} if isinstance(exc, Reject) and exc.reason == "duplicate" else {}
+                extra = {"duplicate_of": drop[line]} if isinstance(exc, Reject) and exc.reason == "duplicate" else {}
                 quarantine.add_exc(exc, stage, line, rid, raw, **extra)
                 continue
             (packer or writer).add(conv.id, enc.input_ids, enc.labels, h, ph)
@@ -168,34 +163,18 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
         result.shards = writer.finish()
     result.blank_lines = blanks.value
     fault_point("worker_chunk")
-    _commit_chunk(folder, chunk, result, quarantine.to_bytes(), sync, marker or chunk_marker(chunk.index))
+    _commit_chunk(folder, chunk, result, quarantine.to_bytes(), sync)
     return result
 
 
-def _commit_chunk(folder: Folder, chunk: Chunk, result: ChunkResult, part: bytes, sync: bool, marker: str) -> None:
+def _commit_chunk(folder: Folder, chunk: Chunk, result: ChunkResult, part: bytes, sync: bool) -> None:
     """The chunk's quarantine part, then its done-marker (last: its presence is what --resume trusts)."""
     out = folder.staging()
     result.quarantine_sha256 = hashlib.sha256(part).hexdigest()
     atomic_write_bytes(out / chunk_quarantine(chunk.index), part, sync=sync)
-    if marker == chunk_marker(chunk.index):
-        atomic_write_bytes(out / marker, orjson.dumps(result.to_json()), sync=sync)
-    else:  # a pending marker is a temporary name already: never trusted, removed by a resume
-        (out / marker).write_bytes(orjson.dumps(result.to_json()))
+    marker = chunk_marker(chunk.index)
+    atomic_write_bytes(out / marker, orjson.dumps(result.to_json()), sync=sync)
     folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(chunk.index), marker])
-
-
-def pending_marker(index: int) -> str:
-    """Where the one-pass ``dedupe: exact`` leaves a chunk's done-marker until the runner knows the
-    chunk's drops were the run's (a temporary name of ours: a resume treats the chunk as undone and
-    removes it)."""
-    return temp_name(chunk_marker(index), 0)
-
-
-def _duplicate_of(drop: dict[int, str] | FirstPassDrops | None, line: int, conv_id: str, content_hash: str
-                  ) -> str | None:
-    if isinstance(drop, FirstPassDrops):
-        return drop.decide(line, conv_id, content_hash)
-    return drop[line] if drop and line in drop else None
 
 
 def hash_chunk(chunk: Chunk, settings: Settings, processor: RecordProcessor | None = None
@@ -289,30 +268,19 @@ class ProcessChunk(ChunkTask):
     ``sync``: fsync each chunk's files before its result is returned (the default, for executors
     whose workers may be on other machines); ``False`` where the runner's commit, on the same
     machine, syncs them all at once. ``drops``: per chunk index, the lines ``dedupe: exact`` drops (a
-    dict, or ``process.dedupe.DropFiles``: anything with ``get(index)``). ``first_pass``: the
-    one-pass ``dedupe: exact`` (``FirstPassDrops``; the done-marker left pending, the chunk's
-    ``DuplicatePlan`` run and whether a line held several conversations in ``packed_lists``)."""
+    dict, or ``process.dedupe.DropFiles``: anything with ``get(index)``)."""
 
     def __init__(self, settings: Settings, location: str, drops: Any = None,
-                 processor: RecordProcessor | None = None, run_id: str = "", *, sync: bool = True,
-                 first_pass: bool = False) -> None:
+                 processor: RecordProcessor | None = None, run_id: str = "", *, sync: bool = True) -> None:
         super().__init__(settings, processor)
         self.location = location
         self.drops = drops or {}
         self.run_id = run_id
         self.sync = sync
-        self.first_pass = first_pass
 
     def __call__(self, chunk: Chunk) -> ChunkResult:
-        if not self.first_pass:
-            return process_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index),
-                                 self.run_id, self.sync).compact()
-        seen = FirstPassDrops()
-        res = process_chunk(chunk, self.settings, self.location, self.processor, seen, self.run_id, self.sync,
-                            pending_marker(chunk.index)).compact()
-        assert res.packed_lists is not None
-        res.packed_lists.update(dedupe_run=seen.run(), expanded=b"1" if seen.expanded else b"")
-        return res
+        return process_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index),
+                             self.run_id, self.sync).compact()
 
     def prepare(self, chunk: Chunk) -> None:
         clean_chunk_leftovers(self.location, chunk.index)

@@ -48,35 +48,6 @@ def hash_run(records: Iterable[tuple[int, str, str]]) -> bytes:
     return run_bytes((h, pos, (line, rid)) for h, pos, line, rid in sorted_hashes(records))
 
 
-class FirstPassDrops:
-    """``dedupe: exact`` in the same pass as the encoding (runs on this machine): a conversation whose
-    content hash came earlier *in its chunk* is dropped as a duplicate of that first one, and every
-    valid conversation's (line, content hash, id) is kept, in order, for the run's ``DuplicatePlan``.
-    A chunk none of whose records repeats one of an earlier chunk has then dropped exactly what the
-    two-pass plan drops (the runner checks that and redoes the chunks where it is not so).
-    ``expanded``: some line held more than one conversation (the plan drops by line)."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[int, str, str]] = []
-        self._first: dict[str, str] = {}
-        self._line: int | None = None
-        self.expanded = False
-
-    def decide(self, line: int, conv_id: str, content_hash: str) -> str | None:
-        """The id this conversation duplicates within the chunk, or None (it is the first)."""
-        self.expanded = self.expanded or line == self._line
-        self._line = line
-        self.records.append((line, content_hash, conv_id))
-        first = self._first.get(content_hash)
-        if first is None:
-            self._first[content_hash] = conv_id
-        return first
-
-    def run(self) -> bytes:
-        """The chunk's records as a ``DuplicatePlan`` run (sorted by content hash, then position)."""
-        return hash_run(self.records)
-
-
 class SortedRuns:
     """Per-chunk runs of (key, position, payload), each sorted by (key, position), spilled to files
     in a temporary folder; ``merged`` yields (key, chunk, position, payload) in (key, chunk,
@@ -136,8 +107,6 @@ class DuplicatePlan(SortedRuns):
 
     def __init__(self) -> None:
         super().__init__("sftdata-dedupe-")
-        self.repeating: set[int] = set()  # chunks holding a duplicate (known once ``drop_files`` ran)
-        self.crossing: set[int] = set()  # chunks holding a duplicate of a record of another chunk
 
     def add_hashes(self, chunk: int, run: list[Hashed]) -> None:
         self.add(chunk, ((h, pos, (line, rid)) for h, pos, line, rid in run))
@@ -146,10 +115,7 @@ class DuplicatePlan(SortedRuns):
         """The drops, one file per chunk with any (``DropFiles``): the driver keeps none of them."""
         files, buffers = DropFiles(), {}
         first_id, last = b"", b""
-        for first, first_chunk, chunk, _pos, payload in _repeats(self.merged()):
-            self.repeating.add(chunk)
-            if first_chunk != chunk:
-                self.crossing.add(chunk)
+        for first, _first_chunk, chunk, _pos, payload in _repeats(self.merged()):
             if first is not last:
                 first_id, last = orjson.dumps(orjson.loads(first)[1]), first
             buf = buffers.setdefault(chunk, bytearray())
@@ -295,5 +261,5 @@ class RowIndex:
             prev = key
 
 
-__all__ = ["DropFiles", "DuplicatePlan", "FirstPassDrops", "hash_run", "RowIndex", "SortedRuns", "json_lines", "row_runs", "run_bytes",
+__all__ = ["DropFiles", "DuplicatePlan", "hash_run", "RowIndex", "SortedRuns", "json_lines", "row_runs", "run_bytes",
            "sorted_hashes"]
