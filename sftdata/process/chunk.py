@@ -126,8 +126,9 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
     blanks = BlankCounter()
     quarantine = _Quarantine(chunk, result)
     packer = Packer(settings.max_length) if settings.packing == "bfd" else None
-    with ShardWriter(folder.staging(), chunk.index, settings.shard_size, PACKED_SCHEMA if packer else BASE_SCHEMA,
-                     sync=sync) as writer, packer or contextlib.nullcontext():
+    schema = BASE_SCHEMA if packer is None else PACKED_SCHEMA
+    with ShardWriter(folder.staging(), chunk.index, settings.shard_size, schema, sync=sync) as writer, \
+            contextlib.nullcontext() if packer is None else packer:
         for line, raw, rid, outcome in validated(chunk, settings, proc, blanks):
             result.records_read += 1
             if isinstance(outcome, Rejection):
@@ -150,7 +151,7 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
                 extra = {"duplicate_of": drop[line]} if isinstance(exc, Reject) and exc.reason == "duplicate" else {}
                 quarantine.add_exc(exc, stage, line, rid, raw, **extra)
                 continue
-            (packer or writer).add(conv.id, enc.input_ids, enc.labels, h, ph)
+            (writer if packer is None else packer).add(conv.id, enc.input_ids, enc.labels, h, ph)
             result.records_written += 1
             result.tokens += len(enc.input_ids)
             result.trained_tokens += enc.trained

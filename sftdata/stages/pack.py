@@ -74,7 +74,9 @@ class Packer:
         self._lengths = array("i")  # tokens of each conversation, in input order
         self._offsets = array("q", [0])  # where each conversation's record starts in the spill file
 
-    def __len__(self) -> int:
+    @property
+    def count(self) -> int:
+        """Conversations buffered (a property, not ``len``: an empty packer must stay truthy)."""
         return len(self._lengths)
 
     def __enter__(self) -> Packer:

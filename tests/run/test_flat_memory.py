@@ -68,7 +68,7 @@ def test_packer_rows_are_those_of_the_in_memory_packer():
     packer, sink = Packer(1024), Rows()
     for c in conversations:
         packer.add(*c)
-    assert len(packer) == 700
+    assert packer.count == 700
     packer.write(sink)
     expected = reference_rows(conversations, 1024)
     assert len(sink.rows) == len(expected) < 700
@@ -91,7 +91,7 @@ def test_packer_keeps_the_tokens_on_disk_not_in_memory():
             grown = tracemalloc.get_traced_memory()[0] - before
         finally:
             tracemalloc.stop()
-        assert len(packer) == 2000
+        assert packer.count == 2000
     assert grown < 1 << 20, f"the packer held {grown:,} bytes for 2,000 conversations"
 
 
@@ -131,3 +131,24 @@ def test_worker_results_carry_no_per_row_lists_and_index_the_same(tmp_path):
         for c in chunks:
             assert list(a.truncated(c.index)) == list(b.truncated(c.index)) == truncated[c.index]
             assert list(a.dropped(c.index)) == list(b.dropped(c.index)) == dropped[c.index]
+
+
+def test_a_bfd_chunk_is_packed_through_the_spill(tmp_path):
+    """A chunk with ``packing: bfd`` writes packed rows (every conversation once, in bins of at most
+    ``max_length``), whether the packer holds one conversation or many."""
+    import pyarrow.ipc as ipc
+
+    src = write_jsonl(tmp_path / "in.jsonl", generate_records(80, seed=12))
+    s = settings(packing="bfd", max_length=2048)
+    _, chunks, _ = _plan(s, [str(src)])
+    res = ProcessChunk(s, str(tmp_path / "out"), {}, run_id="r", sync=False)(chunks[0])
+    tables = [ipc.open_stream(pa.OSFile(str(tmp_path / "out" / sh.file))).read_all() for sh in res.shards]
+    table = pa.concat_tables(tables)
+    assert table.schema.equals(PACKED_SCHEMA)
+    lengths = [n for row in table.column("seq_lengths").to_pylist() for n in row]
+    assert len(lengths) == res.records_written > table.num_rows > 0
+    assert sum(lengths) == res.tokens and max(map(sum, table.column("seq_lengths").to_pylist())) <= 2048
+    one = write_jsonl(tmp_path / "one.jsonl", generate_records(1, seed=12))
+    _, chunks, _ = _plan(s, [str(one)])
+    res = ProcessChunk(s, str(tmp_path / "out1"), {}, run_id="r", sync=False)(chunks[0])
+    assert ipc.open_stream(pa.OSFile(str(tmp_path / "out1" / res.shards[0].file))).read_all().schema.equals(PACKED_SCHEMA)
