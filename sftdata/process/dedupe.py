@@ -14,6 +14,7 @@ result is the one the dict gave, for any number of workers and any executor.
 from __future__ import annotations
 
 import heapq
+import io
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -38,9 +39,17 @@ def run_bytes(run: Iterable[tuple[str, int, Any]]) -> bytes:
 
 def row_runs(hashes: list[tuple[str, str]]) -> tuple[bytes, bytes]:
     """A chunk's (content hash, id) per written row as its two ``RowIndex`` runs: by content hash
-    (payload: the id) and by id (the id's UTF-8 bytes in hex, so that byte order is kept)."""
-    return (run_bytes(sorted((h, pos, rid) for pos, (h, rid) in enumerate(hashes))),
-            run_bytes(sorted((rid.encode().hex(), pos, None) for pos, (_h, rid) in enumerate(hashes))))
+    (payload: the id) and by id (the id's UTF-8 bytes in hex, so that byte order is kept). The
+    runs ``run_bytes`` makes of the sorted triples, built from sorted positions (a stable sort:
+    equal keys stay in row order) without a tuple or a line object per row."""
+    by_hash, by_id = io.BytesIO(), io.BytesIO()
+    for pos in sorted(range(len(hashes)), key=lambda i: hashes[i][0]):
+        h, rid = hashes[pos]
+        by_hash.write(b"%s\t%d\t%s\n" % (h.encode(), pos, orjson.dumps(rid)))
+    keys = [rid.encode() for _h, rid in hashes]
+    for pos in sorted(range(len(keys)), key=keys.__getitem__):
+        by_id.write(b"%s\t%d\tnull\n" % (keys[pos].hex().encode(), pos))
+    return by_hash.getvalue(), by_id.getvalue()
 
 
 def hash_run(records: Iterable[tuple[int, str, str]]) -> bytes:

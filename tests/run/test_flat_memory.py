@@ -152,3 +152,17 @@ def test_a_bfd_chunk_is_packed_through_the_spill(tmp_path):
     _, chunks, _ = _plan(s, [str(one)])
     res = ProcessChunk(s, str(tmp_path / "out1"), {}, run_id="r", sync=False)(chunks[0])
     assert ipc.open_stream(pa.OSFile(str(tmp_path / "out1" / res.shards[0].file))).read_all().schema.equals(PACKED_SCHEMA)
+
+
+def test_row_runs_are_the_runs_of_the_sorted_triples():
+    """``row_runs`` (sorted positions, no tuple per row) writes what sorting the triples wrote,
+    ties, prefixes and non-ASCII ids included."""
+    from sftdata.process.dedupe import row_runs, run_bytes
+
+    rng = random.Random(8)
+    names = ["a", "ab", "a\\tb", "é", "e\u0301", "\x00", "日本", "zz", "a ", "", "ab\x00"]
+    hashes = [(f"{rng.randrange(40):032x}", rng.choice(names) if rng.random() < 0.5 else f"id-{i}")
+              for i in range(3000)]
+    by_hash = run_bytes(sorted((h, pos, rid) for pos, (h, rid) in enumerate(hashes)))
+    by_id = run_bytes(sorted((rid.encode().hex(), pos, None) for pos, (_h, rid) in enumerate(hashes)))
+    assert row_runs(hashes) == (by_hash, by_id)
