@@ -15,6 +15,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -38,7 +39,7 @@ from sftdata.stages.read.jsonl import Chunk
 from sftdata.stages.records import Conversation, Reject, Rejection
 from sftdata.stages.write.arrow import BASE_SCHEMA, ShardRecord, ShardWriter
 from sftdata.storage import Folder, work_dir
-from sftdata.storage.atomic import atomic_write_bytes
+from sftdata.storage.atomic import atomic_replace, atomic_write_bytes, temp_path
 from sftdata.storage.layout import chunk_marker, chunk_quarantine, shard_chunk, temp_target
 
 
@@ -112,6 +113,39 @@ class _Quarantine:
         return b"".join(q + b"\n" for q in self.lines)
 
 
+class _QuarantinePart(_Quarantine):
+    """``process_chunk``'s quarantine: each line goes to the part's temporary file as it is found,
+    hashed as it is written, so a chunk of many rejections (every duplicate of a ``dedupe: exact``
+    run carries its original text) costs no memory; ``commit`` renames it into place. Leaving the
+    ``with`` block on an exception removes the temporary file."""
+
+    def __init__(self, chunk: Chunk, result: ChunkResult, path: Path) -> None:
+        super().__init__(chunk, result)
+        self.path, self.tmp = path, temp_path(path)
+        self._file = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit() / __exit__
+        self._hash = hashlib.sha256()
+
+    def __enter__(self) -> _QuarantinePart:
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        if exc_type is not None:
+            self._file.close()
+            self.tmp.unlink(missing_ok=True)
+
+    def add(self, rejection: Rejection) -> None:
+        self.result.rejected[rejection.reason] += 1
+        line = orjson.dumps(rejection.to_json()) + b"\n"
+        self._file.write(line)
+        self._hash.update(line)
+
+    def commit(self, sync: bool) -> None:
+        """Close, sync (``sync``) and rename the part; its sha256 goes into the result."""
+        self._file.close()
+        self.result.quarantine_sha256 = self._hash.hexdigest()
+        atomic_replace(self.tmp, self.path, sync_dir=False, sync=sync)
+
+
 def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: RecordProcessor | None = None,
                   drop: dict[int, str] | None = None, run_id: str = "", sync: bool = True) -> ChunkResult:
     """Run every stage over one chunk; commit its shards, quarantine part and done-marker into the
@@ -124,11 +158,11 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
     work_dir(folder)
     result = ChunkResult(chunk.index, run_id=run_id, input_digest=chunk_digest(chunk))
     blanks = BlankCounter()
-    quarantine = _Quarantine(chunk, result)
     packer = Packer(settings.max_length) if settings.packing == "bfd" else None
     schema = BASE_SCHEMA if packer is None else PACKED_SCHEMA
     with ShardWriter(folder.staging(), chunk.index, settings.shard_size, schema, sync=sync) as writer, \
-            contextlib.nullcontext() if packer is None else packer:
+            contextlib.nullcontext() if packer is None else packer, \
+            _QuarantinePart(chunk, result, folder.staging() / chunk_quarantine(chunk.index)) as quarantine:
         for line, raw, rid, outcome in validated(chunk, settings, proc, blanks):
             result.records_read += 1
             if isinstance(outcome, Rejection):
@@ -162,20 +196,14 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
         if packer is not None:
             packer.write(writer)
         result.shards = writer.finish()
-    result.blank_lines = blanks.value
-    fault_point("worker_chunk")
-    _commit_chunk(folder, chunk, result, quarantine.to_bytes(), sync)
-    return result
-
-
-def _commit_chunk(folder: Folder, chunk: Chunk, result: ChunkResult, part: bytes, sync: bool) -> None:
-    """The chunk's quarantine part, then its done-marker (last: its presence is what --resume trusts)."""
-    out = folder.staging()
-    result.quarantine_sha256 = hashlib.sha256(part).hexdigest()
-    atomic_write_bytes(out / chunk_quarantine(chunk.index), part, sync=sync)
+        result.blank_lines = blanks.value
+        fault_point("worker_chunk")
+        quarantine.commit(sync)
+    # The done-marker is written last: its presence is what --resume trusts.
     marker = chunk_marker(chunk.index)
-    atomic_write_bytes(out / marker, orjson.dumps(result.to_json()), sync=sync)
+    atomic_write_bytes(folder.staging() / marker, orjson.dumps(result.to_json()), sync=sync)
     folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(chunk.index), marker])
+    return result
 
 
 def hash_chunk(chunk: Chunk, settings: Settings, processor: RecordProcessor | None = None

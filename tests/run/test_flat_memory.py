@@ -166,3 +166,30 @@ def test_row_runs_are_the_runs_of_the_sorted_triples():
     by_hash = run_bytes(sorted((h, pos, rid) for pos, (h, rid) in enumerate(hashes)))
     by_id = run_bytes(sorted((rid.encode().hex(), pos, None) for pos, (_h, rid) in enumerate(hashes)))
     assert row_runs(hashes) == (by_hash, by_id)
+
+
+def test_a_chunks_rejections_go_to_its_part_as_found(tmp_path):
+    """4,000 rejected records of 2 KB each are 8 MB of quarantine lines (each keeps its original
+    text); the worker writes them to the part as they come instead of holding them, and the part
+    is the one the in-memory list gave (its bytes, its sha256 in the result)."""
+    import hashlib
+
+    import orjson
+
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": f"bad-{i}", "messages": "x" * 2000} for i in range(4000)])
+    s = settings(chunk_size=64 << 20)
+    _, chunks, _ = _plan(s, [str(src)])
+    assert len(chunks) == 1
+    task = ProcessChunk(s, str(tmp_path / "out"), {}, run_id="r", sync=False)
+    task.warm()
+    tracemalloc.start()
+    try:
+        res = task(chunks[0])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    part = (tmp_path / "out" / "_chunks" / f"chunk-{chunks[0].index:06d}.quarantine.jsonl").read_bytes()
+    assert res.records_read == len(part.splitlines()) == sum(res.rejected.values()) == 4000
+    assert res.quarantine_sha256 == hashlib.sha256(part).hexdigest()
+    assert all(orjson.loads(q)["original"].startswith('{"id": "bad-') for q in part.splitlines())
+    assert peak < 4 << 20, f"the chunk held {peak:,} bytes at its peak"
