@@ -52,9 +52,14 @@ def row_runs(hashes: list[tuple[str, str]]) -> tuple[bytes, bytes]:
     return by_hash.getvalue(), by_id.getvalue()
 
 
-def hash_run(records: Iterable[tuple[int, str, str]]) -> bytes:
-    """A chunk's (line, hash, id) triples, in input order, as the bytes of its ``DuplicatePlan`` run."""
-    return run_bytes((h, pos, (line, rid)) for h, pos, line, rid in sorted_hashes(records))
+def hash_run(records: list[tuple[int, str, str]]) -> bytes:
+    """A chunk's (line, hash, id) triples, in input order, as the bytes of its ``DuplicatePlan`` run
+    (what ``run_bytes`` makes of ``sorted_hashes``, from sorted positions: no tuple per record)."""
+    out = io.BytesIO()
+    for pos in sorted(range(len(records)), key=lambda i: records[i][1]):
+        line, h, rid = records[pos]
+        out.write(b"%s\t%d\t%s\n" % (h.encode(), pos, orjson.dumps((line, rid))))
+    return out.getvalue()
 
 
 class SortedRuns:

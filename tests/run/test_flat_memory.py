@@ -193,3 +193,12 @@ def test_a_chunks_rejections_go_to_its_part_as_found(tmp_path):
     assert res.quarantine_sha256 == hashlib.sha256(part).hexdigest()
     assert all(orjson.loads(q)["original"].startswith('{"id": "bad-') for q in part.splitlines())
     assert peak < 4 << 20, f"the chunk held {peak:,} bytes at its peak"
+
+
+def test_hash_run_is_the_run_of_sorted_hashes():
+    from sftdata.process.dedupe import hash_run, run_bytes, sorted_hashes
+
+    rng = random.Random(4)
+    records = [(i * 2 + 1, f"{rng.randrange(50):032x}", rng.choice(["a", "é", "a\tb", f"id-{i}"])) for i in range(2000)]
+    expected = run_bytes((h, pos, (line, rid)) for h, pos, line, rid in sorted_hashes(records))
+    assert hash_run(records) == expected
