@@ -143,7 +143,7 @@ class _QuarantinePart(_Quarantine):
         """Close, sync (``sync``) and rename the part; its sha256 goes into the result."""
         self._file.close()
         self.result.quarantine_sha256 = self._hash.hexdigest()
-        atomic_replace(self.tmp, self.path, sync_dir=False, sync=sync)
+        atomic_replace(self.tmp, self.path, sync=sync)
 
 
 def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: RecordProcessor | None = None,
