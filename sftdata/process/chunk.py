@@ -61,15 +61,12 @@ class ChunkResult:
     input_digest: str = ""  # of the chunk's input bytes (sftdata.process.identity)
     quarantine_sha256: str = ""  # of the chunk's quarantine part, checked on --resume ("" in older markers)
     unknown_keys: Counter = field(default_factory=Counter)  # records per key name no stage read
-    # the per-row lists above as bytes (``compact``): in the done-marker as text, to the driver as bytes
+    # the per-row lists above as bytes (``compact``), for the trip to the driver; never in a marker
     packed_lists: dict[str, bytes] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
-        if self.packed_lists is None:
-            del d["packed_lists"]
-        else:  # UTF-8 text: hex keys, numbers and JSON
-            d["packed_lists"] = {k: v.decode() for k, v in self.packed_lists.items()}
+        d.pop("packed_lists")
         d["rejected"] = dict(sorted(self.rejected.items()))
         d["unknown_keys"] = dict(sorted(self.unknown_keys.items()))
         d["shards"] = [s.to_json() for s in self.shards]
@@ -83,15 +80,12 @@ class ChunkResult:
         d["shards"] = [ShardRecord(**s) for s in d["shards"]]
         d["hashes"] = [tuple(h) for h in d["hashes"]]
         d["dropped_duplicates"] = [tuple(h) for h in d["dropped_duplicates"]]
-        if d.get("packed_lists") is not None:
-            d["packed_lists"] = {k: v.encode() for k, v in d["packed_lists"].items()}
         return cls(**d)
 
     def compact(self) -> ChunkResult:
         """Turn the lists that grow with the chunk's rows (hashes, dropped duplicates, truncated ids)
         into the bytes the driver's ``RowIndex`` spills as they are: one object per list instead of
-        a tuple per row in the pickle and the done-marker, and no sorting in the driver. Done before
-        the marker is written, so the worker never holds the lists and their JSON at once. Returns self."""
+        a tuple per row in the pickle, and no sorting in the driver. Returns self."""
         by_hash, by_id = row_runs(self.hashes)
         self.packed_lists = {"by_hash": by_hash, "by_id": by_id, "dropped": json_lines(self.dropped_duplicates),
                              "truncated": json_lines(self.truncated_ids)}
@@ -205,7 +199,6 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
         result.blank_lines = blanks.value
         fault_point("worker_chunk")
         quarantine.commit(sync)
-    result.compact()
     # The done-marker is written last: its presence is what --resume trusts.
     marker = chunk_marker(chunk.index)
     atomic_write_bytes(folder.staging() / marker, orjson.dumps(result.to_json()), sync=sync)
@@ -316,7 +309,7 @@ class ProcessChunk(ChunkTask):
 
     def __call__(self, chunk: Chunk) -> ChunkResult:
         return process_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index),
-                             self.run_id, self.sync)
+                             self.run_id, self.sync).compact()
 
     def prepare(self, chunk: Chunk) -> None:
         clean_chunk_leftovers(self.location, chunk.index)
