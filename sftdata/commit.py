@@ -64,11 +64,25 @@ def _entry(path) -> dict:
 
 
 def index_rows(index: RowIndex, result: ChunkResult) -> None:
-    """Spill a chunk's (content hash, id) per row and its dropped duplicates into ``index`` and let
-    go of them: the driver holds no list that grows with the rows (``process.dedupe``)."""
-    index.add(result.index, result.hashes)
-    index.add_dropped(result.index, result.dropped_duplicates)
-    result.hashes, result.dropped_duplicates = [], []
+    """Spill a chunk's (content hash, id) per row, its dropped duplicates and truncated ids into
+    ``index`` and let go of them: the driver holds no list that grows with the rows
+    (``process.dedupe``). A result from a worker carries them as bytes (``ChunkResult.compact``)."""
+    packed = result.packed_lists
+    if packed is not None:
+        index.add_runs(result.index, packed["by_hash"], packed["by_id"])
+        index.add_dropped(result.index, packed["dropped"])
+        index.add_truncated(result.index, packed["truncated"])
+        result.packed_lists = None
+    else:
+        index.add(result.index, result.hashes)
+        index.add_dropped(result.index, result.dropped_duplicates)
+        index.add_truncated(result.index, result.truncated_ids)
+    result.hashes, result.dropped_duplicates, result.truncated_ids = [], [], []
+
+
+def _unindexed(result: ChunkResult) -> bool:
+    return bool(result.packed_lists is not None or result.hashes or result.dropped_duplicates
+                or result.truncated_ids)
 
 
 def run_counts(results: list[ChunkResult], lists: ListFiles, index: RowIndex) -> RunCounts:
@@ -79,7 +93,7 @@ def run_counts(results: list[ChunkResult], lists: ListFiles, index: RowIndex) ->
     for res in results:
         for rid, first in index.dropped(res.index):
             lists.duplicate(rid, first)
-        for rid in res.truncated_ids:
+        for rid in index.truncated(res.index):
             lists.truncated(rid)
         counts.records_read += res.records_read
         counts.records_written += res.records_written
@@ -100,7 +114,7 @@ def run_counts(results: list[ChunkResult], lists: ListFiles, index: RowIndex) ->
 def write_lists(out: Folder, results: list[ChunkResult], index: RowIndex) -> tuple[RunCounts, dict[str, dict]]:
     """The run's counts, and the ``files`` entries of its list files, written and published."""
     for res in results:  # chunks whose rows are not in the index yet (a caller that kept them)
-        if res.hashes or res.dropped_duplicates:
+        if _unindexed(res):
             index_rows(index, res)
     lists = ListFiles(out)
     try:

@@ -77,8 +77,18 @@ def _find_duplicates(chunks: list[Chunk], settings: Settings, executor, proc: Re
     """
     with DuplicatePlan() as plan:
         for index, run in executor.map(HashChunk(settings, proc), chunks):
-            plan.add_hashes(index, run)
+            plan.add_bytes(index, run)
         return plan.drop_files() if spill else plan.drops()
+
+
+def _process(settings: Settings, chunks: list[Chunk], pending: list[Chunk], executor,
+             task: ProcessChunk, on_result: Callable[[ChunkResult], None]) -> None:
+    """Run the pending chunks, with the ``dedupe: exact`` plan when asked for (left in ``task.drops``:
+    the caller closes it)."""
+    if settings.dedupe == "exact" and pending:
+        task.drops = _find_duplicates(chunks, settings, executor, task.processor, spill=executor.name == "local")
+    for res in executor.map(task, pending):
+        on_result(res)
 
 
 def run_pipeline(settings: Settings, inputs: list[str], output: str | os.PathLike, *, workers: int | None = None,
@@ -133,29 +143,30 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
     (out.staging() / WORK_DIR).mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out, chunks, plan)
     run_id = ledger.open(new_run_id())
-    done = ledger.done() if resume else {}
-    pending = [c for c in chunks if c.index not in done]
-    ledger.clean(pending)
-    results: dict[int, ChunkResult] = dict(done)
-    n_workers = max(1, min(workers or settings.resolved_workers(), len(pending) or 1))
-    for res in done.values():
+    index = RowIndex()  # every row's content hash and id, spilled to disk as each chunk is done
+    results: dict[int, ChunkResult] = {}
+    # the local pool's workers share this machine's page cache: the commit syncs their files
+    task = ProcessChunk(settings, out.location, {}, RecordProcessor(settings, tokenizer), run_id,
+                        sync=executor != "local")  # the driver's processor, for the serial path
+
+    def on_result(res: ChunkResult) -> None:
+        results[res.index] = res
         if progress:
             progress(res, len(results), len(chunks))
-    runner = get_executor(executor, n_workers, ray_address=ray_address)
-    proc = RecordProcessor(settings, tokenizer)  # the driver's own, for the serial path
-    index = RowIndex()  # every row's content hash and id, spilled to disk as each chunk is done
-    drops: dict | DropFiles = {}
+        index_rows(index, res)
+        fault_point("chunk_done")
+
     try:
-        if settings.dedupe == "exact" and pending:
-            drops = _find_duplicates(chunks, settings, runner, proc, spill=executor == "local")
-        # the local pool's workers share this machine's page cache: the commit syncs their files
-        task = ProcessChunk(settings, out.location, drops, proc, run_id, sync=executor != "local")
-        for res in runner.map(task, pending):
-            results[res.index] = res
+        done = ledger.done(keep=lambda res: index_rows(index, res)) if resume else {}
+        pending = [c for c in chunks if c.index not in done]
+        ledger.clean(pending)
+        results.update(done)
+        for res in done.values():
             if progress:
                 progress(res, len(results), len(chunks))
-            index_rows(index, res)
-            fault_point("chunk_done")
+        n_workers = max(1, min(workers or settings.resolved_workers(), len(pending) or 1))
+        runner = get_executor(executor, n_workers, ray_address=ray_address)
+        _process(settings, chunks, pending, runner, task, on_result)
         fault_point("before_finalize")
         manifest = _commit(out, settings, tokenizer, plan, ledger, files, chunks, results, index)
     except ExecutorFailure as exc:
@@ -167,8 +178,8 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
                        f"in {out}: fix the cause and rerun with --resume") from exc
     finally:
         index.close()
-        if isinstance(drops, DropFiles):
-            drops.close()
+        if isinstance(task.drops, DropFiles):
+            task.drops.close()
     return RunSummary(out.location, manifest.to_json(), len(chunks), len(done))
 
 

@@ -10,16 +10,19 @@ trusts. The executors in ``sftdata.executors`` only decide *where* a task runs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from sftdata.config import Settings
 from sftdata.faults import fault_point
+from sftdata.process.dedupe import hash_run, json_lines, row_runs
 from sftdata.process.identity import chunk_digest
 from sftdata.process.record import (
     RUN_FAULTS,
@@ -36,7 +39,7 @@ from sftdata.stages.read.jsonl import Chunk
 from sftdata.stages.records import Conversation, Reject, Rejection
 from sftdata.stages.write.arrow import BASE_SCHEMA, ShardRecord, ShardWriter
 from sftdata.storage import Folder, work_dir
-from sftdata.storage.atomic import atomic_write_bytes
+from sftdata.storage.atomic import atomic_replace, atomic_write_bytes, temp_path
 from sftdata.storage.layout import chunk_marker, chunk_quarantine, shard_chunk, temp_target
 
 
@@ -58,9 +61,12 @@ class ChunkResult:
     input_digest: str = ""  # of the chunk's input bytes (sftdata.process.identity)
     quarantine_sha256: str = ""  # of the chunk's quarantine part, checked on --resume ("" in older markers)
     unknown_keys: Counter = field(default_factory=Counter)  # records per key name no stage read
+    # the per-row lists above as bytes (``compact``), for the trip to the driver; never in a marker
+    packed_lists: dict[str, bytes] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
+        d.pop("packed_lists")
         d["rejected"] = dict(sorted(self.rejected.items()))
         d["unknown_keys"] = dict(sorted(self.unknown_keys.items()))
         d["shards"] = [s.to_json() for s in self.shards]
@@ -75,6 +81,16 @@ class ChunkResult:
         d["hashes"] = [tuple(h) for h in d["hashes"]]
         d["dropped_duplicates"] = [tuple(h) for h in d["dropped_duplicates"]]
         return cls(**d)
+
+    def compact(self) -> ChunkResult:
+        """Turn the lists that grow with the chunk's rows (hashes, dropped duplicates, truncated ids)
+        into the bytes the driver's ``RowIndex`` spills as they are: one object per list instead of
+        a tuple per row in the pickle, and no sorting in the driver. Returns self."""
+        by_hash, by_id = row_runs(self.hashes)
+        self.packed_lists = {"by_hash": by_hash, "by_id": by_id, "dropped": json_lines(self.dropped_duplicates),
+                             "truncated": json_lines(self.truncated_ids)}
+        self.hashes, self.dropped_duplicates, self.truncated_ids = [], [], []
+        return self
 
 
 class _Quarantine:
@@ -97,6 +113,39 @@ class _Quarantine:
         return b"".join(q + b"\n" for q in self.lines)
 
 
+class _QuarantinePart(_Quarantine):
+    """``process_chunk``'s quarantine: each line goes to the part's temporary file as it is found,
+    hashed as it is written, so a chunk of many rejections (every duplicate of a ``dedupe: exact``
+    run carries its original text) costs no memory; ``commit`` renames it into place. Leaving the
+    ``with`` block on an exception removes the temporary file."""
+
+    def __init__(self, chunk: Chunk, result: ChunkResult, path: Path) -> None:
+        super().__init__(chunk, result)
+        self.path, self.tmp = path, temp_path(path)
+        self._file = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit() / __exit__
+        self._hash = hashlib.sha256()
+
+    def __enter__(self) -> _QuarantinePart:
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        if exc_type is not None:
+            self._file.close()
+            self.tmp.unlink(missing_ok=True)
+
+    def add(self, rejection: Rejection) -> None:
+        self.result.rejected[rejection.reason] += 1
+        line = orjson.dumps(rejection.to_json()) + b"\n"
+        self._file.write(line)
+        self._hash.update(line)
+
+    def commit(self, sync: bool) -> None:
+        """Close, sync (``sync``) and rename the part; its sha256 goes into the result."""
+        self._file.close()
+        self.result.quarantine_sha256 = self._hash.hexdigest()
+        atomic_replace(self.tmp, self.path, sync=sync)
+
+
 def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: RecordProcessor | None = None,
                   drop: dict[int, str] | None = None, run_id: str = "", sync: bool = True) -> ChunkResult:
     """Run every stage over one chunk; commit its shards, quarantine part and done-marker into the
@@ -106,14 +155,14 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
     the run's commit syncs them all at once and ``--resume`` checks them by content."""
     proc = processor or RecordProcessor(settings)
     folder = Folder(location)
-    out = folder.staging()
     work_dir(folder)
     result = ChunkResult(chunk.index, run_id=run_id, input_digest=chunk_digest(chunk))
     blanks = BlankCounter()
-    quarantine = _Quarantine(chunk, result)
     packer = Packer(settings.max_length) if settings.packing == "bfd" else None
-    with ShardWriter(out, chunk.index, settings.shard_size, PACKED_SCHEMA if packer else BASE_SCHEMA,
-                     sync=sync) as writer:
+    schema = BASE_SCHEMA if packer is None else PACKED_SCHEMA
+    with ShardWriter(folder.staging(), chunk.index, settings.shard_size, schema, sync=sync) as writer, \
+            contextlib.nullcontext() if packer is None else packer, \
+            _QuarantinePart(chunk, result, folder.staging() / chunk_quarantine(chunk.index)) as quarantine:
         for line, raw, rid, outcome in validated(chunk, settings, proc, blanks):
             result.records_read += 1
             if isinstance(outcome, Rejection):
@@ -136,7 +185,7 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
                 extra = {"duplicate_of": drop[line]} if isinstance(exc, Reject) and exc.reason == "duplicate" else {}
                 quarantine.add_exc(exc, stage, line, rid, raw, **extra)
                 continue
-            (packer or writer).add(conv.id, enc.input_ids, enc.labels, h, ph)
+            (writer if packer is None else packer).add(conv.id, enc.input_ids, enc.labels, h, ph)
             result.records_written += 1
             result.tokens += len(enc.input_ids)
             result.trained_tokens += enc.trained
@@ -147,14 +196,13 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
         if packer is not None:
             packer.write(writer)
         result.shards = writer.finish()
-    result.blank_lines = blanks.value
-    fault_point("worker_chunk")
-    part = quarantine.to_bytes()
-    result.quarantine_sha256 = hashlib.sha256(part).hexdigest()
-    atomic_write_bytes(out / chunk_quarantine(chunk.index), part, sync=sync)
+        result.blank_lines = blanks.value
+        fault_point("worker_chunk")
+        quarantine.commit(sync)
     # The done-marker is written last: its presence is what --resume trusts.
-    atomic_write_bytes(out / chunk_marker(chunk.index), orjson.dumps(result.to_json()), sync=sync)
-    folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(chunk.index), chunk_marker(chunk.index)])
+    marker = chunk_marker(chunk.index)
+    atomic_write_bytes(folder.staging() / marker, orjson.dumps(result.to_json()), sync=sync)
+    folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(chunk.index), marker])
     return result
 
 
@@ -261,7 +309,7 @@ class ProcessChunk(ChunkTask):
 
     def __call__(self, chunk: Chunk) -> ChunkResult:
         return process_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index),
-                             self.run_id, self.sync)
+                             self.run_id, self.sync).compact()
 
     def prepare(self, chunk: Chunk) -> None:
         clean_chunk_leftovers(self.location, chunk.index)
@@ -274,9 +322,7 @@ class ProcessChunk(ChunkTask):
 
 class HashChunk(ChunkTask):
     """The first pass of ``dedupe: exact``: (chunk index, the chunk's valid records as a run sorted by
-    content hash: ``process.dedupe.sorted_hashes``), merged by the driver's ``DuplicatePlan``."""
+    content hash: ``process.dedupe.hash_run``, as bytes), merged by the driver's ``DuplicatePlan``."""
 
-    def __call__(self, chunk: Chunk) -> tuple[int, list[tuple[str, int, int, str]]]:
-        from sftdata.process.dedupe import sorted_hashes
-
-        return chunk.index, sorted_hashes(hash_chunk(chunk, self.settings, self.processor))
+    def __call__(self, chunk: Chunk) -> tuple[int, bytes]:
+        return chunk.index, hash_run(hash_chunk(chunk, self.settings, self.processor))

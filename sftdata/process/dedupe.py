@@ -14,6 +14,7 @@ result is the one the dict gave, for any number of workers and any executor.
 from __future__ import annotations
 
 import heapq
+import io
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -28,6 +29,37 @@ Hashed = tuple[str, int, int, str]
 def sorted_hashes(records: Iterable[tuple[int, str, str]]) -> list[Hashed]:
     """A chunk's (line, hash, id) triples, in input order, as a run sorted by (hash, position)."""
     return sorted((h, pos, line, rid) for pos, (line, h, rid) in enumerate(records))
+
+
+def run_bytes(run: Iterable[tuple[str, int, Any]]) -> bytes:
+    """A sorted run of (key, position, payload) as the lines of its spill file. Made where the
+    chunk ran, so the driver receives one bytes object per chunk instead of a tuple per row."""
+    return b"".join([b"%s\t%d\t%s\n" % (key.encode(), pos, orjson.dumps(payload)) for key, pos, payload in run])
+
+
+def row_runs(hashes: list[tuple[str, str]]) -> tuple[bytes, bytes]:
+    """A chunk's (content hash, id) per written row as its two ``RowIndex`` runs: by content hash
+    (payload: the id) and by id (the id's UTF-8 bytes in hex, so that byte order is kept). The
+    runs ``run_bytes`` makes of the sorted triples, built from sorted positions (a stable sort:
+    equal keys stay in row order) without a tuple or a line object per row."""
+    by_hash, by_id = io.BytesIO(), io.BytesIO()
+    for pos in sorted(range(len(hashes)), key=lambda i: hashes[i][0]):
+        h, rid = hashes[pos]
+        by_hash.write(b"%s\t%d\t%s\n" % (h.encode(), pos, orjson.dumps(rid)))
+    keys = [rid.encode() for _h, rid in hashes]
+    for pos in sorted(range(len(keys)), key=keys.__getitem__):
+        by_id.write(b"%s\t%d\tnull\n" % (keys[pos].hex().encode(), pos))
+    return by_hash.getvalue(), by_id.getvalue()
+
+
+def hash_run(records: list[tuple[int, str, str]]) -> bytes:
+    """A chunk's (line, hash, id) triples, in input order, as the bytes of its ``DuplicatePlan`` run
+    (what ``run_bytes`` makes of ``sorted_hashes``, from sorted positions: no tuple per record)."""
+    out = io.BytesIO()
+    for pos in sorted(range(len(records)), key=lambda i: records[i][1]):
+        line, h, rid = records[pos]
+        out.write(b"%s\t%d\t%s\n" % (h.encode(), pos, orjson.dumps((line, rid))))
+    return out.getvalue()
 
 
 class SortedRuns:
@@ -54,9 +86,12 @@ class SortedRuns:
         return Path(self._tmp.name)
 
     def add(self, chunk: int, run: Iterable[tuple[str, int, Any]]) -> None:
+        self.add_bytes(chunk, run_bytes(run))
+
+    def add_bytes(self, chunk: int, data: bytes) -> None:
+        """A chunk's run as ``run_bytes`` made it (where the chunk ran): written as it is."""
         path = self.folder / f"chunk-{chunk:06d}.run"
-        with open(path, "wb") as f:
-            f.writelines(b"%s\t%d\t%s\n" % (key.encode(), pos, orjson.dumps(payload)) for key, pos, payload in run)
+        path.write_bytes(data)
         self._runs[chunk] = path
 
     @staticmethod
@@ -70,14 +105,14 @@ class SortedRuns:
         return heapq.merge(*(self._read(path, chunk) for chunk, path in sorted(self._runs.items())))
 
 
-def _repeats(merged: Iterable[tuple[bytes, int, int, bytes]]) -> Iterator[tuple[bytes, int, int, bytes]]:
-    """(first payload, chunk, position, payload) of every record whose key came before it."""
-    group, first = None, b""
+def _repeats(merged: Iterable[tuple[bytes, int, int, bytes]]) -> Iterator[tuple[bytes, int, int, int, bytes]]:
+    """(first payload, first's chunk, chunk, position, payload) of every record whose key came before it."""
+    group, first, first_chunk = None, b"", -1
     for key, chunk, pos, payload in merged:
         if key != group:
-            group, first = key, payload
+            group, first, first_chunk = key, payload, chunk
         else:
-            yield first, chunk, pos, payload
+            yield first, first_chunk, chunk, pos, payload
 
 
 class DuplicatePlan(SortedRuns):
@@ -94,7 +129,7 @@ class DuplicatePlan(SortedRuns):
         """The drops, one file per chunk with any (``DropFiles``): the driver keeps none of them."""
         files, buffers = DropFiles(), {}
         first_id, last = b"", b""
-        for first, chunk, _pos, payload in _repeats(self.merged()):
+        for first, _first_chunk, chunk, _pos, payload in _repeats(self.merged()):
             if first is not last:
                 first_id, last = orjson.dumps(orjson.loads(first)[1]), first
             buf = buffers.setdefault(chunk, bytearray())
@@ -160,6 +195,11 @@ class DropFiles:
         return {c: self.get(c) or {} for c in chunks}
 
 
+def json_lines(items: Iterable[Any]) -> bytes:
+    """Items as JSON Lines (a chunk's dropped pairs or truncated ids, made where the chunk ran)."""
+    return b"".join([orjson.dumps(item) + b"\n" for item in items])
+
+
 class RowIndex:
     """The content hash and id of every written row, spilled per chunk as its result arrives (the
     result's ``hashes`` list is emptied): the commit's duplicates and repeated ids, in bounded memory."""
@@ -167,6 +207,7 @@ class RowIndex:
     def __init__(self) -> None:
         self.by_hash, self.by_id = SortedRuns("sftdata-hashes-"), SortedRuns("sftdata-ids-")
         self._dropped: dict[int, Path] = {}
+        self._truncated: dict[int, Path] = {}
 
     def __enter__(self) -> RowIndex:
         return self
@@ -180,27 +221,48 @@ class RowIndex:
 
     def add(self, chunk: int, hashes: list[tuple[str, str]]) -> None:
         """A chunk's (content hash, id) per written row, in row order."""
-        self.by_hash.add(chunk, sorted((h, pos, rid) for pos, (h, rid) in enumerate(hashes)))
-        self.by_id.add(chunk, sorted((rid.encode().hex(), pos, None) for pos, (_h, rid) in enumerate(hashes)))
+        self.add_runs(chunk, *row_runs(hashes))
 
-    def add_dropped(self, chunk: int, dropped: list[tuple[str, str]]) -> None:
-        """A chunk's rows ``dedupe: exact`` dropped, (id, id it duplicates), in input order."""
-        if dropped:
-            path = self._dropped[chunk] = self.by_id.folder / f"chunk-{chunk:06d}.dropped"
-            path.write_bytes(b"".join(orjson.dumps(pair) + b"\n" for pair in dropped))
+    def add_runs(self, chunk: int, by_hash: bytes, by_id: bytes) -> None:
+        """A chunk's two runs as ``row_runs`` made them (in the worker); a chunk added again is replaced."""
+        self.by_hash.add_bytes(chunk, by_hash)
+        self.by_id.add_bytes(chunk, by_id)
 
-    def dropped(self, chunk: int) -> Iterator[tuple[str, str]]:
-        path = self._dropped.get(chunk)
+    def add_dropped(self, chunk: int, dropped: list[tuple[str, str]] | bytes) -> None:
+        """A chunk's rows ``dedupe: exact`` dropped, (id, id it duplicates), in input order (or as
+        ``json_lines`` made them)."""
+        self._add_list(self._dropped, chunk, "dropped", dropped)
+
+    def add_truncated(self, chunk: int, ids: list[str] | bytes) -> None:
+        """A chunk's truncated row ids, in input order (or as ``json_lines`` made them)."""
+        self._add_list(self._truncated, chunk, "truncated", ids)
+
+    def _add_list(self, paths: dict[int, Path], chunk: int, kind: str, items: list | bytes) -> None:
+        data = items if isinstance(items, bytes) else json_lines(items)
+        path = self.by_id.folder / f"chunk-{chunk:06d}.{kind}"
+        if data:
+            path.write_bytes(data)
+            paths[chunk] = path
+        elif paths.pop(chunk, None) is not None:
+            path.unlink()
+
+    @staticmethod
+    def _lines(path: Path | None) -> Iterator[Any]:
         if path is not None:
             with open(path, "rb") as f:
                 for raw in f:
-                    rid, first = orjson.loads(raw)
-                    yield rid, first
+                    yield orjson.loads(raw)
+
+    def dropped(self, chunk: int) -> Iterator[tuple[str, str]]:
+        yield from (tuple(pair) for pair in self._lines(self._dropped.get(chunk)))
+
+    def truncated(self, chunk: int) -> Iterator[str]:
+        yield from self._lines(self._truncated.get(chunk))
 
     def duplicates(self) -> Iterator[tuple[str, str]]:
         """(id, id of the first row with its content) of every later row with the same content hash,
         grouped by content hash (groups in hash order; within one, in input order)."""
-        for first, _chunk, _pos, payload in _repeats(self.by_hash.merged()):
+        for first, _first_chunk, _chunk, _pos, payload in _repeats(self.by_hash.merged()):
             yield orjson.loads(payload), orjson.loads(first)
 
     def repeated_ids(self) -> Iterator[str]:
@@ -213,4 +275,5 @@ class RowIndex:
             prev = key
 
 
-__all__ = ["DropFiles", "DuplicatePlan", "RowIndex", "SortedRuns", "sorted_hashes"]
+__all__ = ["DropFiles", "DuplicatePlan", "hash_run", "RowIndex", "SortedRuns", "json_lines", "row_runs", "run_bytes",
+           "sorted_hashes"]

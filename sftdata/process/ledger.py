@@ -12,6 +12,7 @@ The runner reads: plan (``_plan``) -> ``Ledger`` (``open``, ``done``, ``clean``)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,8 +82,10 @@ class Ledger:
         self.out.write_bytes(PLAN_NAME, orjson.dumps(self.plan, option=orjson.OPT_SORT_KEYS))
         return run_id
 
-    def done(self) -> dict[int, ChunkResult]:
-        """Done-markers of this run whose files are whole and whose input bytes are unchanged."""
+    def done(self, keep: Callable[[ChunkResult], None] | None = None) -> dict[int, ChunkResult]:
+        """Done-markers of this run whose files are whole and whose input bytes are unchanged.
+        ``keep``: called with each one as it is read (the runner spills its per-row lists there, so
+        that a resume never holds every done chunk's rows at once)."""
         done = {}
         files = self.out.listing()
         for c in self.chunks:
@@ -100,6 +103,8 @@ class Ledger:
                 raise InputChanged(f"input {display(c.path)} changed since chunk {c.index} (bytes {c.start}-{c.end}) "
                                    f"was committed into {self.out}: the same name, size and modification time, other "
                                    "bytes. Resuming would mix old and new rows; rerun with --overwrite")
+            if keep is not None:
+                keep(res)
             done[c.index] = res
         return done
 
