@@ -9,7 +9,7 @@ from sftdata.stages.reasons import DOC, REASONS, docs_with_table
 
 PKG = Path(__file__).resolve().parents[2] / "sftdata"
 # functions whose (positional) argument N is a reason code
-REASON_ARGS = {"Reject": 0, "loads_nested": 2}
+REASON_ARGS = {"Reject": 0, "loads_nested": 2, "Drop": 0}
 
 
 def raised_codes() -> dict[str, str]:
