@@ -27,6 +27,7 @@ from sftdata.manifest import read_manifest
 from sftdata.mix.chunk import MixChunk, PromptChunk, ScanChunk
 from sftdata.mix.decide import Decision, accounting, decide
 from sftdata.mix.facts import Needs, concatenate, keyed
+from sftdata.mix.precheck import precheck
 from sftdata.mix.recipe import Recipe
 from sftdata.mix.splits import DATASET_DICT_NAME, sub_location
 from sftdata.mix.staged import rows_path
@@ -193,6 +194,7 @@ def _run_locked(settings: Settings, recipe: Recipe, out: Folder, *, workers, res
                 ray_address, progress) -> MixSummary:
     try:
         files, chunks, plan = plan_mix(settings, recipe)
+        precheck(recipe, chunks)  # a records budget the input cannot hold: refused before tokenizing
     except OSError as exc:
         raise RunError(f"cannot read input: {exc}") from None
     split = recipe.split.enabled
