@@ -202,3 +202,13 @@ def test_hash_run_is_the_run_of_sorted_hashes():
     records = [(i * 2 + 1, f"{rng.randrange(50):032x}", rng.choice(["a", "é", "a\tb", f"id-{i}"])) for i in range(2000)]
     expected = run_bytes((h, pos, (line, rid)) for h, pos, line, rid in sorted_hashes(records))
     assert hash_run(records) == expected
+
+
+def test_auto_chunks_stop_growing_above_a_gib_of_input():
+    """A worker holds one chunk: its size must not follow the input's past the cap (issue 31)."""
+    from sftdata.stages.read.jsonl import MAX_AUTO_CHUNK, auto_chunk_size
+
+    assert auto_chunk_size(1000) == 256 << 10
+    assert auto_chunk_size(640 << 20) == 10 << 20  # about 64 chunks
+    assert auto_chunk_size(64 * MAX_AUTO_CHUNK) == MAX_AUTO_CHUNK
+    assert auto_chunk_size(1 << 40) == MAX_AUTO_CHUNK == 16 << 20

@@ -109,9 +109,14 @@ def expand_inputs(patterns: list[str]) -> list[Path]:
     return unique
 
 
+MAX_AUTO_CHUNK = 16 << 20
+
+
 def auto_chunk_size(total_bytes: int) -> int:
-    """About 64 chunks over the whole input, between 256 KiB and 64 MiB each."""
-    return min(64 << 20, max(256 << 10, total_bytes // 64))
+    """About 64 chunks over the whole input, between 256 KiB and 16 MiB each. The cap is what keeps
+    a worker's memory (a chunk's rows, hashes and lists) the same for any input size: above 1 GiB
+    of input the chunks stop growing and their number grows instead."""
+    return min(MAX_AUTO_CHUNK, max(256 << 10, total_bytes // 64))
 
 
 def is_json_array(path: Path) -> bool:
