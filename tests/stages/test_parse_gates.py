@@ -1,0 +1,31 @@
+"""The cheap gates of ``parse_json`` decide exactly what the slow checks they stand for decide."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from sftdata.stages import parse
+
+
+@pytest.mark.parametrize("digits", [18, 19, 20, 30])
+@pytest.mark.parametrize("where", ["value", "nested", "negative"])
+def test_long_integers_parse_exactly(digits, where):
+    n = int("9" * digits)
+    text = {"value": f'{{"n": {n}}}', "nested": f'{{"a": [1, {{"b": {n}}}], "s": "x"}}',
+            "negative": f'{{"n": -{n}}}'}[where]
+    obj = parse.parse_json(text.encode())
+    got = {"value": lambda o: o["n"], "nested": lambda o: o["a"][1]["b"], "negative": lambda o: -o["n"]}[where](obj)
+    assert type(got) is int and got == n
+
+
+def test_digit_run_gate_is_the_regex():
+    """The translate-and-find gate says yes exactly when a run of 19 ASCII digits is present."""
+    r = random.Random(3)
+    alphabet = [b"0", b"7", b"9", b" ", b"a", b".", b"-", "\u0663".encode(), "\uff11".encode(), b"e"]
+    for _ in range(3000):
+        raw = b"".join(r.choice(alphabet) * r.choice([1, 1, 2, 5, 19, 20]) for _ in range(r.randrange(0, 30)))
+        expect = re.search(rb"\d{19,}", raw) is not None
+        assert (parse._DIGIT_RUN in raw.translate(parse._DIGIT_MAP)) == expect, raw
