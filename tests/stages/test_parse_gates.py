@@ -29,3 +29,16 @@ def test_digit_run_gate_is_the_regex():
         raw = b"".join(r.choice(alphabet) * r.choice([1, 1, 2, 5, 19, 20]) for _ in range(r.randrange(0, 30)))
         expect = re.search(rb"\d{19,}", raw) is not None
         assert (parse._DIGIT_RUN in raw.translate(parse._DIGIT_MAP)) == expect, raw
+
+
+def test_message_keeps_value_semantics():
+    """``Message`` is no longer frozen (for speed) but still hashes and compares by value, and
+    ``dataclasses.replace`` gives a new one (what the prompt/completion adapter relies on)."""
+    from dataclasses import replace
+
+    from sftdata.stages.records import Message
+
+    a, b = Message("user", "hi", "user"), Message("user", "hi", "user")
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    c = replace(a, train=False)
+    assert c.train is False and a.train is True and c != a
