@@ -42,3 +42,27 @@ def test_message_keeps_value_semantics():
     assert a == b and hash(a) == hash(b) and len({a, b}) == 1
     c = replace(a, train=False)
     assert c.train is False and a.train is True and c != a
+
+
+def test_isspace_is_strips_emptiness_test():
+    """``validate._message`` tells an empty reply by ``isspace()``: the same set as ``strip()``."""
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        c = chr(cp)
+        assert (not (c + " " + c).strip()) == (c + " " + c).isspace(), hex(cp)
+
+
+@pytest.mark.parametrize(("content", "empty"), [("\u3000\u2028\x1c", True), (" \n\t", True), ("", True),
+                                                 ("\u200b", False), (" a ", False)])
+def test_empty_reply_by_unicode_whitespace(content, empty):
+    from sftdata.stages.records import Reject
+    from sftdata.stages.validate import to_conversation
+
+    rec = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": content}]}
+    if empty:
+        with pytest.raises(Reject) as exc:
+            to_conversation(rec, source="x", line=1, template="llama3.1")
+        assert exc.value.reason == "empty_assistant"
+    else:
+        assert to_conversation(rec, source="x", line=1, template="llama3.1").messages[1].content == content
