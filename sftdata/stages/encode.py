@@ -17,7 +17,6 @@ from sftdata.stages.render import CONST, HEADER, HEADER_NEWLINE, SPECIAL, TEXT, 
 from sftdata.tokenizer import Tokenizer
 from sftdata.tokenizer.boundaries import safe_cut
 
-
 _INT32 = np.dtype(np.int32)
 
 
