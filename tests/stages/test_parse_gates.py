@@ -66,3 +66,16 @@ def test_empty_reply_by_unicode_whitespace(content, empty):
         assert exc.value.reason == "empty_assistant"
     else:
         assert to_conversation(rec, source="x", line=1, template="llama3.1").messages[1].content == content
+
+
+@pytest.mark.parametrize(("messages", "legacy"), [
+    ([{"role": "user", "content": "q"}, {"role": "function", "name": "f", "content": "1"}], True),
+    ([{"role": "user", "content": "q"}, {"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}}], True),
+    ([{"role": "user", "content": "q"}, {"role": "assistant", "function_call": None, "content": "a"}], False),
+    (["not a message", {"role": "user", "content": "q"}], False),
+    ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], False),
+])
+def test_legacy_marks_anywhere_in_the_messages(messages, legacy):
+    from sftdata.stages.adapt.legacy import is_legacy
+
+    assert is_legacy({"messages": messages}) is legacy
