@@ -43,15 +43,17 @@ def _find_lone_surrogate(obj: Any, pointer: str = "") -> str | None:
     return None
 
 
-_BIG_INT = re.compile(rb"\d{19,}")
-_DIGITS = b"0123456789"
+# Every ASCII digit -> "0", every other byte -> " ": a run of 19 digits (the shortest integer that
+# can overflow 64 bits) is then a plain substring search, which is many times cheaper than a regex.
+_DIGIT_MAP = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_DIGIT_RUN = b"0" * 19
 
 
 def parse_json(raw: bytes) -> Any:
     """Decode one JSON value. orjson on the hot path; the stdlib to explain a failure, and for
     integers beyond 64 bits, which orjson would turn into floats (changing the rendered text)."""
-    # counting digits (C speed) first: only lines with 19 of them can hold a 64-bit overflow
-    if len(raw) - len(raw.translate(None, _DIGITS)) < 19 or not _BIG_INT.search(raw):
+    # only a run of 19 or more digits can be an integer beyond 64 bits
+    if _DIGIT_RUN not in raw.translate(_DIGIT_MAP):
         try:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError:

@@ -19,8 +19,12 @@ class ToolCall:
     arguments: Any  # a decoded JSON object
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Message:
+    """One normalised message. Treated as immutable (changed only through ``dataclasses.replace``),
+    but not ``frozen``: a frozen dataclass sets each field through ``object.__setattr__``, which
+    makes building one several times dearer, and every record builds a few."""
+
     role: Role
     content: str  # text as given (joined parts); templates trim where the official one does
     source_role: str = ""  # the role as written ("ipython" stays visible to the Llama-3.0 template)

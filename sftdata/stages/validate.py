@@ -243,13 +243,15 @@ def _tool_call(calls: list, pointer: str) -> ToolCall:
 
 def _message(m: dict, i: int, template: str, parts_policy: dict[str, str]) -> Message:
     """One schema-valid message, normalised; raises Reject."""
-    ptr = f"/messages/{i}"
     role = ROLES[m["role"]]
-    text = _content_text(m.get("content"), f"{ptr}/content", parts_policy)
+    text = m.get("content")
+    if text is not None and type(text) is not str:
+        text = _content_text(text, f"/messages/{i}/content", parts_policy)
     calls = m.get("tool_calls") or None
     call = None
     train = m.get("weight", 1) != 0
     if calls is not None:
+        ptr = f"/messages/{i}"
         if role != "assistant":
             raise Reject("schema", f"{ptr}/tool_calls: only assistant messages may call tools", f"{ptr}/tool_calls")
         if template == "llama3":
@@ -261,14 +263,24 @@ def _message(m: dict, i: int, template: str, parts_policy: dict[str, str]) -> Me
                          "beside a tool call; it would be lost", f"{ptr}/content")
         text = ""
     elif text is None:
+        ptr = f"/messages/{i}"
         raise Reject("missing_content", f"{ptr}/content: content is missing or null (allowed only beside "
                      "tool_calls)", f"{ptr}/content")
     # An empty reply is refused only when it would be trained: with weight 0 it is context, and
     # the official template renders it as an empty turn.
-    if role == "assistant" and call is None and train and not text.strip():
+    if role == "assistant" and call is None and train and (not text or text.isspace()):  # strip()'s test, no copy
+        ptr = f"/messages/{i}"
         raise Reject("empty_assistant", f"{ptr}/content: the assistant reply is empty or whitespace only",
                      f"{ptr}/content")
     return Message(role, text, m["role"], call, train)
+
+
+def _trained_assistant(roles: list[str], messages: list[dict]) -> bool:
+    """Whether an assistant message has a weight other than 0 (a loop: cheaper than any() over a generator)."""
+    for role, m in zip(roles, messages, strict=True):
+        if role == "assistant" and m.get("weight", 1) != 0:
+            return True
+    return False
 
 
 def to_conversation(obj: dict, *, source: str, line: int, template: str,
@@ -307,7 +319,7 @@ def to_conversation(obj: dict, *, source: str, line: int, template: str,
     roles = [ROLES[m["role"]] for m in obj["messages"]]
     if "assistant" not in roles:
         problems.append(Reject("no_assistant", "the record has no assistant message", "/messages"))
-    elif not any(r == "assistant" and m.get("weight", 1) != 0 for r, m in zip(roles, obj["messages"], strict=True)):
+    elif not _trained_assistant(roles, obj["messages"]):
         problems.append(Reject("no_trainable_turn", "every assistant message has weight 0", "/messages"))
     if tools is not None:
         rest = roles[1:] if roles[0] == "system" else roles

@@ -48,10 +48,19 @@ class ModelSource:
 
     @cached_property
     def max_token_bytes(self) -> int:
-        """The byte length of the longest token (decoded from the longest base64 fields only)."""
-        tokens = [line.partition(b" ")[0] for line in self.data.split(b"\n")]
-        longest = max(map(len, tokens))
-        return max(len(base64.b64decode(t)) for t in tokens if len(t) == longest)
+        """The byte length of the longest token (decoded from the longest base64 fields only).
+
+        Every worker that refuses a long record needs it, so the field lengths come from the
+        positions of the spaces and line ends (numpy) rather than a Python object per line; a file
+        that is not one space per line is measured line by line."""
+        fields = _field_lengths(self.data)
+        if fields is None:
+            tokens = [line.partition(b" ")[0] for line in self.data.split(b"\n")]
+            longest = max(map(len, tokens))
+            return max(len(base64.b64decode(t)) for t in tokens if len(t) == longest)
+        starts, sizes = fields
+        longest = int(sizes.max())
+        return max(len(base64.b64decode(self.data[s:s + longest])) for s in starts[sizes == longest].tolist())
 
     def ranks(self) -> dict[bytes, int]:
         """Every rank, decoded as tiktoken's loader decodes the file (for the one-time conversion)."""
@@ -86,6 +95,22 @@ class ModelSource:
         if None in ranks:
             raise TokenizerError(f"{self.path} lacks a single-byte token of {piece!r}")
         return list(zip(ranks, parts, strict=True))  # type: ignore[arg-type]
+
+
+def _field_lengths(data: bytes) -> tuple[Any, Any] | None:
+    """(start, length) of the first field of every line, as numpy arrays, when each line holds
+    exactly one space; else None."""
+    import numpy as np
+
+    arr = np.frombuffer(data, np.uint8)
+    ends = np.flatnonzero(arr == 10)
+    if not data.endswith(b"\n"):
+        ends = np.append(ends, len(data))
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    spaces = np.flatnonzero(arr == 32)
+    if not len(starts) or len(spaces) != len(starts) or not (np.all(spaces >= starts) and np.all(spaces < ends)):
+        return None
+    return starts, spaces - starts
 
 
 def build_splintr(source: ModelSource) -> Any:

@@ -31,8 +31,10 @@ def is_legacy(obj: Any) -> bool:
         return False
     if "functions" in obj:
         return True
-    return any(isinstance(m, dict) and (m.get("function_call") is not None or m.get("role") == "function")
-               for m in obj["messages"])
+    for m in obj["messages"]:  # a loop: every record asks, and any() over a generator costs more
+        if isinstance(m, dict) and (m.get("function_call") is not None or m.get("role") == "function"):
+            return True
+    return False
 
 
 def _tools(functions: Any) -> list:
