@@ -9,24 +9,19 @@ are ``sftdata.process.chunk``'s.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-
 import numpy as np
 
 from sftdata.config import Settings
-from sftdata.faults import fault_point
+from sftdata.errors import RunError
 from sftdata.mix.decide import Drop, Route
 from sftdata.mix.facts import ChunkFacts, FactsBuilder, Needs
-from sftdata.mix.routed import _drop, _writers, commit_chunk, mix_staged
+from sftdata.mix.routed import mix_staged
 from sftdata.mix.staged import ENCODED, FAILED, RowsWriter, Staged, read_rows, rows_path, settings_key
-from sftdata.process.chunk import ChunkResult, ChunkTask, _processor, _Quarantine, clean_chunk_leftovers
+from sftdata.process.chunk import ChunkResult, ChunkTask, _processor, clean_chunk_leftovers
 from sftdata.process.identity import chunk_digest
 from sftdata.process.record import RUN_FAULTS, BlankCounter, RecordProcessor, conversation_hashes, validated
-from sftdata.stages.adapt.keys import count_names
 from sftdata.stages.read.jsonl import Chunk
-from sftdata.stages.records import Conversation, Rejection
-from sftdata.stages.write.arrow import ShardWriter
-from sftdata.storage import Folder
+from sftdata.stages.records import Conversation
 
 
 class _SourceTask(ChunkTask):
@@ -72,34 +67,8 @@ class ScanChunk(_SourceTask):
         if staged is not None:  # staged by an earlier attempt (a killed run): its facts, nothing processed
             self._facts_of(staged, settings, facts)
         else:
-            self._process(chunk, settings, proc, facts, digest, key)
+            stage(chunk, settings, proc, self.needs, self.location, digest, facts)
         return facts.build(chunk.index, digest)
-
-    def _process(self, chunk: Chunk, settings: Settings, proc: RecordProcessor, facts: FactsBuilder, digest: str,
-                 key: str) -> None:
-        rows, blanks = RowsWriter(self.needs.drops), BlankCounter()
-        for line, raw, _rid, conv in validated(chunk, settings, proc, blanks):
-            if not isinstance(conv, Conversation):
-                rows.rejected(line, conv)
-                continue
-            pieces = None
-            try:
-                pieces = conv.pieces if conv.pieces is not None else proc.renderer.render(conv)
-                enc = proc.encoder.encode(pieces)
-                hashes = conversation_hashes(conv)
-            except RUN_FAULTS:
-                raise
-            except Exception as exc:  # noqa: BLE001 - quarantined by the main pass if it takes the record
-                chars = sum([len(v) for _, v in pieces]) if pieces is not None else -1
-                fact = chars >= 0 and not self._counted(settings, chars)  # a fact all the same
-                hashes = conversation_hashes(conv) if fact else ("", "")
-                rows.failed(line, raw, conv, exc, chunk.name, chars, hashes)
-                if fact:
-                    facts.add(line, conv.id, *hashes, -1)
-                continue
-            rows.encoded(line, raw, conv, enc, hashes)
-            facts.add(line, conv.id, *hashes, len(enc.input_ids))
-        rows.write(rows_path(self.location, chunk.index), digest, key, blanks.value)
 
     def _facts_of(self, staged: Staged, settings: Settings, facts: FactsBuilder) -> None:
         """The facts ``_process`` gave when it staged these rows."""
@@ -112,9 +81,42 @@ class ScanChunk(_SourceTask):
                 facts.add(int(staged.line[i]), ids[i], ch[i], ph[i], -1)
 
     def _counted(self, settings: Settings, chars: int) -> bool:
-        """Whether a record's facts need its encoding (the count, or whether encoding keeps it: a
-        token holds at least one character)."""
-        return self.needs.tokens or (settings.truncation == "drop" and chars > settings.max_length)
+        return counted(self.needs, settings, chars)
+
+
+def counted(needs: Needs, settings: Settings, chars: int) -> bool:
+    """Whether a record's facts need its encoding (the count, or whether encoding keeps it: a token
+    holds at least one character)."""
+    return needs.tokens or (settings.truncation == "drop" and chars > settings.max_length)
+
+
+def stage(chunk: Chunk, settings: Settings, proc: RecordProcessor, needs: Needs, location: str, digest: str,
+          facts: FactsBuilder) -> None:
+    """Process every record of ``chunk`` whole and stage its outcome in ``location``'s work dir
+    (``rows_path``); the facts of each record that would be written go to ``facts``."""
+    rows, blanks = RowsWriter(needs.drops), BlankCounter()
+    for line, raw, _rid, conv in validated(chunk, settings, proc, blanks):
+        if not isinstance(conv, Conversation):
+            rows.rejected(line, conv)
+            continue
+        pieces = None
+        try:
+            pieces = conv.pieces if conv.pieces is not None else proc.renderer.render(conv)
+            enc = proc.encoder.encode(pieces)
+            hashes = conversation_hashes(conv)
+        except RUN_FAULTS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - quarantined by the main pass if it takes the record
+            chars = sum([len(v) for _, v in pieces]) if pieces is not None else -1
+            fact = chars >= 0 and not counted(needs, settings, chars)  # a fact all the same
+            hashes = conversation_hashes(conv) if fact else ("", "")
+            rows.failed(line, raw, conv, exc, chunk.name, chars, hashes)
+            if fact:
+                facts.add(line, conv.id, *hashes, -1)
+            continue
+        rows.encoded(line, raw, conv, enc, hashes)
+        facts.add(line, conv.id, *hashes, len(enc.input_ids))
+    rows.write(rows_path(location, chunk.index), digest, settings_key(settings, needs.drops), blanks.value)
 
 
 class PromptChunk(_SourceTask):
@@ -138,89 +140,36 @@ class MixChunk(_SourceTask):
     ``locations``: split -> folder (the first one keeps the quarantine: ``train``, or the only
     folder); ``routes``: chunk -> ``Route`` (lines, copies, split); ``drops``: chunk -> line -> ``Drop``;
     ``digests``: chunk -> the digest of the input bytes its rows were staged from (the first pass
-    hashed them; without one, the input is hashed again); ``raw``: the staged rows must keep the
-    records' lines (there are drops to quarantine). A record neither routed nor dropped is not
-    taken: counted by the driver, not written."""
+    hashed them; without one, the input is hashed again); ``needs``: what the first pass staged
+    with (``needs.drops``: the records' lines are kept, there are drops to quarantine). Rows are
+    always written from staged rows: a chunk whose staged file is absent or not trusted (torn, other
+    bytes or settings, staged on another machine of a Ray cluster) is staged again first, as the
+    first pass does. A record neither routed nor dropped is not taken: counted by the driver, not
+    written."""
 
     def __init__(self, settings: Settings, sources: dict[str, Settings], locations: dict[str, str],
                  routes: dict[int, Route], drops: dict[int, dict[int, Drop]],
-                 run_ids: dict[str, str], *, sync: bool = True, digests: dict[int, str] | None = None,
-                 raw: bool = True) -> None:
+                 run_ids: dict[str, str], *, needs: Needs, sync: bool = True,
+                 digests: dict[int, str] | None = None) -> None:
         super().__init__(settings, sources)
         self.locations, self.routes, self.drops, self.digests = locations, routes, drops, digests or {}
-        self.raw = raw
-        self.run_ids, self.sync = run_ids, sync
+        self.needs, self.run_ids, self.sync = needs, run_ids, sync
 
     def __call__(self, chunk: Chunk) -> dict[str, ChunkResult]:
         settings, proc = self.proc_of(chunk)
-        route, drops = self.routes.get(chunk.index), self.drops.get(chunk.index, {})
+        location = next(iter(self.locations.values()))  # where the first pass staged
+        key = settings_key(settings, self.needs.drops)
         digest = self.digests.get(chunk.index) or chunk_digest(chunk)  # the first pass read these bytes
-        staged = read_rows(next(iter(self.locations.values())), chunk.index, digest,
-                           settings_key(settings, self.raw))
-        if staged is not None:
-            return mix_staged(chunk, digest, staged, settings, self.locations, route, drops, self.run_ids,
-                              self.sync)
-        routes = route.as_dict() if route is not None else {}
-        return mix_chunk(chunk, settings, proc, self.locations, routes, drops, self.run_ids, self.sync)
+        staged = read_rows(location, chunk.index, digest, key)
+        if staged is None:
+            digest = chunk_digest(chunk)
+            stage(chunk, settings, proc, self.needs, location, digest, FactsBuilder(self.needs, chunk.source))
+            staged = read_rows(location, chunk.index, digest, key)
+            if staged is None:
+                raise RunError(f"chunk {chunk.index}: its rows, staged again, cannot be read back from {location}")
+        return mix_staged(chunk, digest, staged, settings, self.locations, self.routes.get(chunk.index),
+                          self.drops.get(chunk.index, {}), self.run_ids, self.sync)
 
     def prepare(self, chunk: Chunk) -> None:
         for location in self.locations.values():
             clean_chunk_leftovers(location, chunk.index)
-
-
-def mix_chunk(chunk: Chunk, settings: Settings, proc: RecordProcessor, locations: dict[str, str],
-              routes: dict[int, tuple[str, int]], drops: dict[int, Drop], run_ids: dict[str, str],
-              sync: bool = True) -> dict[str, ChunkResult]:
-    """One chunk into every split folder, committed like ``process_chunk`` (done-markers last)."""
-    digest = chunk_digest(chunk)
-    first = next(iter(locations))
-    results = {name: ChunkResult(chunk.index, run_id=run_ids[name], input_digest=digest) for name in locations}
-    quarantine = _Quarantine(chunk, results[first])
-    blanks = BlankCounter()
-    with ExitStack() as stack:
-        writers = _writers(stack, chunk, settings, locations, sync)
-        for line, raw, _rid, outcome in validated(chunk, settings, proc, blanks):
-            if isinstance(outcome, Rejection):
-                results[first].records_read += 1
-                quarantine.add(outcome)
-            elif line in drops:
-                _drop(results[first], quarantine, drops[line], outcome.id, line, raw)
-            elif line in routes:
-                split, copies = routes[line]
-                _write(results[split], writers[split], proc, outcome, copies, chunk.source,
-                       (results[first], quarantine), line, raw)
-        for name, writer in writers.items():
-            results[name].shards = writer.finish()
-    results[first].blank_lines = blanks.value
-    fault_point("worker_chunk")
-    for name, location in locations.items():
-        commit_chunk(Folder(location), results[name], quarantine.to_bytes() if name == first else b"", sync)
-    return results
-
-
-def _write(result: ChunkResult, writer: ShardWriter, proc: RecordProcessor, conv: Conversation, copies: int,
-           source: str, rejects: tuple[ChunkResult, _Quarantine], line: int, raw: bytes) -> None:
-    """``copies`` rows of one record: the first with its id, the others ``<id>#r2``, ``<id>#r3``..."""
-    if conv.unknown_keys:
-        count_names(result.unknown_keys, conv.unknown_keys)
-    try:
-        enc = proc.encode(conv)
-        h, ph = conversation_hashes(conv)
-    except RUN_FAULTS:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the first pass skipped it too; keep it with its reason
-        rejects[0].records_read += 1
-        rejects[1].add_exc(exc, "label", line, conv.id, raw)
-        return
-    for k in range(1, copies + 1):
-        rid = conv.id if k == 1 else f"{conv.id}#r{k}"
-        writer.add(rid, enc.input_ids, enc.labels, h, ph, source=source)
-        result.records_read += 1
-        result.records_written += 1
-        result.tokens += len(enc.input_ids)
-        result.trained_tokens += enc.trained
-        result.special_text_records += conv.has_special_text
-        if k == 1:  # copies are not duplicates (the manifest's list of those)
-            result.hashes.append((h, rid))
-        if enc.truncated:
-            result.truncated_ids.append(rid)

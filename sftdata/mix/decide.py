@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sftdata.mix.facts import Facts
+from sftdata.mix.facts import Facts, Needs
 from sftdata.mix.recipe import Recipe
 from sftdata.mix.select import first_copies, split_eval, take_copies
 from sftdata.process.chunk import ChunkResult
@@ -47,7 +47,7 @@ class Decision:
     drops: dict[int, dict[int, Drop]] = field(default_factory=dict)  # chunk -> line -> why
     per_source: dict[str, dict] = field(default_factory=dict)  # the selection's own figures
     digests: dict[int, str] = field(default_factory=dict)  # chunk -> its input's digest (the first pass's)
-    raw: bool = True  # whether the first pass kept the records' lines (``staged.settings_key``)
+    needs: Needs | None = None  # what the first pass staged with (``Needs.drops``: the records' lines kept)
 
 
 def decide(recipe: Recipe, facts: Facts, contaminated: set[bytes], dedupe: bool) -> Decision:

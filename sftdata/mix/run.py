@@ -129,7 +129,7 @@ def _decide(settings: Settings, recipe: Recipe, chunks: list[Chunk], runner, loc
         facts = concatenate([per_chunk.pop(c.index) for c in chunks], recipe.names, needs)
         _release_freed_memory()  # the chunks' columns, copied into one table
         decision = decide(recipe, facts, _contaminated(settings, recipe, runner), needs.content)
-        decision.digests, decision.raw = digests, needs.drops
+        decision.digests, decision.needs = digests, needs
         return decision
     except UsageError:  # a refusal; after a kill, an interrupt or a failure the staged rows are kept for --resume
         for c in chunks:
@@ -285,7 +285,7 @@ def _main_pass(ledgers: dict[str, Ledger], settings: Settings, sources: dict[str
             index_rows(indexes[name], r)
     task = MixChunk(settings, sources, {name: ledger.out.location for name, ledger in ledgers.items()},
                     decision.routes, decision.drops, run_ids, sync=sync, digests=decision.digests,
-                    raw=decision.raw)
+                    needs=decision.needs)
     first = next(iter(ledgers))
     for res in runner.map(task, pending):
         for name, r in res.items():

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import sftdata.mix.chunk as mix_chunk_module
 from sftdata.api import settings_and_recipe
-from sftdata.mix.chunk import ScanChunk
 from sftdata.mix.run import plan_mix, run_mix
 from sftdata.storage.layout import chunk_rows
 from tests.conftest import sftdata_cli, snapshot
@@ -39,13 +39,13 @@ def test_resume_processes_only_the_chunks_not_staged(tmp_path, monkeypatch, faul
     torn = dest / "train" / chunk_rows(kept[1])
     torn.write_bytes(torn.read_bytes()[:200])  # not a complete file: processed again
     processed = []
-    real = ScanChunk._process
+    real = mix_chunk_module.stage
 
-    def spy(self, chunk, *args):
+    def spy(chunk, *args):
         processed.append(chunk.index)
-        return real(self, chunk, *args)
+        return real(chunk, *args)
 
-    monkeypatch.setattr(ScanChunk, "_process", spy)
+    monkeypatch.setattr(mix_chunk_module, "stage", spy)
     _run(recipe, dest, resume=True)
     assert sorted(processed) == sorted({c.index for c in chunks} - set(kept) | {kept[1]})
     assert snapshot(dest) == snapshot(reference)
