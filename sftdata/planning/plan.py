@@ -64,11 +64,17 @@ class Plan:
         return out
 
 
+_HISTOGRAM_BLOCK = 1 << 18  # rows per bincount (its int64 copy: 2 MiB)
+
+
 def length_histogram(lengths: Sequence[int] | np.ndarray) -> list[tuple[int, int, int]]:
     """Rows per power-of-two length bin: 1-64, 65-128, 129-256, ..."""
     lens = np.asarray(lengths)
     if lens.dtype.kind in "iu" and lens.size and 0 <= lens.min() and lens.max() < 1 << 20:
-        counts = np.bincount(lens)  # rows per length, without a per-row copy
+        counts = np.zeros(int(lens.max()) + 1, dtype=np.int64)  # rows per length, a block at a time:
+        for i in range(0, lens.size, _HISTOGRAM_BLOCK):  # bincount copies its input as int64
+            block = np.bincount(lens[i:i + _HISTOGRAM_BLOCK])
+            counts[:block.size] += block
         values = np.flatnonzero(counts)
         counts = counts[values]
     else:

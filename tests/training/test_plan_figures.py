@@ -93,3 +93,23 @@ def test_the_plan_reads_the_lengths_and_longest_rows_of_every_shard(folder):
     assert plan.rows == len(lengths) and plan.tokens == int(lengths.sum())
     assert plan.histogram == length_histogram(lengths)
     assert plan.sizes[0] == reference(lengths, BatchSpec(rows=1), 1, 2, 42)
+
+
+def test_length_histogram_holds_no_int64_copy_of_the_rows():
+    """Counted a block at a time (issue 31): equal to a whole-array count, and its peak memory is far
+    below the 8 bytes a row that ``np.bincount`` of the whole column would copy."""
+    import tracemalloc
+
+    lens = np.random.default_rng(3).integers(1, 5000, 2_000_003).astype(np.uint16)
+    counts = np.bincount(lens.astype(np.int64))
+    values = np.flatnonzero(counts)
+    edges = [0, 64] + [64 << k for k in range(1, 8)]
+    expected = np.histogram(values, bins=np.array(edges) + 0.5, weights=counts[values])[0].astype(int).tolist()
+    tracemalloc.start()
+    try:
+        got = length_histogram(lens)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [n for _, _, n in got] == expected and sum(n for _, _, n in got) == lens.size
+    assert peak < 4 * lens.size, peak  # the whole-column bincount: 16 MB here
