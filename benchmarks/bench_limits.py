@@ -68,10 +68,15 @@ def run_limit(texts: list[str], processes: int) -> dict[str, Any]:
     timing); all start together at a barrier. Wall seconds: the slowest part's encode time."""
     enc = limit_encoding()
     enc.encode("warm up", allowed_special="all")
+    return _forked_parts(_limit_worker, [(enc, part) for part in split_balanced(texts, processes)])
+
+
+def _forked_parts(worker: Any, args: list[tuple]) -> dict[str, Any]:
+    """``worker(*a, barrier, results)`` for each ``a`` of ``args`` in a forked process of its own, all
+    started together at a barrier; each puts (tokens, wall s, CPU s). Wall: the slowest part's."""
     ctx = mp.get_context("fork")
-    barrier, results = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_limit_worker, args=(enc, part, barrier, results))
-             for part in split_balanced(texts, processes)]
+    barrier, results = ctx.Barrier(len(args)), ctx.Queue()
+    procs = [ctx.Process(target=worker, args=(*a, barrier, results)) for a in args]
     for p in procs:
         p.start()
     got = [results.get() for _ in procs]
@@ -122,16 +127,7 @@ def run_limit_splintr(texts: list[str], processes: int) -> dict[str, Any]:
     encode("warm up")
     specials = list(tok.meta["special_tokens"].values())
     parts = [split_at_specials(part, specials) for part in split_balanced(texts, processes)]
-    ctx = mp.get_context("fork")
-    barrier, results = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_splintr_worker, args=(encode, segs, n, barrier, results)) for segs, n in parts]
-    for p in procs:
-        p.start()
-    got = [results.get() for _ in procs]
-    for p in procs:
-        p.join()
-    return {"tokens": sum(g[0] for g in got), "seconds": max(g[1] for g in got),
-            "cpu_seconds": sum(g[2] for g in got), "parts": [round(g[1], 3) for g in got],
+    return {**_forked_parts(_splintr_worker, [(encode, segs, n) for segs, n in parts]),
             "calls": sum(len(segs) for segs, _ in parts)}
 
 
