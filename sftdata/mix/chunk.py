@@ -71,17 +71,14 @@ class ScanChunk(_SourceTask):
         return facts.build(chunk.index, digest)
 
     def _facts_of(self, staged: Staged, settings: Settings, facts: FactsBuilder) -> None:
-        """The facts ``_process`` gave when it staged these rows."""
+        """The facts ``stage`` gave when it staged these rows."""
         ids, ch, ph = staged.strings("id"), staged.strings("content_hash"), staged.strings("prompt_hash")
         tokens, chars = np.diff(staged.offsets("input_ids")), staged.numbers("chars")
         for i in np.flatnonzero((staged.kind == ENCODED) | ((staged.kind == FAILED) & (chars >= 0))).tolist():
             if staged.kind[i] == ENCODED:
                 facts.add(int(staged.line[i]), ids[i], ch[i], ph[i], int(tokens[i]))
-            elif not self._counted(settings, int(chars[i])):
+            elif not counted(self.needs, settings, int(chars[i])):
                 facts.add(int(staged.line[i]), ids[i], ch[i], ph[i], -1)
-
-    def _counted(self, settings: Settings, chars: int) -> bool:
-        return counted(self.needs, settings, chars)
 
 
 def counted(needs: Needs, settings: Settings, chars: int) -> bool:
