@@ -10,6 +10,7 @@ of workers), which chunks a ``--resume`` may keep, the ``dedupe: exact`` plan, a
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,12 @@ from sftdata.faults import fault_point
 from sftdata.manifest import read_manifest
 from sftdata.output import RunLock, check_location, new_run_id
 from sftdata.output import prepare as prepare_output
-from sftdata.process.chunk import ChunkResult, HashChunk, ProcessChunk
+from sftdata.process.chunk import ChunkResult
 from sftdata.process.dedupe import DropFiles, DuplicatePlan, RowIndex
 from sftdata.process.identity import input_digests
 from sftdata.process.ledger import Ledger, input_size
 from sftdata.process.record import RecordProcessor
+from sftdata.process.tasks import ChunkTask, FinishChunk, HoldChunk, ProcessChunk
 from sftdata.stages.read.jsonl import Chunk, auto_chunk_size, expand_inputs
 from sftdata.stages.read.sources import plan_chunks
 from sftdata.storage import Folder, display
@@ -65,28 +67,37 @@ def _plan(settings: Settings, inputs: list[str]) -> tuple[list[Path], list[Chunk
     return files, chunks, plan
 
 
-def _find_duplicates(chunks: list[Chunk], settings: Settings, executor, proc: RecordProcessor, *,
-                     spill: bool = False) -> dict[int, dict[int, str]] | DropFiles:
-    """First pass of ``dedupe: exact``: hash every record, keep the first occurrence in input order.
+def _find_duplicates(chunks: list[Chunk], executor, task: ChunkTask, *, spill: bool = False
+                     ) -> dict[int, dict[int, str]] | DropFiles:
+    """The plan of ``dedupe: exact``: ``task`` (``HoldChunk`` or ``HashChunk``: (index, the chunk's
+    hash run)) over ``chunks``, the runs merged: per chunk, the lines to drop and the id each one
+    duplicates (the first occurrence in input order is kept).
 
-    Returns, per chunk, the lines to drop and the id each one duplicates. Pure function of the
-    input, so the kept rows are the same for any number of workers, any executor and on resume.
-    Each chunk's hashes are spilled to disk as they arrive and merged (``process.dedupe``), so the
-    driver never holds every hash of the input. ``spill``: the drops stay on disk too, one file per
-    chunk (``DropFiles``, for workers on this machine; the caller closes it).
+    Pure function of the input, so the kept rows are the same for any number of workers, any
+    executor and on resume. Each chunk's hashes are spilled to disk as they arrive and merged
+    (``process.dedupe``), so the driver never holds every hash of the input. ``spill``: the drops
+    stay on disk too, one file per chunk (``DropFiles``, for workers on this machine; the caller
+    closes it).
     """
     with DuplicatePlan() as plan:
-        for index, run in executor.map(HashChunk(settings, proc), chunks):
+        for index, run in executor.map(task, chunks):
             plan.add_bytes(index, run)
         return plan.drop_files() if spill else plan.drops()
 
 
-def _process(settings: Settings, chunks: list[Chunk], pending: list[Chunk], executor,
-             task: ProcessChunk, on_result: Callable[[ChunkResult], None]) -> None:
-    """Run the pending chunks, with the ``dedupe: exact`` plan when asked for (left in ``task.drops``:
-    the caller closes it)."""
-    if settings.dedupe == "exact" and pending:
-        task.drops = _find_duplicates(chunks, settings, executor, task.processor, spill=executor.name == "local")
+def _process(chunks: list[Chunk], pending: list[Chunk], executor, task: ProcessChunk,
+             on_result: Callable[[ChunkResult], None]) -> None:
+    """Run the pending chunks. With ``dedupe: exact``, in one processing pass (``process.held``):
+    every pending chunk is processed and held, the chunks a resumed run has are hashed, and the held
+    chunks are finished with the plan (left in ``task.drops``: the caller closes it)."""
+    if task.settings.dedupe == "exact" and pending:
+        attempt = uuid.uuid4().hex
+        done = frozenset(c.index for c in chunks) - {c.index for c in pending}
+        hold = HoldChunk(task.settings, task.location, task.processor, task.run_id, attempt=attempt, done=done,
+                         sync=task.sync)
+        task.drops = _find_duplicates(chunks, executor, hold, spill=executor.name == "local")
+        task = FinishChunk(task.settings, task.location, task.drops, task.processor, task.run_id, attempt=attempt,
+                           sync=task.sync)
     for res in executor.map(task, pending):
         on_result(res)
 
@@ -166,7 +177,7 @@ def _run_locked(settings: Settings, inputs: list[str], out: Folder, *, workers: 
                 progress(res, len(results), len(chunks))
         n_workers = max(1, min(workers or settings.resolved_workers(), len(pending) or 1))
         runner = get_executor(executor, n_workers, ray_address=ray_address)
-        _process(settings, chunks, pending, runner, task, on_result)
+        _process(chunks, pending, runner, task, on_result)
         fault_point("before_finalize")
         manifest = _commit(out, settings, tokenizer, plan, ledger, files, chunks, results, index)
     except ExecutorFailure as exc:

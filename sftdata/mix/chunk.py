@@ -17,9 +17,10 @@ from sftdata.mix.decide import Drop, Route
 from sftdata.mix.facts import ChunkFacts, FactsBuilder, Needs
 from sftdata.mix.routed import mix_staged
 from sftdata.mix.staged import ENCODED, FAILED, RowsWriter, Staged, read_rows, rows_path, settings_key
-from sftdata.process.chunk import ChunkResult, ChunkTask, _processor, clean_chunk_leftovers
+from sftdata.process.chunk import ChunkResult, clean_chunk_leftovers
 from sftdata.process.identity import chunk_digest
 from sftdata.process.record import RUN_FAULTS, BlankCounter, RecordProcessor, conversation_hashes, validated
+from sftdata.process.tasks import ChunkTask, _processor
 from sftdata.stages.read.jsonl import Chunk
 from sftdata.stages.records import Conversation
 

@@ -26,7 +26,7 @@ from sftdata.config import Settings
 from sftdata.constants import IGNORE_INDEX
 from sftdata.process.record import RUN_FAULTS, original_text, reject_of
 from sftdata.stages.records import Conversation, Rejection
-from sftdata.stages.write.arrow import _int32_array, _string_array, _string_list_array
+from sftdata.stages.write.arrow import _int32_array, _string_array, _string_list_array, binary_array
 from sftdata.storage import Folder
 from sftdata.storage.atomic import atomic_replace, temp_path
 from sftdata.storage.layout import chunk_rows
@@ -94,7 +94,7 @@ class RowsWriter:
             elif pa.types.is_string(f.type):
                 arrays.append(_string_array(values))
             elif pa.types.is_large_binary(f.type):
-                arrays.append(_binary_array(values))
+                arrays.append(binary_array(values))
             else:
                 dtype = np.int64 if f.type == pa.int64() else np.int32
                 arrays.append(pa.Array.from_buffers(f.type, n, [None, pa.py_buffer(np.array(values, dtype=dtype))]))
@@ -105,13 +105,6 @@ class RowsWriter:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             writer.write_batch(batch)
         atomic_replace(tmp, path, sync=False)  # rewritten by every run's first pass: never resumed from
-
-
-def _binary_array(values: list[bytes]) -> pa.Array:
-    offsets = np.zeros(len(values) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=len(values)), out=offsets[1:])
-    return pa.Array.from_buffers(pa.large_binary(), len(values),
-                                [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])
 
 
 def _lists(parts: list[np.ndarray], dtype, convert=None) -> pa.ListArray:

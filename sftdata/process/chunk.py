@@ -16,13 +16,13 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from sftdata.config import Settings
 from sftdata.faults import fault_point
-from sftdata.process.dedupe import hash_run, json_lines, row_runs
+from sftdata.process.dedupe import json_lines, row_runs
 from sftdata.process.identity import chunk_digest
 from sftdata.process.record import (
     RUN_FAULTS,
@@ -36,11 +36,22 @@ from sftdata.process.record import (
 from sftdata.stages.adapt.keys import count_names
 from sftdata.stages.pack import PACKED_SCHEMA, Packer
 from sftdata.stages.read.jsonl import Chunk
-from sftdata.stages.records import Conversation, Reject, Rejection
+from sftdata.stages.records import Conversation, Rejection
 from sftdata.stages.write.arrow import BASE_SCHEMA, ShardRecord, ShardWriter
 from sftdata.storage import Folder, work_dir
 from sftdata.storage.atomic import atomic_replace, atomic_write_bytes, temp_path
-from sftdata.storage.layout import chunk_marker, chunk_quarantine, shard_chunk, temp_target
+from sftdata.storage.layout import (
+    chunk_marker,
+    chunk_quarantine,
+    held_quarantine,
+    held_shard,
+    shard_chunk,
+    shard_name,
+    temp_target,
+)
+
+if TYPE_CHECKING:
+    from sftdata.process.held import HeldFacts
 
 
 @dataclass
@@ -139,6 +150,12 @@ class _QuarantinePart(_Quarantine):
         self._file.write(line)
         self._hash.update(line)
 
+    def add_line(self, line: bytes, reason: str) -> None:
+        """A quarantine line as an earlier pass wrote it (with its newline), for ``reason``."""
+        self.result.rejected[reason] += 1
+        self._file.write(line)
+        self._hash.update(line)
+
     def commit(self, sync: bool) -> None:
         """Close, sync (``sync``) and rename the part; its sha256 goes into the result."""
         self._file.close()
@@ -146,64 +163,98 @@ class _QuarantinePart(_Quarantine):
         atomic_replace(self.tmp, self.path, sync=sync)
 
 
+def duplicate_rejection(source: str, line: int, rid: str, raw: bytes, first: str) -> Rejection:
+    """The quarantine line of a record ``dedupe: exact`` drops: a later copy of the row ``first``."""
+    return Rejection("duplicate", f"exact duplicate of {first}", "dedupe", source, line, rid, "", original_text(raw),
+                     extra={"duplicate_of": first})
+
+
 def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: RecordProcessor | None = None,
-                  drop: dict[int, str] | None = None, run_id: str = "", sync: bool = True) -> ChunkResult:
+                  drop: dict[int, str] | None = None, run_id: str = "", sync: bool = True,
+                  held: HeldFacts | None = None) -> ChunkResult:
     """Run every stage over one chunk; commit its shards, quarantine part and done-marker into the
     output ``location`` (a folder, or a pyarrow filesystem URI: written on this machine's staging
     folder and uploaded, the done-marker last). ``drop``: line numbers of this chunk -> the id they
     duplicate (``dedupe: exact``). ``sync=False``: renamed into place without waiting for the disk;
-    the run's commit syncs them all at once and ``--resume`` checks them by content."""
+    the run's commit syncs them all at once and ``--resume`` checks them by content. ``held``: the
+    first pass of ``dedupe: exact`` (``process.held``): a later copy of a record of this chunk is
+    dropped at once, every outcome is recorded in ``held``, the rows are written unpacked under the
+    held names and nothing is published (``process.finish`` finishes the chunk)."""
     proc = processor or RecordProcessor(settings)
     folder = Folder(location)
     work_dir(folder)
     result = ChunkResult(chunk.index, run_id=run_id, input_digest=chunk_digest(chunk))
     blanks = BlankCounter()
-    packer = Packer(settings.max_length) if settings.packing == "bfd" else None
+    packer = Packer(settings.max_length) if settings.packing == "bfd" and held is None else None
     schema = BASE_SCHEMA if packer is None else PACKED_SCHEMA
-    with ShardWriter(folder.staging(), chunk.index, settings.shard_size, schema, sync=sync) as writer, \
+    names, part = (shard_name, chunk_quarantine) if held is None else (held_shard, held_quarantine)
+    with ShardWriter(folder.staging(), chunk.index, settings.shard_size, schema, sync=sync, names=names) as writer, \
             contextlib.nullcontext() if packer is None else packer, \
-            _QuarantinePart(chunk, result, folder.staging() / chunk_quarantine(chunk.index)) as quarantine:
+            _QuarantinePart(chunk, result, folder.staging() / part(chunk.index)) as quarantine:
+        sink = writer if packer is None else packer
         for line, raw, rid, outcome in validated(chunk, settings, proc, blanks):
             result.records_read += 1
             if isinstance(outcome, Rejection):
                 quarantine.add(outcome)
+                if held is not None:
+                    held.rejected(line, outcome.reason)
                 continue
-            conv, stage = outcome, "dedupe"
-            if conv.unknown_keys:
-                count_names(result.unknown_keys, conv.unknown_keys)
-            try:
-                if drop and line in drop:
-                    rid = conv.id
-                    result.dropped_duplicates.append((conv.id, drop[line]))
-                    raise Reject("duplicate", f"exact duplicate of {drop[line]}", "")
-                stage = "label"
-                enc = proc.encode(conv)
-                h, ph = conversation_hashes(conv)
-            except RUN_FAULTS:
-                raise
-            except Exception as exc:  # noqa: BLE001 - no record may stop a run; keep it with a reason
-                extra = {"duplicate_of": drop[line]} if isinstance(exc, Reject) and exc.reason == "duplicate" else {}
-                quarantine.add_exc(exc, stage, line, rid, raw, **extra)
-                continue
-            (writer if packer is None else packer).add(conv.id, enc.input_ids, enc.labels, h, ph)
-            result.records_written += 1
-            result.tokens += len(enc.input_ids)
-            result.trained_tokens += enc.trained
-            result.special_text_records += conv.has_special_text
-            result.hashes.append((h, conv.id))
-            if enc.truncated:
-                result.truncated_ids.append(conv.id)
+            _conversation(outcome, line, raw, rid, proc, quarantine, sink, drop, held)
         if packer is not None:
             packer.write(writer)
         result.shards = writer.finish()
         result.blank_lines = blanks.value
         fault_point("worker_chunk")
         quarantine.commit(sync)
-    # The done-marker is written last: its presence is what --resume trusts.
-    marker = chunk_marker(chunk.index)
-    atomic_write_bytes(folder.staging() / marker, orjson.dumps(result.to_json()), sync=sync)
-    folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(chunk.index), marker])
+    if held is None:
+        publish_chunk(folder, result, sync)
     return result
+
+
+def _conversation(conv: Conversation, line: int, raw: bytes, rid: str | None, proc: RecordProcessor,
+                  quarantine: _Quarantine, sink, drop: dict[int, str] | None, held: HeldFacts | None) -> None:
+    """A valid conversation of ``process_chunk``: dropped as a duplicate (``drop``: its line names
+    the first; ``held``: an earlier record of the chunk has its content), quarantined (its encoding
+    failed) or written to ``sink``; its outcome recorded in ``held``."""
+    result = quarantine.result
+    if conv.unknown_keys:
+        count_names(result.unknown_keys, conv.unknown_keys)
+    hashes = conversation_hashes(conv) if held is not None else None
+    first = held.first(line, hashes[0], conv.id) if held is not None else (drop.get(line) if drop else None)
+    if first is not None:
+        result.dropped_duplicates.append((conv.id, first))
+        quarantine.add(duplicate_rejection(quarantine.chunk.name, line, conv.id, raw, first))
+        if held is not None:
+            held.dropped(line, conv.id, raw, first)
+        return
+    try:
+        enc = proc.encode(conv)
+        h, ph = hashes or conversation_hashes(conv)
+    except RUN_FAULTS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - no record may stop a run; keep it with a reason
+        quarantine.add_exc(exc, "label", line, rid, raw)
+        if held is not None:
+            held.failed(line, conv.id, raw, reject_of(exc).reason)
+        return
+    sink.add(conv.id, enc.input_ids, enc.labels, h, ph)
+    result.records_written += 1
+    result.tokens += len(enc.input_ids)
+    result.trained_tokens += enc.trained
+    result.special_text_records += conv.has_special_text
+    result.hashes.append((h, conv.id))
+    if enc.truncated:
+        result.truncated_ids.append(conv.id)
+    if held is not None:
+        held.written(line, conv.id, raw, conv.has_special_text, enc.truncated)
+
+
+def publish_chunk(folder: Folder, result: ChunkResult, sync: bool) -> None:
+    """A chunk's done-marker, written last (its presence is what --resume trusts), then its files
+    published (uploaded, on an object store)."""
+    marker = chunk_marker(result.index)
+    atomic_write_bytes(folder.staging() / marker, orjson.dumps(result.to_json()), sync=sync)
+    folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(result.index), marker])
 
 
 def hash_chunk(chunk: Chunk, settings: Settings, processor: RecordProcessor | None = None
@@ -246,83 +297,3 @@ def clean_chunk_leftovers(location: str, index: int) -> None:
 def _of_chunk(name: str, index: int) -> bool:
     target = temp_target(name) or name
     return shard_chunk(name) == index or target in (chunk_marker(index), chunk_quarantine(index))
-
-
-# -- tasks: what an executor runs, picklable, one processor per process ---------------------------
-_PROCESSORS: dict[str, RecordProcessor] = {}
-
-
-def _processor(settings: Settings) -> RecordProcessor:
-    """One RecordProcessor per settings per process: a pool worker or a reused Ray worker loads the
-    tokenizer once, not once per chunk."""
-    key = repr(settings)  # a dataclass: the repr lists every field
-    proc = _PROCESSORS.get(key)
-    if proc is None:
-        if len(_PROCESSORS) >= 4:  # a long-lived worker serving many runs must not grow forever
-            _PROCESSORS.clear()
-        proc = _PROCESSORS[key] = RecordProcessor(settings)
-    return proc
-
-
-class ChunkTask:
-    """Base of the tasks: settings travel once per worker; ``processor`` is per process."""
-
-    def __init__(self, settings: Settings, processor: RecordProcessor | None = None) -> None:
-        self.settings = settings
-        self._proc = processor  # the driver's, for the serial path; never pickled
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_proc"] = None
-        return state
-
-    @property
-    def processor(self) -> RecordProcessor:
-        if self._proc is None:
-            self._proc = _processor(self.settings)
-        return self._proc
-
-    def prepare(self, chunk: Chunk) -> None:
-        """Undo what an earlier, dead attempt of ``chunk`` may have left behind; executors that
-        retry a unit (Ray) call it before every attempt."""
-
-    def warm(self) -> None:
-        """Build what every record of the task needs, once, in this process; a pool that forks
-        after this hands it to every worker (nothing by default: hashing never loads the tokenizer)."""
-
-
-class ProcessChunk(ChunkTask):
-    """The main pass: a chunk to committed shards; returns its ``ChunkResult``.
-
-    ``sync``: fsync each chunk's files before its result is returned (the default, for executors
-    whose workers may be on other machines); ``False`` where the runner's commit, on the same
-    machine, syncs them all at once. ``drops``: per chunk index, the lines ``dedupe: exact`` drops (a
-    dict, or ``process.dedupe.DropFiles``: anything with ``get(index)``)."""
-
-    def __init__(self, settings: Settings, location: str, drops: Any = None,
-                 processor: RecordProcessor | None = None, run_id: str = "", *, sync: bool = True) -> None:
-        super().__init__(settings, processor)
-        self.location = location
-        self.drops = drops or {}
-        self.run_id = run_id
-        self.sync = sync
-
-    def __call__(self, chunk: Chunk) -> ChunkResult:
-        return process_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index),
-                             self.run_id, self.sync).compact()
-
-    def prepare(self, chunk: Chunk) -> None:
-        clean_chunk_leftovers(self.location, chunk.index)
-
-    def warm(self) -> None:
-        # the BPE engine (splintr's merge tables over 128k ranks): built once in the driver, not once
-        # per worker (the forked workers share its pages)
-        self.processor.encoder.tok.encode_text("")
-
-
-class HashChunk(ChunkTask):
-    """The first pass of ``dedupe: exact``: (chunk index, the chunk's valid records as a run sorted by
-    content hash: ``process.dedupe.hash_run``, as bytes), merged by the driver's ``DuplicatePlan``."""
-
-    def __call__(self, chunk: Chunk) -> tuple[int, bytes]:
-        return chunk.index, hash_run(hash_chunk(chunk, self.settings, self.processor))

@@ -40,7 +40,10 @@ REPEATED_NAME = "repeated_ids.jsonl"  # {"id"}: every id used by two or more row
 SIDECAR_NAMES = (DUPLICATES_NAME, TRUNCATED_NAME, REPEATED_NAME)
 
 SHARD_FILE = re.compile(r"^shard-(\d{6,})-(\d{2,})\.arrow$")
-_MARKER = re.compile(rf"^{WORK_DIR}/chunk-(\d{{6,}})\.(json|quarantine\.jsonl)$")
+# a chunk's done-marker and quarantine part, and the files a ``dedupe: exact`` run holds it in
+# before the chunk is finished (``held_*``: sftdata.process.held)
+_MARKER = re.compile(rf"^{WORK_DIR}/chunk-(\d{{6,}})\.(json|quarantine\.jsonl|held\.arrow|held\.quarantine\.jsonl"
+                     rf"|held-\d{{2,}}\.arrow)$")
 _ROWS = re.compile(rf"^{WORK_DIR}/chunk-(\d{{6,}})\.rows\.arrow$")
 _TEMP = re.compile(r"^\.(?P<name>[^/]+)\.tmp\d*$")
 _TOP_LEVEL = {MANIFEST_NAME, QUARANTINE_NAME, AUDIT_NAME, STATE_NAME, DATASET_INFO_NAME, LOCK_NAME, *SIDECAR_NAMES}
@@ -63,6 +66,20 @@ def chunk_quarantine(chunk: int) -> str:
 def chunk_rows(chunk: int) -> str:
     """A mix's staged rows of a chunk: its first pass's output, read by its main pass (sftdata.mix.staged)."""
     return f"{WORK_DIR}/chunk-{chunk:06d}.rows.arrow"
+
+
+def held_facts(chunk: int) -> str:
+    """What became of each record of a held chunk (``dedupe: exact``'s first pass, sftdata.process.held)."""
+    return f"{WORK_DIR}/chunk-{chunk:06d}.held.arrow"
+
+
+def held_quarantine(chunk: int) -> str:
+    return f"{WORK_DIR}/chunk-{chunk:06d}.held.quarantine.jsonl"
+
+
+def held_shard(chunk: int, part: int) -> str:
+    """A held chunk's P-th shard: renamed to ``shard_name(chunk, part)`` or rewritten when the chunk is finished."""
+    return f"{WORK_DIR}/chunk-{chunk:06d}.held-{part:02d}.arrow"
 
 
 def is_chunk_rows(name: str) -> bool:

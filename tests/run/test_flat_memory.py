@@ -11,8 +11,9 @@ import numpy as np
 import pyarrow as pa
 
 from sftdata.commit import index_rows
-from sftdata.process.chunk import ChunkResult, ProcessChunk
+from sftdata.process.chunk import ChunkResult
 from sftdata.process.dedupe import RowIndex
+from sftdata.process.tasks import ProcessChunk
 from sftdata.runner import _plan
 from sftdata.stages.pack import PACKED_SCHEMA, Packer, bfd_bins
 from tests.conftest import settings, write_jsonl

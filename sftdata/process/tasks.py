@@ -1,0 +1,137 @@
+"""The picklable tasks executors run over chunks, one processor per process: the main pass
+(``ProcessChunk``), the hash pass of ``dedupe: exact`` (``HashChunk``) and its one-pass form
+(``HoldChunk`` then ``FinishChunk``: ``sftdata.process.held``). An executor decides only *where*
+a task runs (``sftdata.executors``); *what* it does to a chunk is ``sftdata.process.chunk``'s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sftdata.config import Settings
+from sftdata.process.chunk import ChunkResult, clean_chunk_leftovers, hash_chunk, process_chunk
+from sftdata.process.dedupe import hash_run
+from sftdata.process.finish import finish_chunk
+from sftdata.process.held import HeldFacts, remove_held
+from sftdata.process.record import RecordProcessor
+from sftdata.stages.read.jsonl import Chunk
+from sftdata.storage import Folder
+from sftdata.storage.layout import held_facts
+
+_PROCESSORS: dict[str, RecordProcessor] = {}
+
+
+def _processor(settings: Settings) -> RecordProcessor:
+    """One RecordProcessor per settings per process: a pool worker or a reused Ray worker loads the
+    tokenizer once, not once per chunk."""
+    key = repr(settings)  # a dataclass: the repr lists every field
+    proc = _PROCESSORS.get(key)
+    if proc is None:
+        if len(_PROCESSORS) >= 4:  # a long-lived worker serving many runs must not grow forever
+            _PROCESSORS.clear()
+        proc = _PROCESSORS[key] = RecordProcessor(settings)
+    return proc
+
+
+class ChunkTask:
+    """Base of the tasks: settings travel once per worker; ``processor`` is per process."""
+
+    def __init__(self, settings: Settings, processor: RecordProcessor | None = None) -> None:
+        self.settings = settings
+        self._proc = processor  # the driver's, for the serial path; never pickled
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_proc"] = None
+        return state
+
+    @property
+    def processor(self) -> RecordProcessor:
+        if self._proc is None:
+            self._proc = _processor(self.settings)
+        return self._proc
+
+    def prepare(self, chunk: Chunk) -> None:
+        """Undo what an earlier, dead attempt of ``chunk`` may have left behind; executors that
+        retry a unit (Ray) call it before every attempt."""
+
+    def warm(self) -> None:
+        """Build what every record of the task needs, once, in this process; a pool that forks
+        after this hands it to every worker (nothing by default: hashing never loads the tokenizer)."""
+
+
+class ProcessChunk(ChunkTask):
+    """The main pass: a chunk to committed shards; returns its ``ChunkResult``.
+
+    ``sync``: fsync each chunk's files before its result is returned (the default, for executors
+    whose workers may be on other machines); ``False`` where the runner's commit, on the same
+    machine, syncs them all at once. ``drops``: per chunk index, the lines ``dedupe: exact`` drops (a
+    dict, or ``process.dedupe.DropFiles``: anything with ``get(index)``)."""
+
+    def __init__(self, settings: Settings, location: str, drops: Any = None,
+                 processor: RecordProcessor | None = None, run_id: str = "", *, sync: bool = True) -> None:
+        super().__init__(settings, processor)
+        self.location = location
+        self.drops = drops or {}
+        self.run_id = run_id
+        self.sync = sync
+
+    def __call__(self, chunk: Chunk) -> ChunkResult:
+        return process_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index),
+                             self.run_id, self.sync).compact()
+
+    def prepare(self, chunk: Chunk) -> None:
+        clean_chunk_leftovers(self.location, chunk.index)
+
+    def warm(self) -> None:
+        # the BPE engine (splintr's merge tables over 128k ranks): built once in the driver, not once
+        # per worker (the forked workers share its pages)
+        self.processor.encoder.tok.encode_text("")
+
+
+class HashChunk(ChunkTask):
+    """The first pass of ``dedupe: exact``: (chunk index, the chunk's valid records as a run sorted by
+    content hash: ``process.dedupe.hash_run``, as bytes), merged by the driver's ``DuplicatePlan``."""
+
+    def __call__(self, chunk: Chunk) -> tuple[int, bytes]:
+        return chunk.index, hash_run(hash_chunk(chunk, self.settings, self.processor))
+
+
+class HoldChunk(ProcessChunk):
+    """The first pass of one-pass ``dedupe: exact``: a pending chunk processed once and held
+    (``process.held``); a chunk a resumed run already has (``done``) is only hashed. Returns
+    (chunk index, the chunk's hash run as ``process.dedupe.hash_run`` bytes)."""
+
+    def __init__(self, settings: Settings, location: str, processor: RecordProcessor | None = None,
+                 run_id: str = "", *, attempt: str, done: frozenset[int] = frozenset(), sync: bool = True) -> None:
+        super().__init__(settings, location, None, processor, run_id, sync=sync)
+        self.attempt, self.done = attempt, done
+
+    def __call__(self, chunk: Chunk) -> tuple[int, bytes]:
+        if chunk.index in self.done:
+            return chunk.index, hash_run(hash_chunk(chunk, self.settings, self.processor))
+        held = HeldFacts()
+        result = process_chunk(chunk, self.settings, self.location, self.processor, None, self.run_id, self.sync,
+                               held)
+        held.write(Folder(self.location).staging() / held_facts(chunk.index), result.to_json(), self.attempt,
+                   self.sync)
+        return chunk.index, hash_run(held.run)
+
+    def prepare(self, chunk: Chunk) -> None:
+        if chunk.index not in self.done:
+            super().prepare(chunk)
+            remove_held(Folder(self.location).staging(), chunk.index)
+
+
+class FinishChunk(ProcessChunk):
+    """The second pass of one-pass ``dedupe: exact``: a held chunk with the whole input's drops
+    (``drops``, as ``ProcessChunk`` takes them), committed (``process.finish.finish_chunk``)."""
+
+    def __init__(self, settings: Settings, location: str, drops: Any, processor: RecordProcessor | None = None,
+                 run_id: str = "", *, attempt: str, sync: bool = True) -> None:
+        super().__init__(settings, location, drops, processor, run_id, sync=sync)
+        self.attempt = attempt
+
+    def __call__(self, chunk: Chunk) -> ChunkResult:
+        return finish_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index),
+                            self.run_id, self.attempt, self.sync).compact()
