@@ -29,7 +29,7 @@ from sftdata.process.dedupe import DropFiles, DuplicatePlan, RowIndex
 from sftdata.process.identity import input_digests
 from sftdata.process.ledger import Ledger, input_size
 from sftdata.process.record import RecordProcessor
-from sftdata.process.tasks import ChunkTask, FinishChunk, HoldChunk, ProcessChunk
+from sftdata.process.tasks import ChunkTask, ProcessChunk, RenderChunk
 from sftdata.stages.read.jsonl import Chunk, auto_chunk_size, expand_inputs
 from sftdata.stages.read.sources import plan_chunks
 from sftdata.storage import Folder, display
@@ -69,7 +69,7 @@ def _plan(settings: Settings, inputs: list[str]) -> tuple[list[Path], list[Chunk
 
 def _find_duplicates(chunks: list[Chunk], executor, task: ChunkTask, *, spill: bool = False
                      ) -> dict[int, dict[int, str]] | DropFiles:
-    """The plan of ``dedupe: exact``: ``task`` (``HoldChunk`` or ``HashChunk``: (index, the chunk's
+    """The plan of ``dedupe: exact``: ``task`` (``RenderChunk`` or ``HashChunk``: (index, the chunk's
     hash run)) over ``chunks``, the runs merged: per chunk, the lines to drop and the id each one
     duplicates (the first occurrence in input order is kept).
 
@@ -87,17 +87,15 @@ def _find_duplicates(chunks: list[Chunk], executor, task: ChunkTask, *, spill: b
 
 def _process(chunks: list[Chunk], pending: list[Chunk], executor, task: ProcessChunk,
              on_result: Callable[[ChunkResult], None]) -> None:
-    """Run the pending chunks. With ``dedupe: exact``, in one processing pass (``process.held``):
-    every pending chunk is processed and held, the chunks a resumed run has are hashed, and the held
-    chunks are finished with the plan (left in ``task.drops``: the caller closes it)."""
+    """Run the pending chunks. With ``dedupe: exact``, a first pass renders every pending chunk
+    (``process.rendered``) and hashes those a resumed run has; the main pass writes the pending ones
+    from what was rendered, with the plan (left in ``task.drops``: the caller closes it)."""
     if task.settings.dedupe == "exact" and pending:
-        attempt = uuid.uuid4().hex
+        task.attempt = uuid.uuid4().hex
         done = frozenset(c.index for c in chunks) - {c.index for c in pending}
-        hold = HoldChunk(task.settings, task.location, task.processor, task.run_id, attempt=attempt, done=done,
-                         sync=task.sync)
-        task.drops = _find_duplicates(chunks, executor, hold, spill=executor.name == "local")
-        task = FinishChunk(task.settings, task.location, task.drops, task.processor, task.run_id, attempt=attempt,
-                           sync=task.sync)
+        first = RenderChunk(task.settings, task.location, task.processor, attempt=task.attempt, done=done,
+                            sync=task.sync)
+        task.drops = _find_duplicates(chunks, executor, first, spill=executor.name == "local")
     for res in executor.map(task, pending):
         on_result(res)
 

@@ -43,15 +43,12 @@ from sftdata.storage.atomic import atomic_replace, atomic_write_bytes, temp_path
 from sftdata.storage.layout import (
     chunk_marker,
     chunk_quarantine,
-    held_quarantine,
-    held_shard,
     shard_chunk,
-    shard_name,
     temp_target,
 )
 
 if TYPE_CHECKING:
-    from sftdata.process.held import HeldFacts
+    from sftdata.process.rendered import Rendered
 
 
 @dataclass
@@ -171,61 +168,62 @@ def duplicate_rejection(source: str, line: int, rid: str, raw: bytes, first: str
 
 def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: RecordProcessor | None = None,
                   drop: dict[int, str] | None = None, run_id: str = "", sync: bool = True,
-                  held: HeldFacts | None = None) -> ChunkResult:
+                  rendered: Rendered | None = None) -> ChunkResult:
     """Run every stage over one chunk; commit its shards, quarantine part and done-marker into the
     output ``location`` (a folder, or a pyarrow filesystem URI: written on this machine's staging
     folder and uploaded, the done-marker last). ``drop``: line numbers of this chunk -> the id they
     duplicate (``dedupe: exact``). ``sync=False``: renamed into place without waiting for the disk;
-    the run's commit syncs them all at once and ``--resume`` checks them by content. ``held``: the
-    first pass of ``dedupe: exact`` (``process.held``): a later copy of a record of this chunk is
-    dropped at once, every outcome is recorded in ``held``, the rows are written unpacked under the
-    held names and nothing is published (``process.finish`` finishes the chunk)."""
+    the run's commit syncs them all at once and ``--resume`` checks them by content. ``rendered``:
+    the chunk's records as the first pass of ``dedupe: exact`` rendered them (``process.rendered``):
+    only what comes after rendering is done here, to the same bytes."""
     proc = processor or RecordProcessor(settings)
     folder = Folder(location)
     work_dir(folder)
-    result = ChunkResult(chunk.index, run_id=run_id, input_digest=chunk_digest(chunk))
-    blanks = BlankCounter()
-    packer = Packer(settings.max_length) if settings.packing == "bfd" and held is None else None
+    result = ChunkResult(chunk.index, run_id=run_id,
+                         input_digest=rendered.digest if rendered is not None else chunk_digest(chunk))
+    packer = Packer(settings.max_length) if settings.packing == "bfd" else None
     schema = BASE_SCHEMA if packer is None else PACKED_SCHEMA
-    names, part = (shard_name, chunk_quarantine) if held is None else (held_shard, held_quarantine)
-    with ShardWriter(folder.staging(), chunk.index, settings.shard_size, schema, sync=sync, names=names) as writer, \
+    with ShardWriter(folder.staging(), chunk.index, settings.shard_size, schema, sync=sync) as writer, \
             contextlib.nullcontext() if packer is None else packer, \
-            _QuarantinePart(chunk, result, folder.staging() / part(chunk.index)) as quarantine:
+            _QuarantinePart(chunk, result, folder.staging() / chunk_quarantine(chunk.index)) as quarantine:
         sink = writer if packer is None else packer
-        for line, raw, rid, outcome in validated(chunk, settings, proc, blanks):
-            result.records_read += 1
-            if isinstance(outcome, Rejection):
-                quarantine.add(outcome)
-                if held is not None:
-                    held.rejected(line, outcome.reason)
-                continue
-            _conversation(outcome, line, raw, rid, proc, quarantine, sink, drop, held)
+        if rendered is None:
+            _records(chunk, settings, proc, quarantine, sink, drop or {})
+        else:
+            rendered.replay(proc, quarantine, sink, drop or {})
         if packer is not None:
             packer.write(writer)
         result.shards = writer.finish()
-        result.blank_lines = blanks.value
         fault_point("worker_chunk")
         quarantine.commit(sync)
-    if held is None:
-        publish_chunk(folder, result, sync)
+    publish_chunk(folder, result, sync)
     return result
 
 
-def _conversation(conv: Conversation, line: int, raw: bytes, rid: str | None, proc: RecordProcessor,
-                  quarantine: _Quarantine, sink, drop: dict[int, str] | None, held: HeldFacts | None) -> None:
-    """A valid conversation of ``process_chunk``: dropped as a duplicate (``drop``: its line names
-    the first; ``held``: an earlier record of the chunk has its content), quarantined (its encoding
-    failed) or written to ``sink``; its outcome recorded in ``held``."""
+def _records(chunk: Chunk, settings: Settings, proc: RecordProcessor, quarantine: _Quarantine, sink,
+             drop: dict[int, str]) -> None:
+    """Every record of the chunk from its input: quarantined, dropped or written to ``sink``."""
+    result, blanks = quarantine.result, BlankCounter()
+    for line, raw, rid, outcome in validated(chunk, settings, proc, blanks):
+        result.records_read += 1
+        if isinstance(outcome, Rejection):
+            quarantine.add(outcome)
+            continue
+        if outcome.unknown_keys:
+            count_names(result.unknown_keys, outcome.unknown_keys)
+        conversation(outcome, line, raw, rid, proc, quarantine, sink, drop.get(line))
+    result.blank_lines = blanks.value
+
+
+def conversation(conv: Conversation, line: int, raw: bytes, rid: str | None, proc: RecordProcessor,
+                 quarantine: _Quarantine, sink, first: str | None, hashes: tuple[str, str] | None = None) -> None:
+    """A valid conversation: dropped as a later copy of ``first`` (``dedupe: exact``), quarantined
+    (its rendering or encoding failed) or written to ``sink``. ``hashes``: its content and prompt
+    hashes, where they are known."""
     result = quarantine.result
-    if conv.unknown_keys:
-        count_names(result.unknown_keys, conv.unknown_keys)
-    hashes = conversation_hashes(conv) if held is not None else None
-    first = held.first(line, hashes[0], conv.id) if held is not None else (drop.get(line) if drop else None)
     if first is not None:
         result.dropped_duplicates.append((conv.id, first))
         quarantine.add(duplicate_rejection(quarantine.chunk.name, line, conv.id, raw, first))
-        if held is not None:
-            held.dropped(line, conv.id, raw, first)
         return
     try:
         enc = proc.encode(conv)
@@ -234,8 +232,6 @@ def _conversation(conv: Conversation, line: int, raw: bytes, rid: str | None, pr
         raise
     except Exception as exc:  # noqa: BLE001 - no record may stop a run; keep it with a reason
         quarantine.add_exc(exc, "label", line, rid, raw)
-        if held is not None:
-            held.failed(line, conv.id, raw, reject_of(exc).reason)
         return
     sink.add(conv.id, enc.input_ids, enc.labels, h, ph)
     result.records_written += 1
@@ -245,8 +241,6 @@ def _conversation(conv: Conversation, line: int, raw: bytes, rid: str | None, pr
     result.hashes.append((h, conv.id))
     if enc.truncated:
         result.truncated_ids.append(conv.id)
-    if held is not None:
-        held.written(line, conv.id, raw, conv.has_special_text, enc.truncated)
 
 
 def publish_chunk(folder: Folder, result: ChunkResult, sync: bool) -> None:

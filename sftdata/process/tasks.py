@@ -1,6 +1,6 @@
 """The picklable tasks executors run over chunks, one processor per process: the main pass
 (``ProcessChunk``), the hash pass of ``dedupe: exact`` (``HashChunk``) and its one-pass form
-(``HoldChunk`` then ``FinishChunk``: ``sftdata.process.held``). An executor decides only *where*
+(``RenderChunk``, then ``ProcessChunk`` from what it rendered: ``sftdata.process.rendered``). An executor decides only *where*
 a task runs (``sftdata.executors``); *what* it does to a chunk is ``sftdata.process.chunk``'s.
 """
 
@@ -11,12 +11,11 @@ from typing import Any
 from sftdata.config import Settings
 from sftdata.process.chunk import ChunkResult, clean_chunk_leftovers, hash_chunk, process_chunk
 from sftdata.process.dedupe import hash_run
-from sftdata.process.finish import finish_chunk
-from sftdata.process.held import HeldFacts, remove_held
+from sftdata.process.identity import chunk_digest
 from sftdata.process.record import RecordProcessor
+from sftdata.process.rendered import Rendered, render_chunk
 from sftdata.stages.read.jsonl import Chunk
 from sftdata.storage import Folder
-from sftdata.storage.layout import held_facts
 
 _PROCESSORS: dict[str, RecordProcessor] = {}
 
@@ -66,19 +65,28 @@ class ProcessChunk(ChunkTask):
     ``sync``: fsync each chunk's files before its result is returned (the default, for executors
     whose workers may be on other machines); ``False`` where the runner's commit, on the same
     machine, syncs them all at once. ``drops``: per chunk index, the lines ``dedupe: exact`` drops (a
-    dict, or ``process.dedupe.DropFiles``: anything with ``get(index)``)."""
+    dict, or ``process.dedupe.DropFiles``: anything with ``get(index)``). ``attempt``: the
+    ``RenderChunk`` pass whose rendered records a chunk is written from, where they are on this
+    machine (else from its input)."""
 
     def __init__(self, settings: Settings, location: str, drops: Any = None,
-                 processor: RecordProcessor | None = None, run_id: str = "", *, sync: bool = True) -> None:
+                 processor: RecordProcessor | None = None, run_id: str = "", *, sync: bool = True,
+                 attempt: str = "") -> None:
         super().__init__(settings, processor)
         self.location = location
         self.drops = drops or {}
         self.run_id = run_id
         self.sync = sync
+        self.attempt = attempt
 
     def __call__(self, chunk: Chunk) -> ChunkResult:
-        return process_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index),
-                             self.run_id, self.sync).compact()
+        staging = Folder(self.location).staging()
+        rendered = Rendered.open(staging, chunk.index, self.attempt) if self.attempt else None
+        result = process_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index),
+                               self.run_id, self.sync, rendered)
+        if rendered is not None:
+            rendered.remove()
+        return result.compact()
 
     def prepare(self, chunk: Chunk) -> None:
         clean_chunk_leftovers(self.location, chunk.index)
@@ -97,41 +105,19 @@ class HashChunk(ChunkTask):
         return chunk.index, hash_run(hash_chunk(chunk, self.settings, self.processor))
 
 
-class HoldChunk(ProcessChunk):
-    """The first pass of one-pass ``dedupe: exact``: a pending chunk processed once and held
-    (``process.held``); a chunk a resumed run already has (``done``) is only hashed. Returns
-    (chunk index, the chunk's hash run as ``process.dedupe.hash_run`` bytes)."""
+class RenderChunk(ChunkTask):
+    """The first pass of ``dedupe: exact``: a pending chunk read, validated, hashed and rendered,
+    kept for its main pass (``process.rendered``); a chunk a resumed run already has (``done``) is
+    only hashed. Returns (chunk index, the chunk's run: ``process.dedupe.hash_run`` bytes)."""
 
-    def __init__(self, settings: Settings, location: str, processor: RecordProcessor | None = None,
-                 run_id: str = "", *, attempt: str, done: frozenset[int] = frozenset(), sync: bool = True) -> None:
-        super().__init__(settings, location, None, processor, run_id, sync=sync)
-        self.attempt, self.done = attempt, done
+    def __init__(self, settings: Settings, location: str, processor: RecordProcessor | None = None, *,
+                 attempt: str, done: frozenset[int] = frozenset(), sync: bool = True) -> None:
+        super().__init__(settings, processor)
+        self.location, self.attempt, self.done, self.sync = location, attempt, done, sync
 
     def __call__(self, chunk: Chunk) -> tuple[int, bytes]:
         if chunk.index in self.done:
             return chunk.index, hash_run(hash_chunk(chunk, self.settings, self.processor))
-        held = HeldFacts()
-        result = process_chunk(chunk, self.settings, self.location, self.processor, None, self.run_id, self.sync,
-                               held)
-        held.write(Folder(self.location).staging() / held_facts(chunk.index), result.to_json(), self.attempt,
-                   self.sync)
-        return chunk.index, hash_run(held.run)
-
-    def prepare(self, chunk: Chunk) -> None:
-        if chunk.index not in self.done:
-            super().prepare(chunk)
-            remove_held(Folder(self.location).staging(), chunk.index)
-
-
-class FinishChunk(ProcessChunk):
-    """The second pass of one-pass ``dedupe: exact``: a held chunk with the whole input's drops
-    (``drops``, as ``ProcessChunk`` takes them), committed (``process.finish.finish_chunk``)."""
-
-    def __init__(self, settings: Settings, location: str, drops: Any, processor: RecordProcessor | None = None,
-                 run_id: str = "", *, attempt: str, sync: bool = True) -> None:
-        super().__init__(settings, location, drops, processor, run_id, sync=sync)
-        self.attempt = attempt
-
-    def __call__(self, chunk: Chunk) -> ChunkResult:
-        return finish_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index),
-                            self.run_id, self.attempt, self.sync).compact()
+        staging = Folder(self.location).staging()
+        return chunk.index, hash_run(render_chunk(chunk, self.processor, staging, self.attempt, chunk_digest(chunk),
+                                                  self.sync))

@@ -17,7 +17,7 @@ A finished folder::
                              (sftdata.sidecars), listed and hashed in the manifest's ``files``
 
 A run in progress adds ``_chunks/`` (the plan, one done-marker and one quarantine part per
-chunk) and ``.sftdata.lock``. Temporary files are ``.<final name>.tmp<pid>`` beside their target.
+chunk; with ``dedupe: exact``, each chunk's rendered records until its main pass) and ``.sftdata.lock``. Temporary files are ``.<final name>.tmp<pid>`` beside their target.
 """
 
 from __future__ import annotations
@@ -40,10 +40,9 @@ REPEATED_NAME = "repeated_ids.jsonl"  # {"id"}: every id used by two or more row
 SIDECAR_NAMES = (DUPLICATES_NAME, TRUNCATED_NAME, REPEATED_NAME)
 
 SHARD_FILE = re.compile(r"^shard-(\d{6,})-(\d{2,})\.arrow$")
-# a chunk's done-marker and quarantine part, and the files a ``dedupe: exact`` run holds it in
-# before the chunk is finished (``held_*``: sftdata.process.held)
-_MARKER = re.compile(rf"^{WORK_DIR}/chunk-(\d{{6,}})\.(json|quarantine\.jsonl|held\.arrow|held\.quarantine\.jsonl"
-                     rf"|held-\d{{2,}}\.arrow)$")
+# a chunk's done-marker and quarantine part, and its records as ``dedupe: exact``'s first pass
+# rendered them (``chunk_rendered``)
+_MARKER = re.compile(rf"^{WORK_DIR}/chunk-(\d{{6,}})\.(json|quarantine\.jsonl|rendered\.arrow|rendered\.json)$")
 _ROWS = re.compile(rf"^{WORK_DIR}/chunk-(\d{{6,}})\.rows\.arrow$")
 _TEMP = re.compile(r"^\.(?P<name>[^/]+)\.tmp\d*$")
 _TOP_LEVEL = {MANIFEST_NAME, QUARANTINE_NAME, AUDIT_NAME, STATE_NAME, DATASET_INFO_NAME, LOCK_NAME, *SIDECAR_NAMES}
@@ -68,18 +67,14 @@ def chunk_rows(chunk: int) -> str:
     return f"{WORK_DIR}/chunk-{chunk:06d}.rows.arrow"
 
 
-def held_facts(chunk: int) -> str:
-    """What became of each record of a held chunk (``dedupe: exact``'s first pass, sftdata.process.held)."""
-    return f"{WORK_DIR}/chunk-{chunk:06d}.held.arrow"
+def chunk_rendered(chunk: int) -> str:
+    """A chunk's records as the first pass of ``dedupe: exact`` rendered them (sftdata.process.rendered)."""
+    return f"{WORK_DIR}/chunk-{chunk:06d}.rendered.arrow"
 
 
-def held_quarantine(chunk: int) -> str:
-    return f"{WORK_DIR}/chunk-{chunk:06d}.held.quarantine.jsonl"
-
-
-def held_shard(chunk: int, part: int) -> str:
-    """A held chunk's P-th shard: renamed to ``shard_name(chunk, part)`` or rewritten when the chunk is finished."""
-    return f"{WORK_DIR}/chunk-{chunk:06d}.held-{part:02d}.arrow"
+def chunk_rendered_marker(chunk: int) -> str:
+    """Written after ``chunk_rendered``: what the main pass checks before it trusts that file."""
+    return f"{WORK_DIR}/chunk-{chunk:06d}.rendered.json"
 
 
 def is_chunk_rows(name: str) -> bool:

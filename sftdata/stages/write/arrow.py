@@ -10,7 +10,6 @@ input size.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,22 +64,6 @@ def _string_list_array(parts: list[list[str]]) -> pa.Array:
     return pa.ListArray.from_arrays(_int32_array(offsets), _string_array([s for p in parts for s in p]))
 
 
-def gather_lists(offsets: np.ndarray, values: np.ndarray, rows: np.ndarray) -> pa.ListArray:
-    """The lists ``rows`` of (``offsets``, ``values``) as one list column, built as ``ShardWriter``
-    builds its columns (fresh buffers, offsets from 0)."""
-    starts = offsets[rows].astype(np.int64)
-    lengths = offsets[rows + 1] - starts
-    out = np.zeros(len(rows) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=out[1:])
-    picked = values[np.repeat(starts - out[:-1], lengths) + np.arange(int(out[-1]))]
-    return pa.ListArray.from_arrays(_int32_array(out), _int32_array(picked))
-
-
-def _values(arr: pa.ListArray) -> np.ndarray:
-    v = arr.values
-    return np.frombuffer(v.buffers()[1], dtype=np.int32, count=len(v), offset=v.offset * 4)
-
-
 @dataclass
 class ShardRecord:
     file: str
@@ -95,17 +78,15 @@ class ShardRecord:
 
 
 class ShardWriter:
-    """Writes one chunk's rows as ``shard-CCCCCC-PP.arrow`` files (``names``: another name for a
-    chunk's part, e.g. a held chunk's ``storage.layout.held_shard``). Use as a context manager.
+    """Writes one chunk's rows as ``shard-CCCCCC-PP.arrow`` files. Use as a context manager.
 
     ``finish()`` closes the last shard and returns the committed shard records, in order.
     Leaving the ``with`` block on an exception removes the temporary file of an open shard.
     """
 
     def __init__(self, out_dir: Path, chunk_index: int, shard_size: int, schema: pa.Schema = BASE_SCHEMA,
-                 *, sync: bool = True, names: Callable[[int, int], str] = shard_name) -> None:
+                 *, sync: bool = True) -> None:
         self.out_dir = out_dir
-        self._names = names
         self.sync = sync
         self.chunk_index = chunk_index
         self.shard_size = shard_size
@@ -135,7 +116,7 @@ class ShardWriter:
             self.abort()
 
     def shard_name(self, part: int) -> str:
-        return self._names(self.chunk_index, part)
+        return shard_name(self.chunk_index, part)
 
     def add(self, row_id: str, input_ids: np.ndarray, labels: np.ndarray, content_hash: str, prompt_hash: str,
             **extra: np.ndarray) -> None:
@@ -185,35 +166,6 @@ class ShardWriter:
         tokens = int(sum(len(t) for t in self._tok))
         self._reset_buffer()
         self.write_batch(batch, tokens, int(np.count_nonzero(labels != IGNORE_INDEX)))
-
-    def write_rows(self, offsets: np.ndarray, input_ids: np.ndarray, labels: np.ndarray, rows: np.ndarray,
-                   strings: dict[str, list[str]]) -> int:
-        """Rows of lists held elsewhere: written row ``j`` has the tokens
-        ``input_ids[offsets[rows[j]]:offsets[rows[j] + 1]]`` (its labels the same slice of ``labels``)
-        and ``strings[name][j]`` for every string column (``id`` and the hashes at least), in the
-        batches ``add`` one by one, then ``finish``, would make: a caller holding its rows as columns
-        (a mix's staged rows, a held chunk) writes the same bytes without a call per row. Returns the
-        trained tokens written; nothing may be buffered, and ``finish`` comes next."""
-        if self._ids:
-            raise RuntimeError("write_rows after add: the buffered rows would change the batches")
-        trained = 0
-        rows = np.asarray(rows, dtype=np.int64)
-        lengths = (offsets[rows + 1] - offsets[rows]).astype(np.int64)
-        ids = strings["id"]
-        ends = np.cumsum(row_bytes(lengths, np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))))
-        start = 0
-        while start < len(rows):  # a batch ends at the row that brings the buffer to the limit
-            end = min(int(np.searchsorted(ends, (ends[start - 1] if start else 0) + self.batch_limit)), len(rows) - 1)
-            part = rows[start:end + 1]
-            tokens, labs = gather_lists(offsets, input_ids, part), gather_lists(offsets, labels, part)
-            columns = {name: _string_array(values[start:end + 1]) for name, values in strings.items()}
-            columns["input_ids"], columns["labels"] = tokens, labs
-            batch = pa.RecordBatch.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
-            n_trained = int(np.count_nonzero(_values(labs) != IGNORE_INDEX))
-            self.write_batch(batch, int(lengths[start:end + 1].sum()), n_trained)
-            trained += n_trained
-            start = end + 1
-        return trained
 
     @property
     def batch_limit(self) -> int:
@@ -274,4 +226,4 @@ class ShardWriter:
         self._writer = self._sink = self._tmp = None
 
 
-__all__ = ["BASE_SCHEMA", "binary_array", "gather_lists", "ShardRecord", "ShardWriter", "atomic_write_bytes", "fsync_dir", "fsync_file"]
+__all__ = ["BASE_SCHEMA", "binary_array", "ShardRecord", "ShardWriter", "atomic_write_bytes", "fsync_dir", "fsync_file"]

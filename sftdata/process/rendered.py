@@ -1,0 +1,182 @@
+"""``dedupe: exact`` without parsing twice: the first pass renders every record of a chunk and keeps
+the result; the main pass encodes and writes from it.
+
+Why: whether a record is a later copy depends on every chunk before it, so the decision needs a
+pass over the whole input before any row is written, and that pass must parse, adapt and validate
+every record to hash its normalised content. The main pass used to do all of that again. Now the
+first pass (``render_chunk``) keeps what it computed up to rendering, per record and in input
+order: its quarantine line (rejected while read or validated, or its rendering failed) or its
+rendered pieces, with its line, ids, original text and hashes. They go to
+``_chunks/chunk-C.rendered.arrow`` in batches of about ``BATCH_BYTES`` (the worker never holds a
+whole chunk), and ``chunk-C.rendered.json`` is written after it: this run's attempt, the chunk's
+input digest and counts, the Arrow file's size. The main pass (``process_chunk`` with
+``rendered``) trusts the pair only when the marker names its attempt and the size matches; it then
+does what follows rendering, in the same order and with the same functions (the duplicate check,
+encoding, truncation, writing), so the bytes are those two full passes wrote. Encoding, most of a
+record's cost, happens once, and never for a dropped copy.
+
+A chunk whose rendered records are missing or of another attempt (a Ray task on another machine)
+is processed from its input: the same bytes, the old cost. The files take about twice the input's
+bytes (original text and rendered text) until each chunk's main pass removes its own.
+"""
+
+from __future__ import annotations
+
+import marshal
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from sftdata.process.chunk import ChunkResult, _Quarantine, conversation
+from sftdata.process.record import RUN_FAULTS, BlankCounter, RecordProcessor, conversation_hashes, reject_of, validated
+from sftdata.stages.adapt.keys import count_names
+from sftdata.stages.read.jsonl import Chunk
+from sftdata.stages.records import Conversation
+from sftdata.stages.write.arrow import _string_array, binary_array
+from sftdata.storage.atomic import atomic_replace, atomic_write_bytes, temp_path
+from sftdata.storage.layout import chunk_rendered, chunk_rendered_marker
+
+REJECTED, FAILED, RENDERED = 0, 1, 2  # a record's kind: ``data`` is its quarantine line, or its pieces
+SPECIAL, NO_RID = 1, 2  # flags: the text holds special-token text; the record had no id of its own
+BATCH_BYTES = 4 << 20
+
+SCHEMA = pa.schema([("kind", pa.int32()), ("flags", pa.int32()), ("line", pa.int64()), ("rid", pa.string()),
+                    ("id", pa.string()), ("reason", pa.string()), ("content_hash", pa.string()),
+                    ("prompt_hash", pa.string()), ("raw", pa.large_binary()), ("data", pa.large_binary())])
+
+
+class _Writer:
+    """A chunk's rendered records, appended in input order and written a batch at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.tmp = path, temp_path(path)
+        self._rows: list[tuple] = []
+        self._bytes = 0
+        self._sink = self._writer = None
+
+    def add(self, kind: int, flags: int, line: int, rid: str | None, cid: str, reason: str,
+            hashes: tuple[str, str], raw: bytes, data: bytes) -> None:
+        self._rows.append((kind, flags, line, rid or "", cid, reason, *hashes, raw, data))
+        self._bytes += len(raw) + len(data)
+        if self._bytes >= BATCH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._writer is None:
+            self._sink = pa.OSFile(str(self.tmp), "wb")
+            self._writer = pa.ipc.new_file(self._sink, SCHEMA)
+        n = len(self._rows)
+        arrays = []
+        for f, values in zip(SCHEMA, zip(*self._rows, strict=True) if n else [()] * len(SCHEMA), strict=True):
+            if pa.types.is_integer(f.type):
+                numbers = np.array(values, dtype=np.int64 if f.type == pa.int64() else np.int32)
+                arrays.append(pa.Array.from_buffers(f.type, n, [None, pa.py_buffer(numbers)]))
+            else:
+                arrays.append((_string_array if pa.types.is_string(f.type) else binary_array)(list(values)))
+        self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=SCHEMA))
+        self._rows, self._bytes = [], 0
+
+    def close(self, sync: bool) -> int:
+        """Write what is left and rename the file into place; returns its size."""
+        self._flush()
+        self._writer.close()
+        self._sink.close()
+        atomic_replace(self.tmp, self.path, sync=sync)
+        return self.path.stat().st_size
+
+    def abort(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def render_chunk(chunk: Chunk, processor: RecordProcessor, staging: Path, attempt: str, digest: str,
+                 sync: bool) -> list[tuple[int, str, str]]:
+    """The first pass over ``chunk``: every record read, validated, hashed and rendered, kept in
+    ``staging`` for the main pass (``Rendered``). Returns (line, content hash, id) of every valid
+    record: what ``process.dedupe.hash_run`` makes the chunk's run of."""
+    writer, blanks = _Writer(staging / chunk_rendered(chunk.index)), BlankCounter()
+    quarantine = _Quarantine(chunk, ChunkResult(chunk.index))  # makes the lines; the main pass counts them
+    unknown: Counter = Counter()
+    run: list[tuple[int, str, str]] = []
+    records = 0
+    try:
+        for line, raw, rid, conv in validated(chunk, processor.settings, processor, blanks):
+            records += 1
+            if not isinstance(conv, Conversation):
+                quarantine.add(conv)
+                writer.add(REJECTED, 0, line, rid, "", conv.reason, ("", ""), b"", quarantine.lines.pop() + b"\n")
+                continue
+            if conv.unknown_keys:
+                count_names(unknown, conv.unknown_keys)
+            hashes = conversation_hashes(conv)
+            run.append((line, hashes[0], conv.id))
+            flags = SPECIAL * bool(conv.has_special_text) | NO_RID * (rid is None)
+            try:
+                pieces = conv.pieces if conv.pieces is not None else processor.renderer.render(conv)
+                kind, reason, data = RENDERED, "", marshal.dumps(pieces)
+            except RUN_FAULTS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - its quarantine line, unless it is dropped as a copy
+                quarantine.add_exc(exc, "label", line, rid, raw)
+                kind, reason, data = FAILED, reject_of(exc).reason, quarantine.lines.pop() + b"\n"
+            writer.add(kind, flags, line, rid, conv.id, reason, hashes, raw, data)
+        size = writer.close(sync)
+    except BaseException:
+        writer.abort()
+        raise
+    marker = {"attempt": attempt, "digest": digest, "bytes": size, "records_read": records,
+              "blank_lines": blanks.value, "unknown_keys": dict(unknown)}
+    atomic_write_bytes(staging / chunk_rendered_marker(chunk.index), orjson.dumps(marker), sync=sync)
+    return run
+
+
+class Rendered:
+    """A chunk's rendered records, read back by its main pass (``process_chunk(rendered=...)``)."""
+
+    def __init__(self, staging: Path, index: int, marker: dict) -> None:
+        self.path, self.marker_path = staging / chunk_rendered(index), staging / chunk_rendered_marker(index)
+        self.marker = marker
+        self.digest: str = marker["digest"]
+
+    @classmethod
+    def open(cls, staging: Path, index: int, attempt: str) -> Rendered | None:
+        """Chunk ``index``'s rendered records when its marker names ``attempt`` and the file is whole;
+        else None (the chunk is then processed from its input)."""
+        path = staging / chunk_rendered(index)
+        try:
+            marker = orjson.loads((staging / chunk_rendered_marker(index)).read_bytes())
+            if marker.get("attempt") != attempt or path.stat().st_size != marker.get("bytes"):
+                return None
+        except (OSError, orjson.JSONDecodeError, AttributeError):
+            return None
+        return cls(staging, index, marker)
+
+    def replay(self, proc: RecordProcessor, quarantine: _Quarantine, sink, drop: dict[int, str]) -> None:
+        """What ``process_chunk`` does after rendering, for every record in input order."""
+        result = quarantine.result
+        result.records_read, result.blank_lines = self.marker["records_read"], self.marker["blank_lines"]
+        result.unknown_keys = Counter(self.marker["unknown_keys"])
+        with pa.memory_map(str(self.path)) as source:
+            reader = pa.ipc.open_file(source)
+            for b in range(reader.num_record_batches):
+                batch = reader.get_batch(b)
+                cols = {name: batch.column(name).to_pylist() for name in SCHEMA.names}
+                for kind, flags, line, rid, cid, reason, h, ph, raw, data in zip(*cols.values(), strict=True):
+                    first = drop.get(line) if kind != REJECTED else None
+                    if kind == REJECTED or (kind == FAILED and first is None):
+                        quarantine.add_line(data, reason)
+                        continue
+                    conv = SimpleNamespace(id=cid, has_special_text=bool(flags & SPECIAL),
+                                           pieces=marshal.loads(data) if kind == RENDERED else None)
+                    conversation(conv, line, raw, None if flags & NO_RID else rid, proc, quarantine, sink, first,
+                                 (h, ph))
+
+    def remove(self) -> None:
+        """The marker first: without it, the records file is not trusted."""
+        self.marker_path.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
