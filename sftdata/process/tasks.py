@@ -15,7 +15,7 @@ from sftdata.process.identity import chunk_digest
 from sftdata.process.record import RecordProcessor
 from sftdata.process.rendered import Rendered, render_chunk
 from sftdata.stages.read.jsonl import Chunk
-from sftdata.storage import Folder
+from sftdata.storage import Folder, work_dir
 
 _PROCESSORS: dict[str, RecordProcessor] = {}
 
@@ -118,6 +118,8 @@ class RenderChunk(ChunkTask):
     def __call__(self, chunk: Chunk) -> tuple[int, bytes]:
         if chunk.index in self.done:
             return chunk.index, hash_run(hash_chunk(chunk, self.settings, self.processor))
-        staging = Folder(self.location).staging()
+        folder = Folder(self.location)
+        work_dir(folder)  # a Ray node's own staging folder may not have it yet
+        staging = folder.staging()
         return chunk.index, hash_run(render_chunk(chunk, self.processor, staging, self.attempt, chunk_digest(chunk),
                                                   self.sync))

@@ -141,6 +141,21 @@ def test_local_ray_instance_matches_local_executor(corpus, reference, tmp_path):
 
 
 @pytest.mark.slow
+@needs_ray
+def test_dedupe_on_ray_matches_the_local_executor(corpus, tmp_path):
+    """``dedupe: exact`` renders in one pass and writes from it in another: both on Ray's workers."""
+    twice = tmp_path / "twice.jsonl"
+    lines = corpus.read_bytes().splitlines()
+    twice.write_bytes(b"\n".join(lines + [line.replace(b'"gen-', b'"again-') for line in lines[::3]]) + b"\n")
+    s = _settings()
+    s.dedupe = "exact"
+    local = run_pipeline(s, [str(twice)], tmp_path / "local", workers=WORKERS).manifest
+    assert local["counts"]["rejected"]["duplicate"] > 100
+    run_pipeline(s, [str(twice)], tmp_path / "ray", workers=WORKERS, executor="ray")
+    assert_same_output(tmp_path / "ray", tmp_path / "local")
+
+
+@pytest.mark.slow
 def test_cli_on_a_ray_cluster_matches_local_executor(cluster, corpus, reference, tmp_path):
     out = tmp_path / "ray-cluster"
     r = sftdata_cli("run", "--input", str(corpus), "--output", str(out), "--chunk-size", str(CHUNK),

@@ -196,6 +196,19 @@ def test_s3_output_resumes_after_a_kill_to_the_same_bytes(s3, corpus, local_out)
 
 
 @needs_moto
+def test_s3_dedupe_matches_a_local_dedupe(s3, corpus, tmp_path):
+    """``dedupe: exact``'s first pass keeps each chunk's rendered records in this machine's staging
+    folder; the main pass writes from them and uploads the same bytes as a local run."""
+    twice = tmp_path / "twice.jsonl"
+    lines = corpus.read_bytes().splitlines()
+    twice.write_bytes(b"\n".join(lines + [line.replace(b'"gen-', b'"again-') for line in lines[::2]]) + b"\n")
+    local = run_pipeline(_settings(dedupe="exact"), [str(twice)], tmp_path / "local", workers=2).manifest
+    assert local["counts"]["rejected"]["duplicate"] > 50
+    run_pipeline(_settings(dedupe="exact"), [str(twice)], s3("dedupe"), workers=2)
+    assert remote_files(s3("dedupe")) == local_files(tmp_path / "local")
+
+
+@needs_moto
 def test_audit_and_verify_cli_on_s3(s3, corpus):
     out = s3("cli")
     run_pipeline(_settings(), [str(corpus)], out, workers=1)
