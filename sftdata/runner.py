@@ -93,8 +93,7 @@ def _process(chunks: list[Chunk], pending: list[Chunk], executor, task: ProcessC
     if task.settings.dedupe == "exact" and pending:
         task.attempt = uuid.uuid4().hex
         done = frozenset(c.index for c in chunks) - {c.index for c in pending}
-        first = RenderChunk(task.settings, task.location, task.processor, attempt=task.attempt, done=done,
-                            sync=task.sync)
+        first = RenderChunk(task.settings, task.location, task.processor, attempt=task.attempt, done=done)
         task.drops = _find_duplicates(chunks, executor, first, spill=executor.name == "local")
     for res in executor.map(task, pending):
         on_result(res)

@@ -80,12 +80,12 @@ class _Writer:
         self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=SCHEMA))
         self._rows, self._bytes = [], 0
 
-    def close(self, sync: bool) -> int:
+    def close(self) -> int:
         """Write what is left and rename the file into place; returns its size."""
         self._flush()
         self._writer.close()
         self._sink.close()
-        atomic_replace(self.tmp, self.path, sync=sync)
+        atomic_replace(self.tmp, self.path, sync=False)
         return self.path.stat().st_size
 
     def abort(self) -> None:
@@ -94,11 +94,12 @@ class _Writer:
         self.tmp.unlink(missing_ok=True)
 
 
-def render_chunk(chunk: Chunk, processor: RecordProcessor, staging: Path, attempt: str, digest: str,
-                 sync: bool) -> list[tuple[int, str, str]]:
+def render_chunk(chunk: Chunk, processor: RecordProcessor, staging: Path, attempt: str, digest: str
+                 ) -> list[tuple[int, str, str]]:
     """The first pass over ``chunk``: every record read, validated, hashed and rendered, kept in
     ``staging`` for the main pass (``Rendered``). Returns (line, content hash, id) of every valid
-    record: what ``process.dedupe.hash_run`` makes the chunk's run of."""
+    record: what ``process.dedupe.hash_run`` makes the chunk's run of. Nothing is synced: the files
+    serve this attempt only, so after a crash they are not trusted anyway."""
     writer, blanks = _Writer(staging / chunk_rendered(chunk.index)), BlankCounter()
     quarantine = _Quarantine(chunk, ChunkResult(chunk.index))  # makes the lines; the main pass counts them
     unknown: Counter = Counter()
@@ -125,13 +126,13 @@ def render_chunk(chunk: Chunk, processor: RecordProcessor, staging: Path, attemp
                 quarantine.add_exc(exc, "label", line, rid, raw)
                 kind, reason, data = FAILED, reject_of(exc).reason, quarantine.lines.pop() + b"\n"
             writer.add(kind, flags, line, rid, conv.id, reason, hashes, raw, data)
-        size = writer.close(sync)
+        size = writer.close()
     except BaseException:
         writer.abort()
         raise
     marker = {"attempt": attempt, "digest": digest, "bytes": size, "records_read": records,
               "blank_lines": blanks.value, "unknown_keys": dict(unknown)}
-    atomic_write_bytes(staging / chunk_rendered_marker(chunk.index), orjson.dumps(marker), sync=sync)
+    atomic_write_bytes(staging / chunk_rendered_marker(chunk.index), orjson.dumps(marker), sync=False)
     return run
 
 

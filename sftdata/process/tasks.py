@@ -111,9 +111,9 @@ class RenderChunk(ChunkTask):
     only hashed. Returns (chunk index, the chunk's run: ``process.dedupe.hash_run`` bytes)."""
 
     def __init__(self, settings: Settings, location: str, processor: RecordProcessor | None = None, *,
-                 attempt: str, done: frozenset[int] = frozenset(), sync: bool = True) -> None:
+                 attempt: str, done: frozenset[int] = frozenset()) -> None:
         super().__init__(settings, processor)
-        self.location, self.attempt, self.done, self.sync = location, attempt, done, sync
+        self.location, self.attempt, self.done = location, attempt, done
 
     def __call__(self, chunk: Chunk) -> tuple[int, bytes]:
         if chunk.index in self.done:
@@ -121,5 +121,4 @@ class RenderChunk(ChunkTask):
         folder = Folder(self.location)
         work_dir(folder)  # a Ray node's own staging folder may not have it yet
         staging = folder.staging()
-        return chunk.index, hash_run(render_chunk(chunk, self.processor, staging, self.attempt, chunk_digest(chunk),
-                                                  self.sync))
+        return chunk.index, hash_run(render_chunk(chunk, self.processor, staging, self.attempt, chunk_digest(chunk)))

@@ -56,7 +56,7 @@ def test_merge_drops_what_the_dict_dropped(many_duplicates, workers, pass_, tmp_
     old = old_find_duplicates(chunks, s)
     assert sum(len(d) for d in old.values()) > 2000
     (tmp_path / "_chunks").mkdir()
-    task = HashChunk(s) if pass_ == "hash" else RenderChunk(s, str(tmp_path), attempt="a", sync=False)
+    task = HashChunk(s) if pass_ == "hash" else RenderChunk(s, str(tmp_path), attempt="a")
     new = _find_duplicates(chunks, get_executor("local", workers), task)
     assert new == old
 

@@ -111,7 +111,7 @@ def test_rendered_records_of_another_attempt_or_torn_are_not_trusted(mixed, tmp_
     _, chunks, _ = _plan(s, [str(mixed)])
     staging = tmp_path / "o"
     (staging / "_chunks").mkdir(parents=True)
-    index, run = RenderChunk(s, str(staging), attempt="a", sync=False)(chunks[1])
+    index, run = RenderChunk(s, str(staging), attempt="a")(chunks[1])
     assert index == 1 and run
     assert Rendered.open(staging, 1, "a") is not None
     assert Rendered.open(staging, 1, "b") is None  # another run's first pass
@@ -139,5 +139,5 @@ def test_a_failed_first_pass_leaves_no_temporary_file(mixed, tmp_path, monkeypat
 
     monkeypatch.setattr(rendered_mod._Writer, "close", fail)
     with pytest.raises(OSError, match="disk full"):
-        RenderChunk(s, str(tmp_path), attempt="a", sync=False)(chunks[0])
+        RenderChunk(s, str(tmp_path), attempt="a")(chunks[0])
     assert list((tmp_path / "_chunks").iterdir()) == []
