@@ -69,7 +69,7 @@ def _plan(settings: Settings, inputs: list[str]) -> tuple[list[Path], list[Chunk
 
 def _find_duplicates(chunks: list[Chunk], executor, task: ChunkTask, *, spill: bool = False
                      ) -> dict[int, dict[int, str]] | DropFiles:
-    """The plan of ``dedupe: exact``: ``task`` (``RenderChunk`` or ``HashChunk``: (index, the chunk's
+    """The plan of ``dedupe: exact``: ``task`` (``RenderChunk``: (index, the chunk's
     hash run)) over ``chunks``, the runs merged: per chunk, the lines to drop and the id each one
     duplicates (the first occurrence in input order is kept).
 

@@ -1,5 +1,5 @@
 """One chunk of input through the record stages, committed as shards, a quarantine part and a
-done-marker; and the picklable tasks that executors run (``ProcessChunk``, ``HashChunk``).
+done-marker (the tasks executors run over it are in ``sftdata.process.tasks``).
 
 Why here and not in the runner: this is the unit of work. Whatever runs it, a forked worker, a
 Ray task on another node or the driver itself, writes its own files and returns only counts and
@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -46,9 +46,6 @@ from sftdata.storage.layout import (
     shard_chunk,
     temp_target,
 )
-
-if TYPE_CHECKING:
-    from sftdata.process.rendered import Rendered
 
 
 @dataclass
@@ -166,9 +163,17 @@ def duplicate_rejection(source: str, line: int, rid: str, raw: bytes, first: str
                      extra={"duplicate_of": first})
 
 
+class Replay(Protocol):
+    """A chunk's records as a first pass left them after rendering (``process.rendered.Rendered``)."""
+
+    digest: str  # of the chunk's input bytes, taken by that pass
+
+    def replay(self, proc: RecordProcessor, quarantine: _Quarantine, sink, drop: dict[int, str]) -> None: ...
+
+
 def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: RecordProcessor | None = None,
                   drop: dict[int, str] | None = None, run_id: str = "", sync: bool = True,
-                  rendered: Rendered | None = None) -> ChunkResult:
+                  rendered: Replay | None = None) -> ChunkResult:
     """Run every stage over one chunk; commit its shards, quarantine part and done-marker into the
     output ``location`` (a folder, or a pyarrow filesystem URI: written on this machine's staging
     folder and uploaded, the done-marker last). ``drop``: line numbers of this chunk -> the id they

@@ -1,7 +1,7 @@
 """The picklable tasks executors run over chunks, one processor per process: the main pass
-(``ProcessChunk``), the hash pass of ``dedupe: exact`` (``HashChunk``) and its one-pass form
-(``RenderChunk``, then ``ProcessChunk`` from what it rendered: ``sftdata.process.rendered``). An executor decides only *where*
-a task runs (``sftdata.executors``); *what* it does to a chunk is ``sftdata.process.chunk``'s.
+(``ProcessChunk``) and the first pass of ``dedupe: exact`` (``RenderChunk``: the main pass then
+writes each chunk from what it rendered, ``sftdata.process.rendered``). An executor decides only
+*where* a task runs (``sftdata.executors``); *what* it does to a chunk is ``sftdata.process.chunk``'s.
 """
 
 from __future__ import annotations
@@ -95,14 +95,6 @@ class ProcessChunk(ChunkTask):
         # the BPE engine (splintr's merge tables over 128k ranks): built once in the driver, not once
         # per worker (the forked workers share its pages)
         self.processor.encoder.tok.encode_text("")
-
-
-class HashChunk(ChunkTask):
-    """The first pass of ``dedupe: exact``: (chunk index, the chunk's valid records as a run sorted by
-    content hash: ``process.dedupe.hash_run``, as bytes), merged by the driver's ``DuplicatePlan``."""
-
-    def __call__(self, chunk: Chunk) -> tuple[int, bytes]:
-        return chunk.index, hash_run(hash_chunk(chunk, self.settings, self.processor))
 
 
 class RenderChunk(ChunkTask):
