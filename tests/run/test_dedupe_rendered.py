@@ -141,3 +141,19 @@ def test_a_failed_first_pass_leaves_no_temporary_file(mixed, tmp_path, monkeypat
     with pytest.raises(OSError, match="disk full"):
         RenderChunk(s, str(tmp_path), attempt="a")(chunks[0])
     assert list((tmp_path / "_chunks").iterdir()) == []
+
+
+def test_formats_that_render_themselves_give_the_same_bytes(tmp_path, monkeypatch):
+    """prompt/completion records bring their own pieces (``conv.pieces``): kept as they are."""
+    rng = random.Random(4)
+    words = ["alpha", "beta", "中文", "émoji 😀", "  spaced ", "line\nbreak"]
+    records = [{"prompt": " ".join(rng.choice(words) for _ in range(rng.randrange(1, 9))),
+                "completion": " ".join(rng.choice(words) for _ in range(rng.randrange(1, 9)))} for _ in range(60)]
+    src = tmp_path / "pc.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(rng.choice(records)) + b"\n" for _ in range(900)))
+    s = settings(dedupe="exact", chunk_size=8 << 10, input_format="prompt_completion")
+    one = run_pipeline(s, [str(src)], tmp_path / "one", workers=2).manifest
+    assert one["counts"]["rejected"]["duplicate"] > 700
+    monkeypatch.setattr(Rendered, "open", classmethod(lambda cls, *a: None))
+    run_pipeline(s, [str(src)], tmp_path / "input", workers=2)
+    assert same_folders(tmp_path / "one", tmp_path / "input") == []
