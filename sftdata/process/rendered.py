@@ -22,6 +22,7 @@ bytes (original text and rendered text) until each chunk's main pass removes its
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 from collections import Counter
 from pathlib import Path
@@ -39,6 +40,7 @@ from sftdata.stages.records import Conversation
 from sftdata.stages.write.arrow import _string_array, binary_array
 from sftdata.storage.atomic import atomic_replace, atomic_write_bytes, temp_path
 from sftdata.storage.layout import chunk_rendered, chunk_rendered_marker
+from sftdata.storage.opener import map_regular, release_pages
 
 REJECTED, FAILED, RENDERED = 0, 1, 2  # a record's kind: ``data`` is its quarantine line, or its pieces
 SPECIAL, NO_RID = 1, 2  # flags: the text holds special-token text; the record had no id of its own
@@ -162,20 +164,33 @@ class Rendered:
         result = quarantine.result
         result.records_read, result.blank_lines = self.marker["records_read"], self.marker["blank_lines"]
         result.unknown_keys = Counter(self.marker["unknown_keys"])
-        with pa.memory_map(str(self.path)) as source:
-            reader = pa.ipc.open_file(source)
+        for cols in self._batches():
+            for kind, flags, line, rid, cid, reason, h, ph, raw, data in zip(*cols, strict=True):
+                first = drop.get(line) if kind != REJECTED else None
+                if kind == REJECTED or (kind == FAILED and first is None):
+                    quarantine.add_line(data, reason)
+                    continue
+                conv = SimpleNamespace(id=cid, has_special_text=bool(flags & SPECIAL),
+                                       pieces=marshal.loads(data) if kind == RENDERED else None)
+                conversation(conv, line, raw, None if flags & NO_RID else rid, proc, quarantine, sink, first, (h, ph))
+
+    def _batches(self):
+        """Each batch's columns as lists, in order. The file is mapped and each batch's pages are let
+        go once copied out, so the worker's resident memory holds one batch, not the whole file."""
+        mapped = map_regular(self.path, "rendered records")
+        try:
+            reader = pa.ipc.open_file(pa.py_buffer(mapped))
             for b in range(reader.num_record_batches):
                 batch = reader.get_batch(b)
-                cols = {name: batch.column(name).to_pylist() for name in SCHEMA.names}
-                for kind, flags, line, rid, cid, reason, h, ph, raw, data in zip(*cols.values(), strict=True):
-                    first = drop.get(line) if kind != REJECTED else None
-                    if kind == REJECTED or (kind == FAILED and first is None):
-                        quarantine.add_line(data, reason)
-                        continue
-                    conv = SimpleNamespace(id=cid, has_special_text=bool(flags & SPECIAL),
-                                           pieces=marshal.loads(data) if kind == RENDERED else None)
-                    conversation(conv, line, raw, None if flags & NO_RID else rid, proc, quarantine, sink, first,
-                                 (h, ph))
+                cols = [batch.column(name).to_pylist() for name in SCHEMA.names]
+                del batch
+                release_pages(mapped)
+                yield cols
+            del reader
+        finally:
+            if hasattr(mapped, "close"):
+                with contextlib.suppress(BufferError):  # a batch still referenced (an error mid-chunk): at exit
+                    mapped.close()
 
     def remove(self) -> None:
         """The marker first: without it, the records file is not trusted."""
