@@ -164,8 +164,9 @@ class MixChunk(_SourceTask):
             staged = read_rows(location, chunk.index, digest, key)
             if staged is None:
                 raise RunError(f"chunk {chunk.index}: its rows, staged again, cannot be read back from {location}")
-        return mix_staged(chunk, digest, staged, settings, self.locations, self.routes.get(chunk.index),
-                          self.drops.get(chunk.index, {}), self.run_ids, self.sync)
+        results = mix_staged(chunk, digest, staged, settings, self.locations, self.routes.get(chunk.index),
+                             self.drops.get(chunk.index, {}), self.run_ids, self.sync)
+        return {name: r.compact() for name, r in results.items()}  # the row lists as the driver spills them
 
     def prepare(self, chunk: Chunk) -> None:
         for location in self.locations.values():
