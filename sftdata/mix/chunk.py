@@ -133,7 +133,8 @@ class PromptChunk(_SourceTask):
 
 class MixChunk(_SourceTask):
     """Main pass: one chunk's routed records as rows of their split's folder (copies ``<id>#r2``...),
-    with their source; returns split -> ``ChunkResult``.
+    with their source; returns split -> ``ChunkResult``, its row lists packed where the chunk ran
+    (``ChunkResult.compact``: the driver, which shares the cores with the workers, sorts no row).
 
     ``locations``: split -> folder (the first one keeps the quarantine: ``train``, or the only
     folder); ``routes``: chunk -> ``Route`` (lines, copies, split); ``drops``: chunk -> line -> ``Drop``;
@@ -165,8 +166,9 @@ class MixChunk(_SourceTask):
             staged = read_rows(location, chunk.index, digest, key)
             if staged is None:
                 raise RunError(f"chunk {chunk.index}: its rows, staged again, cannot be read back from {location}")
-        return mix_staged(chunk, digest, staged, settings, self.locations, self.routes.get(chunk.index),
-                          self.drops.get(chunk.index, {}), self.run_ids, self.sync)
+        results = mix_staged(chunk, digest, staged, settings, self.locations, self.routes.get(chunk.index),
+                             self.drops.get(chunk.index, {}), self.run_ids, self.sync)
+        return {name: r.compact() for name, r in results.items()}
 
     def prepare(self, chunk: Chunk) -> None:
         for location in self.locations.values():

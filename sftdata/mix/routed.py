@@ -99,14 +99,14 @@ def _write_rows(result: ChunkResult, writer: ShardWriter, staged: Staged, rows: 
     names, ch, ph = staged.strings("id"), staged.strings("content_hash"), staged.strings("prompt_hash")
     ids = [names[i] if c == 1 else f"{names[i]}#r{c}" for i, c in zip(each.tolist(), k.tolist(), strict=True)]
     toff, tval = staged.lists("input_ids")
-    loff, lval = staged.labels()
+    _, lval = staged.labels()
     lengths = np.diff(toff)[each]
     ends = np.cumsum(row_bytes(lengths, np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))))
     start = 0
     while start < len(each):  # a batch ends at the row that brings the buffer to the limit
         end = min(int(np.searchsorted(ends, (ends[start - 1] if start else 0) + writer.batch_limit)), len(each) - 1)
         part = each[start:end + 1]
-        tokens, labels = _gather(toff, tval, part), _gather(loff, lval, part)
+        tokens, labels = _gather(toff, (tval, lval), part)  # the labels' offsets are the ids'
         batch = pa.RecordBatch.from_arrays([
             _string_array(ids[start:end + 1]), tokens, labels, _string_array([ch[i] for i in part.tolist()]),
             _string_array([ph[i] for i in part.tolist()]), _string_array([source] * len(part))], schema=MIX_SCHEMA)
@@ -124,14 +124,16 @@ def _write_rows(result: ChunkResult, writer: ShardWriter, staged: Staged, rows: 
     result.special_text_records += int((staged.numbers("special")[rows] * copies).sum())
 
 
-def _gather(offsets: np.ndarray, values: np.ndarray, rows: np.ndarray) -> pa.ListArray:
-    """The lists of ``rows`` as one list column, built as ``ShardWriter`` builds its columns."""
+def _gather(offsets: np.ndarray, columns: tuple[np.ndarray, ...], rows: np.ndarray) -> list[pa.ListArray]:
+    """The lists of ``rows`` of each of ``columns`` (list columns sharing ``offsets``) as list
+    columns, built as ``ShardWriter`` builds its columns; the rows' places are found once for all."""
     starts = offsets[rows].astype(np.int64)
     lengths = offsets[rows + 1] - starts
     out = np.zeros(len(rows) + 1, dtype=np.int32)
     np.cumsum(lengths, out=out[1:])
-    picked = values[np.repeat(starts - out[:-1], lengths) + np.arange(int(out[-1]))]
-    return pa.ListArray.from_arrays(_int32_array(out), _int32_array(picked))
+    picks = np.repeat(starts - out[:-1], lengths) + np.arange(int(out[-1]))
+    new_offsets = _int32_array(out)
+    return [pa.ListArray.from_arrays(new_offsets, _int32_array(values[picks])) for values in columns]
 
 
 def _writers(stack: ExitStack, chunk: Chunk, settings: Settings, locations: dict[str, str],
