@@ -29,7 +29,6 @@ from sftdata.mix.decide import Decision, accounting, decide
 from sftdata.mix.facts import Needs, concatenate, keyed
 from sftdata.mix.precheck import precheck
 from sftdata.mix.recipe import Recipe
-from sftdata.mix.spill import SpilledRowIndex
 from sftdata.mix.splits import DATASET_DICT_NAME, sub_location
 from sftdata.mix.staged import rows_path
 from sftdata.output import RunLock, check_folder, check_location, new_run_id
@@ -224,7 +223,7 @@ def _run_locked(settings: Settings, recipe: Recipe, out: Folder, *, workers, res
         if split and out.size(DATASET_DICT_NAME) is not None:  # no longer a finished split run
             out.delete(DATASET_DICT_NAME)
         with contextlib.ExitStack() as stack:  # every folder's rows, spilled as each chunk is done
-            indexes = {name: stack.enter_context(SpilledRowIndex()) for name in ledgers}
+            indexes = {name: stack.enter_context(RowIndex()) for name in ledgers}
             skipped, results = _main_pass(ledgers, settings, sources, decision, runner, resume, progress, indexes,
                                           sync=executor != "local")
             fault_point("before_finalize")
