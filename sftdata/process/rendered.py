@@ -138,6 +138,22 @@ def render_chunk(chunk: Chunk, processor: RecordProcessor, staging: Path, attemp
     return run
 
 
+_LISTED = [name for name in SCHEMA.names if name != "raw"]
+
+
+class _Raw:
+    """A record's original bytes, read from its batch only when its quarantine line is made
+    (``original_text`` decodes them): most records are written, and a row never needs them."""
+
+    __slots__ = ("column", "i")
+
+    def __init__(self, column: pa.Array, i: int) -> None:
+        self.column, self.i = column, i
+
+    def decode(self, encoding: str, errors: str) -> str:
+        return self.column[self.i].as_py().decode(encoding, errors)
+
+
 class Rendered:
     """A chunk's rendered records, read back by its main pass (``process_chunk(rendered=...)``)."""
 
@@ -164,28 +180,29 @@ class Rendered:
         result = quarantine.result
         result.records_read, result.blank_lines = self.marker["records_read"], self.marker["blank_lines"]
         result.unknown_keys = Counter(self.marker["unknown_keys"])
-        for cols in self._batches():
-            for kind, flags, line, rid, cid, reason, h, ph, raw, data in zip(*cols, strict=True):
+        for cols, raws in self._batches():
+            for i, (kind, flags, line, rid, cid, reason, h, ph, data) in enumerate(zip(*cols, strict=True)):
                 first = drop.get(line) if kind != REJECTED else None
                 if kind == REJECTED or (kind == FAILED and first is None):
                     quarantine.add_line(data, reason)
                     continue
                 conv = SimpleNamespace(id=cid, has_special_text=bool(flags & SPECIAL),
                                        pieces=marshal.loads(data) if kind == RENDERED else None)
-                conversation(conv, line, raw, None if flags & NO_RID else rid, proc, quarantine, sink, first, (h, ph))
+                conversation(conv, line, _Raw(raws, i), None if flags & NO_RID else rid, proc, quarantine, sink,
+                             first, (h, ph))
 
     def _batches(self):
-        """Each batch's columns as lists, in order. The file is mapped and each batch's pages are let
-        go once copied out, so the worker's resident memory holds one batch, not the whole file."""
+        """Each batch's columns as lists, but its original texts as the Arrow column (a record's is
+        read only when it is quarantined). The file is mapped and each batch's pages are let go once
+        the batch is done, so the worker's resident memory holds one batch, not the whole file."""
         mapped = map_regular(self.path, "rendered records")
         try:
             reader = pa.ipc.open_file(pa.py_buffer(mapped))
             for b in range(reader.num_record_batches):
                 batch = reader.get_batch(b)
-                cols = [batch.column(name).to_pylist() for name in SCHEMA.names]
+                yield [batch.column(name).to_pylist() for name in _LISTED], batch.column("raw")
                 del batch
                 release_pages(mapped)
-                yield cols
             del reader
         finally:
             if hasattr(mapped, "close"):
