@@ -15,9 +15,12 @@ does what follows rendering, in the same order and with the same functions (the 
 encoding, truncation, writing), so the bytes are those two full passes wrote. Encoding, most of a
 record's cost, happens once, and never for a dropped copy.
 
-A chunk whose rendered records are missing or of another attempt (a Ray task on another machine)
-is processed from its input: the same bytes, the old cost. The files take about twice the input's
-bytes (original text and rendered text) until each chunk's main pass removes its own.
+A record's original bytes (for its quarantine line, should it be dropped or fail) are kept only
+where the main pass cannot read them back from the input: a local JSON Lines chunk is a byte range
+of a file, so its lines are found again by line number (``InputLines``), and the files then take
+about the input's size (its rendered text); else about twice that. Each chunk's main pass removes
+its own. A chunk whose rendered records are missing or of another attempt (a Ray task on another
+machine) is processed from its input: the same bytes, the old cost.
 """
 
 from __future__ import annotations
@@ -35,12 +38,13 @@ import pyarrow as pa
 from sftdata.process.chunk import ChunkResult, _Quarantine, conversation
 from sftdata.process.record import RUN_FAULTS, BlankCounter, RecordProcessor, conversation_hashes, reject_of, validated
 from sftdata.stages.adapt.keys import count_names
-from sftdata.stages.read.jsonl import Chunk
+from sftdata.stages.read.jsonl import BOM, Chunk
 from sftdata.stages.records import Conversation
 from sftdata.stages.write.arrow import _string_array, binary_array
 from sftdata.storage.atomic import atomic_replace, atomic_write_bytes, temp_path
 from sftdata.storage.layout import chunk_rendered, chunk_rendered_marker
 from sftdata.storage.opener import map_regular, release_pages
+from sftdata.storage.uri import is_uri
 
 REJECTED, FAILED, RENDERED = 0, 1, 2  # a record's kind: ``data`` is its quarantine line, or its pieces
 SPECIAL, NO_RID = 1, 2  # flags: the text holds special-token text; the record had no id of its own
@@ -103,6 +107,7 @@ def render_chunk(chunk: Chunk, processor: RecordProcessor, staging: Path, attemp
     record: what ``process.dedupe.hash_run`` makes the chunk's run of. Nothing is synced: the files
     serve this attempt only, so after a crash they are not trusted anyway."""
     writer, blanks = _Writer(staging / chunk_rendered(chunk.index)), BlankCounter()
+    keep_raw = not lines_in_input(chunk)  # else the main pass reads a quarantined record's line back
     quarantine = _Quarantine(chunk, ChunkResult(chunk.index))  # makes the lines; the main pass counts them
     unknown: Counter = Counter()
     run: list[tuple[int, str, str]] = []
@@ -127,13 +132,13 @@ def render_chunk(chunk: Chunk, processor: RecordProcessor, staging: Path, attemp
             except Exception as exc:  # noqa: BLE001 - its quarantine line, unless it is dropped as a copy
                 quarantine.add_exc(exc, "label", line, rid, raw)
                 kind, reason, data = FAILED, reject_of(exc).reason, quarantine.lines.pop() + b"\n"
-            writer.add(kind, flags, line, rid, conv.id, reason, hashes, raw, data)
+            writer.add(kind, flags, line, rid, conv.id, reason, hashes, raw if keep_raw else b"", data)
         size = writer.close()
     except BaseException:
         writer.abort()
         raise
     marker = {"attempt": attempt, "digest": digest, "bytes": size, "records_read": records,
-              "blank_lines": blanks.value, "unknown_keys": dict(unknown)}
+              "blank_lines": blanks.value, "unknown_keys": dict(unknown), "raw": keep_raw}
     atomic_write_bytes(staging / chunk_rendered_marker(chunk.index), orjson.dumps(marker), sync=False)
     return run
 
@@ -142,54 +147,104 @@ _LISTED = [name for name in SCHEMA.names if name != "raw"]
 
 
 class _Raw:
-    """A record's original bytes, read from its batch only when its quarantine line is made
-    (``original_text`` decodes them): most records are written, and a row never needs them."""
+    """A record's original bytes, read (from its batch, or its input line) only when its quarantine
+    line is made (``original_text`` decodes them): most records are written, and a row never needs them."""
 
-    __slots__ = ("column", "i")
+    __slots__ = ("source", "key")
 
-    def __init__(self, column: pa.Array, i: int) -> None:
-        self.column, self.i = column, i
+    def __init__(self, source: pa.Array | InputLines, key: int) -> None:
+        self.source, self.key = source, key
 
     def decode(self, encoding: str, errors: str) -> str:
-        return self.column[self.i].as_py().decode(encoding, errors)
+        raw = self.source[self.key]
+        return (raw if isinstance(raw, bytes) else raw.as_py()).decode(encoding, errors)
+
+
+def lines_in_input(chunk: Chunk) -> bool:
+    """Whether the main pass can read a record's line back from the input (a local JSON Lines
+    chunk: a byte range of a file), so the first pass need not keep every record's bytes (about
+    half of what it writes)."""
+    return chunk.kind == "jsonl" and not is_uri(chunk.path)
+
+
+class InputLines:
+    """The lines of a local JSON Lines chunk by line number, as the reader gave them (without the
+    line break, a first line without its byte-order mark): the file is mapped, its line starts
+    found once, and only the lines asked for are read."""
+
+    def __init__(self, chunk: Chunk) -> None:
+        self.chunk = chunk
+        self._map = None
+        self._starts: np.ndarray | None = None
+
+    def _index(self) -> None:
+        self._map = map_regular(self.chunk.path, "input")
+        starts = [np.array([self.chunk.start], dtype=np.int64)]
+        for at in range(self.chunk.start, self.chunk.end, _SCAN):
+            block = np.frombuffer(self._map, dtype=np.uint8, count=min(_SCAN, self.chunk.end - at), offset=at)
+            starts.append(np.flatnonzero(block == 10).astype(np.int64) + at + 1)
+        self._starts = np.concatenate(starts)
+        release_pages(self._map)
+
+    def __getitem__(self, line: int) -> bytes:
+        if self._starts is None:
+            self._index()
+        k = line - self.chunk.first_line
+        end = int(self._starts[k + 1]) if k + 1 < len(self._starts) else self.chunk.end
+        data = self._map[int(self._starts[k]):end].rstrip(b"\r\n")
+        return data[len(BOM):] if line == 1 and data.startswith(BOM) else data
+
+    def close(self) -> None:
+        if self._map is not None and hasattr(self._map, "close"):
+            with contextlib.suppress(BufferError):
+                self._map.close()
+
+
+_SCAN = 1 << 20  # bytes of input scanned for line breaks at a time
 
 
 class Rendered:
     """A chunk's rendered records, read back by its main pass (``process_chunk(rendered=...)``)."""
 
-    def __init__(self, staging: Path, index: int, marker: dict) -> None:
-        self.path, self.marker_path = staging / chunk_rendered(index), staging / chunk_rendered_marker(index)
-        self.marker = marker
+    def __init__(self, staging: Path, chunk: Chunk, marker: dict) -> None:
+        self.path = staging / chunk_rendered(chunk.index)
+        self.marker_path = staging / chunk_rendered_marker(chunk.index)
+        self.chunk, self.marker = chunk, marker
         self.digest: str = marker["digest"]
 
     @classmethod
-    def open(cls, staging: Path, index: int, attempt: str) -> Rendered | None:
-        """Chunk ``index``'s rendered records when its marker names ``attempt`` and the file is whole;
+    def open(cls, staging: Path, chunk: Chunk, attempt: str) -> Rendered | None:
+        """``chunk``'s rendered records when their marker names ``attempt`` and the file is whole;
         else None (the chunk is then processed from its input)."""
-        path = staging / chunk_rendered(index)
+        path = staging / chunk_rendered(chunk.index)
         try:
-            marker = orjson.loads((staging / chunk_rendered_marker(index)).read_bytes())
+            marker = orjson.loads((staging / chunk_rendered_marker(chunk.index)).read_bytes())
             if marker.get("attempt") != attempt or path.stat().st_size != marker.get("bytes"):
                 return None
         except (OSError, orjson.JSONDecodeError, AttributeError):
             return None
-        return cls(staging, index, marker)
+        return cls(staging, chunk, marker)
 
     def replay(self, proc: RecordProcessor, quarantine: _Quarantine, sink, drop: dict[int, str]) -> None:
         """What ``process_chunk`` does after rendering, for every record in input order."""
         result = quarantine.result
         result.records_read, result.blank_lines = self.marker["records_read"], self.marker["blank_lines"]
         result.unknown_keys = Counter(self.marker["unknown_keys"])
-        for cols, raws in self._batches():
-            for i, (kind, flags, line, rid, cid, reason, h, ph, data) in enumerate(zip(*cols, strict=True)):
-                first = drop.get(line) if kind != REJECTED else None
-                if kind == REJECTED or (kind == FAILED and first is None):
-                    quarantine.add_line(data, reason)
-                    continue
-                conv = SimpleNamespace(id=cid, has_special_text=bool(flags & SPECIAL),
-                                       pieces=marshal.loads(data) if kind == RENDERED else None)
-                conversation(conv, line, _Raw(raws, i), None if flags & NO_RID else rid, proc, quarantine, sink,
-                             first, (h, ph))
+        lines = None if self.marker["raw"] else InputLines(self.chunk)
+        try:
+            for cols, raws in self._batches():
+                for i, (kind, flags, line, rid, cid, reason, h, ph, data) in enumerate(zip(*cols, strict=True)):
+                    first = drop.get(line) if kind != REJECTED else None
+                    if kind == REJECTED or (kind == FAILED and first is None):
+                        quarantine.add_line(data, reason)
+                        continue
+                    conv = SimpleNamespace(id=cid, has_special_text=bool(flags & SPECIAL),
+                                           pieces=marshal.loads(data) if kind == RENDERED else None)
+                    raw = _Raw(raws, i) if lines is None else _Raw(lines, line)
+                    conversation(conv, line, raw, None if flags & NO_RID else rid, proc, quarantine, sink, first, (h, ph))
+        finally:
+            if lines is not None:
+                lines.close()
 
     def _batches(self):
         """Each batch's columns as lists, but its original texts as the Arrow column (a record's is

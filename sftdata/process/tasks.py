@@ -81,7 +81,7 @@ class ProcessChunk(ChunkTask):
 
     def __call__(self, chunk: Chunk) -> ChunkResult:
         staging = Folder(self.location).staging()
-        rendered = Rendered.open(staging, chunk.index, self.attempt) if self.attempt else None
+        rendered = Rendered.open(staging, chunk, self.attempt) if self.attempt else None
         result = process_chunk(chunk, self.settings, self.location, self.processor, self.drops.get(chunk.index),
                                self.run_id, self.sync, rendered)
         if rendered is not None:

@@ -113,13 +113,13 @@ def test_rendered_records_of_another_attempt_or_torn_are_not_trusted(mixed, tmp_
     (staging / "_chunks").mkdir(parents=True)
     index, run = RenderChunk(s, str(staging), attempt="a")(chunks[1])
     assert index == 1 and run
-    assert Rendered.open(staging, 1, "a") is not None
-    assert Rendered.open(staging, 1, "b") is None  # another run's first pass
+    assert Rendered.open(staging, chunks[1], "a") is not None
+    assert Rendered.open(staging, chunks[1], "b") is None  # another run's first pass
     with open(staging / chunk_rendered(1), "ab") as f:
         f.write(b"x")
-    assert Rendered.open(staging, 1, "a") is None  # not the size its marker names
+    assert Rendered.open(staging, chunks[1], "a") is None  # not the size its marker names
     (staging / chunk_rendered_marker(1)).unlink()
-    assert Rendered.open(staging, 1, "a") is None
+    assert Rendered.open(staging, chunks[1], "a") is None
 
 
 def test_rendered_files_are_ours_and_cleaned_with_their_chunk():
@@ -154,6 +154,29 @@ def test_formats_that_render_themselves_give_the_same_bytes(tmp_path, monkeypatc
     s = settings(dedupe="exact", chunk_size=8 << 10, input_format="prompt_completion")
     one = run_pipeline(s, [str(src)], tmp_path / "one", workers=2).manifest
     assert one["counts"]["rejected"]["duplicate"] > 700
+    monkeypatch.setattr(Rendered, "open", classmethod(lambda cls, *a: None))
+    run_pipeline(s, [str(src)], tmp_path / "input", workers=2)
+    assert same_folders(tmp_path / "one", tmp_path / "input") == []
+
+
+def test_lines_read_back_from_the_input_keep_the_readers_bytes(tmp_path, monkeypatch):
+    """A local JSON Lines chunk's rendered records keep no original bytes: a quarantined record's
+    line is read back from the input, without its CRLF and (on line 1) its byte-order mark, over
+    chunk boundaries, and with blank lines between records."""
+    rng = random.Random(6)
+    records = [orjson.dumps({"id": f"b{i}", "messages": [{"role": "user", "content": f"q {i % 7} é"},
+                                                          {"role": "assistant", "content": "a"}]}) for i in range(400)]
+    long = orjson.dumps({"id": "long", "messages": [{"role": "user", "content": "word " * 5000},
+                                                     {"role": "assistant", "content": "a"}]})
+    body = b"\xef\xbb\xbf" + long + b"\r\n" + b"".join(r + (b"\r\n\r\n" if rng.random() < .1 else b"\r\n")
+                                                        for r in records) + long + b"\n"
+    src = tmp_path / "crlf.jsonl"
+    src.write_bytes(body)
+    s = settings(dedupe="exact", chunk_size=4 << 10, max_length=2048)
+    one = run_pipeline(s, [str(src)], tmp_path / "one", workers=2).manifest
+    assert one["counts"]["rejected"]["duplicate"] > 300 and one["counts"]["rejected"]["too_long"] == 1
+    first = orjson.loads((tmp_path / "one" / "quarantine.jsonl").read_bytes().splitlines()[0])
+    assert first["original"] == long.decode() and first["line"] == 1
     monkeypatch.setattr(Rendered, "open", classmethod(lambda cls, *a: None))
     run_pipeline(s, [str(src)], tmp_path / "input", workers=2)
     assert same_folders(tmp_path / "one", tmp_path / "input") == []
