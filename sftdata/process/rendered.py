@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import marshal
+import os
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -43,7 +44,7 @@ from sftdata.stages.records import Conversation
 from sftdata.stages.write.arrow import _string_array, binary_array
 from sftdata.storage.atomic import atomic_replace, atomic_write_bytes, temp_path
 from sftdata.storage.layout import chunk_rendered, chunk_rendered_marker
-from sftdata.storage.opener import map_regular, release_pages
+from sftdata.storage.opener import map_regular, open_regular, release_pages
 from sftdata.storage.uri import is_uri
 
 REJECTED, FAILED, RENDERED = 0, 1, 2  # a record's kind: ``data`` is its quarantine line, or its pieces
@@ -169,35 +170,38 @@ def lines_in_input(chunk: Chunk) -> bool:
 
 class InputLines:
     """The lines of a local JSON Lines chunk by line number, as the reader gave them (without the
-    line break, a first line without its byte-order mark): the file is mapped, its line starts
-    found once, and only the lines asked for are read."""
+    line break, a first line without its byte-order mark): the chunk's line starts are found once,
+    reading it a block at a time, and each line asked for is read with ``pread`` (nothing of the
+    input stays in the worker's memory)."""
 
     def __init__(self, chunk: Chunk) -> None:
         self.chunk = chunk
-        self._map = None
+        self._file = None
         self._starts: np.ndarray | None = None
 
     def _index(self) -> None:
-        self._map = map_regular(self.chunk.path, "input")
-        starts = [np.array([self.chunk.start], dtype=np.int64)]
-        for at in range(self.chunk.start, self.chunk.end, _SCAN):
-            block = np.frombuffer(self._map, dtype=np.uint8, count=min(_SCAN, self.chunk.end - at), offset=at)
-            starts.append(np.flatnonzero(block == 10).astype(np.int64) + at + 1)
+        self._file = open_regular(self.chunk.path, "input")
+        starts, at = [np.array([self.chunk.start], dtype=np.int64)], self.chunk.start
+        while at < self.chunk.end:
+            block = os.pread(self._file.fileno(), min(_SCAN, self.chunk.end - at), at)
+            if not block:
+                break
+            starts.append(np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10).astype(np.int64) + at + 1)
+            at += len(block)
         self._starts = np.concatenate(starts)
-        release_pages(self._map)
 
     def __getitem__(self, line: int) -> bytes:
         if self._starts is None:
             self._index()
         k = line - self.chunk.first_line
+        start = int(self._starts[k])
         end = int(self._starts[k + 1]) if k + 1 < len(self._starts) else self.chunk.end
-        data = self._map[int(self._starts[k]):end].rstrip(b"\r\n")
+        data = os.pread(self._file.fileno(), end - start, start).rstrip(b"\r\n")
         return data[len(BOM):] if line == 1 and data.startswith(BOM) else data
 
     def close(self) -> None:
-        if self._map is not None and hasattr(self._map, "close"):
-            with contextlib.suppress(BufferError):
-                self._map.close()
+        if self._file is not None:
+            self._file.close()
 
 
 _SCAN = 1 << 20  # bytes of input scanned for line breaks at a time
