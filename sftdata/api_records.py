@@ -33,20 +33,12 @@ class EncodedRow:
     truncated: bool = False
 
 
-_PROCESSORS: dict[str, RecordProcessor] = {}
-
-
 def processor_for(settings: Settings) -> RecordProcessor:
-    """One ``RecordProcessor`` per settings per process (the tokenizer is loaded once)."""
-    from sftdata.process.record import RecordProcessor
+    """The process's ``RecordProcessor`` for ``settings`` (``process.record.processor_for``),
+    imported on first use so that ``import sftdata`` stays light."""
+    from sftdata.process.record import processor_for as shared
 
-    key = repr(settings)
-    proc = _PROCESSORS.get(key)
-    if proc is None:
-        if len(_PROCESSORS) >= 4:
-            _PROCESSORS.clear()
-        proc = _PROCESSORS[key] = RecordProcessor(settings)
-    return proc
+    return shared(settings)
 
 
 def rejected(exc: Exception, rid: str | None) -> RecordRejected:

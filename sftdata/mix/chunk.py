@@ -19,8 +19,15 @@ from sftdata.mix.routed import mix_staged
 from sftdata.mix.staged import ENCODED, FAILED, RowsWriter, Staged, read_rows, rows_path, settings_key
 from sftdata.process.chunk import ChunkResult, clean_chunk_leftovers
 from sftdata.process.identity import chunk_digest
-from sftdata.process.record import RUN_FAULTS, BlankCounter, RecordProcessor, conversation_hashes, validated
-from sftdata.process.tasks import ChunkTask, _processor
+from sftdata.process.record import (
+    RUN_FAULTS,
+    BlankCounter,
+    RecordProcessor,
+    conversation_hashes,
+    processor_for,
+    validated,
+)
+from sftdata.process.tasks import ChunkTask
 from sftdata.stages.read.jsonl import Chunk
 from sftdata.stages.records import Conversation
 
@@ -34,13 +41,13 @@ class _SourceTask(ChunkTask):
 
     def proc_of(self, chunk: Chunk) -> tuple[Settings, RecordProcessor]:
         own = self.sources.get(chunk.source, self.settings)
-        return own, _processor(own)
+        return own, processor_for(own)
 
     def warm(self) -> None:
         """The BPE engine, built once in the driver before a pool forks (the workers share its pages)
         instead of once per worker: what ``ProcessChunk.warm`` does for a plain run."""
         for own in self.sources.values():
-            _processor(own).encoder.tok.encode_text("")
+            processor_for(own).encoder.tok.encode_text("")
 
 
 class ScanChunk(_SourceTask):

@@ -24,9 +24,10 @@ import pyarrow as pa
 
 from sftdata.config import Settings
 from sftdata.constants import IGNORE_INDEX
-from sftdata.process.record import RUN_FAULTS, original_text, reject_of
+from sftdata.process.chunk import exc_rejection
+from sftdata.process.record import RUN_FAULTS
 from sftdata.stages.records import Conversation, Rejection
-from sftdata.stages.write.arrow import _int32_array, _string_array, _string_list_array, binary_array
+from sftdata.stages.write.arrow import _int32_array, plain_array
 from sftdata.storage import Folder
 from sftdata.storage.atomic import atomic_replace, temp_path
 from sftdata.storage.layout import chunk_rows
@@ -69,9 +70,8 @@ class RowsWriter:
                hashes: tuple[str, str]) -> None:
         """A conversation whose rendering or encoding failed; ``chars``: its rendered characters (-1:
         not rendered), ``hashes`` where it is a fact all the same (``ScanChunk``)."""
-        r = reject_of(exc)
-        rejection = Rejection(r.reason, r.message, "label", source, line, conv.id, r.pointer, original_text(raw))
-        self.rows.append((FAILED, line, r.reason, orjson.dumps(rejection.to_json()), raw if self.raw else b"",
+        rejection = exc_rejection(exc, "label", source, line, conv.id, raw)
+        self.rows.append((FAILED, line, rejection.reason, orjson.dumps(rejection.to_json()), raw if self.raw else b"",
                           conv.id, list(conv.unknown_keys or ()), 0, *hashes, _EMPTY, _EMPTY, 0, 0, chars))
 
     def encoded(self, line: int, raw: bytes, conv: Conversation, enc, hashes: tuple[str, str]) -> None:
@@ -80,7 +80,6 @@ class RowsWriter:
                           enc.trained, int(bool(enc.truncated)), 0))
 
     def write(self, path: Path, digest: str, key: str, blank_lines: int) -> None:
-        n = len(self.rows)
         arrays = []
         columns = list(zip(*self.rows, strict=True)) if self.rows else [()] * len(ROWS_SCHEMA)
         for f, values in zip(ROWS_SCHEMA, columns, strict=True):
@@ -89,15 +88,8 @@ class RowsWriter:
                 arrays.append(_lists(values, np.int32))
             elif f.name == "trained_mask":
                 arrays.append(_lists(values, np.uint8, lambda flat: flat != IGNORE_INDEX))
-            elif pa.types.is_list(f.type):
-                arrays.append(_string_list_array(values))
-            elif pa.types.is_string(f.type):
-                arrays.append(_string_array(values))
-            elif pa.types.is_large_binary(f.type):
-                arrays.append(binary_array(values))
             else:
-                dtype = np.int64 if f.type == pa.int64() else np.int32
-                arrays.append(pa.Array.from_buffers(f.type, n, [None, pa.py_buffer(np.array(values, dtype=dtype))]))
+                arrays.append(plain_array(f.type, values))
         schema = ROWS_SCHEMA.with_metadata({"digest": digest, "settings": key, "blank_lines": str(blank_lines)})
         batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -40,12 +40,7 @@ from sftdata.stages.records import Conversation, Rejection
 from sftdata.stages.write.arrow import BASE_SCHEMA, ShardRecord, ShardWriter
 from sftdata.storage import Folder, work_dir
 from sftdata.storage.atomic import atomic_replace, atomic_write_bytes, temp_path
-from sftdata.storage.layout import (
-    chunk_marker,
-    chunk_quarantine,
-    shard_chunk,
-    temp_target,
-)
+from sftdata.storage.layout import chunk_marker, chunk_quarantine, shard_chunk, temp_target
 
 
 @dataclass
@@ -98,6 +93,20 @@ class ChunkResult:
         return self
 
 
+def quarantine_line(rejection: Rejection) -> bytes:
+    """A rejection as its line of ``quarantine.jsonl`` (with the newline)."""
+    return orjson.dumps(rejection.to_json()) + b"\n"
+
+
+def exc_rejection(exc: Exception, stage: str, source: str, line: int, rid: str | None, raw: bytes,
+                  **extra: Any) -> Rejection:
+    """The rejection of a record an exception stopped at ``stage`` (``reject_of``: the one funnel)."""
+    r = reject_of(exc)
+    rejection = Rejection(r.reason, r.message, stage, source, line, rid, r.pointer, original_text(raw))
+    rejection.extra.update(extra)
+    return rejection
+
+
 class _Quarantine:
     """A chunk's rejected records, in input order, and their counters."""
 
@@ -109,10 +118,7 @@ class _Quarantine:
         self.lines.append(orjson.dumps(rejection.to_json()))
 
     def add_exc(self, exc: Exception, stage: str, line: int, rid: str | None, raw: bytes, **extra: Any) -> None:
-        r = reject_of(exc)
-        rejection = Rejection(r.reason, r.message, stage, self.chunk.name, line, rid, r.pointer, original_text(raw))
-        rejection.extra.update(extra)
-        self.add(rejection)
+        self.add(exc_rejection(exc, stage, self.chunk.name, line, rid, raw, **extra))
 
     def to_bytes(self) -> bytes:
         return b"".join(q + b"\n" for q in self.lines)
@@ -139,13 +145,10 @@ class _QuarantinePart(_Quarantine):
             self.tmp.unlink(missing_ok=True)
 
     def add(self, rejection: Rejection) -> None:
-        self.result.rejected[rejection.reason] += 1
-        line = orjson.dumps(rejection.to_json()) + b"\n"
-        self._file.write(line)
-        self._hash.update(line)
+        self.add_line(quarantine_line(rejection), rejection.reason)
 
     def add_line(self, line: bytes, reason: str) -> None:
-        """A quarantine line as an earlier pass wrote it (with its newline), for ``reason``."""
+        """A quarantine line as ``quarantine_line`` made it (here or in an earlier pass), for ``reason``."""
         self.result.rejected[reason] += 1
         self._file.write(line)
         self._hash.update(line)
@@ -201,7 +204,10 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
         result.shards = writer.finish()
         fault_point("worker_chunk")
         quarantine.commit(sync)
-    publish_chunk(folder, result, sync)
+    # The done-marker is written last: its presence is what --resume trusts.
+    marker = chunk_marker(chunk.index)
+    atomic_write_bytes(folder.staging() / marker, orjson.dumps(result.to_json()), sync=sync)
+    folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(chunk.index), marker])
     return result
 
 
@@ -246,14 +252,6 @@ def conversation(conv: Conversation, line: int, raw: bytes, rid: str | None, pro
     result.hashes.append((h, conv.id))
     if enc.truncated:
         result.truncated_ids.append(conv.id)
-
-
-def publish_chunk(folder: Folder, result: ChunkResult, sync: bool) -> None:
-    """A chunk's done-marker, written last (its presence is what --resume trusts), then its files
-    published (uploaded, on an object store)."""
-    marker = chunk_marker(result.index)
-    atomic_write_bytes(folder.staging() / marker, orjson.dumps(result.to_json()), sync=sync)
-    folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(result.index), marker])
 
 
 def hash_chunk(chunk: Chunk, settings: Settings, processor: RecordProcessor | None = None

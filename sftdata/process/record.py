@@ -105,6 +105,21 @@ class RecordProcessor:
         return self.encoder.encode(conv.pieces if conv.pieces is not None else self.renderer.render(conv))
 
 
+_PROCESSORS: dict[str, RecordProcessor] = {}
+
+
+def processor_for(settings: Settings) -> RecordProcessor:
+    """One ``RecordProcessor`` per settings per process: a pool worker, a reused Ray worker or the
+    Python API loads the tokenizer once, not once per chunk or call."""
+    key = repr(settings)  # a dataclass: the repr lists every field
+    proc = _PROCESSORS.get(key)
+    if proc is None:
+        if len(_PROCESSORS) >= 4:  # a long-lived process serving many runs must not grow forever
+            _PROCESSORS.clear()
+        proc = _PROCESSORS[key] = RecordProcessor(settings)
+    return proc
+
+
 class BlankCounter:
     """Counts the blank lines a chunk's reader skips (they are not records)."""
 

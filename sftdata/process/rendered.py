@@ -36,12 +36,12 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from sftdata.process.chunk import ChunkResult, _Quarantine, conversation
-from sftdata.process.record import RUN_FAULTS, BlankCounter, RecordProcessor, conversation_hashes, reject_of, validated
+from sftdata.process.chunk import _Quarantine, conversation, exc_rejection, quarantine_line
+from sftdata.process.record import RUN_FAULTS, BlankCounter, RecordProcessor, conversation_hashes, validated
 from sftdata.stages.adapt.keys import count_names
 from sftdata.stages.read.jsonl import BOM, Chunk
 from sftdata.stages.records import Conversation
-from sftdata.stages.write.arrow import _string_array, binary_array
+from sftdata.stages.write.arrow import plain_array
 from sftdata.storage.atomic import atomic_replace, atomic_write_bytes, temp_path
 from sftdata.storage.layout import chunk_rendered, chunk_rendered_marker
 from sftdata.storage.opener import map_regular, open_regular, release_pages
@@ -76,14 +76,8 @@ class _Writer:
         if self._writer is None:
             self._sink = pa.OSFile(str(self.tmp), "wb")
             self._writer = pa.ipc.new_file(self._sink, SCHEMA)
-        n = len(self._rows)
-        arrays = []
-        for f, values in zip(SCHEMA, zip(*self._rows, strict=True) if n else [()] * len(SCHEMA), strict=True):
-            if pa.types.is_integer(f.type):
-                numbers = np.array(values, dtype=np.int64 if f.type == pa.int64() else np.int32)
-                arrays.append(pa.Array.from_buffers(f.type, n, [None, pa.py_buffer(numbers)]))
-            else:
-                arrays.append((_string_array if pa.types.is_string(f.type) else binary_array)(list(values)))
+        columns = zip(*self._rows, strict=True) if self._rows else [()] * len(SCHEMA)
+        arrays = [plain_array(f.type, list(values)) for f, values in zip(SCHEMA, columns, strict=True)]
         self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=SCHEMA))
         self._rows, self._bytes = [], 0
 
@@ -109,7 +103,6 @@ def render_chunk(chunk: Chunk, processor: RecordProcessor, staging: Path, attemp
     serve this attempt only, so after a crash they are not trusted anyway."""
     writer, blanks = _Writer(staging / chunk_rendered(chunk.index)), BlankCounter()
     keep_raw = not lines_in_input(chunk)  # else the main pass reads a quarantined record's line back
-    quarantine = _Quarantine(chunk, ChunkResult(chunk.index))  # makes the lines; the main pass counts them
     unknown: Counter = Counter()
     run: list[tuple[int, str, str]] = []
     records = 0
@@ -117,8 +110,7 @@ def render_chunk(chunk: Chunk, processor: RecordProcessor, staging: Path, attemp
         for line, raw, rid, conv in validated(chunk, processor.settings, processor, blanks):
             records += 1
             if not isinstance(conv, Conversation):
-                quarantine.add(conv)
-                writer.add(REJECTED, 0, line, rid, "", conv.reason, ("", ""), b"", quarantine.lines.pop() + b"\n")
+                writer.add(REJECTED, 0, line, rid, "", conv.reason, ("", ""), b"", quarantine_line(conv))
                 continue
             if conv.unknown_keys:
                 count_names(unknown, conv.unknown_keys)
@@ -131,8 +123,8 @@ def render_chunk(chunk: Chunk, processor: RecordProcessor, staging: Path, attemp
             except RUN_FAULTS:
                 raise
             except Exception as exc:  # noqa: BLE001 - its quarantine line, unless it is dropped as a copy
-                quarantine.add_exc(exc, "label", line, rid, raw)
-                kind, reason, data = FAILED, reject_of(exc).reason, quarantine.lines.pop() + b"\n"
+                rejection = exc_rejection(exc, "label", chunk.name, line, rid, raw)
+                kind, reason, data = FAILED, rejection.reason, quarantine_line(rejection)
             writer.add(kind, flags, line, rid, conv.id, reason, hashes, raw if keep_raw else b"", data)
         size = writer.close()
     except BaseException:

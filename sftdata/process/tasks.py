@@ -12,24 +12,10 @@ from sftdata.config import Settings
 from sftdata.process.chunk import ChunkResult, clean_chunk_leftovers, hash_chunk, process_chunk
 from sftdata.process.dedupe import hash_run
 from sftdata.process.identity import chunk_digest
-from sftdata.process.record import RecordProcessor
+from sftdata.process.record import RecordProcessor, processor_for
 from sftdata.process.rendered import Rendered, render_chunk
 from sftdata.stages.read.jsonl import Chunk
 from sftdata.storage import Folder, work_dir
-
-_PROCESSORS: dict[str, RecordProcessor] = {}
-
-
-def _processor(settings: Settings) -> RecordProcessor:
-    """One RecordProcessor per settings per process: a pool worker or a reused Ray worker loads the
-    tokenizer once, not once per chunk."""
-    key = repr(settings)  # a dataclass: the repr lists every field
-    proc = _PROCESSORS.get(key)
-    if proc is None:
-        if len(_PROCESSORS) >= 4:  # a long-lived worker serving many runs must not grow forever
-            _PROCESSORS.clear()
-        proc = _PROCESSORS[key] = RecordProcessor(settings)
-    return proc
 
 
 class ChunkTask:
@@ -47,7 +33,7 @@ class ChunkTask:
     @property
     def processor(self) -> RecordProcessor:
         if self._proc is None:
-            self._proc = _processor(self.settings)
+            self._proc = processor_for(self.settings)
         return self._proc
 
     def prepare(self, chunk: Chunk) -> None:
