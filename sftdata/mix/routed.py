@@ -18,10 +18,9 @@ import orjson
 import pyarrow as pa
 
 from sftdata.config import Settings
-from sftdata.constants import IGNORE_INDEX
 from sftdata.faults import fault_point
 from sftdata.mix.decide import Drop, Route
-from sftdata.mix.staged import ENCODED, REJECTED, Staged, _numbers
+from sftdata.mix.staged import ENCODED, REJECTED, Staged, item_picks
 from sftdata.process.chunk import ChunkResult, _Quarantine
 from sftdata.stages.adapt.keys import count_names
 from sftdata.stages.read.jsonl import Chunk
@@ -90,32 +89,32 @@ def _write_rows(result: ChunkResult, writer: ShardWriter, staged: Staged, rows: 
                 source: str) -> None:
     """``copies`` rows of each staged row ``rows`` (input order): the first with its id, the others
     ``<id>#r2``, ``<id>#r3``...; in the batches ``writer.add`` would make, counted as ``mix_chunk``
-    counts them."""
+    counts them. Columns are gathered from the staged ones with numpy (no Python object per row)."""
     if not len(rows):
         return
     copies = copies.astype(np.int64)
     each = np.repeat(rows, copies)  # a staged row per written row
-    k = np.arange(len(each)) - np.repeat(np.cumsum(copies) - copies, copies) + 1  # its copy number
-    names, ch, ph = staged.strings("id"), staged.strings("content_hash"), staged.strings("prompt_hash")
-    ids = [names[i] if c == 1 else f"{names[i]}#r{c}" for i, c in zip(each.tolist(), k.tolist(), strict=True)]
+    ids = _Ids(staged, each, copies)
     toff, tval = staged.lists("input_ids")
     _, lval = staged.labels()
     lengths = np.diff(toff)[each]
-    ends = np.cumsum(row_bytes(lengths, np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))))
+    ends = np.cumsum(row_bytes(lengths, ids.chars))
+    hashes = staged.text("content_hash"), staged.text("prompt_hash")
+    named = _constant(source)
     start = 0
     while start < len(each):  # a batch ends at the row that brings the buffer to the limit
         end = min(int(np.searchsorted(ends, (ends[start - 1] if start else 0) + writer.batch_limit)), len(each) - 1)
         part = each[start:end + 1]
         tokens, labels = _gather(toff, (tval, lval), part)  # the labels' offsets are the ids'
         batch = pa.RecordBatch.from_arrays([
-            _string_array(ids[start:end + 1]), tokens, labels, _string_array([ch[i] for i in part.tolist()]),
-            _string_array([ph[i] for i in part.tolist()]), _string_array([source] * len(part))], schema=MIX_SCHEMA)
-        writer.write_batch(batch, int(lengths[start:end + 1].sum()),
-                           int(np.count_nonzero(_numbers(labels.values) != IGNORE_INDEX)))
+            ids.array(start, end + 1), tokens, labels, *(h.take(part) for h in hashes), named(len(part))],
+            schema=MIX_SCHEMA)
+        trained = staged.numbers("trained")[part]
+        writer.write_batch(batch, int(lengths[start:end + 1].sum()), int(trained.sum()))
         start = end + 1
-    truncated = staged.numbers("truncated")
+    names, ch = staged.strings("id"), staged.strings("content_hash")
     result.hashes += [(ch[i], names[i]) for i in rows.tolist()]  # copies are not duplicates
-    result.truncated_ids += [rid for rid, i in zip(ids, each.tolist(), strict=True) if truncated[i]]
+    result.truncated_ids += ids.strings(np.flatnonzero(staged.numbers("truncated")[each]))
     total = len(each)
     result.records_read += total
     result.records_written += total
@@ -127,13 +126,46 @@ def _write_rows(result: ChunkResult, writer: ShardWriter, staged: Staged, rows: 
 def _gather(offsets: np.ndarray, columns: tuple[np.ndarray, ...], rows: np.ndarray) -> list[pa.ListArray]:
     """The lists of ``rows`` of each of ``columns`` (list columns sharing ``offsets``) as list
     columns, built as ``ShardWriter`` builds its columns; the rows' places are found once for all."""
-    starts = offsets[rows].astype(np.int64)
-    lengths = offsets[rows + 1] - starts
-    out = np.zeros(len(rows) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=out[1:])
-    picks = np.repeat(starts - out[:-1], lengths) + np.arange(int(out[-1]))
+    out, picks = item_picks(offsets, rows)
     new_offsets = _int32_array(out)
     return [pa.ListArray.from_arrays(new_offsets, _int32_array(values[picks])) for values in columns]
+
+
+class _Ids:
+    """The ids of the written rows (``each``: a staged row per written row, ``copies`` per routed
+    row): gathered from the staged column where every row is written once and the ids are ASCII
+    (a character is a byte: ``row_bytes`` counts characters), else built as strings."""
+
+    def __init__(self, staged: Staged, each: np.ndarray, copies: np.ndarray) -> None:
+        text = staged.text("id")
+        self.each, self.text, self.names = each, text, None
+        if (copies == 1).all() and text.ascii:
+            self.chars = np.diff(text.offsets)[each]
+            return
+        names = staged.strings("id")
+        k = np.arange(len(each)) - np.repeat(np.cumsum(copies) - copies, copies) + 1  # each row's copy number
+        self.names = [names[i] if c == 1 else f"{names[i]}#r{c}" for i, c in zip(each.tolist(), k.tolist(), strict=True)]
+        self.chars = np.fromiter(map(len, self.names), dtype=np.int64, count=len(self.names))
+
+    def array(self, start: int, end: int) -> pa.Array:
+        if self.names is not None:
+            return _string_array(self.names[start:end])
+        return self.text.take(self.each[start:end])
+
+    def strings(self, rows: np.ndarray) -> list[str]:
+        if self.names is not None:
+            return [self.names[i] for i in rows.tolist()]
+        return [self.text.string(int(self.each[i])) for i in rows.tolist()]
+
+
+def _constant(value: str):
+    """A function of ``n``: a string column of ``n`` times ``value``."""
+    data = value.encode("utf-8")
+
+    def column(n: int) -> pa.Array:
+        offsets = np.arange(n + 1, dtype=np.int32) * len(data)
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
+    return column
 
 
 def _writers(stack: ExitStack, chunk: Chunk, settings: Settings, locations: dict[str, str],

@@ -30,7 +30,7 @@ from sftdata.mix.facts import Needs, concatenate, keyed
 from sftdata.mix.precheck import precheck
 from sftdata.mix.recipe import Recipe
 from sftdata.mix.splits import DATASET_DICT_NAME, sub_location
-from sftdata.mix.staged import rows_path
+from sftdata.mix.staged import remove_rows
 from sftdata.output import RunLock, check_folder, check_location, new_run_id
 from sftdata.output import prepare as prepare_output
 from sftdata.process.chunk import ChunkResult
@@ -132,8 +132,7 @@ def _decide(settings: Settings, recipe: Recipe, chunks: list[Chunk], runner, loc
         decision.digests, decision.needs = digests, needs
         return decision
     except UsageError:  # a refusal; after a kill, an interrupt or a failure the staged rows are kept for --resume
-        for c in chunks:
-            rows_path(location, c.index).unlink(missing_ok=True)
+        remove_rows(location, chunks)
         for d in made:
             with contextlib.suppress(OSError):
                 d.rmdir()  # only when empty
@@ -226,6 +225,7 @@ def _run_locked(settings: Settings, recipe: Recipe, out: Folder, *, workers, res
             indexes = {name: stack.enter_context(RowIndex()) for name in ledgers}
             skipped, results = _main_pass(ledgers, settings, sources, decision, runner, resume, progress, indexes,
                                           sync=executor != "local")
+            remove_rows(targets[0][0].location, chunks)  # before the commit syncs the disk: never written there
             fault_point("before_finalize")
             mix = accounting(recipe, decision, chunks, results)
             manifests = {name: _commit(folder, ledgers[name], files, chunks, results[name], indexes[name], settings,

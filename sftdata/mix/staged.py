@@ -29,7 +29,7 @@ from sftdata.process.record import RUN_FAULTS
 from sftdata.stages.records import Conversation, Rejection
 from sftdata.stages.write.arrow import _int32_array, plain_array
 from sftdata.storage import Folder
-from sftdata.storage.atomic import atomic_replace, temp_path
+from sftdata.storage.atomic import publish_scratch, temp_path
 from sftdata.storage.layout import chunk_rows
 from sftdata.version import __version__
 
@@ -96,7 +96,7 @@ class RowsWriter:
         tmp = temp_path(path)
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             writer.write_batch(batch)
-        atomic_replace(tmp, path, sync=False)  # rewritten by every run's first pass: never resumed from
+        publish_scratch(tmp, path)
 
 
 def _lists(parts: list[np.ndarray], dtype, convert=None) -> pa.ListArray:
@@ -114,6 +114,12 @@ def _lists(parts: list[np.ndarray], dtype, convert=None) -> pa.ListArray:
 def rows_path(location: str, index: int) -> Path:
     """Where chunk ``index``'s staged rows of the folder at ``location`` are (this machine's staging)."""
     return Folder(location).staging() / chunk_rows(index)
+
+
+def remove_rows(location: str, chunks: list) -> None:
+    """Remove the staged rows of ``chunks`` (once written, or after a refusal)."""
+    for c in chunks:
+        rows_path(location, c.index).unlink(missing_ok=True)
 
 
 @dataclass
@@ -150,10 +156,49 @@ class Staged:
             self._memo["labels"] = offsets, np.where(mask.astype(bool), ids, np.int32(IGNORE_INDEX)).astype(np.int32)
         return self._memo["labels"]
 
+    def text(self, name: str) -> Text:
+        key = ("text", name)
+        if key not in self._memo:
+            self._memo[key] = Text(self.table.column(name))
+        return self._memo[key]
+
     def strings(self, name: str) -> list:
         if name not in self._memo:
             self._memo[name] = self.table.column(name).to_pylist()
         return self._memo[name]
+
+
+def item_picks(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The offsets of ``rows``' lists (a list or string column's ``offsets``) one after the other,
+    and where each of their items is in the column's values."""
+    starts = offsets[rows].astype(np.int64)
+    lengths = offsets[rows + 1] - starts
+    out = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=out[1:])
+    return out, np.repeat(starts - out[:-1], lengths) + np.arange(int(out[-1]))
+
+
+class Text:
+    """A string column as numpy arrays: ``offsets`` (row ``i``'s UTF-8 bytes are
+    ``data[offsets[i]:offsets[i + 1]]``) and ``data``."""
+
+    def __init__(self, col: pa.ChunkedArray) -> None:
+        arr = _chunk(col)
+        if arr is None:
+            self.offsets, self.data = np.zeros(1, dtype=np.int32), np.zeros(0, dtype=np.uint8)
+        else:
+            self.offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
+            data = arr.buffers()[2]
+            self.data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, dtype=np.uint8)
+        self.ascii = not len(self.data) or int(self.data.max()) < 0x80
+
+    def take(self, rows: np.ndarray) -> pa.Array:
+        """Rows ``rows`` as a string column built as ``stages.write.arrow._string_array`` builds one."""
+        out, picks = item_picks(self.offsets, rows)
+        return pa.StringArray.from_buffers(len(rows), pa.py_buffer(out), pa.py_buffer(self.data[picks]))
+
+    def string(self, i: int) -> str:
+        return self.data[self.offsets[i]:self.offsets[i + 1]].tobytes().decode("utf-8")
 
 
 def read_rows(location: str, index: int, digest: str, key: str) -> Staged | None:

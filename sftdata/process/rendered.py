@@ -42,7 +42,7 @@ from sftdata.stages.adapt.keys import count_names
 from sftdata.stages.read.jsonl import BOM, Chunk
 from sftdata.stages.records import Conversation
 from sftdata.stages.write.arrow import plain_array
-from sftdata.storage.atomic import atomic_replace, atomic_write_bytes, temp_path
+from sftdata.storage.atomic import atomic_write_bytes, publish_scratch, temp_path
 from sftdata.storage.layout import chunk_rendered, chunk_rendered_marker
 from sftdata.storage.opener import map_regular, open_regular, release_pages
 from sftdata.storage.uri import is_uri
@@ -86,7 +86,7 @@ class _Writer:
         self._flush()
         self._writer.close()
         self._sink.close()
-        atomic_replace(self.tmp, self.path, sync=False)
+        publish_scratch(self.tmp, self.path)
         return self.path.stat().st_size
 
     def abort(self) -> None:

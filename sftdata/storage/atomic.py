@@ -56,6 +56,13 @@ def atomic_replace(tmp: Path, final: Path, *, sync_dir: bool = True, sync: bool 
         fsync_dir(final.parent)
 
 
+def publish_scratch(tmp: Path, final: Path) -> None:
+    """Rename a fully written work file into place, without syncing it or starting its write-back:
+    it lives until its run deletes it (a first pass's staged or rendered rows), so its pages need
+    never reach the disk (a commit's ``sync_folder`` comes after they are deleted)."""
+    os.replace(tmp, final)
+
+
 def atomic_write_bytes(path: Path, data: bytes, *, sync: bool = True) -> None:
     """Write a whole file atomically: readers see the old file or the new one, never a part.
 
