@@ -45,6 +45,8 @@ def merge_quarantine(out: Folder, results: list[ChunkResult]) -> dict:
     h, size, lines = hashlib.sha256(), 0, 0
     with open(tmp, "wb") as q:
         for res in results:
+            if not res.has_quarantine_part:
+                continue
             with out.open_read(chunk_quarantine(res.index)) as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     q.write(block)

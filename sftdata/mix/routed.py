@@ -190,7 +190,7 @@ def commit_chunk(folder: Folder, result: ChunkResult, part: bytes, sync: bool) -
     """A chunk's quarantine part and done-marker (last) in one folder, then published."""
     out = folder.staging()
     result.quarantine_sha256 = hashlib.sha256(part).hexdigest()
-    atomic_write_bytes(out / chunk_quarantine(result.index), part, sync=sync)
+    if result.has_quarantine_part:  # an empty part (every eval folder's) is not written
+        atomic_write_bytes(out / chunk_quarantine(result.index), part, sync=sync)
     atomic_write_bytes(out / chunk_marker(result.index), orjson.dumps(result.to_json()), sync=sync)
-    folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(result.index),
-                                                             chunk_marker(result.index)])
+    folder.publish_staged([*result.files(), chunk_marker(result.index)])

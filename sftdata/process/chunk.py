@@ -42,6 +42,8 @@ from sftdata.storage import Folder, work_dir
 from sftdata.storage.atomic import atomic_replace, atomic_write_bytes, temp_path
 from sftdata.storage.layout import chunk_marker, chunk_quarantine, shard_chunk, temp_target
 
+NO_PART = hashlib.sha256(b"").hexdigest()  # the quarantine hash of a chunk that rejected nothing: no part file
+
 
 @dataclass
 class ChunkResult:
@@ -59,10 +61,21 @@ class ChunkResult:
     shards: list[ShardRecord] = field(default_factory=list)
     run_id: str = ""  # the run that committed this chunk (a foreign writer's markers are refused)
     input_digest: str = ""  # of the chunk's input bytes (sftdata.process.identity)
-    quarantine_sha256: str = ""  # of the chunk's quarantine part, checked on --resume ("" in older markers)
+    # of the chunk's quarantine part, checked on --resume ("" in older markers); ``NO_PART``: the
+    # chunk rejected nothing and has no part file
+    quarantine_sha256: str = ""
     unknown_keys: Counter = field(default_factory=Counter)  # records per key name no stage read
     # the per-row lists above as bytes (``compact``), for the trip to the driver; never in a marker
     packed_lists: dict[str, bytes] | None = field(default=None, repr=False)
+
+    @property
+    def has_quarantine_part(self) -> bool:
+        """Whether the chunk wrote a quarantine part (a chunk that rejected nothing writes none)."""
+        return self.quarantine_sha256 != NO_PART
+
+    def files(self) -> list[str]:
+        """The chunk's committed files but its done-marker, in the order they are published."""
+        return [s.file for s in self.shards] + ([chunk_quarantine(self.index)] if self.has_quarantine_part else [])
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
@@ -133,14 +146,14 @@ class _QuarantinePart(_Quarantine):
     def __init__(self, chunk: Chunk, result: ChunkResult, path: Path) -> None:
         super().__init__(chunk, result)
         self.path, self.tmp = path, temp_path(path)
-        self._file = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit() / __exit__
+        self._file = None  # opened with the first line: a chunk that rejects nothing writes no part
         self._hash = hashlib.sha256()
 
     def __enter__(self) -> _QuarantinePart:
         return self
 
     def __exit__(self, exc_type, *exc: object) -> None:
-        if exc_type is not None:
+        if exc_type is not None and self._file is not None:
             self._file.close()
             self.tmp.unlink(missing_ok=True)
 
@@ -150,14 +163,18 @@ class _QuarantinePart(_Quarantine):
     def add_line(self, line: bytes, reason: str) -> None:
         """A quarantine line as ``quarantine_line`` made it (here or in an earlier pass), for ``reason``."""
         self.result.rejected[reason] += 1
+        if self._file is None:
+            self._file = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit() / __exit__
         self._file.write(line)
         self._hash.update(line)
 
     def commit(self, sync: bool) -> None:
-        """Close, sync (``sync``) and rename the part; its sha256 goes into the result."""
-        self._file.close()
+        """Close, sync (``sync``) and rename the part; its sha256 goes into the result (``NO_PART``:
+        nothing was rejected, and no file is written)."""
         self.result.quarantine_sha256 = self._hash.hexdigest()
-        atomic_replace(self.tmp, self.path, sync=sync)
+        if self._file is not None:
+            self._file.close()
+            atomic_replace(self.tmp, self.path, sync=sync)
 
 
 def duplicate_rejection(source: str, line: int, rid: str, raw: bytes, first: str) -> Rejection:
@@ -207,7 +224,7 @@ def process_chunk(chunk: Chunk, settings: Settings, location: str, processor: Re
     # The done-marker is written last: its presence is what --resume trusts.
     marker = chunk_marker(chunk.index)
     atomic_write_bytes(folder.staging() / marker, orjson.dumps(result.to_json()), sync=sync)
-    folder.publish_staged([s.file for s in result.shards] + [chunk_quarantine(chunk.index), marker])
+    folder.publish_staged([*result.files(), marker])
     return result
 
 

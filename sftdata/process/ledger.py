@@ -115,8 +115,8 @@ class Ledger:
         outlive its shards' bytes; such a chunk is redone. Remote files are durable once uploaded,
         and their sizes are checked in ``done``."""
         part = chunk_quarantine(chunk.index)
-        if res.quarantine_sha256 and (self.out.size(part) is None
-                                      or self.out.sha256(part) != res.quarantine_sha256):
+        if res.quarantine_sha256 and res.has_quarantine_part and (self.out.size(part) is None
+                                                                  or self.out.sha256(part) != res.quarantine_sha256):
             return False
         return all(self.out.sha256(s.file) == s.sha256 for s in res.shards)
 

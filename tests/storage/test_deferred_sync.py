@@ -57,7 +57,7 @@ def _a_shard(out, done: list[int]):
 
 def _a_quarantine_part(out, done: list[int]):
     parts = [out / WORK_DIR / f"chunk-{i:06d}.quarantine.jsonl" for i in done]
-    parts = [p for p in parts if p.stat().st_size > 0]
+    parts = [p for p in parts if p.exists()]  # a chunk that rejected nothing has no part
     assert parts, "the corpus's broken lines give some done chunk a quarantine part"
     return parts[0]
 
@@ -76,6 +76,32 @@ def test_resume_redoes_exactly_the_done_chunks_whose_bytes_changed(corpus, tmp_p
     r = _resume(src, out)
     kept = len(done) - (damaged is not None)
     assert f"({kept} resumed from a previous run)" in r.stdout
+    assert folder_bytes(out) == reference
+
+
+@pytest.mark.slow
+def test_a_chunk_that_rejects_nothing_writes_no_quarantine_part(tmp_path):
+    """A done chunk has a quarantine part exactly when it rejected something (its marker then names
+    the part's sha256, else the hash of nothing); a resume keeps the chunks without a part, and
+    the folder is the reference's."""
+    import orjson
+
+    from sftdata.process.chunk import NO_PART
+
+    broken = [b for b, _ in generate_broken_lines(4, seed=46)]
+    src = write_jsonl(tmp_path / "in.jsonl", [*broken[:2], *generate_records(400, seed=47), *broken[2:]])
+    r = sftdata("run", "--input", str(src), "--output", str(tmp_path / "ref"), "--workers", "2", *ARGS)
+    assert r.returncode == 0, r.stderr
+    reference = folder_bytes(tmp_path / "ref")
+    out = tmp_path / "out"
+    done = _killed_run(src, out)
+    markers = {i: orjson.loads((out / WORK_DIR / f"chunk-{i:06d}.json").read_bytes()) for i in done}
+    with_part = {i for i in done if (out / WORK_DIR / f"chunk-{i:06d}.quarantine.jsonl").exists()}
+    assert with_part == {i for i, m in markers.items() if m["rejected"]}
+    assert with_part and with_part != set(done), "the corpus gives done chunks with and without rejections"
+    assert all((m["quarantine_sha256"] == NO_PART) == (i not in with_part) for i, m in markers.items())
+    r = _resume(src, out)
+    assert f"({len(done)} resumed from a previous run)" in r.stdout
     assert folder_bytes(out) == reference
 
 
@@ -121,18 +147,22 @@ def test_a_local_run_waits_for_the_disk_a_fixed_number_of_times(tmp_path, monkey
 
 def test_the_default_chunk_commit_fsyncs_every_file(tmp_path, monkeypatch):
     """Executors whose workers may be on other machines (Ray) keep the per-chunk fsyncs: shard,
-    folder, quarantine part, folder, marker, folder."""
-    src = write_jsonl(tmp_path / "in.jsonl", generate_records(30, seed=44))
+    folder, quarantine part (the chunk rejects a line), folder, marker, folder."""
+    src = write_jsonl(tmp_path / "in.jsonl", [*generate_records(30, seed=44), generate_broken_lines(1, seed=45)[0][0]])
     settings = config.settings_from_dict({}, overrides={"audit_enabled": False})
     (chunk,) = plan_chunks([src], 1 << 30)
     out = tmp_path / "out"
     out.mkdir()
     calls = _counting_fsync(monkeypatch)
     res = process_chunk(chunk, settings, str(out))
-    assert len(res.shards) == 1 and len(calls) == 6
+    assert len(res.shards) == 1 and sum(res.rejected.values()) == 1 and len(calls) == 6
     calls.clear()
     process_chunk(chunk, settings, str(out), sync=False)
     assert calls == []
+    clean = write_jsonl(tmp_path / "clean.jsonl", generate_records(30, seed=44))  # no part: shard, marker
+    (chunk,) = plan_chunks([clean], 1 << 30)
+    res = process_chunk(chunk, settings, str(tmp_path / "clean"))
+    assert not res.rejected and not res.has_quarantine_part and len(calls) == 4
 
 
 def test_sync_folder_without_syncfs_fsyncs_every_file_and_folder(tmp_path, monkeypatch):
