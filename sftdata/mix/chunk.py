@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from sftdata.config import Settings
-from sftdata.errors import RunError
 from sftdata.mix.decide import Drop, Route
 from sftdata.mix.facts import ChunkFacts, FactsBuilder, Needs
 from sftdata.mix.routed import mix_staged
@@ -59,9 +58,10 @@ class ScanChunk(_SourceTask):
     recipe needs token counts, or ``truncation: drop`` with more characters than ``max_length``: a
     token holds at least one), so the valid count does not depend on the recipe's other settings.
 
-    A chunk whose rows are already staged (a complete file naming the chunk's input digest and the
-    source's settings: an earlier, killed attempt's) is not processed again: its facts are read back
-    from the staged rows, so a resumed run redoes only the chunks the killed one had not staged."""
+    The facts are read from the staged rows (``facts_of``), so a chunk whose rows are already staged
+    (a complete file naming the chunk's input digest and the source's settings: an earlier, killed
+    attempt's) gives the same facts without being processed again: a resumed run redoes only the
+    chunks the killed one had not staged."""
 
     def __init__(self, settings: Settings, sources: dict[str, Settings], needs: Needs, location: str) -> None:
         super().__init__(settings, sources)
@@ -70,23 +70,10 @@ class ScanChunk(_SourceTask):
     def __call__(self, chunk: Chunk) -> ChunkFacts:
         settings, proc = self.proc_of(chunk)
         digest, key = chunk_digest(chunk), settings_key(settings, self.needs.drops)
-        facts = FactsBuilder(self.needs, chunk.source)
         staged = read_rows(self.location, chunk.index, digest, key)
-        if staged is not None:  # staged by an earlier attempt (a killed run): its facts, nothing processed
-            self._facts_of(staged, settings, facts)
-        else:
-            stage(chunk, settings, proc, self.needs, self.location, digest, facts)
-        return facts.build(chunk.index, digest)
-
-    def _facts_of(self, staged: Staged, settings: Settings, facts: FactsBuilder) -> None:
-        """The facts ``stage`` gave when it staged these rows."""
-        ids, ch, ph = staged.strings("id"), staged.strings("content_hash"), staged.strings("prompt_hash")
-        tokens, chars = np.diff(staged.offsets("input_ids")), staged.numbers("chars")
-        for i in np.flatnonzero((staged.kind == ENCODED) | ((staged.kind == FAILED) & (chars >= 0))).tolist():
-            if staged.kind[i] == ENCODED:
-                facts.add(int(staged.line[i]), ids[i], ch[i], ph[i], int(tokens[i]))
-            elif not counted(self.needs, settings, int(chars[i])):
-                facts.add(int(staged.line[i]), ids[i], ch[i], ph[i], -1)
+        if staged is None:  # else staged by an earlier attempt (a killed run): nothing processed again
+            staged = stage(chunk, settings, proc, self.needs, self.location, digest)
+        return facts_of(staged, settings, self.needs, chunk.source).build(chunk.index, digest)
 
 
 def counted(needs: Needs, settings: Settings, chars: int) -> bool:
@@ -95,10 +82,32 @@ def counted(needs: Needs, settings: Settings, chars: int) -> bool:
     return needs.tokens or (settings.truncation == "drop" and chars > settings.max_length)
 
 
-def stage(chunk: Chunk, settings: Settings, proc: RecordProcessor, needs: Needs, location: str, digest: str,
-          facts: FactsBuilder) -> None:
+def facts_of(staged: Staged, settings: Settings, needs: Needs, source: str) -> FactsBuilder:
+    """The facts of a chunk's staged rows: each encoded row, and each row whose encoding failed
+    where its facts did not need the encoding (``counted``), in input order."""
+    chars = staged.numbers("chars")
+    failed_fact = (staged.kind == FAILED) & (chars >= 0)
+    if needs.tokens:
+        failed_fact[:] = False
+    elif settings.truncation == "drop":
+        failed_fact &= chars <= settings.max_length
+    rows = np.flatnonzero((staged.kind == ENCODED) | failed_fact)
+    tokens = np.where(staged.kind == ENCODED, np.diff(staged.offsets("input_ids")), -1)
+    facts = FactsBuilder(needs, source)
+    ids, ch, ph = staged.strings("id"), staged.strings("content_hash"), staged.strings("prompt_hash")
+    if len(rows) == len(staged.kind):
+        facts.extend(staged.line, ids, ch, ph, tokens)
+    else:
+        pick = rows.tolist()
+        facts.extend(staged.line[rows], [ids[i] for i in pick], [ch[i] for i in pick], [ph[i] for i in pick],
+                     tokens[rows])
+    return facts
+
+
+def stage(chunk: Chunk, settings: Settings, proc: RecordProcessor, needs: Needs, location: str,
+          digest: str) -> Staged:
     """Process every record of ``chunk`` whole and stage its outcome in ``location``'s work dir
-    (``rows_path``); the facts of each record that would be written go to ``facts``."""
+    (``rows_path``); returns the staged rows."""
     rows, blanks = RowsWriter(needs.drops), BlankCounter()
     for line, raw, _rid, conv in validated(chunk, settings, proc, blanks):
         if not isinstance(conv, Conversation):
@@ -114,14 +123,10 @@ def stage(chunk: Chunk, settings: Settings, proc: RecordProcessor, needs: Needs,
         except Exception as exc:  # noqa: BLE001 - quarantined by the main pass if it takes the record
             chars = sum([len(v) for _, v in pieces]) if pieces is not None else -1
             fact = chars >= 0 and not counted(needs, settings, chars)  # a fact all the same
-            hashes = conversation_hashes(conv) if fact else ("", "")
-            rows.failed(line, raw, conv, exc, chunk.name, chars, hashes)
-            if fact:
-                facts.add(line, conv.id, *hashes, -1)
+            rows.failed(line, raw, conv, exc, chunk.name, chars, conversation_hashes(conv) if fact else ("", ""))
             continue
         rows.encoded(line, raw, conv, enc, hashes)
-        facts.add(line, conv.id, *hashes, len(enc.input_ids))
-    rows.write(rows_path(location, chunk.index), digest, settings_key(settings, needs.drops), blanks.value)
+    return rows.write(rows_path(location, chunk.index), digest, settings_key(settings, needs.drops), blanks.value)
 
 
 class PromptChunk(_SourceTask):
@@ -169,10 +174,7 @@ class MixChunk(_SourceTask):
         staged = read_rows(location, chunk.index, digest, key)
         if staged is None:
             digest = chunk_digest(chunk)
-            stage(chunk, settings, proc, self.needs, location, digest, FactsBuilder(self.needs, chunk.source))
-            staged = read_rows(location, chunk.index, digest, key)
-            if staged is None:
-                raise RunError(f"chunk {chunk.index}: its rows, staged again, cannot be read back from {location}")
+            staged = stage(chunk, settings, proc, self.needs, location, digest)
         results = mix_staged(chunk, digest, staged, settings, self.locations, self.routes.get(chunk.index),
                              self.drops.get(chunk.index, {}), self.run_ids, self.sync)
         return {name: r.compact() for name, r in results.items()}

@@ -63,24 +63,36 @@ class ChunkFacts:
 
 
 class FactsBuilder:
-    """Collects a chunk's facts record by record (in a worker); ``build`` computes the keys and
+    """Collects a chunk's facts (in a worker), a list per column; ``build`` computes the keys and
     gives the columns."""
 
     def __init__(self, needs: Needs, source: str) -> None:
         self.needs, self.source = needs, source
-        self.rows: list[tuple[int, str, str, str, int]] = []  # (line, id, content hash, prompt hash, tokens)
+        self.lines: list[int] = []
+        self.ids: list[str] = []
+        self.contents: list[str] = []  # content hashes
+        self.prompts: list[str] = []  # prompt hashes
+        self.tokens: list[int] = []
 
     def add(self, line: int, rid: str, content_hash: str, prompt_hash: str, tokens: int) -> None:
-        self.rows.append((line, rid, content_hash, prompt_hash, tokens))
+        self.extend([line], [rid], [content_hash], [prompt_hash], [tokens])
+
+    def extend(self, lines, rids: list[str], contents: list[str], prompts: list[str], tokens) -> None:
+        """Facts of several records (``lines`` and ``tokens``: sequences of ints or numpy arrays)."""
+        self.lines += list(lines) if not isinstance(lines, np.ndarray) else lines.tolist()
+        self.ids += rids
+        self.contents += contents
+        self.prompts += prompts
+        self.tokens += list(tokens) if not isinstance(tokens, np.ndarray) else tokens.tolist()
 
     def build(self, index: int, digest: str) -> ChunkFacts:
-        n, need, seed = len(self.rows), self.needs, self.needs.seed
-        lines, rids, contents, prompts, tokens = zip(*self.rows, strict=True) if self.rows else ((),) * 5
+        n, need, seed = len(self.lines), self.needs, self.needs.seed
+        contents, prompts = self.contents, self.prompts
         order = [keyed(seed, h) for h in contents] if self.source in need.order else []
         prompt = [keyed(seed, h, "eval:") for h in prompts] if need.prompt else []
-        ids = [i.encode("utf-8", "surrogatepass") for i in rids] if need.content else []
-        return ChunkFacts(index, self.source, digest, np.array(lines, dtype=np.int64),
-                          np.array(tokens, dtype=np.int32), _matrix(order, n, KEY),
+        ids = [i.encode("utf-8", "surrogatepass") for i in self.ids] if need.content else []
+        return ChunkFacts(index, self.source, digest, np.array(self.lines, dtype=np.int64),
+                          np.array(self.tokens, dtype=np.int32), _matrix(order, n, KEY),
                           _matrix([bytes.fromhex("".join(contents))] if need.content and n else [], n, CONTENT),
                           _matrix(prompt, n, KEY), b"".join(ids),
                           np.cumsum([len(i) for i in ids], dtype=np.int64))

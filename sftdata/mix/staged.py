@@ -55,53 +55,117 @@ def settings_key(settings: Settings, raw: bool = True) -> str:
 
 
 class RowsWriter:
-    """Collects a chunk's outcomes in input order; ``write`` stores them (temp file, then rename).
-    ``raw``: keep each record's original line (else b"")."""
+    """Collects a chunk's outcomes in input order, a list per column (the columns of rejections and
+    failures only where there are some); ``write`` stores them (temp file, then rename). ``raw``:
+    keep each record's original line (else b"")."""
 
     def __init__(self, raw: bool = True) -> None:
-        self.rows: list[tuple] = []  # in ROWS_SCHEMA's order, the labels in place of the mask
         self.raw = raw
+        self.kind: list[int] = []
+        self.line: list[int] = []
+        self.ids: list[str] = []
+        self.hashes: list[str] = []
+        self.prompts: list[str] = []
+        self.tokens: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.lengths: list[int] = []
+        self.special: list[int] = []
+        self.trained: list[int] = []
+        self.truncated: list[int] = []
+        self.sparse: dict[str, dict[int, object]] = {name: {} for name in _SPARSE}  # row -> value, else empty
+
+    def _row(self, kind: int, line: int, rid: str, hashes: tuple[str, str], raw: bytes, unknown) -> int:
+        i = len(self.kind)
+        self.kind.append(kind)
+        self.line.append(line)
+        self.ids.append(rid)
+        self.hashes.append(hashes[0])
+        self.prompts.append(hashes[1])
+        if raw and self.raw:
+            self.sparse["raw"][i] = raw
+        if unknown:
+            self.sparse["unknown_keys"][i] = list(unknown)
+        return i
+
+    def _not_encoded(self, i: int, reason: str, quarantine: bytes) -> None:
+        self.sparse["reason"][i] = reason
+        self.sparse["quarantine"][i] = quarantine
+        self.tokens.append(_EMPTY)
+        self.labels.append(_EMPTY)
+        self.lengths.append(0)
+        self.special.append(0)
+        self.trained.append(0)
+        self.truncated.append(0)
 
     def rejected(self, line: int, rejection: Rejection) -> None:
-        self.rows.append((REJECTED, line, rejection.reason, orjson.dumps(rejection.to_json()), b"", "", [], 0,
-                          "", "", _EMPTY, _EMPTY, 0, 0, 0))
+        i = self._row(REJECTED, line, "", ("", ""), b"", None)
+        self._not_encoded(i, rejection.reason, orjson.dumps(rejection.to_json()))
 
     def failed(self, line: int, raw: bytes, conv: Conversation, exc: Exception, source: str, chars: int,
                hashes: tuple[str, str]) -> None:
         """A conversation whose rendering or encoding failed; ``chars``: its rendered characters (-1:
         not rendered), ``hashes`` where it is a fact all the same (``ScanChunk``)."""
         rejection = exc_rejection(exc, "label", source, line, conv.id, raw)
-        self.rows.append((FAILED, line, rejection.reason, orjson.dumps(rejection.to_json()), raw if self.raw else b"",
-                          conv.id, list(conv.unknown_keys or ()), 0, *hashes, _EMPTY, _EMPTY, 0, 0, chars))
+        i = self._row(FAILED, line, conv.id, hashes, raw, conv.unknown_keys)
+        self._not_encoded(i, rejection.reason, orjson.dumps(rejection.to_json()))
+        self.sparse["chars"][i] = chars
 
     def encoded(self, line: int, raw: bytes, conv: Conversation, enc, hashes: tuple[str, str]) -> None:
-        self.rows.append((ENCODED, line, "", b"", raw if self.raw else b"", conv.id, list(conv.unknown_keys or ()),
-                          int(bool(conv.has_special_text)), hashes[0], hashes[1], enc.input_ids, enc.labels,
-                          enc.trained, int(bool(enc.truncated)), 0))
+        self._row(ENCODED, line, conv.id, hashes, raw, conv.unknown_keys)
+        self.tokens.append(enc.input_ids)
+        self.labels.append(enc.labels)
+        self.lengths.append(len(enc.input_ids))
+        self.special.append(1 if conv.has_special_text else 0)
+        self.trained.append(enc.trained)
+        self.truncated.append(1 if enc.truncated else 0)
 
-    def write(self, path: Path, digest: str, key: str, blank_lines: int) -> None:
-        arrays = []
-        columns = list(zip(*self.rows, strict=True)) if self.rows else [()] * len(ROWS_SCHEMA)
-        for f, values in zip(ROWS_SCHEMA, columns, strict=True):
-            values = list(values)
-            if f.name == "input_ids":
-                arrays.append(_lists(values, np.int32))
-            elif f.name == "trained_mask":
-                arrays.append(_lists(values, np.uint8, lambda flat: flat != IGNORE_INDEX))
-            else:
-                arrays.append(plain_array(f.type, values))
+    def _columns(self) -> dict[str, pa.Array]:
+        n = len(self.kind)
+        lengths = np.array(self.lengths, dtype=np.int64)
+        columns = {name: plain_array(ROWS_SCHEMA.field(name).type, values) for name, values in (
+            ("kind", self.kind), ("line", self.line), ("id", self.ids), ("content_hash", self.hashes),
+            ("prompt_hash", self.prompts), ("special", self.special), ("trained", self.trained),
+            ("truncated", self.truncated))}
+        for name, values in self.sparse.items():
+            kind = ROWS_SCHEMA.field(name).type
+            empty = [] if pa.types.is_list(kind) else b"" if pa.types.is_large_binary(kind) else "" if \
+                pa.types.is_string(kind) else 0
+            columns[name] = plain_array(kind, [values.get(i, empty) for i in range(n)]) if values else \
+                _empty_column(kind, n)
+        columns["input_ids"] = _lists(self.tokens, lengths, np.int32)
+        columns["trained_mask"] = _lists(self.labels, lengths, np.uint8, lambda flat: flat != IGNORE_INDEX)
+        return columns
+
+    def write(self, path: Path, digest: str, key: str, blank_lines: int) -> Staged:
+        """Store the rows; returns them as ``read_rows`` would read them back."""
+        columns = self._columns()
         schema = ROWS_SCHEMA.with_metadata({"digest": digest, "settings": key, "blank_lines": str(blank_lines)})
-        batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+        batch = pa.RecordBatch.from_arrays([columns[f.name] for f in ROWS_SCHEMA], schema=schema)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_path(path)
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             writer.write_batch(batch)
         publish_scratch(tmp, path)
+        table = pa.Table.from_batches([batch])
+        return Staged(table, blank_lines, _numbers(table.column("kind")), _numbers(table.column("line")))
 
 
-def _lists(parts: list[np.ndarray], dtype, convert=None) -> pa.ListArray:
-    """One list column of ``parts`` (``convert``: applied to their concatenation)."""
-    lengths = np.fromiter((len(p) for p in parts), dtype=np.int64, count=len(parts))
+_SPARSE = ("reason", "quarantine", "raw", "unknown_keys", "chars")  # empty (or 0) in most rows
+
+
+def _empty_column(kind: pa.DataType, n: int) -> pa.Array:
+    """``n`` empty strings, bytes or lists, or zeros, of ``kind`` (no Python value per row)."""
+    if pa.types.is_large_binary(kind):
+        return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(np.zeros(n + 1, dtype=np.int64)), pa.py_buffer(b"")])
+    if pa.types.is_string(kind):
+        return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(np.zeros(n + 1, dtype=np.int32)), pa.py_buffer(b"")])
+    if pa.types.is_list(kind):
+        return pa.ListArray.from_arrays(_int32_array(np.zeros(n + 1, dtype=np.int32)), plain_array(kind.value_type, []))
+    return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(np.zeros(n, dtype=np.int64 if kind == pa.int64() else np.int32))])
+
+
+def _lists(parts: list[np.ndarray], lengths: np.ndarray, dtype, convert=None) -> pa.ListArray:
+    """One list column of ``parts`` (``lengths``: theirs; ``convert``: applied to their concatenation)."""
     offsets = np.zeros(len(parts) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     flat = np.concatenate(parts) if parts else _EMPTY
