@@ -6,7 +6,8 @@ Three JSON Lines files of generated records (``tests.synth``): a plain ``sftdata
 three, and a mix of the same three as sources (every record taken, a 5% eval split per source),
 alternated so a busy machine slows both alike. Prints each run's wall time and CPU time (the
 driver's, its workers', and the process tree's: user + system), the medians and the mix's
-overhead in percent. ``--tree``: the source tree whose ``sftdata`` runs (default: this one), to
+overhead in percent, then each pair's overhead (a mix against the plain run just before it) and
+their median: on a noisy machine the pairs show the spread. ``--tree``: the source tree whose ``sftdata`` runs (default: this one), to
 compare two versions with the same script and inputs.
 """
 
@@ -92,6 +93,11 @@ def main() -> None:
         p, m = report("plain run", plain_t), report("mix + split", mix_t)
         print(f"overhead: wall {100 * (m[0] - p[0]) / p[0]:.0f}%, CPU of the tree {100 * (m[3] - p[3]) / p[3]:.0f}% "
               f"(driver {m[1] - p[1]:+.2f} s, workers {m[2] - p[2]:+.2f} s)")
+        pairs = [100 * (b[0] - a[0]) / a[0] for a, b in zip(plain_t, mix_t, strict=True)]
+        cpu = [100 * (sum(b[1:]) - sum(a[1:])) / sum(a[1:]) for a, b in zip(plain_t, mix_t, strict=True)]
+        print(f"pairs (each mix against the plain run just before it): wall {', '.join(f'{x:+.0f}' for x in pairs)} % "
+              f"(median {statistics.median(pairs):+.1f} %); CPU {', '.join(f'{x:+.0f}' for x in cpu)} % "
+              f"(median {statistics.median(cpu):+.1f} %)")
 
 
 if __name__ == "__main__":

@@ -132,6 +132,9 @@ def stage(chunk: Chunk, settings: Settings, proc: RecordProcessor, needs: Needs,
 class PromptChunk(_SourceTask):
     """The prompt hashes of a decontamination file's valid records (and how many were not valid)."""
 
+    def warm(self) -> None:
+        """Nothing: validating and hashing never encode."""
+
     def __call__(self, chunk: Chunk) -> tuple[int, list[str], int]:
         settings, proc = self.proc_of(chunk)
         hashes, invalid = [], 0
@@ -182,3 +185,7 @@ class MixChunk(_SourceTask):
     def prepare(self, chunk: Chunk) -> None:
         for location in self.locations.values():
             clean_chunk_leftovers(location, chunk.index)
+
+    def warm(self) -> None:
+        """Nothing: rows are written from staged rows, never encoded (a chunk staged again here, the
+        rare case, builds its own encoder)."""
