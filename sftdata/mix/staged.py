@@ -147,7 +147,9 @@ class RowsWriter:
             writer.write_batch(batch)
         publish_scratch(tmp, path)
         table = pa.Table.from_batches([batch])
-        return Staged(table, blank_lines, _numbers(table.column("kind")), _numbers(table.column("line")))
+        staged = Staged(table, blank_lines, _numbers(table.column("kind")), _numbers(table.column("line")))
+        staged._memo.update({"id": self.ids, "content_hash": self.hashes, "prompt_hash": self.prompts})  # as read
+        return staged
 
 
 _SPARSE = ("reason", "quarantine", "raw", "unknown_keys", "chars")  # empty (or 0) in most rows
