@@ -1,14 +1,16 @@
 """A mix against a plain run over the same inputs: the overhead of selecting and splitting.
 
-    python benchmarks/bench_mix.py [--records 20000] [--repeats 3] [--workers 2] [--tree PATH]
+    python benchmarks/bench_mix.py [--records 20000] [--repeats 3] [--workers 2] [--tree PATH] [--base PATH]
 
 Three JSON Lines files of generated records (``tests.synth``): a plain ``sftdata run`` over all
 three, and a mix of the same three as sources (every record taken, a 5% eval split per source),
 alternated so a busy machine slows both alike. Prints each run's wall time and CPU time (the
 driver's, its workers', and the process tree's: user + system), the medians and the mix's
 overhead in percent, then each pair's overhead (a mix against the plain run just before it) and
-their median: on a noisy machine the pairs show the spread. ``--tree``: the source tree whose ``sftdata`` runs (default: this one), to
-compare two versions with the same script and inputs.
+their median: on a noisy machine the pairs show the spread. ``--tree``: the source tree whose
+``sftdata`` runs (default: this one), to compare two versions with the same script and inputs;
+``--base``: another tree whose plain run and mix alternate with this one's in the same loop (both
+trees' overheads from one run).
 """
 
 from __future__ import annotations
@@ -79,25 +81,35 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--tree", type=Path, default=ROOT, help="the source tree to run sftdata from")
+    ap.add_argument("--base", type=Path, help="another source tree whose plain run and mix alternate with these")
     a = ap.parse_args()
+    trees = {"": a.tree, **({"base: ": a.base} if a.base else {})}
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         files = write_inputs(d, a.records)
         mix = recipe(d, files)
         common = ["--workers", str(a.workers), "--no-audit", "--overwrite"]
-        plain_t, mix_t = [], []
+        runs: dict[str, tuple[list, list]] = {label: ([], []) for label in trees}
         for _ in range(a.repeats):
-            plain_t.append(timed(["run", *[x for f in files for x in ("--input", str(f))], "--output",
-                                  str(d / "plain"), *common], a.tree, d / "cpu"))
-            mix_t.append(timed(["run", str(mix), "--output", str(d / "mix"), *common], a.tree, d / "cpu"))
-        p, m = report("plain run", plain_t), report("mix + split", mix_t)
-        print(f"overhead: wall {100 * (m[0] - p[0]) / p[0]:.0f}%, CPU of the tree {100 * (m[3] - p[3]) / p[3]:.0f}% "
-              f"(driver {m[1] - p[1]:+.2f} s, workers {m[2] - p[2]:+.2f} s)")
-        pairs = [100 * (b[0] - a[0]) / a[0] for a, b in zip(plain_t, mix_t, strict=True)]
-        cpu = [100 * (sum(b[1:]) - sum(a[1:])) / sum(a[1:]) for a, b in zip(plain_t, mix_t, strict=True)]
-        print(f"pairs (each mix against the plain run just before it): wall {', '.join(f'{x:+.0f}' for x in pairs)} % "
-              f"(median {statistics.median(pairs):+.1f} %); CPU {', '.join(f'{x:+.0f}' for x in cpu)} % "
-              f"(median {statistics.median(cpu):+.1f} %)")
+            for label, tree in trees.items():
+                plain_t, mix_t = runs[label]
+                plain_t.append(timed(["run", *[x for f in files for x in ("--input", str(f))], "--output",
+                                      str(d / f"plain{len(label)}"), *common], tree, d / "cpu"))
+                mix_t.append(timed(["run", str(mix), "--output", str(d / f"mix{len(label)}"), *common], tree, d / "cpu"))
+        for label, (plain_t, mix_t) in runs.items():
+            overhead(label, plain_t, mix_t)
+
+
+def overhead(label: str, plain_t: list, mix_t: list) -> None:
+    """Print one tree's runs, the mix's overhead on the medians and each pair's."""
+    p, m = report(f"{label}plain run", plain_t), report(f"{label}mix + split", mix_t)
+    print(f"{label}overhead: wall {100 * (m[0] - p[0]) / p[0]:.0f}%, CPU of the tree {100 * (m[3] - p[3]) / p[3]:.0f}% "
+          f"(driver {m[1] - p[1]:+.2f} s, workers {m[2] - p[2]:+.2f} s)")
+    pairs = [100 * (b[0] - a[0]) / a[0] for a, b in zip(plain_t, mix_t, strict=True)]
+    cpu = [100 * (sum(b[1:]) - sum(a[1:])) / sum(a[1:]) for a, b in zip(plain_t, mix_t, strict=True)]
+    print(f"{label}pairs (each mix against the plain run just before it): wall {', '.join(f'{x:+.0f}' for x in pairs)} % "
+          f"(median {statistics.median(pairs):+.1f} %); CPU {', '.join(f'{x:+.0f}' for x in cpu)} % "
+          f"(median {statistics.median(cpu):+.1f} %)")
 
 
 if __name__ == "__main__":
