@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.ab_trees import compile_tree  # noqa: E402 - after the path is set
+
 
 def write_inputs(d: Path, records: int) -> list[Path]:
     from tests.conftest import write_jsonl
@@ -84,6 +86,8 @@ def main() -> None:
     ap.add_argument("--base", type=Path, help="another source tree whose plain run and mix alternate with these")
     a = ap.parse_args()
     trees = {"": a.tree, **({"base: ": a.base} if a.base else {})}
+    for tree in trees.values():
+        compile_tree(tree)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         files = write_inputs(d, a.records)
