@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_copies import build_input  # noqa: E402
-from bench_mix import report, timed  # noqa: E402
+from bench_mix import compile_tree, report, timed  # noqa: E402
 
 CORPUS = Path("/work/shared/corpora/sft-mix.jsonl")
 
@@ -58,6 +58,8 @@ def main() -> None:
                     "run --dedupe exact": (ROOT, ["--output", str(d / "dedupe"), "--dedupe", "exact"])}
         if a.base:
             commands["base: run --dedupe exact"] = (a.base, ["--output", str(d / "base"), "--dedupe", "exact"])
+        for tree in {tree for tree, _ in commands.values()}:
+            compile_tree(tree)  # as an install would (PYTHONDONTWRITEBYTECODE=1 recompiles every run)
         times: dict[str, list] = {name: [] for name in commands}
         for _ in range(a.repeats):
             for name, (tree, args) in commands.items():
