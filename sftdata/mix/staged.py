@@ -190,8 +190,8 @@ def remove_rows(location: str, chunks: list) -> None:
 
 @dataclass
 class Staged:
-    """A chunk's staged rows as the main pass reads them: the table (memory-mapped) and, as numpy
-    arrays, the columns every row is routed by."""
+    """A chunk's staged rows as the passes read them: the table (memory-mapped, or the one just
+    written) and, as numpy arrays, the columns every row is routed by."""
 
     table: pa.Table
     blank_lines: int
