@@ -86,12 +86,9 @@ def facts_of(staged: Staged, settings: Settings, needs: Needs, source: str) -> F
     """The facts of a chunk's staged rows: each encoded row, and each row whose encoding failed
     where its facts did not need the encoding (``counted``), in input order."""
     chars = staged.numbers("chars")
-    failed_fact = (staged.kind == FAILED) & (chars >= 0)
-    if needs.tokens:
-        failed_fact[:] = False
-    elif settings.truncation == "drop":
-        failed_fact &= chars <= settings.max_length
-    rows = np.flatnonzero((staged.kind == ENCODED) | failed_fact)
+    failed = [i for i in np.flatnonzero((staged.kind == FAILED) & (chars >= 0)).tolist()
+              if not counted(needs, settings, int(chars[i]))]  # the few rows a failure stopped
+    rows = np.union1d(np.flatnonzero(staged.kind == ENCODED), np.array(failed, dtype=np.int64))
     tokens = np.where(staged.kind == ENCODED, np.diff(staged.offsets("input_ids")), -1)
     facts = FactsBuilder(needs, source)
     ids, ch, ph = staged.strings("id"), staged.strings("content_hash"), staged.strings("prompt_hash")

@@ -79,11 +79,11 @@ class FactsBuilder:
 
     def extend(self, lines, rids: list[str], contents: list[str], prompts: list[str], tokens) -> None:
         """Facts of several records (``lines`` and ``tokens``: sequences of ints or numpy arrays)."""
-        self.lines += list(lines) if not isinstance(lines, np.ndarray) else lines.tolist()
+        self.lines += np.asarray(lines, dtype=np.int64).tolist()
         self.ids += rids
         self.contents += contents
         self.prompts += prompts
-        self.tokens += list(tokens) if not isinstance(tokens, np.ndarray) else tokens.tolist()
+        self.tokens += np.asarray(tokens, dtype=np.int64).tolist()
 
     def build(self, index: int, digest: str) -> ChunkFacts:
         n, need, seed = len(self.lines), self.needs, self.needs.seed

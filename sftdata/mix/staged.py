@@ -128,9 +128,7 @@ class RowsWriter:
             ("truncated", self.truncated))}
         for name, values in self.sparse.items():
             kind = ROWS_SCHEMA.field(name).type
-            empty = [] if pa.types.is_list(kind) else b"" if pa.types.is_large_binary(kind) else "" if \
-                pa.types.is_string(kind) else 0
-            columns[name] = plain_array(kind, [values.get(i, empty) for i in range(n)]) if values else \
+            columns[name] = plain_array(kind, [values.get(i, _SPARSE[name]) for i in range(n)]) if values else \
                 _empty_column(kind, n)
         columns["input_ids"] = _lists(self.tokens, lengths, np.int32)
         columns["trained_mask"] = _lists(self.labels, lengths, np.uint8, lambda flat: flat != IGNORE_INDEX)
@@ -152,7 +150,7 @@ class RowsWriter:
         return staged
 
 
-_SPARSE = ("reason", "quarantine", "raw", "unknown_keys", "chars")  # empty (or 0) in most rows
+_SPARSE = {"reason": "", "quarantine": b"", "raw": b"", "unknown_keys": [], "chars": 0}  # most rows' values
 
 
 def _empty_column(kind: pa.DataType, n: int) -> pa.Array:
